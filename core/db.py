@@ -1,0 +1,130 @@
+"""The SQLite file: connection settings and the schema, as append-only named migrations.
+
+Invariants:
+- One file, `<data dir>/dashboard.db`, in WAL mode with a busy timeout, so several runner
+  processes and the dashboard can read and write at once without "database is locked".
+- Migrations are named functions registered on `MIGRATIONS`, applied in order, each in one
+  transaction with its record in `_sqlite_migrations`. Never edit or reorder an applied one:
+  append a new `mNNN_...` function instead.
+- Times are ISO 8601 UTC text (`now()`), which sorts and compares as text.
+- Request statuses: planned -> submitted (POST under way, no fal id yet) -> queued -> running
+  -> completed | failed | cancelled; `dry_run` when nothing is sent.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import sqlite3
+import uuid
+from pathlib import Path
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+MIGRATIONS = Migrations("dashboard")
+
+REQUEST_STATUSES = (
+    "planned", "submitted", "queued", "running", "completed", "failed", "cancelled", "dry_run",
+)
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "dry_run"})
+REFERENCE_ROLES = ("face", "product", "background", "other")
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def connect(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Database:
+    """A connection to the store at `path` (created if missing), migrated to the latest schema.
+
+    Each thread or process opens its own connection.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    db = sqlite_utils.Database(conn)
+    if migrate:
+        migrate_db(db)
+    return db
+
+
+def migrate_db(db: sqlite_utils.Database) -> None:
+    if MIGRATIONS.pending(db):
+        # BEGIN IMMEDIATE: two processes starting at once must not both apply a migration.
+        MIGRATIONS.apply(db)
+
+
+@MIGRATIONS()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["reference_photos"].create(
+        {
+            "id": str, "sha256": str, "role": str, "owner": str, "original_name": str,
+            "content_type": str, "width": int, "height": int, "size_bytes": int,
+            "storage_backend": str, "storage_path": str, "public_url": str,
+            "created_at": str, "created_by": str, "archived_at": str,
+        },
+        pk="id", not_null={"sha256", "role", "content_type", "storage_backend", "storage_path", "created_at"},
+    )
+    db["reference_photos"].create_index(["sha256"], unique=True)
+    db["reference_photos"].create_index(["created_at"])
+
+    db["batches"].create(
+        {
+            "id": str, "name": str, "created_at": str, "created_by": str, "plan_json": str,
+            "status": str, "dry_run": int, "concurrency": int, "cancel_requested": int,
+            "runner_pid": int, "runner_host": str, "heartbeat_at": str,
+            "started_at": str, "finished_at": str, "request_count": int, "estimated_cost": float,
+        },
+        pk="id", not_null={"name", "created_at", "status"},
+        defaults={"cancel_requested": 0, "dry_run": 0, "request_count": 0},
+    )
+    db["batches"].create_index(["created_at"])
+
+    db["groups"].create(
+        {
+            "id": str, "batch_id": str, "variant_key": str, "prompt": str, "options_json": str,
+            "seed": int, "image_size": str, "reference_ids": str, "created_at": str,
+        },
+        pk="id", foreign_keys=[("batch_id", "batches", "id")], not_null={"prompt", "created_at"},
+    )
+    db["groups"].create_index(["batch_id"])
+
+    db["requests"].create(
+        {
+            "id": str, "batch_id": str, "group_id": str, "endpoint": str, "prompt": str,
+            "options_json": str, "seed": int, "image_size": str, "reference_ids": str,
+            "payload_json": str, "payload_hash": str, "status": str, "dry_run": int,
+            "fal_request_id": str, "status_url": str, "response_url": str, "cancel_url": str,
+            "queue_position": int, "created_at": str, "submitted_at": str, "queued_at": str,
+            "started_at": str, "completed_at": str, "queue_time_s": float,
+            "inference_time_s": float, "total_time_s": float, "http_status": int,
+            "error_type": str, "error_message": str, "estimated_cost": float,
+            "response_json": str, "logs_json": str, "rerun_of": str, "created_by": str,
+            "attempts": int,
+        },
+        pk="id",
+        foreign_keys=[("batch_id", "batches", "id"), ("group_id", "groups", "id"),
+                      ("rerun_of", "requests", "id")],
+        not_null={"endpoint", "payload_json", "payload_hash", "status", "created_at"},
+        defaults={"dry_run": 0, "attempts": 0},
+    )
+    for cols in (["batch_id", "status"], ["endpoint", "created_at"], ["status", "created_at"],
+                 ["created_at"], ["group_id"], ["fal_request_id"], ["submitted_at"]):
+        db["requests"].create_index(cols)
+
+    db["result_images"].create(
+        {
+            "id": str, "request_id": str, "idx": int, "fal_url": str, "storage_backend": str,
+            "storage_path": str, "sha256": str, "width": int, "height": int,
+            "content_type": str, "size_bytes": int, "nsfw": int, "created_at": str,
+        },
+        pk="id", foreign_keys=[("request_id", "requests", "id")], not_null={"request_id", "created_at"},
+    )
+    db["result_images"].create_index(["request_id", "idx"], unique=True)

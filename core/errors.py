@@ -1,0 +1,136 @@
+"""The one exception tree of `core`. Every message says what happened and what to do.
+
+    DashboardError
+    ├── ConfigError              settings or secrets.toml unusable
+    ├── PayloadError             a body fails validation before anything is sent (names field, endpoint)
+    ├── PromptError              an option key that does not exist
+    ├── PlanError                a batch plan file that is not usable
+    ├── UploadRejected           a reference photo refused by the upload checks (`.reason` code)
+    ├── StorageError             a storage backend failed; nothing was left half-written
+    │   ├── StoragePermissionError   no permission (Supabase "403")
+    │   ├── BucketNotFound           no such bucket ("404")
+    │   ├── ObjectExists             already exists ("409")
+    │   ├── ObjectTooLarge           too large ("413")
+    │   └── UnsupportedContentType   type not allowed ("415")
+    ├── StoreError               the SQLite store (e.g. unknown id)
+    │   └── BatchBusy            another live runner owns this batch
+    └── FalError                 talking to fal
+        ├── FalAuthError         401/403: the key is missing or wrong
+        ├── FalValidationError   422: `.detail` is fal's list (or string)
+        ├── FalRateLimited       429 after retries; `.retry_after`
+        ├── FalServerError       5xx / runner errors after retries; `.error_type`
+        ├── FalTimeout           no answer in time
+        ├── FalUnavailable       transport failure (cannot connect) after retries
+        └── FalCancelled         the request was cancelled
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class DashboardError(Exception):
+    """Base of every error `core` raises on purpose."""
+
+
+class ConfigError(DashboardError):
+    pass
+
+
+class PayloadError(DashboardError):
+    """A request body that must not be sent. `messages` holds one line per problem."""
+
+    def __init__(self, endpoint: str, messages: list[str]):
+        self.endpoint = endpoint
+        self.messages = list(messages)
+        super().__init__("; ".join(self.messages))
+
+
+class PromptError(DashboardError):
+    pass
+
+
+class PlanError(DashboardError):
+    pass
+
+
+class UploadRejected(DashboardError):
+    """`reason` is a short stable code (e.g. "empty", "not_an_image", "too_small")."""
+
+    def __init__(self, reason: str, message: str):
+        self.reason = reason
+        super().__init__(message)
+
+
+class StorageError(DashboardError):
+    pass
+
+
+class StoragePermissionError(StorageError):
+    pass
+
+
+class BucketNotFound(StorageError):
+    pass
+
+
+class ObjectExists(StorageError):
+    pass
+
+
+class ObjectTooLarge(StorageError):
+    pass
+
+
+class UnsupportedContentType(StorageError):
+    pass
+
+
+class StoreError(DashboardError):
+    pass
+
+
+class BatchBusy(StoreError):
+    pass
+
+
+class FalError(DashboardError):
+    """`status_code` is the HTTP status when there was one; `request_id` fal's id when known."""
+
+    def __init__(self, message: str, *, status_code: int | None = None,
+                 request_id: str | None = None, error_type: str | None = None):
+        self.status_code = status_code
+        self.request_id = request_id
+        self.error_type = error_type
+        super().__init__(message)
+
+
+class FalAuthError(FalError):
+    pass
+
+
+class FalValidationError(FalError):
+    def __init__(self, message: str, *, detail: Any = None, **kw: Any):
+        self.detail = detail
+        super().__init__(message, **kw)
+
+
+class FalRateLimited(FalError):
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any):
+        self.retry_after = retry_after
+        super().__init__(message, **kw)
+
+
+class FalServerError(FalError):
+    pass
+
+
+class FalTimeout(FalError):
+    pass
+
+
+class FalUnavailable(FalError):
+    pass
+
+
+class FalCancelled(FalError):
+    pass

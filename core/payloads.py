@@ -1,0 +1,81 @@
+"""Canonical JSON, payload hashes and safe display of payloads.
+
+Invariants:
+- `canonical_json` is `sort_keys=True` with compact separators: the same body always gives the
+  same text, so `payload_hash` ("v1:" + sha256 hex of that text) identifies a request body.
+- A `data:` URI is never stored or logged whole: `abbreviate` turns it into
+  "data:<mime>;base64,…(<n> bytes, sha256 <first 12 hex>)".
+- A stored payload names a local reference photo as `reference://<reference id>`; the `data:` URI
+  that fal receives is built only at send time.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from typing import Any
+
+HASH_VERSION = "v1"
+REFERENCE_SCHEME = "reference://"
+
+_DATA_URI = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*?)(?P<b64>;base64)?,(?P<data>.*)$", re.S)
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def payload_hash(obj: Any) -> str:
+    return f"{HASH_VERSION}:" + hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
+
+
+def describe_data_uri(uri: str) -> str:
+    """"data:image/png;base64,…(1234 bytes, sha256 0123456789ab)" for a data URI."""
+    m = _DATA_URI.match(uri)
+    if not m:
+        return "data:…(unparseable)"
+    raw = m.group("data")
+    if m.group("b64"):
+        try:
+            data = base64.b64decode(raw, validate=False)
+        except (binascii.Error, ValueError):
+            data = raw.encode()
+    else:
+        data = raw.encode()
+    mime = m.group("mime") or "text/plain"
+    return f"data:{mime};base64,…({len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]})"
+
+
+def abbreviate(obj: Any) -> Any:
+    """A copy of `obj` with every `data:` URI string abbreviated (for logs, pages, exports)."""
+    if isinstance(obj, str):
+        return describe_data_uri(obj) if obj.startswith("data:") else obj
+    if isinstance(obj, dict):
+        return {k: abbreviate(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [abbreviate(v) for v in obj]
+    return obj
+
+
+def reference_token(reference_id: str) -> str:
+    return f"{REFERENCE_SCHEME}{reference_id}"
+
+
+def reference_ids_in(obj: Any) -> list[str]:
+    """The reference ids named by `reference://` tokens anywhere in a payload, in order."""
+    found: list[str] = []
+
+    def walk(o: Any) -> None:
+        if isinstance(o, str) and o.startswith(REFERENCE_SCHEME):
+            found.append(o[len(REFERENCE_SCHEME):])
+        elif isinstance(o, dict):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                walk(v)
+
+    walk(obj)
+    return found

@@ -1,0 +1,31 @@
+"""Shared fixtures. Every test runs with its own data directory and no real credentials, and
+any fal/Supabase URL left unset points at a closed loopback port: a test can never touch real
+data, spend money, or send traffic off this machine."""
+from __future__ import annotations
+
+import pytest
+
+from core.config import load_settings
+
+# Stand-in servers and their fixtures live in tests/standins/.
+pytest_plugins: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    for name in ("FAL_KEY", "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_BUCKET",
+                 "DASHBOARD_CONCURRENCY", "DASHBOARD_MAX_UPLOAD_BYTES", "DASHBOARD_MAX_LONG_EDGE"):
+        monkeypatch.delenv(name, raising=False)
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("DASHBOARD_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("DASHBOARD_SECRETS", str(tmp_path / "no-secrets.toml"))
+    # port 9 (discard) on loopback: refused, never off-machine
+    monkeypatch.setenv("FAL_RUN_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("FAL_QUEUE_URL", "http://127.0.0.1:9")
+    return data_dir
+
+
+@pytest.fixture
+def settings(isolated_env):
+    """Settings for this test (dry run, local storage, a temp data dir)."""
+    return load_settings()
