@@ -1,4 +1,9 @@
-"""Streamlit entry: navigation and the sidebar. Pages are thin: widgets and calls into core."""
+"""Streamlit entry: navigation and the sidebar. Pages are thin: widgets and calls into core.
+
+The sidebar says, without revealing a secret, whether fal is live or in dry run, which storage
+backend is used and where the data lives; and it asks for a display name, remembered for the
+session and recorded as `created_by` with whatever the person runs, uploads or rates.
+"""
 from __future__ import annotations
 
 import sys
@@ -11,19 +16,10 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from core.config import load_settings  # noqa: E402
+from core.errors import DashboardError  # noqa: E402
+from dashboard import _shared  # noqa: E402
 
 st.set_page_config(page_title="fal model comparison", page_icon=":material/compare:", layout="wide")
-
-settings = load_settings()
-with st.sidebar:
-    summary = settings.public_summary()
-    if settings.dry_run:
-        st.warning("Dry run: no FAL_KEY, nothing is sent to fal.", icon=":material/science:")
-    else:
-        st.success("fal: live", icon=":material/cloud_done:")
-    st.caption(f"Storage: {summary['storage']}")
-    st.caption(f"Data: {summary['data_dir']}")
 
 pages = [
     st.Page("upload.py", title="Upload", icon=":material/upload:", default=True),
@@ -31,4 +27,23 @@ pages = [
     st.Page("compare.py", title="Compare", icon=":material/compare:"),
     st.Page("history.py", title="History", icon=":material/history:"),
 ]
-st.navigation(pages).run()
+page = st.navigation(pages)
+
+with st.sidebar:
+    try:
+        settings = _shared.settings()
+    except DashboardError as e:
+        _shared.show_error(e)
+        st.stop()
+    summary = settings.public_summary()
+    if settings.dry_run:
+        st.warning("**Dry run**: no FAL_KEY, nothing is sent to fal. Payloads are built, "
+                   "validated and recorded.", icon=":material/science:")
+    else:
+        st.success("fal: **live** — runs are sent and billed.", icon=":material/cloud_done:")
+    st.caption(f"Storage: {summary['storage']}")
+    st.caption(f"Data: `{summary['data_dir']}`")
+    st.text_input("Your name", key=_shared.USER_KEY, placeholder="e.g. Ana",
+                  help="Recorded with what you upload, run and rate (this browser session only).")
+
+page.run()

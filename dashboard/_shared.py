@@ -1,0 +1,99 @@
+"""What every page shares: cached resources, the user's display name, and small view helpers.
+
+Invariants:
+- Settings and storage are process-wide (`st.cache_resource`), keyed by the environment that
+  shapes them, so a test that points DASHBOARD_DATA_DIR elsewhere gets fresh ones.
+- Each browser session has its own SQLite connection (session-scoped cache, closed when the
+  session ends); connections come from `core.db.connect`, so WAL and migrations apply.
+- Nothing here holds a business rule: helpers only render what `core` returns.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+from typing import Any
+
+import streamlit as st
+
+from core.config import Settings, load_settings
+from core.errors import DashboardError, PayloadError
+from core.payloads import abbreviate
+
+# the environment variables that shape Settings (see core/config.py); they key the caches
+_ENV_NAMES = (
+    "FAL_KEY", "FAL_RUN_URL", "FAL_QUEUE_URL", "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_BUCKET",
+    "DASHBOARD_DATA_DIR", "DASHBOARD_CONCURRENCY", "DASHBOARD_MAX_UPLOAD_BYTES",
+    "DASHBOARD_MAX_LONG_EDGE", "DASHBOARD_SECRETS",
+)
+USER_KEY = "user_name"
+
+
+@st.cache_resource(show_spinner=False)
+def _settings(_env_key: tuple) -> Settings:
+    s = load_settings()
+    s.ensure_dirs()
+    return s
+
+
+def settings() -> Settings:
+    return _settings(tuple(os.environ.get(n) for n in _ENV_NAMES))
+
+
+@st.cache_resource(show_spinner=False)
+def _storage(s: Settings):
+    from core.storage import open_storage
+
+    return open_storage(s)
+
+
+def storage():
+    """The reference/result image storage for the current settings (local or Supabase)."""
+    return _storage(settings())
+
+
+@st.cache_resource(scope="session", show_spinner=False, on_release=lambda conn: conn.close())
+def _db(db_path: str):
+    from core.db import connect
+
+    return connect(db_path)
+
+
+def db():
+    """This session's connection to the store (sqlite_utils.Database)."""
+    return _db(str(settings().db_path))
+
+
+def user() -> str | None:
+    """The display name typed in the sidebar, or None when left empty."""
+    name = (st.session_state.get(USER_KEY) or "").strip()
+    return name or None
+
+
+def show_error(err: DashboardError) -> None:
+    """A core error as the user should read it: one line per problem, no traceback."""
+    if isinstance(err, PayloadError) and len(err.messages) > 1:
+        st.error(f"{err.endpoint}:\n" + "\n".join(f"- {m}" for m in err.messages),
+                 icon=":material/error:")
+    else:
+        st.error(str(err), icon=":material/error:")
+
+
+def payload_json(payload: Any) -> str:
+    """Pretty JSON of a payload with every data: URI abbreviated (never show the base64)."""
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return payload
+    return json.dumps(abbreviate(payload), indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def data_uri(data: bytes, content_type: str = "image/jpeg") -> str:
+    """A small image as a data: URI, for st.dataframe's ImageColumn."""
+    return f"data:{content_type};base64," + base64.b64encode(data).decode("ascii")
+
+
+def short_time(iso: str | None) -> str:
+    """"2026-11-24 17:30" from a stored ISO UTC time (display only)."""
+    return (iso or "")[:16].replace("T", " ")
