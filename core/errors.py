@@ -14,14 +14,15 @@
     │   └── UnsupportedContentType   type not allowed ("415")
     ├── StoreError               the SQLite store (e.g. unknown id)
     │   └── BatchBusy            another live runner owns this batch
-    └── FalError                 talking to fal
-        ├── FalAuthError         401/403: the key is missing or wrong
-        ├── FalValidationError   422: `.detail` is fal's list (or string)
-        ├── FalRateLimited       429 after retries; `.retry_after`
-        ├── FalServerError       5xx / runner errors after retries; `.error_type`
-        ├── FalTimeout           no answer in time
-        ├── FalUnavailable       transport failure (cannot connect) after retries
-        └── FalCancelled         the request was cancelled
+    ├── FalError                 talking to fal
+    │   ├── FalAuthError         401/403: the key is missing or wrong
+    │   ├── FalValidationError   422: `.detail` is fal's list (or string)
+    │   ├── FalRateLimited       429 after retries; `.retry_after`
+    │   ├── FalServerError       5xx / runner errors after retries; `.error_type`
+    │   ├── FalTimeout           no answer in time
+    │   ├── FalUnavailable       transport failure (cannot connect) after retries
+    │   └── FalCancelled         the request was cancelled
+    └── MetricsError             an image could not be decoded for measuring
 """
 from __future__ import annotations
 
@@ -134,3 +135,7 @@ class FalUnavailable(FalError):
 
 class FalCancelled(FalError):
     pass
+
+
+class MetricsError(DashboardError):
+    """An image given to `core.metrics` could not be decoded, so nothing was measured."""
