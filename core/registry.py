@@ -30,6 +30,7 @@ from jsonschema.exceptions import SchemaError, ValidationError
 
 from core.errors import ConfigError, PayloadError
 from core.payloads import REFERENCE_SCHEME, abbreviate
+from core.prompts import image_size_for
 
 ENDPOINTS_PATH = Path(__file__).with_name("endpoints.toml")
 SCHEMAS_DIR = Path(__file__).with_name("schemas")
@@ -89,7 +90,7 @@ class Endpoint:
     max_images: int                # references fal uses; 0 for text-to-image
     takes_image_size: bool
     schema: dict[str, Any] = field(repr=False, compare=False, hash=False)
-    price: PriceRule = PriceRule(0.0, "output")
+    price: PriceRule
     notes: tuple[str, ...] = ()
     size_range: tuple[int, int] | None = None   # documented bounds of a custom width/height
     preset: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # endpoint additions to TEAM_PRESET
@@ -156,6 +157,9 @@ def _make_entry(endpoint_id: str, raw: dict[str, Any]) -> _Entry:
             raise _bad(endpoint_id, f"image_key {endpoint.image_key!r} disagrees with the schema ({key!r})")
     if endpoint.takes_image_size != ("image_size" in props):
         raise _bad(endpoint_id, "takes_image_size disagrees with the schema")
+    unknown_preset = [k for k in endpoint.preset if k not in props]
+    if unknown_preset:
+        raise _bad(endpoint_id, f"preset names fields the schema does not have: {unknown_preset}")
     if size_range is not None and (len(size_range) != 2 or not size_range[0] <= size_range[1]):
         raise _bad(endpoint_id, "size_range must be [min, max]")
 
@@ -230,10 +234,7 @@ def build_payload(endpoint_id: str, *, prompt: str, image_size: str | dict[str, 
     left out where it does not. `image_urls` go under the endpoint's reference key. The team preset
     comes next, then `params`, which override anything; a `params` value of None removes that key
     (the endpoint's default applies)."""
-    from core.prompts import image_size_for
-
-    entry = _entry(endpoint_id)
-    endpoint = entry.endpoint
+    endpoint = get_endpoint(endpoint_id)
     refs = [image_urls] if isinstance(image_urls, str) else list(image_urls or ())
     body: dict[str, Any] = {"prompt": prompt}
     if endpoint.takes_image_size:
@@ -510,7 +511,7 @@ def estimate_cost(endpoint_id: str, body: dict[str, Any], *,
             refs = body.get(endpoint.image_key or "", [])
             inputs = 1 if isinstance(refs, str) else len(refs) if isinstance(refs, list) else 0
         megapixels += min(inputs, endpoint.max_images) * 1.0
-    return round(endpoint.price.usd_per_mp * megapixels, 6)
+    return round(endpoint.price.usd_per_mp * megapixels, 9)  # drops float noise, keeps fractions of a cent
 
 
 def parameter_fields(endpoint_id: str) -> list[dict[str, Any]]:
