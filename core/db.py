@@ -128,3 +128,10 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         pk="id", foreign_keys=[("request_id", "requests", "id")], not_null={"request_id", "created_at"},
     )
     db["result_images"].create_index(["request_id", "idx"], unique=True)
+
+
+@MIGRATIONS()
+def m002_history_indexes(db: sqlite_utils.Database) -> None:
+    """History by batch is shown newest first; re-runs are looked up by the request they repeat."""
+    db["requests"].create_index(["batch_id", "created_at"], if_not_exists=True)
+    db["requests"].create_index(["rerun_of"], if_not_exists=True)
