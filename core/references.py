@@ -21,7 +21,7 @@ import hashlib
 import logging
 import re
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import Settings, load_settings
@@ -53,8 +53,9 @@ class Reference:
     created_at: str
     created_by: str | None
     archived_at: str | None
-    notes: tuple[str, ...] = ()
-    existing: bool = False
+    # what happened on this upload: not part of the reference's identity
+    notes: tuple[str, ...] = field(default=(), compare=False)
+    existing: bool = field(default=False, compare=False)
 
 
 def add_reference(db: Any, storage: Storage, data: bytes, *, role: str = "other",

@@ -131,8 +131,9 @@ class SupabaseStandin:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="supabase-standin",
-                                        daemon=True)
+        # a short poll interval: shutdown() waits for one poll, once per test
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="supabase-standin", daemon=True)
         self._thread.start()
         return self
 
