@@ -541,6 +541,12 @@ def mark_submitted(db: sqlite_utils.Database, request_id: str) -> bool:
     return True
 
 
+def mark_unsent(db: sqlite_utils.Database, request_id: str) -> bool:
+    """Back to `planned` after a submit that fal surely did not accept (refused key, 429, no
+    connection): nothing exists at fal, so sending it later cannot run it twice."""
+    return _transition(db, request_id, ("submitted",), {"status": "planned", "submitted_at": None})
+
+
 def mark_queued(db: sqlite_utils.Database, request_id: str, *, fal_request_id: str,
                 status_url: str | None, response_url: str | None, cancel_url: str | None,
                 queue_position: int | None = None, http_status: int | None = 200) -> bool:

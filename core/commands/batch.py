@@ -1,0 +1,217 @@
+"""`python -m core batch plan|run|resume|cancel|status`: batches of requests from a plan file.
+
+`plan` shows what a plan file would send (counts, cost, payloads) without writing anything.
+`run` records the batch, then sends it, printing a progress line per second; exit 0 when every
+request reached a final state, 1 with a summary otherwise. Without FAL_KEY it is a dry run.
+`resume` continues a batch (default: every unfinished one) after a crash or a stop.
+
+Imports are lazy: this path never loads pandas, streamlit, supabase or scikit-image.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("batch", help="plan, run, resume, cancel batches",
+                                   description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="batch_command", required=True, metavar="SUBCOMMAND")
+
+    plan = sub.add_parser("plan", help="show requests, cost and payloads of a plan file; writes nothing")
+    plan.add_argument("plan", type=Path, metavar="PLAN.json")
+    plan.add_argument("--payloads", action="store_true", help="print every payload as one JSON line")
+    plan.set_defaults(func=_plan)
+
+    run = sub.add_parser("run", help="record a plan file as a batch and send it")
+    run.add_argument("plan", type=Path, metavar="PLAN.json")
+    run.add_argument("--concurrency", type=_positive, default=None,
+                     help="jobs at fal at once (default DASHBOARD_CONCURRENCY, 8)")
+    run.add_argument("--by", dest="created_by", default=None, help="who runs it (recorded)")
+    run.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
+    run.set_defaults(func=_run)
+
+    resume = sub.add_parser("resume", help="continue a batch (default: every unfinished batch)")
+    resume.add_argument("batch_id", nargs="?", metavar="BATCH_ID")
+    resume.add_argument("--concurrency", type=_positive, default=None)
+    resume.add_argument("--quiet", action="store_true")
+    resume.set_defaults(func=_resume)
+
+    cancel = sub.add_parser("cancel", help="stop a batch: send nothing more, cancel what fal holds")
+    cancel.add_argument("batch_id", metavar="BATCH_ID")
+    cancel.set_defaults(func=_cancel)
+
+    status = sub.add_parser("status", help="progress of one batch, or the latest batches")
+    status.add_argument("batch_id", nargs="?", metavar="BATCH_ID")
+    status.add_argument("--limit", type=_positive, default=20)
+    status.set_defaults(func=_status)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _settings_db() -> tuple[Any, Any]:
+    from core.config import load_settings
+    from core.db import connect
+
+    settings = load_settings()
+    settings.ensure_dirs()
+    return settings, connect(settings.db_path)
+
+
+def _make_plan(path: Path, db: Any, settings: Any, *, upload: bool) -> Any:
+    from core.plans import load_plan_file, make_plan
+
+    spec = load_plan_file(path)
+    storage = None
+    if upload and spec.get("references"):
+        from core.storage import open_storage
+
+        storage = open_storage(settings)
+    return make_plan(spec, db=db, storage=storage, base_dir=path.parent, upload=upload)
+
+
+def _describe(plan: Any) -> str:
+    models = ", ".join(f"{m} ${c:.3f}" for m, c in plan.cost_by_model().items())
+    return (f"{plan.request_count} requests = {len(plan.groups) // len(plan.seeds)} variants x "
+            f"{len(plan.seeds)} seeds x {len(plan.models)} models; estimated ${plan.estimated_cost:.3f} "
+            f"({models})")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    settings, db = _settings_db()
+    plan = _make_plan(args.plan, db, settings, upload=False)
+    print(f"plan {plan.name!r}: {_describe(plan)}")
+    if not plan.final:
+        print("(reference files not uploaded yet: payloads show reference://pending-N)")
+    if args.payloads:
+        from core.payloads import canonical_json
+
+        for r in plan.requests:
+            print(canonical_json({"endpoint": r.endpoint, "seed": r.seed, "estimated_cost": r.estimated_cost,
+                                  "payload_hash": r.payload_hash, "payload": r.payload}))
+    return 0
+
+
+def _progress_printer(quiet: bool) -> Any:
+    if quiet:
+        return None
+    started = time.monotonic()
+
+    def show(progress: Any) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {progress.summary()}", flush=True)
+
+    return show
+
+
+def _report(report: Any) -> int:
+    p = report.progress
+    done_word = "DRY RUN finished" if report.dry_run else ("cancelled" if report.cancelled else "finished")
+    if p.is_finished:
+        print(f"batch {report.batch_id} {done_word}: {p.summary()}")
+        failed = p.counts.get("failed", 0)
+        if failed:
+            print(f"{failed} request(s) failed: see `python -m core export --batch {report.batch_id} "
+                  f"--status failed --out failed.csv` for the errors")
+        return 0
+    print(f"batch {report.batch_id} NOT finished: {p.summary()}", file=sys.stderr)
+    if report.stopped:
+        print(f"stopped: {report.stopped}", file=sys.stderr)
+    print(f"resume with `python -m core batch resume {report.batch_id}`", file=sys.stderr)
+    return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from core import runner, store
+
+    settings, db = _settings_db()
+    plan = _make_plan(args.plan, db, settings, upload=True)
+    batch = store.create_batch(db, plan, dry_run=settings.dry_run, concurrency=args.concurrency,
+                               created_by=args.created_by)
+    print(f"batch {batch.id} {plan.name!r}: {_describe(plan)}", flush=True)
+    if batch.dry_run:
+        print("DRY RUN: nothing sent (no FAL_KEY); payloads are validated and recorded as dry_run",
+              flush=True)
+    db.close()
+    report = runner.run_batch(batch.id, settings=settings, concurrency=args.concurrency,
+                              on_progress=_progress_printer(args.quiet))
+    return _report(report)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from core import runner, store
+    from core.errors import BatchBusy
+
+    settings, db = _settings_db()
+    ids = [args.batch_id] if args.batch_id else [b.id for b in store.unfinished_batches(db)]
+    if args.batch_id:
+        store.get_batch(db, args.batch_id)
+    db.close()
+    if not ids:
+        print("no unfinished batch")
+        return 0
+    code = 0
+    for batch_id in ids:
+        try:
+            report = runner.run_batch(batch_id, settings=settings, concurrency=args.concurrency,
+                                      on_progress=_progress_printer(args.quiet))
+        except BatchBusy as e:
+            if args.batch_id:
+                raise
+            print(f"skipped: {e}", file=sys.stderr)
+            continue
+        code = max(code, _report(report))
+    return code
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from core import runner, store
+
+    settings, db = _settings_db()
+    batch = store.request_cancel(db, args.batch_id)
+    if store.batch_progress(db, args.batch_id).is_finished:
+        print(f"batch {args.batch_id} has already finished; nothing to cancel")
+        return 0
+    if store.runner_alive(batch):
+        print(f"cancel requested: runner {batch.runner_pid} on {batch.runner_host} stops sending and "
+              "cancels the jobs fal holds; follow it with `python -m core batch status "
+              f"{args.batch_id}`")
+        return 0
+    db.close()
+    # no live runner: do the cancelling here (unsent -> cancelled, jobs at fal -> cancel PUT)
+    report = runner.run_batch(args.batch_id, settings=settings)
+    return _report(report)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from core import store
+
+    _, db = _settings_db()
+    batches = [store.get_batch(db, args.batch_id)] if args.batch_id else store.list_batches(db, limit=args.limit)
+    if not batches:
+        print("no batch yet: `python -m core batch run PLAN.json`")
+    for b in batches:
+        p = store.batch_progress(db, b.id)
+        runner_text = (f"runner {b.runner_pid} alive" if store.runner_alive(b)
+                       else "no runner" if not p.is_finished else "")
+        flags = " ".join(x for x in ("DRY RUN" if b.dry_run else "",
+                                     "cancel requested" if b.cancel_requested else "", runner_text) if x)
+        print(f"{b.id}  {b.created_at[:19]}  {b.status:<9} {b.name!r}: {p.summary()}"
+              + (f"  [{flags}]" if flags else ""))
+        if args.batch_id:
+            print(json.dumps({"id": b.id, "status": b.status, "counts": dict(p.counts),
+                              "estimated_cost": p.estimated_cost, "completed_cost": p.completed_cost,
+                              "dry_run": b.dry_run, "cancel_requested": b.cancel_requested,
+                              "runner_pid": b.runner_pid, "heartbeat_at": b.heartbeat_at}))
+    return 0
