@@ -97,3 +97,76 @@ def data_uri(data: bytes, content_type: str = "image/jpeg") -> str:
 def short_time(iso: str | None) -> str:
     """"2026-11-24 17:30" from a stored ISO UTC time (display only)."""
     return (iso or "")[:16].replace("T", " ")
+
+
+THUMB_PX = 256
+
+
+@st.cache_data(max_entries=2000, show_spinner=False)
+def _thumbnail(backend: str, path: str, version: str, size: int) -> bytes | None:
+    # `version` (a sha256 or an id) keys the cache so a replaced object is never shown stale.
+    from io import BytesIO
+
+    from PIL import Image
+
+    store = storage()
+    if store.backend != backend:
+        return None
+    try:
+        data = store.get(path)
+        with Image.open(BytesIO(data)) as im:
+            im.draft("RGB", (size, size))  # JPEG: decode at reduced scale, far cheaper
+            im.thumbnail((size, size))
+            out = BytesIO()
+            im.convert("RGB").save(out, "JPEG", quality=80)
+        return out.getvalue()
+    except (DashboardError, OSError, ValueError):
+        return None
+
+
+def thumbnail(backend: str | None, path: str | None, version: str, size: int = THUMB_PX) -> bytes | None:
+    """A small JPEG of a stored image (reference or result), or None when it cannot be read."""
+    if not backend or not path:
+        return None
+    return _thumbnail(backend, path, version, size)
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "KB", "MB"):
+        if n < 1024 or unit == "MB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def notes_text(notes) -> str:
+    """Core's normalisation notes ("downscaled from ...") as a trailing sentence, or ""."""
+    return (" — " + "; ".join(notes) + ".") if notes else ""
+
+
+def history_csv(db_path, flt) -> bytes:
+    """The CSV download of a history filter (all pages), from core.export.
+
+    Runs when the user clicks (deferred), outside the script thread: it opens its own connection.
+    """
+    from core import export
+    from core.db import connect
+
+    conn = connect(db_path)
+    try:
+        return export.to_csv_bytes(conn, flt)
+    finally:
+        conn.close()
+
+
+def cell(value: Any) -> str:
+    """A JSON value as one table cell (diff tables)."""
+    if value is None:
+        return "null"
+    return value if isinstance(value, str) else json.dumps(abbreviate(value), ensure_ascii=False)
+
+
+def seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} s"

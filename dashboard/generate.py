@@ -1,5 +1,239 @@
-"""Generate page."""
+"""Generate page: references x option values x seeds x models -> a batch, shown in full (count,
+estimated cost, exact payloads) before it is run, then run by a detached runner process.
+
+The batch keeps running when the tab is closed (`runner.start_batch_process`); this page only
+polls the store. Unfinished batches (e.g. after a restart) are listed and can be resumed.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import random
+
 import streamlit as st
 
+from core import plans, prompts, references, registry, runner, store
+from core.errors import DashboardError, PayloadError
+from dashboard import _shared, _widgets
+
+PREVIEW_PAYLOADS = 20
+RESULT_TILES = 12
+POLL_SECONDS = 1.0
+
+state = st.session_state
+settings = _shared.settings()
+db = _shared.db()
+
 st.title("Generate")
-st.info("This page arrives with the dashboard issue.")
+if settings.dry_run:
+    st.info("**Dry run**: there is no FAL_KEY, so a run records every payload in History as "
+            "*dry run* and sends nothing to fal.", icon=":material/science:")
+
+
+# ---------------------------------------------------------------------------- batch in progress
+
+def _results(batch_id: str) -> None:
+    page = store.query_history(db, store.HistoryFilter(batch_id=batch_id, status="completed",
+                                                       page_size=RESULT_TILES))
+    if not page.rows:
+        return
+    images = store.result_images(db, [r.id for r in page.rows])
+    cols = st.columns(6)
+    for i, req in enumerate(page.rows):
+        with cols[i % 6]:
+            for image in images[req.id][:1]:
+                _widgets.image_tile(image, caption=f"{registry.get_endpoint(req.endpoint).label} · seed {req.seed}")
+    if page.total > RESULT_TILES:
+        st.caption(f"Newest {RESULT_TILES} of {page.total} results — all of them are in History and Compare.")
+
+
+def _progress(batch_id: str) -> store.BatchProgress:
+    batch = store.get_batch(db, batch_id)
+    progress = store.batch_progress(db, batch_id)
+    st.markdown(f"**{batch.name}** · {progress.total} requests · created "
+                f"{_shared.short_time(batch.created_at)}" + (f" by {batch.created_by}" if batch.created_by else ""))
+    st.progress(progress.done / progress.total if progress.total else 0.0, text=progress.summary())
+    if progress.dry_run:
+        st.info(f"Dry run: nothing was sent to fal. {progress.counts.get('dry_run', 0)} payloads were "
+                "recorded — open History to read them.", icon=":material/science:")
+    for status in ("failed", "cancelled"):
+        if progress.counts.get(status):
+            st.warning(f"{progress.counts[status]} request(s) {status}: see History for the errors.",
+                       icon=":material/warning:")
+    return progress
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _watch(batch_id: str) -> None:
+    progress = _progress(batch_id)
+    if progress.cancel_requested:
+        st.caption("Cancel requested: nothing more is sent; what fal still holds is being cancelled.")
+    elif st.button("Cancel batch", icon=":material/cancel:", key=f"cancel_{batch_id}"):
+        runner.request_cancel(batch_id, settings=settings)
+        st.rerun(scope="fragment")
+    _results(batch_id)
+    if progress.is_finished:
+        st.rerun()  # the whole page, once: a finished batch is drawn without polling
+
+
+def _show_batch(batch_id: str) -> None:
+    progress = store.batch_progress(db, batch_id)
+    if progress.is_finished:
+        _progress(batch_id)
+        _results(batch_id)
+    else:
+        _watch(batch_id)
+
+
+unfinished = [b for b in store.unfinished_batches(db) if b.id != state.get("active_batch")]
+if unfinished:
+    with st.expander(f"Unfinished batches ({len(unfinished)})", expanded=True, icon=":material/pending:"):
+        for b in unfinished:
+            alive = store.runner_alive(b)
+            info, action = st.columns([4, 1], vertical_alignment="center")
+            info.markdown(f"**{b.name}** · {b.request_count} requests · {_shared.short_time(b.created_at)}"
+                          + (" · *running*" if alive else " · *stopped*"))
+            if alive:
+                if action.button("Watch", key=f"watch_{b.id}", icon=":material/visibility:"):
+                    state.active_batch = b.id
+                    st.rerun()
+            elif action.button("Resume", key=f"resume_{b.id}", icon=":material/play_arrow:"):
+                try:
+                    runner.start_batch_process(b.id, settings=settings)
+                except DashboardError as e:
+                    _shared.show_error(e)
+                else:
+                    state.active_batch = b.id
+                    st.rerun()
+
+if state.get("active_batch"):
+    with st.container(border=True):
+        st.subheader("Current batch")
+        try:
+            _show_batch(state.active_batch)
+        except DashboardError as e:
+            _shared.show_error(e)
+        if st.button("Close", key="close_batch", icon=":material/close:"):
+            del state.active_batch
+            st.rerun()
+
+
+# ---------------------------------------------------------------------------- plan
+
+st.subheader("1. Reference photos")
+refs = references.list_references(db, limit=200)
+ref_by_id = {r.id: r for r in refs}
+picked = st.multiselect(
+    "Reference photos (for the edit models)", list(ref_by_id), key="gen_refs",
+    format_func=lambda rid: f"{ref_by_id[rid].role} · {ref_by_id[rid].original_name or rid[:8]} "
+                            f"· {_shared.short_time(ref_by_id[rid].created_at)}",
+    placeholder="Choose photos uploaded on the Upload page")
+if not refs:
+    st.caption("No reference photos yet: upload some on the Upload page (text-to-image models need none).")
+if picked:
+    cols = st.columns(8)
+    for col, rid in zip(cols, picked):
+        ref = ref_by_id[rid]
+        thumb = _shared.thumbnail(ref.storage_backend, ref.storage_path, ref.sha256, size=160)
+        if thumb:
+            col.image(thumb, caption=ref.role, width="stretch")
+
+st.subheader("2. Prompt options")
+st.caption("Pick one or more values per option, or type your own; every combination is a variant.")
+catalogs = prompts.load_catalogs()
+options: dict[str, list[str]] = {}
+opt_cols = st.columns(4)
+for i, key in enumerate(prompts.CATALOG_KEYS):
+    with opt_cols[i % 4]:
+        fixed = key == "aspect_ratio"  # only ratios with a fal image size exist
+        values = st.multiselect(
+            key.replace("_", " ").capitalize(), list(catalogs.get(key, ())), key=f"opt_{key}",
+            accept_new_options=not fixed, placeholder="any" if fixed else "choose or type")
+    if values:
+        options[key] = values
+extra = st.text_input("Extra text (added at the end of the prompt)", key="opt_extra")
+if extra.strip():
+    options["extra"] = [extra]
+
+st.subheader("3. Models and parameters")
+endpoints = {e.id: e for e in registry.list_endpoints()}
+models = st.multiselect("Models", list(endpoints), default=list(registry.DEFAULT_MODELS), key="gen_models",
+                        format_func=lambda m: f"{endpoints[m].label} ({m})")
+params: dict[str, dict] = {}
+params_ok = True
+for m in models:
+    with st.expander(f"{endpoints[m].label} — {m} · {endpoints[m].mode}", icon=":material/tune:"):
+        for note in endpoints[m].notes:
+            st.caption(note)
+        changed, problems = _widgets.parameter_form(m, registry.parameter_fields(m))
+        try:
+            # the would-be body, checked as it will be before sending
+            registry.build_payload(
+                m, prompt="preview", image_urls=["reference://preview"] if endpoints[m].mode == "edit" else (),
+                params=changed)
+        except PayloadError as e:
+            problems += e.messages
+        for p in problems:
+            st.error(p, icon=":material/error:")
+        params_ok = params_ok and not problems
+    if changed:
+        params[m] = changed
+
+st.subheader("4. Seeds")
+seed_mode = st.radio("Seeds", ["Random", "List"], horizontal=True, key="seed_mode", label_visibility="collapsed")
+seeds: list[int] = []
+if seed_mode == "Random":
+    n = st.number_input("How many random seeds", min_value=1, max_value=100, value=1, key="seed_n")
+    if len(state.get("random_seeds", [])) != n or st.button("New random seeds", icon=":material/casino:"):
+        state.random_seeds = random.sample(range(plans.MAX_SEED + 1), int(n))
+    seeds = list(state.random_seeds)
+    st.caption("Seeds: " + ", ".join(map(str, seeds)))
+else:
+    text = st.text_input("Seeds, separated by commas", value="1", key="seed_list")
+    try:
+        seeds = [int(s) for s in text.replace(" ", ",").split(",") if s.strip()]
+    except ValueError:
+        st.error("Seeds must be whole numbers separated by commas, e.g. `1, 2, 42`.", icon=":material/error:")
+        params_ok = False
+
+st.subheader("5. Review and run")
+name = st.text_input("Batch name", key="batch_name",
+                     placeholder=f"batch {dt.datetime.now():%Y-%m-%d %H:%M}")
+spec = {"name": name.strip() or f"batch {dt.datetime.now():%Y-%m-%d %H:%M}", "references": picked,
+        "options": options, "models": models, "params": params, "seeds": seeds}
+
+plan = None
+if params_ok:
+    try:
+        plan = plans.make_plan(spec, db=db, storage=_shared.storage())
+    except DashboardError as e:
+        _shared.show_error(e)
+
+if plan is not None:
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Requests", plan.request_count)
+    c2.metric("Groups (variant x seed)", len(plan.groups))
+    c3.metric("Estimated cost", f"${plan.estimated_cost:.3f}")
+    c4.metric("Models", len(plan.models))
+    st.caption(" · ".join(f"{endpoints[m].label}: ${c:.3f}" for m, c in plan.cost_by_model().items()))
+    with st.expander(f"Exact payloads ({plan.request_count})", icon=":material/data_object:"):
+        st.caption("What each request's body will be, as stored. `reference://<id>` stands for a locally "
+                   "stored photo: it becomes a data: URI only at send time, and is never stored.")
+        for req in plan.requests[:PREVIEW_PAYLOADS]:
+            st.markdown(f"**{endpoints[req.endpoint].label}** · seed {req.seed} · ${req.estimated_cost:.4f} · "
+                        f"`{req.payload_hash[:15]}`")
+            st.code(_shared.payload_json(req.payload), language="json")
+        if plan.request_count > PREVIEW_PAYLOADS:
+            st.caption(f"First {PREVIEW_PAYLOADS} of {plan.request_count} shown; every payload is "
+                       "recorded in History when the batch is created.")
+    label = (f"Record dry run of {plan.request_count} requests (nothing is sent)" if settings.dry_run
+             else f"Send {plan.request_count} requests to fal (about ${plan.estimated_cost:.2f})")
+    if st.button(label, type="primary", icon=":material/play_arrow:", key="run"):
+        try:
+            batch = store.create_batch(db, plan, dry_run=settings.dry_run,
+                                       concurrency=settings.concurrency, created_by=_shared.user())
+            runner.start_batch_process(batch.id, settings=settings)
+        except DashboardError as e:
+            _shared.show_error(e)
+        else:
+            state.active_batch = batch.id
+            st.rerun()

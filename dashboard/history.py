@@ -1,5 +1,219 @@
-"""History page."""
+"""History page: every request, filterable and paginated (never the whole table), with a detail
+view (payload exactly as sent, response, timings, cost, errors, images), the last payload sent,
+a diff of two requests, re-run, and a CSV download of the filtered rows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pandas as pd
 import streamlit as st
 
+from core import registry, runner, store
+from core.db import REQUEST_STATUSES
+from core.errors import DashboardError
+from dashboard import _shared, _widgets
+
+PAGE_SIZES = (25, 50, 100)
+TABLE_THUMB_PX = 96
+
+state = st.session_state
+db = _shared.db()
+endpoints = {e.id: e for e in registry.list_endpoints()}
+
 st.title("History")
-st.info("This page arrives with the dashboard issue.")
+
+last = store.last_payload_sent(db)
+with st.expander("Last payload sent to fal", icon=":material/send:", expanded=False):
+    if last is None:
+        st.caption("Nothing has been sent to fal yet (dry runs are recorded, never sent).")
+    else:
+        st.caption(f"{last.endpoint} · submitted {_shared.short_time(last.submitted_at)} · request `{last.id}`")
+        st.code(_shared.payload_json(last.payload_json), language="json")
+
+
+# ---------------------------------------------------------------------------- filters
+
+def _first_page() -> None:
+    state.hist_page = 1
+
+
+batches = store.list_batches(db, limit=200)
+batch_names = {b.id: f"{b.name} · {_shared.short_time(b.created_at)}" for b in batches}
+f1, f2, f3, f4, f5 = st.columns([2, 1.2, 2, 1.6, 2])
+endpoint = f1.selectbox("Model", [None, *endpoints], key="hist_endpoint", on_change=_first_page,
+                        format_func=lambda e: "all models" if e is None else endpoints[e].label)
+status = f2.selectbox("Status", [None, *REQUEST_STATUSES], key="hist_status", on_change=_first_page,
+                      format_func=lambda s: "any status" if s is None else s.replace("_", " "))
+if state.get("hist_batch") and state.hist_batch not in batch_names:
+    batch_names[state.hist_batch] = state.hist_batch  # a batch chosen elsewhere (e.g. Compare)
+batch_id = f3.selectbox("Batch", [None, *batch_names], key="hist_batch", on_change=_first_page,
+                        format_func=lambda b: "all batches" if b is None else batch_names[b])
+dates = f4.date_input("Dates", value=(), key="hist_dates", on_change=_first_page, format="YYYY-MM-DD")
+text = f5.text_input("Prompt contains", key="hist_text", on_change=_first_page)
+date_from = dates[0] if len(dates) > 0 else None
+date_to = dates[1] if len(dates) > 1 else date_from
+
+page_size = state.get("hist_page_size", PAGE_SIZES[0])
+flt = store.HistoryFilter(endpoint=endpoint, status=status, batch_id=batch_id, date_from=date_from,
+                          date_to=date_to, text=text or None, page=state.get("hist_page", 1),
+                          page_size=page_size)
+page = store.query_history(db, flt)
+if page.page > page.pages:  # the filter shrank the result under the page we were on
+    state.hist_page = page.pages
+    flt = dataclasses.replace(flt, page=page.pages)
+    page = store.query_history(db, flt)
+state.hist_filter = flt  # what the CSV download exports, exactly the rows shown (all pages)
+
+
+# ---------------------------------------------------------------------------- table
+
+head, dl = st.columns([3, 1], vertical_alignment="bottom")
+head.markdown(f"**{page.total}** request{'s' if page.total != 1 else ''}"
+              + (f" · page {page.page} of {page.pages}" if page.pages > 1 else ""))
+dl.download_button(
+    "Download CSV", data=lambda: _shared.history_csv(_shared.settings().db_path, flt), file_name=f"history-{dt.date.today()}.csv",
+    mime="text/csv", icon=":material/download:", on_click="ignore", key="hist_csv",
+    help="Every request matching the filters (all pages), one row per result image.")
+
+images = store.result_images(db, [r.id for r in page.rows])
+
+
+def _thumb_uri(request_id: str) -> str | None:
+    for image in images[request_id][:1]:
+        data = _shared.thumbnail(image.storage_backend, image.storage_path, image.sha256 or image.id,
+                                 size=TABLE_THUMB_PX)
+        if data:
+            return _shared.data_uri(data)
+        if image.fal_url and image.fal_url.startswith("http"):
+            return image.fal_url
+    return None
+
+
+table = pd.DataFrame([{
+    "image": _thumb_uri(r.id),
+    "created": _shared.short_time(r.created_at),
+    "model": endpoints[r.endpoint].label if r.endpoint in endpoints else r.endpoint,
+    "status": "dry run" if r.status == "dry_run" else r.status,
+    "prompt": r.prompt,
+    "seed": r.seed,
+    "cost $": r.estimated_cost,
+    "time s": r.total_time_s,
+    "by": r.created_by,
+    "id": r.id,
+} for r in page.rows])
+if page.rows:
+    st.dataframe(table, hide_index=True, row_height=TABLE_THUMB_PX // 2 + 8, column_config={
+        "image": st.column_config.ImageColumn("image", width="small"),
+        "prompt": st.column_config.TextColumn("prompt", width="large"),
+        "cost $": st.column_config.NumberColumn(format="%.4f"),
+        "time s": st.column_config.NumberColumn(format="%.1f"),
+    }, key="hist_table")
+else:
+    st.info("No requests match these filters." if page.total == 0 and any(
+        (endpoint, status, batch_id, date_from, text)) else
+        "No requests yet: plan and run a batch on the Generate page.", icon=":material/history:")
+
+p1, p2 = st.columns([4, 1], vertical_alignment="center")
+with p1:
+    if page.pages > 1:
+        st.pagination(page.pages, key="hist_page", max_visible_pages=9)
+with p2:
+    st.selectbox("Rows per page", PAGE_SIZES, key="hist_page_size", on_change=_first_page)
+
+
+# ---------------------------------------------------------------------------- detail and diff
+
+def _label(r: store.RequestRecord) -> str:
+    model = endpoints[r.endpoint].label if r.endpoint in endpoints else r.endpoint
+    return f"{_shared.short_time(r.created_at)} · {model} · seed {r.seed} · {r.status} · {r.id[:8]}"
+
+
+by_id = {r.id: r for r in page.rows}
+if state.get("hist_detail") and state.hist_detail not in by_id:
+    try:
+        by_id[state.hist_detail] = store.get_request(db, state.hist_detail)  # opened, then paged away
+    except DashboardError:
+        del state.hist_detail
+if not by_id:
+    st.stop()
+
+st.divider()
+pick, other = st.columns(2)
+detail_id = pick.selectbox("Open request", list(by_id), key="hist_detail", index=None,
+                           format_func=lambda i: _label(by_id[i]), placeholder="choose a row of this page")
+diff_id = other.selectbox("Diff its payload with", [i for i in by_id if i != detail_id], key="hist_diff",
+                          index=None, format_func=lambda i: _label(by_id[i]),
+                          placeholder="choose another request", disabled=detail_id is None)
+
+if detail_id and diff_id:
+    d = store.diff_payloads(db, detail_id, diff_id)
+    with st.container(border=True):
+        st.markdown(f"**Payload diff** `{detail_id[:8]}` → `{diff_id[:8]}`")
+        if d.same:
+            st.success("Same payload (same endpoint and body).", icon=":material/check:")
+        else:
+            st.dataframe(pd.DataFrame(
+                [{"change": "changed", "field": e.path, "before": _shared.cell(e.old), "after": _shared.cell(e.new)}
+                 for e in d.changed]
+                + [{"change": "added", "field": e.path, "before": "", "after": _shared.cell(e.new)} for e in d.added]
+                + [{"change": "removed", "field": e.path, "before": _shared.cell(e.old), "after": ""}
+                   for e in d.removed]), hide_index=True, width="stretch")
+
+if detail_id:
+    r = store.get_request(db, detail_id)
+    with st.container(border=True):
+        st.markdown(f"### {endpoints[r.endpoint].label if r.endpoint in endpoints else r.endpoint} "
+                    f"{_widgets.status_badge(r.status)}")
+        st.caption(f"request `{r.id}` · {r.endpoint} · created {_shared.short_time(r.created_at)}"
+                   + (f" by {r.created_by}" if r.created_by else "")
+                   + (f" · batch {batch_names.get(r.batch_id, r.batch_id)}" if r.batch_id else "")
+                   + (f" · fal id `{r.fal_request_id}`" if r.fal_request_id else "")
+                   + (f" · re-run of `{r.rerun_of[:8]}`" if r.rerun_of else ""))
+        if r.dry_run:
+            st.info("Dry run: this payload was recorded, never sent to fal.", icon=":material/science:")
+        if r.error_message or r.error_type:
+            st.error(f"**{r.error_type or 'error'}**" + (f" (HTTP {r.http_status})" if r.http_status else "")
+                     + f": {r.error_message or ''}", icon=":material/error:")
+        m = st.columns(6)
+        m[0].metric("Estimated cost", "—" if r.estimated_cost is None else f"${r.estimated_cost:.4f}")
+        m[1].metric("Queue", _shared.seconds(r.queue_time_s))
+        m[2].metric("Inference", _shared.seconds(r.inference_time_s))
+        m[3].metric("Total", _shared.seconds(r.total_time_s))
+        m[4].metric("HTTP", r.http_status or "—")
+        m[5].metric("Attempts", r.attempts)
+        st.markdown(f"**Prompt:** {r.prompt}")
+        st.caption(f"seed {r.seed} · image size {r.image_size} · options "
+                   + (", ".join(f"{k}: {v}" for k, v in r.options.items()) or "none"))
+        imgs = store.result_images(db, [r.id])[r.id]
+        if imgs:
+            cols = st.columns(min(4, len(imgs)))
+            for col, image in zip(cols, imgs):
+                with col:
+                    _widgets.image_tile(image, caption=f"#{image.idx} {image.width}x{image.height}"
+                                        + (" · NSFW flagged" if image.nsfw else ""))
+        left, right = st.columns(2)
+        with left:
+            st.markdown("**Payload, exactly as stored and sent** (data: URIs abbreviated)")
+            st.code(_shared.payload_json(r.payload_json), language="json")
+            st.caption(f"hash `{r.payload_hash}`")
+        with right:
+            st.markdown("**Response**")
+            if r.response_json:
+                st.code(_shared.payload_json(r.response_json), language="json")
+            else:
+                st.caption("No response (yet)." if not r.dry_run else "No response: nothing was sent.")
+            if r.logs_json:
+                with st.expander("fal logs"):
+                    st.code(_shared.payload_json(r.logs_json), language="json")
+        if st.button("Re-run this request", icon=":material/replay:", key="hist_rerun",
+                     help="Same endpoint and payload, as a new request linked to this one."):
+            try:
+                new = store.rerun_request(db, r.id, created_by=_shared.user())
+                runner.start_batch_process(new.batch_id, settings=_shared.settings())
+            except DashboardError as e:
+                _shared.show_error(e)
+            else:
+                st.success(f"Re-run started as request `{new.id[:8]}`"
+                           + (" (dry run: nothing is sent)." if new.dry_run else "."), icon=":material/replay:")

@@ -1,5 +1,101 @@
-"""Upload page."""
+"""Upload page: drop several reference photos at once, give each a role, store them through
+`core.references` (checks, normalisation, dedupe), and browse / archive the stored ones.
+
+What core refuses is shown per file with core's own message; a photo that was already stored is
+not stored twice (the notice says when and by whom it was first uploaded).
+"""
+from __future__ import annotations
+
 import streamlit as st
 
-st.title("Upload")
-st.info("This page arrives with the dashboard issue.")
+from core import references
+from core.db import REFERENCE_ROLES
+from core.errors import DashboardError
+from dashboard import _shared
+
+GALLERY_PAGE = 24
+GALLERY_COLUMNS = 6
+
+st.title("Upload reference photos")
+st.caption("JPEG, PNG, WebP or HEIC. Photos are made upright, converted to sRGB, stripped of metadata "
+           "and fitted to the size fal needs; the same photo is only ever stored once.")
+
+state = st.session_state
+state.setdefault("upload_generation", 0)
+state.setdefault("upload_outcomes", [])
+
+files = st.file_uploader(
+    "Drag and drop photos here", accept_multiple_files=True,
+    key=f"uploader_{state.upload_generation}",
+    help="Several at once. Each gets a role below before it is stored.")
+
+if files:
+    with st.form("roles"):
+        st.write(f"**{len(files)} file{'s' if len(files) != 1 else ''}** — choose each photo's role:")
+        for f in files:
+            name_col, size_col, role_col = st.columns([4, 1, 2], vertical_alignment="center")
+            name_col.write(f.name)
+            size_col.caption(_shared.human_bytes(f.size))
+            role_col.selectbox("Role", REFERENCE_ROLES, key=f"role_{f.file_id}",
+                               label_visibility="collapsed")
+        stored = st.form_submit_button("Store photos", type="primary", icon=":material/save:")
+    if stored:
+        outcomes = []
+        for f in files:
+            try:
+                ref = references.add_reference(
+                    _shared.db(), _shared.storage(), f.getvalue(), role=state[f"role_{f.file_id}"],
+                    filename=f.name, created_by=_shared.user(), settings=_shared.settings())
+                outcomes.append((f.name, ref, None))
+            except DashboardError as e:
+                outcomes.append((f.name, None, str(e)))
+        state.upload_outcomes = outcomes
+        state.upload_generation += 1  # a fresh uploader: the stored files leave the drop zone
+        st.rerun()
+
+for name, ref, error in state.upload_outcomes:
+    if error is not None:
+        st.error(f"**{name}** was not stored: {error}", icon=":material/block:")
+    elif ref.existing:
+        by = f" by {ref.created_by}" if ref.created_by else ""
+        st.info(f"**{name}** was already there (uploaded {_shared.short_time(ref.created_at)}{by}, "
+                f"role {ref.role}): nothing new was stored." + _shared.notes_text(ref.notes),
+                icon=":material/content_copy:")
+    else:
+        st.success(f"**{name}** stored as {ref.role}, {ref.width}x{ref.height}."
+                   + _shared.notes_text(ref.notes), icon=":material/check_circle:")
+
+st.divider()
+head, toggle = st.columns([3, 1], vertical_alignment="bottom")
+head.subheader("Stored references")
+show_archived = toggle.toggle("Show archived", key="show_archived")
+state.setdefault("gallery_limit", GALLERY_PAGE)
+
+refs = references.list_references(_shared.db(), include_archived=show_archived,
+                                  limit=state.gallery_limit + 1)
+more = len(refs) > state.gallery_limit
+refs = refs[: state.gallery_limit]
+if not refs:
+    st.info("No reference photos yet: drop some above.", icon=":material/photo_library:")
+
+for start in range(0, len(refs), GALLERY_COLUMNS):
+    for col, ref in zip(st.columns(GALLERY_COLUMNS), refs[start:start + GALLERY_COLUMNS]):
+        with col.container(border=True):
+            thumb = _shared.thumbnail(ref.storage_backend, ref.storage_path, ref.sha256)
+            if thumb:
+                st.image(thumb, width="stretch")
+            else:
+                st.caption(f"(image not readable from {ref.storage_backend} storage)")
+            st.markdown(f"**{ref.role}** · {ref.width}x{ref.height} · {_shared.human_bytes(ref.size_bytes)}")
+            st.caption(f"{ref.original_name or ref.id[:8]}  \n{_shared.short_time(ref.created_at)}"
+                       + (f" by {ref.created_by}" if ref.created_by else "")
+                       + ("  \n**archived**" if ref.archived_at else ""))
+            if ref.archived_at is None and st.button("Archive", key=f"archive_{ref.id}",
+                                                     icon=":material/archive:",
+                                                     help="Hide from pickers; runs that used it keep it."):
+                references.archive_reference(_shared.db(), ref.id)
+                st.rerun()
+
+if more and st.button("Show more", icon=":material/expand_more:"):
+    state.gallery_limit += GALLERY_PAGE
+    st.rerun()

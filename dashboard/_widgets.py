@@ -1,0 +1,93 @@
+"""Reusable widgets: a model's parameter form (from `registry.parameter_fields`) and image tiles.
+
+Invariants:
+- A parameter form starts from the team preset (or the endpoint default when the preset does not
+  set the field) and returns only the fields the user CHANGED: the payload then carries the preset
+  exactly as `registry.build_payload` makes it, plus the user's edits.
+- Free JSON fields (arrays such as `loras`, and the "other parameters" box) that do not parse are
+  reported as messages, never sent.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import streamlit as st
+
+from dashboard import _shared
+
+
+def _initial(field: dict[str, Any]) -> Any:
+    return field["preset"] if field["preset"] is not None else field["default"]
+
+
+def parameter_form(endpoint_id: str, fields: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """Widgets for each field; returns (changed params, problems with what was typed)."""
+    params: dict[str, Any] = {}
+    problems: list[str] = []
+    cols = st.columns(3)
+    for i, field in enumerate(fields):
+        name, kind, initial = field["name"], field["type"], _initial(field)
+        key = f"param::{endpoint_id}::{name}"
+        label = field["title"] + (" (team preset)" if field["preset"] is not None else "")
+        help_ = field["description"] or None
+        with cols[i % 3]:
+            if field["enum"]:
+                options = list(field["enum"])
+                value = st.selectbox(label, options, index=options.index(initial) if initial in options else 0,
+                                     key=key, help=help_)
+            elif kind == "boolean":
+                value = st.checkbox(label, value=bool(initial), key=key, help=help_)
+            elif kind == "integer":
+                value = st.number_input(label, value=initial, step=1, min_value=field["min"],
+                                        max_value=field["max"], key=key, help=help_)
+            elif kind == "number":
+                value = st.number_input(
+                    label, value=None if initial is None else float(initial), step=0.1, format="%.2f",
+                    min_value=None if field["min"] is None else float(field["min"]),
+                    max_value=None if field["max"] is None else float(field["max"]), key=key, help=help_)
+            elif kind == "string":
+                value = st.text_input(label, value=initial or "", key=key, help=help_) or None
+            else:  # arrays and objects: JSON text
+                text = st.text_area(label, value=json.dumps(initial), key=key, help=help_, height=68)
+                try:
+                    value = json.loads(text) if text.strip() else None
+                except ValueError as e:
+                    problems.append(f"`{name}` is not valid JSON ({e.msg} at column {e.colno})")
+                    continue
+        if value != initial:
+            params[name] = value
+    extra = st.text_area(
+        "Other parameters (JSON object)", key=f"param::{endpoint_id}::__extra__", height=68,
+        placeholder='{"some_field": 1}',
+        help="Any other body field, checked against the endpoint's schema like the rest.")
+    if extra.strip():
+        try:
+            more = json.loads(extra)
+        except ValueError as e:
+            problems.append(f"other parameters are not valid JSON ({e.msg} at column {e.colno})")
+        else:
+            if isinstance(more, dict):
+                params.update(more)
+            else:
+                problems.append("other parameters must be a JSON object, e.g. {\"field\": 1}")
+    return params, problems
+
+
+def image_tile(image, *, caption: str | None = None) -> None:
+    """One result image (store.ResultImage): a small stored thumbnail, else fal's URL, else a note."""
+    thumb = _shared.thumbnail(image.storage_backend, image.storage_path, image.sha256 or image.id)
+    if thumb:
+        st.image(thumb, caption=caption, width="stretch")
+    elif image.fal_url and image.fal_url.startswith("http"):
+        st.image(image.fal_url, caption=caption, width="stretch")
+    else:
+        st.caption(f"(image not available){' — ' + caption if caption else ''}")
+
+
+def status_badge(status: str, dry_run: bool = False) -> str:
+    """Markdown badge for a request status (display only)."""
+    colour = {"completed": "green", "failed": "red", "cancelled": "gray", "dry_run": "violet",
+              "planned": "blue", "submitted": "orange", "queued": "orange", "running": "orange"}
+    label = "dry run — not sent" if status == "dry_run" else status
+    return f":{colour.get(status, 'gray')}-badge[{label}]"
