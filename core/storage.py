@@ -186,6 +186,7 @@ class SupabaseStorage:
         self._http = httpx.Client(timeout=timeout)
         self._client = create_client(self.url, key, options=SyncClientOptions(httpx_client=self._http))
         self._bucket_ready = False
+        self._create_refused = False
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -205,7 +206,12 @@ class SupabaseStorage:
         return self._client.storage.from_(self.bucket)
 
     def ensure_bucket(self) -> None:
-        """Check the bucket exists and is public; create it (public) when missing and allowed."""
+        """Check the bucket exists and is public; create it (public) when missing and allowed.
+
+        A key restricted by row-level security (the anon key with an insert policy, as the old
+        system used) may neither see nor create buckets yet still upload: when creating is
+        refused, the upload itself is tried and its own error, if any, is reported.
+        """
         if self._bucket_ready:
             return
         with self._lock:
@@ -215,7 +221,10 @@ class SupabaseStorage:
             if bucket is None:
                 if not self.create_bucket:
                     raise BucketNotFound(self._no_bucket_message())
-                self._create_bucket()
+                if not self._create_bucket():
+                    self._create_refused = True
+                    self._bucket_ready = True  # unverified: let the upload answer
+                    return
                 bucket = self._get_bucket()
                 if bucket is None:
                     raise BucketNotFound(self._no_bucket_message())
@@ -232,7 +241,8 @@ class SupabaseStorage:
         except BucketNotFound:
             return None
 
-    def _create_bucket(self) -> None:
+    def _create_bucket(self) -> bool:
+        """True when the bucket now exists; False when this key may not create buckets."""
         from storage3.exceptions import StorageApiError
 
         try:
@@ -240,15 +250,14 @@ class SupabaseStorage:
             log.info("created public Supabase bucket %s", self.bucket)
         except StorageApiError as e:
             if str(e.status) == "409":
-                return  # created meanwhile by another process: fine
+                return True  # created meanwhile by another process: fine
             if str(e.status) == "403":
-                raise StoragePermissionError(
-                    f"Supabase bucket '{self.bucket}' does not exist (or is not visible to this key) "
-                    "and SUPABASE_KEY may not create buckets: create a public bucket named "
-                    f"'{self.bucket}' in the Supabase dashboard, or use the service-role key.") from None
+                log.info("SUPABASE_KEY may not create bucket %s; trying the upload anyway", self.bucket)
+                return False
             raise self._map(e, "create the bucket") from None
         except httpx.HTTPError as e:
             raise self._transport(e) from None
+        return True
 
     def put(self, path: str, data: bytes, content_type: str, *, overwrite: bool = False) -> StoredObject:
         from storage3.exceptions import StorageApiError
@@ -309,6 +318,10 @@ class SupabaseStorage:
             "check SUPABASE_URL and the network, then retry."))
 
     def _no_bucket_message(self) -> str:
+        if self._create_refused:
+            return (f"Supabase bucket '{self.bucket}' does not exist and SUPABASE_KEY may not create "
+                    f"buckets: create a public bucket named '{self.bucket}' in the Supabase dashboard, "
+                    "or use the service-role key.")
         return (f"Supabase bucket '{self.bucket}' does not exist: create it (public) in the Supabase "
                 "dashboard, or set SUPABASE_BUCKET to an existing public bucket.")
 

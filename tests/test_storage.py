@@ -189,17 +189,28 @@ def test_supabase_missing_bucket_without_create(supabase_standin):
 def test_supabase_key_that_may_not_create_buckets(supabase_standin):
     supabase_standin.add_key("user-key", "authenticated")  # may write objects, not buckets
     with SupabaseStorage(supabase_standin.url, "user-key", BUCKET) as storage:
-        with pytest.raises(StoragePermissionError, match="may not create buckets.*create a public bucket named 'references'"):
+        with pytest.raises(BucketNotFound, match="may not create buckets.*create a public bucket named 'references'"):
             storage.put("team/1.jpg", JPEG, "image/jpeg")
         supabase_standin.add_bucket(BUCKET, public=True)
         storage.put("team/1.jpg", JPEG, "image/jpeg")
     assert supabase_standin.paths(BUCKET) == ["team/1.jpg"]
 
 
-def test_supabase_anon_key_cannot_write(supabase_standin):
-    """The anon key is refused by row-level security ("403"): the message points at the service-role key."""
+def test_supabase_anon_key_with_insert_policy_uploads(supabase_standin):
+    """The old system's setup: the anon key sees no buckets but an insert policy lets it upload
+    into the public bucket; the photo is stored and its public URL works."""
     supabase_standin.add_bucket(BUCKET, public=True)
-    supabase_standin.permissions["anon"] = {"read"}   # can see the bucket, cannot write
+    supabase_standin.permissions["anon"] = {"write"}
+    with SupabaseStorage(supabase_standin.url, supabase_standin.anon_key, BUCKET) as storage:
+        obj = storage.put("team/1.jpg", JPEG, "image/jpeg")
+    assert httpx.get(obj.public_url).content == JPEG
+    assert supabase_standin.ops()[:3] == ["get_bucket", "create_bucket", "upload"]
+
+
+def test_supabase_anon_key_cannot_write(supabase_standin):
+    """The anon key without policies is refused by row-level security ("403"): the message
+    points at the service-role key and never shows the key."""
+    supabase_standin.add_bucket(BUCKET, public=True)
     with SupabaseStorage(supabase_standin.url, supabase_standin.anon_key, BUCKET) as storage:
         with pytest.raises(StoragePermissionError) as info:
             storage.put("team/1.jpg", JPEG, "image/jpeg")
