@@ -1,0 +1,83 @@
+"""Helpers for the dashboard's AppTest tests (tests/test_app_*.py): open a page of the real app,
+make test photos, fill the store through core, wait for a detached runner."""
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import streamlit as st
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from core import references, store
+from core.config import load_settings
+from core.db import connect
+from core.storage import open_storage
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "dashboard" / "app.py"
+PAGES = ("upload.py", "generate.py", "compare.py", "history.py")
+
+
+def open_page(page: str | None = None, *, user: str | None = None, timeout: float = 60) -> AppTest:
+    """The whole app (navigation + sidebar) on `page`, run once, with no exception raised."""
+    # caches are process-wide: a previous test's resources must not leak into this one
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(APP), default_timeout=timeout)
+    if user is not None:
+        at.session_state["user_name"] = user
+    at.run()
+    if page is not None:
+        at.switch_page(page).run()
+    assert_ok(at)
+    return at
+
+
+def assert_ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def all_text(at: AppTest) -> str:
+    """Every text-bearing element of the page, joined (for "is it said somewhere" checks)."""
+    parts: list[str] = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning", "error",
+                 "success", "code", "text"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+def photo(colour: str = "red", size: tuple[int, int] = (640, 480), fmt: str = "JPEG") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, fmt)
+    return buf.getvalue()
+
+
+def db():
+    return connect(load_settings().db_path)
+
+
+def add_reference(colour: str = "red", role: str = "face", created_by: str | None = None):
+    s = load_settings()
+    s.ensure_dirs()
+    return references.add_reference(db(), open_storage(s), photo(colour), role=role,
+                                    filename=f"{colour}.jpg", created_by=created_by, settings=s)
+
+
+def wait_finished(batch_id: str, timeout: float = 60.0) -> store.BatchProgress:
+    """Poll the store until the batch's runner process has made every request final."""
+    conn = db()
+    deadline = time.monotonic() + timeout
+    while True:
+        progress = store.batch_progress(conn, batch_id)
+        batch = store.get_batch(conn, batch_id)
+        if progress.is_finished and not store.runner_alive(batch):
+            return progress
+        if time.monotonic() > deadline:
+            raise AssertionError(f"batch {batch_id} not finished after {timeout} s: {progress.summary()}")
+        time.sleep(0.2)
