@@ -160,8 +160,9 @@ def make_plan(spec: Mapping[str, Any], *, db: sqlite_utils.Database | None = Non
                         "use fewer option values, seeds or models, or split it")
 
     # First pass with placeholders: everything is validated before any upload or row.
-    _build(name, models, seeds, params, variants, endpoints, refs,
-           [r.id or f"{_PENDING}{i}" for i, r in enumerate(refs)], registry, prompts)
+    sizes = [r.size or (1024, 1024) for r in refs]
+    _build(models, seeds, params, variants, endpoints, sizes,
+           [f"{_PENDING}{i}" for i in range(len(refs))], registry, prompts)
     ref_ids: list[str] = []
     payload_refs: list[str] = []
     final = True
@@ -177,7 +178,12 @@ def make_plan(spec: Mapping[str, Any], *, db: sqlite_utils.Database | None = Non
             final = False
             ref_ids.append(f"pending-{i}")
             payload_refs.append(f"{_PENDING}{i}")
-    groups, requests, total = _build(name, models, seeds, params, variants, endpoints, refs,
+    # two files can be the same photo once normalised: add_reference returned one id twice
+    unique = {rid: (url, size) for rid, url, size in zip(ref_ids, payload_refs, sizes)}
+    ref_ids = list(unique)
+    payload_refs = [u for u, _ in unique.values()]
+    sizes = [z for _, z in unique.values()]
+    groups, requests, total = _build(models, seeds, params, variants, endpoints, sizes,
                                      payload_refs, registry, prompts, ref_ids=tuple(ref_ids))
     stored = {"name": name.strip(), "references": ref_ids, "options": spec.get("options", {}),
               "models": list(models), "params": params, "seeds": list(seeds)}
@@ -348,14 +354,14 @@ def _variant_key(options: Mapping[str, str]) -> str:
     return canonical_json(dict(options))
 
 
-def _build(name: str, models: Sequence[str], seeds: Sequence[int], params: Mapping[str, Any],
-           variants: list[dict[str, str]], endpoints: Mapping[str, Any], refs: Sequence[_Ref],
+def _build(models: Sequence[str], seeds: Sequence[int], params: Mapping[str, Any],
+           variants: list[dict[str, str]], endpoints: Mapping[str, Any],
+           sizes: Sequence[tuple[int, int]],
            payload_refs: Sequence[str], registry: Any, prompts: Any,
            ref_ids: tuple[str, ...] = ()) -> tuple[tuple[PlannedGroup, ...], tuple[PlannedRequest, ...], float]:
     groups: list[PlannedGroup] = []
     requests: list[PlannedRequest] = []
     total = 0.0
-    sizes = [r.size for r in refs if r.size is not None]
     for options in variants:
         prompt = prompts.build_prompt(options)
         image_size = prompts.image_size_for(options.get("aspect_ratio"))

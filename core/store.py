@@ -315,6 +315,9 @@ def create_batch(db: sqlite_utils.Database, plan: Plan, *, dry_run: bool,
                  concurrency: int | None = None, created_by: str | None = None) -> Batch:
     """Write a planned batch in one transaction: the batch, its groups and one `planned` row per
     request. Nothing is sent here."""
+    if not plan.final:
+        raise StoreError("This plan is a preview: its reference files are not uploaded yet. "
+                         "Make it again with upload=True before recording the batch.")
     created = now()
     batch_id = new_id()
     for req in plan.requests:
