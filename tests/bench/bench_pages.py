@@ -1,0 +1,130 @@
+"""Benchmark: AppTest render time of each dashboard page over a store with 100,000 requests.
+
+    .venv/bin/python -m tests.bench.bench_pages [--rows 100000] [--big-batch 4000]
+
+Seeds a fresh data directory (tests/bench/bench_history.seed: realistic rows, one result image per
+completed request), adds one recent batch of `--big-batch` requests planned through core (groups,
+exact payloads; every request completed with a real stored image) so Compare has a big batch to
+show, writes real result images for the newest history rows (so History's thumbnails are decoded,
+not skipped), then prints each page's render time: the first run (cold caches) and the best of the
+next runs (warm). Target: under 1 s per page.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "dashboard" / "app.py"
+
+
+def _jpeg(colour: tuple[int, int, int], size=(576, 1024)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _fill(data_dir: Path, rows: int, big_batch: int) -> None:
+    from core import plans, references, registry, store
+    from core.config import load_settings
+    from core.db import connect
+    from core.storage import open_storage
+    from tests.bench.bench_history import seed
+
+    settings = load_settings()
+    settings.ensure_dirs()
+    d = connect(settings.db_path)
+    t = time.perf_counter()
+    seed(d, rows)
+    print(f"seeded {rows} requests in {time.perf_counter() - t:.1f} s")
+
+    storage = open_storage(settings)
+    ref = references.add_reference(d, storage, _jpeg((200, 120, 90), (768, 1024)), role="face",
+                                   filename="face.jpg", settings=settings)
+    t = time.perf_counter()
+    seeds = max(1, big_batch // (2 * 50))
+    plan = plans.make_plan({
+        "name": "big recent batch", "references": [ref.id],
+        "options": {"subject": ["Woman", "Man", "Young Woman", "Mature Man", "Athletic Woman"],
+                    "pose": ["Standing", "Walking", "Sitting", "Arms crossed", "Full-body",
+                             "Looking away", "Hands in pockets", "Close-up portrait", "Candid laughing",
+                             "Over-the-shoulder look"]},
+        "models": list(registry.DEFAULT_MODELS), "seeds": list(range(seeds))}, db=d, storage=storage)
+    batch = store.create_batch(d, plan, dry_run=False)
+    # completed, with one real image each: bulk SQL, the runner's per-row updates would take minutes
+    image = _jpeg((90, 140, 200))
+    sha = hashlib.sha256(image).hexdigest()
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    ids = [r[0] for r in d.execute("SELECT id FROM requests WHERE batch_id = ?", [batch.id]).fetchall()]
+    with d.atomic():
+        d.execute("UPDATE requests SET status = 'completed', submitted_at = ?, completed_at = ?, "
+                  "inference_time_s = 1.1 WHERE batch_id = ?", [now, now, batch.id])
+        d["result_images"].insert_all({
+            "id": f"img{rid}", "request_id": rid, "idx": 0, "fal_url": "https://v3.fal.media/x.jpg",
+            "storage_backend": "local", "storage_path": f"results/{rid}/0.jpg", "sha256": sha,
+            "width": 576, "height": 1024, "content_type": "image/jpeg", "size_bytes": len(image),
+            "nsfw": 0, "created_at": now} for rid in ids)
+    # real files for what the first pages show: the big batch's first groups and history's newest rows
+    newest = [r[0] for r in d.execute(
+        "SELECT r.id FROM requests r JOIN result_images i ON i.request_id = r.id "
+        "ORDER BY r.created_at DESC LIMIT 200").fetchall()]
+    for rid in dict.fromkeys(ids[:100] + newest):
+        path = settings.images_dir / "results" / rid / "0.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(image)
+    print(f"big batch of {len(ids)} requests planned and filled in {time.perf_counter() - t:.1f} s; "
+          f"{d.execute('SELECT count(*) FROM requests').fetchone()[0]} requests in the store")
+    d.close()
+
+
+def _render(page: str, runs: int) -> tuple[float, float]:
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.switch_page(page)
+    t = time.perf_counter()
+    at.run()
+    cold = time.perf_counter() - t
+    if at.exception:
+        raise SystemExit(f"{page} raised: {[e.value for e in at.exception]}")
+    warm = float("inf")
+    for _ in range(runs):
+        t = time.perf_counter()
+        at.run()
+        warm = min(warm, time.perf_counter() - t)
+    return cold, warm
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--big-batch", type=int, default=4000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["DASHBOARD_DATA_DIR"] = str(Path(tmp) / "data")
+        os.environ["DASHBOARD_SECRETS"] = str(Path(tmp) / "none.toml")
+        for name in ("FAL_KEY", "SUPABASE_URL", "SUPABASE_KEY"):
+            os.environ.pop(name, None)
+        _fill(Path(tmp) / "data", args.rows, args.big_batch)
+        print(f"page render (AppTest, whole script incl. sidebar): cold / best of {args.runs} warm")
+        for page in ("upload.py", "generate.py", "compare.py", "history.py"):
+            cold, warm = _render(page, args.runs)
+            flag = "" if warm < 1.0 else "   <-- over the 1 s target"
+            print(f"  {page:<14} {cold * 1000:8.0f} ms / {warm * 1000:6.0f} ms{flag}")
+
+
+if __name__ == "__main__":
+    main()
