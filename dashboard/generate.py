@@ -6,7 +6,6 @@ polls the store. Unfinished batches (e.g. after a restart) are listed and can be
 """
 from __future__ import annotations
 
-import datetime as dt
 import random
 
 import streamlit as st
@@ -52,9 +51,11 @@ def _progress(batch_id: str) -> store.BatchProgress:
     st.markdown(f"**{batch.name}** · {progress.total} requests · created "
                 f"{_shared.short_time(batch.created_at)}" + (f" by {batch.created_by}" if batch.created_by else ""))
     st.progress(progress.done / progress.total if progress.total else 0.0, text=progress.summary())
-    if progress.dry_run:
+    if progress.dry_run and progress.is_finished:
         st.info(f"Dry run: nothing was sent to fal. {progress.counts.get('dry_run', 0)} payloads were "
                 "recorded — open History to read them.", icon=":material/science:")
+    elif progress.dry_run:
+        st.info("Dry run: nothing is sent to fal; the payloads are being recorded.", icon=":material/science:")
     for status in ("failed", "cancelled"):
         if progress.counts.get(status):
             st.warning(f"{progress.counts[status]} request(s) {status}: see History for the errors.",
@@ -196,9 +197,9 @@ else:
         params_ok = False
 
 st.subheader("5. Review and run")
-name = st.text_input("Batch name", key="batch_name",
-                     placeholder=f"batch {dt.datetime.now():%Y-%m-%d %H:%M}")
-spec = {"name": name.strip() or f"batch {dt.datetime.now():%Y-%m-%d %H:%M}", "references": picked,
+name = st.text_input("Batch name", key="batch_name", placeholder="untitled",
+                     help="Shown in Compare and History next to the time the batch was created.")
+spec = {"name": name.strip() or "untitled", "references": picked,
         "options": options, "models": models, "params": params, "seeds": seeds}
 
 plan = None

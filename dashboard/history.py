@@ -41,7 +41,7 @@ def _first_page() -> None:
 
 batches = store.list_batches(db, limit=200)
 batch_names = {b.id: f"{b.name} · {_shared.short_time(b.created_at)}" for b in batches}
-f1, f2, f3, f4, f5 = st.columns([2, 1.2, 2, 1.6, 2])
+f1, f2, f3, f4, f5 = st.columns([2, 1.3, 2.2, 2.1, 2])
 endpoint = f1.selectbox("Model", [None, *endpoints], key="hist_endpoint", on_change=_first_page,
                         format_func=lambda e: "all models" if e is None else endpoints[e].label)
 status = f2.selectbox("Status", [None, *REQUEST_STATUSES], key="hist_status", on_change=_first_page,
