@@ -186,3 +186,19 @@ def cell(value: Any) -> str:
 
 def seconds(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f} s"
+
+
+@st.cache_resource(max_entries=32, ttl=600, show_spinner=False)
+def _plan(spec_json: str, db_path: str, backend: str, _db, _storage):
+    from core import plans
+
+    return plans.make_plan(json.loads(spec_json), db=_db, storage=_storage)
+
+
+def plan(spec: dict):
+    """`plans.make_plan` for the Generate form, cached by spec: a plan of thousands of requests
+    validates every body, and the form reruns on each keystroke. Plans are frozen values."""
+    from core.payloads import canonical_json
+
+    s = settings()
+    return _plan(canonical_json(spec), str(s.db_path), s.storage_backend, db(), storage())

@@ -7,6 +7,7 @@ so later views (blind review, metrics) are added as entries without touching the
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import streamlit as st
@@ -58,9 +59,9 @@ if varying:
 shown = [g for g in groups if all(g.options.get(k) in v for k, v in chosen.items())]
 
 pages = max(1, -(-len(shown) // GROUPS_PER_PAGE))
-if state.get("cmp_page", 1) > pages:
-    state.cmp_page = 1
-page_no = state.get("cmp_page", 1)
+# one pager per batch and filter: a new filter starts on page 1
+page_key = "cmp_page_" + hashlib.sha1(repr((batch_id, sorted(chosen.items()))).encode()).hexdigest()[:12]
+page_no = min(state.get(page_key, 1), pages)
 page_groups = shown[(page_no - 1) * GROUPS_PER_PAGE: page_no * GROUPS_PER_PAGE]
 st.caption(f"{len(shown)} of {len(groups)} groups (variant x seed)"
            + (f" · page {page_no} of {pages}" if pages > 1 else ""))
@@ -133,4 +134,4 @@ for tab, render in zip(st.tabs(list(TABS), key="cmp_tab"), TABS.values()):
         render(batch, page_groups, requests)
 
 if pages > 1:
-    st.pagination(pages, key="cmp_page")
+    st.pagination(pages, key=page_key)

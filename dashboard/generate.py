@@ -205,7 +205,7 @@ spec = {"name": name.strip() or "untitled", "references": picked,
 plan = None
 if params_ok:
     try:
-        plan = plans.make_plan(spec, db=db, storage=_shared.storage())
+        plan = _shared.plan(spec)
     except DashboardError as e:
         _shared.show_error(e)
 

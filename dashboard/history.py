@@ -5,6 +5,7 @@ a diff of two requests, re-run, and a CSV download of the filtered rows.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import datetime as dt
 
 import pandas as pd
@@ -35,35 +36,29 @@ with st.expander("Last payload sent to fal", icon=":material/send:", expanded=Fa
 
 # ---------------------------------------------------------------------------- filters
 
-def _first_page() -> None:
-    state.hist_page = 1
-
-
 batches = store.list_batches(db, limit=200)
 batch_names = {b.id: f"{b.name} · {_shared.short_time(b.created_at)}" for b in batches}
 f1, f2, f3, f4, f5 = st.columns([2, 1.3, 2.2, 2.1, 2])
-endpoint = f1.selectbox("Model", [None, *endpoints], key="hist_endpoint", on_change=_first_page,
+endpoint = f1.selectbox("Model", [None, *endpoints], key="hist_endpoint",
                         format_func=lambda e: "all models" if e is None else endpoints[e].label)
-status = f2.selectbox("Status", [None, *REQUEST_STATUSES], key="hist_status", on_change=_first_page,
+status = f2.selectbox("Status", [None, *REQUEST_STATUSES], key="hist_status",
                       format_func=lambda s: "any status" if s is None else s.replace("_", " "))
 if state.get("hist_batch") and state.hist_batch not in batch_names:
     batch_names[state.hist_batch] = state.hist_batch  # a batch chosen elsewhere (e.g. Compare)
-batch_id = f3.selectbox("Batch", [None, *batch_names], key="hist_batch", on_change=_first_page,
+batch_id = f3.selectbox("Batch", [None, *batch_names], key="hist_batch",
                         format_func=lambda b: "all batches" if b is None else batch_names[b])
-dates = f4.date_input("Dates", value=(), key="hist_dates", on_change=_first_page, format="YYYY-MM-DD")
-text = f5.text_input("Prompt contains", key="hist_text", on_change=_first_page)
+dates = f4.date_input("Dates", value=(), key="hist_dates", format="YYYY-MM-DD")
+text = f5.text_input("Prompt contains", key="hist_text")
 date_from = dates[0] if len(dates) > 0 else None
 date_to = dates[1] if len(dates) > 1 else date_from
 
 page_size = state.get("hist_page_size", PAGE_SIZES[0])
 flt = store.HistoryFilter(endpoint=endpoint, status=status, batch_id=batch_id, date_from=date_from,
-                          date_to=date_to, text=text or None, page=state.get("hist_page", 1),
-                          page_size=page_size)
+                          date_to=date_to, text=text or None, page_size=page_size)
+# one pager per filter: a new filter starts on page 1 without writing to a widget's state
+page_key = "hist_page_" + hashlib.sha1(repr(flt).encode()).hexdigest()[:12]
+flt = dataclasses.replace(flt, page=state.get(page_key, 1))
 page = store.query_history(db, flt)
-if page.page > page.pages:  # the filter shrank the result under the page we were on
-    state.hist_page = page.pages
-    flt = dataclasses.replace(flt, page=page.pages)
-    page = store.query_history(db, flt)
 state.hist_filter = flt  # what the CSV download exports, exactly the rows shown (all pages)
 
 
@@ -118,9 +113,9 @@ else:
 p1, p2 = st.columns([4, 1], vertical_alignment="center")
 with p1:
     if page.pages > 1:
-        st.pagination(page.pages, key="hist_page", max_visible_pages=9)
+        st.pagination(page.pages, key=page_key, max_visible_pages=9)
 with p2:
-    st.selectbox("Rows per page", PAGE_SIZES, key="hist_page_size", on_change=_first_page)
+    st.selectbox("Rows per page", PAGE_SIZES, key="hist_page_size")
 
 
 # ---------------------------------------------------------------------------- detail and diff

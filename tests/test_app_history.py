@@ -71,7 +71,7 @@ def test_pagination_shows_one_page_at_a_time():
     at = open_page("history.py")
     first = list(_table(at)["id"])
     assert len(first) == 25 and "page 1 of 3" in texts(at.markdown)[0]
-    at.pagination(key="hist_page").set_value(3).run()
+    at.pagination[0].set_value(3).run()
     last = list(_table(at)["id"])
     assert len(last) == 10 and not set(first) & set(last)
     assert set(first) | set(last) <= set(ids)
