@@ -8,7 +8,7 @@ import pytest
 from core.config import load_settings
 
 # Stand-in servers and their fixtures live in tests/standins/.
-pytest_plugins: list[str] = ["tests.standins.supabase_fixtures"]
+pytest_plugins: list[str] = ["tests.standins.supabase_fixtures", "tests.standins.fal_fixtures"]
 
 
 @pytest.fixture(autouse=True)
