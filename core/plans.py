@@ -159,10 +159,12 @@ def make_plan(spec: Mapping[str, Any], *, db: sqlite_utils.Database | None = Non
         raise PlanError(f"the plan makes {count} requests, over the limit of {MAX_REQUESTS}: "
                         "use fewer option values, seeds or models, or split it")
 
-    # First pass with placeholders: everything is validated before any upload or row.
     sizes = [r.size or (1024, 1024) for r in refs]
-    _build(models, seeds, params, variants, endpoints, sizes,
-           [f"{_PENDING}{i}" for i in range(len(refs))], registry, prompts)
+    if upload and any(r.id is None for r in refs):
+        # files will be uploaded: validate every payload with placeholders first, so a bad plan
+        # uploads nothing
+        _build(models, seeds, params, variants, endpoints, sizes,
+               [f"{_PENDING}{i}" for i in range(len(refs))], registry, prompts)
     ref_ids: list[str] = []
     payload_refs: list[str] = []
     final = True

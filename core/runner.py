@@ -26,6 +26,7 @@ import collections
 import dataclasses
 import logging
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -75,16 +76,17 @@ _ERROR_TYPES: tuple[tuple[type, str], ...] = (
 class PollPolicy:
     """How often to poll a job's status.
 
-    Before any job of an endpoint completed in this run: from `first` seconds, growing by `growth`
-    up to `cap`. Afterwards, with the 10th..90th percentile [lo, hi] of the submit-to-completion
+    Before any job of an endpoint completed in this run: every `first` seconds (fal_client's own
+    fixed cadence is 0.1 s), or `proportion` of the time already waited when that is longer, up to
+    `cap`: the detection delay stays within about 10% of the job's time. Afterwards, with the 10th..90th percentile [lo, hi] of the submit-to-completion
     times seen (last `window` jobs): sleep until just before `lo`, poll every `step` (spread/8,
     clamped to [`fast`, `max_step`]) until `hi`, then back off by a quarter of the lateness up to
     `cap`. A job still unfinished after `give_up_after` is left to a later resume."""
 
-    fast: float = 0.02
+    fast: float = 0.01
     max_step: float = 0.5
-    first: float = 0.05
-    growth: float = 1.15
+    first: float = 0.1
+    proportion: float = 0.1
     cap: float = 2.0
     window: int = 16
     give_up_after: float = 3600.0
@@ -102,13 +104,12 @@ class _Cadence:
         with self._lock:
             self._seen.setdefault(endpoint, collections.deque(maxlen=self.policy.window)).append(seconds)
 
-    def next_delay(self, endpoint: str, elapsed: float, last_delay: float,
-                   queue_position: int | None = None) -> float:
+    def next_delay(self, endpoint: str, elapsed: float, queue_position: int | None = None) -> float:
         p = self.policy
         with self._lock:
             seen = sorted(self._seen.get(endpoint, ()))
         if not seen:
-            return min(p.cap, max(p.first, last_delay * p.growth))
+            return min(p.cap, max(p.first, elapsed * p.proportion))
         cut = len(seen) // 10
         lo, hi = seen[cut], seen[-cut - 1]
         step = min(p.max_step, max(p.fast, (hi - lo) / 8))
@@ -236,8 +237,10 @@ class _LiveRun:
         self.stop = threading.Event()
         self.stopped: str | None = None
         self._storage: Any = None
-        self.done = threading.Event()   # set when the last worker has exited
-        self._live_workers = 0
+        # jobs fal reported COMPLETED, waiting for result fetch, downloads and store writes
+        self.finished: queue.Queue[tuple[str, QueueHandle, Any, bool] | None] = queue.Queue()
+        self.done = threading.Event()   # set when the last finisher has exited
+        self._live_finishers = 0
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -265,17 +268,24 @@ class _LiveRun:
         if self._fal is None:
             self._fal = FalClient(self.settings)
         self._storage = open_storage(self.settings)
-        workers = [threading.Thread(target=self._worker, name=f"runner-{i}", daemon=True)
-                   for i in range(min(self.concurrency, len(self.tasks)))]
-        self._live_workers = len(workers)
+        n = min(self.concurrency, len(self.tasks))
+        # A job takes a slot (sender) from its submit until fal says COMPLETED; fetching its result
+        # and images is a finisher's work, so the next job is submitted without waiting for them.
+        senders = [threading.Thread(target=self._sender, name=f"runner-send-{i}", daemon=True)
+                   for i in range(n)]
+        finishers = [threading.Thread(target=self._finisher, name=f"runner-finish-{i}", daemon=True)
+                     for i in range(n)]
+        self._live_finishers = len(finishers)
+        closer = threading.Thread(target=self._close_when_sent, args=(senders, len(finishers)),
+                                  name="runner-closer", daemon=True)
         try:
-            for w in workers:
-                w.start()
-            self._supervise(workers)
+            for t in (*senders, *finishers, closer):
+                t.start()
+            self._supervise()
         finally:
             self.stop.set()
-            for w in workers:
-                w.join()
+            for t in (*senders, closer, *finishers):
+                t.join()
             if self._own_fal:
                 self._fal.close()
             close = getattr(self._storage, "close", None)
@@ -283,7 +293,13 @@ class _LiveRun:
                 close()
         return self.stopped
 
-    def _supervise(self, workers: list[threading.Thread]) -> None:
+    def _close_when_sent(self, senders: list[threading.Thread], finishers: int) -> None:
+        for t in senders:
+            t.join()
+        for _ in range(finishers):
+            self.finished.put(None)
+
+    def _supervise(self) -> None:
         """Heartbeat, watch for a cancel request, report progress, until the workers are done."""
         last_beat = last_report = time.monotonic()
         last_counts: dict[str, int] | None = None
@@ -325,33 +341,48 @@ class _LiveRun:
         with self.lock:
             return self.tasks.popleft() if self.tasks else None
 
-    def _worker(self) -> None:
+    def _guarded(self, db: sqlite_utils.Database, request_id: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - a bug in one request must not stop the batch
+            log.exception("batch %s: request %s failed unexpectedly", self.batch_id, request_id)
+            try:
+                store.mark_failed(db, request_id, error_type="runner_error",
+                                  error_message=f"unexpected error in the runner: {e!r}; re-run it")
+            except Exception:  # noqa: BLE001
+                log.exception("could not record the failure of %s", request_id)
+
+    def _sender(self) -> None:
         db = connect(self.settings.db_path, migrate=False)
         try:
             while not self.stop.is_set():
                 task = self._next()
                 if task is None:
                     return
-                try:
-                    if task.follow:
-                        self._resume_follow(db, task)
-                    elif self.cancel.is_set():
-                        store.mark_cancelled(db, task.request_id,
-                                             reason="batch cancelled before this request was sent")
-                    else:
-                        self._send(db, task)
-                except Exception as e:  # noqa: BLE001 - a bug in one request must not stop the batch
-                    log.exception("batch %s: request %s failed unexpectedly", self.batch_id, task.request_id)
-                    try:
-                        store.mark_failed(db, task.request_id, error_type="runner_error",
-                                          error_message=f"unexpected error in the runner: {e!r}; re-run it")
-                    except Exception:  # noqa: BLE001
-                        log.exception("could not record the failure of %s", task.request_id)
+                if task.follow:
+                    self._guarded(db, task.request_id, lambda: self._resume_follow(db, task))
+                elif self.cancel.is_set():
+                    store.mark_cancelled(db, task.request_id,
+                                         reason="batch cancelled before this request was sent")
+                else:
+                    self._guarded(db, task.request_id, lambda: self._send(db, task))
+        finally:
+            db.close()
+
+    def _finisher(self) -> None:
+        db = connect(self.settings.db_path, migrate=False)
+        try:
+            while (item := self.finished.get()) is not None:
+                if self.stop.is_set():
+                    continue  # left queued/running in the store: a resume polls and finishes it
+                request_id, handle, status, cancel_sent = item
+                self._guarded(db, request_id,
+                              lambda: self._finish(db, request_id, handle, status, cancel_sent))
         finally:
             db.close()
             with self.lock:
-                self._live_workers -= 1
-                if self._live_workers == 0:
+                self._live_finishers -= 1
+                if self._live_finishers == 0:
                     self.done.set()
 
     def _send(self, db: sqlite_utils.Database, task: _Task) -> None:
@@ -420,7 +451,6 @@ class _LiveRun:
         from core.fal import Completed, InProgress, Queued
 
         start = sent_at if sent_at is not None else time.monotonic()
-        delay = 0.0
         cancel_sent = False
         while True:
             if self.cancel.is_set() and not cancel_sent:
@@ -438,7 +468,7 @@ class _LiveRun:
                 self._note(f"fal request {handle.request_id} is still unfinished after "
                            f"{self.poll.give_up_after:.0f} s; resume the batch later to follow it.")
                 return
-            delay = self.cadence.next_delay(handle.endpoint, elapsed, delay, queue_position)
+            delay = self.cadence.next_delay(handle.endpoint, elapsed, queue_position)
             if cancel_sent:
                 delay = min(delay, 0.25)
             # a cancel request wakes sleeping pollers so their jobs are cancelled at once
@@ -463,7 +493,7 @@ class _LiveRun:
             elif isinstance(status, Completed):
                 if sent_at is not None:
                     self.cadence.observe(handle.endpoint, time.monotonic() - sent_at)
-                self._finish(db, request_id, handle, status, cancel_sent)
+                self.finished.put((request_id, handle, status, cancel_sent))
                 return
 
     def _finish(self, db: sqlite_utils.Database, request_id: str, handle: QueueHandle,
