@@ -135,3 +135,41 @@ def m002_history_indexes(db: sqlite_utils.Database) -> None:
     """History by batch is shown newest first; re-runs are looked up by the request they repeat."""
     db["requests"].create_index(["batch_id", "created_at"], if_not_exists=True)
     db["requests"].create_index(["rerun_of"], if_not_exists=True)
+
+
+@MIGRATIONS()
+def m010_result_metrics(db: sqlite_utils.Database) -> None:
+    """Fidelity of each output to its group's first reference (core/fidelity.py fills these in the
+    background) and the checks of fal's answer against the request. A row is PENDING while
+    `metrics_at` is null: the partial index keeps finding pending rows cheap whatever the table size."""
+    table = db["result_images"]
+    for name, kind in (
+        ("face_status", str), ("face_distance", float), ("faces_reference", int),
+        ("faces_output", int), ("phash_distance", int), ("ciede2000", float), ("ssim", float),
+        ("metrics_reference_id", str), ("metrics_version", str), ("metrics_at", str),
+        ("metrics_error", str),
+        ("requested_width", int), ("requested_height", int), ("pixel_width", int),
+        ("pixel_height", int), ("seed_sent", int), ("seed_returned", int), ("check_flags", str),
+        ("checked_at", str),
+    ):
+        table.add_column(name, kind)
+    db.execute("CREATE INDEX IF NOT EXISTS idx_result_images_metrics_pending "
+               "ON result_images(request_id) WHERE metrics_at IS NULL")
+
+
+@MIGRATIONS()
+def m011_votes(db: sqlite_utils.Database) -> None:
+    """Blind review verdicts (core/review.py): one row per rater's verdict on two outputs of a
+    group, with the left/right order the rater saw; `winner` is the winning endpoint or null."""
+    db["votes"].create(
+        {
+            "id": str, "group_id": str, "rater": str, "left_request_id": str,
+            "right_request_id": str, "verdict": str, "winner": str, "note": str, "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("group_id", "groups", "id"), ("left_request_id", "requests", "id"),
+                      ("right_request_id", "requests", "id")],
+        not_null={"group_id", "rater", "left_request_id", "right_request_id", "verdict", "created_at"},
+    )
+    db["votes"].create_index(["group_id", "rater"])
+    db["votes"].create_index(["rater", "created_at"])
