@@ -14,11 +14,22 @@ from __future__ import annotations
 
 import datetime as _dt
 import sqlite3
+import sys
 import uuid
 from pathlib import Path
 
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
+# sqlite-utils imports pandas and numpy at import time when installed (~0.5 s of start-up), only
+# to map their scalar types to column types; nothing here hands it either. Hide them during that
+# import so `python -m core batch run` starts lean. They stay importable afterwards.
+_hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
+sys.modules.update(dict.fromkeys(_hidden))
+try:
+    import sqlite_utils
+    from sqlite_utils.migrations import Migrations
+finally:
+    for _name in _hidden:
+        if sys.modules.get(_name, "") is None:
+            del sys.modules[_name]
 
 MIGRATIONS = Migrations("dashboard")
 
