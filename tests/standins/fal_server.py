@@ -577,6 +577,7 @@ class _Handler(BaseHTTPRequestHandler):
     # --- plumbing -------------------------------------------------------------------------------
 
     def _dispatch(self, method: str) -> None:
+        self._epoch = self.standin._epoch
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         split = urlsplit(self.path)
@@ -758,6 +759,9 @@ class _Handler(BaseHTTPRequestHandler):
         standin = self.standin
         clean = {k: v for k, v in body.items() if k in endpoint.properties}
         with standin._lock:
+            if standin._epoch != self._epoch:
+                # arrived before a reset (e.g. a slow answer from the previous test): never counted
+                raise _Drop()
             now = time.monotonic()
             standin._advance(now)
             job_fault = standin._take_fault("job")
