@@ -175,7 +175,9 @@ class ResultImage:
 @dataclass(frozen=True)
 class HistoryFilter:
     """What the history page and the CSV export select. Every field is optional; `text` matches
-    the prompt (case-insensitive substring); dates are inclusive (a bare date covers its day)."""
+    the prompt (case-insensitive substring); dates are inclusive (a bare date covers its day);
+    `surprises` keeps requests with an image whose response checks flagged something
+    (`result_images.check_flags`, filled by core/fidelity.py)."""
 
     endpoint: str | None = None
     status: str | None = None
@@ -183,6 +185,7 @@ class HistoryFilter:
     date_from: _dt.date | _dt.datetime | str | None = None
     date_to: _dt.date | _dt.datetime | str | None = None
     text: str | None = None
+    surprises: bool = False
     page: int = 1
     page_size: int = 50
 
@@ -794,6 +797,9 @@ def history_where(f: HistoryFilter, alias: str = "") -> tuple[str, list[Any]]:
         # LIKE is case-insensitive for ASCII; measured fast enough at 100k rows (docs/batch.md)
         clauses.append(f"{a}prompt LIKE ? ESCAPE '\\'")
         params.append(f"%{_like_escape(f.text.strip())}%")
+    if f.surprises:
+        clauses.append(f"EXISTS (SELECT 1 FROM result_images si WHERE si.request_id = {a or 'requests.'}id "
+                       "AND si.check_flags <> '')")
     return (" AND ".join(clauses) or "1"), params
 
 
