@@ -181,8 +181,7 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
         if batch.dry_run:
             stopped = _dry_run(db, batch_id, on_progress)
         elif settings.dry_run:
-            stopped = ("this batch was planned to be sent but FAL_KEY is not set: set FAL_KEY and "
-                       f"resume it with `python -m core batch resume {batch_id}`")
+            stopped = _without_key(db, batch)
         else:
             run = _LiveRun(db, batch_id, settings, concurrency or batch.concurrency or settings.concurrency,
                            poll, on_progress, progress_every, fal)
@@ -193,6 +192,30 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
     db.close()
     return RunReport(batch_id=batch_id, progress=progress, dry_run=batch.dry_run,
                      cancelled=batch.cancel_requested, stopped=stopped)
+
+
+def _fail_unconfirmed(db: sqlite_utils.Database, batch_id: str) -> None:
+    """Requests left `submitted` without a fal id by a runner that died inside the POST."""
+    for rec in store.batch_requests(db, batch_id, statuses=("submitted",)):
+        if not rec.fal_request_id:
+            store.mark_failed(
+                db, rec.id, error_type="submit_unconfirmed",
+                error_message=("The runner stopped while this request was being submitted, before fal "
+                               "confirmed it. It may have run (and been paid) at fal, so it was NOT sent "
+                               "again; re-run it by hand if its result is missing."))
+
+
+def _without_key(db: sqlite_utils.Database, batch: store.Batch) -> str | None:
+    """A live batch in a process without FAL_KEY: nothing can be sent or polled. A cancel still
+    cancels what was never sent; jobs already at fal need the key to be followed or cancelled."""
+    _fail_unconfirmed(db, batch.id)
+    if batch.cancel_requested:
+        for rec in store.batch_requests(db, batch.id, statuses=("planned",)):
+            store.mark_cancelled(db, rec.id, reason="batch cancelled before this request was sent")
+        if store.batch_progress(db, batch.id).is_finished:
+            return None
+    return ("this batch was planned to be sent but FAL_KEY is not set: set FAL_KEY and resume it "
+            f"with `python -m core batch resume {batch.id}`")
 
 
 def _dry_run(db: sqlite_utils.Database, batch_id: str,
@@ -246,14 +269,7 @@ class _LiveRun:
 
     def run(self) -> str | None:
         db = self.db
-        for rec in store.batch_requests(db, self.batch_id, statuses=("submitted",)):
-            if rec.fal_request_id:
-                continue
-            store.mark_failed(
-                db, rec.id, error_type="submit_unconfirmed",
-                error_message=("The runner stopped while this request was being submitted, before fal "
-                               "confirmed it. It may have run (and been paid) at fal, so it was NOT sent "
-                               "again; re-run it by hand if its result is missing."))
+        _fail_unconfirmed(db, self.batch_id)
         for rec in store.batch_requests(db, self.batch_id, statuses=("submitted", "queued", "running")):
             self.tasks.append(_Task(rec.id, follow=True))
         for rec in store.batch_requests(db, self.batch_id, statuses=("planned",)):
