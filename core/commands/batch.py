@@ -144,9 +144,23 @@ def _run(args: argparse.Namespace) -> int:
         print("DRY RUN: nothing sent (no FAL_KEY); payloads are validated and recorded as dry_run",
               flush=True)
     db.close()
+    if not batch.dry_run:
+        _measure_in_background(settings)
     report = runner.run_batch(batch.id, settings=settings, concurrency=args.concurrency,
                               on_progress=_progress_printer(args.quiet))
     return _report(report)
+
+
+def _measure_in_background(settings: Any) -> None:
+    """Results get their fidelity metrics from a detached worker that follows this run
+    (core/fidelity.py); it never slows the run down, and a failure to start it only warns."""
+    from core.fidelity import start_background
+
+    try:
+        start_background(settings, expect_results=True)
+    except OSError as e:
+        print(f"warning: metrics worker not started ({e}); run `python -m core metrics` later",
+              file=sys.stderr)
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -161,6 +175,8 @@ def _resume(args: argparse.Namespace) -> int:
     if not ids:
         print("no unfinished batch")
         return 0
+    if not settings.dry_run:
+        _measure_in_background(settings)
     code = 0
     for batch_id in ids:
         try:
