@@ -1,0 +1,65 @@
+"""Batches with completed, stored results for the review, comparison and leaderboard tests,
+written through core exactly as the runner writes them (no fal needed)."""
+from __future__ import annotations
+
+import hashlib
+import io
+
+from PIL import Image
+
+from core import plans, references, registry, store
+from core.config import load_settings
+from core.db import connect
+from core.storage import open_storage
+
+SCHNELL, EDIT = registry.DEFAULT_MODELS
+THIRD = "fal-ai/flux-2/edit"
+COLOURS = ["blue", "green", "yellow", "purple", "orange", "teal", "pink", "brown"]
+
+
+def png(colour: str, size=(64, 64)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def complete(db, storage, rec: store.RequestRecord, colour: str = "blue", *, cost_time: float = 1.0) -> None:
+    """Mark `rec` completed with one stored 64x64 PNG result."""
+    data = png(colour)
+    path = f"results/{rec.id}/0.png"
+    storage.put(path, data, "image/png", overwrite=True)
+    store.mark_submitted(db, rec.id)
+    store.mark_queued(db, rec.id, fal_request_id=f"fal-{rec.id[:8]}", status_url="s", response_url="r",
+                      cancel_url="c")
+    store.add_result_image(db, rec.id, idx=0, fal_url=f"https://v3.fal.media/files/{rec.id}.png",
+                           storage_backend=storage.backend, storage_path=path,
+                           sha256=hashlib.sha256(data).hexdigest(), width=64, height=64,
+                           content_type="image/png", size_bytes=len(data), nsfw=False)
+    store.mark_completed(db, rec.id, response={"images": [{"url": "https://v3.fal.media/x.png",
+                                                           "width": 64, "height": 64}], "seed": rec.seed},
+                         inference_time_s=cost_time)
+
+
+def completed_batch(name: str = "review", *, models=(SCHNELL, EDIT), options=None, seeds=(1,),
+                    skip: tuple[str, ...] = ()):
+    """A batch whose requests all completed with one stored image each (except endpoints in
+    `skip`, left planned). Returns (batch, groups in order, {group_id: {endpoint: request}})."""
+    s = load_settings()
+    s.ensure_dirs()
+    db = connect(s.db_path)
+    storage = open_storage(s)
+    spec = {"name": name, "models": list(models), "seeds": list(seeds),
+            "options": options or {"subject": ["Woman", "Man"]}}
+    if any(registry.get_endpoint(m).mode == "edit" for m in models):
+        ref = references.add_reference(db, storage, png("red", (320, 320)), role="face",
+                                       filename="face.png", settings=s)
+        spec["references"] = [ref.id]
+    batch = store.create_batch(db, plans.make_plan(spec, db=db), dry_run=False)
+    by_group: dict[str, dict[str, store.RequestRecord]] = {}
+    for i, rec in enumerate(store.batch_requests(db, batch.id)):
+        by_group.setdefault(rec.group_id, {})[rec.endpoint] = rec
+        if rec.endpoint not in skip:
+            complete(db, storage, rec, COLOURS[i % len(COLOURS)])
+    groups = store.get_groups(db, batch.id)
+    db.close()
+    return batch, groups, by_group
