@@ -23,7 +23,7 @@ def png(colour: str, size=(64, 64)) -> bytes:
     return buf.getvalue()
 
 
-def complete(db, storage, rec: store.RequestRecord, colour: str = "blue", *, cost_time: float = 1.0) -> None:
+def complete(db, storage, rec: store.RequestRecord, colour: str = "blue", *, inference_s: float = 1.0) -> None:
     """Mark `rec` completed with one stored 64x64 PNG result."""
     data = png(colour)
     path = f"results/{rec.id}/0.png"
@@ -37,13 +37,14 @@ def complete(db, storage, rec: store.RequestRecord, colour: str = "blue", *, cos
                            content_type="image/png", size_bytes=len(data), nsfw=False)
     store.mark_completed(db, rec.id, response={"images": [{"url": "https://v3.fal.media/x.png",
                                                            "width": 64, "height": 64}], "seed": rec.seed},
-                         inference_time_s=cost_time)
+                         inference_time_s=inference_s)
 
 
 def completed_batch(name: str = "review", *, models=(SCHNELL, EDIT), options=None, seeds=(1,),
-                    skip: tuple[str, ...] = ()):
+                    skip: tuple[str, ...] = (), inference=None):
     """A batch whose requests all completed with one stored image each (except endpoints in
-    `skip`, left planned). Returns (batch, groups in order, {group_id: {endpoint: request}})."""
+    `skip`, left planned); `inference(endpoint, n)` gives the n-th (0-based) inference time of a
+    model. Returns (batch, groups in order, {group_id: {endpoint: request}})."""
     s = load_settings()
     s.ensure_dirs()
     db = connect(s.db_path)
@@ -56,10 +57,13 @@ def completed_batch(name: str = "review", *, models=(SCHNELL, EDIT), options=Non
         spec["references"] = [ref.id]
     batch = store.create_batch(db, plans.make_plan(spec, db=db), dry_run=False)
     by_group: dict[str, dict[str, store.RequestRecord]] = {}
+    seen: dict[str, int] = {}
     for i, rec in enumerate(store.batch_requests(db, batch.id)):
         by_group.setdefault(rec.group_id, {})[rec.endpoint] = rec
+        n = seen[rec.endpoint] = seen.get(rec.endpoint, -1) + 1
         if rec.endpoint not in skip:
-            complete(db, storage, rec, COLOURS[i % len(COLOURS)])
+            complete(db, storage, rec, COLOURS[i % len(COLOURS)],
+                     inference_s=inference(rec.endpoint, n) if inference else 1.0)
     groups = store.get_groups(db, batch.id)
     db.close()
     return batch, groups, by_group

@@ -2,6 +2,9 @@
 
 One row per request and result image (see core/export.py); the filters are those of the history
 page. pandas is imported only when this command runs.
+With `--comparison` (and optionally `--batch`): one row per group instead, each model's payload
+hash, image and fidelity metrics side by side, and the votes (core/comparison.py); images whose
+metrics are still pending are measured first, so the file is complete.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--text", default=None, help="prompt contains this text (case-insensitive)")
     parser.add_argument("--from", dest="date_from", default=None, metavar="DATE", help="YYYY-MM-DD (UTC)")
     parser.add_argument("--to", dest="date_to", default=None, metavar="DATE", help="YYYY-MM-DD, inclusive")
+    parser.add_argument("--comparison", action="store_true",
+                        help="one row per group: models side by side with metrics and votes (only --batch applies)")
     parser.set_defaults(func=_export)
 
 
@@ -36,6 +41,26 @@ def _export(args: argparse.Namespace) -> int:
                             date_from=args.date_from, date_to=args.date_to, text=args.text)
     if args.batch_id:
         store.get_batch(db, args.batch_id)
+    if args.comparison:
+        return _comparison(args, db, settings)
     result = export.to_csv(db, args.out, f)
     print(f"wrote {result.requests} requests ({result.rows} rows) to {result.path}")
+    return 0
+
+
+def _comparison(args: argparse.Namespace, db: Any, settings: Any) -> int:
+    from core import comparison, fidelity
+    from core.errors import DashboardError
+    from core.storage import open_storage
+
+    ignored = [name for name in ("endpoint", "status", "text", "date_from", "date_to") if getattr(args, name)]
+    if ignored:
+        raise DashboardError(f"--comparison exports whole groups; only --batch applies (drop "
+                             f"{', '.join('--' + n.replace('date_', '') for n in ignored)}).")
+    pending = fidelity.pending_count(db, batch_id=args.batch_id)
+    if pending:
+        print(f"measuring {pending} image(s) first...", flush=True)
+        fidelity.compute_pending(db, open_storage(settings), batch_id=args.batch_id)
+    result = comparison.comparison_to_csv(db, args.out, batch_id=args.batch_id)
+    print(f"wrote {result.groups} groups x {len(result.models)} models to {result.path}")
     return 0
