@@ -202,3 +202,18 @@ def plan(spec: dict):
 
     s = settings()
     return _plan(canonical_json(spec), str(s.db_path), s.storage_backend, db(), storage())
+
+
+def runner_stop_reason(batch_id: str) -> str | None:
+    """Why the batch's runner last stopped, from its log (`stopped: ...`), or None."""
+    from core.runner import log_path
+
+    try:
+        with open(log_path(settings(), batch_id), "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 8192))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    reasons = [line[len("stopped: "):] for line in tail.splitlines() if line.startswith("stopped: ")]
+    return reasons[-1] if reasons else None

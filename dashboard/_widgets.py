@@ -74,9 +74,9 @@ def parameter_form(endpoint_id: str, fields: list[dict[str, Any]]) -> tuple[dict
     return params, problems
 
 
-def image_tile(image, *, caption: str | None = None) -> None:
+def image_tile(image, *, caption: str | None = None, size: int = _shared.THUMB_PX) -> None:
     """One result image (store.ResultImage): a small stored thumbnail, else fal's URL, else a note."""
-    thumb = _shared.thumbnail(image.storage_backend, image.storage_path, image.sha256 or image.id)
+    thumb = _shared.thumbnail(image.storage_backend, image.storage_path, image.sha256 or image.id, size=size)
     if thumb:
         st.image(thumb, caption=caption, width="stretch")
     elif image.fal_url and image.fal_url.startswith("http"):

@@ -15,7 +15,7 @@ import streamlit as st
 from core import references, registry, store
 from core.errors import DashboardError
 from core.prompts import OPTION_KEYS
-from dashboard import _shared, _widgets
+from dashboard import _metrics_views, _shared, _widgets
 
 GROUPS_PER_PAGE = 8
 # keys the builder sets per group: shown once in the row header, not repeated per model
@@ -127,6 +127,7 @@ def side_by_side(batch: store.Batch, groups: list[store.Group],
 
 TABS: dict[str, Callable[[store.Batch, list[store.Group], dict[str, list[store.RequestRecord]]], None]] = {
     "Side by side": side_by_side,
+    "Fidelity": _metrics_views.metrics_tab,
 }
 
 for tab, render in zip(st.tabs(list(TABS), key="cmp_tab"), TABS.values()):

@@ -7,6 +7,7 @@ polls the store. Unfinished batches (e.g. after a restart) are listed and can be
 from __future__ import annotations
 
 import random
+import time
 
 import streamlit as st
 
@@ -17,6 +18,8 @@ from dashboard import _shared, _widgets
 PREVIEW_PAYLOADS = 20
 RESULT_TILES = 12
 POLL_SECONDS = 1.0
+# a runner just spawned has not taken its batch yet: not "stopped" before this
+RUNNER_GRACE_S = 10.0
 
 state = st.session_state
 settings = _shared.settings()
@@ -63,23 +66,69 @@ def _progress(batch_id: str) -> store.BatchProgress:
     return progress
 
 
+def _start(batch_id: str) -> None:
+    """Spawn the detached runner and make this the current batch."""
+    runner.start_batch_process(batch_id, settings=settings)
+    state.active_batch = batch_id
+    state[f"spawned_{batch_id}"] = time.time()
+
+
+def _stopped(batch_id: str, progress: store.BatchProgress) -> bool:
+    """Unfinished with no live runner once the one we spawned had time to take the batch."""
+    if progress.is_finished or time.time() - state.get(f"spawned_{batch_id}", 0.0) < RUNNER_GRACE_S:
+        return False
+    return not store.runner_alive(store.get_batch(db, batch_id))
+
+
+def _stopped_notice(batch_id: str) -> None:
+    reason = _shared.runner_stop_reason(batch_id)
+    st.warning("The runner stopped before the batch finished"
+               + (f": {reason}" if reason else " (see the batch log in the data directory)")
+               + " Fix the cause, then resume: requests fal already has are followed, never sent twice.",
+               icon=":material/pause_circle:")
+    resume, cancel = st.columns([1, 5])
+    if resume.button("Resume", key=f"resume_current_{batch_id}", icon=":material/play_arrow:"):
+        try:
+            _start(batch_id)
+        except DashboardError as e:
+            _shared.show_error(e)
+        else:
+            st.rerun()
+    with cancel:
+        if _cancel_button(batch_id, store.batch_progress(db, batch_id)):
+            state[f"spawned_{batch_id}"] = time.time()  # request_cancel may start a runner to cancel
+            st.rerun()
+
+
+def _cancel_button(batch_id: str, progress: store.BatchProgress) -> bool:
+    """True when the user just asked to cancel."""
+    if progress.cancel_requested:
+        st.caption("Cancel requested: nothing more is sent; what fal still holds is being cancelled.")
+        return False
+    if st.button("Cancel batch", icon=":material/cancel:", key=f"cancel_{batch_id}"):
+        runner.request_cancel(batch_id, settings=settings)
+        return True
+    return False
+
+
 @st.fragment(run_every=POLL_SECONDS)
 def _watch(batch_id: str) -> None:
     progress = _progress(batch_id)
-    if progress.cancel_requested:
-        st.caption("Cancel requested: nothing more is sent; what fal still holds is being cancelled.")
-    elif st.button("Cancel batch", icon=":material/cancel:", key=f"cancel_{batch_id}"):
-        runner.request_cancel(batch_id, settings=settings)
+    if _cancel_button(batch_id, progress):
         st.rerun(scope="fragment")
     _results(batch_id)
-    if progress.is_finished:
-        st.rerun()  # the whole page, once: a finished batch is drawn without polling
+    if progress.is_finished or _stopped(batch_id, progress):
+        st.rerun()  # the whole page, once: a finished or stopped batch is drawn without polling
 
 
 def _show_batch(batch_id: str) -> None:
     progress = store.batch_progress(db, batch_id)
     if progress.is_finished:
         _progress(batch_id)
+        _results(batch_id)
+    elif _stopped(batch_id, progress):
+        _progress(batch_id)
+        _stopped_notice(batch_id)
         _results(batch_id)
     else:
         _watch(batch_id)
@@ -99,24 +148,13 @@ if unfinished:
                     st.rerun()
             elif action.button("Resume", key=f"resume_{b.id}", icon=":material/play_arrow:"):
                 try:
-                    runner.start_batch_process(b.id, settings=settings)
+                    _start(b.id)
                 except DashboardError as e:
                     _shared.show_error(e)
                 else:
-                    state.active_batch = b.id
+                    st.toast(f"{b.name} resumed: its progress is at the bottom of the page.",
+                             icon=":material/play_arrow:")
                     st.rerun()
-
-if state.get("active_batch"):
-    with st.container(border=True):
-        st.subheader("Current batch")
-        try:
-            _show_batch(state.active_batch)
-        except DashboardError as e:
-            _shared.show_error(e)
-        if st.button("Close", key="close_batch", icon=":material/close:"):
-            del state.active_batch
-            st.rerun()
-
 
 # ---------------------------------------------------------------------------- plan
 
@@ -227,14 +265,25 @@ if plan is not None:
             st.caption(f"First {PREVIEW_PAYLOADS} of {plan.request_count} shown; every payload is "
                        "recorded in History when the batch is created.")
     label = (f"Record dry run of {plan.request_count} requests (nothing is sent)" if settings.dry_run
-             else f"Send {plan.request_count} requests to fal (about ${plan.estimated_cost:.2f})")
+             else f"Send {plan.request_count} requests to fal (about ${plan.estimated_cost:.3f})")
     if st.button(label, type="primary", icon=":material/play_arrow:", key="run"):
         try:
             batch = store.create_batch(db, plan, dry_run=settings.dry_run,
                                        concurrency=settings.concurrency, created_by=_shared.user())
-            runner.start_batch_process(batch.id, settings=settings)
+            _start(batch.id)
         except DashboardError as e:
             _shared.show_error(e)
         else:
-            state.active_batch = batch.id
+            st.rerun()
+
+# the batch just started (or resumed) sits under the button that started it
+if state.get("active_batch"):
+    with st.container(border=True):
+        st.subheader("Current batch")
+        try:
+            _show_batch(state.active_batch)
+        except DashboardError as e:
+            _shared.show_error(e)
+        if st.button("Close", key="close_batch", icon=":material/close:"):
+            del state.active_batch
             st.rerun()

@@ -18,6 +18,7 @@ from dashboard import _shared, _widgets
 
 PAGE_SIZES = (25, 50, 100)
 TABLE_THUMB_PX = 96
+DETAIL_THUMB_PX = 512
 
 state = st.session_state
 db = _shared.db()
@@ -38,7 +39,7 @@ with st.expander("Last payload sent to fal", icon=":material/send:", expanded=Fa
 
 batches = store.list_batches(db, limit=200)
 batch_names = {b.id: f"{b.name} · {_shared.short_time(b.created_at)}" for b in batches}
-f1, f2, f3, f4, f5 = st.columns([2, 1.3, 2.2, 2.1, 2])
+f1, f2, f3, f4, f5 = st.columns([2, 1.6, 2.2, 2.1, 2])
 endpoint = f1.selectbox("Model", [None, *endpoints], key="hist_endpoint",
                         format_func=lambda e: "all models" if e is None else endpoints[e].label)
 status = f2.selectbox("Status", [None, *REQUEST_STATUSES], key="hist_status",
@@ -183,10 +184,9 @@ if detail_id:
                    + (", ".join(f"{k}: {v}" for k, v in r.options.items()) or "none"))
         imgs = store.result_images(db, [r.id])[r.id]
         if imgs:
-            cols = st.columns(min(4, len(imgs)))
-            for col, image in zip(cols, imgs):
+            for col, image in zip(st.columns(4), imgs):  # a quarter width each, even for one image
                 with col:
-                    _widgets.image_tile(image, caption=f"#{image.idx} {image.width}x{image.height}"
+                    _widgets.image_tile(image, size=DETAIL_THUMB_PX, caption=f"#{image.idx} {image.width}x{image.height}"
                                         + (" · NSFW flagged" if image.nsfw else ""))
         left, right = st.columns(2)
         with left:

@@ -4,6 +4,7 @@ cancel, and resuming unfinished batches."""
 from __future__ import annotations
 
 import json
+import time
 
 from core import plans, registry, store
 from tests.apptest_support import add_reference, all_text, db, open_page, texts, wait_finished
@@ -139,3 +140,23 @@ def test_unfinished_batch_after_restart_is_listed_and_resumed():
     at.button(key=f"resume_{batch.id}").click().run()
     assert at.session_state["active_batch"] == batch.id
     assert wait_finished(batch.id).counts == {"dry_run": 1}
+
+
+def test_a_runner_that_stops_early_is_reported_with_its_reason_and_can_be_resumed():
+    """A live batch resumed without FAL_KEY: the runner stops at once; the page stops polling and
+    says why (from the runner's log) instead of showing a progress bar stuck forever."""
+    plan = plans.make_plan({"name": "needs a key", "models": [SCHNELL], "seeds": [1]})
+    batch = store.create_batch(db(), plan, dry_run=False)
+    at = open_page("generate.py")
+    at.button(key=f"resume_{batch.id}").click().run()
+    conn = db()
+    deadline = time.monotonic() + 60
+    while store.get_batch(conn, batch.id).started_at is None or store.runner_alive(store.get_batch(conn, batch.id)):
+        assert time.monotonic() < deadline, "runner never ran"
+        time.sleep(0.2)
+    at.session_state[f"spawned_{batch.id}"] = 0.0  # past the grace period given to a new runner
+    at.run()
+    warning = " ".join(texts(at.warning))
+    assert "The runner stopped before the batch finished" in warning and "FAL_KEY is not set" in warning
+    assert at.button(key=f"resume_current_{batch.id}")
+    assert store.batch_progress(conn, batch.id).counts == {"planned": 1}

@@ -1,0 +1,101 @@
+"""Fidelity metrics and response checks on the pages: the Compare tab, History captions, and the
+trigger that starts the background worker. Rendering only; numbers come from core.fidelity.
+
+Invariants:
+- A page never measures: `ensure_measured` at most starts the detached worker
+  (`fidelity.start_background`), and at most once per `_TRIGGER_EVERY_S` per browser session,
+  so reruns do not spawn processes while the worker is still starting.
+"""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from core import fidelity, registry, store
+from core.errors import DashboardError
+from dashboard import _shared
+
+_TRIGGER_EVERY_S = 15.0
+
+
+def ensure_measured() -> None:
+    """Start the background metrics worker if images are pending and none is running."""
+    last = st.session_state.get("_metrics_triggered_at", 0.0)
+    if time.monotonic() - last < _TRIGGER_EVERY_S:
+        return
+    st.session_state["_metrics_triggered_at"] = time.monotonic()
+    try:
+        fidelity.start_background(_shared.settings())
+    except (OSError, DashboardError) as e:  # the page still works; metrics stay pending
+        st.caption(f"Metrics worker not started ({e}); run `python -m core metrics`.")
+
+
+def _label(endpoint: str) -> str:
+    try:
+        return registry.get_endpoint(endpoint).label
+    except DashboardError:
+        return endpoint
+
+
+def caption(m: fidelity.ImageMetrics | None) -> None:
+    """One caption line for an image's metrics; surprises as a warning badge."""
+    if m is None:
+        return
+    text = m.summary()
+    if m.check_flags:
+        st.markdown(":orange-badge[:material/warning: " + ", ".join(f.replace("_", " ") for f in m.check_flags)
+                    + "]")
+    st.caption(text)
+
+
+def metrics_tab(batch: store.Batch, groups: list[store.Group],
+                requests: dict[str, list[store.RequestRecord]]) -> None:
+    """Compare tab: per group on view, each model's fidelity to the reference and its checks."""
+    db = _shared.db()
+    ensure_measured()
+    reqs = [r for g in groups for r in requests.get(g.id, [])]
+    images = store.result_images(db, [r.id for r in reqs])
+    measured = fidelity.image_metrics(db, [i.id for imgs in images.values() for i in imgs])
+    rows = []
+    for g in groups:
+        for r in requests.get(g.id, []):
+            for image in images[r.id]:
+                m = measured.get(image.id)
+                rows.append({
+                    "prompt": g.prompt, "seed": g.seed, "model": _label(r.endpoint), "image": image.idx,
+                    "face": None if m is None else m.face_status,
+                    "face distance": None if m is None else m.face_distance,
+                    "same person": None if m is None else m.same_person,
+                    "phash": None if m is None else m.phash_distance,
+                    "ΔE2000": None if m is None else m.ciede2000,
+                    "SSIM": None if m is None else m.ssim,
+                    "surprises": "" if m is None else ", ".join(m.check_flags),
+                    "size": "" if m is None or m.pixel_width is None else
+                    f"{m.pixel_width}x{m.pixel_height}"
+                    + (f" (asked {m.requested_width}x{m.requested_height})"
+                       if m.requested_width and (m.requested_width, m.requested_height)
+                       != (m.pixel_width, m.pixel_height) else ""),
+                    "error": None if m is None else m.metrics_error,
+                })
+    if not rows:
+        st.info("No result images on this page yet.", icon=":material/straighten:")
+        return
+    pending = sum(1 for r in rows if r["face"] is None)
+    if pending:
+        st.caption(f"{pending} image(s) still being measured in the background; reload to see them.")
+    st.caption("Face distance: dlib identity distance to the group's first reference (under 0.6 = same "
+               "person). phash: 0-64 bits differing. ΔE2000: mean colour difference. SSIM: only for edit "
+               "outputs, which keep the reference's framing.")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+        "face distance": st.column_config.NumberColumn(format="%.3f"),
+        "ΔE2000": st.column_config.NumberColumn(format="%.1f"),
+        "SSIM": st.column_config.NumberColumn(format="%.3f"),
+    }, key="cmp_metrics_table")
+
+
+def image_captions(image_ids: list[str]) -> dict[str, fidelity.ImageMetrics]:
+    """Stored metrics for images a page is about to show (History detail)."""
+    ensure_measured()
+    return fidelity.image_metrics(_shared.db(), image_ids)

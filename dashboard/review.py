@@ -1,0 +1,147 @@
+"""Review page: blind side-by-side verdicts, one group (and pair of models) at a time.
+
+The reference photo and two outputs in a stable random left/right order, model names hidden;
+verdicts left better / right better / both good / both bad, an optional note; the models are
+revealed after the vote, then the next group. Keys: ← → ↑ (both good) ↓ (both bad), S skip,
+N next. Rules (which pairs, which outputs, never twice) live in core/review.py.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from core import references, registry, review, store
+from core.errors import DashboardError
+from dashboard import _shared, _widgets
+
+VERDICT_BUTTONS = (
+    ("left", "Left better", "left", ":material/arrow_back:"),
+    ("right", "Right better", "right", ":material/arrow_forward:"),
+    ("both_good", "Both good", "up", ":material/thumb_up:"),
+    ("both_bad", "Both bad", "down", ":material/thumb_down:"),
+)
+
+state = st.session_state
+db = _shared.db()
+endpoints = {e.id: e for e in registry.list_endpoints()}
+
+
+def _label(endpoint: str) -> str:
+    return endpoints[endpoint].label if endpoint in endpoints else endpoint
+
+
+st.title("Review")
+rater = _shared.user()
+if not rater:
+    st.info("Type your name in the sidebar first: votes are recorded with it, and you are never shown "
+            "a group you already judged.", icon=":material/badge:")
+    st.stop()
+
+batches = store.list_batches(db, limit=200)
+if not batches:
+    st.info("Nothing to review yet: run a batch on the Generate page.", icon=":material/rate_review:")
+    st.stop()
+by_id = {b.id: b for b in batches}
+if state.get("rev_batch") not in by_id:
+    state.rev_batch = batches[0].id
+top, opt = st.columns([3, 1], vertical_alignment="bottom")
+batch_id = top.selectbox(
+    "Batch", list(by_id), key="rev_batch",
+    format_func=lambda b: f"{by_id[b].name} · {_shared.short_time(by_id[b].created_at)}")
+include = opt.toggle("Include groups I reviewed", key="rev_include",
+                     help="Show again the groups you already judged (a new vote replaces yours in the statistics).")
+skipped: list[str] = state.setdefault("rev_skipped", {}).setdefault(batch_id, [])
+
+
+def _vote(item: review.ReviewItem, verdict: str) -> None:
+    try:
+        vote = review.record_item_vote(db, item, rater=rater, verdict=verdict,
+                                       note=state.get(f"rev_note_{item.key}"))
+    except DashboardError as e:
+        state.rev_error = str(e)
+        return
+    state.rev_revealed = {"vote_id": vote.id, "batch": batch_id}
+
+
+def _skip(key: str) -> None:
+    skipped.append(key)
+
+
+def _next() -> None:
+    state.pop("rev_revealed", None)
+
+
+def _show_again() -> None:
+    skipped.clear()
+
+
+def _reference(group: store.Group) -> None:
+    st.markdown("**Reference**")
+    if not group.references:
+        st.caption("No reference photo (text-to-image only).")
+    for rid in group.references[:1]:
+        try:
+            ref = references.get_reference(db, rid)
+        except DashboardError:
+            st.caption(f"(reference {rid[:8]} not found)")
+            continue
+        thumb = _shared.thumbnail(ref.storage_backend, ref.storage_path, ref.sha256, size=512)
+        if thumb:
+            st.image(thumb, width="stretch")
+
+
+def _sides(group: store.Group, left: store.ResultImage, right: store.ResultImage,
+           captions: tuple[str, str] = ("Left", "Right")) -> None:
+    st.markdown(f"**{group.prompt}**")
+    st.caption(f"seed {group.seed} · {group.image_size}"
+               + "".join(f" · {k}: {v}" for k, v in group.options.items()))
+    cols = st.columns(3)
+    with cols[0]:
+        _reference(group)
+    for col, image, caption in zip(cols[1:], (left, right), captions):
+        with col:
+            st.markdown(f"**{caption}**")
+            _widgets.image_tile(image)
+
+
+if err := state.pop("rev_error", None):
+    st.error(err, icon=":material/error:")
+
+revealed = state.get("rev_revealed")
+if revealed and revealed["batch"] == batch_id:
+    vote = review.get_vote(db, revealed["vote_id"])
+    group = next(g for g in store.get_groups(db, batch_id) if g.id == vote.group_id)
+    imgs = store.result_images(db, [vote.left_request_id, vote.right_request_id])
+    winner = f"**{_label(vote.winner)}**" if vote.winner else vote.verdict.replace("_", " ")
+    st.success(f"Recorded: {winner}. Left was **{_label(vote.left_endpoint)}**, right was "
+               f"**{_label(vote.right_endpoint)}**.", icon=":material/visibility:")
+    st.button("Next group", key="rev_next", on_click=_next, shortcut="n", type="primary",
+              icon=":material/skip_next:")
+    _sides(group, imgs[vote.left_request_id][0], imgs[vote.right_request_id][0],
+           (f"Left: {_label(vote.left_endpoint)}", f"Right: {_label(vote.right_endpoint)}"))
+    st.stop()
+
+q = review.queue(db, batch_id, rater, include_reviewed=include, skip=set(skipped))
+if q.total == 0:
+    st.info("This batch has no pair to review yet: a group needs completed results from at least two models.",
+            icon=":material/rate_review:")
+    st.stop()
+st.progress(q.reviewed / q.total, text=f"{q.reviewed} of {q.total} reviewed by {rater}"
+            + (f" · {q.skipped} skipped" if q.skipped else ""))
+item = q.next
+if item is None:
+    st.success("Nothing left to review in this batch." if not q.skipped
+               else "Only skipped groups are left.", icon=":material/done_all:")
+    if q.skipped:
+        st.button("Show skipped groups again", key="rev_unskip", on_click=_show_again)
+    st.stop()
+
+st.caption(f"Group {item.position} of {q.total} · models hidden until you vote · "
+           "keys: ← → ↑ both good, ↓ both bad, S skip")
+cols = st.columns(len(VERDICT_BUTTONS) + 1)
+for col, (verdict, text, key, icon) in zip(cols, VERDICT_BUTTONS):
+    col.button(text, key=f"rev_{verdict}", on_click=_vote, args=(item, verdict), shortcut=key, icon=icon,
+               width="stretch")
+cols[-1].button("Skip", key="rev_skip", on_click=_skip, args=(item.key,), shortcut="s",
+                icon=":material/redo:", width="stretch")
+st.text_input("Note (optional)", key=f"rev_note_{item.key}", placeholder="what decided it")
+_sides(item.group, item.left.image, item.right.image)
