@@ -11,7 +11,7 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from core import registry, runner, store
+from core import fidelity, registry, runner, store
 from core.db import REQUEST_STATUSES
 from core.errors import DashboardError
 from dashboard import _shared, _widgets
@@ -50,12 +50,15 @@ batch_id = f3.selectbox("Batch", [None, *batch_names], key="hist_batch",
                         format_func=lambda b: "all batches" if b is None else batch_names[b])
 dates = f4.date_input("Dates", value=(), key="hist_dates", format="YYYY-MM-DD")
 text = f5.text_input("Prompt contains", key="hist_text")
+surprises = st.toggle("Surprises only", key="hist_surprises",
+                      help="Requests with an image whose response checks flagged something: another size "
+                           "than asked, another seed, an NSFW flag (checked in the background after a run).")
 date_from = dates[0] if len(dates) > 0 else None
 date_to = dates[1] if len(dates) > 1 else date_from
 
 page_size = state.get("hist_page_size", PAGE_SIZES[0])
 flt = store.HistoryFilter(endpoint=endpoint, status=status, batch_id=batch_id, date_from=date_from,
-                          date_to=date_to, text=text or None, page_size=page_size)
+                          date_to=date_to, text=text or None, surprises=surprises, page_size=page_size)
 # one pager per filter: a new filter starts on page 1 without writing to a widget's state
 page_key = "hist_page_" + hashlib.sha1(repr(flt).encode()).hexdigest()[:12]
 flt = dataclasses.replace(flt, page=state.get(page_key, 1))
@@ -108,7 +111,7 @@ if page.rows:
     }, key="hist_table")
 else:
     st.info("No requests match these filters." if page.total == 0 and any(
-        (endpoint, status, batch_id, date_from, text)) else
+        (endpoint, status, batch_id, date_from, text, surprises)) else
         "No requests yet: plan and run a batch on the Generate page.", icon=":material/history:")
 
 p1, p2 = st.columns([4, 1], vertical_alignment="center")
@@ -184,10 +187,13 @@ if detail_id:
                    + (", ".join(f"{k}: {v}" for k, v in r.options.items()) or "none"))
         imgs = store.result_images(db, [r.id])[r.id]
         if imgs:
+            measured = fidelity.image_metrics(db, [i.id for i in imgs])
             for col, image in zip(st.columns(4), imgs):  # a quarter width each, even for one image
                 with col:
                     _widgets.image_tile(image, size=DETAIL_THUMB_PX, caption=f"#{image.idx} {image.width}x{image.height}"
                                         + (" · NSFW flagged" if image.nsfw else ""))
+                    if image.id in measured:
+                        st.caption(measured[image.id].summary())
         left, right = st.columns(2)
         with left:
             st.markdown("**Payload, exactly as stored and sent** (data: URIs abbreviated)")

@@ -156,3 +156,25 @@ def test_csv_download_exports_exactly_the_filtered_rows_of_all_pages(settings):
     data = _shared.history_csv(settings.db_path, at.session_state["hist_filter"])
     rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
     assert sorted(r["request_id"] if "request_id" in r else r["id"] for r in rows) == sorted(walking)
+
+
+def test_surprises_only_keeps_requests_whose_images_were_flagged_and_detail_says_why():
+    """The response checks' flags (filled in the background by core.fidelity) filter the table,
+    and the detail view names the surprise under the image."""
+    plain, flagged = _record("plain"), _record("flagged")
+    conn = db()
+    for r in (plain, flagged):
+        store.mark_submitted(conn, r.id)
+        store.mark_completed(conn, r.id, response={"images": [{"url": "https://v3.fal.media/x.png"}]})
+        image = store.add_result_image(conn, r.id, idx=0, fal_url="https://v3.fal.media/x.png",
+                                       storage_backend=None, storage_path=None, sha256=None, width=1024,
+                                       height=1024, content_type="image/png", size_bytes=1, nsfw=False)
+        flags = "seed_mismatch" if r is flagged else ""
+        conn.execute("UPDATE result_images SET check_flags = ?, metrics_at = ? WHERE id = ?",
+                     [flags, "2026-01-01T00:00:00+00:00", image.id])
+    at = open_page("history.py")
+    assert len(_table(at)) == 2
+    at.toggle(key="hist_surprises").set_value(True).run()
+    assert list(_table(at)["id"]) == [flagged.id]
+    at.selectbox(key="hist_detail").set_value(flagged.id).run()
+    assert any("surprises: seed mismatch" in c for c in texts(at.caption))
