@@ -26,6 +26,8 @@ pages = [
     st.Page("generate.py", title="Generate", icon=":material/auto_awesome:"),
     st.Page("compare.py", title="Compare", icon=":material/compare:"),
     st.Page("history.py", title="History", icon=":material/history:"),
+    st.Page("review.py", title="Review", icon=":material/rate_review:"),
+    st.Page("leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
 ]
 page = st.navigation(pages)
 

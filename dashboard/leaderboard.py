@@ -1,0 +1,220 @@
+"""Leaderboard page: which model wins the blind review and where, how sure we are, whether raters
+agree, how faithful each model is to the reference, and what each costs and how long it takes.
+Every number comes from core/comparison.py (definitions there); this page draws it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core import comparison, fidelity, registry, store
+from core.db import connect
+from dashboard import _metrics_views, _shared
+
+ALL = "__all__"
+FACTOR_LABELS = {"pose": "Pose", "style": "Style", "lighting": "Lighting", "angle": "Angle",
+                 "aspect_ratio": "Aspect ratio"}
+METRICS = {"face_distance": "Face distance (under 0.6 = same person)", "phash_distance": "Perceptual hash distance",
+           "ciede2000": "Colour difference (CIEDE2000)", "ssim": "SSIM (edit outputs only)"}
+
+state = st.session_state
+db = _shared.db()
+endpoints = {e.id: e for e in registry.list_endpoints()}
+
+
+def _label(endpoint: str) -> str:
+    return endpoints[endpoint].label if endpoint in endpoints else endpoint
+
+
+def _money(value: float | None) -> str:
+    return "—" if value is None else f"${value:.4f}"
+
+
+def _rates_frame(rates) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "model": _label(r.model), "win rate": None if r.n == 0 else r.rate, "low": r.low, "high": r.high,
+        "wins": r.wins, "losses": r.losses, "ties": r.ties, "decisive votes": r.n,
+    } for r in rates])
+
+
+def _rate_chart(frame: pd.DataFrame, *, colour: str | None = None, x: str = "model") -> alt.LayerChart:
+    base = alt.Chart(frame)
+    enc = {"color": alt.Color(f"{colour}:N", title=None)} if colour else {}
+    offset = {"xOffset": alt.XOffset(f"{colour}:N")} if colour else {}
+    bars = base.mark_bar(opacity=0.75).encode(
+        x=alt.X(f"{x}:N", title=None, axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("win rate:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+        tooltip=[x, *( [colour] if colour else []), alt.Tooltip("win rate:Q", format=".0%"),
+                 alt.Tooltip("low:Q", format=".0%"), alt.Tooltip("high:Q", format=".0%"), "wins", "losses", "ties"],
+        **enc, **offset)
+    bars_ci = base.mark_rule(strokeWidth=2, color="black").encode(
+        x=alt.X(f"{x}:N"), y="low:Q", y2="high:Q", **offset)
+    half = alt.Chart(pd.DataFrame({"y": [0.5]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="y:Q")
+    return alt.layer(bars, bars_ci, half).properties(height=260)
+
+
+st.title("Leaderboard")
+batches = store.list_batches(db, limit=200)
+names = {ALL: "all batches", **{b.id: f"{b.name} · {_shared.short_time(b.created_at)}" for b in batches}}
+if state.get("lb_batch") not in names:
+    state.lb_batch = ALL
+pick, dl = st.columns([3, 1], vertical_alignment="bottom")
+choice = pick.selectbox("Batch", list(names), key="lb_batch", format_func=names.get)
+batch_id = None if choice == ALL else choice
+_metrics_views.ensure_measured()
+
+
+def _comparison_csv(db_path, batch) -> bytes:
+    conn = connect(db_path)  # runs on click, outside the script thread: its own connection
+    try:
+        return comparison.comparison_csv_bytes(conn, batch_id=batch)
+    finally:
+        conn.close()
+
+
+dl.download_button(
+    "Comparison CSV", data=lambda: _comparison_csv(_shared.settings().db_path, batch_id),
+    file_name=f"comparison-{dt.date.today()}.csv", mime="text/csv", icon=":material/download:",
+    on_click="ignore", key="lb_csv",
+    help="One row per group: options, each model's payload hash, image URL and metrics, and the votes. "
+         "Images still being measured have empty metric cells (`python -m core export --comparison` "
+         "measures them first).")
+
+# ---------------------------------------------------------------------------- votes
+
+board = comparison.leaderboard(db, batch_id=batch_id)
+st.header("Blind review")
+if board.votes == 0:
+    st.info("No votes yet: judge pairs on the Review page.", icon=":material/rate_review:")
+else:
+    m = st.columns(4)
+    m[0].metric("Votes", board.votes)
+    m[1].metric("Raters", board.raters)
+    m[2].metric("Groups judged", board.groups)
+    m[3].metric("Best (Bradley-Terry)", _label(board.ranking[0]) if board.ranking else "—")
+    rates = _rates_frame(board.win_rates)
+    rates["strength (BT)"] = [board.strengths.get(r.model) for r in board.win_rates]
+    left, right = st.columns([3, 2])
+    with left:
+        st.altair_chart(_rate_chart(rates), width="stretch", key="lb_rates_chart")
+    with right:
+        st.dataframe(rates.drop(columns=["low", "high"]).assign(
+            **{"95% interval": [f"{lo:.0%}–{hi:.0%}" for lo, hi in zip(rates["low"], rates["high"])]}),
+            hide_index=True, width="stretch", column_config={
+                "win rate": st.column_config.NumberColumn(format="percent"),
+                "strength (BT)": st.column_config.NumberColumn(format="%.3f")}, key="lb_rates")
+    st.caption("Win rate = wins / decisive votes; ties (both good, both bad) are counted beside it. The bar "
+               "is the 95% Wilson interval (votes treated as independent). Bradley-Terry uses every pair.")
+    if len(board.strengths) > 2:
+        st.subheader("Head to head")
+        st.dataframe(pd.DataFrame([{"model A": _label(a), "model B": _label(b), "A wins": aw, "B wins": bw,
+                                    "ties": t} for (a, b), (aw, bw, t) in board.pairwise.items()]),
+                     hide_index=True, width="stretch", key="lb_pairs")
+
+    if board.breakdowns:
+        st.subheader("Where each model wins")
+        factor = st.selectbox("By option", list(board.breakdowns), key="lb_factor",
+                              format_func=lambda f: FACTOR_LABELS.get(f, f))
+        parts = []
+        for value, value_rates in board.breakdowns[factor].items():
+            frame = _rates_frame(value_rates)
+            frame.insert(0, "value", value)
+            parts.append(frame)
+        by_value = pd.concat(parts, ignore_index=True)
+        st.altair_chart(_rate_chart(by_value, colour="model", x="value"), width="stretch", key="lb_factor_chart")
+        st.dataframe(by_value, hide_index=True, width="stretch", key="lb_factor_table", column_config={
+            "win rate": st.column_config.NumberColumn(format="percent"),
+            "low": st.column_config.NumberColumn(format="percent"),
+            "high": st.column_config.NumberColumn(format="percent")})
+
+    st.subheader("Agreement between raters")
+    a = board.agreement
+    if not a["groups"]:
+        st.caption("No group was judged by more than one rater yet.")
+    else:
+        c = st.columns(4)
+        c[0].metric("Groups with several raters", a["groups"])
+        c[1].metric("Unanimous", f"{a['unanimous_share']:.0%}")
+        c[2].metric("Fleiss' kappa", "—" if a["fleiss_kappa"] is None else f"{a['fleiss_kappa']:.2f}")
+        c[3].metric("Cohen's kappa", "—" if a["cohen_kappa"] is None else f"{a['cohen_kappa']:.2f}")
+        st.caption("Kappa: 1 = full agreement, 0 = what chance alone gives. Cohen's only when exactly two "
+                   "raters judged every shared group.")
+
+# ---------------------------------------------------------------------------- fidelity
+
+st.header("Fidelity to the reference")
+fid = comparison.fidelity_by_model(db, batch_id=batch_id)
+if not fid:
+    st.info("No result images yet.", icon=":material/straighten:")
+else:
+    pending = sum(f.pending for f in fid)
+    errors = sum(f.errors for f in fid)
+    if pending:
+        st.caption(f"{pending} image(s) are being measured in the background; reload to see them.")
+    if errors:
+        if st.button(f"Measure the {errors} failed image(s) again", key="lb_retry", icon=":material/refresh:"):
+            fidelity.reset(db, batch_id=batch_id, failed=True)
+            state.pop("_metrics_triggered_at", None)
+            _metrics_views.ensure_measured()
+            st.rerun()
+    st.dataframe(pd.DataFrame([{
+        "model": _label(f.endpoint), "images": f.images, "measured": f.measured,
+        "same person": None if f.same_person_share is None else f.same_person_share,
+        "faces compared": f.faces_compared, "no face in output": f.no_face_output,
+        "face distance (median)": f.face_distance["median"], "phash (median)": f.phash_distance["median"],
+        "ΔE2000 (median)": f.ciede2000["median"], "SSIM (median)": f.ssim["median"],
+        "surprises": f.surprises, "errors": f.errors,
+    } for f in fid]), hide_index=True, width="stretch", key="lb_fidelity", column_config={
+        "same person": st.column_config.NumberColumn(format="percent"),
+        "face distance (median)": st.column_config.NumberColumn(format="%.3f"),
+        "ΔE2000 (median)": st.column_config.NumberColumn(format="%.1f"),
+        "SSIM (median)": st.column_config.NumberColumn(format="%.3f")})
+    frame = comparison.metrics_frame(db, batch_id=batch_id)
+    metric = st.selectbox("Distribution of", list(METRICS), key="lb_metric", format_func=METRICS.get)
+    shown = frame[frame[metric].notna()].assign(model=lambda f: f["endpoint"].map(_label))
+    if shown.empty:
+        st.caption("No measured value for this metric yet.")
+    else:
+        chart = alt.Chart(shown).mark_boxplot(extent="min-max").encode(
+            x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=0)),
+            y=alt.Y(f"{metric}:Q", title=METRICS[metric]), color=alt.Color("model:N", legend=None))
+        if metric == "face_distance":
+            chart = alt.layer(chart, alt.Chart(pd.DataFrame({"y": [0.6]})).mark_rule(
+                strokeDash=[4, 4], color="red").encode(y="y:Q"))
+        st.altair_chart(chart.properties(height=260), width="stretch", key="lb_metric_chart")
+
+# ---------------------------------------------------------------------------- cost and latency
+
+st.header("Cost and latency")
+costs = comparison.model_costs(db, batch_id=batch_id)
+if not costs:
+    st.info("No requests yet.", icon=":material/payments:")
+else:
+    st.dataframe(pd.DataFrame([{
+        "model": _label(c.endpoint), "requests": c.requests, "completed": c.completed, "failed": c.failed,
+        "queue median s": c.queue_s["median"], "queue p90 s": c.queue_s["p90"],
+        "inference median s": c.inference_s["median"], "inference p90 s": c.inference_s["p90"],
+        "total median s": c.total_s["median"], "total p90 s": c.total_s["p90"],
+        "cost (est.)": _money(c.cost), "per image": _money(c.cost_per_image),
+        "per preferred image": _money(c.cost_per_preferred_image),
+        "preferred / reviewed": f"{c.preferred_outputs} / {c.reviewed_outputs}",
+    } for c in costs]), hide_index=True, width="stretch", key="lb_costs", column_config={
+        f"{k} {s} s": st.column_config.NumberColumn(format="%.2f")
+        for k in ("queue", "inference", "total") for s in ("median", "p90")})
+    st.caption("Costs are the estimates made when planning, not fal's bill. A preferred image is an output "
+               "judged good (won, or both good) more often than not; per preferred image = cost of the "
+               "reviewed outputs / preferred ones.")
+    latency = pd.DataFrame([{"model": _label(c.endpoint), "phase": phase, "statistic": stat,
+                             "seconds": summary[stat]}
+                            for c in costs for phase, summary in (("queue", c.queue_s), ("inference", c.inference_s))
+                            for stat in ("median", "p90") if summary[stat] is not None])
+    if not latency.empty:
+        st.altair_chart(alt.Chart(latency).mark_bar().encode(
+            x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=0)), xOffset="statistic:N",
+            y=alt.Y("seconds:Q"), color=alt.Color("statistic:N", title=None),
+            column=alt.Column("phase:N", title=None),
+            tooltip=["model", "phase", "statistic", alt.Tooltip("seconds:Q", format=".2f")],
+        ).properties(height=220, width=220), key="lb_latency_chart")
