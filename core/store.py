@@ -24,6 +24,7 @@ import datetime as _dt
 import json
 import os
 import socket
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -279,22 +280,45 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
     return round(delta.total_seconds(), 6)
 
 
+_LOCKS_GUARD = threading.Lock()
+_LOCKS: dict[str, threading.RLock] = {}
+
+
+def _write_lock(db: sqlite_utils.Database) -> threading.RLock:
+    """One lock per database file in this process. Writers of one process (the runner's threads)
+    queue on it instead of on SQLite's busy handler, which sleeps in steps of up to 100 ms;
+    other processes still meet the busy timeout."""
+    lock = getattr(db, "_store_write_lock", None)
+    if lock is None:
+        path = db.conn.execute("PRAGMA database_list").fetchone()[2] or f"memory:{id(db)}"
+        with _LOCKS_GUARD:
+            lock = _LOCKS.setdefault(path, threading.RLock())
+        db._store_write_lock = lock  # type: ignore[attr-defined]
+    return lock
+
+
+def _write(db: sqlite_utils.Database, sql: str, params: Sequence[Any]) -> Any:
+    with _write_lock(db):
+        return db.execute(sql, list(params))
+
+
 @contextlib.contextmanager
 def _write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
     """BEGIN IMMEDIATE: take the write lock up front, so a read-then-write never fails with
     SQLITE_BUSY on lock upgrade (the busy timeout does not cover that case)."""
-    if db.conn.in_transaction:
-        with db.atomic():
-            yield
-        return
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
+    with _write_lock(db):
         if db.conn.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+            with db.atomic():
+                yield
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if db.conn.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
 
 def _check_payload(payload: Mapping[str, Any]) -> str:
@@ -410,7 +434,7 @@ def unfinished_batches(db: sqlite_utils.Database) -> list[Batch]:
 def request_cancel(db: sqlite_utils.Database, batch_id: str) -> Batch:
     """Ask the batch's runner to stop: it sends nothing more and cancels what fal still holds."""
     get_batch(db, batch_id)
-    db.execute("UPDATE batches SET cancel_requested = 1 WHERE id = ?", [batch_id])
+    _write(db, "UPDATE batches SET cancel_requested = 1 WHERE id = ?", [batch_id])
     return get_batch(db, batch_id)
 
 
@@ -464,7 +488,7 @@ def claim_batch(db: sqlite_utils.Database, batch_id: str, *, pid: int | None = N
 def heartbeat(db: sqlite_utils.Database, batch_id: str, *, pid: int | None = None) -> Batch:
     """Refresh the owner's heartbeat; BatchBusy if another runner took the batch over."""
     pid = os.getpid() if pid is None else pid
-    cur = db.execute("UPDATE batches SET heartbeat_at = ? WHERE id = ? AND runner_pid = ?",
+    cur = _write(db, "UPDATE batches SET heartbeat_at = ? WHERE id = ? AND runner_pid = ?",
                      [now(), batch_id, pid])
     if cur.rowcount == 0:
         raise BatchBusy(f"Batch {batch_id} is no longer owned by process {pid}; another runner took it over.")
@@ -527,8 +551,8 @@ def get_request(db: sqlite_utils.Database, request_id: str) -> RequestRecord:
 def _transition(db: sqlite_utils.Database, request_id: str, allowed_from: Sequence[str],
                 updates: Mapping[str, Any]) -> bool:
     sets = ", ".join(f"{k} = ?" for k in updates)
-    cur = db.execute(
-        f"UPDATE requests SET {sets} WHERE id = ? AND status IN ({','.join('?' * len(allowed_from))})",
+    cur = _write(
+        db, f"UPDATE requests SET {sets} WHERE id = ? AND status IN ({','.join('?' * len(allowed_from))})",
         [*updates.values(), request_id, *allowed_from])
     if cur.rowcount == 0:
         get_request(db, request_id)  # StoreError when the id is unknown
@@ -538,7 +562,7 @@ def _transition(db: sqlite_utils.Database, request_id: str, allowed_from: Sequen
 
 def mark_submitted(db: sqlite_utils.Database, request_id: str) -> bool:
     """The POST is about to leave: from here on the job MAY exist at fal."""
-    cur = db.execute("UPDATE requests SET status = 'submitted', submitted_at = ?, "
+    cur = _write(db, "UPDATE requests SET status = 'submitted', submitted_at = ?, "
                      "attempts = coalesce(attempts, 0) + 1 WHERE id = ? AND status = 'planned'",
                      [now(), request_id])
     if cur.rowcount == 0:
@@ -576,7 +600,7 @@ def mark_running(db: sqlite_utils.Database, request_id: str, *, logs: Any = None
 
 
 def update_queue_position(db: sqlite_utils.Database, request_id: str, position: int | None) -> None:
-    db.execute("UPDATE requests SET queue_position = ? WHERE id = ? AND status = 'queued'",
+    _write(db, "UPDATE requests SET queue_position = ? WHERE id = ? AND status = 'queued'",
                [position, request_id])
 
 
@@ -650,12 +674,12 @@ def add_result_image(db: sqlite_utils.Database, request_id: str, *, idx: int, fa
         "width": width, "height": height, "content_type": content_type, "size_bytes": size_bytes,
         "nsfw": None if nsfw is None else int(bool(nsfw)), "created_at": now(),
     }
-    with _write_transaction(db):
-        existing = list(_rows(db, "SELECT id FROM result_images WHERE request_id = ? AND idx = ?",
-                              [request_id, idx]))
-        image_id = existing[0]["id"] if existing else new_id()
-        db["result_images"].upsert({"id": image_id, **row}, pk="id")
-    return _build(ResultImage, next(_rows(db, "SELECT * FROM result_images WHERE id = ?", [image_id])))
+    cols = ["id", *row]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in row if c not in ("request_id", "idx"))
+    _write(db, f"INSERT INTO result_images ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+               f"ON CONFLICT(request_id, idx) DO UPDATE SET {updates}", [new_id(), *row.values()])
+    return _build(ResultImage, next(_rows(
+        db, "SELECT * FROM result_images WHERE request_id = ? AND idx = ?", [request_id, idx])))
 
 
 def result_images(db: sqlite_utils.Database, request_ids: Sequence[str]) -> dict[str, list[ResultImage]]:
@@ -674,12 +698,16 @@ def rerun_request(db: sqlite_utils.Database, request_id: str, *,
                   created_by: str | None = None) -> RequestRecord:
     """A new `planned` row with the same endpoint and payload, linked by `rerun_of`, in the same
     batch (or a new one-request batch), so the batch runner sends it."""
-    old = get_request(db, request_id)
+    with _write_transaction(db):
+        return _rerun(db, get_request(db, request_id), created_by)
+
+
+def _rerun(db: sqlite_utils.Database, old: RequestRecord, created_by: str | None) -> RequestRecord:
     batch_id = old.batch_id
     if batch_id is None:
         batch_id = new_id()
         db["batches"].insert({
-            "id": batch_id, "name": f"re-run of {request_id}", "created_at": now(),
+            "id": batch_id, "name": f"re-run of {old.id}", "created_at": now(),
             "created_by": created_by, "status": "planned", "dry_run": int(old.dry_run),
             "cancel_requested": 0, "request_count": 0, "estimated_cost": 0.0,
         })

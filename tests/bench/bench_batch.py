@@ -1,0 +1,183 @@
+"""Benchmark: a 200-request batch against the fal stand-in (out of process, 1 s per job).
+
+    .venv/bin/python -m tests.bench.bench_batch [--requests 200] [--concurrency 16] [--latency 1.0]
+                                               [--loop-requests 200] [--skip-fal-client]
+
+1. `python -m core batch run PLAN.json --concurrency 16` as a whole process (start-up, planning,
+   store writes, image downloads and exit included): wall time as a ratio to the ideal
+   ceil(200/16) x 1 s = 13 s (target <= 1.10), CPU time per request, status polls per request.
+2. The same payloads sent with the official `fal-client` the obvious way, each in its own process:
+   `fal_client.subscribe` in a loop, and the same from a thread pool of 16. (fal-client only
+   fetches the result JSON: no image download, no store; that is in its favour.)
+
+The stand-in is started with TCP_NODELAY on its sockets: Python's http.server answers with two
+writes (headers, then body), and Nagle's algorithm + the client's delayed ACK then add ~40 ms to
+every answer on loopback, an artifact no real fal server has.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from core.config import REPO_ROOT
+
+POSES = ["Standing", "Walking", "Sitting", "Leaning against a wall", "Arms crossed", "Hands in pockets",
+         "Over-the-shoulder look", "Running", "Jumping", "Kneeling", "Mirror selfie using iPhone",
+         "Looking back", "Crouching"]
+LIGHTS = ["Studio", "Golden Hour", "Neon", "Softbox", "Backlit", "Natural Daylight", "Rim light", "Overcast"]
+MODELS = ["fal-ai/flux/schnell", "fal-ai/flux-2"]
+
+_STANDIN = ("import sys, tests.standins.fal_server as s\n"
+            "s._Handler.disable_nagle_algorithm = True\n"
+            "sys.exit(s.main(sys.argv[1:]))")
+
+
+def _plan_spec(requests: int) -> dict:
+    """2 models x 10 poses x 5 lights x seeds (200 requests: 2 seeds); other sizes use takes."""
+    if requests % 2:
+        raise SystemExit("--requests must be even (two models)")
+    variants = requests // 2
+    if variants % 50 == 0:
+        options = {"pose": POSES[:10], "lighting": LIGHTS[:5]}
+        seeds = list(range(1, variants // 50 + 1))
+    else:
+        options = {"pose": POSES[:1], "extra": [f"take {i}" for i in range(variants)]}
+        seeds = [1]
+    return {"name": f"bench {requests}", "models": MODELS, "seeds": seeds, "options": options}
+
+
+def _payloads(spec: dict, requests: int) -> list[tuple[str, dict]]:
+    from core.plans import make_plan
+
+    plan = make_plan(spec)
+    return [(r.endpoint, dict(r.payload)) for r in plan.requests][:requests]
+
+
+def _start_standin(latency: float) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-c", _STANDIN, "--port", "0", "--latency", str(latency)],
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http://127.0.0.1:"):
+        proc.kill()
+        raise SystemExit(f"the stand-in did not start (got {url!r})")
+    return proc, url
+
+
+def _child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(cmd: list[str], env: dict) -> tuple[float, float, subprocess.CompletedProcess]:
+    cpu = _child_cpu()
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:6])} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return wall, _child_cpu() - cpu, done
+
+
+def _fal_client_worker(mode: str, url: str, payload_file: str, workers: int) -> None:
+    """Runs in its own process: send every payload with fal_client.subscribe."""
+    import fal_client
+    import fal_client.client
+
+    fal_client.client.RUN_URL_FORMAT = f"{url}/run/"
+    fal_client.client.QUEUE_URL_FORMAT = f"{url}/"
+    payloads = json.loads(Path(payload_file).read_text())
+
+    def one(item):
+        endpoint, payload = item
+        return fal_client.subscribe(endpoint, arguments=payload)
+
+    if mode == "loop":
+        results = [one(p) for p in payloads]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(one, payloads))
+    assert all(r.get("images") for r in results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--loop-requests", type=int, default=None,
+                        help="requests for the sequential fal-client loop (default: all; 200 x 1 s)")
+    parser.add_argument("--skip-fal-client", action="store_true")
+    parser.add_argument("--fal-client-worker", nargs=4, metavar=("MODE", "URL", "PAYLOADS", "WORKERS"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.fal_client_worker:
+        mode, url, payload_file, workers = args.fal_client_worker
+        _fal_client_worker(mode, url, payload_file, int(workers))
+        return
+
+    from tests.standins.fal_server import DEFAULT_KEY, StandinControl
+
+    ideal = math.ceil(args.requests / args.concurrency) * args.latency
+    standin, url = _start_standin(args.latency)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    try:
+        control = StandinControl(url)
+        spec = _plan_spec(args.requests)
+        payloads = _payloads(spec, args.requests)
+        assert len(payloads) == args.requests, len(payloads)
+        plan_file = tmp / "plan.json"
+        plan_file.write_text(json.dumps(spec))
+        env = {**os.environ, "DASHBOARD_DATA_DIR": str(tmp / "data"), "FAL_KEY": DEFAULT_KEY,
+               "FAL_QUEUE_URL": url, "FAL_RUN_URL": f"{url}/run", "DASHBOARD_SECRETS": str(tmp / "none.toml")}
+        for name in ("SUPABASE_URL", "SUPABASE_KEY"):
+            env.pop(name, None)
+
+        print(f"{args.requests} requests, {args.latency:g} s per job, concurrency {args.concurrency}: "
+              f"ideal {ideal:.1f} s")
+        wall, cpu, done = _timed([sys.executable, "-m", "core", "batch", "run", str(plan_file),
+                                  "--concurrency", str(args.concurrency), "--quiet"], env)
+        stats = control.stats()
+        assert f"finished: {args.requests}/{args.requests} done (completed {args.requests})" in done.stdout, \
+            done.stdout
+        assert stats["submissions"] == args.requests, stats["submissions"]
+        polls = stats["requests"].get("status", 0) / args.requests
+        print(f"  python -m core batch run        {wall:6.2f} s  ratio {wall / ideal:.3f} (target <= 1.10)  "
+              f"CPU {cpu / args.requests * 1000:.1f} ms/request  {polls:.1f} polls/request")
+
+        if args.skip_fal_client:
+            return
+        payload_file = tmp / "payloads.json"
+        for mode, n, workers in (("pool", args.requests, args.concurrency),
+                                 ("loop", args.loop_requests or args.requests, 1)):
+            control.reset()
+            payload_file.write_text(json.dumps(payloads[:n]))
+            wall, cpu, _ = _timed([sys.executable, "-m", "tests.bench.bench_batch", "--fal-client-worker",
+                                   mode, url, str(payload_file), str(workers)], env)
+            stats = control.stats()
+            assert stats["submissions"] == n, stats
+            ideal_n = math.ceil(n / workers) * args.latency
+            label = f"fal-client subscribe, {'thread pool of ' + str(workers) if mode == 'pool' else 'loop'}"
+            extra = "" if n == args.requests else f"  ({n} requests; x{args.requests / n:g} = " \
+                                                  f"{wall * args.requests / n:.0f} s for {args.requests})"
+            print(f"  {label:<32}{wall:7.2f} s  ratio {wall / ideal:.3f} vs {ideal:.0f} s "
+                  f"(vs its own ideal {ideal_n:.0f} s: {wall / ideal_n:.3f})  CPU {cpu / n * 1000:.1f} ms/request  "
+                  f"{stats['requests'].get('status', 0) / n:.1f} polls/request{extra}")
+    finally:
+        standin.terminate()
+        standin.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
