@@ -143,6 +143,7 @@ class _Task:
     request_id: str
     follow: bool = False           # already at fal: poll, never send
     rate_limited: int = 0
+    record: store.RequestRecord | None = None   # as loaded at start (payload and endpoint)
 
 
 def error_type_of(e: BaseException) -> str:
@@ -273,7 +274,7 @@ class _LiveRun:
         for rec in store.batch_requests(db, self.batch_id, statuses=("submitted", "queued", "running")):
             self.tasks.append(_Task(rec.id, follow=True))
         for rec in store.batch_requests(db, self.batch_id, statuses=("planned",)):
-            self.tasks.append(_Task(rec.id))
+            self.tasks.append(_Task(rec.id, record=rec))
         if not self.tasks:
             return None
         if store.get_batch(db, self.batch_id).cancel_requested:
@@ -402,7 +403,9 @@ class _LiveRun:
                     self.done.set()
 
     def _send(self, db: sqlite_utils.Database, task: _Task) -> None:
-        rec = store.get_request(db, task.request_id)
+        # the row as loaded at start: only this runner writes it, and mark_submitted below only
+        # moves a row that is still `planned`
+        rec = task.record or store.get_request(db, task.request_id)
         if rec.status != "planned":
             return
         body: dict[str, Any] = rec.payload
