@@ -20,6 +20,7 @@ from typing import Any
 HASH_VERSION = "v1"
 REFERENCE_SCHEME = "reference://"
 
+_ABBREVIATED = re.compile(r"^data:[^;,]*;base64,…\((\d+ bytes, sha256 [0-9a-f]{12}|unparseable)\)$")
 _DATA_URI = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*?)(?P<b64>;base64)?,(?P<data>.*)$", re.S)
 
 
@@ -35,7 +36,7 @@ def describe_data_uri(uri: str) -> str:
     """"data:image/png;base64,…(1234 bytes, sha256 0123456789ab)" for a data URI."""
     m = _DATA_URI.match(uri)
     if not m:
-        return "data:…(unparseable)"
+        return "data:;base64,…(unparseable)"
     raw = m.group("data")
     if m.group("b64"):
         try:
@@ -51,12 +52,17 @@ def describe_data_uri(uri: str) -> str:
 def abbreviate(obj: Any) -> Any:
     """A copy of `obj` with every `data:` URI string abbreviated (for logs, pages, exports)."""
     if isinstance(obj, str):
-        return describe_data_uri(obj) if obj.startswith("data:") else obj
+        return describe_data_uri(obj) if obj.startswith("data:") and not _is_abbreviated(obj) else obj
     if isinstance(obj, dict):
         return {k: abbreviate(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [abbreviate(v) for v in obj]
     return obj
+
+
+def _is_abbreviated(uri: str) -> bool:
+    # already the short form (e.g. a stored response): abbreviating again would describe the summary
+    return bool(_ABBREVIATED.match(uri))
 
 
 def reference_token(reference_id: str) -> str:
