@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -282,6 +284,8 @@ def test_background_worker_fills_metrics_without_the_caller_measuring(env, setti
     rows = list(fresh.query("SELECT face_status, metrics_at FROM result_images"))
     assert len(rows) == 2 and all(r["metrics_at"] and r["face_status"] == "no_face_output" for r in rows)
     fresh.close()
+    # the worker would exit after IDLE_EXIT_S idle; stopping it is as safe (nothing is half-written)
+    os.kill(pid, signal.SIGTERM)
     _wait(lambda: not fidelity.worker_running(settings))
 
 
