@@ -322,6 +322,9 @@ def measure_image(db: sqlite_utils.Database, storage: Storage, image_id: str, *,
                 fid = metrics.measure(reference, output, same_framing=edit)
             except DashboardError as e:
                 error = f"reference {reference_id}: {_short(e)}"
+            except Exception as e:  # noqa: BLE001 - one odd image must not stall every later one
+                log.exception("measuring result image %s failed", image_id)
+                error = f"measuring failed: {e!r}"
             else:
                 face_status = fid.face.status
                 values.update(face_distance=fid.face.distance, faces_reference=fid.face.faces_reference,

@@ -215,6 +215,20 @@ def test_unreadable_output_is_recorded_not_raised_and_can_be_retried(env):
     assert fidelity.pending_count(db) == 1
 
 
+def test_an_unexpected_failure_is_recorded_and_the_pass_goes_on(env, monkeypatch):
+    """A bug on one image (here: measure raising) ends that row with an error, never the pass."""
+    db, storage, settings = env
+    batch, _ = _batch(db, storage, settings)
+    for rec in store.batch_requests(db, batch.id):
+        _complete(db, storage, rec, _gradient())
+    monkeypatch.setattr(metrics, "measure", lambda *a, **k: (_ for _ in ()).throw(ValueError("boom")))
+    report = fidelity.compute_pending(db, storage)
+    assert (report.measured, report.failed, report.remaining) == (2, 2, 0)
+    rows = fidelity.image_metrics(db, [r[0] for r in db.execute("SELECT id FROM result_images")])
+    assert all(m.face_status == "error" and "boom" in m.metrics_error for m in rows.values())
+    assert all(m.checked_at for m in rows.values()), "the response checks are still stored"
+
+
 def test_an_interrupted_pass_resumes_from_what_is_left_after_a_restart(env, settings):
     """Pending = metrics_at null: a pass stopped after one image leaves the other pending, and a new
     connection (a restarted process) sees the measured one and finishes the rest."""
