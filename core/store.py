@@ -15,6 +15,8 @@ Invariants:
   exports iterate in chunks.
 - Functions take a `sqlite_utils.Database` from `core.db.connect`; each thread or process uses
   its own connection. Values crossing this module are frozen dataclasses, not dicts.
+- Writes of one process to one file take a process-wide lock first, so threads never wait in
+  SQLite's busy handler (which sleeps in steps of up to 100 ms); WAL lets readers go on.
 """
 from __future__ import annotations
 
