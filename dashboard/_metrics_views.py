@@ -1,5 +1,5 @@
-"""Fidelity metrics and response checks on the pages: the Compare tab, History captions, and the
-trigger that starts the background worker. Rendering only; numbers come from core.fidelity.
+"""Fidelity metrics and response checks on the pages: the Compare tab and the trigger that
+starts the background worker. Rendering only; numbers come from core.fidelity.
 
 Invariants:
 - A page never measures: `ensure_measured` at most starts the detached worker
@@ -37,17 +37,6 @@ def _label(endpoint: str) -> str:
         return registry.get_endpoint(endpoint).label
     except DashboardError:
         return endpoint
-
-
-def caption(m: fidelity.ImageMetrics | None) -> None:
-    """One caption line for an image's metrics; surprises as a warning badge."""
-    if m is None:
-        return
-    text = m.summary()
-    if m.check_flags:
-        st.markdown(":orange-badge[:material/warning: " + ", ".join(f.replace("_", " ") for f in m.check_flags)
-                    + "]")
-    st.caption(text)
 
 
 def metrics_tab(batch: store.Batch, groups: list[store.Group],
@@ -94,8 +83,3 @@ def metrics_tab(batch: store.Batch, groups: list[store.Group],
         "SSIM": st.column_config.NumberColumn(format="%.3f"),
     }, key="cmp_metrics_table")
 
-
-def image_captions(image_ids: list[str]) -> dict[str, fidelity.ImageMetrics]:
-    """Stored metrics for images a page is about to show (History detail)."""
-    ensure_measured()
-    return fidelity.image_metrics(_shared.db(), image_ids)
