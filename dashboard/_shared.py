@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 from typing import Any
 
 import streamlit as st
@@ -80,21 +79,6 @@ def show_error(err: DashboardError) -> None:
         st.error(str(err), icon=":material/error:")
 
 
-# what core.payloads.abbreviate leaves behind; abbreviating it again would describe the short
-# form itself ("36 bytes"), so stored JSON that is already abbreviated is shown as it is
-_ABBREVIATED = re.compile(r"^data:[^;,]*;base64,\u2026\(")
-
-
-def _abbreviate(obj: Any) -> Any:
-    if isinstance(obj, str):
-        return obj if _ABBREVIATED.match(obj) else abbreviate(obj)
-    if isinstance(obj, dict):
-        return {k: _abbreviate(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_abbreviate(v) for v in obj]
-    return obj
-
-
 def payload_json(payload: Any) -> str:
     """Pretty JSON of a payload with every data: URI abbreviated (never show the base64)."""
     if isinstance(payload, str):
@@ -102,7 +86,7 @@ def payload_json(payload: Any) -> str:
             payload = json.loads(payload)
         except ValueError:
             return abbreviate(payload)
-    return json.dumps(_abbreviate(payload), indent=2, sort_keys=True, ensure_ascii=False)
+    return json.dumps(abbreviate(payload), indent=2, sort_keys=True, ensure_ascii=False)
 
 
 def data_uri(data: bytes, content_type: str = "image/jpeg") -> str:
@@ -181,7 +165,7 @@ def cell(value: Any) -> str:
     """A JSON value as one table cell (diff tables)."""
     if value is None:
         return "null"
-    return value if isinstance(value, str) else json.dumps(_abbreviate(value), ensure_ascii=False)
+    return value if isinstance(value, str) else json.dumps(abbreviate(value), ensure_ascii=False)
 
 
 def seconds(value: float | None) -> str:
