@@ -87,6 +87,43 @@ def _timed(cmd: list[str], env: dict) -> tuple[float, float, subprocess.Complete
     return wall, _child_cpu() - cpu, done
 
 
+def _wait_for_metrics_worker(env: dict, timeout: float = 300.0) -> float | None:
+    """`batch run` also starts the fidelity metrics worker (a detached process that measures the
+    stored results and exits when idle); let it finish so it does not load the next measurement."""
+    try:
+        from core import fidelity
+    except ImportError:
+        return None
+    from core.config import load_settings
+
+    settings = load_settings(env)
+    start = time.perf_counter()
+    while fidelity.worker_running(settings):
+        if time.perf_counter() - start > timeout:
+            raise SystemExit("the metrics worker is still running after 5 minutes")
+        time.sleep(0.2)
+    return time.perf_counter() - start
+
+
+def _breakdown(db_path: Path, launched: float, wall: float, concurrency: int) -> str:
+    """Where the time went, from the store's timestamps: start-up until the first POST, the
+    mean cycle of a slot (submit to the next submit in that slot), and exit after the last job."""
+    import sqlite3
+    from datetime import datetime
+
+    def ts(text: str) -> float:
+        return datetime.fromisoformat(text).timestamp()
+
+    conn = sqlite3.connect(db_path)
+    subs = sorted(ts(r[0]) for r in conn.execute("SELECT submitted_at FROM requests"))
+    last = ts(conn.execute("SELECT max(completed_at) FROM requests").fetchone()[0])
+    conn.close()
+    cycles = [b - a for a, b in zip(subs, subs[concurrency:])]
+    mean_cycle = sum(cycles) / len(cycles) if cycles else float("nan")
+    return (f"start-up to first submit {subs[0] - launched:.2f} s, slot cycle {mean_cycle * 1000:.0f} ms "
+            f"(job + detection + next submit), last job stored to exit {launched + wall - last:.2f} s")
+
+
 def _fal_client_worker(mode: str, url: str, payload_file: str, workers: int) -> None:
     """Runs in its own process: send every payload with fal_client.subscribe."""
     import fal_client
@@ -145,6 +182,7 @@ def main() -> None:
 
         print(f"{args.requests} requests, {args.latency:g} s per job, concurrency {args.concurrency}: "
               f"ideal {ideal:.1f} s")
+        launched = time.time()
         wall, cpu, done = _timed([sys.executable, "-m", "core", "batch", "run", str(plan_file),
                                   "--concurrency", str(args.concurrency), "--quiet"], env)
         stats = control.stats()
@@ -154,6 +192,11 @@ def main() -> None:
         polls = stats["requests"].get("status", 0) / args.requests
         print(f"  python -m core batch run        {wall:6.2f} s  ratio {wall / ideal:.3f} (target <= 1.10)  "
               f"CPU {cpu / args.requests * 1000:.1f} ms/request  {polls:.1f} polls/request")
+        print("    " + _breakdown(tmp / "data" / "dashboard.db", launched, wall, args.concurrency))
+        lingered = _wait_for_metrics_worker(env)
+        if lingered is not None:
+            print(f"    (the detached metrics worker `batch run` starts measured on for {lingered:.1f} s "
+                  "after the run; waited for it before going on)")
 
         if args.skip_fal_client:
             return
