@@ -132,56 +132,22 @@ def _report(report: Any) -> int:
     return 1
 
 
-class _WarmClient:
-    """Builds the fal client in a background thread while the plan is made: importing httpx and
-    loading the TLS trust store take ~0.2 s, much of it outside the GIL."""
-
-    def __init__(self, settings: Any, concurrency: int | None):
-        import dataclasses
-        import threading
-
-        self.client: Any = None
-        self._settings = dataclasses.replace(settings, concurrency=concurrency or settings.concurrency)
-        self._thread = threading.Thread(target=self._build, name="fal-client-warmup", daemon=True)
-        self._thread.start()
-
-    def _build(self) -> None:
-        from core.fal import FalClient
-
-        self.client = FalClient(self._settings)
-
-    def get(self) -> Any:
-        self._thread.join()
-        return self.client
-
-    def close(self) -> None:
-        client = self.get()
-        if client is not None:
-            client.close()
-
-
 def _run(args: argparse.Namespace) -> int:
     from core import runner, store
 
     settings, db = _settings_db()
-    warm = None if settings.dry_run else _WarmClient(settings, args.concurrency)
-    try:
-        plan = _make_plan(args.plan, db, settings, upload=True)
-        batch = store.create_batch(db, plan, dry_run=settings.dry_run, concurrency=args.concurrency,
-                                   created_by=args.created_by)
-        print(f"batch {batch.id} {plan.name!r}: {_describe(plan)}", flush=True)
-        if batch.dry_run:
-            print("DRY RUN: nothing sent (no FAL_KEY); payloads are validated and recorded as dry_run",
-                  flush=True)
-        db.close()
-        if not batch.dry_run:
-            _measure_in_background(settings)
-        report = runner.run_batch(batch.id, settings=settings, concurrency=args.concurrency,
-                                  on_progress=_progress_printer(args.quiet),
-                                  fal=warm.get() if warm else None)
-    finally:
-        if warm:
-            warm.close()
+    plan = _make_plan(args.plan, db, settings, upload=True)
+    batch = store.create_batch(db, plan, dry_run=settings.dry_run, concurrency=args.concurrency,
+                               created_by=args.created_by)
+    print(f"batch {batch.id} {plan.name!r}: {_describe(plan)}", flush=True)
+    if batch.dry_run:
+        print("DRY RUN: nothing sent (no FAL_KEY); payloads are validated and recorded as dry_run",
+              flush=True)
+    db.close()
+    if not batch.dry_run:
+        _measure_in_background(settings)
+    report = runner.run_batch(batch.id, settings=settings, concurrency=args.concurrency,
+                              on_progress=_progress_printer(args.quiet))
     return _report(report)
 
 
