@@ -12,10 +12,13 @@ Invariants:
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import sqlite3
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 # sqlite-utils imports pandas and numpy at import time when installed (~0.5 s of start-up), only
@@ -57,18 +60,32 @@ def connect(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Database:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA journal_mode = WAL")
+    # Switching a fresh file to WAL and migrating it take locks that busy_timeout does not wait
+    # for ("database is locked" when two processes open a new data dir at once): serialise
+    # them across processes with an advisory file lock; pending migrations are re-read under it.
+    with _file_lock(path.with_name(path.name + ".lock")):
+        conn.execute("PRAGMA journal_mode = WAL")
+        db = sqlite_utils.Database(conn)
+        if migrate:
+            migrate_db(db)
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
-    db = sqlite_utils.Database(conn)
-    if migrate:
-        migrate_db(db)
     return db
 
 
+@contextlib.contextmanager
+def _file_lock(lock_path: Path) -> Iterator[None]:
+    with open(lock_path, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def migrate_db(db: sqlite_utils.Database) -> None:
+    """Apply pending migrations (each in its own transaction with its record)."""
     if MIGRATIONS.pending(db):
-        # BEGIN IMMEDIATE: two processes starting at once must not both apply a migration.
         MIGRATIONS.apply(db)
 
 
