@@ -102,7 +102,10 @@ class FalError(DashboardError):
         self.status_code = status_code
         self.request_id = request_id
         self.error_type = error_type
-        super().__init__(message)
+        # fal may echo a data: URI of the input in its detail; never carry it whole
+        from core.payloads import abbreviate
+
+        super().__init__(abbreviate(message))
 
 
 class FalAuthError(FalError):

@@ -21,6 +21,7 @@ HASH_VERSION = "v1"
 REFERENCE_SCHEME = "reference://"
 
 _ABBREVIATED = re.compile(r"^data:[^;,]*;base64,…\((\d+ bytes, sha256 [0-9a-f]{12}|unparseable)\)$")
+_EMBEDDED = re.compile(r"data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,[A-Za-z0-9+/]+=*")
 _DATA_URI = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*?)(?P<b64>;base64)?,(?P<data>.*)$", re.S)
 
 
@@ -50,9 +51,13 @@ def describe_data_uri(uri: str) -> str:
 
 
 def abbreviate(obj: Any) -> Any:
-    """A copy of `obj` with every `data:` URI string abbreviated (for logs, pages, exports)."""
+    """A copy of `obj` with every `data:` URI abbreviated, whole strings or quoted inside text
+    (for logs, stored responses and errors, pages, exports)."""
     if isinstance(obj, str):
-        return describe_data_uri(obj) if obj.startswith("data:") and not _is_abbreviated(obj) else obj
+        if obj.startswith("data:"):
+            return obj if _is_abbreviated(obj) else describe_data_uri(obj)
+        # a data: URI quoted inside a longer text (e.g. fal's error `detail` echoing the input)
+        return _EMBEDDED.sub(lambda m: describe_data_uri(m.group(0)), obj) if "data:" in obj else obj
     if isinstance(obj, dict):
         return {k: abbreviate(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

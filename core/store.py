@@ -642,7 +642,7 @@ def mark_failed(db: sqlite_utils.Database, request_id: str, *, error_type: str, 
         "status": "failed", "completed_at": done,
         "total_time_s": _seconds_between(rec.submitted_at, done),
         "inference_time_s": inference_time_s, "http_status": http_status,
-        "error_type": error_type, "error_message": error_message,
+        "error_type": error_type, "error_message": abbreviate(error_message),
         "response_json": _json_or_none(response),
     })
 

@@ -35,3 +35,15 @@ def test_abbreviating_twice_keeps_the_first_summary():
 def test_reference_tokens_round_trip():
     body = {"image_urls": [reference_token("abc"), "https://x.test/y.png", reference_token("def")]}
     assert reference_ids_in(body) == ["abc", "def"]
+
+
+def test_data_uri_quoted_inside_an_error_text_is_abbreviated():
+    """fal's string `detail` may echo the input: the base64 must not reach the store or a CSV."""
+    raw = b"\x89PNG" + b"y" * 3000
+    b64 = base64.b64encode(raw).decode()
+    text = f"Could not load image data:image/png;base64,{b64} (bad header); try another"
+    short = abbreviate({"detail": text})["detail"]
+    assert b64[:40] not in short
+    assert short.startswith("Could not load image data:image/png;base64,…(3004 bytes, sha256 ")
+    assert short.endswith(" (bad header); try another")
+    assert abbreviate(short) == short
