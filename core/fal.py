@@ -5,8 +5,9 @@ Queue statuses are small typed values (`Queued`, `InProgress`, `Completed`), as 
 
 Invariants:
 - Never risk a second paid job. A submit (or sync run) is sent again ONLY when fal surely did not
-  accept it: the connection could not be made, fal answered 429, or an ingress error page came back
-  WITHOUT `x-fal-request-id` (the proxy answered, fal never saw the body). A read timeout, a dropped
+  accept it: the connection could not be made, fal answered 429 to a queue submit, or an ingress
+  error page came back WITHOUT `x-fal-request-id` (the proxy answered, fal never saw the body).
+  A sync run answered 429 raises FalRateLimited (with `retry_after`) for the caller to decide. A read timeout, a dropped
   connection after sending, or a 5xx carrying `x-fal-request-id` raise instead: the job may exist.
 - Status polls, result fetches, cancels and downloads are idempotent: transport errors, 408, 429
   (honouring `Retry-After`) and 5xx are retried with capped exponential backoff and jitter.
@@ -338,7 +339,10 @@ class FalClient:
             from_fal = "x-fal-request-id" in response.headers
             if code == 429:
                 retry_after = _retry_after(response)
-                if not last and (retry_after is None or retry_after <= policy.max_retry_after):
+                # A sync run is not retried on 429 (fal-client does, and can run a paid job
+                # twice): the caller sees FalRateLimited with retry_after and decides.
+                if what != "run" and not last and (
+                        retry_after is None or retry_after <= policy.max_retry_after):
                     delay = policy.backoff(attempt) if retry_after is None else retry_after
                     self._pause(what, url, "429", delay, attempt)
                     continue

@@ -258,10 +258,13 @@ def test_429_on_submit_honours_retry_after_then_succeeds(fal_standin, standin_fa
     assert fal_standin.submissions == 1
 
 
-def test_429_on_sync_run_is_retried_once_accepted_once(fal_standin, standin_fal_client, fal_sleeps):
-    fal_standin.inject("run", "429", times=2, retry_after=1)
-    assert standin_fal_client.run(SCHNELL, {"prompt": "p"})["images"]
-    assert fal_sleeps == [1.0, 1.0] and fal_standin.submissions == 1
+def test_429_on_sync_run_is_not_retried_the_caller_decides(fal_standin, standin_fal_client, fal_sleeps):
+    """A paid synchronous POST is never resent automatically (fal-client does, and may pay twice)."""
+    fal_standin.inject("run", "429", times=1, retry_after=1)
+    with pytest.raises(FalRateLimited) as e:
+        standin_fal_client.run(SCHNELL, {"prompt": "p"})
+    assert e.value.retry_after == 1.0
+    assert fal_sleeps == [] and fal_standin.submissions == 0
 
 
 def test_429_with_a_long_retry_after_is_not_waited_for(fal_standin, standin_fal_client, fal_sleeps):
