@@ -547,10 +547,14 @@ def test_retry_after_as_http_date_is_honoured():
         calls.append(request)
         if len(calls) == 1:
             return httpx.Response(429, headers={"Retry-After": when})
-        return httpx.Response(200, json={"images": []})
+        rid = "r-1"
+        base = f"https://queue.fal.run/fal-ai/flux/requests/{rid}"
+        return httpx.Response(200, headers={"x-fal-request-id": rid}, json={
+            "status": "IN_QUEUE", "request_id": rid, "response_url": base,
+            "status_url": base + "/status", "cancel_url": base + "/cancel", "queue_position": 0})
 
     with _mock_client(handler, sleeps) as client:
-        assert client.run(SCHNELL, {"prompt": "p"}) == {"images": []}
+        assert client.submit(SCHNELL, {"prompt": "p"}).request_id == "r-1"
     assert len(sleeps) == 1 and 20 < sleeps[0] <= 31
 
 
