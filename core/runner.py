@@ -4,6 +4,8 @@ Invariants:
 - Write before you send: every request row exists (status `planned`) before its POST; the row is
   marked `submitted` just before the POST leaves, `queued` with fal's request id and URLs as soon
   as fal accepts it, then `running`, then a final status. A crash therefore loses nothing.
+- Nothing is lost: when fal cannot be reached while following an accepted job (status or result),
+  its row stays queued/running and the run ends unfinished, so a resume follows it later.
 - Nothing is paid twice. Resuming polls the requests that already have a fal request id and
   sends only those never sent. A request left `submitted` WITHOUT a fal id (the POST may have
   reached fal) is never resent: it is marked failed, error_type "submit_unconfirmed".
@@ -61,6 +63,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# errors that say nothing about the job itself: following it later may still succeed
+_TRANSIENT = (FalUnavailable, FalServerError, FalTimeout, FalRateLimited)
 HEARTBEAT_EVERY_S = 5.0
 CHECK_CANCEL_EVERY_S = 0.25
 MAX_RATE_LIMIT_RETRIES = 5
@@ -497,8 +501,12 @@ class _LiveRun:
             try:
                 status = self._fal.status(handle)
             except FalError as e:
-                store.mark_failed(db, request_id, error_type=error_type_of(e), error_message=str(e),
-                                  http_status=e.status_code)
+                if e.status_code == 404:
+                    store.mark_failed(db, request_id, error_type="not_found", http_status=404,
+                                      error_message=f"fal no longer knows request {handle.request_id} "
+                                                    f"({e}); re-run it if its result is needed.")
+                else:
+                    self._lost_contact(handle, e)
                 return
             if isinstance(status, Queued):
                 if status.position != queue_position:
@@ -515,6 +523,12 @@ class _LiveRun:
                 self.finished.put((request_id, handle, status, cancel_sent))
                 return
 
+    def _lost_contact(self, handle: QueueHandle, e: FalError) -> None:
+        """fal could not be reached (after the client's retries) while following a job it has
+        accepted: the row stays queued/running, so `batch resume` follows it later."""
+        self._note(f"lost contact with fal while following request {handle.request_id} ({e}); "
+                   f"resume the batch to follow it: `python -m core batch resume {self.batch_id}`.")
+
     def _finish(self, db: sqlite_utils.Database, request_id: str, handle: QueueHandle,
                 status: Any, cancel_sent: bool) -> None:
         inference = status.metrics.get("inference_time") if status.metrics else None
@@ -527,6 +541,10 @@ class _LiveRun:
         except FalError as e:
             if cancel_sent and not status.ok:
                 store.mark_cancelled(db, request_id, reason=f"cancelled ({e})", http_status=e.status_code)
+                return
+            if status.ok and isinstance(e, _TRANSIENT):
+                # the job succeeded and is paid: an outage while fetching must not lose it
+                self._lost_contact(handle, e)
                 return
             detail = getattr(e, "detail", None)
             store.mark_failed(db, request_id, error_type=status.error_type or error_type_of(e),

@@ -156,8 +156,6 @@ def test_cancel_stops_sending_and_cancels_jobs_fal_holds(live, fal_standin):
     ("submit", "ingress", {}, "completed", None),        # proxy page, no request id: safe to resend
     ("submit", "429", {"retry_after": 0}, "completed", None),
     ("status", "503", {}, "completed", None),           # polls are retried
-    ("status", "500", {"times": 10}, "failed", "server_error"),
-    ("result", "500", {"times": 10}, "failed", "server_error"),
     ("file", "500", {"times": 10}, "failed", "download_failed"),
 ])
 def test_each_fault_ends_in_a_final_recorded_state(live, fal_standin, quick_fal, where, fault, params,
@@ -178,6 +176,25 @@ def test_each_fault_ends_in_a_final_recorded_state(live, fal_standin, quick_fal,
         assert r.response["images"] and "re-run" in r.error_message    # response kept: fal billed it
     if (where, fault) == ("job", "content_policy_violation"):
         assert r.http_status == 422 and r.response["detail"][0]["type"] == "content_policy_violation"
+
+
+@pytest.mark.parametrize("where", ["status", "result"])
+def test_an_outage_while_following_leaves_the_job_resumable_and_resume_completes_it(
+        live, fal_standin, quick_fal, where):
+    """fal unreachable (after the client's retries) while polling or fetching an accepted job:
+    the paid job is not written off; the run ends unfinished and a resume completes it."""
+    settings, d, make_batch = live
+    batch = make_batch(models=(SCHNELL,), poses=("Standing",))
+    fal_standin.inject(where, "500", quick_fal.retry.max_attempts)   # one call's retries, all failing
+    report = runner.run_batch(batch.id, settings=settings, fal=quick_fal)
+    assert not report.finished and "resume" in report.stopped
+    (r,) = store.batch_requests(d, batch.id)
+    assert r.status in ("queued", "running") and r.fal_request_id and r.error_type is None
+    report = runner.run_batch(batch.id, settings=settings, fal=quick_fal)
+    assert report.finished
+    (r,) = store.batch_requests(d, batch.id)
+    assert r.status == "completed" and store.result_images(d, [r.id])[r.id]
+    assert fal_standin.submissions == 1
 
 
 def test_a_refused_key_stops_the_batch_and_a_resume_finishes_it(live, fal_standin):
