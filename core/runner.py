@@ -260,6 +260,7 @@ class _LiveRun:
         self._fal = fal
         self._own_fal = fal is None
         self.tasks: collections.deque[_Task] = collections.deque()
+        self._taken: set[str] = set()   # request ids handed to a sender in this run
         self.lock = threading.Lock()
         self.cancel = threading.Event()
         self.stop = threading.Event()
@@ -358,9 +359,19 @@ class _LiveRun:
 
     # -- workers -----------------------------------------------------------------------------
 
-    def _next(self) -> _Task | None:
+    def _next(self, db: sqlite_utils.Database) -> _Task | None:
         with self.lock:
-            return self.tasks.popleft() if self.tasks else None
+            if not self.tasks and not self.cancel.is_set():
+                # requests added while this runner works (a re-run from History lands in the
+                # batch whose runner may be alive) are picked up before the runner exits
+                for rec in store.batch_requests(db, self.batch_id, statuses=("planned",)):
+                    if rec.id not in self._taken:
+                        self.tasks.append(_Task(rec.id, record=rec))
+            if not self.tasks:
+                return None
+            task = self.tasks.popleft()
+            self._taken.add(task.request_id)
+            return task
 
     def _guarded(self, db: sqlite_utils.Database, request_id: str, fn: Callable[[], None]) -> None:
         try:
@@ -377,7 +388,7 @@ class _LiveRun:
         db = connect(self.settings.db_path, migrate=False)
         try:
             while not self.stop.is_set():
-                task = self._next()
+                task = self._next(db)
                 if task is None:
                     return
                 if task.follow:

@@ -697,20 +697,27 @@ def result_images(db: sqlite_utils.Database, request_ids: Sequence[str]) -> dict
 
 
 def rerun_request(db: sqlite_utils.Database, request_id: str, *,
-                  created_by: str | None = None) -> RequestRecord:
+                  created_by: str | None = None, dry_run: bool | None = None) -> RequestRecord:
     """A new `planned` row with the same endpoint and payload, linked by `rerun_of`, in the same
-    batch (or a new one-request batch), so the batch runner sends it."""
+    batch (or a new one-request batch), so the batch runner sends it.
+
+    `dry_run` is the mode to re-run in (the current settings'): a dry-run request re-run once a
+    key is set goes to a new live one-request batch, and the other way round."""
     with _write_transaction(db):
-        return _rerun(db, get_request(db, request_id), created_by)
+        return _rerun(db, get_request(db, request_id), created_by, dry_run)
 
 
-def _rerun(db: sqlite_utils.Database, old: RequestRecord, created_by: str | None) -> RequestRecord:
+def _rerun(db: sqlite_utils.Database, old: RequestRecord, created_by: str | None,
+           dry_run: bool | None) -> RequestRecord:
+    mode = old.dry_run if dry_run is None else bool(dry_run)
     batch_id = old.batch_id
+    if batch_id is not None and bool(get_batch(db, batch_id).dry_run) != mode:
+        batch_id = None
     if batch_id is None:
         batch_id = new_id()
         db["batches"].insert({
             "id": batch_id, "name": f"re-run of {old.id}", "created_at": now(),
-            "created_by": created_by, "status": "planned", "dry_run": int(old.dry_run),
+            "created_by": created_by, "status": "planned", "dry_run": int(mode),
             "cancel_requested": 0, "request_count": 0, "estimated_cost": 0.0,
         })
     else:
@@ -719,7 +726,7 @@ def _rerun(db: sqlite_utils.Database, old: RequestRecord, created_by: str | None
     return record_request(
         db, endpoint=old.endpoint, payload=old.payload, batch_id=batch_id, group_id=old.group_id,
         prompt=old.prompt, options=old.options, seed=old.seed, image_size=old.image_size,
-        reference_ids=old.references, estimated_cost=old.estimated_cost, dry_run=old.dry_run,
+        reference_ids=old.references, estimated_cost=old.estimated_cost, dry_run=mode,
         rerun_of=old.id, created_by=created_by)
 
 

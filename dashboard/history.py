@@ -211,7 +211,8 @@ if detail_id:
         if st.button("Re-run this request", icon=":material/replay:", key="hist_rerun",
                      help="Same endpoint and payload, as a new request linked to this one."):
             try:
-                new = store.rerun_request(db, r.id, created_by=_shared.user())
+                new = store.rerun_request(db, r.id, created_by=_shared.user(),
+                                          dry_run=_shared.settings().dry_run)
                 runner.start_batch_process(new.batch_id, settings=_shared.settings())
             except DashboardError as e:
                 _shared.show_error(e)

@@ -295,3 +295,38 @@ def test_cadence_waits_until_just_before_the_expected_completion_then_polls_fast
     assert late == sorted(late) and late[-1] == 2.0                      # backs off when late
     assert cadence.next_delay(SCHNELL, 2.005, queue_position=5) >= 0.5  # queued: not about to finish
     assert cadence.next_delay(EDIT, 0.0) == pytest.approx(0.1)          # per endpoint
+
+
+def test_a_rerun_added_while_its_batch_runs_is_sent_by_the_live_runner(live, fal_standin):
+    """History's re-run lands in the batch whose runner may still be alive (a second runner is
+    refused as BatchBusy): the live runner picks it up before it exits."""
+    settings, d, make_batch = live
+    fal_standin.set_latency(0.6)
+    batch = make_batch(models=(SCHNELL,), poses=("Standing", "Walking"))
+    done = []
+    t = threading.Thread(target=lambda: done.append(runner.run_batch(batch.id, settings=settings,
+                                                                     concurrency=1)))
+    t.start()
+    deadline = time.monotonic() + 20
+    while not any(r.fal_request_id for r in store.batch_requests(d, batch.id)):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    first = next(r for r in store.batch_requests(d, batch.id) if r.fal_request_id)
+    again = store.rerun_request(d, first.id, created_by="ana", dry_run=False)
+    t.join(60)
+    assert done and done[0].finished
+    rerun = store.get_request(d, again.id)
+    assert rerun.batch_id == batch.id and rerun.rerun_of == first.id
+    assert rerun.status == "completed" and fal_standin.submissions == 3
+
+
+def test_rerun_of_a_dry_run_request_once_a_key_is_set_goes_to_a_new_live_batch(live):
+    settings, d, make_batch = live
+    batch = make_batch(models=(SCHNELL,), poses=("Standing",))
+    d.execute("UPDATE batches SET dry_run = 1 WHERE id = ?", [batch.id])
+    (old,) = store.batch_requests(d, batch.id)
+    same_mode = store.rerun_request(d, old.id, dry_run=True)
+    assert same_mode.batch_id == batch.id and same_mode.dry_run
+    live_run = store.rerun_request(d, old.id, dry_run=False)
+    assert live_run.batch_id != batch.id and not live_run.dry_run
+    assert not store.get_batch(d, live_run.batch_id).dry_run
