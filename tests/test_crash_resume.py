@@ -175,8 +175,11 @@ def test_a_terminated_runner_leaves_a_resumable_batch(fal_standin, tmp_path):
     assert resume.returncode == 0, err
     progress = store.batch_progress(d, batch_id)
     assert progress.is_finished
-    assert progress.counts.get("completed", 0) + progress.counts.get("failed", 0) == 8
-    submitted = [r for r in store.batch_requests(d, batch_id) if r.status == "completed"]
+    final = store.batch_requests(d, batch_id)
+    unconfirmed = sum(r.error_type == "submit_unconfirmed" for r in final)
+    # every request completed, except one caught inside its POST by the signal (never resent)
+    assert progress.counts.get("completed", 0) == 8 - unconfirmed and unconfirmed <= 2
+    submitted = [r for r in final if r.status == "completed"]
     accepted = _accepted(fal_standin)
     assert all(accepted[(r.endpoint, r.payload_hash)] == 1 for r in submitted)
     d.close()
