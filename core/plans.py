@@ -85,6 +85,19 @@ class Plan:
     def request_count(self) -> int:
         return len(self.requests)
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the user should know before sending (nothing here stops the plan)."""
+        from core import registry
+
+        out = []
+        for m in self.models:
+            if not registry.get_endpoint(m).takes_image_size:
+                out.append(f"{m} takes no image_size: its output follows the reference photo's shape, "
+                           "not the aspect ratio in the prompt, so it will not match the other "
+                           "models' shape in a comparison.")
+        return tuple(out)
+
     def cost_by_model(self) -> dict[str, float]:
         out: dict[str, float] = {m: 0.0 for m in self.models}
         for r in self.requests:

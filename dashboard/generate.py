@@ -254,6 +254,8 @@ if plan is not None:
     c3.metric("Estimated cost", f"${plan.estimated_cost:.3f}")
     c4.metric("Models", len(plan.models))
     st.caption(" · ".join(f"{endpoints[m].label}: ${c:.3f}" for m, c in plan.cost_by_model().items()))
+    for warning in plan.warnings:
+        st.warning(warning, icon=":material/aspect_ratio:")
     with st.expander(f"Exact payloads ({plan.request_count})", icon=":material/data_object:"):
         st.caption("What each request's body will be, as stored. `reference://<id>` stands for a locally "
                    "stored photo: it becomes a data: URI only at send time, and is never stored.")

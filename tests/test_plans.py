@@ -186,3 +186,29 @@ def test_recorded_batch_keeps_the_plan_with_ids(env):
     assert json.loads(batch.plan_json)["models"] == [SCHNELL, EDIT]
     stored = {r.payload_hash for r in store.batch_requests(d, batch.id)}
     assert stored == {r.payload_hash for r in plan.requests}
+
+
+def test_a_model_without_image_size_is_flagged_before_sending(tmp_path):
+    """fal-ai/flux/dev/image-to-image follows its input's shape: the prompt's aspect ratio would
+    silently not apply (the old backend's mismatch), so the plan says so."""
+    from core import db as dbmod
+    from core.config import load_settings
+    from core.storage import open_storage
+
+    settings = load_settings()
+    settings.ensure_dirs()
+    d = dbmod.connect(settings.db_path)
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (600, 800), (10, 20, 30)).save(buf, "JPEG")
+    (tmp_path / "ref.jpg").write_bytes(buf.getvalue())
+    spec = {"name": "w", "references": ["ref.jpg"], "options": {"aspect_ratio": ["9:16"]},
+            "models": ["fal-ai/flux/schnell", "fal-ai/flux/dev/image-to-image"], "seeds": [1]}
+    plan = plans.make_plan(spec, db=d, storage=open_storage(settings), base_dir=tmp_path)
+    (warning,) = plan.warnings
+    assert "fal-ai/flux/dev/image-to-image" in warning and "image_size" in warning
+    spec["models"] = ["fal-ai/flux/schnell", "fal-ai/flux-2/lora/edit"]
+    assert plans.make_plan(spec, db=d, storage=open_storage(settings), base_dir=tmp_path).warnings == ()
+    d.close()

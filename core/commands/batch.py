@@ -93,6 +93,8 @@ def _plan(args: argparse.Namespace) -> int:
     settings, db = _settings_db()
     plan = _make_plan(args.plan, db, settings, upload=False)
     print(f"plan {plan.name!r}: {_describe(plan)}")
+    for warning in plan.warnings:
+        print(f"warning: {warning}")
     if not plan.final:
         print("(reference files not uploaded yet: payloads show reference://pending-N)")
     if args.payloads:
