@@ -95,11 +95,15 @@ class BatchBusy(StoreError):
 
 
 class FalError(DashboardError):
-    """`status_code` is the HTTP status when there was one; `request_id` fal's id when known."""
+    """`status_code` is the HTTP status when there was one; `request_id` fal's id when known;
+    `not_sent` is True only when fal surely never received the request."""
 
     def __init__(self, message: str, *, status_code: int | None = None,
-                 request_id: str | None = None, error_type: str | None = None):
+                 request_id: str | None = None, error_type: str | None = None,
+                 not_sent: bool = False):
         self.status_code = status_code
+        # True only when fal surely never received the request (safe to send it again later)
+        self.not_sent = not_sent
         self.request_id = request_id
         self.error_type = error_type
         # fal may echo a data: URI of the input in its detail; never carry it whole

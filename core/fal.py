@@ -475,7 +475,8 @@ def _error_from(response: httpx.Response, *, what: str, endpoint: str | None,
                             **kw)
     if code in _INGRESS_CODES and "x-fal-request-id" not in response.headers:
         return FalUnavailable(f"fal's gateway answered {code}{tried} for the {what} of {target} "
-                              "(the request never reached fal): try again in a minute.", **kw)
+                              "(the request never reached fal): try again in a minute.",
+                              not_sent=True, **kw)
     if code >= 500:
         kind = f" {error_type}" if error_type else ""
         msg = f"fal failed on its side ({code}{kind}){tried} for the {what} of {target}"
@@ -511,7 +512,7 @@ def _transport_error(e: httpx.TransportError, *, what: str, endpoint: str | None
     if isinstance(e, _NOT_SENT):
         return FalUnavailable(f"could not connect to fal at {_short(url)}{tried} "
                               f"({type(e).__name__}): check the network and FAL_RUN_URL/FAL_QUEUE_URL; "
-                              "nothing was sent.", **kw)
+                              "nothing was sent.", not_sent=True, **kw)
     maybe = ("The job may have been accepted, so it was NOT sent again (never risk a second paid job): "
              "check fal's request history before resubmitting."
              if what in ("submit", "run") else "Try again later.")

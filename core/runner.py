@@ -161,13 +161,8 @@ def error_type_of(e: BaseException) -> str:
 
 
 def _surely_not_sent(e: FalError) -> bool:
-    """fal surely did not take this submit (so it may be sent again later). FalClient raises
-    FalUnavailable both for "could not connect" (nothing sent) and for a dropped connection
-    (maybe sent); only its message tells them apart."""
-    if isinstance(e, (FalAuthError, FalRateLimited)):
-        return True
-    text = str(e)
-    return isinstance(e, FalUnavailable) and ("nothing was sent" in text or "never reached fal" in text)
+    """fal surely did not take this submit (so it may be sent again later)."""
+    return isinstance(e, (FalAuthError, FalRateLimited)) or e.not_sent
 
 
 # ---------------------------------------------------------------------------- running

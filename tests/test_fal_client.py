@@ -611,3 +611,24 @@ def test_job_failing_on_the_runner_replays_503_as_server_error(fal_standin, stan
         standin_fal_client.result(handle)
     assert e.value.error_type == "runner_disconnected"
     assert fal_standin.submissions == 1
+
+
+def test_errors_say_whether_fal_surely_never_received_the_submit(fal_standin, fal_sleeps):
+    """The runner resends later only what fal surely never received: a refused connection or a
+    gateway page without a fal request id, never a connection dropped after sending."""
+    closed = FalClient(load_settings(env={"FAL_KEY": "k", "FAL_QUEUE_URL": "http://127.0.0.1:9",
+                                          "DASHBOARD_DATA_DIR": "/tmp/unused"}),
+                       retry=RetryPolicy(max_attempts=1, sleep=fal_sleeps.append))
+    with closed, pytest.raises(FalUnavailable) as refused:
+        closed.submit(SCHNELL, {"prompt": "p"})
+    assert refused.value.not_sent
+    client = FalClient(load_settings(), retry=RetryPolicy(max_attempts=1, sleep=fal_sleeps.append))
+    with client:
+        fal_standin.inject("submit", "drop", accepted=True)
+        with pytest.raises(FalUnavailable) as dropped:
+            client.submit(SCHNELL, {"prompt": "p"})
+        assert not dropped.value.not_sent
+        fal_standin.inject("submit", "ingress")
+        with pytest.raises(FalUnavailable) as gateway:
+            client.submit(SCHNELL, {"prompt": "p"})
+        assert gateway.value.not_sent
