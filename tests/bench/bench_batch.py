@@ -36,9 +36,7 @@ POSES = ["Standing", "Walking", "Sitting", "Leaning against a wall", "Arms cross
 LIGHTS = ["Studio", "Golden Hour", "Neon", "Softbox", "Backlit", "Natural Daylight", "Rim light", "Overcast"]
 MODELS = ["fal-ai/flux/schnell", "fal-ai/flux-2"]
 
-_STANDIN = ("import sys, tests.standins.fal_server as s\n"
-            "s._Handler.disable_nagle_algorithm = True\n"
-            "sys.exit(s.main(sys.argv[1:]))")
+_STANDIN = "import sys, tests.standins.fal_server as s\nsys.exit(s.main(sys.argv[1:]))"
 
 
 def _plan_spec(requests: int) -> dict:

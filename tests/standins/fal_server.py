@@ -555,6 +555,9 @@ class _Drop(Exception):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # http.server writes headers and body separately; with Nagle and delayed ACKs every answer
+    # would wait ~40 ms, which no real fal server does
+    disable_nagle_algorithm = True
     timeout = 30  # idle keep-alive connections are closed after this
     server: _Server
 
