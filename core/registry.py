@@ -213,10 +213,16 @@ def get_endpoint(endpoint_id: str) -> Endpoint:
 def preset_params(endpoint_id: str) -> dict[str, Any]:
     """The team preset for this endpoint: each value its schema allows; a value it does not allow
     (e.g. 7 steps on flux/dev/image-to-image, range 10-50) is left out so the endpoint's default applies."""
+    return copy.deepcopy(dict(_preset_params(endpoint_id)))
+
+
+@functools.cache
+def _preset_params(endpoint_id: str) -> tuple[tuple[str, Any], ...]:
+    # the preset and the schemas are fixed data: judge each value once per process
     entry = _entry(endpoint_id)
     wanted = {**TEAM_PRESET, **entry.endpoint.preset}
     props = entry.endpoint.schema["properties"]
-    return {k: v for k, v in wanted.items() if k in props and not _field_errors(entry, k, v)}
+    return tuple((k, v) for k, v in wanted.items() if k in props and not _field_errors(entry, k, v))
 
 
 def _field_errors(entry: _Entry, key: str, value: Any) -> list[ValidationError]:
