@@ -176,18 +176,32 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
     runner owns it."""
     settings = settings or load_settings()
     db = connect(settings.db_path)
-    batch = store.claim_batch(db, batch_id)
-    try:
-        if batch.dry_run:
-            stopped = _dry_run(db, batch_id, on_progress)
-        elif settings.dry_run:
-            stopped = _without_key(db, batch)
-        else:
-            run = _LiveRun(db, batch_id, settings, concurrency or batch.concurrency or settings.concurrency,
-                           poll, on_progress, progress_every, fal)
-            stopped = run.run()
-    finally:
-        batch = store.release_batch(db, batch_id)
+    first = True
+    while True:
+        try:
+            batch = store.claim_batch(db, batch_id)
+        except BatchBusy:
+            if first:
+                db.close()
+                raise
+            break   # another runner took over the requests that arrived meanwhile
+        first = False
+        try:
+            if batch.dry_run:
+                stopped = _dry_run(db, batch_id, on_progress)
+            elif settings.dry_run:
+                stopped = _without_key(db, batch)
+            else:
+                run = _LiveRun(db, batch_id, settings,
+                               concurrency or batch.concurrency or settings.concurrency,
+                               poll, on_progress, progress_every, fal)
+                stopped = run.run()
+        finally:
+            batch = store.release_batch(db, batch_id)
+        # a re-run added between the workers' last look and the release above would be refused
+        # by a new runner (BatchBusy while we held the batch): take it ourselves
+        if stopped or batch.cancel_requested or not store.batch_requests(db, batch_id, ("planned",)):
+            break
     progress = store.batch_progress(db, batch_id)
     db.close()
     return RunReport(batch_id=batch_id, progress=progress, dry_run=batch.dry_run,
