@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core import review, stats
-from core.export import _safe_cell as _neutralise  # the history export's rule, reused as is
+from core.export import safe_cell as _neutralise  # the history export's rule, reused as is
 from core.prompts import OPTION_KEYS
 
 if TYPE_CHECKING:

@@ -47,11 +47,16 @@ _AFTER_OPTIONS = (
 _IMAGE_COLUMNS = (
     "image_idx", "image_fal_url", "image_storage_backend", "image_storage_path", "image_sha256",
     "image_width", "image_height", "image_content_type", "image_size_bytes", "image_nsfw",
+    # fidelity to the reference and response checks (core/fidelity.py; empty while pending)
+    "image_face_status", "image_face_distance", "image_phash_distance", "image_ciede2000",
+    "image_ssim", "image_check_flags", "image_metrics_at",
 )
 COLUMNS: tuple[str, ...] = _REQUEST_COLUMNS + OPTION_KEYS + _AFTER_OPTIONS + _IMAGE_COLUMNS
 
-_INT_COLUMNS = ("seed", "http_status", "image_idx", "image_width", "image_height", "image_size_bytes")
-_FLOAT_COLUMNS = ("queue_time_s", "inference_time_s", "total_time_s", "estimated_cost")
+_INT_COLUMNS = ("seed", "http_status", "image_idx", "image_width", "image_height", "image_size_bytes",
+                "image_phash_distance")
+_FLOAT_COLUMNS = ("queue_time_s", "inference_time_s", "total_time_s", "estimated_cost",
+                  "image_face_distance", "image_ciede2000", "image_ssim")
 _BOOL_COLUMNS = ("dry_run", "image_nsfw")
 # what the export reads from requests: never response bodies or logs (large, and not exported)
 _READ = (
@@ -60,6 +65,8 @@ _READ = (
     "payload_json", "fal_request_id", "queue_time_s", "inference_time_s", "total_time_s",
     "http_status", "estimated_cost", "error_type", "error_message",
 )
+_METRIC_KEYS = ("face_status", "face_distance", "phash_distance", "ciede2000", "ssim", "check_flags",
+                "metrics_at")
 _DANGEROUS_FIRST = frozenset("=+-@\t\r")
 # "-5" or "+0.25" typed as text is read by a spreadsheet as a number, never as a formula
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)\Z")
@@ -101,10 +108,12 @@ def _rows_of(r: dict[str, Any]) -> list[dict[str, Any]]:
         "image_sha256": img["sha256"], "image_width": img["width"], "image_height": img["height"],
         "image_content_type": img["content_type"], "image_size_bytes": img["size_bytes"],
         "image_nsfw": None if img["nsfw"] is None else bool(img["nsfw"]),
+        **{f"image_{k}": img.get(k) for k in _METRIC_KEYS},
     } for img in r["images"]]
 
 
-def _safe_cell(value: Any) -> Any:
+def safe_cell(value: Any) -> Any:
+    """A text cell no spreadsheet will run as a formula (see the module invariants)."""
     if isinstance(value, str) and value[:1] in _DANGEROUS_FIRST and not _PLAIN_NUMBER.match(value):
         return "'" + value
     return value
@@ -123,7 +132,7 @@ def _frame(requests: list[dict[str, Any]]) -> pd.DataFrame:
             data[col] = pd.array(values, dtype="boolean")
         else:
             # object, not pandas' inferred string dtype: no conversion, and neutralised as built
-            data[col] = pd.array([_safe_cell(v) for v in values], dtype=object)
+            data[col] = pd.array([safe_cell(v) for v in values], dtype=object)
     return pd.DataFrame(data, columns=list(COLUMNS))
 
 

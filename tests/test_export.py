@@ -135,3 +135,19 @@ def test_a_failed_export_leaves_no_file(d, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         export.to_csv(d, tmp_path / "x.csv")
     assert list(tmp_path.glob("x.csv*")) == []
+
+
+def test_history_export_carries_each_images_fidelity_and_checks(d, tmp_path):
+    """Metrics are 'shown on Compare and History; exported': the history CSV has them per image
+    (empty while still pending)."""
+    done = _completed(d, images=2)
+    d.execute("UPDATE result_images SET face_status = 'ok', face_distance = 0.31, phash_distance = 12, "
+              "ciede2000 = 7.5, ssim = 0.62, check_flags = 'seed_mismatch', metrics_at = '2026-11-24' "
+              "WHERE request_id = ? AND idx = 0", [done.id])
+    export.to_csv(d, tmp_path / "m.csv")
+    _, rows = _read(tmp_path / "m.csv")
+    measured, pending = sorted((r for r in rows if r["request_id"] == done.id), key=lambda r: r["image_idx"])
+    assert (measured["image_face_status"], measured["image_face_distance"], measured["image_phash_distance"],
+            measured["image_ciede2000"], measured["image_ssim"], measured["image_check_flags"]) == \
+        ("ok", "0.31", "12", "7.5", "0.62", "seed_mismatch")
+    assert pending["image_face_distance"] == "" and pending["image_metrics_at"] == ""
