@@ -46,13 +46,13 @@ def _rate_chart(frame: pd.DataFrame, *, colour: str | None = None, x: str = "mod
     offset = {"xOffset": alt.XOffset(f"{colour}:N")} if colour else {}
     bars = base.mark_bar(opacity=0.75).encode(
         x=alt.X(f"{x}:N", title=None, axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("win rate:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+        y=alt.Y("win rate:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title="win rate (bar: 95% Wilson interval)")),
         tooltip=[x, *( [colour] if colour else []), alt.Tooltip("win rate:Q", format=".0%"),
                  alt.Tooltip("low:Q", format=".0%"), alt.Tooltip("high:Q", format=".0%"), "wins", "losses", "ties"],
         **enc, **offset)
     bars_ci = base.mark_rule(strokeWidth=2, color="black").encode(
-        x=alt.X(f"{x}:N"), y="low:Q", y2="high:Q", **offset)
-    half = alt.Chart(pd.DataFrame({"y": [0.5]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="y:Q")
+        x=alt.X(f"{x}:N"), y=alt.Y("low:Q", title=None), y2="high:Q", **offset)
+    half = alt.Chart(pd.DataFrame({"y": [0.5]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.Y("y:Q", title=None))
     return alt.layer(bars, bars_ci, half).properties(height=260)
 
 

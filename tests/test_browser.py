@@ -207,3 +207,20 @@ def test_main_flow_upload_run_history_compare_csv(dashboard, page):
     pg.get_by_text("Reference", exact=True).wait_for()
     _images_loaded(pg, 3)
     _shot(pg, "compare")
+
+    # Review: a blind vote, then the models are revealed
+    pg.get_by_role("link", name="Review").click()
+    pg.get_by_role("heading", name="Review").wait_for()
+    _images_loaded(pg, 3)  # the reference and two unnamed outputs
+    pg.get_by_role("button", name="Left better").click()
+    pg.get_by_text("Left was").wait_for()
+    _shot(pg, "review")
+
+    # Leaderboard: the vote counts, with fidelity and cost sections
+    pg.get_by_role("link", name="Leaderboard").click()
+    pg.get_by_role("heading", name="Leaderboard").wait_for()
+    pg.get_by_role("heading", name="Blind review").wait_for()
+    pg.get_by_role("heading", name="Cost and latency").wait_for()
+    pg.locator(".vega-embed canvas, .vega-embed svg").first.wait_for()   # the win-rate chart drew
+    pg.wait_for_timeout(1000)
+    _shot(pg, "leaderboard")
