@@ -76,8 +76,23 @@ class Batch:
         return json.loads(self.plan_json) if self.plan_json else {}
 
 
+class _OptionsAndReferences:
+    """The JSON text columns groups and requests share, decoded."""
+
+    options_json: str | None
+    reference_ids: str | None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return json.loads(self.options_json) if self.options_json else {}
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        return tuple(json.loads(self.reference_ids)) if self.reference_ids else ()
+
+
 @dataclass(frozen=True)
-class Group:
+class Group(_OptionsAndReferences):
     """Requests that share one prompt variant, seed and image size across models."""
 
     id: str
@@ -90,17 +105,9 @@ class Group:
     reference_ids: str | None
     created_at: str
 
-    @property
-    def options(self) -> dict[str, Any]:
-        return json.loads(self.options_json) if self.options_json else {}
-
-    @property
-    def references(self) -> tuple[str, ...]:
-        return tuple(json.loads(self.reference_ids)) if self.reference_ids else ()
-
 
 @dataclass(frozen=True)
-class RequestRecord:
+class RequestRecord(_OptionsAndReferences):
     id: str
     batch_id: str | None
     group_id: str | None
@@ -141,13 +148,6 @@ class RequestRecord:
     def payload(self) -> dict[str, Any]:
         return json.loads(self.payload_json)
 
-    @property
-    def options(self) -> dict[str, Any]:
-        return json.loads(self.options_json) if self.options_json else {}
-
-    @property
-    def references(self) -> tuple[str, ...]:
-        return tuple(json.loads(self.reference_ids)) if self.reference_ids else ()
 
     @property
     def response(self) -> dict[str, Any] | None:

@@ -91,3 +91,26 @@ def status_badge(status: str, dry_run: bool = False) -> str:
               "planned": "blue", "submitted": "orange", "queued": "orange", "running": "orange"}
     label = "dry run — not sent" if status == "dry_run" else status
     return f":{colour.get(status, 'gray')}-badge[{label}]"
+
+
+def batch_picker(db: Any, *, key: str, empty: str, icon: str, container: Any = st,
+                 with_count: bool = True) -> str:
+    """The batch selectbox of Compare and Review (newest first, the newest preselected); stops
+    the page with `empty` when there is no batch yet."""
+    from core import store
+
+    batches = store.list_batches(db, limit=200)
+    if not batches:
+        st.info(empty, icon=icon)
+        st.stop()
+    by_id = {b.id: b for b in batches}
+    if st.session_state.get(key) not in by_id:
+        st.session_state[key] = batches[0].id
+
+    def label(batch_id: str) -> str:
+        b = by_id[batch_id]
+        return (f"{b.name} · {_shared.short_time(b.created_at)}"
+                + (f" · {b.request_count} requests" if with_count else "")
+                + (" · dry run" if b.dry_run else ""))
+
+    return container.selectbox("Batch", list(by_id), key=key, format_func=label)

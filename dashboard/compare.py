@@ -27,18 +27,9 @@ endpoints = {e.id: e for e in registry.list_endpoints()}
 
 st.title("Compare")
 
-batches = store.list_batches(db, limit=200)
-if not batches:
-    st.info("Nothing to compare yet: run a batch on the Generate page.", icon=":material/compare:")
-    st.stop()
-by_id = {b.id: b for b in batches}
-if state.get("cmp_batch") not in by_id:
-    state.cmp_batch = batches[0].id
-batch_id = st.selectbox(
-    "Batch", list(by_id), key="cmp_batch",
-    format_func=lambda b: f"{by_id[b].name} · {_shared.short_time(by_id[b].created_at)} · "
-                          f"{by_id[b].request_count} requests" + (" · dry run" if by_id[b].dry_run else ""))
-batch = by_id[batch_id]
+batch_id = _widgets.batch_picker(db, key="cmp_batch", icon=":material/compare:",
+                                 empty="Nothing to compare yet: run a batch on the Generate page.")
+batch = store.get_batch(db, batch_id)
 
 groups = store.get_groups(db, batch_id)
 values: dict[str, list[str]] = {}

@@ -36,17 +36,10 @@ if not rater:
             "a group you already judged.", icon=":material/badge:")
     st.stop()
 
-batches = store.list_batches(db, limit=200)
-if not batches:
-    st.info("Nothing to review yet: run a batch on the Generate page.", icon=":material/rate_review:")
-    st.stop()
-by_id = {b.id: b for b in batches}
-if state.get("rev_batch") not in by_id:
-    state.rev_batch = batches[0].id
 top, opt = st.columns([3, 1], vertical_alignment="bottom")
-batch_id = top.selectbox(
-    "Batch", list(by_id), key="rev_batch",
-    format_func=lambda b: f"{by_id[b].name} · {_shared.short_time(by_id[b].created_at)}")
+batch_id = _widgets.batch_picker(db, key="rev_batch", icon=":material/rate_review:", container=top,
+                                 with_count=False,
+                                 empty="Nothing to review yet: run a batch on the Generate page.")
 include = opt.toggle("Include groups I reviewed", key="rev_include",
                      help="Show again the groups you already judged (a new vote replaces yours in the statistics).")
 skipped: list[str] = state.setdefault("rev_skipped", {}).setdefault(batch_id, [])
