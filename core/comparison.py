@@ -102,6 +102,17 @@ def _batch_clause(batch_id: str | None, alias: str = "r") -> tuple[str, list[Any
     return (f" AND {alias}.batch_id = ?", [batch_id]) if batch_id else ("", [])
 
 
+def data_version(db: sqlite_utils.Database, *, batch_id: str | None = None) -> tuple[Any, ...]:
+    """A cheap stamp that changes whenever the figures of `model_costs`, `metrics_frame` or
+    `fidelity_by_model` for this selection can change (new requests, final states, images,
+    metrics, votes): pages cache those aggregates by it."""
+    where, params = _batch_clause(batch_id)
+    req = db.execute(f"SELECT count(*), max(completed_at) FROM requests r WHERE 1{where}", params).fetchone()
+    img = db.execute("SELECT count(*), max(metrics_at), max(checked_at) FROM result_images").fetchone()
+    votes = db.execute("SELECT count(*), max(created_at) FROM votes").fetchone()
+    return (batch_id, *req, *img, *votes)
+
+
 def _judgements(db: sqlite_utils.Database, batch_id: str | None) -> dict[str, list[int]]:
     """Per request id shown in a vote: [good, bad] counts over the latest votes."""
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])

@@ -5,6 +5,7 @@ Every number comes from core/comparison.py (definitions there); this page draws 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import altair as alt
 import pandas as pd
@@ -60,10 +61,26 @@ st.title("Leaderboard")
 batches = store.list_batches(db, limit=200)
 names = {ALL: "all batches", **{b.id: f"{b.name} · {_shared.short_time(b.created_at)}" for b in batches}}
 if state.get("lb_batch") not in names:
-    state.lb_batch = ALL
+    # the newest batch first: "all batches" aggregates the whole history (seconds at 100k requests)
+    state.lb_batch = batches[0].id if batches else ALL
 pick, dl = st.columns([3, 1], vertical_alignment="bottom")
 choice = pick.selectbox("Batch", list(names), key="lb_batch", format_func=names.get)
 batch_id = None if choice == ALL else choice
+version = comparison.data_version(db, batch_id=batch_id)
+
+
+# The aggregates read every request and image of the selection: computed once per data version.
+@st.cache_data(max_entries=16, show_spinner="Aggregating…")
+def _aggregate(name: str, db_path: str, batch: str | None, version: tuple) -> Any:  # noqa: ARG001 - cache key
+    conn = connect(db_path, migrate=False)
+    try:
+        return getattr(comparison, name)(conn, batch_id=batch)
+    finally:
+        conn.close()
+
+
+def _cached(name: str) -> Any:
+    return _aggregate(name, str(_shared.settings().db_path), batch_id, version)
 _metrics_views.ensure_measured()
 
 
@@ -146,7 +163,7 @@ else:
 # ---------------------------------------------------------------------------- fidelity
 
 st.header("Fidelity to the reference")
-fid = comparison.fidelity_by_model(db, batch_id=batch_id)
+fid = _cached("fidelity_by_model")
 if not fid:
     st.info("No result images yet.", icon=":material/straighten:")
 else:
@@ -172,7 +189,7 @@ else:
         "face distance (median)": st.column_config.NumberColumn(format="%.3f"),
         "ΔE2000 (median)": st.column_config.NumberColumn(format="%.1f"),
         "SSIM (median)": st.column_config.NumberColumn(format="%.3f")})
-    frame = comparison.metrics_frame(db, batch_id=batch_id)
+    frame = _cached("metrics_frame")
     metric = st.selectbox("Distribution of", list(METRICS), key="lb_metric", format_func=METRICS.get)
     shown = frame[frame[metric].notna()].assign(model=lambda f: f["endpoint"].map(_label))
     if shown.empty:
@@ -189,7 +206,7 @@ else:
 # ---------------------------------------------------------------------------- cost and latency
 
 st.header("Cost and latency")
-costs = comparison.model_costs(db, batch_id=batch_id)
+costs = _cached("model_costs")
 if not costs:
     st.info("No requests yet.", icon=":material/payments:")
 else:

@@ -236,3 +236,18 @@ def test_export_of_every_batch_unions_the_models(settings):
     assert [r["batch_name"] for r in rows] == ["one", "two"]
     assert rows[0]["flux-2_lora_edit_request_id"] == "" and rows[1]["flux-2_lora_edit_request_id"]
     assert store.get_groups(db, rows[0]["batch_id"])[0].id == rows[0]["group_id"]
+
+
+def test_data_version_changes_with_votes_and_metrics_so_cached_pages_refresh(voted):
+    """The Leaderboard caches its aggregates by this stamp: a new vote or a measured image must
+    change it, or the page would show stale figures."""
+    db, batch, groups, _by_group, _standing, _sitting = voted
+    before = comparison.data_version(db, batch_id=batch.id)
+    assert comparison.data_version(db, batch_id=batch.id) == before
+    item = review.review_items(db, batch.id, "cy")[0]
+    review.record_item_vote(db, item, rater="cy", verdict="left")
+    after_vote = comparison.data_version(db, batch_id=batch.id)
+    assert after_vote != before
+    db.execute("UPDATE result_images SET metrics_at = '2999-01-01T00:00:00+00:00' WHERE rowid = "
+               "(SELECT min(rowid) FROM result_images)")
+    assert comparison.data_version(db, batch_id=batch.id) != after_vote

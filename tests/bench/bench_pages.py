@@ -92,6 +92,7 @@ def _render(page: str, runs: int) -> tuple[float, float]:
     st.cache_data.clear()
     st.cache_resource.clear()
     at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["user_name"] = "bench"   # Review needs a rater
     at.run()
     at.switch_page(page)
     t = time.perf_counter()
@@ -120,7 +121,7 @@ def main() -> None:
             os.environ.pop(name, None)
         _fill(Path(tmp) / "data", args.rows, args.big_batch)
         print(f"page render (AppTest, whole script incl. sidebar): cold / best of {args.runs} warm")
-        for page in ("upload.py", "generate.py", "compare.py", "history.py"):
+        for page in ("upload.py", "generate.py", "compare.py", "history.py", "review.py", "leaderboard.py"):
             cold, warm = _render(page, args.runs)
             flag = "" if warm < 1.0 else "   <-- over the 1 s target"
             print(f"  {page:<14} {cold * 1000:8.0f} ms / {warm * 1000:6.0f} ms{flag}")
