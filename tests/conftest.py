@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from core import db as dbmod
 from core.config import load_settings
 
 # Stand-in servers and their fixtures live in tests/standins/.
@@ -29,3 +30,11 @@ def isolated_env(tmp_path, monkeypatch):
 def settings(isolated_env):
     """Settings for this test (dry run, local storage, a temp data dir)."""
     return load_settings()
+
+
+@pytest.fixture
+def db(settings):
+    """A connection to this test's store (migrated), closed afterwards."""
+    conn = dbmod.connect(settings.db_path)
+    yield conn
+    conn.close()

@@ -38,6 +38,19 @@ def _cli(*args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
+def _signal_and_reap(proc: subprocess.Popen, sig: int) -> None:
+    """Send `sig` to a runner (SIGKILL if it outlives 10 s) and close its pipes."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+
+
 def _wait(predicate, timeout=30.0, what="condition"):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -61,14 +74,8 @@ def test_sigkill_mid_batch_then_resume_pays_each_request_once(fal_standin, tmp_p
         batch_id = d.execute("SELECT id FROM batches").fetchone()[0]
         _wait(lambda: sum(r.fal_request_id is not None for r in store.batch_requests(d, batch_id)) == 3,
               what="3 queued rows")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        _signal_and_reap(proc, signal.SIGKILL)
     before = {r.id: r for r in store.batch_requests(d, batch_id)}
     in_post = [r for r in before.values() if r.status == "submitted" and not r.fal_request_id]
     at_fal = [r for r in before.values() if r.fal_request_id]
@@ -160,14 +167,8 @@ def test_a_terminated_runner_leaves_a_resumable_batch(fal_standin, tmp_path):
         _wait(lambda: d["batches"].count == 1 and d.execute(
             "SELECT count(*) FROM requests WHERE fal_request_id IS NOT NULL").fetchone()[0] >= 2,
               what="two jobs at fal")
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        _signal_and_reap(proc, signal.SIGTERM)
     batch_id = d.execute("SELECT id FROM batches").fetchone()[0]
     assert not store.batch_progress(d, batch_id).is_finished
     resume = _cli("batch", "resume", "--quiet")

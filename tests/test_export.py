@@ -7,7 +7,6 @@ import io
 
 import pytest
 
-from core import db as dbmod
 from core import export, store
 from core.payloads import canonical_json
 
@@ -16,10 +15,8 @@ EDIT = "fal-ai/flux-2/lora/edit"
 
 
 @pytest.fixture
-def d(settings):
-    conn = dbmod.connect(settings.db_path)
-    yield conn
-    conn.close()
+def d(db):
+    return db
 
 
 def _read(path) -> tuple[bytes, list[dict[str, str]]]:

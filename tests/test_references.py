@@ -17,7 +17,6 @@ import sqlite_utils
 from PIL import Image
 
 from core import references
-from core.db import connect
 from core.errors import (
     ObjectTooLarge,
     StorageError,
@@ -58,13 +57,6 @@ def backend(request, settings):
     standin = request.getfixturevalue("supabase_standin")
     storage = request.getfixturevalue("supabase_storage")
     return Backend("supabase", storage, lambda: standin.paths(BUCKET), standin)
-
-
-@pytest.fixture
-def db(settings):
-    database = connect(settings.db_path)
-    yield database
-    database.conn.close()
 
 
 def _rows(db) -> list[dict]:

@@ -19,10 +19,8 @@ EDIT = "fal-ai/flux-2/lora/edit"
 
 
 @pytest.fixture
-def d(settings):
-    conn = dbmod.connect(settings.db_path)
-    yield conn
-    conn.close()
+def d(db):
+    return db
 
 
 def _plan(**over):
