@@ -107,7 +107,7 @@ class FalError(DashboardError):
         self.request_id = request_id
         self.error_type = error_type
         # fal may echo a data: URI of the input in its detail; never carry it whole
-        from core.payloads import abbreviate
+        from core.catalog.payloads import abbreviate
 
         super().__init__(abbreviate(message))
 
@@ -145,4 +145,4 @@ class FalCancelled(FalError):
 
 
 class MetricsError(DashboardError):
-    """An image given to `core.metrics` could not be decoded, so nothing was measured."""
+    """An image given to `core.evaluation.metrics` could not be decoded, so nothing was measured."""

@@ -1,5 +1,5 @@
 """Fidelity metrics and response checks on the pages: the Compare tab and the trigger that
-starts the background worker. Rendering only; numbers come from core.fidelity.
+starts the background worker. Rendering only; numbers come from core.evaluation.fidelity.
 
 Invariants:
 - A page never measures: `ensure_measured` at most starts the detached worker
@@ -13,7 +13,9 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core import fidelity, registry, store
+from core.evaluation import fidelity
+from core.catalog import registry
+from core import store
 from core.errors import DashboardError
 from dashboard import _shared
 

@@ -4,7 +4,7 @@ Invariants:
 - Settings and storage are process-wide (`st.cache_resource`), keyed by the environment that
   shapes them, so a test that points DASHBOARD_DATA_DIR elsewhere gets fresh ones.
 - Each browser session has its own SQLite connection (session-scoped cache, closed when the
-  session ends); connections come from `core.db.connect`, so WAL and migrations apply.
+  session ends); connections come from `core.store.db.connect`, so WAL and migrations apply.
 - Nothing here holds a business rule: helpers only render what `core` returns.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import streamlit as st
 
 from core.config import Settings, load_settings
 from core.errors import DashboardError, PayloadError
-from core.payloads import abbreviate
+from core.catalog.payloads import abbreviate
 
 # the environment variables that shape Settings (see core/config.py); they key the caches
 _ENV_NAMES = (
@@ -42,7 +42,7 @@ def settings() -> Settings:
 
 @st.cache_resource(show_spinner=False)
 def _storage(s: Settings):
-    from core.storage import open_storage
+    from core.store.blobs import open_storage
 
     return open_storage(s)
 
@@ -54,7 +54,7 @@ def storage():
 
 @st.cache_resource(scope="session", show_spinner=False, on_release=lambda conn: conn.close())
 def _db(db_path: str):
-    from core.db import connect
+    from core.store.db import connect
 
     return connect(db_path)
 
@@ -147,12 +147,12 @@ def notes_text(notes) -> str:
 
 
 def history_csv(db_path, flt) -> bytes:
-    """The CSV download of a history filter (all pages), from core.export.
+    """The CSV download of a history filter (all pages), from core.export.history.
 
     Runs when the user clicks (deferred), outside the script thread: it opens its own connection.
     """
     from core import export
-    from core.db import connect
+    from core.store.db import connect
 
     conn = connect(db_path)
     try:
@@ -174,7 +174,7 @@ def seconds(value: float | None) -> str:
 
 @st.cache_resource(max_entries=32, ttl=600, show_spinner=False)
 def _plan(spec_json: str, db_path: str, backend: str, _db, _storage):
-    from core import plans
+    from core.batches import plans
 
     return plans.make_plan(json.loads(spec_json), db=_db, storage=_storage)
 
@@ -182,7 +182,7 @@ def _plan(spec_json: str, db_path: str, backend: str, _db, _storage):
 def plan(spec: dict):
     """`plans.make_plan` for the Generate form, cached by spec: a plan of thousands of requests
     validates every body, and the form reruns on each keystroke. Plans are frozen values."""
-    from core.payloads import canonical_json
+    from core.catalog.payloads import canonical_json
 
     s = settings()
     return _plan(canonical_json(spec), str(s.db_path), s.storage_backend, db(), storage())
@@ -190,7 +190,7 @@ def plan(spec: dict):
 
 def runner_stop_reason(batch_id: str) -> str | None:
     """Why the batch's runner last stopped, from its log (`stopped: ...`), or None."""
-    from core.runner import log_path
+    from core.batches.runner import log_path
 
     try:
         with open(log_path(settings(), batch_id), "rb") as f:

@@ -12,9 +12,11 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from core import references, registry, store
+from core.photos import references
+from core.catalog import registry
+from core import store
 from core.errors import DashboardError
-from core.prompts import OPTION_KEYS
+from core.catalog.prompts import OPTION_KEYS
 from dashboard import _metrics_views, _shared, _widgets
 
 GROUPS_PER_PAGE = 8

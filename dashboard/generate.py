@@ -11,7 +11,12 @@ import time
 
 import streamlit as st
 
-from core import plans, prompts, references, registry, runner, store
+from core.batches import plans
+from core.catalog import prompts
+from core.photos import references
+from core.catalog import registry
+from core.batches import runner
+from core import store
 from core.errors import DashboardError, PayloadError
 from dashboard import _shared, _widgets
 

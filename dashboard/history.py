@@ -11,8 +11,11 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from core import fidelity, registry, runner, store
-from core.db import REQUEST_STATUSES
+from core.evaluation import fidelity
+from core.catalog import registry
+from core.batches import runner
+from core import store
+from core.store.db import REQUEST_STATUSES
 from core.errors import DashboardError
 from dashboard import _shared, _widgets
 

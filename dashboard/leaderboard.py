@@ -1,6 +1,6 @@
 """Leaderboard page: which model wins the blind review and where, how sure we are, whether raters
 agree, how faithful each model is to the reference, and what each costs and how long it takes.
-Every number comes from core/comparison.py (definitions there); this page draws it.
+Every number comes from core/evaluation/comparison.py (definitions there); this page draws it.
 """
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import comparison, fidelity, registry, store
-from core.db import connect
+from core.evaluation import comparison
+from core.evaluation import fidelity
+from core.catalog import registry
+from core import store
+from core.store.db import connect
 from dashboard import _metrics_views, _shared
 
 ALL = "__all__"

@@ -3,13 +3,16 @@
 The reference photo and two outputs in a stable random left/right order, model names hidden;
 verdicts left better / right better / both good / both bad, an optional note; the models are
 revealed after the vote, then the next group. Keys: ← → ↑ (both good) ↓ (both bad), S skip,
-N next. Rules (which pairs, which outputs, never twice) live in core/review.py.
+N next. Rules (which pairs, which outputs, never twice) live in core/evaluation/review.py.
 """
 from __future__ import annotations
 
 import streamlit as st
 
-from core import references, registry, review, store
+from core.photos import references
+from core.catalog import registry
+from core.evaluation import review
+from core import store
 from core.errors import DashboardError
 from dashboard import _shared, _widgets
 

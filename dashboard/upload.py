@@ -1,5 +1,5 @@
 """Upload page: drop several reference photos at once, give each a role, store them through
-`core.references` (checks, normalisation, dedupe), and browse / archive the stored ones.
+`core.photos.references` (checks, normalisation, dedupe), and browse / archive the stored ones.
 
 What core refuses is shown per file with core's own message; a photo that was already stored is
 not stored twice (the notice says when and by whom it was first uploaded).
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import references
-from core.db import REFERENCE_ROLES
+from core.photos import references
+from core.store.db import REFERENCE_ROLES
 from core.errors import DashboardError
 from dashboard import _shared
 

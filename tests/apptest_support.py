@@ -10,10 +10,11 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import references, store
+from core.photos import references
+from core import store
 from core.config import load_settings
-from core.db import connect
-from core.storage import open_storage
+from core.store.db import connect
+from core.store.blobs import open_storage
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "dashboard" / "app.py"

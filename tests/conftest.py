@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from core import db as dbmod
+from core.store import db as dbmod
 from core.config import load_settings
 
 # Stand-in servers and their fixtures live in tests/standins/.

@@ -7,10 +7,13 @@ import io
 
 from PIL import Image
 
-from core import plans, references, registry, store
+from core.batches import plans
+from core.photos import references
+from core.catalog import registry
+from core import store
 from core.config import load_settings
-from core.db import connect
-from core.storage import open_storage
+from core.store.db import connect
+from core.store.blobs import open_storage
 
 SCHNELL, EDIT = registry.DEFAULT_MODELS
 THIRD = "fal-ai/flux-2/edit"

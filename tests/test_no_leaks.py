@@ -9,10 +9,13 @@ import re
 
 from PIL import Image
 
-from core import db as dbmod
-from core import export, plans, runner, store
+from core.store import db as dbmod
+from core import export
+from core.batches import plans
+from core.batches import runner
+from core import store
 from core.config import load_settings
-from core.storage import open_storage
+from core.store.blobs import open_storage
 from tests.standins.fal_fixtures import DEFAULT_KEY
 
 _BASE64_RUN = re.compile(r"base64,[A-Za-z0-9+/]{64,}")

@@ -63,7 +63,7 @@ def _positive(text: str) -> int:
 
 def _settings_db() -> tuple[Any, Any]:
     from core.config import load_settings
-    from core.db import connect
+    from core.store.db import connect
 
     settings = load_settings()
     settings.ensure_dirs()
@@ -71,12 +71,12 @@ def _settings_db() -> tuple[Any, Any]:
 
 
 def _make_plan(path: Path, db: Any, settings: Any, *, upload: bool) -> Any:
-    from core.plans import load_plan_file, make_plan
+    from core.batches.plans import load_plan_file, make_plan
 
     spec = load_plan_file(path)
     storage = None
     if upload and spec.get("references"):
-        from core.storage import open_storage
+        from core.store.blobs import open_storage
 
         storage = open_storage(settings)
     return make_plan(spec, db=db, storage=storage, base_dir=path.parent, upload=upload)
@@ -98,7 +98,7 @@ def _plan(args: argparse.Namespace) -> int:
     if not plan.final:
         print("(reference files not uploaded yet: payloads show reference://pending-N)")
     if args.payloads:
-        from core.payloads import canonical_json
+        from core.catalog.payloads import canonical_json
 
         for r in plan.requests:
             print(canonical_json({"endpoint": r.endpoint, "seed": r.seed, "estimated_cost": r.estimated_cost,
@@ -135,7 +135,8 @@ def _report(report: Any) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from core import runner, store
+    from core.batches import runner
+    from core import store
 
     settings, db = _settings_db()
     plan = _make_plan(args.plan, db, settings, upload=True)
@@ -155,8 +156,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _measure_in_background(settings: Any) -> None:
     """Results get their fidelity metrics from a detached worker that follows this run
-    (core/fidelity.py); it never slows the run down, and a failure to start it only warns."""
-    from core.fidelity import start_background
+    (core/evaluation/fidelity.py); it never slows the run down, and a failure to start it only warns."""
+    from core.evaluation.fidelity import start_background
 
     try:
         start_background(settings, expect_results=True)
@@ -166,7 +167,8 @@ def _measure_in_background(settings: Any) -> None:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from core import runner, store
+    from core.batches import runner
+    from core import store
     from core.errors import BatchBusy
 
     settings, db = _settings_db()
@@ -194,7 +196,8 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from core import runner, store
+    from core.batches import runner
+    from core import store
 
     settings, db = _settings_db()
     batch = store.request_cancel(db, args.batch_id)

@@ -1,9 +1,9 @@
 """`python -m core export --out FILE.csv [filters]`: the request history as a spreadsheet-safe CSV.
 
-One row per request and result image (see core/export.py); the filters are those of the history
+One row per request and result image (see core/export/history.py); the filters are those of the history
 page. pandas is imported only when this command runs.
 With `--comparison` (and optionally `--batch`): one row per group instead, each model's payload
-hash, image and fidelity metrics side by side, and the votes (core/comparison.py); images whose
+hash, image and fidelity metrics side by side, and the votes (core/evaluation/comparison.py); images whose
 metrics are still pending are measured first, so the file is complete.
 """
 from __future__ import annotations
@@ -30,9 +30,10 @@ def register(subparsers: Any) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from core import export, store
+    from core import export
+    from core import store
     from core.config import load_settings
-    from core.db import connect
+    from core.store.db import connect
 
     settings = load_settings()
     settings.ensure_dirs()
@@ -49,9 +50,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _comparison(args: argparse.Namespace, db: Any, settings: Any) -> int:
-    from core import comparison, fidelity
+    from core.evaluation import comparison
+    from core.evaluation import fidelity
     from core.errors import DashboardError
-    from core.storage import open_storage
+    from core.store.blobs import open_storage
 
     ignored = [name for name in ("endpoint", "status", "text", "date_from", "date_to") if getattr(args, name)]
     if ignored:

@@ -1,5 +1,5 @@
 """`python -m core metrics [--batch ID]`: measure every pending result image now (fidelity to the
-reference and response checks, see core/fidelity.py), in this process, and print a summary.
+reference and response checks, see core/evaluation/fidelity.py), in this process, and print a summary.
 
 `--retry-failed` and `--recompute outdated|all` make measured rows pending again first.
 `--worker` is what the dashboard and the batch runner start in the background: it holds the
@@ -25,10 +25,11 @@ def register(subparsers: Any) -> None:
 
 
 def _metrics(args: argparse.Namespace) -> int:
-    from core import fidelity, store
+    from core.evaluation import fidelity
+    from core import store
     from core.config import load_settings
-    from core.db import connect
-    from core.storage import open_storage
+    from core.store.db import connect
+    from core.store.blobs import open_storage
 
     settings = load_settings()
     settings.ensure_dirs()

@@ -3,7 +3,7 @@
     python -m core payload ENDPOINT [--option NAME=VALUE]... [--param NAME=JSON]... [--image URL]... [--seed N]
     python -m core validate ENDPOINT FILE.json      (FILE may be - for stdin)
 
-`payload` prints the body `core.registry.build_payload` makes (indent 2, nothing else on stdout), so it
+`payload` prints the body `core.catalog.registry.build_payload` makes (indent 2, nothing else on stdout), so it
 can be piped into `validate` or diffed. Both exit 2 with one "error: ..." line per problem.
 """
 from __future__ import annotations
@@ -59,7 +59,8 @@ def _json_or_string(text: str) -> Any:
 
 
 def _payload(args: argparse.Namespace) -> int:
-    from core import prompts, registry
+    from core.catalog import prompts
+    from core.catalog import registry
 
     registry.get_endpoint(args.endpoint)  # unknown endpoint: say so before judging the options
     options = prompts.PromptOptions.from_mapping(dict(args.option))
@@ -76,7 +77,7 @@ def _payload(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from core import registry
+    from core.catalog import registry
 
     registry.get_endpoint(args.endpoint)
     source = "stdin" if args.file == "-" else args.file

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.db import REFERENCE_ROLES
+from core.store.db import REFERENCE_ROLES
 
 
 def register(subparsers: Any) -> None:
@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
 
 def _open_db() -> tuple[Any, Any]:
     from core.config import load_settings
-    from core.db import connect
+    from core.store.db import connect
 
     settings = load_settings()
     settings.ensure_dirs()
@@ -53,14 +53,14 @@ def _close(storage: Any) -> None:
 
 def _add(args: argparse.Namespace) -> int:
     from core.errors import UploadRejected
-    from core.payloads import abbreviate
-    from core.references import add_reference, fal_url
+    from core.catalog.payloads import abbreviate
+    from core.photos.references import add_reference, fal_url
 
     try:
         data = args.path.read_bytes()
     except OSError as e:
         raise UploadRejected("unreadable", f"cannot read {args.path}: {e.strerror or e}.") from None
-    from core.storage import open_storage
+    from core.store.blobs import open_storage
 
     settings, db = _open_db()
     storage = open_storage(settings)
@@ -83,7 +83,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from core.references import list_references, payload_url
+    from core.photos.references import list_references, payload_url
 
     _, db = _open_db()
     try:
@@ -102,7 +102,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _archive(args: argparse.Namespace) -> int:
-    from core.references import archive_reference
+    from core.photos.references import archive_reference
 
     _, db = _open_db()
     try:

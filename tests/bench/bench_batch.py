@@ -54,7 +54,7 @@ def _plan_spec(requests: int) -> dict:
 
 
 def _payloads(spec: dict, requests: int) -> list[tuple[str, dict]]:
-    from core.plans import make_plan
+    from core.batches.plans import make_plan
 
     plan = make_plan(spec)
     return [(r.endpoint, dict(r.payload)) for r in plan.requests][:requests]
@@ -89,7 +89,7 @@ def _wait_for_metrics_worker(env: dict, timeout: float = 300.0) -> float | None:
     """`batch run` also starts the fidelity metrics worker (a detached process that measures the
     stored results and exits when idle); let it finish so it does not load the next measurement."""
     try:
-        from core import fidelity
+        from core.evaluation import fidelity
     except ImportError:
         return None
     from core.config import load_settings

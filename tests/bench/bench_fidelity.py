@@ -29,10 +29,14 @@ def _jpeg(img: Image.Image) -> bytes:
 
 
 def bench_measure(images: int) -> None:
-    from core import fidelity, metrics, plans, references, store
+    from core.evaluation import fidelity
+    from core.evaluation import metrics
+    from core.batches import plans
+    from core.photos import references
+    from core import store
     from core.config import load_settings
-    from core.db import connect
-    from core.storage import open_storage
+    from core.store.db import connect
+    from core.store.blobs import open_storage
 
     reference = Image.fromarray(data.astronaut())
     output = reference.resize((1024, 1024), Image.Resampling.LANCZOS).filter(ImageFilter.GaussianBlur(1))
@@ -76,10 +80,14 @@ def bench_measure(images: int) -> None:
 
 
 def bench_reads(variants: int, seeds: int) -> None:
-    from core import comparison, fidelity, plans, review, store
-    from core import db as dbmod
+    from core.evaluation import comparison
+    from core.evaluation import fidelity
+    from core.batches import plans
+    from core.evaluation import review
+    from core import store
+    from core.store import db as dbmod
     from core.config import load_settings
-    from core.db import connect
+    from core.store.db import connect
 
     settings = load_settings()
     db = connect(settings.db_path)

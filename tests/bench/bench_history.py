@@ -18,9 +18,10 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from core import db as dbmod
-from core import export, store
-from core.payloads import canonical_json, payload_hash
+from core.store import db as dbmod
+from core import export
+from core import store
+from core.catalog.payloads import canonical_json, payload_hash
 
 POSES = ["Standing", "Walking", "Sitting", "Mirror selfie using iPhone", "Leaning against a wall",
          "Over-the-shoulder look", "Hands in pockets", "Arms crossed"]

@@ -33,10 +33,13 @@ def _jpeg(colour: tuple[int, int, int], size=(576, 1024)) -> bytes:
 
 
 def _fill(data_dir: Path, rows: int, big_batch: int) -> None:
-    from core import plans, references, registry, store
+    from core.batches import plans
+    from core.photos import references
+    from core.catalog import registry
+    from core import store
     from core.config import load_settings
-    from core.db import connect
-    from core.storage import open_storage
+    from core.store.db import connect
+    from core.store.blobs import open_storage
     from tests.bench.bench_history import seed
 
     settings = load_settings()

@@ -17,7 +17,7 @@ What it guarantees (the client's tests rely on each):
   status and body; cancel 202/400/404. Every answer from the "app" carries `x-fal-request-id`;
   ingress error pages (injected) carry none.
 - Auth `Authorization: Key <key>` on every app call (not on /files: that is the public CDN).
-- Bodies are validated against core/schemas/<endpoint>.json (Draft 2020-12); unknown keys are
+- Bodies are validated against core/catalog/schemas/<endpoint>.json (Draft 2020-12); unknown keys are
   dropped like fal does, and remembered (`received[i]["dropped_keys"]`).
 - A job is counted in `submissions` only once accepted; faults injected before acceptance, a 422,
   or a held submission whose client went away are never counted.
@@ -52,9 +52,9 @@ import httpx
 import jsonschema
 from PIL import Image, ImageDraw
 
-from core.payloads import payload_hash
+from core.catalog.payloads import payload_hash
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "core" / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "core" / "catalog" / "schemas"
 DEFAULT_KEY = "standin-key-1234:not-a-real-secret"
 DEFAULT_LATENCY = 0.05
 
@@ -345,7 +345,7 @@ class FalStandin:
 
     @property
     def submissions_by_hash(self) -> dict[str, int]:
-        """Accepted jobs per `core.payloads.payload_hash` of the body as received."""
+        """Accepted jobs per `core.catalog.payloads.payload_hash` of the body as received."""
         with self._lock:
             return dict(self._by_hash)
 

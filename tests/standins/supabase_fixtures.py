@@ -33,7 +33,7 @@ def supabase_env(supabase_standin, monkeypatch):
 @pytest.fixture
 def supabase_storage(supabase_standin):
     """A SupabaseStorage (real `supabase` client) talking to the stand-in, bucket "references"."""
-    from core.storage import SupabaseStorage
+    from core.store.blobs import SupabaseStorage
 
     storage = SupabaseStorage(supabase_standin.url, supabase_standin.key, BUCKET)
     try:

@@ -1,0 +1,1 @@
+"""Batches: plans, the runner and the fal client."""

@@ -1,0 +1,548 @@
+"""The fal client: sync run, the queue protocol (submit, status, result, cancel) and result downloads.
+
+One `httpx.Client` per `FalClient` (connection pooling, keep-alive); safe to share between threads.
+Queue statuses are small typed values (`Queued`, `InProgress`, `Completed`), as in fal_client.
+
+Invariants:
+- Never risk a second paid job. A submit (or sync run) is sent again ONLY when fal surely did not
+  accept it: the connection could not be made, fal answered 429 to a queue submit, or an ingress
+  error page came back WITHOUT `x-fal-request-id` (the proxy answered, fal never saw the body).
+  A sync run answered 429 raises FalRateLimited (with `retry_after`) for the caller to decide. A read timeout, a dropped
+  connection after sending, or a 5xx carrying `x-fal-request-id` raise instead: the job may exist.
+- Status polls, result fetches, cancels and downloads are idempotent: transport errors, 408, 429
+  (honouring `Retry-After`) and 5xx are retried with capped exponential backoff and jitter.
+- The key is sent only to fal's run/queue URLs (never to a download URL) and never appears in a log
+  line, an exception message or a repr.
+- Every outgoing payload is logged at INFO on logger "core.batches.fal" as one JSON line with `data:` URIs
+  abbreviated; the same record is kept in-process for `last_payload_sent()`.
+- Every error is a `core.errors.FalError` whose message says what happened and what to do.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import httpx
+
+from core.config import Settings, load_settings
+from core.store.db import now
+from core.errors import (
+    FalAuthError,
+    FalCancelled,
+    FalError,
+    FalRateLimited,
+    FalServerError,
+    FalTimeout,
+    FalUnavailable,
+    FalValidationError,
+)
+from core.catalog.payloads import abbreviate, payload_hash
+
+__all__ = [
+    "Completed", "DEFAULT_RUN_TIMEOUT", "DEFAULT_TIMEOUT", "FalClient", "InProgress", "QueueHandle",
+    "Queued", "RetryPolicy", "Status", "handle_from_row", "last_payload_sent",
+]
+
+logger = logging.getLogger("core.batches.fal")
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+# A sync run holds the connection for the whole generation: give reads much longer.
+DEFAULT_RUN_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+DEFAULT_DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024
+
+_INGRESS_CODES = frozenset({502, 503, 504})
+# Raised before a single byte of the request left this machine: always safe to send again.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_CANCEL_ANSWERS = frozenset({"CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND", "OK"})
+
+
+# --- typed values -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Queued:
+    """Waiting for a runner; `position` is the number of requests ahead (0-based) when fal says."""
+    position: int | None
+    logs: tuple = ()
+
+
+@dataclass(frozen=True)
+class InProgress:
+    logs: tuple = ()
+
+
+@dataclass(frozen=True)
+class Completed:
+    """Final. A failed or cancelled job is also Completed, with `error` / `error_type` set."""
+    logs: tuple = ()
+    metrics: dict = field(default_factory=dict)
+    error: str | None = None
+    error_type: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.error_type is None
+
+
+Status = Queued | InProgress | Completed
+
+
+@dataclass(frozen=True)
+class QueueHandle:
+    """What a submit returned; enough to poll, fetch, cancel, and to resume after a crash."""
+    endpoint: str
+    request_id: str
+    status_url: str
+    response_url: str
+    cancel_url: str
+    queue_position: int | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with jitter. `sleep` is injectable so tests never wait.
+
+    A `Retry-After` longer than `max_retry_after` is not waited for: FalRateLimited is raised
+    with `.retry_after` so the caller can decide (a batch can pause, a page can say so)."""
+    max_attempts: int = 5
+    base: float = 0.25
+    cap: float = 8.0
+    jitter: float = 0.5
+    max_retry_after: float = 60.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before attempt `attempt + 1` (attempt counts from 1)."""
+        delay = min(self.cap, self.base * (2 ** (attempt - 1)))
+        return delay * (1.0 - self.jitter * random.random())
+
+
+# --- last payload sent (in-process) -------------------------------------------------------------
+
+_last_lock = threading.Lock()
+_last: dict | None = None
+
+
+def last_payload_sent() -> dict | None:
+    """The last payload this process sent to fal: endpoint, abbreviated payload, hash, time, mode."""
+    with _last_lock:
+        return None if _last is None else dict(_last)
+
+
+def _record_send(endpoint: str, mode: str, payload: Any) -> None:
+    global _last
+    record = {
+        "endpoint": endpoint,
+        "payload": abbreviate(payload),
+        "payload_hash": payload_hash(payload),
+        "sent_at": now(),
+        "mode": mode,
+    }
+    with _last_lock:
+        _last = record
+    logger.info(json.dumps({"event": "fal.send", "endpoint": endpoint, "mode": mode,
+                            "payload_hash": record["payload_hash"], "payload": record["payload"]},
+                           ensure_ascii=False, separators=(",", ":")))
+
+
+def handle_from_row(endpoint: str, request_id: str, status_url: str | None,
+                    response_url: str | None, cancel_url: str | None,
+                    *, queue_url: str | None = None) -> QueueHandle:
+    """A handle rebuilt from a stored row (resume after a crash). Missing URLs are derived the way
+    fal builds them: `<queue>/<owner>/<app>/requests/<id>` (only owner/app, not the full path)."""
+    if not (status_url and response_url and cancel_url):
+        base = _request_base(queue_url or load_settings().fal_queue_url, endpoint, request_id)
+        status_url = status_url or f"{base}/status"
+        response_url = response_url or base
+        cancel_url = cancel_url or f"{base}/cancel"
+    return QueueHandle(endpoint, request_id, status_url, response_url, cancel_url)
+
+
+def _request_base(queue_url: str, endpoint: str, request_id: str) -> str:
+    owner_app = "/".join(endpoint.split("/")[:2])
+    return f"{queue_url.rstrip('/')}/{owner_app}/requests/{request_id}"
+
+
+# --- the client ---------------------------------------------------------------------------------
+
+class FalClient:
+    """Talks to fal over one pooled httpx.Client. Thread-safe; close it (or use `with`)."""
+
+    def __init__(self, settings: Settings | None = None, *, key: str | None = None,
+                 run_url: str | None = None, queue_url: str | None = None,
+                 timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+                 run_timeout: httpx.Timeout | float = DEFAULT_RUN_TIMEOUT,
+                 download_timeout: httpx.Timeout | float = DEFAULT_DOWNLOAD_TIMEOUT,
+                 retry: RetryPolicy = RetryPolicy(),
+                 transport: httpx.BaseTransport | None = None):
+        settings = settings or load_settings()
+        self._key = key if key is not None else settings.fal_key
+        self.run_url = (run_url or settings.fal_run_url).rstrip("/")
+        self.queue_url = (queue_url or settings.fal_queue_url).rstrip("/")
+        self.retry = retry
+        self._timeout = _as_timeout(timeout)
+        self._run_timeout = _as_timeout(run_timeout)
+        self._download_timeout = _as_timeout(download_timeout)
+        pool = max(20, 2 * settings.concurrency)
+        # No Authorization here on purpose: it is added per call to fal's own URLs only, so a
+        # download from a CDN (or anywhere a result URL points) never carries the key.
+        self._http = httpx.Client(
+            transport=transport, timeout=self._timeout, follow_redirects=False,
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+            headers={"User-Agent": "fal-model-dashboard"})
+
+    def __repr__(self) -> str:
+        return (f"FalClient(run_url={self.run_url!r}, queue_url={self.queue_url!r}, "
+                f"key={'set' if self._key else 'missing'})")
+
+    def __enter__(self) -> FalClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- sending --------------------------------------------------------------------------------
+
+    def run(self, endpoint: str, payload: dict) -> dict:
+        """Synchronous call: POST {run_url}/{endpoint}; fal answers the output (or the error)."""
+        url = f"{self.run_url}/{_checked_endpoint(endpoint)}"
+        headers = self._auth_headers()
+        _record_send(endpoint, "sync", payload)
+        response = self._send("POST", url, what="run", endpoint=endpoint, json=payload,
+                              headers=headers, timeout=self._run_timeout, resend_safe=False)
+        return _json_object(response, what="run", endpoint=endpoint)
+
+    def submit(self, endpoint: str, payload: dict, *, headers: dict[str, str] | None = None) -> QueueHandle:
+        """Queue a job: POST {queue_url}/{endpoint}. Follow the URLs in the returned handle."""
+        url = f"{self.queue_url}/{_checked_endpoint(endpoint)}"
+        extra = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
+        all_headers = {**extra, **self._auth_headers()}
+        _record_send(endpoint, "queue", payload)
+        response = self._send("POST", url, what="submit", endpoint=endpoint, json=payload,
+                              headers=all_headers, timeout=self._timeout, resend_safe=False)
+        body = _json_object(response, what="submit", endpoint=endpoint)
+        request_id = body.get("request_id")
+        if not isinstance(request_id, str) or not request_id:
+            raise FalServerError(
+                f"fal accepted the submission to {endpoint} but its answer has no request_id; "
+                "check fal's dashboard before resubmitting.", status_code=response.status_code)
+        base = _request_base(self.queue_url, endpoint, request_id)
+        handle = QueueHandle(
+            endpoint=endpoint, request_id=request_id,
+            status_url=body.get("status_url") or f"{base}/status",
+            response_url=body.get("response_url") or base,
+            cancel_url=body.get("cancel_url") or f"{base}/cancel",
+            queue_position=body.get("queue_position"))
+        logger.info(json.dumps({"event": "fal.queued", "endpoint": endpoint, "request_id": request_id,
+                                "queue_position": handle.queue_position}, separators=(",", ":")))
+        return handle
+
+    # --- following a queued job -----------------------------------------------------------------
+
+    def status(self, handle: QueueHandle, *, logs: bool = True) -> Status:
+        """GET the status URL: Queued(position) / InProgress / Completed(metrics, error)."""
+        response = self._send("GET", handle.status_url, what="status", endpoint=handle.endpoint,
+                              request_id=handle.request_id, params={"logs": "1"} if logs else None,
+                              headers=self._auth_headers(), timeout=self._timeout, resend_safe=True)
+        body = _json_object(response, what="status", endpoint=handle.endpoint)
+        return _parse_status(body, handle)
+
+    def result(self, handle: QueueHandle) -> dict:
+        """GET the response URL: the output, or the job's replayed error raised as a FalError."""
+        response = self._send("GET", handle.response_url, what="result", endpoint=handle.endpoint,
+                              request_id=handle.request_id, headers=self._auth_headers(),
+                              timeout=self._timeout, resend_safe=True)
+        if response.status_code == 202:
+            raise FalError(f"fal request {handle.request_id} has not finished yet: "
+                           "poll its status until COMPLETED, then fetch the result.",
+                           status_code=202, request_id=handle.request_id)
+        return _json_object(response, what="result", endpoint=handle.endpoint)
+
+    def cancel(self, handle: QueueHandle) -> str:
+        """PUT the cancel URL -> "CANCELLATION_REQUESTED", "ALREADY_COMPLETED" or "NOT_FOUND"."""
+        response = self._send("PUT", handle.cancel_url, what="cancel", endpoint=handle.endpoint,
+                              request_id=handle.request_id, headers=self._auth_headers(),
+                              timeout=self._timeout, resend_safe=True,
+                              answers=(400, 404))
+        try:
+            answer = response.json().get("status")
+        except (ValueError, AttributeError):
+            answer = None
+        if answer in _CANCEL_ANSWERS:
+            return answer
+        if response.status_code < 300:
+            return "CANCELLATION_REQUESTED"
+        raise _error_from(response, what="cancel", endpoint=handle.endpoint,
+                          request_id=handle.request_id)
+
+    def download(self, url: str) -> tuple[bytes, str]:
+        """The bytes and content type of a result image (http(s) URL or `data:` URI). No key sent."""
+        if url.startswith("data:"):
+            return _decode_data_uri(url)
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise FalError(f"cannot download {url[:80]!r}: only http(s) and data: URLs are supported.")
+        response = self._send("GET", url, what="download", endpoint=None, headers=None,
+                              timeout=self._download_timeout, resend_safe=True)
+        data = response.content
+        if len(data) > MAX_DOWNLOAD_BYTES:
+            raise FalError(f"result file at {_short(url)} is {len(data)} bytes, over the "
+                           f"{MAX_DOWNLOAD_BYTES} byte limit; not kept.")
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not content_type.startswith("image/"):
+            content_type = _sniff(data) or content_type or "application/octet-stream"
+        return data, content_type
+
+    # --- the one place requests are sent --------------------------------------------------------
+
+    def _auth_headers(self) -> dict[str, str]:
+        if not self._key:
+            raise FalAuthError("no FAL_KEY is set: set FAL_KEY in the environment or in "
+                               ".streamlit/secrets.toml to send requests (without it only dry runs work).")
+        return {"Authorization": f"Key {self._key}"}
+
+    def _send(self, method: str, url: str, *, what: str, endpoint: str | None,
+              headers: dict[str, str] | None, timeout: httpx.Timeout, resend_safe: bool,
+              request_id: str | None = None, json: Any = None, params: dict | None = None,
+              answers: tuple[int, ...] = ()) -> httpx.Response:
+        """Send with the retry rules of the module docstring; 2xx (and `answers`) are returned,
+        everything else raises the mapped FalError."""
+        policy = self.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            last = attempt >= policy.max_attempts
+            try:
+                response = self._http.request(method, url, json=json, params=params,
+                                              headers=headers, timeout=timeout)
+            except httpx.TransportError as e:
+                retryable = resend_safe or isinstance(e, _NOT_SENT)
+                if retryable and not last and not isinstance(e, httpx.UnsupportedProtocol):
+                    self._pause(what, url, type(e).__name__, policy.backoff(attempt), attempt)
+                    continue
+                raise _transport_error(e, what=what, endpoint=endpoint, url=url,
+                                       request_id=request_id, attempts=attempt) from None
+            code = response.status_code
+            if code < 300 or code in answers:
+                return response
+            from_fal = "x-fal-request-id" in response.headers
+            if code == 429:
+                retry_after = _retry_after(response)
+                # A sync run is not retried on 429 (fal-client does, and can run a paid job
+                # twice): the caller sees FalRateLimited with retry_after and decides.
+                if what != "run" and not last and (
+                        retry_after is None or retry_after <= policy.max_retry_after):
+                    delay = policy.backoff(attempt) if retry_after is None else retry_after
+                    self._pause(what, url, "429", delay, attempt)
+                    continue
+            elif code in _INGRESS_CODES and not from_fal:
+                # The proxy answered, fal never took the body: safe even for a submit.
+                if not last:
+                    self._pause(what, url, f"ingress {code}", policy.backoff(attempt), attempt)
+                    continue
+            elif resend_safe and (code >= 500 or code == 408) and not last:
+                self._pause(what, url, str(code), policy.backoff(attempt), attempt)
+                continue
+            raise _error_from(response, what=what, endpoint=endpoint, request_id=request_id,
+                              attempts=attempt)
+
+    def _pause(self, what: str, url: str, reason: str, delay: float, attempt: int) -> None:
+        logger.warning(json.dumps({"event": "fal.retry", "what": what, "url": _short(url),
+                                   "reason": reason, "attempt": attempt, "delay": round(delay, 3)},
+                                  separators=(",", ":")))
+        self.retry.sleep(delay)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def _as_timeout(value: httpx.Timeout | float) -> httpx.Timeout:
+    return value if isinstance(value, httpx.Timeout) else httpx.Timeout(value)
+
+
+def _checked_endpoint(endpoint: str) -> str:
+    parts = endpoint.split("/")
+    if len(parts) < 2 or any(p in ("", ".", "..") for p in parts) or any(c in endpoint for c in "?#\\ "):
+        raise FalError(f"{endpoint!r} is not a fal endpoint id (expected e.g. 'fal-ai/flux/schnell').")
+    return endpoint
+
+
+def _short(url: str) -> str:
+    """A URL without its query, for logs and messages."""
+    s = urlsplit(url)
+    return f"{s.scheme}://{s.netloc}{s.path}"
+
+
+def _json_object(response: httpx.Response, *, what: str, endpoint: str | None) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise FalServerError(
+            f"fal answered the {what} for {endpoint} with {response.status_code} but the body is not "
+            "a JSON object; try again later.", status_code=response.status_code,
+            request_id=response.headers.get("x-fal-request-id"))
+    return body
+
+
+def _parse_status(body: dict, handle: QueueHandle) -> Status:
+    logs = tuple(body.get("logs") or ())
+    state = body.get("status")
+    if state == "IN_QUEUE":
+        return Queued(position=body.get("queue_position"), logs=logs)
+    if state == "IN_PROGRESS":
+        return InProgress(logs=logs)
+    if state == "COMPLETED":
+        return Completed(logs=logs, metrics=dict(body.get("metrics") or {}),
+                         error=body.get("error"), error_type=body.get("error_type"))
+    raise FalServerError(f"fal answered an unknown status {state!r} for request {handle.request_id}; "
+                         "poll again later.", request_id=handle.request_id)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _fields(detail: list) -> list[str]:
+    """"image_size: Input should be ..." per entry; `loc` minus its leading "body"."""
+    out = []
+    for item in detail:
+        if not isinstance(item, dict):
+            out.append(str(item))
+            continue
+        loc = [str(p) for p in (item.get("loc") or []) if p != "body"]
+        name = ".".join(loc) or "(body)"
+        kind = item.get("type")
+        out.append(f"{name}: {item.get('msg', 'invalid')}" + (f" [{kind}]" if kind else ""))
+    return out
+
+
+def _error_from(response: httpx.Response, *, what: str, endpoint: str | None,
+                request_id: str | None, attempts: int = 1) -> FalError:
+    code = response.status_code
+    rid = response.headers.get("x-fal-request-id") or request_id
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    error_type = (body.get("error_type") if isinstance(body, dict) else None) \
+        or response.headers.get("x-fal-error-type")
+    said = detail if isinstance(detail, str) else None
+    target = endpoint or _short(str(response.request.url))
+    kw = {"status_code": code, "request_id": rid, "error_type": error_type}
+    tried = f" after {attempts} attempts" if attempts > 1 else ""
+
+    if code in (401, 403):
+        return FalAuthError(f"fal rejected the key ({code}): check FAL_KEY"
+                            + (f" (fal said: {said})" if said else "") + ".", **kw)
+    if code == 422:
+        if isinstance(detail, list):
+            problems = "; ".join(_fields(detail)) or "no details given"
+        else:
+            problems = said or "no details given"
+        return FalValidationError(f"fal refused the input for {target} (422): {problems}. "
+                                  "Fix those fields and send again.", detail=detail, **kw)
+    if code == 429:
+        retry_after = _retry_after(response)
+        wait = f"wait {retry_after:g} s" if retry_after is not None else "wait a little"
+        return FalRateLimited(f"fal is rate-limiting this account (429){tried}: {wait} or lower "
+                              "DASHBOARD_CONCURRENCY, then try again.", retry_after=retry_after, **kw)
+    if _is_cancelled(detail, error_type):
+        return FalCancelled(f"fal request {rid} was cancelled; submit it again if you still want it.",
+                            **kw)
+    if code in _INGRESS_CODES and "x-fal-request-id" not in response.headers:
+        return FalUnavailable(f"fal's gateway answered {code}{tried} for the {what} of {target} "
+                              "(the request never reached fal): try again in a minute.",
+                              not_sent=True, **kw)
+    if code >= 500:
+        kind = f" {error_type}" if error_type else ""
+        msg = f"fal failed on its side ({code}{kind}){tried} for the {what} of {target}"
+        msg += f": {said}" if said else ""
+        if what in ("submit", "run"):
+            msg += (". The job may or may not exist, so it was NOT sent again (never risk a second "
+                    "paid job): check fal's request history before resubmitting.")
+        else:
+            msg += ". 5xx answers are not billed; try again later."
+        return FalServerError(msg, **kw)
+    if code == 404:
+        if what in ("submit", "run"):
+            return FalError(f"fal has no endpoint {endpoint} (404): check the endpoint id.", **kw)
+        if what == "download":
+            return FalError(f"result file {target} is gone (404): fal keeps result files for a "
+                            "limited time; run the request again.", **kw)
+        return FalError(f"fal does not know request {rid} (404): it may have expired (fal keeps "
+                        "results about an hour); run it again.", **kw)
+    return FalError(f"fal refused the {what} of {target} ({code})"
+                    + (f": {said}" if said else "") + ".", **kw)
+
+
+def _is_cancelled(detail: Any, error_type: str | None) -> bool:
+    text = f"{error_type or ''} {detail if isinstance(detail, str) else ''}".lower()
+    return "cancel" in text
+
+
+def _transport_error(e: httpx.TransportError, *, what: str, endpoint: str | None, url: str,
+                     request_id: str | None, attempts: int) -> FalError:
+    target = endpoint or _short(url)
+    tried = f" after {attempts} attempts" if attempts > 1 else ""
+    kw = {"request_id": request_id}
+    if isinstance(e, _NOT_SENT):
+        return FalUnavailable(f"could not connect to fal at {_short(url)}{tried} "
+                              f"({type(e).__name__}): check the network and FAL_RUN_URL/FAL_QUEUE_URL; "
+                              "nothing was sent.", not_sent=True, **kw)
+    maybe = ("The job may have been accepted, so it was NOT sent again (never risk a second paid job): "
+             "check fal's request history before resubmitting."
+             if what in ("submit", "run") else "Try again later.")
+    if isinstance(e, httpx.TimeoutException):
+        return FalTimeout(f"fal did not answer the {what} of {target} in time{tried} "
+                          f"({type(e).__name__}). {maybe}", **kw)
+    return FalUnavailable(f"the connection to fal dropped during the {what} of {target}{tried} "
+                          f"({type(e).__name__}). {maybe}", **kw)
+
+
+def _decode_data_uri(uri: str) -> tuple[bytes, str]:
+    head, sep, data = uri.partition(",")
+    if not sep:
+        raise FalError("the result is a malformed data: URI (no comma); run the request again.")
+    parts = head[5:].split(";")
+    mime = parts[0] or "text/plain"
+    try:
+        raw = base64.b64decode(data, validate=False) if "base64" in parts[1:] else data.encode()
+    except (binascii.Error, ValueError):
+        raise FalError("the result data: URI is not valid base64; run the request again.") from None
+    if not mime.startswith("image/"):
+        mime = _sniff(raw) or mime
+    return raw, mime
+
+
+def _sniff(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None

@@ -1,0 +1,1 @@
+"""Evaluation: fidelity metrics, review, statistics and comparison."""

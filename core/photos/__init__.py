@@ -1,0 +1,1 @@
+"""Reference photos: upload checks and normalisation, and the URL fal receives."""

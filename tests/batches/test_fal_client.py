@@ -1,0 +1,634 @@
+"""core.batches.fal against the fal stand-in over real HTTP (httpx.MockTransport only for fine-grained cases).
+
+What must hold: the queue path and sync run work end to end; every fault ends in success after
+retries or in its named error; NO fault ever makes one job into two paid submissions; the key never
+leaks into logs, messages or reprs.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import threading
+import time
+
+import httpx
+import pytest
+from PIL import Image
+
+from core.config import load_settings
+from core.errors import (
+    FalAuthError,
+    FalCancelled,
+    FalError,
+    FalRateLimited,
+    FalServerError,
+    FalTimeout,
+    FalUnavailable,
+    FalValidationError,
+)
+from core.batches.fal import (
+    Completed,
+    FalClient,
+    InProgress,
+    QueueHandle,
+    Queued,
+    RetryPolicy,
+    handle_from_row,
+    last_payload_sent,
+)
+from core.catalog.payloads import payload_hash
+from tests.standins.fal_server import DEFAULT_KEY
+
+SCHNELL = "fal-ai/flux/schnell"
+EDIT = "fal-ai/flux-2/lora/edit"
+
+
+def _wait_completed(client: FalClient, handle: QueueHandle, limit: float = 15.0) -> Completed:
+    """Poll like the batch runner does; the limit only guards against a hang."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        status = client.status(handle)
+        if isinstance(status, Completed):
+            return status
+        time.sleep(0.02)
+    raise AssertionError(f"{handle.request_id} did not complete")
+
+
+def _png_data_uri(size=(64, 48)) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (10, 20, 30)).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+# --- the happy paths ----------------------------------------------------------------------------
+
+def test_queue_path_goes_queued_then_in_progress_then_completed_and_downloads_the_image(
+        fal_standin, standin_fal_client):
+    """A second job behind a busy worker is Queued with a position, then runs, completes, and its
+    result image downloads at the requested size and format."""
+    fal_standin.set_capacity(1)
+    fal_standin.set_latency(0.3)
+    client = standin_fal_client
+    first = client.submit(SCHNELL, {"prompt": "a red fox", "image_size": "portrait_4_3"})
+    second = client.submit(SCHNELL, {"prompt": "a red fox", "image_size": "portrait_4_3",
+                                     "output_format": "png", "seed": 7})
+    assert isinstance(client.status(second), Queued)
+    assert client.status(second).position == 0
+
+    seen = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        status = client.status(second)
+        if not seen or type(status) is not seen[-1]:
+            seen.append(type(status))
+        if isinstance(status, Completed):
+            break
+        time.sleep(0.02)
+    assert seen == [Queued, InProgress, Completed]
+    done = client.status(second)
+    assert done.ok and done.metrics["inference_time"] > 0
+    assert any("finished" in entry["message"] for entry in done.logs)
+
+    output = client.result(second)
+    assert output["seed"] == 7 and output["prompt"] == "a red fox"
+    image = output["images"][0]
+    assert (image["width"], image["height"]) == (768, 1024)
+    data, content_type = client.download(image["url"])
+    assert content_type == "image/png"
+    assert Image.open(io.BytesIO(data)).size == (768, 1024)
+    assert _wait_completed(client, first).ok
+    assert fal_standin.submissions == 2
+
+
+def test_sync_run_returns_the_output_with_endpoint_defaults(fal_standin, standin_fal_client):
+    """run() answers fal's output directly; flux-2/lora/edit defaults to png and, without
+    image_size, the stand-in makes 1024x1024 (and flags it)."""
+    output = standin_fal_client.run(EDIT, {"prompt": "make it blue", "image_urls": [_png_data_uri()],
+                                           "num_images": 2, "seed": 3})
+    assert [(i["width"], i["height"], i["content_type"]) for i in output["images"]] == \
+        [(1024, 1024, "image/png")] * 2
+    assert output["has_nsfw_concepts"] == [False, False]
+    assert fal_standin.stats()["by_mode"] == {"sync": 1}
+    assert "image_size_defaulted" in fal_standin.received[0]["flags"]
+
+
+def test_sync_mode_result_data_uri_downloads_without_http(standin_fal_client):
+    output = standin_fal_client.run(SCHNELL, {"prompt": "x", "sync_mode": True, "image_size": "square"})
+    url = output["images"][0]["url"]
+    assert url.startswith("data:image/jpeg;base64,")
+    data, content_type = standin_fal_client.download(url)
+    assert content_type == "image/jpeg"
+    assert Image.open(io.BytesIO(data)).size == (512, 512)
+
+
+def test_unknown_keys_are_dropped_by_fal_not_refused(fal_standin, standin_fal_client):
+    """`strength` is not a FLUX.2 parameter: fal accepts the body and ignores the key."""
+    handle = standin_fal_client.submit(EDIT, {"prompt": "p", "image_urls": ["https://x/y.png"],
+                                              "strength": 0.65})
+    assert _wait_completed(standin_fal_client, handle).ok
+    assert fal_standin.dropped_keys == [["strength"]]
+
+
+def test_handle_from_row_resumes_a_job_in_a_new_client(fal_standin, standin_fal_client):
+    """After a crash the runner rebuilds the handle from its row and a fresh client follows it;
+    missing URLs are derived from owner/app, like fal."""
+    handle = standin_fal_client.submit(EDIT, {"prompt": "p", "image_urls": ["https://x/y.png"]})
+    with FalClient(load_settings()) as fresh:
+        same = handle_from_row(handle.endpoint, handle.request_id, handle.status_url,
+                               handle.response_url, handle.cancel_url)
+        derived = handle_from_row(handle.endpoint, handle.request_id, None, None, None)
+        assert derived.status_url == handle.status_url
+        assert "/fal-ai/flux-2/requests/" in derived.response_url
+        assert _wait_completed(fresh, derived).ok
+        assert fresh.result(same)["images"]
+    assert fal_standin.submissions == 1
+
+
+def test_one_client_is_safe_to_share_between_threads(fal_standin, standin_fal_client):
+    results, errors = [], []
+
+    def work(i: int) -> None:
+        try:
+            handle = standin_fal_client.submit(SCHNELL, {"prompt": f"p{i}", "image_size": "square"})
+            _wait_completed(standin_fal_client, handle)
+            results.append(standin_fal_client.result(handle))
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(results) == 16 and fal_standin.submissions == 16
+
+
+# --- cancel -------------------------------------------------------------------------------------
+
+def test_cancel_queued_job_then_result_raises_cancelled(fal_standin, standin_fal_client):
+    fal_standin.set_capacity(1)
+    fal_standin.set_latency(5)
+    client = standin_fal_client
+    client.submit(SCHNELL, {"prompt": "blocker"})
+    queued = client.submit(SCHNELL, {"prompt": "to cancel"})
+    assert client.cancel(queued) == "CANCELLATION_REQUESTED"
+    status = client.status(queued)
+    assert isinstance(status, Completed) and not status.ok
+    with pytest.raises(FalCancelled, match="cancelled"):
+        client.result(queued)
+
+
+def test_cancel_of_a_finished_job_and_of_an_unknown_id(fal_standin, standin_fal_client):
+    client = standin_fal_client
+    handle = client.submit(SCHNELL, {"prompt": "p"})
+    _wait_completed(client, handle)
+    assert client.cancel(handle) == "ALREADY_COMPLETED"
+    ghost = handle_from_row(SCHNELL, "no-such-id", None, None, None)
+    assert client.cancel(ghost) == "NOT_FOUND"
+    with pytest.raises(FalError, match="does not know request") as e:
+        client.status(ghost)
+    assert e.value.status_code == 404
+
+
+# --- auth ---------------------------------------------------------------------------------------
+
+def test_without_a_key_nothing_is_sent_and_the_error_says_set_fal_key(fal_standin, monkeypatch):
+    monkeypatch.delenv("FAL_KEY")
+    with FalClient(load_settings()) as client:
+        for call in (lambda: client.submit(SCHNELL, {"prompt": "p"}),
+                     lambda: client.run(SCHNELL, {"prompt": "p"})):
+            with pytest.raises(FalAuthError, match="FAL_KEY"):
+                call()
+    assert fal_standin.stats()["received"] == 0
+
+
+def test_wrong_key_is_a_401_auth_error_without_retries(fal_standin, fal_sleeps):
+    with FalClient(load_settings(), key="wrong-key", retry=RetryPolicy(sleep=fal_sleeps.append)) as c:
+        with pytest.raises(FalAuthError, match=r"rejected the key \(401\): check FAL_KEY") as e:
+            c.submit(SCHNELL, {"prompt": "p"})
+    assert e.value.status_code == 401
+    assert fal_sleeps == [] and fal_standin.submissions == 0
+
+
+# --- validation (422) ---------------------------------------------------------------------------
+
+def test_422_detail_list_names_the_fields(fal_standin, standin_fal_client):
+    with pytest.raises(FalValidationError) as e:
+        standin_fal_client.submit(SCHNELL, {"prompt": "p", "num_inference_steps": 40})
+    assert isinstance(e.value.detail, list)
+    assert e.value.detail[0]["loc"] == ["body", "num_inference_steps"]
+    assert "num_inference_steps: Input should be less than or equal to 12" in str(e.value)
+    assert fal_standin.submissions == 0
+
+
+def test_422_detail_as_plain_string(fal_standin, standin_fal_client):
+    fal_standin.inject("submit", "422", detail="Image too small: at least 256 px")
+    with pytest.raises(FalValidationError, match="Image too small: at least 256 px") as e:
+        standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    assert e.value.detail == "Image too small: at least 256 px"
+
+
+def test_job_failing_with_content_policy_replays_422_on_result(fal_standin, standin_fal_client):
+    fal_standin.inject("job", "content_policy_violation")
+    handle = standin_fal_client.submit(SCHNELL, {"prompt": "forbidden"})
+    status = _wait_completed(standin_fal_client, handle)
+    assert status.error_type == "content_policy_violation" and status.error
+    with pytest.raises(FalValidationError, match=r"prompt: .*\[content_policy_violation\]") as e:
+        standin_fal_client.result(handle)
+    assert e.value.detail[0]["type"] == "content_policy_violation"
+
+
+def test_sync_run_with_a_model_error_raises_it(fal_standin, standin_fal_client):
+    fal_standin.inject("job", "content_policy_violation")
+    with pytest.raises(FalValidationError, match="content_policy_violation"):
+        standin_fal_client.run(SCHNELL, {"prompt": "forbidden"})
+    assert fal_standin.submissions == 1
+
+
+# --- 429 ----------------------------------------------------------------------------------------
+
+def test_429_on_submit_honours_retry_after_then_succeeds(fal_standin, standin_fal_client, fal_sleeps):
+    fal_standin.inject("submit", "429", retry_after=2)
+    handle = standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    assert handle.request_id
+    assert fal_sleeps == [2.0]
+    assert fal_standin.submissions == 1
+
+
+def test_429_on_sync_run_is_not_retried_the_caller_decides(fal_standin, standin_fal_client, fal_sleeps):
+    """A paid synchronous POST is never resent automatically (fal-client does, and may pay twice)."""
+    fal_standin.inject("run", "429", times=1, retry_after=1)
+    with pytest.raises(FalRateLimited) as e:
+        standin_fal_client.run(SCHNELL, {"prompt": "p"})
+    assert e.value.retry_after == 1.0
+    assert fal_sleeps == [] and fal_standin.submissions == 0
+
+
+def test_429_with_a_long_retry_after_is_not_waited_for(fal_standin, standin_fal_client, fal_sleeps):
+    fal_standin.inject("submit", "429", retry_after=3600)
+    with pytest.raises(FalRateLimited, match="wait 3600 s") as e:
+        standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    assert e.value.retry_after == 3600 and fal_sleeps == []
+    assert fal_standin.submissions == 0
+
+
+def test_429_that_never_ends_gives_rate_limited_after_max_attempts(fal_standin, fal_sleeps):
+    fal_standin.inject("submit", "429", times=10, retry_after=None)
+    policy = RetryPolicy(max_attempts=3, sleep=fal_sleeps.append)
+    with FalClient(load_settings(), retry=policy) as client, pytest.raises(FalRateLimited):
+        client.submit(SCHNELL, {"prompt": "p"})
+    assert len(fal_sleeps) == 2 and fal_standin.submissions == 0
+
+
+# --- submit: resend only when fal surely did not accept -----------------------------------------
+
+def test_ingress_502_on_submit_is_retried_and_accepted_once(fal_standin, standin_fal_client, fal_sleeps):
+    fal_standin.inject("submit", "502", times=2)
+    standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    assert len(fal_sleeps) == 2
+    assert fal_standin.submissions == 1
+    assert fal_standin.stats()["received"] == 3
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_500_with_request_id_on_submit_is_never_resent(fal_standin, standin_fal_client, fal_sleeps,
+                                                       accepted):
+    """A 5xx that came from fal (x-fal-request-id) may hide an accepted job: raise, don't resend."""
+    fal_standin.inject("submit", "500", accepted=accepted)
+    with pytest.raises(FalServerError, match="NOT sent again") as e:
+        standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    assert e.value.request_id
+    assert fal_standin.stats()["received"] == 1 and fal_sleeps == []
+    assert fal_standin.submissions == (1 if accepted else 0)
+
+
+def test_runner_503_on_submit_is_a_server_error_with_its_type(fal_standin, standin_fal_client):
+    fal_standin.inject("submit", "503")
+    with pytest.raises(FalServerError, match="runner_scheduling_failure") as e:
+        standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    assert e.value.error_type == "runner_scheduling_failure"
+    assert fal_standin.stats()["received"] == 1
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_dropped_connection_on_submit_is_never_resent(fal_standin, standin_fal_client, fal_sleeps,
+                                                      accepted):
+    fal_standin.inject("submit", "drop", accepted=accepted)
+    with pytest.raises(FalUnavailable, match="may have been accepted"):
+        standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    assert fal_standin.stats()["received"] == 1 and fal_sleeps == []
+    assert fal_standin.submissions == (1 if accepted else 0)
+
+
+@pytest.mark.parametrize("where", ["submit", "run"])
+def test_read_timeout_on_submit_or_run_is_never_resent(fal_standin, fal_sleeps, where):
+    """fal took the body and is slow to answer: the job exists, a resend would pay twice."""
+    fal_standin.inject(where, "slow", seconds=0.5)
+    with FalClient(load_settings(), timeout=httpx.Timeout(0.1, connect=5),
+                   run_timeout=httpx.Timeout(0.1, connect=5),
+                   retry=RetryPolicy(sleep=fal_sleeps.append)) as client:
+        with pytest.raises(FalTimeout, match="NOT sent again"):
+            if where == "submit":
+                client.submit(SCHNELL, {"prompt": "p"})
+            else:
+                client.run(SCHNELL, {"prompt": "p"})
+    deadline = time.monotonic() + 10
+    while fal_standin.submissions < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fal_standin.submissions == 1
+    assert fal_standin.stats()["received"] == 1 and fal_sleeps == []
+
+
+def test_run_500_is_not_resent(fal_standin, standin_fal_client, fal_sleeps):
+    fal_standin.inject("run", "500")
+    with pytest.raises(FalServerError):
+        standin_fal_client.run(SCHNELL, {"prompt": "p"})
+    assert fal_standin.stats()["received"] == 1 and fal_sleeps == []
+
+
+def test_connection_refused_is_retried_then_unavailable(fal_sleeps, monkeypatch):
+    """Nothing listens on port 9: safe to retry even a submit; ends in FalUnavailable."""
+    monkeypatch.setenv("FAL_KEY", DEFAULT_KEY)
+    policy = RetryPolicy(max_attempts=3, sleep=fal_sleeps.append)
+    with FalClient(load_settings(), retry=policy) as client:
+        with pytest.raises(FalUnavailable, match="could not connect.*nothing was sent"):
+            client.submit(SCHNELL, {"prompt": "p"})
+    assert len(fal_sleeps) == 2
+    assert all(0 < d <= policy.cap for d in fal_sleeps)
+
+
+# --- polling, results, downloads: idempotent, retried -------------------------------------------
+
+@pytest.mark.parametrize("fault", ["500", "503", "502", "504", "drop", "429"])
+@pytest.mark.parametrize("where", ["status", "result"])
+def test_polling_faults_are_retried_until_success(fal_standin, standin_fal_client, fal_sleeps,
+                                                  where, fault):
+    handle = standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    _wait_completed(standin_fal_client, handle)
+    fal_standin.inject(where, fault, times=2)
+    if where == "status":
+        assert standin_fal_client.status(handle).ok
+    else:
+        assert standin_fal_client.result(handle)["images"]
+    assert len(fal_sleeps) == 2
+    assert fal_standin.submissions == 1
+
+
+def test_slow_status_answer_times_out_and_is_retried(fal_standin, fal_sleeps):
+    with FalClient(load_settings(), timeout=httpx.Timeout(0.1, connect=5),
+                   retry=RetryPolicy(sleep=fal_sleeps.append)) as client:
+        handle = client.submit(SCHNELL, {"prompt": "p"})
+        fal_standin.inject("status", "slow", seconds=0.4)
+        assert isinstance(client.status(handle), (InProgress, Completed))
+    assert len(fal_sleeps) == 1
+
+
+def test_status_failing_for_good_raises_after_max_attempts(fal_standin, fal_sleeps):
+    policy = RetryPolicy(max_attempts=3, sleep=fal_sleeps.append)
+    with FalClient(load_settings(), retry=policy) as client:
+        handle = client.submit(SCHNELL, {"prompt": "p"})
+        fal_standin.inject("status", "503", times=5)
+        with pytest.raises(FalServerError, match="after 3 attempts"):
+            client.status(handle)
+    assert len(fal_sleeps) == 2
+
+
+def test_status_401_is_not_retried(fal_standin, standin_fal_client, fal_sleeps):
+    handle = standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    fal_standin.inject("status", "401")
+    with pytest.raises(FalAuthError):
+        standin_fal_client.status(handle)
+    assert fal_sleeps == []
+
+
+@pytest.mark.parametrize("fault", ["502", "drop", "500"])
+def test_download_faults_are_retried(fal_standin, standin_fal_client, fal_sleeps, fault):
+    url = standin_fal_client.run(SCHNELL, {"prompt": "p", "image_size": "square"})["images"][0]["url"]
+    fal_standin.inject("file", fault)
+    data, content_type = standin_fal_client.download(url)
+    assert content_type == "image/jpeg" and Image.open(io.BytesIO(data)).size == (512, 512)
+    assert len(fal_sleeps) == 1
+
+
+def test_download_of_an_expired_file_says_so(fal_standin, standin_fal_client):
+    with pytest.raises(FalError, match="gone"):
+        standin_fal_client.download(f"{fal_standin.url}/files/expired.png")
+
+
+def test_no_fault_ever_makes_two_submissions(fal_standin, fal_sleeps):
+    """Every submit-side fault, in sequence: each payload is accepted at most once."""
+    faults = [("429", {}), ("502", {}), ("504", {}), ("500", {"accepted": True}), ("500", {}),
+              ("503", {}), ("drop", {"accepted": True}), ("drop", {}), ("401", {}), ("422", {})]
+    with FalClient(load_settings(), retry=RetryPolicy(sleep=fal_sleeps.append)) as client:
+        for i, (fault, params) in enumerate(faults):
+            fal_standin.inject("submit", fault, **params)
+            try:
+                client.submit(SCHNELL, {"prompt": f"job {i}"})
+            except FalError:
+                pass
+    counts = fal_standin.submissions_by_hash
+    assert counts and max(counts.values()) == 1
+    assert fal_standin.submissions == len(counts)
+
+
+# --- logging and secrets ------------------------------------------------------------------------
+
+def test_each_payload_is_logged_as_one_json_line_with_data_uris_abbreviated(standin_fal_client, caplog):
+    payload = {"prompt": "p", "image_urls": [_png_data_uri()]}
+    with caplog.at_level(logging.INFO, logger="core.batches.fal"):
+        standin_fal_client.submit("fal-ai/flux-2/edit", payload)
+    sends = [json.loads(r.getMessage()) for r in caplog.records
+             if r.name == "core.batches.fal" and '"fal.send"' in r.getMessage()]
+    assert len(sends) == 1
+    line = sends[0]
+    assert line["endpoint"] == "fal-ai/flux-2/edit" and line["mode"] == "queue"
+    assert line["payload_hash"] == payload_hash(payload)
+    assert line["payload"]["image_urls"][0].startswith("data:image/png;base64,…(")
+    assert "iVBOR" not in caplog.text  # no raw base64 in logs
+
+    last = last_payload_sent()
+    assert last["endpoint"] == "fal-ai/flux-2/edit" and last["mode"] == "queue"
+    assert last["payload_hash"] == payload_hash(payload) and last["sent_at"]
+    assert last["payload"] == line["payload"]
+
+
+def test_the_key_never_appears_in_logs_messages_or_reprs(fal_standin, fal_sleeps, caplog):
+    key = DEFAULT_KEY
+    messages = []
+    with caplog.at_level(logging.DEBUG):
+        with FalClient(load_settings(), retry=RetryPolicy(max_attempts=2, sleep=fal_sleeps.append)) as c:
+            messages.append(repr(c))
+            messages.append(repr(load_settings()))
+            handle = c.submit(SCHNELL, {"prompt": "p"})
+            c.run(SCHNELL, {"prompt": "p"})
+            for where, fault in [("submit", "500"), ("submit", "drop"), ("status", "503"),
+                                 ("status", "401"), ("submit", "422"), ("submit", "429")]:
+                fal_standin.inject(where, fault)
+                try:
+                    c.status(handle) if where == "status" else c.submit(SCHNELL, {"prompt": "p"})
+                except FalError as e:
+                    messages.append(str(e))
+                    messages.append(repr(e))
+        fal_standin.reset()
+        with FalClient(load_settings(), key="another-secret-key-xyz") as c2:
+            try:
+                c2.submit(SCHNELL, {"prompt": "p"})
+            except FalAuthError as e:
+                messages.append(str(e))
+    assert len(messages) >= 8
+    text = caplog.text + "\n".join(messages)
+    assert key not in text and "another-secret-key-xyz" not in text
+    assert "1234:not-a-real" not in text
+
+
+# --- fine-grained cases (httpx.MockTransport) ---------------------------------------------------
+
+def _mock_client(handler, sleeps, **kw) -> FalClient:
+    settings = load_settings(env={"FAL_KEY": "k-mock", "FAL_RUN_URL": "https://fal.run",
+                                  "FAL_QUEUE_URL": "https://queue.fal.run",
+                                  "DASHBOARD_DATA_DIR": "/tmp/unused"})
+    return FalClient(settings, transport=httpx.MockTransport(handler),
+                     retry=RetryPolicy(sleep=sleeps.append, **kw))
+
+
+def test_ingress_code_with_a_fal_request_id_on_submit_is_not_resent():
+    """504 carrying x-fal-request-id came from fal itself (e.g. request_timeout): the job exists."""
+    calls, sleeps = [], []
+
+    def handler(request):
+        calls.append(request)
+        return httpx.Response(504, json={"detail": "Request timed out", "error_type": "request_timeout"},
+                              headers={"x-fal-request-id": "r1"})
+
+    with _mock_client(handler, sleeps) as client, pytest.raises(FalServerError, match="request_timeout"):
+        client.submit(SCHNELL, {"prompt": "p"})
+    assert len(calls) == 1 and sleeps == []
+
+
+@pytest.mark.parametrize("exc", [httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError,
+                                 httpx.WriteTimeout])
+def test_submit_transport_errors_after_sending_are_not_resent(exc):
+    calls, sleeps = [], []
+
+    def handler(request):
+        calls.append(request)
+        raise exc("boom", request=request)
+
+    with _mock_client(handler, sleeps) as client, pytest.raises((FalTimeout, FalUnavailable)):
+        client.submit(SCHNELL, {"prompt": "p"})
+    assert len(calls) == 1
+
+
+def test_connect_error_on_submit_is_retried_and_succeeds():
+    calls, sleeps = [], []
+
+    def handler(request):
+        calls.append(request)
+        if len(calls) < 3:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, json={"status": "IN_QUEUE", "request_id": "abc", "queue_position": 4})
+
+    with _mock_client(handler, sleeps) as client:
+        handle = client.submit(EDIT, {"prompt": "p", "image_urls": ["u"]})
+    assert len(calls) == 3 and len(sleeps) == 2
+    # URLs missing from the answer are derived from owner/app like fal builds them
+    assert handle.status_url == "https://queue.fal.run/fal-ai/flux-2/requests/abc/status"
+    assert handle.queue_position == 4
+
+
+def test_retry_after_as_http_date_is_honoured():
+    calls, sleeps = [], []
+    when = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
+
+    def handler(request):
+        calls.append(request)
+        if len(calls) == 1:
+            return httpx.Response(429, headers={"Retry-After": when})
+        rid = "r-1"
+        base = f"https://queue.fal.run/fal-ai/flux/requests/{rid}"
+        return httpx.Response(200, headers={"x-fal-request-id": rid}, json={
+            "status": "IN_QUEUE", "request_id": rid, "response_url": base,
+            "status_url": base + "/status", "cancel_url": base + "/cancel", "queue_position": 0})
+
+    with _mock_client(handler, sleeps) as client:
+        assert client.submit(SCHNELL, {"prompt": "p"}).request_id == "r-1"
+    assert len(sleeps) == 1 and 20 < sleeps[0] <= 31
+
+
+def test_backoff_is_exponential_capped_and_jittered():
+    policy = RetryPolicy(base=0.5, cap=3.0, jitter=0.5)
+    for attempt, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (9, 3.0)]:
+        delays = [policy.backoff(attempt) for _ in range(50)]
+        assert all(ceiling * 0.5 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1
+
+
+def test_auth_goes_to_fal_only_and_extra_headers_cannot_replace_it():
+    seen = {}
+
+    def handler(request):
+        seen[request.url.host] = request.headers.get("authorization")
+        if request.url.host == "v3.fal.media":
+            return httpx.Response(200, content=b"\x89PNG\r\n\x1a\nrest", headers={"content-type": ""})
+        seen["store-io"] = request.headers.get("x-fal-store-io")
+        return httpx.Response(200, json={"status": "IN_QUEUE", "request_id": "r"})
+
+    with _mock_client(handler, []) as client:
+        client.submit(SCHNELL, {"prompt": "p"},
+                      headers={"X-Fal-Store-IO": "0", "Authorization": "Key stolen"})
+        data, content_type = client.download("https://v3.fal.media/files/x")
+    assert seen["queue.fal.run"] == "Key k-mock" and seen["store-io"] == "0"
+    assert seen["v3.fal.media"] is None
+    assert content_type == "image/png"
+
+
+def test_result_before_completion_is_explained():
+    def handler(request):
+        return httpx.Response(202, json={"status": "IN_PROGRESS"}, headers={"x-fal-request-id": "r"})
+
+    handle = handle_from_row(SCHNELL, "r", None, None, None, queue_url="https://queue.fal.run")
+    with _mock_client(handler, []) as client, pytest.raises(FalError, match="not finished yet"):
+        client.result(handle)
+
+
+def test_unknown_endpoint_is_a_clear_error(fal_standin, standin_fal_client):
+    with pytest.raises(FalError, match="no endpoint fal-ai/nope/model"):
+        standin_fal_client.submit("fal-ai/nope/model", {"prompt": "p"})
+    with pytest.raises(FalError, match="not a fal endpoint id"):
+        standin_fal_client.submit("../etc", {"prompt": "p"})
+
+
+def test_job_failing_on_the_runner_replays_503_as_server_error(fal_standin, standin_fal_client):
+    """A replayed runner failure looks like a transient 5xx, so result() retries it (bounded),
+    then names the error type."""
+    fal_standin.inject("job", "runner_disconnected")
+    handle = standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    assert _wait_completed(standin_fal_client, handle).error_type == "runner_disconnected"
+    with pytest.raises(FalServerError, match="runner_disconnected") as e:
+        standin_fal_client.result(handle)
+    assert e.value.error_type == "runner_disconnected"
+    assert fal_standin.submissions == 1
+
+
+def test_errors_say_whether_fal_surely_never_received_the_submit(fal_standin, fal_sleeps):
+    """The runner resends later only what fal surely never received: a refused connection or a
+    gateway page without a fal request id, never a connection dropped after sending."""
+    closed = FalClient(load_settings(env={"FAL_KEY": "k", "FAL_QUEUE_URL": "http://127.0.0.1:9",
+                                          "DASHBOARD_DATA_DIR": "/tmp/unused"}),
+                       retry=RetryPolicy(max_attempts=1, sleep=fal_sleeps.append))
+    with closed, pytest.raises(FalUnavailable) as refused:
+        closed.submit(SCHNELL, {"prompt": "p"})
+    assert refused.value.not_sent
+    client = FalClient(load_settings(), retry=RetryPolicy(max_attempts=1, sleep=fal_sleeps.append))
+    with client:
+        fal_standin.inject("submit", "drop", accepted=True)
+        with pytest.raises(FalUnavailable) as dropped:
+            client.submit(SCHNELL, {"prompt": "p"})
+        assert not dropped.value.not_sent
+        fal_standin.inject("submit", "ingress")
+        with pytest.raises(FalUnavailable) as gateway:
+            client.submit(SCHNELL, {"prompt": "p"})
+        assert gateway.value.not_sent

@@ -1,0 +1,79 @@
+"""Compare page: per group, reference | each model side by side with the prompt and each model's
+parameters; filtering by batch and by option values; tabs ready for more views."""
+from __future__ import annotations
+
+import hashlib
+
+from core.batches import plans
+from core.catalog import registry
+from core import store
+from core.config import load_settings
+from core.store.blobs import open_storage
+from tests.apptest_support import add_reference, db, open_page, photo, texts
+
+SCHNELL, EDIT = registry.DEFAULT_MODELS
+
+
+def _completed_batch(name="look", subjects=("Woman", "Man")):
+    """A batch whose requests all completed, each with one stored result image."""
+    ref = add_reference("red")
+    conn = db()
+    plan = plans.make_plan({"name": name, "references": [ref.id], "options": {"subject": list(subjects)},
+                            "models": [SCHNELL, EDIT], "seeds": [1]}, db=conn)
+    batch = store.create_batch(conn, plan, dry_run=False)
+    storage = open_storage(load_settings())
+    for i, r in enumerate(store.batch_requests(conn, batch.id)):
+        data = photo(["blue", "green", "yellow", "purple"][i % 4], size=(512, 512), fmt="PNG")
+        path = f"results/{r.id}/0.png"
+        storage.put(path, data, "image/png")
+        store.mark_submitted(conn, r.id)
+        store.mark_queued(conn, r.id, fal_request_id=f"fal-{i}", status_url="s", response_url="r", cancel_url="c")
+        store.add_result_image(conn, r.id, idx=0, fal_url="https://v3.fal.media/x.png", storage_backend="local",
+                               storage_path=path, sha256=hashlib.sha256(data).hexdigest(), width=512,
+                               height=512, content_type="image/png", size_bytes=len(data), nsfw=False)
+        store.mark_completed(conn, r.id, response={"images": [{"url": "https://v3.fal.media/x.png"}]},
+                             inference_time_s=1.2)
+    return batch, ref
+
+
+def test_compare_smoke_without_batches():
+    at = open_page("compare.py")
+    assert texts(at.title) == ["Compare"]
+    assert any("Nothing to compare yet" in t for t in texts(at.info))
+
+
+def test_each_group_shows_reference_and_both_models_with_prompt_and_params():
+    batch, ref = _completed_batch()
+    at = open_page("compare.py")
+    assert at.selectbox(key="cmp_batch").value == batch.id
+    assert [t.label for t in at.tabs][0] == "Side by side"
+    prompts = [m for m in texts(at.markdown) if m.startswith("**A ")]
+    assert prompts == ["**A Woman model, photorealistic**", "**A Man model, photorealistic**"]
+    # per group: one reference photo + one image per model
+    assert len(at.image) == 2 * (1 + 2)
+    headers = " ".join(texts(at.markdown))
+    assert "FLUX.1 [schnell]" in headers and "FLUX.2 [dev] LoRA edit" in headers
+    params = [c for c in texts(at.caption) if "num_inference_steps" in c]
+    assert len(params) == 4 and all("guidance_scale 3.5" in c for c in params)
+    assert any(ref.role in c for img in at.image for c in img.captions)
+
+
+def test_filter_by_option_value_keeps_matching_groups_only():
+    batch, _ = _completed_batch()
+    at = open_page("compare.py")
+    at.multiselect(key=f"cmp_opt_{batch.id}_subject").set_value(["Man"]).run()
+    assert [m for m in texts(at.markdown) if m.startswith("**A ")] == ["**A Man model, photorealistic**"]
+    assert any(c.startswith("1 of 2 groups") for c in texts(at.caption))
+
+
+def test_filter_by_batch_switches_the_groups():
+    first, _ = _completed_batch("first", subjects=("Woman",))
+    plan = plans.make_plan({"name": "second", "options": {"subject": ["Robot"]}, "models": [SCHNELL],
+                            "seeds": [1]})
+    second = store.create_batch(db(), plan, dry_run=True)
+    at = open_page("compare.py")
+    at.selectbox(key="cmp_batch").set_value(first.id).run()
+    assert [m for m in texts(at.markdown) if m.startswith("**A ")] == ["**A Woman model, photorealistic**"]
+    at.selectbox(key="cmp_batch").set_value(second.id).run()
+    assert [m for m in texts(at.markdown) if m.startswith("**A ")] == ["**A Robot model, photorealistic**"]
+    assert any("No image yet" in c for c in texts(at.caption))

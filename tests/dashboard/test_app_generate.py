@@ -1,0 +1,164 @@
+"""Generate page: plan a batch (references x option values x seeds x models), see its size, cost
+and exact payloads before anything runs, validation as you type, then a detached dry run,
+cancel, and resuming unfinished batches."""
+from __future__ import annotations
+
+import json
+import time
+
+from core.batches import plans
+from core.catalog import registry
+from core import store
+from tests.apptest_support import add_reference, all_text, db, open_page, texts, wait_finished
+
+SCHNELL, EDIT = registry.DEFAULT_MODELS
+
+
+def _metric(at, label):
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def _plan(at, ref_id, subjects=("Woman", "Robot"), seeds="1, 2"):
+    at.multiselect(key="gen_refs").set_value([ref_id])
+    at.multiselect(key="opt_subject").set_value(list(subjects))
+    at.radio(key="seed_mode").set_value("List").run()
+    at.text_input(key="seed_list").set_value(seeds).run()
+
+
+def test_generate_smoke_defaults_to_both_models_and_says_dry_run():
+    """Opening Generate: schnell and flux-2/lora/edit are preselected, the dry run is announced,
+    and an edit model without reference photos is explained instead of planned."""
+    at = open_page("generate.py")
+    assert at.multiselect(key="gen_models").value == [SCHNELL, EDIT]
+    assert "nothing to fal" in " ".join(texts(at.info))
+    assert any("references" in e and EDIT in e for e in texts(at.error))
+    assert not [b for b in at.button if b.key == "run"]
+
+
+def test_plan_shows_count_cost_and_exact_payloads_before_running():
+    """2 typed/picked subjects x 2 seeds x 2 models = 8 requests; the cost is the plan's; the
+    payloads shown are the exact bodies (local photo as reference://<id>, never a data: URI);
+    a free value typed into an option is used as typed."""
+    ref = add_reference("red")
+    at = open_page("generate.py")
+    _plan(at, ref.id, subjects=("Woman", "Robot made of chrome"))
+    assert not texts(at.error), texts(at.error)
+    expected = plans.make_plan({"name": "x", "references": [ref.id],
+                                "options": {"subject": ["Woman", "Robot made of chrome"]},
+                                "models": [SCHNELL, EDIT], "seeds": [1, 2]}, db=db())
+    assert _metric(at, "Requests") == "8"
+    assert _metric(at, "Groups (variant x seed)") == "4"
+    assert _metric(at, "Estimated cost") == f"${expected.estimated_cost:.3f}"
+    shown = [json.loads(c.value) for c in at.code]
+    assert shown == [dict(r.payload) for r in expected.requests]
+    edit_bodies = [b for b in shown if "image_urls" in b]
+    assert edit_bodies and all(b["image_urls"] == [f"reference://{ref.id}"] for b in edit_bodies)
+    assert "data:" not in " ".join(c.value for c in at.code)
+    assert any("Robot made of chrome" in b["prompt"] for b in shown)
+    assert "Record dry run of 8 requests" in at.button(key="run").label
+
+
+def test_parameters_start_from_the_team_preset_and_edits_reach_the_payload():
+    """The steps field starts at the preset (7); changing it changes only that model's payloads."""
+    at = open_page("generate.py")
+    at.multiselect(key="gen_models").set_value([SCHNELL]).run()
+    steps = at.number_input(key=f"param::{SCHNELL}::num_inference_steps")
+    assert steps.value == registry.preset_params(SCHNELL)["num_inference_steps"]
+    steps.set_value(10).run()
+    assert {json.loads(c.value)["num_inference_steps"] for c in at.code} == {10}
+
+
+def test_invalid_parameters_are_reported_as_you_type_and_block_the_run():
+    """`strength` on flux-2/lora/edit (silently ignored by fal) and broken JSON are refused with
+    the registry's message before any plan or run button appears."""
+    ref = add_reference("red")
+    at = open_page("generate.py")
+    _plan(at, ref.id, subjects=("Woman",), seeds="1")
+    at.text_area(key=f"param::{EDIT}::__extra__").set_value('{"strength": 0.65}').run()
+    errors = " ".join(texts(at.error))
+    assert "strength" in errors and "fal-ai/flux/dev/image-to-image" in errors
+    assert not [b for b in at.button if b.key == "run"]
+    at.text_area(key=f"param::{EDIT}::__extra__").set_value('{"strength": ').run()
+    assert any("not valid JSON" in e for e in texts(at.error))
+
+
+def test_bad_seed_list_is_explained():
+    at = open_page("generate.py")
+    at.multiselect(key="gen_models").set_value([SCHNELL])
+    at.radio(key="seed_mode").set_value("List").run()
+    at.text_input(key="seed_list").set_value("1, two").run()
+    assert any("whole numbers" in e for e in texts(at.error))
+
+
+def test_random_seeds_stay_the_same_across_reruns_until_rerolled():
+    """N random seeds are drawn once: the previewed payloads are the ones that will be sent."""
+    at = open_page("generate.py")
+    at.multiselect(key="gen_models").set_value([SCHNELL])
+    at.number_input(key="seed_n").set_value(3).run()
+    first = list(at.session_state["random_seeds"])
+    assert len(set(first)) == 3
+    at.text_input(key="batch_name").set_value("again").run()
+    assert list(at.session_state["random_seeds"]) == first
+
+
+def test_dry_run_is_recorded_by_the_detached_runner_and_labelled():
+    """Run in dry run: a batch owned by the sidebar user is created, a separate runner process
+    records every payload as dry_run, and the page says nothing was sent."""
+    ref = add_reference("red")
+    at = open_page("generate.py", user="Ana")
+    _plan(at, ref.id, subjects=("Woman",), seeds="7")
+    at.text_input(key="batch_name").set_value("first look").run()
+    at.button(key="run").click().run()
+    batch_id = at.session_state["active_batch"]
+    batch = store.get_batch(db(), batch_id)
+    assert (batch.name, batch.created_by, batch.dry_run, batch.request_count) == ("first look", "Ana", True, 2)
+    progress = wait_finished(batch_id)
+    assert progress.counts == {"dry_run": 2}
+    at.run()
+    assert "Dry run: nothing was sent to fal" in all_text(at)
+    assert at.progress[0].value == 100
+
+
+def test_cancel_stops_a_batch_and_marks_unsent_requests_cancelled():
+    """Cancel on the current batch sets cancel_requested; the runner started for it cancels what
+    was not sent."""
+    plan = plans.make_plan({"name": "to cancel", "models": [SCHNELL], "seeds": [1, 2, 3]})
+    batch = store.create_batch(db(), plan, dry_run=True)
+    at = open_page("generate.py")
+    at.session_state["active_batch"] = batch.id
+    at.run()
+    at.button(key=f"cancel_{batch.id}").click().run()
+    assert store.get_batch(db(), batch.id).cancel_requested
+    assert wait_finished(batch.id).counts == {"cancelled": 3}
+
+
+def test_unfinished_batch_after_restart_is_listed_and_resumed():
+    """A batch left planned (the dashboard restarted before it ran) is listed as stopped; Resume
+    starts a runner that finishes it."""
+    plan = plans.make_plan({"name": "left over", "models": [SCHNELL], "seeds": [1]})
+    batch = store.create_batch(db(), plan, dry_run=True)
+    at = open_page("generate.py")
+    assert any("left over" in m and "stopped" in m for m in texts(at.markdown))
+    at.button(key=f"resume_{batch.id}").click().run()
+    assert at.session_state["active_batch"] == batch.id
+    assert wait_finished(batch.id).counts == {"dry_run": 1}
+
+
+def test_a_runner_that_stops_early_is_reported_with_its_reason_and_can_be_resumed():
+    """A live batch resumed without FAL_KEY: the runner stops at once; the page stops polling and
+    says why (from the runner's log) instead of showing a progress bar stuck forever."""
+    plan = plans.make_plan({"name": "needs a key", "models": [SCHNELL], "seeds": [1]})
+    batch = store.create_batch(db(), plan, dry_run=False)
+    at = open_page("generate.py")
+    at.button(key=f"resume_{batch.id}").click().run()
+    conn = db()
+    deadline = time.monotonic() + 60
+    while store.get_batch(conn, batch.id).started_at is None or store.runner_alive(store.get_batch(conn, batch.id)):
+        assert time.monotonic() < deadline, "runner never ran"
+        time.sleep(0.2)
+    at.session_state[f"spawned_{batch.id}"] = 0.0  # past the grace period given to a new runner
+    at.run()
+    warning = " ".join(texts(at.warning))
+    assert "The runner stopped before the batch finished" in warning and "FAL_KEY is not set" in warning
+    assert at.button(key=f"resume_current_{batch.id}")
+    assert store.batch_progress(conn, batch.id).counts == {"planned": 1}

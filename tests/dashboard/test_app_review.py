@@ -1,0 +1,145 @@
+"""Review and Leaderboard pages, and the Fidelity tab of Compare, in AppTest: the blind review flow
+(vote -> stored -> revealed -> next group; never shown again to the same rater), skip, the name
+requirement, and the leaderboard's numbers and download."""
+from __future__ import annotations
+
+from core.evaluation import fidelity
+from core.evaluation import review
+from core.config import load_settings
+from core.store.blobs import open_storage
+from tests.apptest_support import all_text, assert_ok, db, open_page, texts
+from tests.review_support import EDIT, SCHNELL, completed_batch
+
+LABELS = {SCHNELL: "FLUX.1 [schnell]", EDIT: "FLUX.2 [dev] LoRA edit"}
+
+
+def _buttons(at) -> dict[str, object]:
+    return {b.key: b for b in at.button}
+
+
+def test_review_asks_for_a_name_before_anything():
+    completed_batch()
+    at = open_page("review.py")
+    assert texts(at.title) == ["Review"]
+    assert any("Type your name in the sidebar" in t for t in texts(at.info))
+    assert not at.button
+
+
+def test_review_without_batches_says_what_to_do():
+    at = open_page("review.py", user="ana")
+    assert any("Nothing to review yet" in t for t in texts(at.info))
+
+
+def test_vote_is_stored_then_models_revealed_then_next_group_and_never_shown_again():
+    batch, groups, by_group = completed_batch()
+    at = open_page("review.py", user="ana")
+    first = review.queue(db(), batch.id, "ana").next
+    page = all_text(at)
+    assert f"**{first.group.prompt}**" in texts(at.markdown)
+    # blind: no model name anywhere before the vote; reference + two outputs shown
+    assert LABELS[SCHNELL] not in page and LABELS[EDIT] not in page
+    assert len(at.image) == 3
+    assert "0 of 2 reviewed by ana" in at.get("progress")[0].proto.text
+
+    at.text_input(key=f"rev_note_{first.key}").input("left has the face")
+    _buttons(at)["rev_left"].click().run()
+    assert_ok(at)
+    votes = review.list_votes(db(), batch_id=batch.id)
+    assert len(votes) == 1
+    vote = votes[0]
+    assert (vote.rater, vote.verdict, vote.winner, vote.note) == ("ana", "left", first.left.endpoint,
+                                                                  "left has the face")
+    assert (vote.left_request_id, vote.right_request_id) == (first.left.request_id, first.right.request_id)
+    revealed = " ".join(texts(at.success))
+    assert f"Left was **{LABELS[first.left.endpoint]}**" in revealed
+    assert f"right was **{LABELS[first.right.endpoint]}**" in revealed
+
+    _buttons(at)["rev_next"].click().run()
+    assert_ok(at)
+    second = review.queue(db(), batch.id, "ana").next
+    assert second.group.id != first.group.id
+    assert f"**{second.group.prompt}**" in texts(at.markdown)
+    assert "1 of 2 reviewed by ana" in at.get("progress")[0].proto.text
+
+    _buttons(at)["rev_both_good"].click().run()
+    _buttons(at)["rev_next"].click().run()
+    assert any("Nothing left to review" in t for t in texts(at.success))
+    # a fresh session of the same rater is not shown the groups again; another rater is
+    again = open_page("review.py", user="Ana")
+    assert any("Nothing left to review" in t for t in texts(again.success))
+    other = open_page("review.py", user="bo")
+    assert "0 of 2 reviewed by bo" in other.get("progress")[0].proto.text
+    # unless asked to include reviewed groups
+    again.toggle(key="rev_include").set_value(True).run()
+    assert f"**{first.group.prompt}**" in texts(again.markdown)
+
+
+def test_skip_moves_on_without_a_vote_and_skipped_groups_can_come_back():
+    batch, _, _ = completed_batch()
+    at = open_page("review.py", user="ana")
+    first = review.queue(db(), batch.id, "ana").next
+    _buttons(at)["rev_skip"].click().run()
+    assert review.list_votes(db()) == []
+    assert f"**{first.group.prompt}**" not in texts(at.markdown)
+    _buttons(at)["rev_skip"].click().run()
+    assert any("Only skipped groups are left" in t for t in texts(at.success))
+    _buttons(at)["rev_unskip"].click().run()
+    assert f"**{first.group.prompt}**" in texts(at.markdown)
+
+
+def test_verdict_buttons_have_keyboard_shortcuts():
+    completed_batch()
+    at = open_page("review.py", user="ana")
+    shortcuts = {b.key: b.proto.shortcut for b in at.button}
+    assert shortcuts == {"rev_left": "left", "rev_right": "right", "rev_both_good": "up",
+                         "rev_both_bad": "down", "rev_skip": "s"}
+
+
+def test_leaderboard_smoke_without_votes():
+    completed_batch()
+    at = open_page("leaderboard.py")
+    assert texts(at.title) == ["Leaderboard"]
+    assert any("No votes yet" in t for t in texts(at.info))
+    assert [h for h in texts(at.header)] == ["Blind review", "Fidelity to the reference", "Cost and latency"]
+
+
+def test_leaderboard_shows_win_rates_with_intervals_and_per_option_breakdown():
+    batch, _, _ = completed_batch(options={"subject": ["Woman"], "pose": ["Standing", "Sitting"]})
+    conn = db()
+    for item in review.review_items(conn, batch.id, "ana"):
+        verdict = "left" if item.left.endpoint == EDIT else "right"
+        review.record_item_vote(conn, item, rater="ana", verdict=verdict)
+    at = open_page("leaderboard.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Votes"] == "2" and metrics["Best (Bradley-Terry)"] == LABELS[EDIT]
+    # 2 wins of 2: Wilson 95% [0.342, 1]; 0 of 2: [0, 0.658]
+    table = [d.value for d in at.dataframe if "95% interval" in d.value.columns][0]
+    assert list(table["model"]) == [LABELS[EDIT], LABELS[SCHNELL]]
+    assert list(table["wins"]) == [2, 0]
+    assert list(table["95% interval"]) == ["34%–100%", "0%–66%"]
+    assert at.selectbox(key="lb_factor").value == "pose"
+    assert len(at.get("vega_lite_chart")) >= 3, "win-rate charts are drawn"
+
+
+def test_leaderboard_for_one_batch_and_fidelity_after_background_measuring():
+    batch, _, _ = completed_batch()
+    other, _, _ = completed_batch("other", models=(SCHNELL,), options={"subject": ["Robot"]})
+    s = load_settings()
+    fidelity.compute_pending(db(), open_storage(s))
+    at = open_page("leaderboard.py")
+    at.selectbox(key="lb_batch").set_value(other.id).run()
+    assert_ok(at)
+    fid = [d.value for d in at.dataframe if "measured" in d.value.columns][0]
+    assert list(fid["model"]) == [LABELS[SCHNELL]] and list(fid["measured"]) == [1]
+    assert batch.id != other.id
+
+
+def test_compare_has_a_fidelity_tab_with_each_images_metrics():
+    batch, _, _ = completed_batch(options={"subject": ["Woman"]})
+    fidelity.compute_pending(db(), open_storage(load_settings()))
+    at = open_page("compare.py")
+    assert [t.label for t in at.tabs] == ["Side by side", "Fidelity"]
+    table = [d.value for d in at.dataframe if "face distance" in d.value.columns][0]
+    assert sorted(table["model"]) == sorted(LABELS.values())
+    assert set(table["face"]) == {"no_face_reference"}
+    assert table["phash"].notna().all()

@@ -1,0 +1,73 @@
+"""Upload page: several photos at once, each with its role; per-file errors in core's words; a
+gallery of stored references; the "already there" notice; archiving."""
+from __future__ import annotations
+
+from core.photos import references
+from tests.apptest_support import add_reference, db, open_page, photo, texts
+
+
+def _drop(at, files):
+    at.file_uploader[0].set_value(files)
+    at.run()
+
+
+def test_upload_page_smoke_empty_store():
+    """Empty store: the drop zone and an invitation to upload, no gallery cards."""
+    at = open_page("upload.py")
+    assert texts(at.title) == ["Upload reference photos"]
+    assert at.file_uploader[0].accept_multiple_files
+    assert any("No reference photos yet" in t for t in texts(at.info))
+
+
+def test_several_photos_are_stored_with_their_roles_and_uploader_name():
+    """Each dropped photo gets the role chosen for it and the sidebar name as created_by."""
+    at = open_page("upload.py", user="Ana")
+    _drop(at, [("face.jpg", photo("red"), "image/jpeg"), ("bag.png", photo("blue", fmt="PNG"), "image/png")])
+    assert len(at.selectbox) == 2, "one role picker per file"
+    at.selectbox[0].set_value("face")
+    at.selectbox[1].set_value("product")
+    at.button[0].click().run()
+
+    assert len(at.success) == 2, texts(at.error)
+    stored = {r.original_name: r for r in references.list_references(db())}
+    assert stored["face.jpg"].role == "face" and stored["bag.png"].role == "product"
+    assert {r.created_by for r in stored.values()} == {"Ana"}
+    gallery = " ".join(texts(at.markdown) + texts(at.caption))
+    assert "**product**" in gallery and "by Ana" in gallery
+    assert at.file_uploader[0].value in (None, []), "stored files leave the drop zone"
+
+
+def test_a_refused_file_gets_cores_message_and_the_others_are_still_stored():
+    """A text file and a too-small photo are refused one by one, with the reason; the good one is kept."""
+    at = open_page("upload.py")
+    _drop(at, [("notes.txt", b"hello", "text/plain"),
+               ("tiny.jpg", photo("green", size=(64, 64)), "image/jpeg"),
+               ("good.jpg", photo("red"), "image/jpeg")])
+    at.button[0].click().run()
+    errors = texts(at.error)
+    assert len(errors) == 2
+    assert any("notes.txt" in e and "not an image" in e for e in errors)
+    assert any("tiny.jpg" in e and "256 px" in e for e in errors)
+    assert [r.original_name for r in references.list_references(db())] == ["good.jpg"]
+
+
+def test_the_same_photo_again_is_not_stored_twice_and_says_so():
+    """Re-uploading a stored photo shows who uploaded it first, and adds no reference."""
+    add_reference("red", role="face", created_by="Ben")
+    at = open_page("upload.py")
+    _drop(at, [("again.jpg", photo("red"), "image/jpeg")])
+    at.button[0].click().run()
+    notice = " ".join(texts(at.info))
+    assert "already there" in notice and "by Ben" in notice
+    assert len(references.list_references(db())) == 1
+
+
+def test_archive_hides_a_reference_until_show_archived():
+    """Archive removes the card from the gallery; 'Show archived' brings it back marked archived."""
+    ref = add_reference("red")
+    at = open_page("upload.py")
+    at.button(key=f"archive_{ref.id}").click().run()
+    assert references.get_reference(db(), ref.id).archived_at is not None
+    assert any("No reference photos yet" in t for t in texts(at.info))
+    at.toggle(key="show_archived").set_value(True).run()
+    assert any("archived" in t for t in texts(at.caption))

@@ -1,0 +1,369 @@
+"""Fidelity metrics and response checks of stored results (core/evaluation/fidelity.py): computed off the
+page's thread, stored on result_images, surviving a restart; surprises flagged from fal's answer.
+
+The reference photo is scikit-image's astronaut (a real face); outputs are derived from it
+(blurred copy = same person) or carry no face (a gradient), so the expected statuses are known.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+from skimage import data
+
+from core.evaluation import fidelity
+from core.evaluation import metrics
+from core.batches import plans
+from core.photos import references
+from core.catalog import registry
+from core.batches import runner
+from core import store
+from core.config import REPO_ROOT, load_settings
+from core.store.db import connect
+from core.store.blobs import open_storage
+
+SCHNELL, EDIT = registry.DEFAULT_MODELS
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _astronaut() -> Image.Image:
+    return Image.fromarray(data.astronaut())
+
+
+def _gradient(size=(1024, 1024)) -> Image.Image:
+    ramp = np.tile(np.linspace(0, 255, size[0], dtype=np.uint8), (size[1], 1))
+    return Image.fromarray(np.stack([ramp, ramp[:, ::-1], np.full_like(ramp, 128)], -1))
+
+
+def _batch(db, storage, settings, *, aspect="1:1", subjects=("Woman",), seeds=(1,)):
+    ref = references.add_reference(db, storage, _png(_astronaut()), role="face", filename="astro.png",
+                                   settings=settings)
+    plan = plans.make_plan({"name": "fid", "references": [ref.id], "models": [SCHNELL, EDIT],
+                            "options": {"subject": list(subjects), "aspect_ratio": [aspect]},
+                            "seeds": list(seeds)}, db=db)
+    return store.create_batch(db, plan, dry_run=False), ref
+
+
+def _complete(db, storage, rec, image: Image.Image, *, response_extra=None, nsfw=False, idx=0):
+    """Store `image` as the result of `rec` the way the runner does (bytes in storage, row, response)."""
+    data_ = _png(image)
+    path = f"results/{rec.id}/{idx}.png"
+    storage.put(path, data_, "image/png", overwrite=True)
+    store.mark_submitted(db, rec.id)
+    store.mark_queued(db, rec.id, fal_request_id=f"fal-{rec.id[:6]}", status_url="s", response_url="r",
+                      cancel_url="c")
+    store.add_result_image(db, rec.id, idx=idx, fal_url=f"https://v3.fal.media/{rec.id}.png",
+                           storage_backend=storage.backend, storage_path=path,
+                           sha256=hashlib.sha256(data_).hexdigest(), width=image.width, height=image.height,
+                           content_type="image/png", size_bytes=len(data_), nsfw=nsfw)
+    response = {"images": [{"url": "https://v3.fal.media/x.png", "width": image.width,
+                            "height": image.height}], "seed": rec.seed, "has_nsfw_concepts": [nsfw]}
+    response.update(response_extra or {})
+    store.mark_completed(db, rec.id, response=response, inference_time_s=1.0)
+
+
+@pytest.fixture
+def env(settings):
+    settings.ensure_dirs()
+    db = connect(settings.db_path)
+    yield db, open_storage(settings), settings
+    db.close()
+
+
+def _by_endpoint(db, batch_id):
+    return {r.endpoint: r for r in store.batch_requests(db, batch_id)}
+
+
+def _image_id(db, request_id):
+    return store.result_images(db, [request_id])[request_id][0].id
+
+
+# ---------------------------------------------------------------------------- response checks
+
+
+def test_check_response_flags_each_surprise_by_name():
+    """Each way fal's answer can differ from the request has its own code; a faithful answer has none."""
+    ok = fidelity.check_response(requested=(576, 1024), reported=(576, 1024), pixels=(576, 1024),
+                                 seed_sent=7, seed_returned=7, nsfw=False)
+    assert ok.flags == () and not ok.surprising
+    square = fidelity.check_response(requested=(576, 1024), reported=(1024, 1024), pixels=(1024, 1024),
+                                     seed_sent=7, seed_returned=7, nsfw=False)
+    assert square.flags == ("size_mismatch", "aspect_mismatch")
+    rounded = fidelity.check_response(requested=(1000, 1000), reported=None, pixels=(1008, 1008),
+                                      seed_sent=None, seed_returned=3, nsfw=None)
+    assert rounded.flags == ("size_mismatch",), "same shape, other size: not an aspect surprise"
+    lying = fidelity.check_response(requested=None, reported=(512, 512), pixels=(1024, 1024),
+                                    seed_sent=7, seed_returned=8, nsfw=True)
+    assert lying.flags == ("reported_size_wrong", "seed_mismatch", "nsfw")
+    silent = fidelity.check_response(requested=(512, 512), reported=None, pixels=None, seed_sent=7,
+                                     seed_returned=None, nsfw=False, readable=False)
+    assert silent.flags == ("seed_missing", "unreadable")
+    assert set(silent.flags) | set(lying.flags) | set(square.flags) <= set(fidelity.CHECK_FLAGS)
+
+
+def test_a_size_mismatch_from_the_fal_standin_is_flagged(env, fal_standin, monkeypatch):
+    """A real run through the runner and the fal stand-in, whose schnell answers a square image to a
+    9:16 request: the check marks that output, and only that one, as a surprise."""
+    db, storage, _ = env
+    settings = load_settings()  # now pointing at the stand-in (FAL_KEY set)
+    batch, _ = _batch(db, storage, settings, aspect="9:16")
+    real = fal_standin._output_size
+    monkeypatch.setattr(fal_standin, "_output_size",
+                        lambda job: (1024, 1024) if job.endpoint.endpoint_id == SCHNELL else real(job))
+    report = runner.run_batch(batch.id, settings=settings)
+    assert report.progress.counts == {"completed": 2}
+
+    fidelity.compute_pending(db, storage, batch_id=batch.id)
+    reqs = _by_endpoint(db, batch.id)
+    got = fidelity.image_metrics(db, [_image_id(db, reqs[SCHNELL].id), _image_id(db, reqs[EDIT].id)])
+    schnell, edit = (got[_image_id(db, reqs[m].id)] for m in (SCHNELL, EDIT))
+    assert (schnell.requested_width, schnell.requested_height) == (576, 1024)
+    assert (schnell.pixel_width, schnell.pixel_height) == (1024, 1024)
+    assert schnell.check_flags == ("size_mismatch", "aspect_mismatch")
+    assert edit.check_flags == ()
+    assert (edit.pixel_width, edit.pixel_height) == (576, 1024)
+    assert edit.seed_sent == edit.seed_returned == 1 and edit.checked_at
+    # and the history can show only the surprising requests
+    page = store.query_history(db, store.HistoryFilter(batch_id=batch.id, surprises=True))
+    assert [r.endpoint for r in page.rows] == [SCHNELL]
+
+
+def test_seed_and_nsfw_surprises_are_stored(env):
+    db, storage, settings = env
+    batch, _ = _batch(db, storage, settings)
+    reqs = _by_endpoint(db, batch.id)
+    _complete(db, storage, reqs[SCHNELL], _gradient(), response_extra={"seed": 999}, nsfw=True)
+    fidelity.compute_pending(db, storage)
+    m = fidelity.image_metrics(db, [_image_id(db, reqs[SCHNELL].id)])[_image_id(db, reqs[SCHNELL].id)]
+    assert m.seed_sent == 1 and m.seed_returned == 999
+    assert m.check_flags == ("seed_mismatch", "nsfw")
+
+
+# ---------------------------------------------------------------------------- metrics on stored rows
+
+
+def test_pending_images_get_fidelity_against_the_groups_first_reference(env):
+    """Edit output (a blurred copy of the reference) = same person with SSIM; text-to-image output
+    without a face = "no_face_output", no SSIM (different framing); nothing left pending."""
+    db, storage, settings = env
+    batch, ref = _batch(db, storage, settings)
+    reqs = _by_endpoint(db, batch.id)
+    _complete(db, storage, reqs[EDIT], _astronaut().filter(ImageFilter.GaussianBlur(2)))
+    _complete(db, storage, reqs[SCHNELL], _gradient())
+    assert fidelity.pending_count(db, batch_id=batch.id) == 2
+
+    report = fidelity.compute_pending(db, storage, batch_id=batch.id)
+    assert (report.measured, report.failed, report.remaining) == (2, 0, 0)
+
+    edit_id, schnell_id = _image_id(db, reqs[EDIT].id), _image_id(db, reqs[SCHNELL].id)
+    got = fidelity.image_metrics(db, [edit_id, schnell_id])
+    edit, schnell = got[edit_id], got[schnell_id]
+    assert edit.face_status == "ok" and edit.same_person is True
+    assert 0 < edit.face_distance < metrics.SAME_PERSON_THRESHOLD
+    assert edit.ssim is not None and edit.ssim > 0.5
+    assert edit.metrics_reference_id == ref.id and edit.metrics_version == metrics.METRICS_VERSION
+    assert schnell.face_status == "no_face_output" and schnell.face_distance is None
+    assert schnell.same_person is None and schnell.ssim is None
+    assert schnell.phash_distance > 10 and schnell.ciede2000 > 5
+    assert schnell.metrics_error is None and not schnell.pending
+
+
+def test_identical_output_measures_zero(env):
+    """The stored path gives the same baseline as core.evaluation.metrics: the reference itself is distance 0."""
+    db, storage, settings = env
+    batch, ref = _batch(db, storage, settings)
+    rec = _by_endpoint(db, batch.id)[EDIT]
+    # the stored reference is normalised (re-encoded): the same pixels are the stored ones
+    _complete(db, storage, rec, Image.open(io.BytesIO(storage.get(ref.storage_path))))
+    m = fidelity.measure_image(db, storage, _image_id(db, rec.id))
+    assert m.face_distance == 0.0 and m.phash_distance == 0 and m.ssim == pytest.approx(1.0)
+
+
+def test_group_without_reference_records_no_reference(env):
+    db, storage, settings = env
+    plan = plans.make_plan({"name": "t2i", "models": [SCHNELL], "seeds": [1]})
+    batch = store.create_batch(db, plan, dry_run=False)
+    rec = store.batch_requests(db, batch.id)[0]
+    _complete(db, storage, rec, _gradient())
+    m = fidelity.measure_image(db, storage, _image_id(db, rec.id))
+    assert m.face_status == "no_reference" and m.metrics_error is None and not m.pending
+    assert m.phash_distance is None and m.check_flags == ()
+
+
+def test_unreadable_output_is_recorded_not_raised_and_can_be_retried(env):
+    """A corrupt stored file ends the attempt with an error on the row (never an exception, never a
+    loop); --retry-failed makes it pending again."""
+    db, storage, settings = env
+    batch, _ = _batch(db, storage, settings)
+    rec = _by_endpoint(db, batch.id)[EDIT]
+    _complete(db, storage, rec, _astronaut())
+    image = store.result_images(db, [rec.id])[rec.id][0]
+    storage.put(image.storage_path, b"not an image", "image/png", overwrite=True)
+    report = fidelity.compute_pending(db, storage)
+    assert (report.measured, report.failed, report.remaining) == (1, 1, 0)
+    m = fidelity.image_metrics(db, [image.id])[image.id]
+    assert m.face_status == "error" and "could not be decoded" in m.metrics_error
+    assert "unreadable" in m.check_flags
+    assert fidelity.reset(db, failed=True) == 1
+    assert fidelity.pending_count(db) == 1
+
+
+def test_an_unexpected_failure_is_recorded_and_the_pass_goes_on(env, monkeypatch):
+    """A bug on one image (here: measure raising) ends that row with an error, never the pass."""
+    db, storage, settings = env
+    batch, _ = _batch(db, storage, settings)
+    for rec in store.batch_requests(db, batch.id):
+        _complete(db, storage, rec, _gradient())
+    monkeypatch.setattr(metrics, "measure", lambda *a, **k: (_ for _ in ()).throw(ValueError("boom")))
+    report = fidelity.compute_pending(db, storage)
+    assert (report.measured, report.failed, report.remaining) == (2, 2, 0)
+    rows = fidelity.image_metrics(db, [r[0] for r in db.execute("SELECT id FROM result_images")])
+    assert all(m.face_status == "error" and "boom" in m.metrics_error for m in rows.values())
+    assert all(m.checked_at for m in rows.values()), "the response checks are still stored"
+
+
+def test_an_interrupted_pass_resumes_from_what_is_left_after_a_restart(env, settings):
+    """Pending = metrics_at null: a pass stopped after one image leaves the other pending, and a new
+    connection (a restarted process) sees the measured one and finishes the rest."""
+    db, storage, _ = env
+    batch, _ = _batch(db, storage, settings, subjects=("Woman", "Man"))
+    for rec in store.batch_requests(db, batch.id):
+        _complete(db, storage, rec, _gradient())
+    first = fidelity.compute_pending(db, storage, limit=1)
+    assert (first.measured, first.remaining) == (1, 3)
+    db.close()
+
+    again = connect(settings.db_path)
+    assert fidelity.pending_count(again) == 3
+    assert fidelity.compute_pending(again, open_storage(settings)).remaining == 0
+    measured = again.execute("SELECT count(*) FROM result_images WHERE metrics_at IS NOT NULL").fetchone()[0]
+    assert measured == 4
+    again.close()
+
+
+def test_recompute_outdated_only_touches_other_versions(env):
+    db, storage, settings = env
+    batch, _ = _batch(db, storage, settings)
+    for rec in store.batch_requests(db, batch.id):
+        _complete(db, storage, rec, _gradient())
+    fidelity.compute_pending(db, storage)
+    assert fidelity.reset(db, outdated=True) == 0
+    db.execute("UPDATE result_images SET metrics_version = '0' WHERE rowid = (SELECT min(rowid) FROM result_images)")
+    assert fidelity.reset(db, outdated=True) == 1
+    assert fidelity.reset(db, everything=True, batch_id=batch.id) == 1  # the other one; the first is pending
+
+
+# ---------------------------------------------------------------------------- background
+
+
+def _wait(predicate, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.2)
+
+
+def test_background_worker_fills_metrics_without_the_caller_measuring(env, settings, monkeypatch):
+    """start_background hands the work to a detached process: the caller never measures (measure is
+    poisoned here), returns a pid at once, and a NEW connection later sees the metrics."""
+    db, storage, _ = env
+    batch, _ = _batch(db, storage, settings)
+    for rec in store.batch_requests(db, batch.id):
+        _complete(db, storage, rec, _gradient())
+
+    def poisoned(*a, **k):
+        raise AssertionError("the caller must not measure")
+
+    monkeypatch.setattr(metrics, "measure", poisoned)
+    pid = fidelity.start_background(settings)
+    assert isinstance(pid, int)
+
+    def done():
+        conn = connect(settings.db_path)
+        try:
+            return fidelity.pending_count(conn) == 0
+        finally:
+            conn.close()
+
+    _wait(done)
+    fresh = connect(settings.db_path)
+    rows = list(fresh.query("SELECT face_status, metrics_at FROM result_images"))
+    assert len(rows) == 2 and all(r["metrics_at"] and r["face_status"] == "no_face_output" for r in rows)
+    fresh.close()
+    # the worker would exit after IDLE_EXIT_S idle; stopping it is as safe (nothing is half-written)
+    os.kill(pid, signal.SIGTERM)
+    _wait(lambda: not fidelity.worker_running(settings))
+
+
+def test_nothing_pending_starts_nothing(settings):
+    settings.ensure_dirs()
+    assert fidelity.start_background(settings) is None
+
+
+def test_worker_follows_a_live_runner_and_measures_images_as_they_arrive(env, settings):
+    """While a batch has a live runner the worker waits for its images instead of exiting; when the
+    runner is gone and nothing is pending it exits on its own."""
+    import threading
+
+    db, storage, _ = env
+    batch, _ = _batch(db, storage, settings)
+    store.claim_batch(db, batch.id)  # this test process plays the runner
+    stop = threading.Event()
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(
+        fidelity.run_worker(settings, idle_exit=0.3, poll=0.05, stop=stop)))
+    worker.start()
+    try:
+        time.sleep(0.5)  # longer than idle_exit: a worker that ignored the runner would be gone
+        assert worker.is_alive()
+        assert fidelity.worker_running(settings)
+        for rec in store.batch_requests(db, batch.id):
+            _complete(db, storage, rec, _gradient())
+        _wait(lambda: fidelity.pending_count(db) == 0, timeout=60)
+        store.release_batch(db, batch.id)
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+    finally:
+        stop.set()
+        worker.join()
+    assert reports[0].measured == 2 and reports[0].remaining == 0
+
+
+def test_second_worker_leaves_the_work_to_the_first(settings):
+    settings.ensure_dirs()
+    fd = fidelity._try_lock(settings)
+    try:
+        assert fidelity.worker_running(settings)
+        assert fidelity.run_worker(settings, idle_exit=0) is None
+    finally:
+        fidelity._unlock(fd)
+    assert not fidelity.worker_running(settings)
+
+
+def test_metrics_command_measures_pending_and_reports(env, settings):
+    db, storage, _ = env
+    batch, _ = _batch(db, storage, settings)
+    for rec in store.batch_requests(db, batch.id):
+        _complete(db, storage, rec, _gradient())
+    out = subprocess.run([sys.executable, "-m", "core", "metrics", "--batch", batch.id], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert "measured 2 image(s), 0 with an error; 0 pending" in out.stdout
+    assert "no face output" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "core", "metrics", "--batch", "nope"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "No batch with id 'nope'" in bad.stderr
