@@ -22,6 +22,7 @@ _NAMES = (
     "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_BUCKET",
     "DASHBOARD_DATA_DIR", "DASHBOARD_CONCURRENCY",
     "DASHBOARD_MAX_UPLOAD_BYTES", "DASHBOARD_MAX_LONG_EDGE",
+    "DASHBOARD_METRICS_WORKER", "DASHBOARD_OUTAGE_LIMIT_S", "DASHBOARD_AUTO_RESUME",
 )
 
 
@@ -37,6 +38,12 @@ class Settings:
     concurrency: int = 8
     max_upload_bytes: int = 20 * 1024 * 1024
     max_long_edge: int = 2048
+    # the detached fidelity-metrics worker (face identity needs dlib: a team may not want it)
+    metrics_worker: bool = True
+    # how long a batch rides through fal being unreachable before it stops (resumable)
+    outage_limit_s: float = 600.0
+    # the dashboard resumes, when it starts, batches a dead runner left unfinished
+    auto_resume: bool = True
 
     @property
     def dry_run(self) -> bool:
@@ -103,6 +110,18 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
 
             raise ConfigError(f"{name} must be a whole number, got {value!r}.") from None
 
+    def get_bool(name: str, default: bool) -> bool:
+        value = get(name)
+        if value is None:
+            return default
+        if value.lower() in ("1", "true", "on", "yes"):
+            return True
+        if value.lower() in ("0", "false", "off", "no"):
+            return False
+        from core.errors import ConfigError
+
+        raise ConfigError(f"{name} must be on or off, got {value!r}.")
+
     data_dir = Path(get("DASHBOARD_DATA_DIR") or REPO_ROOT / "data").expanduser().resolve()
     return Settings(
         data_dir=data_dir,
@@ -115,4 +134,7 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
         concurrency=get_int("DASHBOARD_CONCURRENCY", 8),
         max_upload_bytes=get_int("DASHBOARD_MAX_UPLOAD_BYTES", 20 * 1024 * 1024),
         max_long_edge=get_int("DASHBOARD_MAX_LONG_EDGE", 2048),
+        metrics_worker=get_bool("DASHBOARD_METRICS_WORKER", True),
+        outage_limit_s=float(get_int("DASHBOARD_OUTAGE_LIMIT_S", 600)),
+        auto_resume=get_bool("DASHBOARD_AUTO_RESUME", True),
     )

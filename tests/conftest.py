@@ -15,8 +15,13 @@ pytest_plugins: list[str] = ["tests.standins.supabase_fixtures", "tests.standins
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
     for name in ("FAL_KEY", "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_BUCKET",
-                 "DASHBOARD_CONCURRENCY", "DASHBOARD_MAX_UPLOAD_BYTES", "DASHBOARD_MAX_LONG_EDGE"):
+                 "DASHBOARD_CONCURRENCY", "DASHBOARD_MAX_UPLOAD_BYTES", "DASHBOARD_MAX_LONG_EDGE",
+                 "DASHBOARD_OUTAGE_LIMIT_S"):
         monkeypatch.delenv(name, raising=False)
+    # no detached dlib worker outlives a test, and no page start resumes batches behind a test's
+    # back; the tests of those features switch them on
+    monkeypatch.setenv("DASHBOARD_METRICS_WORKER", "off")
+    monkeypatch.setenv("DASHBOARD_AUTO_RESUME", "off")
     data_dir = tmp_path / "data"
     monkeypatch.setenv("DASHBOARD_DATA_DIR", str(data_dir))
     monkeypatch.setenv("DASHBOARD_SECRETS", str(tmp_path / "no-secrets.toml"))

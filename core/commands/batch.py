@@ -61,16 +61,16 @@ def _positive(text: str) -> int:
     return value
 
 
-def _settings_db() -> tuple[Any, Any]:
+def _settings_store() -> tuple[Any, Any]:
     from core.config import load_settings
-    from core.store.db import connect
+    from core.store import open_store
 
     settings = load_settings()
     settings.ensure_dirs()
-    return settings, connect(settings.db_path)
+    return settings, open_store(settings.db_path)
 
 
-def _make_plan(path: Path, db: Any, settings: Any, *, upload: bool) -> Any:
+def _make_plan(path: Path, st: Any, settings: Any, *, upload: bool) -> Any:
     from core.batches.plans import load_plan_file, make_plan
 
     spec = load_plan_file(path)
@@ -79,7 +79,7 @@ def _make_plan(path: Path, db: Any, settings: Any, *, upload: bool) -> Any:
         from core.store.blobs import open_storage
 
         storage = open_storage(settings)
-    return make_plan(spec, db=db, storage=storage, base_dir=path.parent, upload=upload)
+    return make_plan(spec, st=st, storage=storage, base_dir=path.parent, upload=upload)
 
 
 def _describe(plan: Any) -> str:
@@ -90,8 +90,8 @@ def _describe(plan: Any) -> str:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    settings, db = _settings_db()
-    plan = _make_plan(args.plan, db, settings, upload=False)
+    settings, st = _settings_store()
+    plan = _make_plan(args.plan, st, settings, upload=False)
     print(f"plan {plan.name!r}: {_describe(plan)}")
     for warning in plan.warnings:
         print(f"warning: {warning}")
@@ -111,8 +111,9 @@ def _progress_printer(quiet: bool) -> Any:
         return None
     started = time.monotonic()
 
-    def show(progress: Any) -> None:
-        print(f"[{time.monotonic() - started:6.1f}s] {progress.summary()}", flush=True)
+    def show(progress: Any, outage: Any) -> None:
+        extra = f"; {outage.describe()}" if outage.active else ""
+        print(f"[{time.monotonic() - started:6.1f}s] {progress.summary()}{extra}", flush=True)
 
     return show
 
@@ -135,21 +136,19 @@ def _report(report: Any) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from core.batches import runner
-    from core import store
+    from core.batches import service
 
-    settings, db = _settings_db()
-    plan = _make_plan(args.plan, db, settings, upload=True)
-    batch = store.create_batch(db, plan, dry_run=settings.dry_run, concurrency=args.concurrency,
-                               created_by=args.created_by)
+    settings, st = _settings_store()
+    plan = _make_plan(args.plan, st, settings, upload=True)
+    batch = service.record(st, plan, settings, concurrency=args.concurrency, created_by=args.created_by)
     print(f"batch {batch.id} {plan.name!r}: {_describe(plan)}", flush=True)
     if batch.dry_run:
         print("DRY RUN: nothing sent (no FAL_KEY); payloads are validated and recorded as dry_run",
               flush=True)
-    db.close()
+    st.close()
     if not batch.dry_run:
         _measure_in_background(settings)
-    report = runner.run_batch(batch.id, settings=settings, concurrency=args.concurrency,
+    report = service.run_here(batch.id, settings, concurrency=args.concurrency,
                               on_progress=_progress_printer(args.quiet))
     return _report(report)
 
@@ -167,15 +166,14 @@ def _measure_in_background(settings: Any) -> None:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from core.batches import runner
-    from core import store
+    from core.batches import service
     from core.errors import BatchBusy
 
-    settings, db = _settings_db()
-    ids = [args.batch_id] if args.batch_id else [b.id for b in store.unfinished_batches(db)]
+    settings, st = _settings_store()
+    ids = [args.batch_id] if args.batch_id else [b.id for b in st.unfinished_batches()]
     if args.batch_id:
-        store.get_batch(db, args.batch_id)
-    db.close()
+        st.get_batch(args.batch_id)
+    st.close()
     if not ids:
         print("no unfinished batch")
         return 0
@@ -184,7 +182,7 @@ def _resume(args: argparse.Namespace) -> int:
     code = 0
     for batch_id in ids:
         try:
-            report = runner.run_batch(batch_id, settings=settings, concurrency=args.concurrency,
+            report = service.run_here(batch_id, settings, concurrency=args.concurrency,
                                       on_progress=_progress_printer(args.quiet))
         except BatchBusy as e:
             if args.batch_id:
@@ -196,43 +194,47 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from core.batches import runner
-    from core import store
+    from core.batches import service
 
-    settings, db = _settings_db()
-    batch = store.request_cancel(db, args.batch_id)
-    if store.batch_progress(db, args.batch_id).is_finished:
-        print(f"batch {args.batch_id} has already finished; nothing to cancel")
+    settings, st = _settings_store()
+    try:
+        if st.batch_progress(args.batch_id).is_finished:
+            print(f"batch {args.batch_id} has already finished; nothing to cancel")
+            return 0
+        state = service.cancel(st, args.batch_id, settings, here=True)
+    finally:
+        st.close()
+    if isinstance(state, service.Running):
+        print(f"cancel requested: runner {state.runner_pid} stops sending and cancels the jobs fal "
+              f"holds; follow it with `python -m core batch status {args.batch_id}`")
         return 0
-    if store.runner_alive(batch):
-        print(f"cancel requested: runner {batch.runner_pid} on {batch.runner_host} stops sending and "
-              "cancels the jobs fal holds; follow it with `python -m core batch status "
-              f"{args.batch_id}`")
-        return 0
-    db.close()
-    # no live runner: do the cancelling here (unsent -> cancelled, jobs at fal -> cancel PUT)
-    report = runner.run_batch(args.batch_id, settings=settings)
-    return _report(report)
+    print(f"batch {args.batch_id}: {type(state).__name__.lower()}: {state.progress.summary()}")
+    return 0 if state.progress.is_finished else 1
 
 
 def _status(args: argparse.Namespace) -> int:
-    from core import store
+    from core.batches import service
 
-    _, db = _settings_db()
-    batches = [store.get_batch(db, args.batch_id)] if args.batch_id else store.list_batches(db, limit=args.limit)
+    settings, st = _settings_store()
+    batches = [st.get_batch(args.batch_id)] if args.batch_id else st.list_batches(limit=args.limit)
     if not batches:
         print("no batch yet: `python -m core batch run PLAN.json`")
     for b in batches:
-        p = store.batch_progress(db, b.id)
-        runner_text = (f"runner {b.runner_pid} alive" if store.runner_alive(b)
-                       else "no runner" if not p.is_finished else "")
+        state = service.state(st, b.id, settings)
+        p = state.progress
+        runner_text = {service.Running: f"runner {b.runner_pid} alive", service.Starting: "runner starting",
+                       service.Stopped: "no runner"}.get(type(state), "")
         flags = " ".join(x for x in ("DRY RUN" if b.dry_run else "",
                                      "cancel requested" if b.cancel_requested else "", runner_text) if x)
         print(f"{b.id}  {b.created_at[:19]}  {b.status:<9} {b.name!r}: {p.summary()}"
               + (f"  [{flags}]" if flags else ""))
+        if isinstance(state, service.Stopped) and args.batch_id:
+            print(f"stopped: {state.reason}")
         if args.batch_id:
             print(json.dumps({"id": b.id, "status": b.status, "counts": dict(p.counts),
                               "estimated_cost": p.estimated_cost, "completed_cost": p.completed_cost,
                               "dry_run": b.dry_run, "cancel_requested": b.cancel_requested,
-                              "runner_pid": b.runner_pid, "heartbeat_at": b.heartbeat_at}))
+                              "runner_pid": b.runner_pid, "heartbeat_at": b.heartbeat_at,
+                              "stop_reason": b.stop_reason}))
+    st.close()
     return 0

@@ -31,8 +31,6 @@ import io
 import json
 import logging
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -473,19 +471,16 @@ def _live_runner(db: sqlite_utils.Database) -> bool:
     return any(store.runner_alive(b) and not b.dry_run for b in store.unfinished_batches(db))
 
 
-def log_path(settings: Settings) -> Any:
-    return settings.data_dir / "logs" / "metrics.log"
-
-
 def start_background(settings: Settings, *, expect_results: bool = False) -> int | None:
-    """Spawn the detached metrics worker, unless one is running or there is nothing to do.
+    """Spawn the detached metrics worker, unless it is switched off (`DASHBOARD_METRICS_WORKER=off`),
+    one is running, or there is nothing to do.
 
     Without `expect_results` it starts only when some image is pending; the batch command passes
     True when it is about to fetch results (the worker then waits for them). Returns the pid, or
     None when nothing was started. Never measures in the caller's process.
     """
-    from core.config import REPO_ROOT
-
+    if not settings.metrics_worker:
+        return None
     if not expect_results:
         from core.store.db import connect
 
@@ -497,16 +492,9 @@ def start_background(settings: Settings, *, expect_results: bool = False) -> int
             db.close()
     if worker_running(settings):
         return None
-    path = log_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "DASHBOARD_DATA_DIR": str(settings.data_dir)}
-    with open(path, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "core", "metrics", "--worker"], cwd=str(REPO_ROOT),
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    # reaped by a thread, so a finished worker does not linger as a zombie of a page process
-    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
-    return proc.pid
+    from core import processes
+
+    return processes.spawn(settings, ["metrics", "--worker"], log_name="metrics")
 
 
 def run_worker(settings: Settings, *, idle_exit: float = IDLE_EXIT_S, poll: float = POLL_S,

@@ -6,6 +6,8 @@ The reference photo is scikit-image's astronaut (a real face); outputs are deriv
 """
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import io
 import os
@@ -289,6 +291,8 @@ def test_background_worker_fills_metrics_without_the_caller_measuring(env, setti
         raise AssertionError("the caller must not measure")
 
     monkeypatch.setattr(metrics, "measure", poisoned)
+    assert fidelity.start_background(settings) is None      # switched off (as in every test)
+    settings = dataclasses.replace(settings, metrics_worker=True)
     pid = fidelity.start_background(settings)
     assert isinstance(pid, int)
 
@@ -311,7 +315,7 @@ def test_background_worker_fills_metrics_without_the_caller_measuring(env, setti
 
 def test_nothing_pending_starts_nothing(settings):
     settings.ensure_dirs()
-    assert fidelity.start_background(settings) is None
+    assert fidelity.start_background(dataclasses.replace(settings, metrics_worker=True)) is None
 
 
 def test_worker_follows_a_live_runner_and_measures_images_as_they_arrive(env, settings):

@@ -1,0 +1,355 @@
+"""What a job's end means for its request row: the one place where fal's answers and errors become
+request statuses, and where a result (its images kept) is written.
+
+Invariants:
+- A job fal accepted is paid. A failure that says nothing about the job (fal unreachable, storage
+  or disk trouble, a locked or full database) never makes its request final: it stays resumable
+  with fal's id kept (`Resumable`), and a resume fetches the result and images again.
+- Images of a result are kept one by one. One that fal's CDN no longer serves (404, 410, 403) is
+  recorded as missing (an image row without a stored copy); the others are kept. A result whose
+  every image is missing fails as `download_failed`, with fal's answer kept.
+- An answer that is not what fal documents (a list body, no images) fails the request with the
+  answer kept, never leaves it waiting.
+- Stored copies live at `results/<request id>/<idx>-<sha256 prefix>.<ext>`: the path is derived
+  from the bytes, so keeping an image again never needs to overwrite (storage keys that may insert
+  but not update keep working) and an object already there holds exactly those bytes.
+- fal's id is written with retries; if the database still refuses, the caller keeps following the
+  job in memory and the id goes to the batch's recovery journal (`Journal`), which resume reads.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.batches.follow import is_transient
+from core.errors import (
+    DashboardError,
+    FalAuthError,
+    FalBadResponse,
+    FalCancelled,
+    FalError,
+    FalRateLimited,
+    FalServerError,
+    FalTimeout,
+    FalUnavailable,
+    FalValidationError,
+    ObjectExists,
+    StorageError,
+    StoreError,
+)
+
+if TYPE_CHECKING:
+    from core.batches.fal import Completed, FalClient, FalOutput, QueueHandle
+    from core.store import Store
+    from core.store.blobs import Storage
+
+log = logging.getLogger(__name__)
+
+_EXT = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif"}
+_ERROR_TYPES: tuple[tuple[type, str], ...] = (
+    (FalBadResponse, "bad_response"), (FalAuthError, "auth"), (FalValidationError, "validation"), (FalRateLimited, "rate_limited"),
+    (FalCancelled, "cancelled"), (FalTimeout, "timeout"), (FalUnavailable, "unavailable"),
+    (FalServerError, "server_error"), (FalError, "fal_error"),
+)
+UNCONFIRMED_MESSAGE = ("The runner stopped while this request was being submitted, before fal confirmed "
+                       "it. It may have run (and been paid) at fal, so it was NOT sent again; re-run it "
+                       "by hand if its result is missing.")
+
+
+def error_type_of(e: BaseException) -> str:
+    """A short stable code for an error, preferring fal's own error_type."""
+    if isinstance(e, FalError) and e.error_type:
+        return str(e.error_type)
+    for cls, code in _ERROR_TYPES:
+        if isinstance(e, cls):
+            return code
+    return type(e).__name__
+
+
+# ---------------------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True)
+class Unsent:
+    """fal surely did not take the submit: the request goes back to `planned`."""
+
+    error: FalError
+
+    @property
+    def needs_a_person(self) -> bool:
+        """A refused key or quota: retrying cannot help until someone acts."""
+        return isinstance(self.error, FalAuthError)
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A final failure, with what happened and what to do."""
+
+    error_type: str
+    message: str
+    http_status: int | None = None
+    response: Any = None
+    inference_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    reason: str
+    http_status: int | None = None
+
+
+@dataclass(frozen=True)
+class Resumable:
+    """Nothing final: the row keeps fal's id and a later resume finishes it."""
+
+    reason: str
+
+
+Outcome = Failed | Cancelled | Resumable
+
+
+def submit_failure(e: FalError) -> Unsent | Failed:
+    """What a failed submit means. Sent again only when fal surely did not get it."""
+    if isinstance(e, (FalAuthError, FalRateLimited)) or e.not_sent:
+        return Unsent(e)
+    if isinstance(e, FalValidationError):
+        return Failed("validation", str(e), e.status_code, {"detail": e.detail})
+    return Failed("submit_unconfirmed", f"{e} It may have run at fal; re-run it by hand if needed.",
+                  e.status_code)
+
+
+def result_failure(e: FalError, *, status: Completed, cancel_sent: bool) -> Outcome:
+    """What a failed result fetch means for a job fal reported done."""
+    inference = status.metrics.get("inference_time") if status.metrics else None
+    if isinstance(e, FalCancelled):
+        return Cancelled(str(e), e.status_code)
+    if cancel_sent and not status.ok:
+        return Cancelled(f"cancelled ({e})", e.status_code)
+    if status.ok and is_transient(e):
+        return Resumable(f"fal finished request but its result could not be fetched ({e})")
+    raw = getattr(e, "raw", None)
+    detail = getattr(e, "detail", None)
+    response = raw if raw is not None else ({"detail": detail} if detail is not None else None)
+    return Failed(status.error_type or error_type_of(e), str(e), e.status_code, response, inference)
+
+
+def record_outcome(st: Store, request_id: str, outcome: Outcome) -> None:
+    if isinstance(outcome, Failed):
+        st.mark_failed(request_id, error_type=outcome.error_type, error_message=outcome.message,
+                       http_status=outcome.http_status, response=outcome.response,
+                       inference_time_s=outcome.inference_s)
+    elif isinstance(outcome, Cancelled):
+        st.mark_cancelled(request_id, reason=outcome.reason, http_status=outcome.http_status)
+
+
+# ---------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class KeptImage:
+    idx: int
+    fal_url: str
+    backend: str
+    path: str
+    sha256: str
+    width: int | None
+    height: int | None
+    content_type: str
+    size_bytes: int
+    nsfw: bool | None
+
+
+@dataclass(frozen=True)
+class MissingImage:
+    idx: int
+    fal_url: str | None
+    reason: str
+    nsfw: bool | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished job's output with its images kept (or recorded as missing), ready to write."""
+
+    output: FalOutput
+    images: tuple[KeptImage | MissingImage, ...]
+    inference_s: float | None = None
+    logs: tuple[str, ...] = ()
+
+
+def keep_images(fal: FalClient, storage: Storage, request_id: str, output: FalOutput, *,
+                kept: Sequence[int] = ()) -> tuple[KeptImage | MissingImage, ...]:
+    """Download and store each image of `output` not already kept (`kept` = their indexes).
+
+    Raises a transient FalError, a StorageError or an OSError when trying again later may work:
+    the caller leaves the request resumable. A file the CDN says is gone is a `MissingImage`."""
+    out: list[KeptImage | MissingImage] = []
+    for idx, img in enumerate(output.images):
+        if idx in kept:
+            continue
+        nsfw = output.nsfw[idx] if idx < len(output.nsfw) else None
+        if not img.url:
+            out.append(MissingImage(idx, None, "the result lists this image without a URL", nsfw))
+            continue
+        try:
+            data, content_type = fal.download(img.url)
+        except FalError as e:
+            if is_transient(e):
+                raise
+            out.append(MissingImage(idx, img.url, str(e), nsfw))   # gone (404/410/403), too large...
+            continue
+        out.append(_store(storage, request_id, idx, img, data, content_type, nsfw))
+    return tuple(out)
+
+
+def _store(storage: Storage, request_id: str, idx: int, img: Any, data: bytes, content_type: str,
+           nsfw: bool | None) -> KeptImage:
+    sha = hashlib.sha256(data).hexdigest()
+    path = f"results/{request_id}/{idx}-{sha[:16]}.{_EXT.get(content_type, 'bin')}"
+    try:
+        stored = storage.put(path, data, content_type)
+        backend = stored.backend
+    except ObjectExists:
+        backend = storage.backend   # the same bytes, kept by an earlier attempt
+    width, height = img.width, img.height
+    if not (isinstance(width, int) and isinstance(height, int)):
+        from core.photos.images import image_info
+
+        try:
+            _, width, height = image_info(data)
+        except DashboardError:
+            width = height = None
+    return KeptImage(idx, img.url, backend, path, sha, width, height, content_type, len(data), nsfw)
+
+
+def record_result(st: Store, request_id: str, result: Result) -> str:
+    """Write a finished job's images and final status; returns the status written.
+
+    The one function that records a result: the runner and the tests' helpers both call it."""
+    for img in result.images:
+        if isinstance(img, KeptImage):
+            st.add_result_image(request_id, idx=img.idx, fal_url=img.fal_url, storage_backend=img.backend,
+                                storage_path=img.path, sha256=img.sha256, width=img.width,
+                                height=img.height, content_type=img.content_type,
+                                size_bytes=img.size_bytes, nsfw=img.nsfw)
+        else:
+            st.add_result_image(request_id, idx=img.idx, fal_url=img.fal_url, storage_backend=None,
+                                storage_path=None, sha256=None, width=None, height=None,
+                                content_type=None, size_bytes=None, nsfw=img.nsfw)
+    kept = st.result_images([request_id])[request_id]
+    raw = result.output.raw
+    logs = list(result.logs) or None
+    if not result.output.images:
+        st.mark_failed(request_id, error_type="no_images", http_status=200, response=raw,
+                       error_message="fal finished the job but returned no image; re-run it.",
+                       inference_time_s=result.inference_s)
+        return "failed"
+    if not any(i.storage_path for i in kept):
+        reasons = "; ".join(f"image {i.idx}: {i.reason}" for i in result.images if isinstance(i, MissingImage))
+        st.mark_failed(request_id, error_type="download_failed", http_status=200, response=raw,
+                       inference_time_s=result.inference_s,
+                       error_message=(f"fal finished (and billed) the job but none of its images could "
+                                      f"be kept ({reasons}); re-run the request."))
+        return "failed"
+    st.mark_completed(request_id, response=raw, http_status=200, inference_time_s=result.inference_s,
+                      logs=logs)
+    return "completed"
+
+
+# ---------------------------------------------------------------------------- fal's id
+
+
+class Journal:
+    """The batch's recovery journal: fal ids the database refused to take, one JSON line each.
+
+    Written only when the database refuses (full disk, lock held too long); `replay` puts the ids
+    into the store on the next resume, before anything else is looked at."""
+
+    def __init__(self, data_dir: Path, batch_id: str):
+        self.path = data_dir / "recovery" / f"batch-{batch_id}.jsonl"
+
+    def add(self, request_id: str, handle: QueueHandle) -> bool:
+        line = json.dumps({"request_id": request_id, "endpoint": handle.endpoint,
+                           "fal_request_id": handle.request_id, "status_url": handle.status_url,
+                           "response_url": handle.response_url, "cancel_url": handle.cancel_url})
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        except OSError as e:
+            log.error("could not journal fal id %s of request %s: %s", handle.request_id, request_id, e)
+            return False
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (FileNotFoundError, UnicodeDecodeError):
+            return
+        for line in text.splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and entry.get("request_id") and entry.get("fal_request_id"):
+                    yield entry
+
+    def replay(self, st: Store) -> int:
+        """Store every journaled id whose request still waits for it; remove the journal."""
+        n = 0
+        for e in self.entries():
+            if st.mark_queued(e["request_id"], fal_request_id=e["fal_request_id"],
+                              status_url=e.get("status_url"), response_url=e.get("response_url"),
+                              cancel_url=e.get("cancel_url")):
+                n += 1
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        return n
+
+
+def write_retrying(fn: Any, *, attempts: int = 8, first_wait: float = 0.5, cap: float = 15.0) -> Any:
+    """Call a store write, retrying while the database is locked, full or unavailable (about a
+    minute in all); the last error is raised."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except (sqlite3.OperationalError, StoreError) as e:
+            if isinstance(e, StoreError) and not isinstance(e.__cause__, sqlite3.OperationalError):
+                raise
+            if attempt == attempts - 1:
+                raise
+            log.warning("store write failed (%s); retrying", e)
+            time.sleep(min(cap, first_wait * 2 ** attempt))
+    raise AssertionError("unreachable")
+
+
+def record_accepted(st: Store, request_id: str, handle: QueueHandle, journal: Journal, *,
+                    attempts: int = 8) -> bool:
+    """Store fal's id and URLs for a job it accepted. False when the database refused even after
+    retries: the id is then in the journal (if the disk allows) and the caller follows the job
+    from memory."""
+    try:
+        write_retrying(lambda: st.mark_queued(
+            request_id, fal_request_id=handle.request_id, status_url=handle.status_url,
+            response_url=handle.response_url, cancel_url=handle.cancel_url,
+            queue_position=handle.queue_position), attempts=attempts)
+        return True
+    except (sqlite3.Error, StoreError) as e:
+        log.error("could not store fal id %s of request %s (%s); journaled", handle.request_id,
+                  request_id, e)
+        journal.add(request_id, handle)
+        return False
+
+
+def storage_trouble(e: BaseException) -> bool:
+    """Keeping an image failed for a reason on our side that may pass (storage, disk)."""
+    return isinstance(e, (StorageError, OSError, sqlite3.OperationalError))

@@ -1,0 +1,561 @@
+"""The batch runner: sends a stored batch through fal's queue, a bounded number of jobs at once.
+
+It only schedules. Following one job is `core.batches.follow` (no store), what an answer or an
+error means for the request row is `core.batches.record`; this module moves requests between them.
+
+    senders (n = concurrency)      each: take a planned request, POST it, store fal's id, follow
+        |                               the job until fal says COMPLETED (one slot per job at fal)
+        v  _FinishedJob
+    finishers (n)                  each: fetch the result, keep the images, record the outcome
+    supervisor (the calling thread) heartbeat, cancel requests, signals, progress, fal outages
+
+Invariants:
+- Write before you send: every request row exists (`planned`) before its POST; it is marked
+  `submitted` just before the POST leaves and `queued` with fal's id as soon as fal accepts.
+- Nothing is paid twice: a request left `submitted` without a fal id (the POST may have reached
+  fal) is never resent; it is failed as `submit_unconfirmed`. Only a submit fal surely did not
+  take goes back to `planned`.
+- Nothing accepted is lost: fal's id is stored with retries (or journaled, `record.Journal`); an
+  outage, a storage or database fault while following or finishing a job leaves it resumable.
+- Outages are ridden through: while fal is unreachable no new submit starts, and sending resumes
+  by itself when fal answers again. The run stops only for what a person must fix (a refused key),
+  a cancel, a signal, or an outage longer than `Settings.outage_limit_s`; the reason is stored on
+  the batch (`Store.set_stop_reason`).
+- SIGTERM, SIGINT and SIGHUP (when `handle_signals`): no new submit starts, submits in flight
+  finish and store their ids, then the run ends with everything else resumable.
+- A batch is run by at most one live runner (`Store.claim_batch`: pid + heartbeat).
+- `reference://` tokens become `data:` URIs only in the body handed to `FalClient.submit`.
+- Without FAL_KEY a batch is a dry run: payloads validated and recorded as `dry_run`.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import logging
+import queue
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from core.batches import record
+from core.batches.follow import Cadence, Finished, Gone, Lost, Outage, PollPolicy, Signals, follow
+from core.catalog.payloads import REFERENCE_SCHEME
+from core.config import Settings, load_settings
+from core.errors import BatchBusy, DashboardError, FalError, FalRateLimited, PayloadError, StoreError
+from core.store import BatchProgress, RequestRecord, RequestStatus, Store, open_store
+
+if TYPE_CHECKING:
+    from core.batches.fal import FalClient, QueueHandle
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY_S = 5.0
+CHECK_CANCEL_EVERY_S = 0.25
+MAX_RATE_LIMIT_RETRIES = 5
+_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+ProgressCallback = Callable[[BatchProgress, Outage], None]
+
+
+@dataclass(frozen=True)
+class RunReport:
+    batch_id: str
+    progress: BatchProgress
+    dry_run: bool
+    cancelled: bool
+    stopped: str | None = None  # why the run stopped with requests left (resumable)
+
+    @property
+    def finished(self) -> bool:
+        return self.progress.is_finished
+
+
+def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: int | None = None,
+              poll: PollPolicy = PollPolicy(), on_progress: ProgressCallback | None = None,
+              progress_every: float = 1.0, fal: FalClient | None = None,
+              handle_signals: bool = False) -> RunReport:
+    """Run (or resume) a batch in this process until every request is final, the batch is
+    cancelled, or the run has to stop. BatchBusy if another live runner owns it."""
+    settings = settings or load_settings()
+    st = open_store(settings.db_path)
+    stopped: str | None = None
+    first = True
+    try:
+        while True:
+            try:
+                batch = _unlocked(lambda: st.claim_batch(batch_id))
+            except BatchBusy:
+                if first:
+                    raise
+                break   # another runner took over the requests that arrived meanwhile
+            first = False
+            try:
+                if batch.dry_run:
+                    stopped = _dry_run(st, batch_id, on_progress)
+                elif settings.dry_run:
+                    stopped = _without_key(st, batch_id)
+                else:
+                    run = _LiveRun(st, batch_id, settings,
+                                   concurrency or batch.concurrency or settings.concurrency,
+                                   poll, on_progress, progress_every, fal)
+                    with _signals_handled(run) if handle_signals else contextlib.nullcontext():
+                        stopped = run.run()
+            finally:
+                with contextlib.suppress(sqlite3.Error, StoreError):
+                    record.write_retrying(lambda: st.set_stop_reason(batch_id, stopped))
+                batch = record.write_retrying(lambda: st.release_batch(batch_id))
+            # a re-run added between the workers' last look and the release above would be
+            # refused by a new runner (BatchBusy while we held the batch): take it ourselves
+            if stopped or batch.cancel_requested or not st.batch_requests(batch_id, (RequestStatus.PLANNED,)):
+                break
+        progress = st.batch_progress(batch_id)
+    finally:
+        st.close()
+    return RunReport(batch_id=batch_id, progress=progress, dry_run=batch.dry_run,
+                     cancelled=batch.cancel_requested, stopped=stopped)
+
+
+def _unlocked(fn: Callable[[], Any]) -> Any:
+    """A store call at the start of a run: a database that refuses writes is one clear error."""
+    try:
+        return record.write_retrying(fn, attempts=3)
+    except sqlite3.OperationalError as e:
+        raise StoreError(f"The database refused a write ({e}). Free disk space or wait for the "
+                         "process holding it, then resume the batch.") from None
+
+
+@contextlib.contextmanager
+def _signals_handled(run: _LiveRun):
+    """In the main thread: a stop signal drains the run instead of killing it mid-POST."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for name in _SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, lambda signum, frame: run.drain(signal.Signals(signum).name))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _fail_unconfirmed(st: Store, batch_id: str) -> None:
+    """Requests left `submitted` without a fal id by a runner that died inside the POST."""
+    for rec in st.batch_requests(batch_id, statuses=(RequestStatus.SUBMITTED,)):
+        if not rec.fal_request_id:
+            st.mark_failed(rec.id, error_type="submit_unconfirmed", error_message=record.UNCONFIRMED_MESSAGE)
+
+
+def _without_key(st: Store, batch_id: str) -> str | None:
+    """A live batch in a process without FAL_KEY: nothing can be sent or polled. A cancel still
+    cancels what was never sent; jobs already at fal need the key to be followed or cancelled."""
+    _fail_unconfirmed(st, batch_id)
+    if st.get_batch(batch_id).cancel_requested:
+        for rec in st.batch_requests(batch_id, statuses=(RequestStatus.PLANNED,)):
+            st.mark_cancelled(rec.id, reason="batch cancelled before this request was sent")
+        if st.batch_progress(batch_id).is_finished:
+            return None
+    return ("this batch was planned to be sent but FAL_KEY is not set: set FAL_KEY and resume it "
+            f"with `python -m core batch resume {batch_id}`")
+
+
+def _dry_run(st: Store, batch_id: str, on_progress: ProgressCallback | None) -> str | None:
+    from core.catalog import registry
+
+    for rec in st.batch_requests(batch_id, statuses=(RequestStatus.PLANNED,)):
+        if st.get_batch(batch_id).cancel_requested:
+            st.mark_cancelled(rec.id, reason="batch cancelled (dry run)")
+            continue
+        try:
+            registry.validate_payload(rec.endpoint, rec.payload)
+        except PayloadError as e:
+            st.mark_failed(rec.id, error_type="validation", error_message="; ".join(e.messages))
+            continue
+        st.mark_dry_run(rec.id)
+    for rec in st.batch_requests(batch_id, statuses=tuple(RequestStatus.active())):
+        # a dry-run batch never sends; anything in flight here was written by hand
+        st.mark_failed(rec.id, error_type="dry_run", error_message="dry-run batch: not followed")
+    if on_progress:
+        on_progress(st.batch_progress(batch_id), Outage(0))
+    return None
+
+
+@dataclass
+class _Task:
+    """A request handed to a sender: to send (`record` as loaded at start), or to follow."""
+
+    request_id: str
+    follow: bool = False
+    rate_limited: int = 0
+    record: RequestRecord | None = None
+
+
+@dataclass(frozen=True)
+class _FinishedJob:
+    """Hand-off from a sender to a finisher: fal said this job is done."""
+
+    request_id: str
+    handle: QueueHandle
+    finished: Finished
+
+
+class _LiveRun:
+    def __init__(self, st: Store, batch_id: str, settings: Settings, concurrency: int,
+                 poll: PollPolicy, on_progress: ProgressCallback | None, progress_every: float,
+                 fal: FalClient | None):
+        self.st = st
+        self.batch_id = batch_id
+        self.settings = dataclasses.replace(settings, concurrency=max(1, concurrency))
+        self.concurrency = max(1, concurrency)
+        self.cadence = Cadence(poll)
+        self.outage = Outage(settings.outage_limit_s)
+        self.journal = record.Journal(settings.data_dir, batch_id)
+        self.on_progress = on_progress
+        self.progress_every = progress_every
+        self._fal = fal
+        self._own_fal = fal is None
+        self._storage: Any = None
+        self.tasks: collections.deque[_Task] = collections.deque()
+        self._taken: set[str] = set()   # request ids handed to a sender in this run
+        self.lock = threading.Lock()
+        self.signals = Signals(cancel=threading.Event(), stop=threading.Event())
+        self.draining = threading.Event()   # a stop signal: send nothing new
+        self._drain_reason: str | None = None
+        self._in_flight = 0                 # POSTs under way
+        self.stopped: str | None = None
+        self.finished: queue.Queue[_FinishedJob | None] = queue.Queue()
+        self.done = threading.Event()       # set when the last finisher has exited
+        self._live_finishers = 0
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def run(self) -> str | None:
+        st = self.st
+        if self.journal.replay(st):
+            log.info("batch %s: fal ids recovered from %s", self.batch_id, self.journal.path)
+        _fail_unconfirmed(st, self.batch_id)
+        for rec in st.batch_requests(self.batch_id, statuses=tuple(RequestStatus.active())):
+            self.tasks.append(_Task(rec.id, follow=True))
+        for rec in st.batch_requests(self.batch_id, statuses=(RequestStatus.PLANNED,)):
+            self.tasks.append(_Task(rec.id, record=rec))
+        if not self.tasks:
+            return None
+        if st.get_batch(self.batch_id).cancel_requested:
+            self.signals.cancel.set()
+        from core.batches.fal import FalClient
+        from core.store.blobs import open_storage
+
+        if self._fal is None:
+            self._fal = FalClient(self.settings)
+        self._storage = open_storage(self.settings)
+        n = min(self.concurrency, len(self.tasks))
+        # A job takes a slot (sender) from its submit until fal says COMPLETED; fetching its result
+        # and images is a finisher's work, so the next job is submitted without waiting for them.
+        senders = [threading.Thread(target=self._sender, name=f"runner-send-{i}", daemon=True)
+                   for i in range(n)]
+        finishers = [threading.Thread(target=self._finisher, name=f"runner-finish-{i}", daemon=True)
+                     for i in range(n)]
+        self._live_finishers = len(finishers)
+        closer = threading.Thread(target=self._close_when_sent, args=(senders, len(finishers)),
+                                  name="runner-closer", daemon=True)
+        try:
+            for t in (*senders, *finishers, closer):
+                t.start()
+            self._supervise()
+        finally:
+            self.signals.stop.set()
+            for t in (*senders, closer, *finishers):
+                t.join()
+            if self._own_fal:
+                self._fal.close()
+            self._storage.close()
+        return self.stopped
+
+    def _close_when_sent(self, senders: list[threading.Thread], finishers: int) -> None:
+        for t in senders:
+            t.join()
+        for _ in range(finishers):
+            self.finished.put(None)
+
+    # -- control -----------------------------------------------------------------------------
+
+    def drain(self, signal_name: str) -> None:
+        """A stop signal: no new submit; submits in flight finish and store their ids; then stop.
+        A second signal stops at once."""
+        if self.draining.is_set():
+            self._halt(f"stopped by {signal_name} (second signal)")
+            return
+        self._drain_reason = (f"stopped by {signal_name}; nothing was lost: resume the batch with "
+                              f"`python -m core batch resume {self.batch_id}`")
+        self.draining.set()
+
+    def _note(self, reason: str) -> None:
+        """Remember why requests are left unfinished (the first reason wins)."""
+        with self.lock:
+            if self.stopped is None:
+                self.stopped = reason
+
+    def _halt(self, reason: str) -> None:
+        """Stop the whole run: nothing more is sent or polled; what is left stays resumable."""
+        self._note(reason)
+        self.signals.stop.set()
+
+    def _supervise(self) -> None:
+        """Heartbeat, cancel requests, signals, outages and progress, until the workers are done."""
+        last_beat = last_report = time.monotonic()
+        last_seen: tuple | None = None
+        shown_outage: Any = False
+        while not self.done.wait(CHECK_CANCEL_EVERY_S):
+            now = time.monotonic()
+            if self.draining.is_set() and not self.signals.stop.is_set():
+                with self.lock:
+                    in_flight = self._in_flight
+                if in_flight == 0:
+                    self._halt(self._drain_reason or "stopped by a signal")
+            since = self.outage.since
+            if since != shown_outage:
+                with contextlib.suppress(sqlite3.Error, StoreError):
+                    self.st.set_unreachable(self.batch_id, since)
+                    shown_outage = since
+            try:
+                if now - last_beat >= HEARTBEAT_EVERY_S:
+                    batch = self.st.heartbeat(self.batch_id)
+                    last_beat = now
+                else:
+                    batch = self.st.get_batch(self.batch_id)
+            except BatchBusy as e:
+                self._halt(str(e))
+                continue
+            except (sqlite3.Error, StoreError) as e:
+                log.warning("batch %s: store unavailable (%s); carrying on", self.batch_id, e)
+                continue
+            if batch.cancel_requested and not self.signals.cancel.is_set():
+                log.info("batch %s: cancel requested", self.batch_id)
+                self.signals.cancel.set()
+            if self.on_progress and now - last_report >= self.progress_every:
+                with contextlib.suppress(sqlite3.Error, StoreError):
+                    progress = self.st.batch_progress(self.batch_id)
+                    seen = (tuple(sorted(progress.counts.items())), self.outage.since)
+                    if seen != last_seen:
+                        self.on_progress(progress, self.outage)
+                        last_seen = seen
+                last_report = now
+        with contextlib.suppress(sqlite3.Error, StoreError):
+            self.st.set_unreachable(self.batch_id, None)
+
+    # -- senders -----------------------------------------------------------------------------
+
+    def _next(self, st: Store) -> _Task | None:
+        with self.lock:
+            if not self.tasks and not self.signals.cancel.is_set() and not self.draining.is_set():
+                # requests added while this runner works (a re-run from History lands in the
+                # batch whose runner may be alive) are picked up before the runner exits
+                with contextlib.suppress(sqlite3.Error, StoreError):
+                    for rec in st.batch_requests(self.batch_id, statuses=(RequestStatus.PLANNED,)):
+                        if rec.id not in self._taken:
+                            self.tasks.append(_Task(rec.id, record=rec))
+            if not self.tasks:
+                return None
+            task = self.tasks.popleft()
+            self._taken.add(task.request_id)
+            return task
+
+    def _guarded(self, st: Store, request_id: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except (sqlite3.Error, StoreError, OSError) as e:
+            # the store or the disk refused: the row keeps what it had and stays resumable
+            log.exception("batch %s: request %s left resumable", self.batch_id, request_id)
+            self._note(f"the database or disk refused a write ({e}); free space or wait for the lock, "
+                       f"then resume the batch with `python -m core batch resume {self.batch_id}`")
+        except Exception as e:  # noqa: BLE001 - a bug in one request must not stop the batch
+            log.exception("batch %s: request %s failed unexpectedly", self.batch_id, request_id)
+            with contextlib.suppress(Exception):
+                st.mark_failed(request_id, error_type="runner_error",
+                               error_message=f"unexpected error in the runner: {e!r}; re-run it")
+
+    def _sender(self) -> None:
+        st = open_store(self.settings.db_path, migrate=False)
+        try:
+            while not self.signals.stop.is_set():
+                if self.draining.is_set():
+                    return
+                task = self._next(st)
+                if task is None:
+                    return
+                if task.follow:
+                    self._guarded(st, task.request_id, lambda: self._resume_follow(st, task))
+                elif self.signals.cancel.is_set():
+                    st.mark_cancelled(task.request_id, reason="batch cancelled before this request was sent")
+                else:
+                    self._guarded(st, task.request_id, lambda: self._send(st, task))
+        finally:
+            st.close()
+
+    def _send(self, st: Store, task: _Task) -> None:
+        # the row as loaded at start: only this runner writes it, and mark_submitted below only
+        # moves a row that is still `planned`
+        rec = task.record or st.get_request(task.request_id)
+        if rec.status != RequestStatus.PLANNED:
+            return
+        if self.outage.active:
+            # fal is unreachable: no new submit starts until the backoff has passed (then this
+            # submit is the probe that notices fal is back)
+            self.signals.stop.wait(self.outage.delay())
+            if self.signals.stop.is_set() or self.draining.is_set():
+                self._requeue(task)
+                return
+        body: dict[str, Any] = rec.payload
+        if REFERENCE_SCHEME in rec.payload_json:
+            from core.photos.references import resolve_payload
+
+            try:
+                body = resolve_payload(body, st, self._storage)
+            except DashboardError as e:
+                st.mark_failed(rec.id, error_type="reference_unavailable", error_message=str(e))
+                return
+        with self.lock:
+            if self.draining.is_set():
+                self.tasks.appendleft(task)
+                return
+            self._in_flight += 1
+        try:
+            if not st.mark_submitted(rec.id):
+                return
+            sent_at = time.monotonic()
+            try:
+                handle = self._fal.submit(rec.endpoint, body)
+            except FalError as e:
+                self._submit_failed(st, task, e)
+                return
+            finally:
+                del body
+            self.outage.recovered()
+            stored = record.record_accepted(st, rec.id, handle, self.journal)
+        finally:
+            with self.lock:
+                self._in_flight -= 1
+        if not stored:
+            self._note(f"the database refused to store fal's id for request {rec.id}; it is kept in "
+                       f"{self.journal.path} and followed; resume the batch once the database works")
+        if self.draining.is_set():
+            return   # fal's id is stored: a resume follows it
+        self._follow(st, rec.id, handle, sent_at=sent_at, queue_position=handle.queue_position)
+
+    def _requeue(self, task: _Task) -> None:
+        with self.lock:
+            self._taken.discard(task.request_id)
+            self.tasks.appendleft(task)
+
+    def _submit_failed(self, st: Store, task: _Task, e: FalError) -> None:
+        outcome = record.submit_failure(e)
+        if isinstance(outcome, record.Failed):
+            record.record_outcome(st, task.request_id, outcome)
+            return
+        st.mark_unsent(task.request_id)
+        if outcome.needs_a_person:
+            self._halt(f"{e} The unsent requests stay planned: resume the batch with "
+                       f"`python -m core batch resume {self.batch_id}`.")
+            return
+        if isinstance(e, FalRateLimited) and not e.not_sent and task.rate_limited < MAX_RATE_LIMIT_RETRIES:
+            task.rate_limited += 1
+            self.signals.stop.wait(e.retry_after if e.retry_after is not None else 2.0 ** task.rate_limited)
+            self._requeue(task)
+            return
+        # fal is unreachable (the submit surely never arrived): wait for it, then send again
+        self.outage.failed()
+        if self.outage.over():
+            self._halt(f"fal unreachable for more than {self.outage.limit_s:.0f} s ({e}). The unsent "
+                       f"requests stay planned: resume the batch with "
+                       f"`python -m core batch resume {self.batch_id}`.")
+            return
+        self._requeue(task)
+
+    def _resume_follow(self, st: Store, task: _Task) -> None:
+        from core.batches.fal import handle_from_row
+
+        rec = st.get_request(task.request_id)
+        if rec.is_final or not rec.fal_request_id:
+            return
+        handle = handle_from_row(rec.endpoint, rec.fal_request_id, rec.status_url, rec.response_url,
+                                 rec.cancel_url, queue_url=self.settings.fal_queue_url)
+        self._follow(st, rec.id, handle, sent_at=None, queue_position=rec.queue_position,
+                     running=rec.status == RequestStatus.RUNNING)
+
+    def _follow(self, st: Store, request_id: str, handle: QueueHandle, *, sent_at: float | None,
+                queue_position: int | None, running: bool = False) -> None:
+        def on_queued(position: int | None) -> None:
+            with contextlib.suppress(sqlite3.Error, StoreError):
+                st.update_queue_position(request_id, position)
+
+        def on_running(logs: tuple[str, ...]) -> None:
+            with contextlib.suppress(sqlite3.Error, StoreError):
+                st.mark_running(request_id, logs=list(logs) or None)
+
+        outcome = follow(self._fal, handle, cadence=self.cadence, signals=self.signals,
+                         outage=self.outage, sent_at=sent_at, queue_position=queue_position,
+                         running=running, on_queued=on_queued, on_running=on_running)
+        if isinstance(outcome, Finished):
+            self.finished.put(_FinishedJob(request_id, handle, outcome))
+        elif isinstance(outcome, Gone):
+            if outcome.cancelled:
+                st.mark_cancelled(request_id, reason=outcome.message)
+            else:
+                st.mark_failed(request_id, error_type="not_found", http_status=404,
+                               error_message=outcome.message)
+        elif self.outage.over():
+            self._halt(f"{outcome.reason}; every job fal accepted keeps its id: resume the batch with "
+                       f"`python -m core batch resume {self.batch_id}` when fal answers again.")
+        elif not self.signals.stop.is_set():
+            self._note(f"{outcome.reason}; resume the batch to follow it: "
+                       f"`python -m core batch resume {self.batch_id}`.")
+
+    # -- finishers ---------------------------------------------------------------------------
+
+    def _finisher(self) -> None:
+        st = open_store(self.settings.db_path, migrate=False)
+        try:
+            while (job := self.finished.get()) is not None:
+                if self.signals.stop.is_set():
+                    continue  # left queued/running in the store: a resume polls and finishes it
+                self._guarded(st, job.request_id, lambda: self._finish(st, job))
+        finally:
+            st.close()
+            with self.lock:
+                self._live_finishers -= 1
+                if self._live_finishers == 0:
+                    self.done.set()
+
+    def _finish(self, st: Store, job: _FinishedJob) -> None:
+        status = job.finished.status
+        rid = job.request_id
+        try:
+            output = self._fal.result(job.handle)
+        except FalError as e:
+            outcome = record.result_failure(e, status=status, cancel_sent=job.finished.cancel_sent)
+            if isinstance(outcome, record.Resumable):
+                self._note(f"{outcome.reason}; resume the batch to fetch it: "
+                           f"`python -m core batch resume {self.batch_id}`.")
+            else:
+                record.record_outcome(st, rid, outcome)
+            return
+        kept = [i.idx for i in st.result_images([rid])[rid] if i.storage_path]
+        try:
+            images = record.keep_images(self._fal, self._storage, rid, output, kept=kept)
+        except (FalError, DashboardError, OSError) as e:
+            # the job is done and paid: a passing outage while downloading must not lose it
+            self._note(f"fal finished request {rid} but its images could not be kept yet ({e}); "
+                       f"resume the batch to fetch them: `python -m core batch resume {self.batch_id}`.")
+            return
+        inference = status.metrics.get("inference_time") if status.metrics else None
+        result = record.Result(output, images, inference if inference is not None else output.inference_s,
+                               tuple(status.logs))
+        record.write_retrying(lambda: record.record_result(st, rid, result))
