@@ -1,20 +1,20 @@
-"""The fal client: sync run, the queue protocol (submit, status, result, cancel) and result downloads.
+"""The fal client: the queue protocol (submit, status, result, cancel) and result downloads.
 
 One `httpx.Client` per `FalClient` (connection pooling, keep-alive); safe to share between threads.
 Queue statuses are small typed values (`Queued`, `InProgress`, `Completed`), as in fal_client.
 
 Invariants:
-- Never risk a second paid job. A submit (or sync run) is sent again ONLY when fal surely did not
-  accept it: the connection could not be made, fal answered 429 to a queue submit, or an ingress
-  error page came back WITHOUT `x-fal-request-id` (the proxy answered, fal never saw the body).
-  A sync run answered 429 raises FalRateLimited (with `retry_after`) for the caller to decide. A read timeout, a dropped
-  connection after sending, or a 5xx carrying `x-fal-request-id` raise instead: the job may exist.
+- Never risk a second paid job. A submit is sent again ONLY when fal surely did not accept it:
+  the connection could not be made, fal answered 429 to a queue submit, or an ingress error page
+  came back WITHOUT `x-fal-request-id` (the proxy answered, fal never saw the body). A read
+  timeout, a dropped connection after sending, or a 5xx carrying `x-fal-request-id` raise
+  instead: the job may exist.
 - Status polls, result fetches, cancels and downloads are idempotent: transport errors, 408, 429
   (honouring `Retry-After`) and 5xx are retried with capped exponential backoff and jitter.
 - The key is sent only to fal's run/queue URLs (never to a download URL) and never appears in a log
   line, an exception message or a repr.
-- Every outgoing payload is logged at INFO on logger "core.batches.fal" as one JSON line with `data:` URIs
-  abbreviated; the same record is kept in-process for `last_payload_sent()`.
+- Every outgoing payload is logged at INFO on logger "core.batches.fal" as one JSON line with
+  `data:` URIs abbreviated (the store keeps the payload itself: History reads it from there).
 - Every error is a `core.errors.FalError` whose message says what happened and what to do.
 """
 from __future__ import annotations
@@ -25,7 +25,6 @@ import email.utils
 import json
 import logging
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -34,7 +33,6 @@ from urllib.parse import urlsplit
 import httpx
 
 from core.config import Settings, load_settings
-from core.store.db import now
 from core.errors import (
     FalAuthError,
     FalCancelled,
@@ -48,15 +46,13 @@ from core.errors import (
 from core.catalog.payloads import abbreviate, payload_hash
 
 __all__ = [
-    "Completed", "DEFAULT_RUN_TIMEOUT", "DEFAULT_TIMEOUT", "FalClient", "InProgress", "QueueHandle",
-    "Queued", "RetryPolicy", "Status", "handle_from_row", "last_payload_sent",
+    "Completed", "DEFAULT_TIMEOUT", "FalClient", "InProgress", "QueueHandle", "Queued", "RetryPolicy",
+    "Status", "handle_from_row",
 ]
 
 logger = logging.getLogger("core.batches.fal")
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-# A sync run holds the connection for the whole generation: give reads much longer.
-DEFAULT_RUN_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 DEFAULT_DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024
 
@@ -126,31 +122,10 @@ class RetryPolicy:
         return delay * (1.0 - self.jitter * random.random())
 
 
-# --- last payload sent (in-process) -------------------------------------------------------------
-
-_last_lock = threading.Lock()
-_last: dict | None = None
-
-
-def last_payload_sent() -> dict | None:
-    """The last payload this process sent to fal: endpoint, abbreviated payload, hash, time, mode."""
-    with _last_lock:
-        return None if _last is None else dict(_last)
-
-
-def _record_send(endpoint: str, mode: str, payload: Any) -> None:
-    global _last
-    record = {
-        "endpoint": endpoint,
-        "payload": abbreviate(payload),
-        "payload_hash": payload_hash(payload),
-        "sent_at": now(),
-        "mode": mode,
-    }
-    with _last_lock:
-        _last = record
-    logger.info(json.dumps({"event": "fal.send", "endpoint": endpoint, "mode": mode,
-                            "payload_hash": record["payload_hash"], "payload": record["payload"]},
+def _log_send(endpoint: str, payload: Any) -> None:
+    """One JSON line per payload that leaves for fal, `data:` URIs abbreviated."""
+    logger.info(json.dumps({"event": "fal.send", "endpoint": endpoint,
+                            "payload_hash": payload_hash(payload), "payload": abbreviate(payload)},
                            ensure_ascii=False, separators=(",", ":")))
 
 
@@ -178,19 +153,16 @@ class FalClient:
     """Talks to fal over one pooled httpx.Client. Thread-safe; close it (or use `with`)."""
 
     def __init__(self, settings: Settings | None = None, *, key: str | None = None,
-                 run_url: str | None = None, queue_url: str | None = None,
+                 queue_url: str | None = None,
                  timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-                 run_timeout: httpx.Timeout | float = DEFAULT_RUN_TIMEOUT,
                  download_timeout: httpx.Timeout | float = DEFAULT_DOWNLOAD_TIMEOUT,
                  retry: RetryPolicy = RetryPolicy(),
                  transport: httpx.BaseTransport | None = None):
         settings = settings or load_settings()
         self._key = key if key is not None else settings.fal_key
-        self.run_url = (run_url or settings.fal_run_url).rstrip("/")
         self.queue_url = (queue_url or settings.fal_queue_url).rstrip("/")
         self.retry = retry
         self._timeout = _as_timeout(timeout)
-        self._run_timeout = _as_timeout(run_timeout)
         self._download_timeout = _as_timeout(download_timeout)
         pool = max(20, 2 * settings.concurrency)
         # No Authorization here on purpose: it is added per call to fal's own URLs only, so a
@@ -201,8 +173,7 @@ class FalClient:
             headers={"User-Agent": "fal-model-dashboard"})
 
     def __repr__(self) -> str:
-        return (f"FalClient(run_url={self.run_url!r}, queue_url={self.queue_url!r}, "
-                f"key={'set' if self._key else 'missing'})")
+        return f"FalClient(queue_url={self.queue_url!r}, key={'set' if self._key else 'missing'})"
 
     def __enter__(self) -> FalClient:
         return self
@@ -215,21 +186,12 @@ class FalClient:
 
     # --- sending --------------------------------------------------------------------------------
 
-    def run(self, endpoint: str, payload: dict) -> dict:
-        """Synchronous call: POST {run_url}/{endpoint}; fal answers the output (or the error)."""
-        url = f"{self.run_url}/{_checked_endpoint(endpoint)}"
-        headers = self._auth_headers()
-        _record_send(endpoint, "sync", payload)
-        response = self._send("POST", url, what="run", endpoint=endpoint, json=payload,
-                              headers=headers, timeout=self._run_timeout, resend_safe=False)
-        return _json_object(response, what="run", endpoint=endpoint)
-
     def submit(self, endpoint: str, payload: dict, *, headers: dict[str, str] | None = None) -> QueueHandle:
         """Queue a job: POST {queue_url}/{endpoint}. Follow the URLs in the returned handle."""
         url = f"{self.queue_url}/{_checked_endpoint(endpoint)}"
         extra = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
         all_headers = {**extra, **self._auth_headers()}
-        _record_send(endpoint, "queue", payload)
+        _log_send(endpoint, payload)
         response = self._send("POST", url, what="submit", endpoint=endpoint, json=payload,
                               headers=all_headers, timeout=self._timeout, resend_safe=False)
         body = _json_object(response, what="submit", endpoint=endpoint)
@@ -339,9 +301,7 @@ class FalClient:
             from_fal = "x-fal-request-id" in response.headers
             if code == 429:
                 retry_after = _retry_after(response)
-                # A sync run is not retried on 429 (fal-client does, and can run a paid job
-                # twice): the caller sees FalRateLimited with retry_after and decides.
-                if what != "run" and not last and (
+                if not last and (
                         retry_after is None or retry_after <= policy.max_retry_after):
                     delay = policy.backoff(attempt) if retry_after is None else retry_after
                     self._pause(what, url, "429", delay, attempt)
@@ -481,14 +441,14 @@ def _error_from(response: httpx.Response, *, what: str, endpoint: str | None,
         kind = f" {error_type}" if error_type else ""
         msg = f"fal failed on its side ({code}{kind}){tried} for the {what} of {target}"
         msg += f": {said}" if said else ""
-        if what in ("submit", "run"):
+        if what == "submit":
             msg += (". The job may or may not exist, so it was NOT sent again (never risk a second "
                     "paid job): check fal's request history before resubmitting.")
         else:
             msg += ". 5xx answers are not billed; try again later."
         return FalServerError(msg, **kw)
     if code == 404:
-        if what in ("submit", "run"):
+        if what == "submit":
             return FalError(f"fal has no endpoint {endpoint} (404): check the endpoint id.", **kw)
         if what == "download":
             return FalError(f"result file {target} is gone (404): fal keeps result files for a "
@@ -511,11 +471,11 @@ def _transport_error(e: httpx.TransportError, *, what: str, endpoint: str | None
     kw = {"request_id": request_id}
     if isinstance(e, _NOT_SENT):
         return FalUnavailable(f"could not connect to fal at {_short(url)}{tried} "
-                              f"({type(e).__name__}): check the network and FAL_RUN_URL/FAL_QUEUE_URL; "
+                              f"({type(e).__name__}): check the network and FAL_QUEUE_URL; "
                               "nothing was sent.", not_sent=True, **kw)
     maybe = ("The job may have been accepted, so it was NOT sent again (never risk a second paid job): "
              "check fal's request history before resubmitting."
-             if what in ("submit", "run") else "Try again later.")
+             if what == "submit" else "Try again later.")
     if isinstance(e, httpx.TimeoutException):
         return FalTimeout(f"fal did not answer the {what} of {target} in time{tried} "
                           f"({type(e).__name__}). {maybe}", **kw)

@@ -1,6 +1,6 @@
 """core.batches.fal against the fal stand-in over real HTTP (httpx.MockTransport only for fine-grained cases).
 
-What must hold: the queue path and sync run work end to end; every fault ends in success after
+What must hold: the queue path works end to end; every fault ends in success after
 retries or in its named error; NO fault ever makes one job into two paid submissions; the key never
 leaks into logs, messages or reprs.
 """
@@ -36,7 +36,6 @@ from core.batches.fal import (
     Queued,
     RetryPolicy,
     handle_from_row,
-    last_payload_sent,
 )
 from core.catalog.payloads import payload_hash
 from tests.standins.fal_server import DEFAULT_KEY
@@ -54,6 +53,13 @@ def _wait_completed(client: FalClient, handle: QueueHandle, limit: float = 15.0)
             return status
         time.sleep(0.02)
     raise AssertionError(f"{handle.request_id} did not complete")
+
+
+def _output(client: FalClient, endpoint: str, body: dict) -> dict:
+    """Submit, wait for COMPLETED, and fetch the result."""
+    handle = client.submit(endpoint, body)
+    _wait_completed(client, handle)
+    return client.result(handle)
 
 
 def _png_data_uri(size=(64, 48)) -> str:
@@ -102,20 +108,21 @@ def test_queue_path_goes_queued_then_in_progress_then_completed_and_downloads_th
     assert fal_standin.submissions == 2
 
 
-def test_sync_run_returns_the_output_with_endpoint_defaults(fal_standin, standin_fal_client):
-    """run() answers fal's output directly; flux-2/lora/edit defaults to png and, without
-    image_size, the stand-in makes 1024x1024 (and flags it)."""
-    output = standin_fal_client.run(EDIT, {"prompt": "make it blue", "image_urls": [_png_data_uri()],
-                                           "num_images": 2, "seed": 3})
+def test_edit_output_follows_the_endpoint_defaults(fal_standin, standin_fal_client):
+    """flux-2/lora/edit defaults to png and, without image_size, the stand-in makes 1024x1024
+    (and flags it)."""
+    output = _output(standin_fal_client, EDIT, {"prompt": "make it blue", "num_images": 2, "seed": 3,
+                                                "image_urls": [_png_data_uri()]})
     assert [(i["width"], i["height"], i["content_type"]) for i in output["images"]] == \
         [(1024, 1024, "image/png")] * 2
     assert output["has_nsfw_concepts"] == [False, False]
-    assert fal_standin.stats()["by_mode"] == {"sync": 1}
+    assert fal_standin.submissions == 1
     assert "image_size_defaulted" in fal_standin.received[0]["flags"]
 
 
 def test_sync_mode_result_data_uri_downloads_without_http(standin_fal_client):
-    output = standin_fal_client.run(SCHNELL, {"prompt": "x", "sync_mode": True, "image_size": "square"})
+    output = _output(standin_fal_client, SCHNELL, {"prompt": "x", "sync_mode": True,
+                                                   "image_size": "square"})
     url = output["images"][0]["url"]
     assert url.startswith("data:image/jpeg;base64,")
     data, content_type = standin_fal_client.download(url)
@@ -198,10 +205,8 @@ def test_cancel_of_a_finished_job_and_of_an_unknown_id(fal_standin, standin_fal_
 def test_without_a_key_nothing_is_sent_and_the_error_says_set_fal_key(fal_standin, monkeypatch):
     monkeypatch.delenv("FAL_KEY")
     with FalClient(load_settings()) as client:
-        for call in (lambda: client.submit(SCHNELL, {"prompt": "p"}),
-                     lambda: client.run(SCHNELL, {"prompt": "p"})):
-            with pytest.raises(FalAuthError, match="FAL_KEY"):
-                call()
+        with pytest.raises(FalAuthError, match="FAL_KEY"):
+            client.submit(SCHNELL, {"prompt": "p"})
     assert fal_standin.stats()["received"] == 0
 
 
@@ -241,13 +246,6 @@ def test_job_failing_with_content_policy_replays_422_on_result(fal_standin, stan
     assert e.value.detail[0]["type"] == "content_policy_violation"
 
 
-def test_sync_run_with_a_model_error_raises_it(fal_standin, standin_fal_client):
-    fal_standin.inject("job", "content_policy_violation")
-    with pytest.raises(FalValidationError, match="content_policy_violation"):
-        standin_fal_client.run(SCHNELL, {"prompt": "forbidden"})
-    assert fal_standin.submissions == 1
-
-
 # --- 429 ----------------------------------------------------------------------------------------
 
 def test_429_on_submit_honours_retry_after_then_succeeds(fal_standin, standin_fal_client, fal_sleeps):
@@ -256,15 +254,6 @@ def test_429_on_submit_honours_retry_after_then_succeeds(fal_standin, standin_fa
     assert handle.request_id
     assert fal_sleeps == [2.0]
     assert fal_standin.submissions == 1
-
-
-def test_429_on_sync_run_is_not_retried_the_caller_decides(fal_standin, standin_fal_client, fal_sleeps):
-    """A paid synchronous POST is never resent automatically (fal-client does, and may pay twice)."""
-    fal_standin.inject("run", "429", times=1, retry_after=1)
-    with pytest.raises(FalRateLimited) as e:
-        standin_fal_client.run(SCHNELL, {"prompt": "p"})
-    assert e.value.retry_after == 1.0
-    assert fal_sleeps == [] and fal_standin.submissions == 0
 
 
 def test_429_with_a_long_retry_after_is_not_waited_for(fal_standin, standin_fal_client, fal_sleeps):
@@ -323,29 +312,17 @@ def test_dropped_connection_on_submit_is_never_resent(fal_standin, standin_fal_c
     assert fal_standin.submissions == (1 if accepted else 0)
 
 
-@pytest.mark.parametrize("where", ["submit", "run"])
-def test_read_timeout_on_submit_or_run_is_never_resent(fal_standin, fal_sleeps, where):
+def test_read_timeout_on_submit_is_never_resent(fal_standin, fal_sleeps):
     """fal took the body and is slow to answer: the job exists, a resend would pay twice."""
-    fal_standin.inject(where, "slow", seconds=0.5)
+    fal_standin.inject("submit", "slow", seconds=0.5)
     with FalClient(load_settings(), timeout=httpx.Timeout(0.1, connect=5),
-                   run_timeout=httpx.Timeout(0.1, connect=5),
                    retry=RetryPolicy(sleep=fal_sleeps.append)) as client:
         with pytest.raises(FalTimeout, match="NOT sent again"):
-            if where == "submit":
-                client.submit(SCHNELL, {"prompt": "p"})
-            else:
-                client.run(SCHNELL, {"prompt": "p"})
+            client.submit(SCHNELL, {"prompt": "p"})
     deadline = time.monotonic() + 10
     while fal_standin.submissions < 1 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert fal_standin.submissions == 1
-    assert fal_standin.stats()["received"] == 1 and fal_sleeps == []
-
-
-def test_run_500_is_not_resent(fal_standin, standin_fal_client, fal_sleeps):
-    fal_standin.inject("run", "500")
-    with pytest.raises(FalServerError):
-        standin_fal_client.run(SCHNELL, {"prompt": "p"})
     assert fal_standin.stats()["received"] == 1 and fal_sleeps == []
 
 
@@ -406,7 +383,7 @@ def test_status_401_is_not_retried(fal_standin, standin_fal_client, fal_sleeps):
 
 @pytest.mark.parametrize("fault", ["502", "drop", "500"])
 def test_download_faults_are_retried(fal_standin, standin_fal_client, fal_sleeps, fault):
-    url = standin_fal_client.run(SCHNELL, {"prompt": "p", "image_size": "square"})["images"][0]["url"]
+    url = _output(standin_fal_client, SCHNELL, {"prompt": "p", "image_size": "square"})["images"][0]["url"]
     fal_standin.inject("file", fault)
     data, content_type = standin_fal_client.download(url)
     assert content_type == "image/jpeg" and Image.open(io.BytesIO(data)).size == (512, 512)
@@ -444,15 +421,10 @@ def test_each_payload_is_logged_as_one_json_line_with_data_uris_abbreviated(stan
              if r.name == "core.batches.fal" and '"fal.send"' in r.getMessage()]
     assert len(sends) == 1
     line = sends[0]
-    assert line["endpoint"] == "fal-ai/flux-2/edit" and line["mode"] == "queue"
+    assert line["endpoint"] == "fal-ai/flux-2/edit"
     assert line["payload_hash"] == payload_hash(payload)
     assert line["payload"]["image_urls"][0].startswith("data:image/png;base64,…(")
     assert "iVBOR" not in caplog.text  # no raw base64 in logs
-
-    last = last_payload_sent()
-    assert last["endpoint"] == "fal-ai/flux-2/edit" and last["mode"] == "queue"
-    assert last["payload_hash"] == payload_hash(payload) and last["sent_at"]
-    assert last["payload"] == line["payload"]
 
 
 def test_the_key_never_appears_in_logs_messages_or_reprs(fal_standin, fal_sleeps, caplog):
@@ -463,7 +435,6 @@ def test_the_key_never_appears_in_logs_messages_or_reprs(fal_standin, fal_sleeps
             messages.append(repr(c))
             messages.append(repr(load_settings()))
             handle = c.submit(SCHNELL, {"prompt": "p"})
-            c.run(SCHNELL, {"prompt": "p"})
             for where, fault in [("submit", "500"), ("submit", "drop"), ("status", "503"),
                                  ("status", "401"), ("submit", "422"), ("submit", "429")]:
                 fal_standin.inject(where, fault)
@@ -487,8 +458,7 @@ def test_the_key_never_appears_in_logs_messages_or_reprs(fal_standin, fal_sleeps
 # --- fine-grained cases (httpx.MockTransport) ---------------------------------------------------
 
 def _mock_client(handler, sleeps, **kw) -> FalClient:
-    settings = load_settings(env={"FAL_KEY": "k-mock", "FAL_RUN_URL": "https://fal.run",
-                                  "FAL_QUEUE_URL": "https://queue.fal.run",
+    settings = load_settings(env={"FAL_KEY": "k-mock", "FAL_QUEUE_URL": "https://queue.fal.run",
                                   "DASHBOARD_DATA_DIR": "/tmp/unused"})
     return FalClient(settings, transport=httpx.MockTransport(handler),
                      retry=RetryPolicy(sleep=sleeps.append, **kw))
