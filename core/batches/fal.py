@@ -1,7 +1,8 @@
 """The fal client: the queue protocol (submit, status, result, cancel) and result downloads.
 
 One `httpx.Client` per `FalClient` (connection pooling, keep-alive); safe to share between threads.
-Queue statuses are small typed values (`Queued`, `InProgress`, `Completed`), as in fal_client.
+Queue statuses are small typed values (`Queued`, `InProgress`, `Completed`), as in fal_client, and
+a result is parsed once, by `parse_output`, into a `FalOutput` of `OutputImage`s.
 
 Invariants:
 - Never risk a second paid job. A submit is sent again ONLY when fal surely did not accept it:
@@ -16,6 +17,8 @@ Invariants:
 - Every outgoing payload is logged at INFO on logger "core.batches.fal" as one JSON line with
   `data:` URIs abbreviated (the store keeps the payload itself: History reads it from there).
 - Every error is a `core.errors.FalError` whose message says what happened and what to do.
+- An output body of an unexpected shape (not an object, `images` missing or not a list of
+  objects with a `url`) raises FalBadResponse carrying the body: never a KeyError later on.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ import httpx
 from core.config import Settings, load_settings
 from core.errors import (
     FalAuthError,
+    FalBadResponse,
     FalCancelled,
     FalError,
     FalRateLimited,
@@ -46,8 +50,8 @@ from core.errors import (
 from core.catalog.payloads import abbreviate, payload_hash
 
 __all__ = [
-    "Completed", "DEFAULT_TIMEOUT", "FalClient", "InProgress", "QueueHandle", "Queued", "RetryPolicy",
-    "Status", "handle_from_row",
+    "Completed", "DEFAULT_TIMEOUT", "FalClient", "FalOutput", "InProgress", "OutputImage",
+    "QueueHandle", "Queued", "RetryPolicy", "Status", "handle_from_row", "parse_output",
 ]
 
 logger = logging.getLogger("core.batches.fal")
@@ -59,6 +63,8 @@ MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024
 _INGRESS_CODES = frozenset({502, 503, 504})
 # Raised before a single byte of the request left this machine: always safe to send again.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# a non-JSON body kept with a FalBadResponse is cut here (an HTML page can be large)
+_RAW_TEXT_LIMIT = 20_000
 _CANCEL_ANSWERS = frozenset({"CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND", "OK"})
 
 
@@ -101,6 +107,91 @@ class QueueHandle:
     response_url: str
     cancel_url: str
     queue_position: int | None = None
+
+
+@dataclass(frozen=True)
+class OutputImage:
+    """One image of a result. Only `url` is promised by every endpoint (an http(s) URL on fal's
+    CDN, or a `data:` URI with sync_mode); the rest is None when fal left it out or mistyped it."""
+    url: str
+    width: int | None = None
+    height: int | None = None
+    content_type: str | None = None
+    file_size: int | None = None
+
+
+@dataclass(frozen=True)
+class FalOutput:
+    """A model's output, parsed once (`parse_output`). `nsfw[i]` is fal's flag for image i (None
+    when fal gave none for it); `inference_s` is fal's `timings.inference`; `raw` is the body as
+    received, kept for the store."""
+    images: tuple[OutputImage, ...]
+    seed: int | None = None
+    nsfw: tuple[bool | None, ...] = ()
+    inference_s: float | None = None
+    raw: Any = field(default=None, repr=False, compare=False)
+
+    def nsfw_of(self, idx: int) -> bool | None:
+        return self.nsfw[idx] if idx < len(self.nsfw) else None
+
+
+def parse_output(body: Any, *, request_id: str | None = None) -> FalOutput:
+    """fal's output JSON (schnell's legacy Image or FLUX.2's ImageFile shape) as a FalOutput.
+
+    FalBadResponse (with `.raw` = body) when the body is not an object, or `images` is missing,
+    not a list, or holds an entry that is not an object with a non-empty string `url`. Other
+    fields are optional: missing or mistyped ones become None (or `()` for the NSFW flags)."""
+    which = f"for request {request_id} " if request_id else ""
+
+    def bad(problem: str) -> FalBadResponse:
+        return FalBadResponse(f"fal's result {which}is not what its schema promises ({problem}); "
+                              "the answer is kept with the request. Re-run it; if it happens "
+                              "again, the endpoint's output format has changed.",
+                              raw=body, request_id=request_id)
+
+    if not isinstance(body, dict):
+        raise bad(f"the body is {_json_kind(body)}, not an object")
+    images = body.get("images")
+    if images is None:
+        raise bad("no `images`")
+    if not isinstance(images, list):
+        raise bad(f"`images` is {_json_kind(images)}, not a list")
+    parsed = []
+    for idx, image in enumerate(images):
+        url = image.get("url") if isinstance(image, dict) else None
+        if not isinstance(url, str) or not url:
+            raise bad(f"image {idx} has no URL")
+        parsed.append(OutputImage(url=url, width=_positive_int(image.get("width")),
+                                  height=_positive_int(image.get("height")),
+                                  content_type=_str_or_none(image.get("content_type")),
+                                  file_size=_positive_int(image.get("file_size"))))
+    flags = body.get("has_nsfw_concepts")
+    nsfw = tuple(f if isinstance(f, bool) else None for f in flags) if isinstance(flags, list) else ()
+    timings = body.get("timings")
+    inference = timings.get("inference") if isinstance(timings, dict) else None
+    seed = body.get("seed")
+    return FalOutput(
+        images=tuple(parsed), seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        nsfw=nsfw,
+        inference_s=float(inference) if isinstance(inference, (int, float))
+        and not isinstance(inference, bool) else None,
+        raw=body)
+
+
+def _json_kind(value: Any) -> str:
+    for kind, name in ((bool, "a boolean"), (dict, "an object"), (list, "a list"), (str, "a string"),
+                       ((int, float), "a number")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 @dataclass(frozen=True)
@@ -221,8 +312,9 @@ class FalClient:
         body = _json_object(response, what="status", endpoint=handle.endpoint)
         return _parse_status(body, handle)
 
-    def result(self, handle: QueueHandle) -> dict:
-        """GET the response URL: the output, or the job's replayed error raised as a FalError."""
+    def result(self, handle: QueueHandle) -> FalOutput:
+        """GET the response URL: the output parsed (`parse_output`), or the job's replayed error
+        raised as a FalError; FalBadResponse (keeping the body) for an answer of the wrong shape."""
         response = self._send("GET", handle.response_url, what="result", endpoint=handle.endpoint,
                               request_id=handle.request_id, headers=self._auth_headers(),
                               timeout=self._timeout, resend_safe=True)
@@ -230,7 +322,21 @@ class FalClient:
             raise FalError(f"fal request {handle.request_id} has not finished yet: "
                            "poll its status until COMPLETED, then fetch the result.",
                            status_code=202, request_id=handle.request_id)
-        return _json_object(response, what="result", endpoint=handle.endpoint)
+        text = response.text
+        try:
+            body = json.loads(text)
+        except ValueError:
+            raise FalBadResponse(
+                f"fal's result for request {handle.request_id} is not JSON "
+                f"({response.headers.get('content-type') or 'no content type'}); the answer is kept "
+                "with the request. Re-run it if the images are needed.",
+                raw=text[:_RAW_TEXT_LIMIT], status_code=response.status_code,
+                request_id=handle.request_id) from None
+        try:
+            return parse_output(body, request_id=handle.request_id)
+        except FalBadResponse as e:
+            e.status_code = response.status_code
+            raise
 
     def cancel(self, handle: QueueHandle) -> str:
         """PUT the cancel URL -> "CANCELLATION_REQUESTED", "ALREADY_COMPLETED" or "NOT_FOUND"."""

@@ -68,7 +68,8 @@ PALETTE = [(214, 69, 65), (52, 152, 219), (46, 204, 113), (241, 196, 15), (155, 
 
 WHERES = ("submit", "status", "result", "cancel", "file", "job")
 FAULTS = ("401", "422", "429", "500", "503", "502", "504", "ingress", "slow", "drop")
-JOB_FAULTS = ("content_policy_violation", "runner_disconnected")
+JOB_FAULTS = ("content_policy_violation", "runner_disconnected", "list_body", "missing_fields",
+              "image_404")
 
 _INGRESS_HTML = ("<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} "
                  "{reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
@@ -176,10 +177,11 @@ class _Job:
     submitted_at: float
     latency: float
     fault: str | None = None
+    fault_params: dict = field(default_factory=dict)
     state: str = "IN_QUEUE"
     started_at: float | None = None
     finish_at: float | None = None
-    outcome: tuple[int, dict] | None = None  # the model's (status, body), built on first read
+    outcome: tuple[int, Any] | None = None  # the model's (status, body), built on first read
     error: str | None = None
     error_type: str | None = None
     logs: list[dict] = field(default_factory=list)
@@ -284,8 +286,12 @@ class FalStandin:
     def inject(self, where: str, fault: str | int, times: int = 1, **params: Any) -> None:
         """Make the next `times` calls at `where` fail with `fault`.
 
-        where: submit, status, result, cancel, file; or "job" (the next accepted jobs complete
-        with a model error: "content_policy_violation" (422) or "runner_disconnected" (503)).
+        where: submit, status, result, cancel, file; or "job": the next accepted jobs complete
+        with a model error, "content_policy_violation" (422) or "runner_disconnected" (503), or
+        succeed with an output fal's schema does not promise: "list_body" (a JSON list holding
+        the output), "missing_fields" (fields=[top-level keys to leave out], default ["images"];
+        image_fields=[keys to leave out of every image]), "image_404" (index=k, default 1: image
+        k's URL answers 404, like an expired file; send num_images > k).
         fault: "401", "422" (detail=list|str), "429" (retry_after=seconds|None), "500" (carries
         x-fal-request-id), "503" (runner_scheduling_failure), "502"/"504"/"ingress" (nginx HTML,
         NO x-fal-request-id; status=502), "slow" (seconds=N, then answer normally), "drop" (close
@@ -485,9 +491,28 @@ class FalStandin:
         return {"images": images, "seed": seed, "has_nsfw_concepts": [False] * len(images),
                 "prompt": job.body.get("prompt", ""), "timings": {"inference": job.latency}}
 
-    def _outcome(self, job: _Job) -> tuple[int, dict]:
+    def _faulty_output(self, job: _Job, output: dict) -> Any:
+        """The output as a "job" fault of the unexpected-shape kind reshapes it."""
+        params = job.fault_params
+        if job.fault == "list_body":
+            return [output]
+        if job.fault == "missing_fields":
+            for name in params.get("fields", ["images"]):
+                output.pop(name, None)
+            for image in output.get("images") or []:
+                for name in params.get("image_fields", []):
+                    image.pop(name, None)
+        elif job.fault == "image_404":
+            index = int(params.get("index", 1))
+            images = output["images"]
+            if index < len(images) and not images[index]["url"].startswith("data:"):
+                with self._lock:
+                    self._files.pop(images[index]["url"].rsplit("/", 1)[1], None)
+        return output
+
+    def _outcome(self, job: _Job) -> tuple[int, Any]:
         if job.outcome is None:
-            built = (200, self._build_output(job))
+            built = (200, self._faulty_output(job, self._build_output(job)))
             with self._lock:
                 if job.outcome is None:
                     job.outcome = built
@@ -753,7 +778,8 @@ class _Handler(BaseHTTPRequestHandler):
             job = _Job(request_id=str(uuid.uuid4()), endpoint=endpoint,
                        owner_app="/".join(endpoint.endpoint_id.split("/")[:2]), body=clean,
                        flags=[], submitted_at=now, latency=standin.latency,
-                       fault=job_fault.fault if job_fault else None)
+                       fault=job_fault.fault if job_fault else None,
+                       fault_params=dict(job_fault.params) if job_fault else {})
             if record["dropped_keys"] or set(body) - set(clean):
                 record["dropped_keys"] = sorted(set(body) - set(clean))
                 _log(job, f"ignored unknown keys: {', '.join(record['dropped_keys'])}", "WARN")
