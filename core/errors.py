@@ -21,7 +21,8 @@
     │   ├── FalServerError       5xx / runner errors after retries; `.error_type`
     │   ├── FalTimeout           no answer in time
     │   ├── FalUnavailable       transport failure (cannot connect) after retries
-    │   └── FalCancelled         the request was cancelled
+    │   ├── FalCancelled         the request was cancelled
+    │   └── FalBadResponse       fal answered 2xx with a body of an unexpected shape; `.raw` keeps it
     └── MetricsError             an image could not be decoded for measuring
 """
 from __future__ import annotations
@@ -142,6 +143,16 @@ class FalUnavailable(FalError):
 
 class FalCancelled(FalError):
     pass
+
+
+class FalBadResponse(FalError):
+    """fal answered, but not in the shape its schema promises (e.g. a JSON list, no `images`).
+    Not transient: asking again gets the same answer. `raw` is the body as received (decoded
+    JSON, or the text when it was not JSON), so the caller can keep it with the failure."""
+
+    def __init__(self, message: str, *, raw: Any = None, **kw: Any):
+        self.raw = raw
+        super().__init__(message, **kw)
 
 
 class MetricsError(DashboardError):

@@ -1,21 +1,24 @@
-"""The fal client: sync run, the queue protocol (submit, status, result, cancel) and result downloads.
+"""The fal client: the queue protocol (submit, status, result, cancel) and result downloads.
 
 One `httpx.Client` per `FalClient` (connection pooling, keep-alive); safe to share between threads.
-Queue statuses are small typed values (`Queued`, `InProgress`, `Completed`), as in fal_client.
+Queue statuses are small typed values (`Queued`, `InProgress`, `Completed`), as in fal_client, and
+a result is parsed once, by `parse_output`, into a `FalOutput` of `OutputImage`s.
 
 Invariants:
-- Never risk a second paid job. A submit (or sync run) is sent again ONLY when fal surely did not
-  accept it: the connection could not be made, fal answered 429 to a queue submit, or an ingress
-  error page came back WITHOUT `x-fal-request-id` (the proxy answered, fal never saw the body).
-  A sync run answered 429 raises FalRateLimited (with `retry_after`) for the caller to decide. A read timeout, a dropped
-  connection after sending, or a 5xx carrying `x-fal-request-id` raise instead: the job may exist.
+- Never risk a second paid job. A submit is sent again ONLY when fal surely did not accept it:
+  the connection could not be made, fal answered 429 to a queue submit, or an ingress error page
+  came back WITHOUT `x-fal-request-id` (the proxy answered, fal never saw the body). A read
+  timeout, a dropped connection after sending, or a 5xx carrying `x-fal-request-id` raise
+  instead: the job may exist.
 - Status polls, result fetches, cancels and downloads are idempotent: transport errors, 408, 429
   (honouring `Retry-After`) and 5xx are retried with capped exponential backoff and jitter.
 - The key is sent only to fal's run/queue URLs (never to a download URL) and never appears in a log
   line, an exception message or a repr.
-- Every outgoing payload is logged at INFO on logger "core.batches.fal" as one JSON line with `data:` URIs
-  abbreviated; the same record is kept in-process for `last_payload_sent()`.
+- Every outgoing payload is logged at INFO on logger "core.batches.fal" as one JSON line with
+  `data:` URIs abbreviated (the store keeps the payload itself: History reads it from there).
 - Every error is a `core.errors.FalError` whose message says what happened and what to do.
+- An output body of an unexpected shape (not an object, `images` missing or not a list of
+  objects with a `url`) raises FalBadResponse carrying the body: never a KeyError later on.
 """
 from __future__ import annotations
 
@@ -25,7 +28,6 @@ import email.utils
 import json
 import logging
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -34,9 +36,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from core.config import Settings, load_settings
-from core.store.db import now
 from core.errors import (
     FalAuthError,
+    FalBadResponse,
     FalCancelled,
     FalError,
     FalRateLimited,
@@ -48,21 +50,21 @@ from core.errors import (
 from core.catalog.payloads import abbreviate, payload_hash
 
 __all__ = [
-    "Completed", "DEFAULT_RUN_TIMEOUT", "DEFAULT_TIMEOUT", "FalClient", "InProgress", "QueueHandle",
-    "Queued", "RetryPolicy", "Status", "handle_from_row", "last_payload_sent",
+    "Completed", "DEFAULT_TIMEOUT", "FalClient", "FalOutput", "InProgress", "OutputImage",
+    "QueueHandle", "Queued", "RetryPolicy", "Status", "handle_from_row", "parse_output",
 ]
 
 logger = logging.getLogger("core.batches.fal")
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-# A sync run holds the connection for the whole generation: give reads much longer.
-DEFAULT_RUN_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 DEFAULT_DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024
 
 _INGRESS_CODES = frozenset({502, 503, 504})
 # Raised before a single byte of the request left this machine: always safe to send again.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# a non-JSON body kept with a FalBadResponse is cut here (an HTML page can be large)
+_RAW_TEXT_LIMIT = 20_000
 _CANCEL_ANSWERS = frozenset({"CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND", "OK"})
 
 
@@ -108,6 +110,91 @@ class QueueHandle:
 
 
 @dataclass(frozen=True)
+class OutputImage:
+    """One image of a result. Only `url` is promised by every endpoint (an http(s) URL on fal's
+    CDN, or a `data:` URI with sync_mode); the rest is None when fal left it out or mistyped it."""
+    url: str
+    width: int | None = None
+    height: int | None = None
+    content_type: str | None = None
+    file_size: int | None = None
+
+
+@dataclass(frozen=True)
+class FalOutput:
+    """A model's output, parsed once (`parse_output`). `nsfw[i]` is fal's flag for image i (None
+    when fal gave none for it); `inference_s` is fal's `timings.inference`; `raw` is the body as
+    received, kept for the store."""
+    images: tuple[OutputImage, ...]
+    seed: int | None = None
+    nsfw: tuple[bool | None, ...] = ()
+    inference_s: float | None = None
+    raw: Any = field(default=None, repr=False, compare=False)
+
+    def nsfw_of(self, idx: int) -> bool | None:
+        return self.nsfw[idx] if idx < len(self.nsfw) else None
+
+
+def parse_output(body: Any, *, request_id: str | None = None) -> FalOutput:
+    """fal's output JSON (schnell's legacy Image or FLUX.2's ImageFile shape) as a FalOutput.
+
+    FalBadResponse (with `.raw` = body) when the body is not an object, or `images` is missing,
+    not a list, or holds an entry that is not an object with a non-empty string `url`. Other
+    fields are optional: missing or mistyped ones become None (or `()` for the NSFW flags)."""
+    which = f"for request {request_id} " if request_id else ""
+
+    def bad(problem: str) -> FalBadResponse:
+        return FalBadResponse(f"fal's result {which}is not what its schema promises ({problem}); "
+                              "the answer is kept with the request. Re-run it; if it happens "
+                              "again, the endpoint's output format has changed.",
+                              raw=body, request_id=request_id)
+
+    if not isinstance(body, dict):
+        raise bad(f"the body is {_json_kind(body)}, not an object")
+    images = body.get("images")
+    if images is None:
+        raise bad("no `images`")
+    if not isinstance(images, list):
+        raise bad(f"`images` is {_json_kind(images)}, not a list")
+    parsed = []
+    for idx, image in enumerate(images):
+        url = image.get("url") if isinstance(image, dict) else None
+        if not isinstance(url, str) or not url:
+            raise bad(f"image {idx} has no URL")
+        parsed.append(OutputImage(url=url, width=_positive_int(image.get("width")),
+                                  height=_positive_int(image.get("height")),
+                                  content_type=_str_or_none(image.get("content_type")),
+                                  file_size=_positive_int(image.get("file_size"))))
+    flags = body.get("has_nsfw_concepts")
+    nsfw = tuple(f if isinstance(f, bool) else None for f in flags) if isinstance(flags, list) else ()
+    timings = body.get("timings")
+    inference = timings.get("inference") if isinstance(timings, dict) else None
+    seed = body.get("seed")
+    return FalOutput(
+        images=tuple(parsed), seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        nsfw=nsfw,
+        inference_s=float(inference) if isinstance(inference, (int, float))
+        and not isinstance(inference, bool) else None,
+        raw=body)
+
+
+def _json_kind(value: Any) -> str:
+    for kind, name in ((bool, "a boolean"), (dict, "an object"), (list, "a list"), (str, "a string"),
+                       ((int, float), "a number")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """Capped exponential backoff with jitter. `sleep` is injectable so tests never wait.
 
@@ -126,31 +213,10 @@ class RetryPolicy:
         return delay * (1.0 - self.jitter * random.random())
 
 
-# --- last payload sent (in-process) -------------------------------------------------------------
-
-_last_lock = threading.Lock()
-_last: dict | None = None
-
-
-def last_payload_sent() -> dict | None:
-    """The last payload this process sent to fal: endpoint, abbreviated payload, hash, time, mode."""
-    with _last_lock:
-        return None if _last is None else dict(_last)
-
-
-def _record_send(endpoint: str, mode: str, payload: Any) -> None:
-    global _last
-    record = {
-        "endpoint": endpoint,
-        "payload": abbreviate(payload),
-        "payload_hash": payload_hash(payload),
-        "sent_at": now(),
-        "mode": mode,
-    }
-    with _last_lock:
-        _last = record
-    logger.info(json.dumps({"event": "fal.send", "endpoint": endpoint, "mode": mode,
-                            "payload_hash": record["payload_hash"], "payload": record["payload"]},
+def _log_send(endpoint: str, payload: Any) -> None:
+    """One JSON line per payload that leaves for fal, `data:` URIs abbreviated."""
+    logger.info(json.dumps({"event": "fal.send", "endpoint": endpoint,
+                            "payload_hash": payload_hash(payload), "payload": abbreviate(payload)},
                            ensure_ascii=False, separators=(",", ":")))
 
 
@@ -178,19 +244,16 @@ class FalClient:
     """Talks to fal over one pooled httpx.Client. Thread-safe; close it (or use `with`)."""
 
     def __init__(self, settings: Settings | None = None, *, key: str | None = None,
-                 run_url: str | None = None, queue_url: str | None = None,
+                 queue_url: str | None = None,
                  timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-                 run_timeout: httpx.Timeout | float = DEFAULT_RUN_TIMEOUT,
                  download_timeout: httpx.Timeout | float = DEFAULT_DOWNLOAD_TIMEOUT,
                  retry: RetryPolicy = RetryPolicy(),
                  transport: httpx.BaseTransport | None = None):
         settings = settings or load_settings()
         self._key = key if key is not None else settings.fal_key
-        self.run_url = (run_url or settings.fal_run_url).rstrip("/")
         self.queue_url = (queue_url or settings.fal_queue_url).rstrip("/")
         self.retry = retry
         self._timeout = _as_timeout(timeout)
-        self._run_timeout = _as_timeout(run_timeout)
         self._download_timeout = _as_timeout(download_timeout)
         pool = max(20, 2 * settings.concurrency)
         # No Authorization here on purpose: it is added per call to fal's own URLs only, so a
@@ -201,8 +264,7 @@ class FalClient:
             headers={"User-Agent": "fal-model-dashboard"})
 
     def __repr__(self) -> str:
-        return (f"FalClient(run_url={self.run_url!r}, queue_url={self.queue_url!r}, "
-                f"key={'set' if self._key else 'missing'})")
+        return f"FalClient(queue_url={self.queue_url!r}, key={'set' if self._key else 'missing'})"
 
     def __enter__(self) -> FalClient:
         return self
@@ -215,21 +277,12 @@ class FalClient:
 
     # --- sending --------------------------------------------------------------------------------
 
-    def run(self, endpoint: str, payload: dict) -> dict:
-        """Synchronous call: POST {run_url}/{endpoint}; fal answers the output (or the error)."""
-        url = f"{self.run_url}/{_checked_endpoint(endpoint)}"
-        headers = self._auth_headers()
-        _record_send(endpoint, "sync", payload)
-        response = self._send("POST", url, what="run", endpoint=endpoint, json=payload,
-                              headers=headers, timeout=self._run_timeout, resend_safe=False)
-        return _json_object(response, what="run", endpoint=endpoint)
-
     def submit(self, endpoint: str, payload: dict, *, headers: dict[str, str] | None = None) -> QueueHandle:
         """Queue a job: POST {queue_url}/{endpoint}. Follow the URLs in the returned handle."""
         url = f"{self.queue_url}/{_checked_endpoint(endpoint)}"
         extra = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
         all_headers = {**extra, **self._auth_headers()}
-        _record_send(endpoint, "queue", payload)
+        _log_send(endpoint, payload)
         response = self._send("POST", url, what="submit", endpoint=endpoint, json=payload,
                               headers=all_headers, timeout=self._timeout, resend_safe=False)
         body = _json_object(response, what="submit", endpoint=endpoint)
@@ -259,8 +312,9 @@ class FalClient:
         body = _json_object(response, what="status", endpoint=handle.endpoint)
         return _parse_status(body, handle)
 
-    def result(self, handle: QueueHandle) -> dict:
-        """GET the response URL: the output, or the job's replayed error raised as a FalError."""
+    def result(self, handle: QueueHandle) -> FalOutput:
+        """GET the response URL: the output parsed (`parse_output`), or the job's replayed error
+        raised as a FalError; FalBadResponse (keeping the body) for an answer of the wrong shape."""
         response = self._send("GET", handle.response_url, what="result", endpoint=handle.endpoint,
                               request_id=handle.request_id, headers=self._auth_headers(),
                               timeout=self._timeout, resend_safe=True)
@@ -268,7 +322,21 @@ class FalClient:
             raise FalError(f"fal request {handle.request_id} has not finished yet: "
                            "poll its status until COMPLETED, then fetch the result.",
                            status_code=202, request_id=handle.request_id)
-        return _json_object(response, what="result", endpoint=handle.endpoint)
+        text = response.text
+        try:
+            body = json.loads(text)
+        except ValueError:
+            raise FalBadResponse(
+                f"fal's result for request {handle.request_id} is not JSON "
+                f"({response.headers.get('content-type') or 'no content type'}); the answer is kept "
+                "with the request. Re-run it if the images are needed.",
+                raw=text[:_RAW_TEXT_LIMIT], status_code=response.status_code,
+                request_id=handle.request_id) from None
+        try:
+            return parse_output(body, request_id=handle.request_id)
+        except FalBadResponse as e:
+            e.status_code = response.status_code
+            raise
 
     def cancel(self, handle: QueueHandle) -> str:
         """PUT the cancel URL -> "CANCELLATION_REQUESTED", "ALREADY_COMPLETED" or "NOT_FOUND"."""
@@ -339,9 +407,7 @@ class FalClient:
             from_fal = "x-fal-request-id" in response.headers
             if code == 429:
                 retry_after = _retry_after(response)
-                # A sync run is not retried on 429 (fal-client does, and can run a paid job
-                # twice): the caller sees FalRateLimited with retry_after and decides.
-                if what != "run" and not last and (
+                if not last and (
                         retry_after is None or retry_after <= policy.max_retry_after):
                     delay = policy.backoff(attempt) if retry_after is None else retry_after
                     self._pause(what, url, "429", delay, attempt)
@@ -481,14 +547,14 @@ def _error_from(response: httpx.Response, *, what: str, endpoint: str | None,
         kind = f" {error_type}" if error_type else ""
         msg = f"fal failed on its side ({code}{kind}){tried} for the {what} of {target}"
         msg += f": {said}" if said else ""
-        if what in ("submit", "run"):
+        if what == "submit":
             msg += (". The job may or may not exist, so it was NOT sent again (never risk a second "
                     "paid job): check fal's request history before resubmitting.")
         else:
             msg += ". 5xx answers are not billed; try again later."
         return FalServerError(msg, **kw)
     if code == 404:
-        if what in ("submit", "run"):
+        if what == "submit":
             return FalError(f"fal has no endpoint {endpoint} (404): check the endpoint id.", **kw)
         if what == "download":
             return FalError(f"result file {target} is gone (404): fal keeps result files for a "
@@ -511,11 +577,11 @@ def _transport_error(e: httpx.TransportError, *, what: str, endpoint: str | None
     kw = {"request_id": request_id}
     if isinstance(e, _NOT_SENT):
         return FalUnavailable(f"could not connect to fal at {_short(url)}{tried} "
-                              f"({type(e).__name__}): check the network and FAL_RUN_URL/FAL_QUEUE_URL; "
+                              f"({type(e).__name__}): check the network and FAL_QUEUE_URL; "
                               "nothing was sent.", not_sent=True, **kw)
     maybe = ("The job may have been accepted, so it was NOT sent again (never risk a second paid job): "
              "check fal's request history before resubmitting."
-             if what in ("submit", "run") else "Try again later.")
+             if what == "submit" else "Try again later.")
     if isinstance(e, httpx.TimeoutException):
         return FalTimeout(f"fal did not answer the {what} of {target} in time{tried} "
                           f"({type(e).__name__}). {maybe}", **kw)

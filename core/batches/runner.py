@@ -45,6 +45,7 @@ from core.errors import (
     BatchBusy,
     DashboardError,
     FalAuthError,
+    FalBadResponse,
     FalCancelled,
     FalError,
     FalRateLimited,
@@ -59,7 +60,7 @@ from core.catalog.payloads import REFERENCE_SCHEME
 if TYPE_CHECKING:
     import sqlite_utils
 
-    from core.batches.fal import FalClient, QueueHandle
+    from core.batches.fal import FalClient, OutputImage, QueueHandle
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ _EXT = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gi
 _ERROR_TYPES: tuple[tuple[type, str], ...] = (
     (FalAuthError, "auth"), (FalValidationError, "validation"), (FalRateLimited, "rate_limited"),
     (FalCancelled, "cancelled"), (FalTimeout, "timeout"), (FalUnavailable, "unavailable"),
+    (FalBadResponse, "bad_response"),
     (FalServerError, "server_error"), (FalError, "fal_error"),
 )
 
@@ -554,9 +556,14 @@ class _LiveRun:
         inference = status.metrics.get("inference_time") if status.metrics else None
         logs = list(status.logs) or None
         try:
-            result = self._fal.result(handle)
+            output = self._fal.result(handle)
         except FalCancelled as e:
             store.mark_cancelled(db, request_id, reason=str(e), http_status=e.status_code)
+            return
+        except FalBadResponse as e:
+            # fal answered and will answer the same again: end it failed, with the answer kept
+            store.mark_failed(db, request_id, error_type="bad_response", error_message=str(e),
+                              http_status=e.status_code, response=e.raw, inference_time_s=inference)
             return
         except FalError as e:
             if cancel_sent and not status.ok:
@@ -572,40 +579,38 @@ class _LiveRun:
                               response={"detail": detail} if detail is not None else None,
                               inference_time_s=inference)
             return
-        images = result.get("images") if isinstance(result, dict) else None
-        if not isinstance(images, list) or not images:
-            store.mark_failed(db, request_id, error_type="no_images", http_status=200, response=result,
-                              error_message="fal finished the job but returned no image; re-run it.",
-                              inference_time_s=inference)
+        if inference is None:
+            inference = output.inference_s
+        if not output.images:
+            store.mark_failed(db, request_id, error_type="no_images", http_status=200,
+                              response=output.raw, inference_time_s=inference,
+                              error_message="fal finished the job but returned no image; re-run it.")
             return
-        nsfw = result.get("has_nsfw_concepts") or []
-        for idx, img in enumerate(images):
+        for idx, image in enumerate(output.images):
             try:
-                self._keep_image(db, request_id, idx, img, nsfw[idx] if idx < len(nsfw) else None)
+                self._keep_image(db, request_id, idx, image, output.nsfw_of(idx))
             except (FalError, DashboardError, OSError) as e:
                 store.mark_failed(
-                    db, request_id, error_type="download_failed", http_status=200, response=result,
+                    db, request_id, error_type="download_failed", http_status=200, response=output.raw,
                     inference_time_s=inference,
                     error_message=(f"fal finished (and billed) the job but image {idx} could not be "
                                    f"kept: {e} Its fal URL is in the response; it expires, so "
                                    "re-run the request if it is gone."))
                 return
-        store.mark_completed(db, request_id, response=result, http_status=200,
+        store.mark_completed(db, request_id, response=output.raw, http_status=200,
                              inference_time_s=inference, logs=logs)
 
-    def _keep_image(self, db: sqlite_utils.Database, request_id: str, idx: int, img: Any,
-                    nsfw: Any) -> None:
+    def _keep_image(self, db: sqlite_utils.Database, request_id: str, idx: int, image: OutputImage,
+                    nsfw: bool | None) -> None:
         import hashlib
 
-        url = img.get("url") if isinstance(img, dict) else None
-        if not isinstance(url, str) or not url:
-            raise FalError(f"image {idx} of the result has no URL")
+        url = image.url
         data, content_type = self._fal.download(url)
         ext = _EXT.get(content_type, "bin")
         stored = self._storage.put(f"results/{request_id}/{idx}.{ext}", data, content_type,
                                    overwrite=True)
-        width, height = img.get("width"), img.get("height")
-        if not (isinstance(width, int) and isinstance(height, int)):
+        width, height = image.width, image.height
+        if width is None or height is None:
             from core.photos.images import image_info
 
             try:
@@ -615,8 +620,7 @@ class _LiveRun:
         store.add_result_image(
             db, request_id, idx=idx, fal_url=url, storage_backend=stored.backend,
             storage_path=stored.path, sha256=hashlib.sha256(data).hexdigest(), width=width,
-            height=height, content_type=content_type, size_bytes=len(data),
-            nsfw=None if nsfw is None else bool(nsfw))
+            height=height, content_type=content_type, size_bytes=len(data), nsfw=nsfw)
 
 
 # ---------------------------------------------------------------------------- control

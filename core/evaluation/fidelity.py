@@ -201,16 +201,20 @@ def _requested_size(endpoint: str, payload: Mapping[str, Any]) -> tuple[int, int
 
 
 def _reported(response: Any, idx: int) -> tuple[tuple[int, int] | None, int | None]:
-    """(fal's width/height of image idx, the seed fal returned) from the stored response."""
-    if not isinstance(response, Mapping):
+    """(fal's width/height of image idx, the seed fal returned) from the stored response, read
+    with the client's own parser; a response of another shape reports nothing."""
+    from core.batches.fal import parse_output
+    from core.errors import FalBadResponse
+
+    try:
+        output = parse_output(response)
+    except FalBadResponse:
         return None, None
-    seed = _int_or_none(response.get("seed"))
-    images = response.get("images")
-    if isinstance(images, list) and idx < len(images) and isinstance(images[idx], Mapping):
-        w, h = _int_or_none(images[idx].get("width")), _int_or_none(images[idx].get("height"))
-        if w and h:
-            return (w, h), seed
-    return None, seed
+    if idx < len(output.images):
+        image = output.images[idx]
+        if image.width and image.height:
+            return (image.width, image.height), output.seed
+    return None, output.seed
 
 
 # ---------------------------------------------------------------------------- measuring

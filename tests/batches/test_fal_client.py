@@ -1,6 +1,6 @@
 """core.batches.fal against the fal stand-in over real HTTP (httpx.MockTransport only for fine-grained cases).
 
-What must hold: the queue path and sync run work end to end; every fault ends in success after
+What must hold: the queue path works end to end; every fault ends in success after
 retries or in its named error; NO fault ever makes one job into two paid submissions; the key never
 leaks into logs, messages or reprs.
 """
@@ -20,6 +20,7 @@ from PIL import Image
 from core.config import load_settings
 from core.errors import (
     FalAuthError,
+    FalBadResponse,
     FalCancelled,
     FalError,
     FalRateLimited,
@@ -31,12 +32,14 @@ from core.errors import (
 from core.batches.fal import (
     Completed,
     FalClient,
+    FalOutput,
     InProgress,
+    OutputImage,
     QueueHandle,
     Queued,
     RetryPolicy,
     handle_from_row,
-    last_payload_sent,
+    parse_output,
 )
 from core.catalog.payloads import payload_hash
 from tests.standins.fal_server import DEFAULT_KEY
@@ -54,6 +57,13 @@ def _wait_completed(client: FalClient, handle: QueueHandle, limit: float = 15.0)
             return status
         time.sleep(0.02)
     raise AssertionError(f"{handle.request_id} did not complete")
+
+
+def _output(client: FalClient, endpoint: str, body: dict) -> FalOutput:
+    """Submit, wait for COMPLETED, and fetch the result."""
+    handle = client.submit(endpoint, body)
+    _wait_completed(client, handle)
+    return client.result(handle)
 
 
 def _png_data_uri(size=(64, 48)) -> str:
@@ -92,31 +102,33 @@ def test_queue_path_goes_queued_then_in_progress_then_completed_and_downloads_th
     assert any("finished" in entry["message"] for entry in done.logs)
 
     output = client.result(second)
-    assert output["seed"] == 7 and output["prompt"] == "a red fox"
-    image = output["images"][0]
-    assert (image["width"], image["height"]) == (768, 1024)
-    data, content_type = client.download(image["url"])
+    assert output.seed == 7 and output.raw["prompt"] == "a red fox"
+    (image,) = output.images
+    assert (image.width, image.height, image.content_type) == (768, 1024, "image/png")
+    assert output.nsfw == (False,) and output.inference_s == pytest.approx(0.3)
+    data, content_type = client.download(image.url)
     assert content_type == "image/png"
     assert Image.open(io.BytesIO(data)).size == (768, 1024)
     assert _wait_completed(client, first).ok
     assert fal_standin.submissions == 2
 
 
-def test_sync_run_returns_the_output_with_endpoint_defaults(fal_standin, standin_fal_client):
-    """run() answers fal's output directly; flux-2/lora/edit defaults to png and, without
-    image_size, the stand-in makes 1024x1024 (and flags it)."""
-    output = standin_fal_client.run(EDIT, {"prompt": "make it blue", "image_urls": [_png_data_uri()],
-                                           "num_images": 2, "seed": 3})
-    assert [(i["width"], i["height"], i["content_type"]) for i in output["images"]] == \
+def test_edit_output_follows_the_endpoint_defaults(fal_standin, standin_fal_client):
+    """flux-2/lora/edit defaults to png and, without image_size, the stand-in makes 1024x1024
+    (and flags it)."""
+    output = _output(standin_fal_client, EDIT, {"prompt": "make it blue", "num_images": 2, "seed": 3,
+                                                "image_urls": [_png_data_uri()]})
+    assert [(i.width, i.height, i.content_type) for i in output.images] == \
         [(1024, 1024, "image/png")] * 2
-    assert output["has_nsfw_concepts"] == [False, False]
-    assert fal_standin.stats()["by_mode"] == {"sync": 1}
+    assert output.nsfw == (False, False) and output.seed == 3
+    assert fal_standin.submissions == 1
     assert "image_size_defaulted" in fal_standin.received[0]["flags"]
 
 
 def test_sync_mode_result_data_uri_downloads_without_http(standin_fal_client):
-    output = standin_fal_client.run(SCHNELL, {"prompt": "x", "sync_mode": True, "image_size": "square"})
-    url = output["images"][0]["url"]
+    output = _output(standin_fal_client, SCHNELL, {"prompt": "x", "sync_mode": True,
+                                                   "image_size": "square"})
+    url = output.images[0].url
     assert url.startswith("data:image/jpeg;base64,")
     data, content_type = standin_fal_client.download(url)
     assert content_type == "image/jpeg"
@@ -142,7 +154,7 @@ def test_handle_from_row_resumes_a_job_in_a_new_client(fal_standin, standin_fal_
         assert derived.status_url == handle.status_url
         assert "/fal-ai/flux-2/requests/" in derived.response_url
         assert _wait_completed(fresh, derived).ok
-        assert fresh.result(same)["images"]
+        assert fresh.result(same).images
     assert fal_standin.submissions == 1
 
 
@@ -164,6 +176,102 @@ def test_one_client_is_safe_to_share_between_threads(fal_standin, standin_fal_cl
         t.join()
     assert errors == []
     assert len(results) == 16 and fal_standin.submissions == 16
+
+
+# --- the output, parsed once --------------------------------------------------------------------
+
+FLUX2_OUTPUT = {  # FLUX.2's ImageFile model: file_name / file_size often null
+    "images": [{"url": "https://v3.fal.media/files/a/x.png", "content_type": "image/png",
+                "file_name": None, "file_size": 812345, "width": 1024, "height": 768},
+               {"url": "https://v3.fal.media/files/a/y.png", "content_type": "image/png",
+                "file_name": "y.png", "file_size": None, "width": 1024, "height": 768}],
+    "seed": 42, "has_nsfw_concepts": [False, True], "prompt": "p", "timings": {"inference": 3.25}}
+SCHNELL_OUTPUT = {  # the legacy Image model: url, width, height, content_type
+    "images": [{"url": "https://v3.fal.media/files/b/z.jpeg", "width": 576, "height": 1024,
+                "content_type": "image/jpeg"}],
+    "seed": 7, "has_nsfw_concepts": [False], "prompt": "p", "timings": {"inference": 0.4}}
+
+
+def test_parse_output_reads_flux2_and_schnell_shapes_into_typed_values():
+    flux2 = parse_output(FLUX2_OUTPUT)
+    assert flux2.images == (
+        OutputImage("https://v3.fal.media/files/a/x.png", 1024, 768, "image/png", 812345),
+        OutputImage("https://v3.fal.media/files/a/y.png", 1024, 768, "image/png", None))
+    assert (flux2.seed, flux2.nsfw, flux2.inference_s) == (42, (False, True), 3.25)
+    assert flux2.nsfw_of(1) is True and flux2.nsfw_of(5) is None
+    assert flux2.raw is FLUX2_OUTPUT
+    schnell = parse_output(SCHNELL_OUTPUT)
+    assert schnell.images == (OutputImage("https://v3.fal.media/files/b/z.jpeg", 576, 1024, "image/jpeg"),)
+    assert (schnell.seed, schnell.nsfw, schnell.inference_s) == (7, (False,), 0.4)
+
+
+def test_parse_output_turns_missing_or_mistyped_optional_fields_into_none():
+    """Only `images[].url` is promised everywhere: the rest may be absent or of another type,
+    which must not stop the images being kept."""
+    out = parse_output({"images": [{"url": "data:image/png;base64,AAAA", "width": "1024",
+                                    "height": True, "content_type": 3, "file_size": -1}],
+                        "seed": "7", "has_nsfw_concepts": [None, "no"], "timings": {"inference": "1"}})
+    assert out.images == (OutputImage("data:image/png;base64,AAAA"),)
+    assert (out.seed, out.nsfw, out.inference_s) == (None, (None, None), None)
+    bare = parse_output({"images": [], "seed": True})
+    assert (bare.images, bare.seed, bare.nsfw, bare.inference_s) == ((), None, (), None)
+
+
+@pytest.mark.parametrize("body, problem", [
+    ([SCHNELL_OUTPUT], "the body is a list, not an object"),
+    (None, "the body is null"),
+    ("images", "the body is a string"),
+    ({"seed": 1, "prompt": "p"}, "no `images`"),
+    ({"images": None}, "no `images`"),
+    ({"images": {"url": "https://x/y.png"}}, "`images` is an object, not a list"),
+    ({"images": ["https://x/y.png"]}, "image 0 has no URL"),
+    ({"images": [{"url": "https://x/a.png"}, {"width": 3}]}, "image 1 has no URL"),
+    ({"images": [{"url": ""}]}, "image 0 has no URL"),
+])
+def test_parse_output_refuses_an_unexpected_answer_keeping_it(body, problem):
+    with pytest.raises(FalBadResponse, match="not what its schema promises") as e:
+        parse_output(body, request_id="r-9")
+    assert problem in str(e.value) and "r-9" in str(e.value)
+    assert e.value.raw is body and e.value.request_id == "r-9"
+
+
+@pytest.mark.parametrize("fault, params, raw_check", [
+    ("list_body", {}, lambda raw: isinstance(raw, list) and raw[0]["images"]),
+    ("missing_fields", {}, lambda raw: isinstance(raw, dict) and "images" not in raw and raw["seed"] == 5),
+])
+def test_result_of_an_unexpected_shape_raises_bad_response_once_without_retries(
+        fal_standin, standin_fal_client, fal_sleeps, fault, params, raw_check):
+    """Asking again would get the same answer: no retry, and the body travels with the error
+    so the runner can keep it with the failed request."""
+    fal_standin.inject("job", fault, **params)
+    handle = standin_fal_client.submit(SCHNELL, {"prompt": "p", "seed": 5})
+    assert _wait_completed(standin_fal_client, handle).ok
+    with pytest.raises(FalBadResponse) as e:
+        standin_fal_client.result(handle)
+    assert raw_check(e.value.raw) and e.value.status_code == 200
+    assert e.value.request_id == handle.request_id
+    assert fal_sleeps == [] and fal_standin.stats()["requests"]["result"] == 1
+
+
+def test_result_with_images_lacking_sizes_parses_with_none(fal_standin, standin_fal_client):
+    fal_standin.inject("job", "missing_fields", fields=["seed", "has_nsfw_concepts", "timings"],
+                       image_fields=["width", "height", "content_type"])
+    output = _output(standin_fal_client, SCHNELL, {"prompt": "p", "image_size": "square"})
+    (image,) = output.images
+    assert (image.width, image.height, image.content_type) == (None, None, None)
+    assert (output.seed, output.nsfw, output.inference_s) == (None, (), None)
+    data, content_type = standin_fal_client.download(image.url)
+    assert content_type == "image/jpeg" and Image.open(io.BytesIO(data)).size == (512, 512)
+
+
+def test_result_that_is_not_json_raises_bad_response_with_the_text():
+    def handler(request):
+        return httpx.Response(200, text="<html>oops</html>", headers={"content-type": "text/html"})
+
+    handle = handle_from_row(SCHNELL, "r", None, None, None, queue_url="https://queue.fal.run")
+    with _mock_client(handler, []) as client, pytest.raises(FalBadResponse, match="not JSON") as e:
+        client.result(handle)
+    assert e.value.raw == "<html>oops</html>" and e.value.status_code == 200
 
 
 # --- cancel -------------------------------------------------------------------------------------
@@ -198,10 +306,8 @@ def test_cancel_of_a_finished_job_and_of_an_unknown_id(fal_standin, standin_fal_
 def test_without_a_key_nothing_is_sent_and_the_error_says_set_fal_key(fal_standin, monkeypatch):
     monkeypatch.delenv("FAL_KEY")
     with FalClient(load_settings()) as client:
-        for call in (lambda: client.submit(SCHNELL, {"prompt": "p"}),
-                     lambda: client.run(SCHNELL, {"prompt": "p"})):
-            with pytest.raises(FalAuthError, match="FAL_KEY"):
-                call()
+        with pytest.raises(FalAuthError, match="FAL_KEY"):
+            client.submit(SCHNELL, {"prompt": "p"})
     assert fal_standin.stats()["received"] == 0
 
 
@@ -241,13 +347,6 @@ def test_job_failing_with_content_policy_replays_422_on_result(fal_standin, stan
     assert e.value.detail[0]["type"] == "content_policy_violation"
 
 
-def test_sync_run_with_a_model_error_raises_it(fal_standin, standin_fal_client):
-    fal_standin.inject("job", "content_policy_violation")
-    with pytest.raises(FalValidationError, match="content_policy_violation"):
-        standin_fal_client.run(SCHNELL, {"prompt": "forbidden"})
-    assert fal_standin.submissions == 1
-
-
 # --- 429 ----------------------------------------------------------------------------------------
 
 def test_429_on_submit_honours_retry_after_then_succeeds(fal_standin, standin_fal_client, fal_sleeps):
@@ -256,15 +355,6 @@ def test_429_on_submit_honours_retry_after_then_succeeds(fal_standin, standin_fa
     assert handle.request_id
     assert fal_sleeps == [2.0]
     assert fal_standin.submissions == 1
-
-
-def test_429_on_sync_run_is_not_retried_the_caller_decides(fal_standin, standin_fal_client, fal_sleeps):
-    """A paid synchronous POST is never resent automatically (fal-client does, and may pay twice)."""
-    fal_standin.inject("run", "429", times=1, retry_after=1)
-    with pytest.raises(FalRateLimited) as e:
-        standin_fal_client.run(SCHNELL, {"prompt": "p"})
-    assert e.value.retry_after == 1.0
-    assert fal_sleeps == [] and fal_standin.submissions == 0
 
 
 def test_429_with_a_long_retry_after_is_not_waited_for(fal_standin, standin_fal_client, fal_sleeps):
@@ -323,29 +413,17 @@ def test_dropped_connection_on_submit_is_never_resent(fal_standin, standin_fal_c
     assert fal_standin.submissions == (1 if accepted else 0)
 
 
-@pytest.mark.parametrize("where", ["submit", "run"])
-def test_read_timeout_on_submit_or_run_is_never_resent(fal_standin, fal_sleeps, where):
+def test_read_timeout_on_submit_is_never_resent(fal_standin, fal_sleeps):
     """fal took the body and is slow to answer: the job exists, a resend would pay twice."""
-    fal_standin.inject(where, "slow", seconds=0.5)
+    fal_standin.inject("submit", "slow", seconds=0.5)
     with FalClient(load_settings(), timeout=httpx.Timeout(0.1, connect=5),
-                   run_timeout=httpx.Timeout(0.1, connect=5),
                    retry=RetryPolicy(sleep=fal_sleeps.append)) as client:
         with pytest.raises(FalTimeout, match="NOT sent again"):
-            if where == "submit":
-                client.submit(SCHNELL, {"prompt": "p"})
-            else:
-                client.run(SCHNELL, {"prompt": "p"})
+            client.submit(SCHNELL, {"prompt": "p"})
     deadline = time.monotonic() + 10
     while fal_standin.submissions < 1 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert fal_standin.submissions == 1
-    assert fal_standin.stats()["received"] == 1 and fal_sleeps == []
-
-
-def test_run_500_is_not_resent(fal_standin, standin_fal_client, fal_sleeps):
-    fal_standin.inject("run", "500")
-    with pytest.raises(FalServerError):
-        standin_fal_client.run(SCHNELL, {"prompt": "p"})
     assert fal_standin.stats()["received"] == 1 and fal_sleeps == []
 
 
@@ -372,7 +450,7 @@ def test_polling_faults_are_retried_until_success(fal_standin, standin_fal_clien
     if where == "status":
         assert standin_fal_client.status(handle).ok
     else:
-        assert standin_fal_client.result(handle)["images"]
+        assert standin_fal_client.result(handle).images
     assert len(fal_sleeps) == 2
     assert fal_standin.submissions == 1
 
@@ -406,7 +484,7 @@ def test_status_401_is_not_retried(fal_standin, standin_fal_client, fal_sleeps):
 
 @pytest.mark.parametrize("fault", ["502", "drop", "500"])
 def test_download_faults_are_retried(fal_standin, standin_fal_client, fal_sleeps, fault):
-    url = standin_fal_client.run(SCHNELL, {"prompt": "p", "image_size": "square"})["images"][0]["url"]
+    url = _output(standin_fal_client, SCHNELL, {"prompt": "p", "image_size": "square"}).images[0].url
     fal_standin.inject("file", fault)
     data, content_type = standin_fal_client.download(url)
     assert content_type == "image/jpeg" and Image.open(io.BytesIO(data)).size == (512, 512)
@@ -444,15 +522,10 @@ def test_each_payload_is_logged_as_one_json_line_with_data_uris_abbreviated(stan
              if r.name == "core.batches.fal" and '"fal.send"' in r.getMessage()]
     assert len(sends) == 1
     line = sends[0]
-    assert line["endpoint"] == "fal-ai/flux-2/edit" and line["mode"] == "queue"
+    assert line["endpoint"] == "fal-ai/flux-2/edit"
     assert line["payload_hash"] == payload_hash(payload)
     assert line["payload"]["image_urls"][0].startswith("data:image/png;base64,…(")
     assert "iVBOR" not in caplog.text  # no raw base64 in logs
-
-    last = last_payload_sent()
-    assert last["endpoint"] == "fal-ai/flux-2/edit" and last["mode"] == "queue"
-    assert last["payload_hash"] == payload_hash(payload) and last["sent_at"]
-    assert last["payload"] == line["payload"]
 
 
 def test_the_key_never_appears_in_logs_messages_or_reprs(fal_standin, fal_sleeps, caplog):
@@ -463,7 +536,6 @@ def test_the_key_never_appears_in_logs_messages_or_reprs(fal_standin, fal_sleeps
             messages.append(repr(c))
             messages.append(repr(load_settings()))
             handle = c.submit(SCHNELL, {"prompt": "p"})
-            c.run(SCHNELL, {"prompt": "p"})
             for where, fault in [("submit", "500"), ("submit", "drop"), ("status", "503"),
                                  ("status", "401"), ("submit", "422"), ("submit", "429")]:
                 fal_standin.inject(where, fault)
@@ -487,8 +559,7 @@ def test_the_key_never_appears_in_logs_messages_or_reprs(fal_standin, fal_sleeps
 # --- fine-grained cases (httpx.MockTransport) ---------------------------------------------------
 
 def _mock_client(handler, sleeps, **kw) -> FalClient:
-    settings = load_settings(env={"FAL_KEY": "k-mock", "FAL_RUN_URL": "https://fal.run",
-                                  "FAL_QUEUE_URL": "https://queue.fal.run",
+    settings = load_settings(env={"FAL_KEY": "k-mock", "FAL_QUEUE_URL": "https://queue.fal.run",
                                   "DASHBOARD_DATA_DIR": "/tmp/unused"})
     return FalClient(settings, transport=httpx.MockTransport(handler),
                      retry=RetryPolicy(sleep=sleeps.append, **kw))

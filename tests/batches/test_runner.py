@@ -159,6 +159,8 @@ def test_cancel_stops_sending_and_cancels_jobs_fal_holds(live, fal_standin):
     ("submit", "429", {"retry_after": 0}, "completed", None),
     ("status", "503", {}, "completed", None),           # polls are retried
     ("file", "500", {"times": 10}, "failed", "download_failed"),
+    ("job", "list_body", {}, "failed", "bad_response"),      # an answer of the wrong shape: kept
+    ("job", "missing_fields", {}, "failed", "bad_response"),
 ])
 def test_each_fault_ends_in_a_final_recorded_state(live, fal_standin, quick_fal, where, fault, params,
                                                     status, error_type):
@@ -176,6 +178,8 @@ def test_each_fault_ends_in_a_final_recorded_state(live, fal_standin, quick_fal,
     assert fal_standin.submissions <= 1
     if where == "file":
         assert r.response["images"] and "re-run" in r.error_message    # response kept: fal billed it
+    if error_type == "bad_response":
+        assert r.http_status == 200 and r.response and "Re-run" in r.error_message
     if (where, fault) == ("job", "content_policy_violation"):
         assert r.http_status == 422 and r.response["detail"][0]["type"] == "content_policy_violation"
 

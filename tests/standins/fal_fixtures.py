@@ -1,6 +1,6 @@
 """Fixtures for the fal stand-in: one server per test session, reset before each test.
 
-`fal_standin` points FAL_KEY / FAL_RUN_URL / FAL_QUEUE_URL at the stand-in (via monkeypatch), so
+`fal_standin` points FAL_KEY / FAL_QUEUE_URL at the stand-in (via monkeypatch), so
 `load_settings()` and `FalClient()` talk to it; `fal_sleeps` + `standin_fal_client` give a client
 whose retry pauses are recorded instead of slept.
 """
@@ -26,7 +26,6 @@ def fal_standin(_fal_standin_server, monkeypatch):
     server = _fal_standin_server
     server.reset()
     monkeypatch.setenv("FAL_KEY", DEFAULT_KEY)
-    monkeypatch.setenv("FAL_RUN_URL", server.run_url)
     monkeypatch.setenv("FAL_QUEUE_URL", server.url)
     yield server
     server.release()

@@ -2,13 +2,11 @@
 
     server = FalStandin(latency=0.05).start()
     server.url       # queue base: POST /<endpoint>, GET|PUT /<owner>/<app>/requests/<id>[/status|/cancel]
-    server.run_url   # sync base:  POST <url>/run/<endpoint>
     ...
     server.stop()
 
 Out of process: `python -m tests.standins.fal_server --port 0 --latency 1.0` prints the queue base
-URL on its first stdout line (the sync base is that URL + "/run"); `StandinControl(url)` drives the
-test API over `/_standin/...`.
+URL on its first stdout line; `StandinControl(url)` drives the test API over `/_standin/...`.
 
 What it guarantees (the client's tests rely on each):
 - Queue protocol as in shared/fal/README.md: submit 200 IN_QUEUE with URLs under
@@ -68,9 +66,10 @@ PALETTE = [(214, 69, 65), (52, 152, 219), (46, 204, 113), (241, 196, 15), (155, 
            (230, 126, 34), (26, 188, 156), (236, 240, 241), (52, 73, 94), (233, 30, 99),
            (0, 150, 136), (121, 85, 72)]
 
-WHERES = ("submit", "status", "result", "cancel", "run", "file", "job")
+WHERES = ("submit", "status", "result", "cancel", "file", "job")
 FAULTS = ("401", "422", "429", "500", "503", "502", "504", "ingress", "slow", "drop")
-JOB_FAULTS = ("content_policy_violation", "runner_disconnected")
+JOB_FAULTS = ("content_policy_violation", "runner_disconnected", "list_body", "missing_fields",
+              "image_404")
 
 _INGRESS_HTML = ("<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} "
                  "{reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
@@ -178,10 +177,11 @@ class _Job:
     submitted_at: float
     latency: float
     fault: str | None = None
+    fault_params: dict = field(default_factory=dict)
     state: str = "IN_QUEUE"
     started_at: float | None = None
     finish_at: float | None = None
-    outcome: tuple[int, dict] | None = None  # the model's (status, body), built on first read
+    outcome: tuple[int, Any] | None = None  # the model's (status, body), built on first read
     error: str | None = None
     error_type: str | None = None
     logs: list[dict] = field(default_factory=list)
@@ -240,11 +240,6 @@ class FalStandin:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    @property
-    def run_url(self) -> str:
-        """Base URL of the sync endpoints (fal.run). Same port; fal has two hosts, we a prefix."""
-        return f"{self.url}/run"
-
     # --- test API -------------------------------------------------------------------------------
 
     def _reset_state(self) -> None:
@@ -256,7 +251,7 @@ class FalStandin:
             self._faults: dict[str, list[_Fault]] = {w: [] for w in WHERES}
             self._files: dict[str, tuple] = {}
             self.received: list[dict] = []
-            self._by_mode: collections.Counter = collections.Counter()
+            self._accepted = 0
             self._by_endpoint: collections.Counter = collections.Counter()
             self._by_hash: collections.Counter = collections.Counter()
             self._requests: collections.Counter = collections.Counter()
@@ -291,8 +286,12 @@ class FalStandin:
     def inject(self, where: str, fault: str | int, times: int = 1, **params: Any) -> None:
         """Make the next `times` calls at `where` fail with `fault`.
 
-        where: submit, status, result, cancel, run, file; or "job" (the next accepted jobs complete
-        with a model error: "content_policy_violation" (422) or "runner_disconnected" (503)).
+        where: submit, status, result, cancel, file; or "job": the next accepted jobs complete
+        with a model error, "content_policy_violation" (422) or "runner_disconnected" (503), or
+        succeed with an output fal's schema does not promise: "list_body" (a JSON list holding
+        the output), "missing_fields" (fields=[top-level keys to leave out], default ["images"];
+        image_fields=[keys to leave out of every image]), "image_404" (index=k, default 1: image
+        k's URL answers 404, like an expired file; send num_images > k).
         fault: "401", "422" (detail=list|str), "429" (retry_after=seconds|None), "500" (carries
         x-fal-request-id), "503" (runner_scheduling_failure), "502"/"504"/"ingress" (nginx HTML,
         NO x-fal-request-id; status=502), "slow" (seconds=N, then answer normally), "drop" (close
@@ -309,7 +308,7 @@ class FalStandin:
             self._faults[where].append(_Fault(fault, int(times), dict(params)))
 
     def hold_submissions_after(self, n: int) -> None:
-        """Let the next `n` submissions (queue or sync) through; later ones block before being
+        """Let the next `n` submissions through; later ones block before being
         accepted until `release()`. A held one whose client disconnects is discarded, uncounted."""
         with self._lock:
             self._hold_after = int(n)
@@ -334,9 +333,9 @@ class FalStandin:
 
     @property
     def submissions(self) -> int:
-        """Accepted jobs (queue submissions and sync runs): what fal would run and bill."""
+        """Accepted jobs: what fal would run and bill."""
         with self._lock:
-            return sum(self._by_mode.values())
+            return self._accepted
 
     @property
     def submissions_by_endpoint(self) -> dict[str, int]:
@@ -366,8 +365,7 @@ class FalStandin:
             self._advance(time.monotonic())
             states = collections.Counter(j.state for j in self._jobs.values())
             return {
-                "submissions": sum(self._by_mode.values()),
-                "by_mode": dict(self._by_mode),
+                "submissions": self._accepted,
                 "by_endpoint": dict(self._by_endpoint),
                 "by_hash": dict(self._by_hash),
                 "requests": dict(self._requests),
@@ -493,9 +491,28 @@ class FalStandin:
         return {"images": images, "seed": seed, "has_nsfw_concepts": [False] * len(images),
                 "prompt": job.body.get("prompt", ""), "timings": {"inference": job.latency}}
 
-    def _outcome(self, job: _Job) -> tuple[int, dict]:
+    def _faulty_output(self, job: _Job, output: dict) -> Any:
+        """The output as a "job" fault of the unexpected-shape kind reshapes it."""
+        params = job.fault_params
+        if job.fault == "list_body":
+            return [output]
+        if job.fault == "missing_fields":
+            for name in params.get("fields", ["images"]):
+                output.pop(name, None)
+            for image in output.get("images") or []:
+                for name in params.get("image_fields", []):
+                    image.pop(name, None)
+        elif job.fault == "image_404":
+            index = int(params.get("index", 1))
+            images = output["images"]
+            if index < len(images) and not images[index]["url"].startswith("data:"):
+                with self._lock:
+                    self._files.pop(images[index]["url"].rsplit("/", 1)[1], None)
+        return output
+
+    def _outcome(self, job: _Job) -> tuple[int, Any]:
         if job.outcome is None:
-            built = (200, self._build_output(job))
+            built = (200, self._faulty_output(job, self._build_output(job)))
             with self._lock:
                 if job.outcome is None:
                     job.outcome = built
@@ -591,10 +608,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._control(method, parts[1:], raw)
             if parts[:1] == ["files"] and method == "GET" and len(parts) == 2:
                 return self._file(parts[1])
-            if method == "POST" and parts[:1] == ["run"]:
-                return self._submit("/".join(parts[1:]), raw, mode="sync")
             if method == "POST" and "requests" not in parts:
-                return self._submit("/".join(parts), raw, mode="queue")
+                return self._submit("/".join(parts), raw)
             if len(parts) >= 4 and parts[2] == "requests":
                 owner_app, request_id, tail = "/".join(parts[:2]), parts[3], parts[4:]
                 if method == "GET" and tail == ["status"]:
@@ -681,15 +696,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- app routes -----------------------------------------------------------------------------
 
-    def _submit(self, endpoint_id: str, raw: bytes, *, mode: str) -> None:
+    def _submit(self, endpoint_id: str, raw: bytes) -> None:
         standin = self.standin
-        where = "run" if mode == "sync" else "submit"
         endpoint = standin.endpoints.get(endpoint_id)
         try:
             body = json.loads(raw or b"null")
         except ValueError:
             body = None
-        record = {"mode": mode, "endpoint": endpoint_id, "body": body, "accepted": False,
+        record = {"endpoint": endpoint_id, "body": body, "accepted": False,
                   "dropped_keys": [], "request_id": None,
                   "headers": {k: v for k, v in self.headers.items() if k.lower() != "authorization"}}
         with standin._lock:
@@ -697,13 +711,13 @@ class _Handler(BaseHTTPRequestHandler):
         accepted: list[_Job] = []
 
         def accept() -> str:
-            job = self._accept(endpoint, body, record, mode)
+            job = self._accept(endpoint, body, record)
             accepted.append(job)
             return job.request_id
 
         can_accept = endpoint is not None and isinstance(body, dict) and not _validation_detail(
             endpoint, {k: v for k, v in body.items() if k in endpoint.properties})
-        if self._apply_fault(where, on_accept=accept if can_accept else None):
+        if self._apply_fault("submit", on_accept=accept if can_accept else None):
             return
         if not self._authorized():
             return
@@ -721,14 +735,7 @@ class _Handler(BaseHTTPRequestHandler):
                               headers={"x-fal-billable-units": "0"})
         if not self._wait_if_held():
             raise _Drop()
-        job = self._accept(endpoint, body, record, mode)
-        if mode == "sync":
-            time.sleep(job.latency)
-            with standin._lock:
-                standin._finish(job)
-            code, out = standin._outcome(job)
-            headers = {"X-Fal-Error-Type": out["error_type"]} if "error_type" in out else {}
-            return self._json(code, out, request_id=job.request_id, headers=headers)
+        job = self._accept(endpoint, body, record)
         urls = self._urls(job)
         self._json(200, {"status": "IN_QUEUE", "request_id": job.request_id, **urls,
                          "queue_position": self._position(job)}, request_id=job.request_id)
@@ -758,7 +765,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return False
             return True
 
-    def _accept(self, endpoint: _Endpoint, body: dict, record: dict, mode: str) -> _Job:
+    def _accept(self, endpoint: _Endpoint, body: dict, record: dict) -> _Job:
         standin = self.standin
         clean = {k: v for k, v in body.items() if k in endpoint.properties}
         with standin._lock:
@@ -771,22 +778,20 @@ class _Handler(BaseHTTPRequestHandler):
             job = _Job(request_id=str(uuid.uuid4()), endpoint=endpoint,
                        owner_app="/".join(endpoint.endpoint_id.split("/")[:2]), body=clean,
                        flags=[], submitted_at=now, latency=standin.latency,
-                       fault=job_fault.fault if job_fault else None)
+                       fault=job_fault.fault if job_fault else None,
+                       fault_params=dict(job_fault.params) if job_fault else {})
             if record["dropped_keys"] or set(body) - set(clean):
                 record["dropped_keys"] = sorted(set(body) - set(clean))
                 _log(job, f"ignored unknown keys: {', '.join(record['dropped_keys'])}", "WARN")
             record["accepted"], record["request_id"], record["flags"] = True, job.request_id, job.flags
-            standin._by_mode[mode] += 1
+            standin._accepted += 1
             standin._by_endpoint[endpoint.endpoint_id] += 1
             standin._by_hash[payload_hash(body)] += 1
-            if mode == "queue":
-                standin._jobs[job.request_id] = job
-                if standin._has_slot():
-                    standin._start(job, now)
-                else:
-                    standin._waiting.append(job)
+            standin._jobs[job.request_id] = job
+            if standin._has_slot():
+                standin._start(job, now)
             else:
-                job.state, job.started_at = "IN_PROGRESS", now
+                standin._waiting.append(job)
         return job
 
     def _urls(self, job: _Job) -> dict[str, str]:
@@ -895,7 +900,6 @@ class StandinControl:
 
     def __init__(self, url: str):
         self.url = url.rstrip("/")
-        self.run_url = f"{self.url}/run"
         self._http = httpx.Client(base_url=f"{self.url}/_standin", timeout=10.0)
 
     def close(self) -> None:
