@@ -142,13 +142,13 @@ def result_failure(e: FalError, *, status: Completed, cancel_sent: bool) -> Outc
     return Failed(status.error_type or error_type_of(e), str(e), e.status_code, response, inference)
 
 
-def record_outcome(st: Store, request_id: str, outcome: Outcome) -> None:
+def record_outcome(store: Store, request_id: str, outcome: Outcome) -> None:
     if isinstance(outcome, Failed):
-        st.mark_failed(request_id, error_type=outcome.error_type, error_message=outcome.message,
+        store.mark_failed(request_id, error_type=outcome.error_type, error_message=outcome.message,
                        http_status=outcome.http_status, response=outcome.response,
                        inference_time_s=outcome.inference_s)
     elif isinstance(outcome, Cancelled):
-        st.mark_cancelled(request_id, reason=outcome.reason, http_status=outcome.http_status)
+        store.mark_cancelled(request_id, reason=outcome.reason, http_status=outcome.http_status)
 
 
 # ---------------------------------------------------------------------------- results
@@ -231,36 +231,36 @@ def _store(storage: Storage, request_id: str, idx: int, img: Any, data: bytes, c
     return KeptImage(idx, img.url, backend, path, sha, width, height, content_type, len(data), nsfw)
 
 
-def record_result(st: Store, request_id: str, result: Result) -> str:
+def record_result(store: Store, request_id: str, result: Result) -> str:
     """Write a finished job's images and final status; returns the status written.
 
     The one function that records a result: the runner and the tests' helpers both call it."""
     for img in result.images:
         if isinstance(img, KeptImage):
-            st.add_result_image(request_id, idx=img.idx, fal_url=img.fal_url, storage_backend=img.backend,
+            store.add_result_image(request_id, idx=img.idx, fal_url=img.fal_url, storage_backend=img.backend,
                                 storage_path=img.path, sha256=img.sha256, width=img.width,
                                 height=img.height, content_type=img.content_type,
                                 size_bytes=img.size_bytes, nsfw=img.nsfw)
         else:
-            st.add_result_image(request_id, idx=img.idx, fal_url=img.fal_url, storage_backend=None,
+            store.add_result_image(request_id, idx=img.idx, fal_url=img.fal_url, storage_backend=None,
                                 storage_path=None, sha256=None, width=None, height=None,
                                 content_type=None, size_bytes=None, nsfw=img.nsfw)
-    kept = st.result_images([request_id])[request_id]
+    kept = store.result_images([request_id])[request_id]
     raw = result.output.raw
     logs = list(result.logs) or None
     if not result.output.images:
-        st.mark_failed(request_id, error_type="no_images", http_status=200, response=raw,
+        store.mark_failed(request_id, error_type="no_images", http_status=200, response=raw,
                        error_message="fal finished the job but returned no image; re-run it.",
                        inference_time_s=result.inference_s)
         return "failed"
     if not any(i.storage_path for i in kept):
         reasons = "; ".join(f"image {i.idx}: {i.reason}" for i in result.images if isinstance(i, MissingImage))
-        st.mark_failed(request_id, error_type="download_failed", http_status=200, response=raw,
+        store.mark_failed(request_id, error_type="download_failed", http_status=200, response=raw,
                        inference_time_s=result.inference_s,
                        error_message=(f"fal finished (and billed) the job but none of its images could "
                                       f"be kept ({reasons}); re-run the request."))
         return "failed"
-    st.mark_completed(request_id, response=raw, http_status=200, inference_time_s=result.inference_s,
+    store.mark_completed(request_id, response=raw, http_status=200, inference_time_s=result.inference_s,
                       logs=logs)
     return "completed"
 
@@ -303,11 +303,11 @@ class Journal:
                 if isinstance(entry, dict) and entry.get("request_id") and entry.get("fal_request_id"):
                     yield entry
 
-    def replay(self, st: Store) -> int:
+    def replay(self, store: Store) -> int:
         """Store every journaled id whose request still waits for it; remove the journal."""
         n = 0
         for e in self.entries():
-            if st.mark_queued(e["request_id"], fal_request_id=e["fal_request_id"],
+            if store.mark_queued(e["request_id"], fal_request_id=e["fal_request_id"],
                               status_url=e.get("status_url"), response_url=e.get("response_url"),
                               cancel_url=e.get("cancel_url")):
                 n += 1
@@ -332,13 +332,13 @@ def write_retrying(fn: Any, *, attempts: int = 8, first_wait: float = 0.5, cap: 
     raise AssertionError("unreachable")
 
 
-def record_accepted(st: Store, request_id: str, handle: QueueHandle, journal: Journal, *,
+def record_accepted(store: Store, request_id: str, handle: QueueHandle, journal: Journal, *,
                     attempts: int = 8) -> bool:
     """Store fal's id and URLs for a job it accepted. False when the database refused even after
     retries: the id is then in the journal (if the disk allows) and the caller follows the job
     from memory."""
     try:
-        write_retrying(lambda: st.mark_queued(
+        write_retrying(lambda: store.mark_queued(
             request_id, fal_request_id=handle.request_id, status_url=handle.status_url,
             response_url=handle.response_url, cancel_url=handle.cancel_url,
             queue_position=handle.queue_position), attempts=attempts)

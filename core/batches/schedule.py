@@ -82,13 +82,13 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
     """Run (or resume) a batch in this process until every request is final, the batch is
     cancelled, or the run has to stop. BatchBusy if another live runner owns it."""
     settings = settings or load_settings()
-    st = open_store(settings.db_path)
+    store = open_store(settings.db_path)
     stopped: str | None = None
     first = True
     try:
         while True:
             try:
-                batch = _unlocked(lambda: st.claim_batch(batch_id))
+                batch = _unlocked(lambda: store.claim_batch(batch_id))
             except BatchBusy:
                 if first:
                     raise
@@ -96,26 +96,26 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
             first = False
             try:
                 if batch.dry_run:
-                    stopped = _dry_run(st, batch_id, on_progress)
+                    stopped = _dry_run(store, batch_id, on_progress)
                 elif settings.dry_run:
-                    stopped = _without_key(st, batch_id)
+                    stopped = _without_key(store, batch_id)
                 else:
-                    run = _LiveRun(st, batch_id, settings,
+                    run = _LiveRun(store, batch_id, settings,
                                    concurrency or batch.concurrency or settings.concurrency,
                                    poll, on_progress, progress_every, fal)
                     with _signals_handled(run) if handle_signals else contextlib.nullcontext():
                         stopped = run.run()
             finally:
                 with contextlib.suppress(sqlite3.Error, StoreError):
-                    record.write_retrying(lambda: st.set_stop_reason(batch_id, stopped))
-                batch = record.write_retrying(lambda: st.release_batch(batch_id))
+                    record.write_retrying(lambda: store.set_stop_reason(batch_id, stopped))
+                batch = record.write_retrying(lambda: store.release_batch(batch_id))
             # a re-run added between the workers' last look and the release above would be
             # refused by a new runner (BatchBusy while we held the batch): take it ourselves
-            if stopped or batch.cancel_requested or not st.batch_requests(batch_id, (RequestStatus.PLANNED,)):
+            if stopped or batch.cancel_requested or not store.batch_requests(batch_id, (RequestStatus.PLANNED,)):
                 break
-        progress = st.batch_progress(batch_id)
+        progress = store.batch_progress(batch_id)
     finally:
-        st.close()
+        store.close()
     return RunReport(batch_id=batch_id, progress=progress, dry_run=batch.dry_run,
                      cancelled=batch.cancel_requested, stopped=stopped)
 
@@ -147,44 +147,44 @@ def _signals_handled(run: _LiveRun):
             signal.signal(sig, handler)
 
 
-def _fail_unconfirmed(st: Store, batch_id: str) -> None:
+def _fail_unconfirmed(store: Store, batch_id: str) -> None:
     """Requests left `submitted` without a fal id by a runner that died inside the POST."""
-    for rec in st.batch_requests(batch_id, statuses=(RequestStatus.SUBMITTED,)):
+    for rec in store.batch_requests(batch_id, statuses=(RequestStatus.SUBMITTED,)):
         if not rec.fal_request_id:
-            st.mark_failed(rec.id, error_type="submit_unconfirmed", error_message=record.UNCONFIRMED_MESSAGE)
+            store.mark_failed(rec.id, error_type="submit_unconfirmed", error_message=record.UNCONFIRMED_MESSAGE)
 
 
-def _without_key(st: Store, batch_id: str) -> str | None:
+def _without_key(store: Store, batch_id: str) -> str | None:
     """A live batch in a process without FAL_KEY: nothing can be sent or polled. A cancel still
     cancels what was never sent; jobs already at fal need the key to be followed or cancelled."""
-    _fail_unconfirmed(st, batch_id)
-    if st.get_batch(batch_id).cancel_requested:
-        for rec in st.batch_requests(batch_id, statuses=(RequestStatus.PLANNED,)):
-            st.mark_cancelled(rec.id, reason="batch cancelled before this request was sent")
-        if st.batch_progress(batch_id).is_finished:
+    _fail_unconfirmed(store, batch_id)
+    if store.get_batch(batch_id).cancel_requested:
+        for rec in store.batch_requests(batch_id, statuses=(RequestStatus.PLANNED,)):
+            store.mark_cancelled(rec.id, reason="batch cancelled before this request was sent")
+        if store.batch_progress(batch_id).is_finished:
             return None
     return ("this batch was planned to be sent but FAL_KEY is not set: set FAL_KEY and resume it "
             f"with `python -m core batch resume {batch_id}`")
 
 
-def _dry_run(st: Store, batch_id: str, on_progress: ProgressCallback | None) -> str | None:
+def _dry_run(store: Store, batch_id: str, on_progress: ProgressCallback | None) -> str | None:
     from core.catalog import registry
 
-    for rec in st.batch_requests(batch_id, statuses=(RequestStatus.PLANNED,)):
-        if st.get_batch(batch_id).cancel_requested:
-            st.mark_cancelled(rec.id, reason="batch cancelled (dry run)")
+    for rec in store.batch_requests(batch_id, statuses=(RequestStatus.PLANNED,)):
+        if store.get_batch(batch_id).cancel_requested:
+            store.mark_cancelled(rec.id, reason="batch cancelled (dry run)")
             continue
         try:
             registry.validate_payload(rec.endpoint, rec.payload)
         except PayloadError as e:
-            st.mark_failed(rec.id, error_type="validation", error_message="; ".join(e.messages))
+            store.mark_failed(rec.id, error_type="validation", error_message="; ".join(e.messages))
             continue
-        st.mark_dry_run(rec.id)
-    for rec in st.batch_requests(batch_id, statuses=tuple(RequestStatus.active())):
+        store.mark_dry_run(rec.id)
+    for rec in store.batch_requests(batch_id, statuses=tuple(RequestStatus.active())):
         # a dry-run batch never sends; anything in flight here was written by hand
-        st.mark_failed(rec.id, error_type="dry_run", error_message="dry-run batch: not followed")
+        store.mark_failed(rec.id, error_type="dry_run", error_message="dry-run batch: not followed")
     if on_progress:
-        on_progress(st.batch_progress(batch_id), Outage(0))
+        on_progress(store.batch_progress(batch_id), Outage(0))
     return None
 
 
@@ -208,10 +208,10 @@ class _FinishedJob:
 
 
 class _LiveRun:
-    def __init__(self, st: Store, batch_id: str, settings: Settings, concurrency: int,
+    def __init__(self, store: Store, batch_id: str, settings: Settings, concurrency: int,
                  poll: PollPolicy, on_progress: ProgressCallback | None, progress_every: float,
                  fal: FalClient | None):
-        self.st = st
+        self.store = store
         self.batch_id = batch_id
         self.settings = dataclasses.replace(settings, concurrency=max(1, concurrency))
         self.concurrency = max(1, concurrency)
@@ -238,17 +238,17 @@ class _LiveRun:
     # -- setup -------------------------------------------------------------------------------
 
     def run(self) -> str | None:
-        st = self.st
-        if self.journal.replay(st):
+        store = self.store
+        if self.journal.replay(store):
             log.info("batch %s: fal ids recovered from %s", self.batch_id, self.journal.path)
-        _fail_unconfirmed(st, self.batch_id)
-        for rec in st.batch_requests(self.batch_id, statuses=tuple(RequestStatus.active())):
+        _fail_unconfirmed(store, self.batch_id)
+        for rec in store.batch_requests(self.batch_id, statuses=tuple(RequestStatus.active())):
             self.tasks.append(_Task(rec.id, follow=True))
-        for rec in st.batch_requests(self.batch_id, statuses=(RequestStatus.PLANNED,)):
+        for rec in store.batch_requests(self.batch_id, statuses=(RequestStatus.PLANNED,)):
             self.tasks.append(_Task(rec.id, record=rec))
         if not self.tasks:
             return None
-        if st.get_batch(self.batch_id).cancel_requested:
+        if store.get_batch(self.batch_id).cancel_requested:
             self.signals.cancel.set()
         from core.batches.fal import FalClient
         from core.store.blobs import open_storage
@@ -323,14 +323,14 @@ class _LiveRun:
             since = self.outage.since
             if since != shown_outage:
                 with contextlib.suppress(sqlite3.Error, StoreError):
-                    self.st.set_unreachable(self.batch_id, since)
+                    self.store.set_unreachable(self.batch_id, since)
                     shown_outage = since
             try:
                 if now - last_beat >= HEARTBEAT_EVERY_S:
-                    batch = self.st.heartbeat(self.batch_id)
+                    batch = self.store.heartbeat(self.batch_id)
                     last_beat = now
                 else:
-                    batch = self.st.get_batch(self.batch_id)
+                    batch = self.store.get_batch(self.batch_id)
             except BatchBusy as e:
                 self._halt(str(e))
                 continue
@@ -342,24 +342,24 @@ class _LiveRun:
                 self.signals.cancel.set()
             if self.on_progress and now - last_report >= self.progress_every:
                 with contextlib.suppress(sqlite3.Error, StoreError):
-                    progress = self.st.batch_progress(self.batch_id)
+                    progress = self.store.batch_progress(self.batch_id)
                     seen = (tuple(sorted(progress.counts.items())), self.outage.since)
                     if seen != last_seen:
                         self.on_progress(progress, self.outage)
                         last_seen = seen
                 last_report = now
         with contextlib.suppress(sqlite3.Error, StoreError):
-            self.st.set_unreachable(self.batch_id, None)
+            self.store.set_unreachable(self.batch_id, None)
 
     # -- senders -----------------------------------------------------------------------------
 
-    def _next(self, st: Store) -> _Task | None:
+    def _next(self, store: Store) -> _Task | None:
         with self.lock:
             if not self.tasks and not self.signals.cancel.is_set() and not self.draining.is_set():
                 # requests added while this runner works (a re-run from History lands in the
                 # batch whose runner may be alive) are picked up before the runner exits
                 with contextlib.suppress(sqlite3.Error, StoreError):
-                    for rec in st.batch_requests(self.batch_id, statuses=(RequestStatus.PLANNED,)):
+                    for rec in store.batch_requests(self.batch_id, statuses=(RequestStatus.PLANNED,)):
                         if rec.id not in self._taken:
                             self.tasks.append(_Task(rec.id, record=rec))
             if not self.tasks:
@@ -368,7 +368,7 @@ class _LiveRun:
             self._taken.add(task.request_id)
             return task
 
-    def _guarded(self, st: Store, request_id: str, fn: Callable[[], None]) -> None:
+    def _guarded(self, store: Store, request_id: str, fn: Callable[[], None]) -> None:
         try:
             fn()
         except (sqlite3.Error, StoreError, OSError) as e:
@@ -379,31 +379,31 @@ class _LiveRun:
         except Exception as e:  # noqa: BLE001 - a bug in one request must not stop the batch
             log.exception("batch %s: request %s failed unexpectedly", self.batch_id, request_id)
             with contextlib.suppress(Exception):
-                st.mark_failed(request_id, error_type="runner_error",
+                store.mark_failed(request_id, error_type="runner_error",
                                error_message=f"unexpected error in the runner: {e!r}; re-run it")
 
     def _sender(self) -> None:
-        st = open_store(self.settings.db_path, migrate=False)
+        store = open_store(self.settings.db_path, migrate=False)
         try:
             while not self.signals.stop.is_set():
                 if self.draining.is_set():
                     return
-                task = self._next(st)
+                task = self._next(store)
                 if task is None:
                     return
                 if task.follow:
-                    self._guarded(st, task.request_id, lambda: self._resume_follow(st, task))
+                    self._guarded(store, task.request_id, lambda: self._resume_follow(store, task))
                 elif self.signals.cancel.is_set():
-                    st.mark_cancelled(task.request_id, reason="batch cancelled before this request was sent")
+                    store.mark_cancelled(task.request_id, reason="batch cancelled before this request was sent")
                 else:
-                    self._guarded(st, task.request_id, lambda: self._send(st, task))
+                    self._guarded(store, task.request_id, lambda: self._send(store, task))
         finally:
-            st.close()
+            store.close()
 
-    def _send(self, st: Store, task: _Task) -> None:
+    def _send(self, store: Store, task: _Task) -> None:
         # the row as loaded at start: only this runner writes it, and mark_submitted below only
         # moves a row that is still `planned`
-        rec = task.record or st.get_request(task.request_id)
+        rec = task.record or store.get_request(task.request_id)
         if rec.status != RequestStatus.PLANNED:
             return
         if self.outage.active:
@@ -418,9 +418,9 @@ class _LiveRun:
             from core.photos.references import resolve_payload
 
             try:
-                body = resolve_payload(body, st, self._storage)
+                body = resolve_payload(body, store, self._storage)
             except DashboardError as e:
-                st.mark_failed(rec.id, error_type="reference_unavailable", error_message=str(e))
+                store.mark_failed(rec.id, error_type="reference_unavailable", error_message=str(e))
                 return
         with self.lock:
             if self.draining.is_set():
@@ -428,18 +428,18 @@ class _LiveRun:
                 return
             self._in_flight += 1
         try:
-            if not st.mark_submitted(rec.id):
+            if not store.mark_submitted(rec.id):
                 return
             sent_at = time.monotonic()
             try:
                 handle = self._fal.submit(rec.endpoint, body)
             except FalError as e:
-                self._submit_failed(st, task, e)
+                self._submit_failed(store, task, e)
                 return
             finally:
                 del body
             self.outage.recovered()
-            stored = record.record_accepted(st, rec.id, handle, self.journal)
+            stored = record.record_accepted(store, rec.id, handle, self.journal)
         finally:
             with self.lock:
                 self._in_flight -= 1
@@ -448,19 +448,19 @@ class _LiveRun:
                        f"{self.journal.path} and followed; resume the batch once the database works")
         if self.draining.is_set():
             return   # fal's id is stored: a resume follows it
-        self._follow(st, rec.id, handle, sent_at=sent_at, queue_position=handle.queue_position)
+        self._follow(store, rec.id, handle, sent_at=sent_at, queue_position=handle.queue_position)
 
     def _requeue(self, task: _Task) -> None:
         with self.lock:
             self._taken.discard(task.request_id)
             self.tasks.appendleft(task)
 
-    def _submit_failed(self, st: Store, task: _Task, e: FalError) -> None:
+    def _submit_failed(self, store: Store, task: _Task, e: FalError) -> None:
         outcome = record.submit_failure(e)
         if isinstance(outcome, record.Failed):
-            record.record_outcome(st, task.request_id, outcome)
+            record.record_outcome(store, task.request_id, outcome)
             return
-        st.mark_unsent(task.request_id)
+        store.mark_unsent(task.request_id)
         if outcome.needs_a_person:
             self._halt(f"{e} The unsent requests stay planned: resume the batch with "
                        f"`python -m core batch resume {self.batch_id}`.")
@@ -479,26 +479,26 @@ class _LiveRun:
             return
         self._requeue(task)
 
-    def _resume_follow(self, st: Store, task: _Task) -> None:
+    def _resume_follow(self, store: Store, task: _Task) -> None:
         from core.batches.fal import handle_from_row
 
-        rec = st.get_request(task.request_id)
+        rec = store.get_request(task.request_id)
         if rec.is_final or not rec.fal_request_id:
             return
         handle = handle_from_row(rec.endpoint, rec.fal_request_id, rec.status_url, rec.response_url,
                                  rec.cancel_url, queue_url=self.settings.fal_queue_url)
-        self._follow(st, rec.id, handle, sent_at=None, queue_position=rec.queue_position,
+        self._follow(store, rec.id, handle, sent_at=None, queue_position=rec.queue_position,
                      running=rec.status == RequestStatus.RUNNING)
 
-    def _follow(self, st: Store, request_id: str, handle: QueueHandle, *, sent_at: float | None,
+    def _follow(self, store: Store, request_id: str, handle: QueueHandle, *, sent_at: float | None,
                 queue_position: int | None, running: bool = False) -> None:
         def on_queued(position: int | None) -> None:
             with contextlib.suppress(sqlite3.Error, StoreError):
-                st.update_queue_position(request_id, position)
+                store.update_queue_position(request_id, position)
 
         def on_running(logs: tuple[str, ...]) -> None:
             with contextlib.suppress(sqlite3.Error, StoreError):
-                st.mark_running(request_id, logs=list(logs) or None)
+                store.mark_running(request_id, logs=list(logs) or None)
 
         outcome = follow(self._fal, handle, cadence=self.cadence, signals=self.signals,
                          outage=self.outage, sent_at=sent_at, queue_position=queue_position,
@@ -507,9 +507,9 @@ class _LiveRun:
             self.finished.put(_FinishedJob(request_id, handle, outcome))
         elif isinstance(outcome, Gone):
             if outcome.cancelled:
-                st.mark_cancelled(request_id, reason=outcome.message)
+                store.mark_cancelled(request_id, reason=outcome.message)
             else:
-                st.mark_failed(request_id, error_type="not_found", http_status=404,
+                store.mark_failed(request_id, error_type="not_found", http_status=404,
                                error_message=outcome.message)
         elif self.outage.over():
             self._halt(f"{outcome.reason}; every job fal accepted keeps its id: resume the batch with "
@@ -521,20 +521,20 @@ class _LiveRun:
     # -- finishers ---------------------------------------------------------------------------
 
     def _finisher(self) -> None:
-        st = open_store(self.settings.db_path, migrate=False)
+        store = open_store(self.settings.db_path, migrate=False)
         try:
             while (job := self.finished.get()) is not None:
                 if self.signals.stop.is_set():
                     continue  # left queued/running in the store: a resume polls and finishes it
-                self._guarded(st, job.request_id, lambda: self._finish(st, job))
+                self._guarded(store, job.request_id, lambda: self._finish(store, job))
         finally:
-            st.close()
+            store.close()
             with self.lock:
                 self._live_finishers -= 1
                 if self._live_finishers == 0:
                     self.done.set()
 
-    def _finish(self, st: Store, job: _FinishedJob) -> None:
+    def _finish(self, store: Store, job: _FinishedJob) -> None:
         status = job.finished.status
         rid = job.request_id
         try:
@@ -545,9 +545,9 @@ class _LiveRun:
                 self._note(f"{outcome.reason}; resume the batch to fetch it: "
                            f"`python -m core batch resume {self.batch_id}`.")
             else:
-                record.record_outcome(st, rid, outcome)
+                record.record_outcome(store, rid, outcome)
             return
-        kept = [i.idx for i in st.result_images([rid])[rid] if i.storage_path]
+        kept = [i.idx for i in store.result_images([rid])[rid] if i.storage_path]
         try:
             images = record.keep_images(self._fal, self._storage, rid, output, kept=kept)
         except (FalError, DashboardError, OSError) as e:
@@ -558,4 +558,4 @@ class _LiveRun:
         inference = status.metrics.get("inference_time") if status.metrics else None
         result = record.Result(output, images, inference if inference is not None else output.inference_s,
                                tuple(status.logs))
-        record.write_retrying(lambda: record.record_result(st, rid, result))
+        record.write_retrying(lambda: record.record_result(store, rid, result))

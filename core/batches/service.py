@@ -69,27 +69,27 @@ def runner_log(settings: Settings, batch_id: str) -> str:
     return str(processes.log_path(settings, f"batch-{batch_id}"))
 
 
-def start_runner(st: Store, settings: Settings, batch_id: str, *, concurrency: int | None = None) -> int:
+def start_runner(store: Store, settings: Settings, batch_id: str, *, concurrency: int | None = None) -> int:
     """Start a detached runner for the batch (it resumes whatever is left); returns its pid.
     A second runner for a batch that has a live one exits at once (BatchBusy), harmlessly."""
-    st.mark_launched(batch_id)
+    store.mark_launched(batch_id)
     args = ["batch", "resume", batch_id]
     if concurrency:
         args += ["--concurrency", str(concurrency)]
     return processes.spawn(settings, args, log_name=f"batch-{batch_id}")
 
 
-def record(st: Store, plan: Plan, settings: Settings, *, created_by: str | None = None,
+def record(store: Store, plan: Plan, settings: Settings, *, created_by: str | None = None,
            concurrency: int | None = None) -> Batch:
     """Write the batch (dry run when there is no FAL_KEY); nothing is sent."""
-    return st.create_batch(plan, dry_run=settings.dry_run, concurrency=concurrency, created_by=created_by)
+    return store.create_batch(plan, dry_run=settings.dry_run, concurrency=concurrency, created_by=created_by)
 
 
-def launch(st: Store, plan: Plan, settings: Settings, *, created_by: str | None = None,
+def launch(store: Store, plan: Plan, settings: Settings, *, created_by: str | None = None,
            concurrency: int | None = None) -> Batch:
     """Record the batch, then start its detached runner."""
-    batch = record(st, plan, settings, created_by=created_by, concurrency=concurrency)
-    start_runner(st, settings, batch.id, concurrency=concurrency)
+    batch = record(store, plan, settings, created_by=created_by, concurrency=concurrency)
+    start_runner(store, settings, batch.id, concurrency=concurrency)
     return batch
 
 
@@ -102,53 +102,53 @@ def run_here(batch_id: str, settings: Settings, *, concurrency: int | None = Non
                      handle_signals=True)
 
 
-def rerun(st: Store, request_id: str, settings: Settings, *, created_by: str | None = None) -> RequestRecord:
+def rerun(store: Store, request_id: str, settings: Settings, *, created_by: str | None = None) -> RequestRecord:
     """A new request with the same endpoint and payload, in the current mode (live or dry run),
     sent by a runner (the batch's live one picks it up, else one is started)."""
-    new = st.rerun_request(request_id, created_by=created_by, dry_run=settings.dry_run)
-    if new.batch_id is not None and not runner_alive(st.get_batch(new.batch_id)):
-        start_runner(st, settings, new.batch_id)
+    new = store.rerun_request(request_id, created_by=created_by, dry_run=settings.dry_run)
+    if new.batch_id is not None and not runner_alive(store.get_batch(new.batch_id)):
+        start_runner(store, settings, new.batch_id)
     return new
 
 
-def cancel(st: Store, batch_id: str, settings: Settings, *, here: bool = False) -> BatchState:
+def cancel(store: Store, batch_id: str, settings: Settings, *, here: bool = False) -> BatchState:
     """Ask the batch to stop: nothing more is sent, unsent requests are cancelled and fal is asked
     to cancel every job it still holds (a job that finishes anyway is kept: it is paid)."""
-    batch = st.request_cancel(batch_id)
-    if not runner_alive(batch) and not st.batch_progress(batch_id).is_finished:
+    batch = store.request_cancel(batch_id)
+    if not runner_alive(batch) and not store.batch_progress(batch_id).is_finished:
         if here:
             run_here(batch_id, settings)
         else:
-            start_runner(st, settings, batch_id)
-    return state(st, batch_id, settings)
+            start_runner(store, settings, batch_id)
+    return state(store, batch_id, settings)
 
 
-def resume(st: Store, batch_id: str, settings: Settings, *, concurrency: int | None = None) -> BatchState:
+def resume(store: Store, batch_id: str, settings: Settings, *, concurrency: int | None = None) -> BatchState:
     """Start a runner for what is left of the batch (a no-op if one is alive)."""
-    if not runner_alive(st.get_batch(batch_id)):
-        start_runner(st, settings, batch_id, concurrency=concurrency)
-    return state(st, batch_id, settings)
+    if not runner_alive(store.get_batch(batch_id)):
+        start_runner(store, settings, batch_id, concurrency=concurrency)
+    return state(store, batch_id, settings)
 
 
-def resume_orphans(st: Store, settings: Settings) -> list[str]:
+def resume_orphans(store: Store, settings: Settings) -> list[str]:
     """Batches a runner left unfinished without saying why (it was killed, the machine restarted)
     get a runner again. A batch stopped for a stated reason waits for a person."""
     started = []
-    for batch in st.unfinished_batches():
+    for batch in store.unfinished_batches():
         if runner_alive(batch) or batch.stop_reason or batch.cancel_requested and batch.dry_run:
             continue
         if not batch.dry_run and settings.dry_run:
             continue   # needs the key this process does not have
-        if isinstance(state(st, batch.id, settings), Stopped):
-            start_runner(st, settings, batch.id)
+        if isinstance(state(store, batch.id, settings), Stopped):
+            start_runner(store, settings, batch.id)
             started.append(batch.id)
     return started
 
 
-def state(st: Store, batch_id: str, settings: Settings, *, now: _dt.datetime | None = None) -> BatchState:
+def state(store: Store, batch_id: str, settings: Settings, *, now: _dt.datetime | None = None) -> BatchState:
     """What the batch is doing now."""
-    batch = st.get_batch(batch_id)
-    progress = st.batch_progress(batch_id)
+    batch = store.get_batch(batch_id)
+    progress = store.batch_progress(batch_id)
     if progress.is_finished:
         return Cancelled(progress) if batch.cancel_requested else Finished(progress)
     if runner_alive(batch):

@@ -70,7 +70,7 @@ def _settings_store() -> tuple[Any, Any]:
     return settings, open_store(settings.db_path)
 
 
-def _make_plan(path: Path, st: Any, settings: Any, *, upload: bool) -> Any:
+def _make_plan(path: Path, store: Any, settings: Any, *, upload: bool) -> Any:
     from core.batches.plans import load_plan_file, make_plan
 
     spec = load_plan_file(path)
@@ -79,7 +79,7 @@ def _make_plan(path: Path, st: Any, settings: Any, *, upload: bool) -> Any:
         from core.store.blobs import open_storage
 
         storage = open_storage(settings)
-    return make_plan(spec, st=st, storage=storage, base_dir=path.parent, upload=upload)
+    return make_plan(spec, store=store, storage=storage, base_dir=path.parent, upload=upload)
 
 
 def _describe(plan: Any) -> str:
@@ -90,8 +90,8 @@ def _describe(plan: Any) -> str:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    settings, st = _settings_store()
-    plan = _make_plan(args.plan, st, settings, upload=False)
+    settings, store = _settings_store()
+    plan = _make_plan(args.plan, store, settings, upload=False)
     print(f"plan {plan.name!r}: {_describe(plan)}")
     for warning in plan.warnings:
         print(f"warning: {warning}")
@@ -138,14 +138,14 @@ def _report(report: Any) -> int:
 def _run(args: argparse.Namespace) -> int:
     from core.batches import service
 
-    settings, st = _settings_store()
-    plan = _make_plan(args.plan, st, settings, upload=True)
-    batch = service.record(st, plan, settings, concurrency=args.concurrency, created_by=args.created_by)
+    settings, store = _settings_store()
+    plan = _make_plan(args.plan, store, settings, upload=True)
+    batch = service.record(store, plan, settings, concurrency=args.concurrency, created_by=args.created_by)
     print(f"batch {batch.id} {plan.name!r}: {_describe(plan)}", flush=True)
     if batch.dry_run:
         print("DRY RUN: nothing sent (no FAL_KEY); payloads are validated and recorded as dry_run",
               flush=True)
-    st.close()
+    store.close()
     if not batch.dry_run:
         _measure_in_background(settings)
     report = service.run_here(batch.id, settings, concurrency=args.concurrency,
@@ -169,11 +169,11 @@ def _resume(args: argparse.Namespace) -> int:
     from core.batches import service
     from core.errors import BatchBusy
 
-    settings, st = _settings_store()
-    ids = [args.batch_id] if args.batch_id else [b.id for b in st.unfinished_batches()]
+    settings, store = _settings_store()
+    ids = [args.batch_id] if args.batch_id else [b.id for b in store.unfinished_batches()]
     if args.batch_id:
-        st.get_batch(args.batch_id)
-    st.close()
+        store.get_batch(args.batch_id)
+    store.close()
     if not ids:
         print("no unfinished batch")
         return 0
@@ -196,14 +196,14 @@ def _resume(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     from core.batches import service
 
-    settings, st = _settings_store()
+    settings, store = _settings_store()
     try:
-        if st.batch_progress(args.batch_id).is_finished:
+        if store.batch_progress(args.batch_id).is_finished:
             print(f"batch {args.batch_id} has already finished; nothing to cancel")
             return 0
-        state = service.cancel(st, args.batch_id, settings, here=True)
+        state = service.cancel(store, args.batch_id, settings, here=True)
     finally:
-        st.close()
+        store.close()
     if isinstance(state, service.Running):
         print(f"cancel requested: runner {state.runner_pid} stops sending and cancels the jobs fal "
               f"holds; follow it with `python -m core batch status {args.batch_id}`")
@@ -215,12 +215,12 @@ def _cancel(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from core.batches import service
 
-    settings, st = _settings_store()
-    batches = [st.get_batch(args.batch_id)] if args.batch_id else st.list_batches(limit=args.limit)
+    settings, store = _settings_store()
+    batches = [store.get_batch(args.batch_id)] if args.batch_id else store.list_batches(limit=args.limit)
     if not batches:
         print("no batch yet: `python -m core batch run PLAN.json`")
     for b in batches:
-        state = service.state(st, b.id, settings)
+        state = service.state(store, b.id, settings)
         p = state.progress
         runner_text = {service.Running: f"runner {b.runner_pid} alive", service.Starting: "runner starting",
                        service.Stopped: "no runner"}.get(type(state), "")
@@ -236,5 +236,5 @@ def _status(args: argparse.Namespace) -> int:
                               "dry_run": b.dry_run, "cancel_requested": b.cancel_requested,
                               "runner_pid": b.runner_pid, "heartbeat_at": b.heartbeat_at,
                               "stop_reason": b.stop_reason}))
-    st.close()
+    store.close()
     return 0
