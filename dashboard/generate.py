@@ -28,7 +28,7 @@ RUNNER_GRACE_S = 10.0
 
 state = st.session_state
 settings = _shared.settings()
-db = _shared.db()
+records = _shared.store()
 
 st.title("Generate")
 if settings.dry_run:
@@ -39,11 +39,11 @@ if settings.dry_run:
 # ---------------------------------------------------------------------------- batch in progress
 
 def _results(batch_id: str) -> None:
-    page = store.query_history(db, store.HistoryFilter(batch_id=batch_id, status="completed",
+    page = records.query_history(store.HistoryFilter(batch_id=batch_id, status="completed",
                                                        page_size=RESULT_TILES))
     if not page.rows:
         return
-    images = store.result_images(db, [r.id for r in page.rows])
+    images = records.result_images([r.id for r in page.rows])
     cols = st.columns(6)
     for i, req in enumerate(page.rows):
         with cols[i % 6]:
@@ -54,8 +54,8 @@ def _results(batch_id: str) -> None:
 
 
 def _progress(batch_id: str) -> store.BatchProgress:
-    batch = store.get_batch(db, batch_id)
-    progress = store.batch_progress(db, batch_id)
+    batch = records.get_batch(batch_id)
+    progress = records.batch_progress(batch_id)
     st.markdown(f"**{batch.name}** · {progress.total} requests · created "
                 f"{_shared.short_time(batch.created_at)}" + (f" by {batch.created_by}" if batch.created_by else ""))
     st.progress(progress.done / progress.total if progress.total else 0.0, text=progress.summary())
@@ -82,11 +82,11 @@ def _stopped(batch_id: str, progress: store.BatchProgress) -> bool:
     """Unfinished with no live runner once the one we spawned had time to take the batch."""
     if progress.is_finished or time.time() - state.get(f"spawned_{batch_id}", 0.0) < RUNNER_GRACE_S:
         return False
-    return not store.runner_alive(store.get_batch(db, batch_id))
+    return not store.runner_alive(records.get_batch(batch_id))
 
 
 def _stopped_notice(batch_id: str) -> None:
-    reason = _shared.runner_stop_reason(batch_id)
+    reason = records.get_batch(batch_id).stop_reason
     st.warning("The runner stopped before the batch finished"
                + (f": {reason}" if reason else " (see the batch log in the data directory)")
                + " Fix the cause, then resume: requests fal already has are followed, never sent twice.",
@@ -100,7 +100,7 @@ def _stopped_notice(batch_id: str) -> None:
         else:
             st.rerun()
     with cancel:
-        if _cancel_button(batch_id, store.batch_progress(db, batch_id)):
+        if _cancel_button(batch_id, records.batch_progress(batch_id)):
             state[f"spawned_{batch_id}"] = time.time()  # request_cancel may start a runner to cancel
             st.rerun()
 
@@ -127,7 +127,7 @@ def _watch(batch_id: str) -> None:
 
 
 def _show_batch(batch_id: str) -> None:
-    progress = store.batch_progress(db, batch_id)
+    progress = records.batch_progress(batch_id)
     if progress.is_finished:
         _progress(batch_id)
         _results(batch_id)
@@ -139,7 +139,7 @@ def _show_batch(batch_id: str) -> None:
         _watch(batch_id)
 
 
-unfinished = [b for b in store.unfinished_batches(db) if b.id != state.get("active_batch")]
+unfinished = [b for b in records.unfinished_batches() if b.id != state.get("active_batch")]
 if unfinished:
     with st.expander(f"Unfinished batches ({len(unfinished)})", expanded=True, icon=":material/pending:"):
         for b in unfinished:
@@ -164,7 +164,7 @@ if unfinished:
 # ---------------------------------------------------------------------------- plan
 
 st.subheader("1. Reference photos")
-refs = references.list_references(db, limit=200)
+refs = references.list_references(records, limit=200)
 ref_by_id = {r.id: r for r in refs}
 picked = st.multiselect(
     "Reference photos (for the edit models)", list(ref_by_id), key="gen_refs",
@@ -275,7 +275,7 @@ if plan is not None:
              else f"Send {plan.request_count} requests to fal (about ${plan.estimated_cost:.3f})")
     if st.button(label, type="primary", icon=":material/play_arrow:", key="run"):
         try:
-            batch = store.create_batch(db, plan, dry_run=settings.dry_run,
+            batch = records.create_batch(plan, dry_run=settings.dry_run,
                                        concurrency=settings.concurrency, created_by=_shared.user())
             _start(batch.id)
         except DashboardError as e:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from core import store
 from core.config import REPO_ROOT, Settings, load_settings
-from core.store.db import connect
+from core.store import Store, open_store
 from core.errors import (
     BatchBusy,
     DashboardError,
@@ -57,8 +57,6 @@ from core.errors import (
 from core.catalog.payloads import REFERENCE_SCHEME
 
 if TYPE_CHECKING:
-    import sqlite_utils
-
     from core.batches.fal import FalClient, QueueHandle
 
 log = logging.getLogger(__name__)
@@ -175,90 +173,91 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
     cancelled, or the run has to stop (refused key, fal unreachable). BatchBusy if another live
     runner owns it."""
     settings = settings or load_settings()
-    db = connect(settings.db_path)
+    st = open_store(settings.db_path)
     first = True
     while True:
         try:
-            batch = store.claim_batch(db, batch_id)
+            batch = st.claim_batch(batch_id)
         except BatchBusy:
             if first:
-                db.close()
+                st.close()
                 raise
             break   # another runner took over the requests that arrived meanwhile
         first = False
         try:
             if batch.dry_run:
-                stopped = _dry_run(db, batch_id, on_progress)
+                stopped = _dry_run(st, batch_id, on_progress)
             elif settings.dry_run:
-                stopped = _without_key(db, batch)
+                stopped = _without_key(st, batch)
             else:
-                run = _LiveRun(db, batch_id, settings,
+                run = _LiveRun(st, batch_id, settings,
                                concurrency or batch.concurrency or settings.concurrency,
                                poll, on_progress, progress_every, fal)
                 stopped = run.run()
         finally:
-            batch = store.release_batch(db, batch_id)
+            batch = st.release_batch(batch_id)
         # a re-run added between the workers' last look and the release above would be refused
         # by a new runner (BatchBusy while we held the batch): take it ourselves
-        if stopped or batch.cancel_requested or not store.batch_requests(db, batch_id, ("planned",)):
+        if stopped or batch.cancel_requested or not st.batch_requests(batch_id, ("planned",)):
             break
-    progress = store.batch_progress(db, batch_id)
-    db.close()
+    if stopped:
+        st.set_stop_reason(batch_id, stopped)
+    progress = st.batch_progress(batch_id)
+    st.close()
     return RunReport(batch_id=batch_id, progress=progress, dry_run=batch.dry_run,
                      cancelled=batch.cancel_requested, stopped=stopped)
 
 
-def _fail_unconfirmed(db: sqlite_utils.Database, batch_id: str) -> None:
+def _fail_unconfirmed(st: Store, batch_id: str) -> None:
     """Requests left `submitted` without a fal id by a runner that died inside the POST."""
-    for rec in store.batch_requests(db, batch_id, statuses=("submitted",)):
+    for rec in st.batch_requests(batch_id, statuses=("submitted",)):
         if not rec.fal_request_id:
-            store.mark_failed(
-                db, rec.id, error_type="submit_unconfirmed",
+            st.mark_failed(rec.id, error_type="submit_unconfirmed",
                 error_message=("The runner stopped while this request was being submitted, before fal "
                                "confirmed it. It may have run (and been paid) at fal, so it was NOT sent "
                                "again; re-run it by hand if its result is missing."))
 
 
-def _without_key(db: sqlite_utils.Database, batch: store.Batch) -> str | None:
+def _without_key(st: Store, batch: store.Batch) -> str | None:
     """A live batch in a process without FAL_KEY: nothing can be sent or polled. A cancel still
     cancels what was never sent; jobs already at fal need the key to be followed or cancelled."""
-    _fail_unconfirmed(db, batch.id)
+    _fail_unconfirmed(st, batch.id)
     if batch.cancel_requested:
-        for rec in store.batch_requests(db, batch.id, statuses=("planned",)):
-            store.mark_cancelled(db, rec.id, reason="batch cancelled before this request was sent")
-        if store.batch_progress(db, batch.id).is_finished:
+        for rec in st.batch_requests(batch.id, statuses=("planned",)):
+            st.mark_cancelled(rec.id, reason="batch cancelled before this request was sent")
+        if st.batch_progress(batch.id).is_finished:
             return None
     return ("this batch was planned to be sent but FAL_KEY is not set: set FAL_KEY and resume it "
             f"with `python -m core batch resume {batch.id}`")
 
 
-def _dry_run(db: sqlite_utils.Database, batch_id: str,
+def _dry_run(st: Store, batch_id: str,
              on_progress: Callable[[store.BatchProgress], None] | None) -> str | None:
     from core.catalog import registry
 
-    for rec in store.batch_requests(db, batch_id, statuses=("planned",)):
-        if store.get_batch(db, batch_id).cancel_requested:
-            store.mark_cancelled(db, rec.id, reason="batch cancelled (dry run)")
+    for rec in st.batch_requests(batch_id, statuses=("planned",)):
+        if st.get_batch(batch_id).cancel_requested:
+            st.mark_cancelled(rec.id, reason="batch cancelled (dry run)")
             continue
         try:
             registry.validate_payload(rec.endpoint, rec.payload)
         except PayloadError as e:
-            store.mark_failed(db, rec.id, error_type="validation", error_message="; ".join(e.messages))
+            st.mark_failed(rec.id, error_type="validation", error_message="; ".join(e.messages))
             continue
-        store.mark_dry_run(db, rec.id)
-    for rec in store.batch_requests(db, batch_id, statuses=("submitted", "queued", "running")):
+        st.mark_dry_run(rec.id)
+    for rec in st.batch_requests(batch_id, statuses=("submitted", "queued", "running")):
         # a dry-run batch never sends; anything in flight here was written by hand
-        store.mark_failed(db, rec.id, error_type="dry_run", error_message="dry-run batch: not followed")
+        st.mark_failed(rec.id, error_type="dry_run", error_message="dry-run batch: not followed")
     if on_progress:
-        on_progress(store.batch_progress(db, batch_id))
+        on_progress(st.batch_progress(batch_id))
     return None
 
 
 class _LiveRun:
-    def __init__(self, db: sqlite_utils.Database, batch_id: str, settings: Settings, concurrency: int,
+    def __init__(self, st: Store, batch_id: str, settings: Settings, concurrency: int,
                  poll: PollPolicy, on_progress: Callable[[store.BatchProgress], None] | None,
                  progress_every: float, fal: FalClient | None):
-        self.db = db
+        self.st = st
         self.batch_id = batch_id
         self.settings = dataclasses.replace(settings, concurrency=max(1, concurrency))
         self.concurrency = max(1, concurrency)
@@ -283,15 +282,15 @@ class _LiveRun:
     # -- setup -------------------------------------------------------------------------------
 
     def run(self) -> str | None:
-        db = self.db
-        _fail_unconfirmed(db, self.batch_id)
-        for rec in store.batch_requests(db, self.batch_id, statuses=("submitted", "queued", "running")):
+        st = self.st
+        _fail_unconfirmed(st, self.batch_id)
+        for rec in st.batch_requests(self.batch_id, statuses=("submitted", "queued", "running")):
             self.tasks.append(_Task(rec.id, follow=True))
-        for rec in store.batch_requests(db, self.batch_id, statuses=("planned",)):
+        for rec in st.batch_requests(self.batch_id, statuses=("planned",)):
             self.tasks.append(_Task(rec.id, record=rec))
         if not self.tasks:
             return None
-        if store.get_batch(db, self.batch_id).cancel_requested:
+        if st.get_batch(self.batch_id).cancel_requested:
             self.cancel.set()
         from core.batches.fal import FalClient
         from core.store.blobs import open_storage
@@ -338,10 +337,10 @@ class _LiveRun:
             now = time.monotonic()
             try:
                 if now - last_beat >= HEARTBEAT_EVERY_S:
-                    batch = store.heartbeat(self.db, self.batch_id)
+                    batch = self.st.heartbeat(self.batch_id)
                     last_beat = now
                 else:
-                    batch = store.get_batch(self.db, self.batch_id)
+                    batch = self.st.get_batch(self.batch_id)
             except BatchBusy as e:
                 self._halt(str(e))
                 continue
@@ -349,7 +348,7 @@ class _LiveRun:
                 log.info("batch %s: cancel requested", self.batch_id)
                 self.cancel.set()
             if self.on_progress and now - last_report >= self.progress_every:
-                progress = store.batch_progress(self.db, self.batch_id)
+                progress = self.st.batch_progress(self.batch_id)
                 if dict(progress.counts) != last_counts:
                     self.on_progress(progress)
                     last_counts = dict(progress.counts)
@@ -368,12 +367,12 @@ class _LiveRun:
 
     # -- workers -----------------------------------------------------------------------------
 
-    def _next(self, db: sqlite_utils.Database) -> _Task | None:
+    def _next(self, st: Store) -> _Task | None:
         with self.lock:
             if not self.tasks and not self.cancel.is_set():
                 # requests added while this runner works (a re-run from History lands in the
                 # batch whose runner may be alive) are picked up before the runner exits
-                for rec in store.batch_requests(db, self.batch_id, statuses=("planned",)):
+                for rec in st.batch_requests(self.batch_id, statuses=("planned",)):
                     if rec.id not in self._taken:
                         self.tasks.append(_Task(rec.id, record=rec))
             if not self.tasks:
@@ -382,54 +381,54 @@ class _LiveRun:
             self._taken.add(task.request_id)
             return task
 
-    def _guarded(self, db: sqlite_utils.Database, request_id: str, fn: Callable[[], None]) -> None:
+    def _guarded(self, st: Store, request_id: str, fn: Callable[[], None]) -> None:
         try:
             fn()
         except Exception as e:  # noqa: BLE001 - a bug in one request must not stop the batch
             log.exception("batch %s: request %s failed unexpectedly", self.batch_id, request_id)
             try:
-                store.mark_failed(db, request_id, error_type="runner_error",
+                st.mark_failed(request_id, error_type="runner_error",
                                   error_message=f"unexpected error in the runner: {e!r}; re-run it")
             except Exception:  # noqa: BLE001
                 log.exception("could not record the failure of %s", request_id)
 
     def _sender(self) -> None:
-        db = connect(self.settings.db_path, migrate=False)
+        st = open_store(self.settings.db_path, migrate=False)
         try:
             while not self.stop.is_set():
-                task = self._next(db)
+                task = self._next(st)
                 if task is None:
                     return
                 if task.follow:
-                    self._guarded(db, task.request_id, lambda: self._resume_follow(db, task))
+                    self._guarded(st, task.request_id, lambda: self._resume_follow(st, task))
                 elif self.cancel.is_set():
-                    store.mark_cancelled(db, task.request_id,
+                    st.mark_cancelled(task.request_id,
                                          reason="batch cancelled before this request was sent")
                 else:
-                    self._guarded(db, task.request_id, lambda: self._send(db, task))
+                    self._guarded(st, task.request_id, lambda: self._send(st, task))
         finally:
-            db.close()
+            st.close()
 
     def _finisher(self) -> None:
-        db = connect(self.settings.db_path, migrate=False)
+        st = open_store(self.settings.db_path, migrate=False)
         try:
             while (item := self.finished.get()) is not None:
                 if self.stop.is_set():
                     continue  # left queued/running in the store: a resume polls and finishes it
                 request_id, handle, status, cancel_sent = item
-                self._guarded(db, request_id,
-                              lambda: self._finish(db, request_id, handle, status, cancel_sent))
+                self._guarded(st, request_id,
+                              lambda: self._finish(st, request_id, handle, status, cancel_sent))
         finally:
-            db.close()
+            st.close()
             with self.lock:
                 self._live_finishers -= 1
                 if self._live_finishers == 0:
                     self.done.set()
 
-    def _send(self, db: sqlite_utils.Database, task: _Task) -> None:
+    def _send(self, st: Store, task: _Task) -> None:
         # the row as loaded at start: only this runner writes it, and mark_submitted below only
         # moves a row that is still `planned`
-        rec = task.record or store.get_request(db, task.request_id)
+        rec = task.record or st.get_request(task.request_id)
         if rec.status != "planned":
             return
         body: dict[str, Any] = rec.payload
@@ -437,29 +436,29 @@ class _LiveRun:
             from core.photos.references import resolve_payload
 
             try:
-                body = resolve_payload(body, db, self._storage)
+                body = resolve_payload(body, st, self._storage)
             except DashboardError as e:
-                store.mark_failed(db, rec.id, error_type="reference_unavailable", error_message=str(e))
+                st.mark_failed(rec.id, error_type="reference_unavailable", error_message=str(e))
                 return
-        if not store.mark_submitted(db, rec.id):
+        if not st.mark_submitted(rec.id):
             return
         sent_at = time.monotonic()
         try:
             handle = self._fal.submit(rec.endpoint, body)
         except FalError as e:
-            self._submit_failed(db, task, e)
+            self._submit_failed(st, task, e)
             return
         finally:
             del body
-        store.mark_queued(db, rec.id, fal_request_id=handle.request_id, status_url=handle.status_url,
+        st.mark_queued(rec.id, fal_request_id=handle.request_id, status_url=handle.status_url,
                           response_url=handle.response_url, cancel_url=handle.cancel_url,
                           queue_position=handle.queue_position)
-        self._follow(db, rec.id, handle, sent_at=sent_at, queue_position=handle.queue_position)
+        self._follow(st, rec.id, handle, sent_at=sent_at, queue_position=handle.queue_position)
 
-    def _submit_failed(self, db: sqlite_utils.Database, task: _Task, e: FalError) -> None:
+    def _submit_failed(self, st: Store, task: _Task, e: FalError) -> None:
         rid = task.request_id
         if _surely_not_sent(e):
-            store.mark_unsent(db, rid)
+            st.mark_unsent(rid)
             if isinstance(e, FalRateLimited) and task.rate_limited < MAX_RATE_LIMIT_RETRIES:
                 task.rate_limited += 1
                 self.stop.wait(e.retry_after if e.retry_after is not None else 2.0 ** task.rate_limited)
@@ -470,26 +469,26 @@ class _LiveRun:
                        f"`python -m core batch resume {self.batch_id}`.")
             return
         if isinstance(e, FalValidationError):
-            store.mark_failed(db, rid, error_type="validation", error_message=str(e),
+            st.mark_failed(rid, error_type="validation", error_message=str(e),
                               http_status=e.status_code, response={"detail": e.detail})
             return
         # fal may have accepted it: never sent again automatically
-        store.mark_failed(db, rid, error_type="submit_unconfirmed",
+        st.mark_failed(rid, error_type="submit_unconfirmed",
                           error_message=f"{e} It may have run at fal; re-run it by hand if needed.",
                           http_status=e.status_code)
 
-    def _resume_follow(self, db: sqlite_utils.Database, task: _Task) -> None:
+    def _resume_follow(self, st: Store, task: _Task) -> None:
         from core.batches.fal import handle_from_row
 
-        rec = store.get_request(db, task.request_id)
+        rec = st.get_request(task.request_id)
         if rec.is_final or not rec.fal_request_id:
             return
         handle = handle_from_row(rec.endpoint, rec.fal_request_id, rec.status_url, rec.response_url,
                                  rec.cancel_url, queue_url=self.settings.fal_queue_url)
-        self._follow(db, rec.id, handle, sent_at=None, queue_position=rec.queue_position,
+        self._follow(st, rec.id, handle, sent_at=None, queue_position=rec.queue_position,
                      running=rec.status == "running")
 
-    def _follow(self, db: sqlite_utils.Database, request_id: str, handle: QueueHandle, *,
+    def _follow(self, st: Store, request_id: str, handle: QueueHandle, *,
                 sent_at: float | None, queue_position: int | None, running: bool = False) -> None:
         from core.batches.fal import Completed, InProgress, Queued
 
@@ -504,7 +503,7 @@ class _LiveRun:
                     log.warning("cancel of fal request %s failed: %s", handle.request_id, e)
                     answer = None
                 if answer == "NOT_FOUND":
-                    store.mark_cancelled(db, request_id, reason="cancelled; fal no longer knows the job")
+                    st.mark_cancelled(request_id, reason="cancelled; fal no longer knows the job")
                     return
             elapsed = time.monotonic() - start
             if elapsed > self.poll.give_up_after:
@@ -522,7 +521,7 @@ class _LiveRun:
                 status = self._fal.status(handle)
             except FalError as e:
                 if e.status_code == 404:
-                    store.mark_failed(db, request_id, error_type="not_found", http_status=404,
+                    st.mark_failed(request_id, error_type="not_found", http_status=404,
                                       error_message=f"fal no longer knows request {handle.request_id} "
                                                     f"({e}); re-run it if its result is needed.")
                 else:
@@ -531,12 +530,12 @@ class _LiveRun:
             if isinstance(status, Queued):
                 if status.position != queue_position:
                     queue_position = status.position
-                    store.update_queue_position(db, request_id, status.position)
+                    st.update_queue_position(request_id, status.position)
             elif isinstance(status, InProgress):
                 queue_position = None
                 if not running:
                     running = True
-                    store.mark_running(db, request_id, logs=list(status.logs) or None)
+                    st.mark_running(request_id, logs=list(status.logs) or None)
             elif isinstance(status, Completed):
                 if sent_at is not None:
                     self.cadence.observe(handle.endpoint, time.monotonic() - sent_at)
@@ -549,51 +548,50 @@ class _LiveRun:
         self._note(f"lost contact with fal while following request {handle.request_id} ({e}); "
                    f"resume the batch to follow it: `python -m core batch resume {self.batch_id}`.")
 
-    def _finish(self, db: sqlite_utils.Database, request_id: str, handle: QueueHandle,
+    def _finish(self, st: Store, request_id: str, handle: QueueHandle,
                 status: Any, cancel_sent: bool) -> None:
         inference = status.metrics.get("inference_time") if status.metrics else None
         logs = list(status.logs) or None
         try:
             result = self._fal.result(handle)
         except FalCancelled as e:
-            store.mark_cancelled(db, request_id, reason=str(e), http_status=e.status_code)
+            st.mark_cancelled(request_id, reason=str(e), http_status=e.status_code)
             return
         except FalError as e:
             if cancel_sent and not status.ok:
-                store.mark_cancelled(db, request_id, reason=f"cancelled ({e})", http_status=e.status_code)
+                st.mark_cancelled(request_id, reason=f"cancelled ({e})", http_status=e.status_code)
                 return
             if status.ok and isinstance(e, _TRANSIENT):
                 # the job succeeded and is paid: an outage while fetching must not lose it
                 self._lost_contact(handle, e)
                 return
             detail = getattr(e, "detail", None)
-            store.mark_failed(db, request_id, error_type=status.error_type or error_type_of(e),
+            st.mark_failed(request_id, error_type=status.error_type or error_type_of(e),
                               error_message=str(e), http_status=e.status_code,
                               response={"detail": detail} if detail is not None else None,
                               inference_time_s=inference)
             return
         images = result.get("images") if isinstance(result, dict) else None
         if not isinstance(images, list) or not images:
-            store.mark_failed(db, request_id, error_type="no_images", http_status=200, response=result,
+            st.mark_failed(request_id, error_type="no_images", http_status=200, response=result,
                               error_message="fal finished the job but returned no image; re-run it.",
                               inference_time_s=inference)
             return
         nsfw = result.get("has_nsfw_concepts") or []
         for idx, img in enumerate(images):
             try:
-                self._keep_image(db, request_id, idx, img, nsfw[idx] if idx < len(nsfw) else None)
+                self._keep_image(st, request_id, idx, img, nsfw[idx] if idx < len(nsfw) else None)
             except (FalError, DashboardError, OSError) as e:
-                store.mark_failed(
-                    db, request_id, error_type="download_failed", http_status=200, response=result,
+                st.mark_failed(request_id, error_type="download_failed", http_status=200, response=result,
                     inference_time_s=inference,
                     error_message=(f"fal finished (and billed) the job but image {idx} could not be "
                                    f"kept: {e} Its fal URL is in the response; it expires, so "
                                    "re-run the request if it is gone."))
                 return
-        store.mark_completed(db, request_id, response=result, http_status=200,
+        st.mark_completed(request_id, response=result, http_status=200,
                              inference_time_s=inference, logs=logs)
 
-    def _keep_image(self, db: sqlite_utils.Database, request_id: str, idx: int, img: Any,
+    def _keep_image(self, st: Store, request_id: str, idx: int, img: Any,
                     nsfw: Any) -> None:
         import hashlib
 
@@ -612,8 +610,7 @@ class _LiveRun:
                 _, width, height = image_info(data)
             except DashboardError:
                 width = height = None
-        store.add_result_image(
-            db, request_id, idx=idx, fal_url=url, storage_backend=stored.backend,
+        st.add_result_image(request_id, idx=idx, fal_url=url, storage_backend=stored.backend,
             storage_path=stored.path, sha256=hashlib.sha256(data).hexdigest(), width=width,
             height=height, content_type=content_type, size_bytes=len(data),
             nsfw=None if nsfw is None else bool(nsfw))
@@ -627,14 +624,14 @@ def request_cancel(batch_id: str, *, settings: Settings | None = None) -> store.
     runner is alive and requests are left, a background runner is started to do the cancelling
     (mark unsent requests cancelled, cancel jobs fal still holds)."""
     settings = settings or load_settings()
-    db = connect(settings.db_path)
+    st = open_store(settings.db_path)
     try:
-        batch = store.request_cancel(db, batch_id)
-        if not store.runner_alive(batch) and not store.batch_progress(db, batch_id).is_finished:
+        batch = st.request_cancel(batch_id)
+        if not store.runner_alive(batch) and not st.batch_progress(batch_id).is_finished:
             start_batch_process(batch_id, settings=settings)
         return batch
     finally:
-        db.close()
+        st.close()
 
 
 def log_path(settings: Settings, batch_id: str) -> Path:

@@ -14,7 +14,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 
 def register(subparsers: Any) -> None:
@@ -61,16 +64,16 @@ def _positive(text: str) -> int:
     return value
 
 
-def _settings_db() -> tuple[Any, Any]:
+def _settings_store() -> tuple[Any, Any]:
     from core.config import load_settings
-    from core.store.db import connect
+    from core.store import open_store
 
     settings = load_settings()
     settings.ensure_dirs()
-    return settings, connect(settings.db_path)
+    return settings, open_store(settings.db_path)
 
 
-def _make_plan(path: Path, db: Any, settings: Any, *, upload: bool) -> Any:
+def _make_plan(path: Path, st: Store, settings: Any, *, upload: bool) -> Any:
     from core.batches.plans import load_plan_file, make_plan
 
     spec = load_plan_file(path)
@@ -79,7 +82,7 @@ def _make_plan(path: Path, db: Any, settings: Any, *, upload: bool) -> Any:
         from core.store.blobs import open_storage
 
         storage = open_storage(settings)
-    return make_plan(spec, db=db, storage=storage, base_dir=path.parent, upload=upload)
+    return make_plan(spec, st=st, storage=storage, base_dir=path.parent, upload=upload)
 
 
 def _describe(plan: Any) -> str:
@@ -90,8 +93,8 @@ def _describe(plan: Any) -> str:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    settings, db = _settings_db()
-    plan = _make_plan(args.plan, db, settings, upload=False)
+    settings, st = _settings_store()
+    plan = _make_plan(args.plan, st, settings, upload=False)
     print(f"plan {plan.name!r}: {_describe(plan)}")
     for warning in plan.warnings:
         print(f"warning: {warning}")
@@ -138,15 +141,15 @@ def _run(args: argparse.Namespace) -> int:
     from core.batches import runner
     from core import store
 
-    settings, db = _settings_db()
-    plan = _make_plan(args.plan, db, settings, upload=True)
-    batch = store.create_batch(db, plan, dry_run=settings.dry_run, concurrency=args.concurrency,
+    settings, st = _settings_store()
+    plan = _make_plan(args.plan, st, settings, upload=True)
+    batch = st.create_batch(plan, dry_run=settings.dry_run, concurrency=args.concurrency,
                                created_by=args.created_by)
     print(f"batch {batch.id} {plan.name!r}: {_describe(plan)}", flush=True)
     if batch.dry_run:
         print("DRY RUN: nothing sent (no FAL_KEY); payloads are validated and recorded as dry_run",
               flush=True)
-    db.close()
+    st.close()
     if not batch.dry_run:
         _measure_in_background(settings)
     report = runner.run_batch(batch.id, settings=settings, concurrency=args.concurrency,
@@ -171,11 +174,11 @@ def _resume(args: argparse.Namespace) -> int:
     from core import store
     from core.errors import BatchBusy
 
-    settings, db = _settings_db()
-    ids = [args.batch_id] if args.batch_id else [b.id for b in store.unfinished_batches(db)]
+    settings, st = _settings_store()
+    ids = [args.batch_id] if args.batch_id else [b.id for b in st.unfinished_batches()]
     if args.batch_id:
-        store.get_batch(db, args.batch_id)
-    db.close()
+        st.get_batch(args.batch_id)
+    st.close()
     if not ids:
         print("no unfinished batch")
         return 0
@@ -199,9 +202,9 @@ def _cancel(args: argparse.Namespace) -> int:
     from core.batches import runner
     from core import store
 
-    settings, db = _settings_db()
-    batch = store.request_cancel(db, args.batch_id)
-    if store.batch_progress(db, args.batch_id).is_finished:
+    settings, st = _settings_store()
+    batch = st.request_cancel(args.batch_id)
+    if st.batch_progress(args.batch_id).is_finished:
         print(f"batch {args.batch_id} has already finished; nothing to cancel")
         return 0
     if store.runner_alive(batch):
@@ -209,7 +212,7 @@ def _cancel(args: argparse.Namespace) -> int:
               "cancels the jobs fal holds; follow it with `python -m core batch status "
               f"{args.batch_id}`")
         return 0
-    db.close()
+    st.close()
     # no live runner: do the cancelling here (unsent -> cancelled, jobs at fal -> cancel PUT)
     report = runner.run_batch(args.batch_id, settings=settings)
     return _report(report)
@@ -218,12 +221,12 @@ def _cancel(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from core import store
 
-    _, db = _settings_db()
-    batches = [store.get_batch(db, args.batch_id)] if args.batch_id else store.list_batches(db, limit=args.limit)
+    _, st = _settings_store()
+    batches = [st.get_batch(args.batch_id)] if args.batch_id else st.list_batches(limit=args.limit)
     if not batches:
         print("no batch yet: `python -m core batch run PLAN.json`")
     for b in batches:
-        p = store.batch_progress(db, b.id)
+        p = st.batch_progress(b.id)
         runner_text = (f"runner {b.runner_pid} alive" if store.runner_alive(b)
                        else "no runner" if not p.is_finished else "")
         flags = " ".join(x for x in ("DRY RUN" if b.dry_run else "",

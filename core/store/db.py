@@ -201,3 +201,11 @@ def m011_votes(db: sqlite_utils.Database) -> None:
     )
     db["votes"].create_index(["group_id", "rater"])
     db["votes"].create_index(["rater", "created_at"])
+
+
+@MIGRATIONS()
+def m012_batch_stop_reason(db: sqlite_utils.Database) -> None:
+    """Why a batch's runner stopped before every request was final, written by the runner (not
+    parsed from its log), and when; a runner that takes the batch again clears both."""
+    db["batches"].add_column("stop_reason", str)
+    db["batches"].add_column("stopped_at", str)

@@ -12,7 +12,7 @@ import time
 import pytest
 from PIL import Image
 
-from core.store import db as dbmod
+from core.store import open_store
 from core.batches import plans
 from core.batches import runner
 from core import store
@@ -37,7 +37,7 @@ def live(fal_standin, tmp_path):
     """Settings pointing at the stand-in (FAL_KEY set), a store connection, and a batch maker."""
     settings = load_settings()
     settings.ensure_dirs()
-    d = dbmod.connect(settings.db_path)
+    d = open_store(settings.db_path)
     (tmp_path / "face.jpg").write_bytes(_jpeg())
 
     def make_batch(models=(SCHNELL, EDIT), poses=("Standing", "Walking"), seeds=(1,), **extra):
@@ -45,8 +45,8 @@ def live(fal_standin, tmp_path):
                 "seeds": list(seeds), **extra}
         if any(m == EDIT for m in models):
             spec.setdefault("references", ["face.jpg"])
-        plan = plans.make_plan(spec, db=d, storage=open_storage(settings), base_dir=tmp_path)
-        return store.create_batch(d, plan, dry_run=settings.dry_run)
+        plan = plans.make_plan(spec, st=d, storage=open_storage(settings), base_dir=tmp_path)
+        return d.create_batch(plan, dry_run=settings.dry_run)
 
     yield settings, d, make_batch
     d.close()
@@ -61,7 +61,7 @@ def quick_fal(live, fal_sleeps):
 
 
 def _statuses(d, batch_id):
-    return [r.status for r in store.batch_requests(d, batch_id)]
+    return [r.status for r in d.batch_requests(batch_id)]
 
 
 def test_happy_path_records_everything_and_keeps_the_images(live, fal_standin):
@@ -69,9 +69,9 @@ def test_happy_path_records_everything_and_keeps_the_images(live, fal_standin):
     batch = make_batch()
     report = runner.run_batch(batch.id, settings=settings, concurrency=3)
     assert report.finished and not report.dry_run and report.stopped is None
-    reqs = store.batch_requests(d, batch.id)
+    reqs = d.batch_requests(batch.id)
     assert len(reqs) == 4 and {r.status for r in reqs} == {"completed"}
-    images = store.result_images(d, [r.id for r in reqs])
+    images = d.result_images([r.id for r in reqs])
     storage = open_storage(settings)
     for r in reqs:
         assert r.fal_request_id and r.status_url and r.response_url and r.cancel_url
@@ -91,22 +91,22 @@ def test_happy_path_records_everything_and_keeps_the_images(live, fal_standin):
     received = [x["body"] for x in fal_standin.received if x["endpoint"] == EDIT]
     assert all(b["image_urls"][0].startswith("data:image/jpeg;base64,") for b in received)
     assert fal_standin.submissions == 4
-    done = store.get_batch(d, batch.id)
+    done = d.get_batch(batch.id)
     assert done.status == "finished" and done.runner_pid is None
-    assert store.last_payload_sent(d).batch_id == batch.id
+    assert d.last_payload_sent().batch_id == batch.id
 
 
 def test_dry_run_sends_nothing(settings):
     """No FAL_KEY: payloads validated and recorded as dry_run; fal (port 9 here) never contacted."""
-    d = dbmod.connect(settings.db_path)
+    d = open_store(settings.db_path)
     plan = plans.make_plan({"name": "dry", "models": [SCHNELL, "fal-ai/flux-2"], "seeds": [1, 2]})
-    batch = store.create_batch(d, plan, dry_run=settings.dry_run)
+    batch = d.create_batch(plan, dry_run=settings.dry_run)
     assert batch.dry_run
     report = runner.run_batch(batch.id, settings=settings)
     assert report.dry_run and report.finished
     assert _statuses(d, batch.id) == ["dry_run"] * 4
-    assert all(r.submitted_at is None and r.fal_request_id is None for r in store.batch_requests(d, batch.id))
-    assert store.last_payload_sent(d) is None
+    assert all(r.submitted_at is None and r.fal_request_id is None for r in d.batch_requests(batch.id))
+    assert d.last_payload_sent() is None
 
 
 def test_a_live_batch_without_key_stops_and_stays_resumable(live, monkeypatch):
@@ -131,7 +131,7 @@ def test_cancel_stops_sending_and_cancels_jobs_fal_holds(live, fal_standin):
                                                                      concurrency=4)))
     t.start()
     deadline = time.monotonic() + 20
-    while sum(r.fal_request_id is not None for r in store.batch_requests(d, batch.id)) < 4:
+    while sum(r.fal_request_id is not None for r in d.batch_requests(batch.id)) < 4:
         assert time.monotonic() < deadline, "the runner did not submit"
         time.sleep(0.02)
     runner.request_cancel(batch.id, settings=settings)
@@ -139,14 +139,14 @@ def test_cancel_stops_sending_and_cancels_jobs_fal_holds(live, fal_standin):
     assert not t.is_alive()
     (report,) = done
     assert report.finished and report.cancelled
-    reqs = store.batch_requests(d, batch.id)
+    reqs = d.batch_requests(batch.id)
     assert {r.status for r in reqs} == {"cancelled"}
     sent = [r for r in reqs if r.fal_request_id]
     assert len(sent) == 4 and fal_standin.submissions == 4
     assert all(fal_standin.job_state(r.fal_request_id) == "COMPLETED" for r in sent)   # cancelled at fal
     assert fal_standin.stats()["requests"].get("cancel", 0) >= 4
     assert all("before this request was sent" in r.error_message for r in reqs if not r.fal_request_id)
-    assert store.get_batch(d, batch.id).status == "cancelled"
+    assert d.get_batch(batch.id).status == "cancelled"
 
 
 @pytest.mark.parametrize("where, fault, params, status, error_type", [
@@ -168,7 +168,7 @@ def test_each_fault_ends_in_a_final_recorded_state(live, fal_standin, quick_fal,
     fal_standin.inject(where, fault, params.pop("times", 1), **params)
     report = runner.run_batch(batch.id, settings=settings, fal=quick_fal)
     assert report.finished
-    (r,) = store.batch_requests(d, batch.id)
+    (r,) = d.batch_requests(batch.id)
     assert (r.status, r.error_type) == (status, error_type)
     if status == "failed":
         assert r.error_message and r.completed_at
@@ -190,12 +190,12 @@ def test_an_outage_while_following_leaves_the_job_resumable_and_resume_completes
     fal_standin.inject(where, "500", quick_fal.retry.max_attempts)   # one call's retries, all failing
     report = runner.run_batch(batch.id, settings=settings, fal=quick_fal)
     assert not report.finished and "resume" in report.stopped
-    (r,) = store.batch_requests(d, batch.id)
+    (r,) = d.batch_requests(batch.id)
     assert r.status in ("queued", "running") and r.fal_request_id and r.error_type is None
     report = runner.run_batch(batch.id, settings=settings, fal=quick_fal)
     assert report.finished
-    (r,) = store.batch_requests(d, batch.id)
-    assert r.status == "completed" and store.result_images(d, [r.id])[r.id]
+    (r,) = d.batch_requests(batch.id)
+    assert r.status == "completed" and d.result_images([r.id])[r.id]
     assert fal_standin.submissions == 1
 
 
@@ -206,8 +206,11 @@ def test_a_refused_key_stops_the_batch_and_a_resume_finishes_it(live, fal_standi
     report = runner.run_batch(batch.id, settings=settings, concurrency=1)
     assert not report.finished and "FAL_KEY" in report.stopped
     assert set(_statuses(d, batch.id)) == {"planned"} and fal_standin.submissions == 0
+    stopped = d.get_batch(batch.id)
+    assert stopped.stop_reason == report.stopped and stopped.stopped_at   # what the page shows
     fal_standin.reset()
     assert runner.run_batch(batch.id, settings=settings).finished
+    assert d.get_batch(batch.id).stop_reason is None   # the resumed run took the batch again
     assert set(_statuses(d, batch.id)) == {"completed"} and fal_standin.submissions == 3
 
 
@@ -216,16 +219,16 @@ def test_resume_follows_jobs_at_fal_and_never_resends_an_unconfirmed_submit(live
     failed as submit_unconfirmed (the POST may have reached fal); planned ones are sent."""
     settings, d, make_batch = live
     batch = make_batch(models=(SCHNELL,), poses=("Standing", "Walking", "Sitting"))
-    at_fal, unconfirmed, planned = store.batch_requests(d, batch.id)
+    at_fal, unconfirmed, planned = d.batch_requests(batch.id)
     with FalClient(settings) as fal:
         handle = fal.submit(SCHNELL, at_fal.payload)
-    store.mark_submitted(d, at_fal.id)
-    store.mark_queued(d, at_fal.id, fal_request_id=handle.request_id, status_url=handle.status_url,
+    d.mark_submitted(at_fal.id)
+    d.mark_queued(at_fal.id, fal_request_id=handle.request_id, status_url=handle.status_url,
                       response_url=handle.response_url, cancel_url=handle.cancel_url)
-    store.mark_submitted(d, unconfirmed.id)
+    d.mark_submitted(unconfirmed.id)
     report = runner.run_batch(batch.id, settings=settings)
     assert report.finished
-    got = {r.id: r for r in store.batch_requests(d, batch.id)}
+    got = {r.id: r for r in d.batch_requests(batch.id)}
     assert got[at_fal.id].status == "completed" and got[at_fal.id].fal_request_id == handle.request_id
     assert got[unconfirmed.id].status == "failed"
     assert got[unconfirmed.id].error_type == "submit_unconfirmed"
@@ -239,8 +242,8 @@ def test_resume_follows_jobs_at_fal_and_never_resends_an_unconfirmed_submit(live
 def test_a_batch_with_a_live_runner_is_busy(live):
     settings, d, make_batch = live
     batch = make_batch(models=(SCHNELL,))
-    store.claim_batch(d, batch.id, pid=os.getpid())
-    d.execute("UPDATE batches SET runner_pid = ? WHERE id = ?", [os.getppid(), batch.id])
+    d.claim_batch(batch.id, pid=os.getpid())
+    d.db.execute("UPDATE batches SET runner_pid = ? WHERE id = ?", [os.getppid(), batch.id])
     with pytest.raises(BatchBusy):
         runner.run_batch(batch.id, settings=settings)
     assert set(_statuses(d, batch.id)) == {"planned"}
@@ -250,10 +253,10 @@ def test_a_rerun_is_sent_by_the_next_run(live, fal_standin):
     settings, d, make_batch = live
     batch = make_batch(models=(SCHNELL,), poses=("Standing",))
     runner.run_batch(batch.id, settings=settings)
-    (first,) = store.batch_requests(d, batch.id)
-    again = store.rerun_request(d, first.id)
+    (first,) = d.batch_requests(batch.id)
+    again = d.rerun_request(first.id)
     assert runner.run_batch(batch.id, settings=settings).finished
-    assert store.get_request(d, again.id).status == "completed"
+    assert d.get_request(again.id).status == "completed"
     assert fal_standin.submissions_by_hash[first.payload_hash] == 2     # asked for twice, on purpose
 
 
@@ -263,7 +266,7 @@ def test_start_batch_process_runs_detached_and_reports_through_the_store(live, f
     pid = runner.start_batch_process(batch.id, settings=settings)
     assert pid != os.getpid()
     deadline = time.monotonic() + 60
-    while not store.batch_progress(d, batch.id).is_finished:
+    while not d.batch_progress(batch.id).is_finished:
         assert time.monotonic() < deadline, runner.log_path(settings, batch.id).read_text()
         time.sleep(0.05)
     assert set(_statuses(d, batch.id)) == {"completed"}
@@ -275,7 +278,7 @@ def test_cancel_without_a_live_runner_cancels_in_the_background(live, fal_standi
     batch = make_batch(models=(SCHNELL,), poses=("Standing", "Walking"))
     runner.request_cancel(batch.id, settings=settings)
     deadline = time.monotonic() + 60
-    while not store.batch_progress(d, batch.id).is_finished:
+    while not d.batch_progress(batch.id).is_finished:
         assert time.monotonic() < deadline, runner.log_path(settings, batch.id).read_text()
         time.sleep(0.05)
     assert set(_statuses(d, batch.id)) == {"cancelled"} and fal_standin.submissions == 0
@@ -310,14 +313,14 @@ def test_a_rerun_added_while_its_batch_runs_is_sent_by_the_live_runner(live, fal
                                                                      concurrency=1)))
     t.start()
     deadline = time.monotonic() + 20
-    while not any(r.fal_request_id for r in store.batch_requests(d, batch.id)):
+    while not any(r.fal_request_id for r in d.batch_requests(batch.id)):
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    first = next(r for r in store.batch_requests(d, batch.id) if r.fal_request_id)
-    again = store.rerun_request(d, first.id, created_by="ana", dry_run=False)
+    first = next(r for r in d.batch_requests(batch.id) if r.fal_request_id)
+    again = d.rerun_request(first.id, created_by="ana", dry_run=False)
     t.join(60)
     assert done and done[0].finished
-    rerun = store.get_request(d, again.id)
+    rerun = d.get_request(again.id)
     assert rerun.batch_id == batch.id and rerun.rerun_of == first.id
     assert rerun.status == "completed" and fal_standin.submissions == 3
 
@@ -325,10 +328,10 @@ def test_a_rerun_added_while_its_batch_runs_is_sent_by_the_live_runner(live, fal
 def test_rerun_of_a_dry_run_request_once_a_key_is_set_goes_to_a_new_live_batch(live):
     settings, d, make_batch = live
     batch = make_batch(models=(SCHNELL,), poses=("Standing",))
-    d.execute("UPDATE batches SET dry_run = 1 WHERE id = ?", [batch.id])
-    (old,) = store.batch_requests(d, batch.id)
-    same_mode = store.rerun_request(d, old.id, dry_run=True)
+    d.db.execute("UPDATE batches SET dry_run = 1 WHERE id = ?", [batch.id])
+    (old,) = d.batch_requests(batch.id)
+    same_mode = d.rerun_request(old.id, dry_run=True)
     assert same_mode.batch_id == batch.id and same_mode.dry_run
-    live_run = store.rerun_request(d, old.id, dry_run=False)
+    live_run = d.rerun_request(old.id, dry_run=False)
     assert live_run.batch_id != batch.id and not live_run.dry_run
-    assert not store.get_batch(d, live_run.batch_id).dry_run
+    assert not d.get_batch(live_run.batch_id).dry_run
