@@ -44,11 +44,11 @@ def _label(endpoint: str) -> str:
 def metrics_tab(batch: store.Batch, groups: list[store.Group],
                 requests: dict[str, list[store.RequestRecord]]) -> None:
     """Compare tab: per group on view, each model's fidelity to the reference and its checks."""
-    db = _shared.db()
+    records = _shared.store()
     ensure_measured()
     reqs = [r for g in groups for r in requests.get(g.id, [])]
-    images = store.result_images(db, [r.id for r in reqs])
-    measured = fidelity.image_metrics(db, [i.id for imgs in images.values() for i in imgs])
+    images = records.result_images([r.id for r in reqs])
+    measured = fidelity.image_metrics(records, [i.id for imgs in images.values() for i in imgs])
     rows = []
     for g in groups:
         for r in requests.get(g.id, []):

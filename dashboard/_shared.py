@@ -3,8 +3,8 @@
 Invariants:
 - Settings and storage are process-wide (`st.cache_resource`), keyed by the environment that
   shapes them, so a test that points DASHBOARD_DATA_DIR elsewhere gets fresh ones.
-- Each browser session has its own SQLite connection (session-scoped cache, closed when the
-  session ends); connections come from `core.store.db.connect`, so WAL and migrations apply.
+- Each browser session has its own `Store` (session-scoped cache, closed when the session
+  ends), from `core.store.open_store`, so WAL and migrations apply.
 - Nothing here holds a business rule: helpers only render what `core` returns.
 """
 from __future__ import annotations
@@ -52,16 +52,16 @@ def storage():
     return _storage(settings())
 
 
-@st.cache_resource(scope="session", show_spinner=False, on_release=lambda conn: conn.close())
-def _db(db_path: str):
-    from core.store.db import connect
+@st.cache_resource(scope="session", show_spinner=False, on_release=lambda records: records.close())
+def _store(db_path: str):
+    from core.store import open_store
 
-    return connect(db_path)
+    return open_store(db_path)
 
 
-def db():
-    """This session's connection to the store (sqlite_utils.Database)."""
-    return _db(str(settings().db_path))
+def store():
+    """This session's `core.store.Store`."""
+    return _store(str(settings().db_path))
 
 
 def user() -> str | None:
@@ -97,6 +97,13 @@ def data_uri(data: bytes, content_type: str = "image/jpeg") -> str:
 def short_time(iso: str | None) -> str:
     """"2026-11-24 17:30" from a stored ISO UTC time (display only)."""
     return (iso or "")[:16].replace("T", " ")
+
+
+def local_time(iso: str | None) -> str:
+    """"17:30:05" in this machine's time zone from a stored ISO UTC time (display only)."""
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(iso).astimezone().strftime("%H:%M:%S") if iso else ""
 
 
 THUMB_PX = 256
@@ -149,16 +156,16 @@ def notes_text(notes) -> str:
 def history_csv(db_path, flt) -> bytes:
     """The CSV download of a history filter (all pages), from core.export.history.
 
-    Runs when the user clicks (deferred), outside the script thread: it opens its own connection.
+    Runs when the user clicks (deferred), outside the script thread: it opens its own Store.
     """
     from core import export
-    from core.store.db import connect
+    from core.store import open_store
 
-    conn = connect(db_path)
+    records = open_store(db_path)
     try:
-        return export.to_csv_bytes(conn, flt)
+        return export.to_csv_bytes(records, flt)
     finally:
-        conn.close()
+        records.close()
 
 
 def cell(value: Any) -> str:
@@ -173,10 +180,10 @@ def seconds(value: float | None) -> str:
 
 
 @st.cache_resource(max_entries=32, ttl=600, show_spinner=False)
-def _plan(spec_json: str, db_path: str, backend: str, _db, _storage):
+def _plan(spec_json: str, db_path: str, backend: str, _records, _storage):
     from core.batches import plans
 
-    return plans.make_plan(json.loads(spec_json), db=_db, storage=_storage)
+    return plans.make_plan(json.loads(spec_json), st=_records, storage=_storage)
 
 
 def plan(spec: dict):
@@ -185,19 +192,5 @@ def plan(spec: dict):
     from core.catalog.payloads import canonical_json
 
     s = settings()
-    return _plan(canonical_json(spec), str(s.db_path), s.storage_backend, db(), storage())
+    return _plan(canonical_json(spec), str(s.db_path), s.storage_backend, store(), storage())
 
-
-def runner_stop_reason(batch_id: str) -> str | None:
-    """Why the batch's runner last stopped, from its log (`stopped: ...`), or None."""
-    from core.batches.runner import log_path
-
-    try:
-        with open(log_path(settings(), batch_id), "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 8192))
-            tail = f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    reasons = [line[len("stopped: "):] for line in tail.splitlines() if line.startswith("stopped: ")]
-    return reasons[-1] if reasons else None

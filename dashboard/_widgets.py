@@ -93,13 +93,13 @@ def status_badge(status: str, dry_run: bool = False) -> str:
     return f":{colour.get(status, 'gray')}-badge[{label}]"
 
 
-def batch_picker(db: Any, *, key: str, empty: str, icon: str, container: Any = st,
+def batch_picker(records: Any, *, key: str, empty: str, icon: str, container: Any = st,
                  with_count: bool = True) -> str:
     """The batch selectbox of Compare and Review (newest first, the newest preselected); stops
     the page with `empty` when there is no batch yet."""
     from core import store
 
-    batches = store.list_batches(db, limit=200)
+    batches = records.list_batches(limit=200)
     if not batches:
         st.info(empty, icon=icon)
         st.stop()

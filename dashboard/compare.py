@@ -24,16 +24,16 @@ GROUPS_PER_PAGE = 8
 _GROUP_KEYS = ("prompt", "seed", "image_size", "image_urls", "image_url")
 
 state = st.session_state
-db = _shared.db()
+records = _shared.store()
 endpoints = {e.id: e for e in registry.list_endpoints()}
 
 st.title("Compare")
 
-batch_id = _widgets.batch_picker(db, key="cmp_batch", icon=":material/compare:",
+batch_id = _widgets.batch_picker(records, key="cmp_batch", icon=":material/compare:",
                                  empty="Nothing to compare yet: run a batch on the Generate page.")
-batch = store.get_batch(db, batch_id)
+batch = records.get_batch(batch_id)
 
-groups = store.get_groups(db, batch_id)
+groups = records.get_groups(batch_id)
 values: dict[str, list[str]] = {}
 for g in groups:
     for k, v in g.options.items():
@@ -61,7 +61,7 @@ st.caption(f"{len(shown)} of {len(groups)} groups (variant x seed)"
 
 group_ids = {g.id for g in page_groups}
 requests: dict[str, list[store.RequestRecord]] = {gid: [] for gid in group_ids}
-for r in store.batch_requests(db, batch_id):
+for r in records.batch_requests(batch_id):
     if r.group_id in group_ids:
         requests[r.group_id].append(r)
 
@@ -70,7 +70,7 @@ for r in store.batch_requests(db, batch_id):
 
 def _reference_tile(reference_id: str) -> None:
     try:
-        ref = references.get_reference(db, reference_id)
+        ref = references.get_reference(records, reference_id)
     except DashboardError:
         st.caption(f"(reference {reference_id[:8]} not found)")
         return
@@ -99,7 +99,7 @@ def _model_cell(req: store.RequestRecord, images: list[store.ResultImage]) -> No
 def side_by_side(batch: store.Batch, groups: list[store.Group],
                  requests: dict[str, list[store.RequestRecord]]) -> None:
     """Reference | each model, one row per group, with the prompt and each model's parameters."""
-    images = store.result_images(db, [r.id for rs in requests.values() for r in rs])
+    images = records.result_images([r.id for rs in requests.values() for r in rs])
     for g in groups:
         with st.container(border=True):
             st.markdown(f"**{g.prompt}**")

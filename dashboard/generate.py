@@ -1,13 +1,13 @@
 """Generate page: references x option values x seeds x models -> a batch, shown in full (count,
 estimated cost, exact payloads) before it is run, then run by a detached runner process.
 
-The batch keeps running when the tab is closed (`runner.start_batch_process`); this page only
-polls the store. Unfinished batches (e.g. after a restart) are listed and can be resumed.
+The batch keeps running when the tab is closed (`core.batches.service` starts a detached runner);
+this page only asks the service what the batch is doing. Unfinished batches are listed and can be
+resumed.
 """
 from __future__ import annotations
 
 import random
-import time
 
 import streamlit as st
 
@@ -15,7 +15,7 @@ from core.batches import plans
 from core.catalog import prompts
 from core.photos import references
 from core.catalog import registry
-from core.batches import runner
+from core.batches import service
 from core import store
 from core.errors import DashboardError, PayloadError
 from dashboard import _shared, _widgets
@@ -23,12 +23,10 @@ from dashboard import _shared, _widgets
 PREVIEW_PAYLOADS = 20
 RESULT_TILES = 12
 POLL_SECONDS = 1.0
-# a runner just spawned has not taken its batch yet: not "stopped" before this
-RUNNER_GRACE_S = 10.0
 
 state = st.session_state
 settings = _shared.settings()
-db = _shared.db()
+records = _shared.store()
 
 st.title("Generate")
 if settings.dry_run:
@@ -39,11 +37,11 @@ if settings.dry_run:
 # ---------------------------------------------------------------------------- batch in progress
 
 def _results(batch_id: str) -> None:
-    page = store.query_history(db, store.HistoryFilter(batch_id=batch_id, status="completed",
+    page = records.query_history(store.HistoryFilter(batch_id=batch_id, status="completed",
                                                        page_size=RESULT_TILES))
     if not page.rows:
         return
-    images = store.result_images(db, [r.id for r in page.rows])
+    images = records.result_images([r.id for r in page.rows])
     cols = st.columns(6)
     for i, req in enumerate(page.rows):
         with cols[i % 6]:
@@ -54,8 +52,8 @@ def _results(batch_id: str) -> None:
 
 
 def _progress(batch_id: str) -> store.BatchProgress:
-    batch = store.get_batch(db, batch_id)
-    progress = store.batch_progress(db, batch_id)
+    batch = records.get_batch(batch_id)
+    progress = records.batch_progress(batch_id)
     st.markdown(f"**{batch.name}** · {progress.total} requests · created "
                 f"{_shared.short_time(batch.created_at)}" + (f" by {batch.created_by}" if batch.created_by else ""))
     st.progress(progress.done / progress.total if progress.total else 0.0, text=progress.summary())
@@ -72,25 +70,23 @@ def _progress(batch_id: str) -> store.BatchProgress:
 
 
 def _start(batch_id: str) -> None:
-    """Spawn the detached runner and make this the current batch."""
-    runner.start_batch_process(batch_id, settings=settings)
+    """Resume the batch through the service and make it the current batch."""
+    service.resume(records, batch_id, settings)
     state.active_batch = batch_id
-    state[f"spawned_{batch_id}"] = time.time()
 
 
-def _stopped(batch_id: str, progress: store.BatchProgress) -> bool:
-    """Unfinished with no live runner once the one we spawned had time to take the batch."""
-    if progress.is_finished or time.time() - state.get(f"spawned_{batch_id}", 0.0) < RUNNER_GRACE_S:
-        return False
-    return not store.runner_alive(store.get_batch(db, batch_id))
+def _outage_notice(batch_state: service.BatchState) -> None:
+    if isinstance(batch_state, service.Running) and batch_state.unreachable_since:
+        st.warning(f"fal unreachable since {_shared.local_time(batch_state.unreachable_since)}, retrying: "
+                   "nothing is lost, jobs fal accepted are followed when it answers again.",
+                   icon=":material/cloud_off:")
 
 
-def _stopped_notice(batch_id: str) -> None:
-    reason = _shared.runner_stop_reason(batch_id)
-    st.warning("The runner stopped before the batch finished"
-               + (f": {reason}" if reason else " (see the batch log in the data directory)")
-               + " Fix the cause, then resume: requests fal already has are followed, never sent twice.",
+def _stopped_notice(batch_id: str, batch_state: service.Stopped) -> None:
+    st.warning(f"The runner stopped before the batch finished: {batch_state.reason.rstrip('.')}. "
+               "Resume sends what is left; requests fal already has are followed, never sent twice.",
                icon=":material/pause_circle:")
+    st.caption(f"Runner log: `{batch_state.log_path}`")
     resume, cancel = st.columns([1, 5])
     if resume.button("Resume", key=f"resume_current_{batch_id}", icon=":material/play_arrow:"):
         try:
@@ -100,8 +96,7 @@ def _stopped_notice(batch_id: str) -> None:
         else:
             st.rerun()
     with cancel:
-        if _cancel_button(batch_id, store.batch_progress(db, batch_id)):
-            state[f"spawned_{batch_id}"] = time.time()  # request_cancel may start a runner to cancel
+        if _cancel_button(batch_id, batch_state.progress):
             st.rerun()
 
 
@@ -111,39 +106,42 @@ def _cancel_button(batch_id: str, progress: store.BatchProgress) -> bool:
         st.caption("Cancel requested: nothing more is sent; what fal still holds is being cancelled.")
         return False
     if st.button("Cancel batch", icon=":material/cancel:", key=f"cancel_{batch_id}"):
-        runner.request_cancel(batch_id, settings=settings)
+        service.cancel(records, batch_id, settings)
         return True
     return False
 
 
 @st.fragment(run_every=POLL_SECONDS)
 def _watch(batch_id: str) -> None:
+    batch_state = service.state(records, batch_id, settings)
     progress = _progress(batch_id)
+    _outage_notice(batch_state)
     if _cancel_button(batch_id, progress):
         st.rerun(scope="fragment")
     _results(batch_id)
-    if progress.is_finished or _stopped(batch_id, progress):
+    if isinstance(batch_state, (service.Finished, service.Cancelled, service.Stopped)):
         st.rerun()  # the whole page, once: a finished or stopped batch is drawn without polling
 
 
 def _show_batch(batch_id: str) -> None:
-    progress = store.batch_progress(db, batch_id)
-    if progress.is_finished:
+    batch_state = service.state(records, batch_id, settings)
+    if isinstance(batch_state, (service.Finished, service.Cancelled)):
         _progress(batch_id)
         _results(batch_id)
-    elif _stopped(batch_id, progress):
+    elif isinstance(batch_state, service.Stopped):
         _progress(batch_id)
-        _stopped_notice(batch_id)
+        _stopped_notice(batch_id, batch_state)
         _results(batch_id)
     else:
         _watch(batch_id)
 
 
-unfinished = [b for b in store.unfinished_batches(db) if b.id != state.get("active_batch")]
+unfinished = [b for b in records.unfinished_batches() if b.id != state.get("active_batch")]
 if unfinished:
     with st.expander(f"Unfinished batches ({len(unfinished)})", expanded=True, icon=":material/pending:"):
         for b in unfinished:
-            alive = store.runner_alive(b)
+            b_state = service.state(records, b.id, settings)
+            alive = isinstance(b_state, (service.Running, service.Starting))
             info, action = st.columns([4, 1], vertical_alignment="center")
             info.markdown(f"**{b.name}** · {b.request_count} requests · {_shared.short_time(b.created_at)}"
                           + (" · *running*" if alive else " · *stopped*"))
@@ -164,7 +162,7 @@ if unfinished:
 # ---------------------------------------------------------------------------- plan
 
 st.subheader("1. Reference photos")
-refs = references.list_references(db, limit=200)
+refs = references.list_references(records, limit=200)
 ref_by_id = {r.id: r for r in refs}
 picked = st.multiselect(
     "Reference photos (for the edit models)", list(ref_by_id), key="gen_refs",
@@ -275,9 +273,9 @@ if plan is not None:
              else f"Send {plan.request_count} requests to fal (about ${plan.estimated_cost:.3f})")
     if st.button(label, type="primary", icon=":material/play_arrow:", key="run"):
         try:
-            batch = store.create_batch(db, plan, dry_run=settings.dry_run,
-                                       concurrency=settings.concurrency, created_by=_shared.user())
-            _start(batch.id)
+            batch = service.launch(records, plan, settings, created_by=_shared.user(),
+                                   concurrency=settings.concurrency)
+            state.active_batch = batch.id
         except DashboardError as e:
             _shared.show_error(e)
         else:

@@ -13,7 +13,7 @@ import streamlit as st
 
 from core.evaluation import fidelity
 from core.catalog import registry
-from core.batches import runner
+from core.batches import service
 from core import store
 from core.store.db import REQUEST_STATUSES
 from core.errors import DashboardError
@@ -24,12 +24,12 @@ TABLE_THUMB_PX = 96
 DETAIL_THUMB_PX = 512
 
 state = st.session_state
-db = _shared.db()
+records = _shared.store()
 endpoints = {e.id: e for e in registry.list_endpoints()}
 
 st.title("History")
 
-last = store.last_payload_sent(db)
+last = records.last_payload_sent()
 with st.expander("Last payload sent to fal", icon=":material/send:", expanded=False):
     if last is None:
         st.caption("Nothing has been sent to fal yet (dry runs are recorded, never sent).")
@@ -40,7 +40,7 @@ with st.expander("Last payload sent to fal", icon=":material/send:", expanded=Fa
 
 # ---------------------------------------------------------------------------- filters
 
-batches = store.list_batches(db, limit=200)
+batches = records.list_batches(limit=200)
 batch_names = {b.id: f"{b.name} · {_shared.short_time(b.created_at)}" for b in batches}
 f1, f2, f3, f4, f5 = st.columns([2, 1.6, 2.2, 2.1, 2])
 endpoint = f1.selectbox("Model", [None, *endpoints], key="hist_endpoint",
@@ -65,7 +65,7 @@ flt = store.HistoryFilter(endpoint=endpoint, status=status, batch_id=batch_id, d
 # one pager per filter: a new filter starts on page 1 without writing to a widget's state
 page_key = "hist_page_" + hashlib.sha1(repr(flt).encode()).hexdigest()[:12]
 flt = dataclasses.replace(flt, page=state.get(page_key, 1))
-page = store.query_history(db, flt)
+page = records.query_history(flt)
 state.hist_filter = flt  # what the CSV download exports, exactly the rows shown (all pages)
 
 
@@ -79,7 +79,7 @@ dl.download_button(
     mime="text/csv", icon=":material/download:", on_click="ignore", key="hist_csv",
     help="Every request matching the filters (all pages), one row per result image.")
 
-images = store.result_images(db, [r.id for r in page.rows])
+images = records.result_images([r.id for r in page.rows])
 
 
 def _thumb_uri(request_id: str) -> str | None:
@@ -135,7 +135,7 @@ def _label(r: store.RequestRecord) -> str:
 by_id = {r.id: r for r in page.rows}
 if state.get("hist_detail") and state.hist_detail not in by_id:
     try:
-        by_id[state.hist_detail] = store.get_request(db, state.hist_detail)  # opened, then paged away
+        by_id[state.hist_detail] = records.get_request(state.hist_detail)  # opened, then paged away
     except DashboardError:
         del state.hist_detail
 if not by_id:
@@ -150,7 +150,7 @@ diff_id = other.selectbox("Diff its payload with", [i for i in by_id if i != det
                           placeholder="choose another request", disabled=detail_id is None)
 
 if detail_id and diff_id:
-    d = store.diff_payloads(db, detail_id, diff_id)
+    d = records.diff_payloads(detail_id, diff_id)
     with st.container(border=True):
         st.markdown(f"**Payload diff** `{detail_id[:8]}` → `{diff_id[:8]}`")
         if d.same:
@@ -164,7 +164,7 @@ if detail_id and diff_id:
                    for e in d.removed]), hide_index=True, width="stretch")
 
 if detail_id:
-    r = store.get_request(db, detail_id)
+    r = records.get_request(detail_id)
     with st.container(border=True):
         st.markdown(f"### {endpoints[r.endpoint].label if r.endpoint in endpoints else r.endpoint} "
                     f"{_widgets.status_badge(r.status)}")
@@ -188,9 +188,9 @@ if detail_id:
         st.markdown(f"**Prompt:** {r.prompt}")
         st.caption(f"seed {r.seed} · image size {r.image_size} · options "
                    + (", ".join(f"{k}: {v}" for k, v in r.options.items()) or "none"))
-        imgs = store.result_images(db, [r.id])[r.id]
+        imgs = records.result_images([r.id])[r.id]
         if imgs:
-            measured = fidelity.image_metrics(db, [i.id for i in imgs])
+            measured = fidelity.image_metrics(records, [i.id for i in imgs])
             for col, image in zip(st.columns(4), imgs):  # a quarter width each, even for one image
                 with col:
                     _widgets.image_tile(image, size=DETAIL_THUMB_PX, caption=f"#{image.idx} {image.width}x{image.height}"
@@ -214,9 +214,7 @@ if detail_id:
         if st.button("Re-run this request", icon=":material/replay:", key="hist_rerun",
                      help="Same endpoint and payload, as a new request linked to this one."):
             try:
-                new = store.rerun_request(db, r.id, created_by=_shared.user(),
-                                          dry_run=_shared.settings().dry_run)
-                runner.start_batch_process(new.batch_id, settings=_shared.settings())
+                new = service.rerun(records, r.id, _shared.settings(), created_by=_shared.user())
             except DashboardError as e:
                 _shared.show_error(e)
             else:

@@ -15,7 +15,7 @@ from core.evaluation import comparison
 from core.evaluation import fidelity
 from core.catalog import registry
 from core import store
-from core.store.db import connect
+from core.store import open_store
 from dashboard import _metrics_views, _shared
 
 ALL = "__all__"
@@ -25,7 +25,7 @@ METRICS = {"face_distance": "Face distance (under 0.6 = same person)", "phash_di
            "ciede2000": "Colour difference (CIEDE2000)", "ssim": "SSIM (edit outputs only)"}
 
 state = st.session_state
-db = _shared.db()
+records = _shared.store()
 endpoints = {e.id: e for e in registry.list_endpoints()}
 
 
@@ -61,7 +61,7 @@ def _rate_chart(frame: pd.DataFrame, *, colour: str | None = None, x: str = "mod
 
 
 st.title("Leaderboard")
-batches = store.list_batches(db, limit=200)
+batches = records.list_batches(limit=200)
 names = {ALL: "all batches", **{b.id: f"{b.name} · {_shared.short_time(b.created_at)}" for b in batches}}
 if state.get("lb_batch") not in names:
     # the newest batch first: "all batches" aggregates the whole history (seconds at 100k requests)
@@ -69,17 +69,17 @@ if state.get("lb_batch") not in names:
 pick, dl = st.columns([3, 1], vertical_alignment="bottom")
 choice = pick.selectbox("Batch", list(names), key="lb_batch", format_func=names.get)
 batch_id = None if choice == ALL else choice
-version = comparison.data_version(db, batch_id=batch_id)
+version = comparison.data_version(records, batch_id=batch_id)
 
 
 # The aggregates read every request and image of the selection: computed once per data version.
 @st.cache_data(max_entries=16, show_spinner="Aggregating…")
 def _aggregate(name: str, db_path: str, batch: str | None, version: tuple) -> Any:  # noqa: ARG001 - cache key
-    conn = connect(db_path, migrate=False)
+    records = open_store(db_path, migrate=False)
     try:
-        return getattr(comparison, name)(conn, batch_id=batch)
+        return getattr(comparison, name)(records, batch_id=batch)
     finally:
-        conn.close()
+        records.close()
 
 
 def _cached(name: str) -> Any:
@@ -88,11 +88,11 @@ _metrics_views.ensure_measured()
 
 
 def _comparison_csv(db_path, batch) -> bytes:
-    conn = connect(db_path)  # runs on click, outside the script thread: its own connection
+    records = open_store(db_path)  # runs on click, outside the script thread: its own connection
     try:
-        return comparison.comparison_csv_bytes(conn, batch_id=batch)
+        return comparison.comparison_csv_bytes(records, batch_id=batch)
     finally:
-        conn.close()
+        records.close()
 
 
 dl.download_button(
@@ -105,7 +105,7 @@ dl.download_button(
 
 # ---------------------------------------------------------------------------- votes
 
-board = comparison.leaderboard(db, batch_id=batch_id)
+board = comparison.leaderboard(records, batch_id=batch_id)
 st.header("Blind review")
 if board.votes == 0:
     st.info("No votes yet: judge pairs on the Review page.", icon=":material/rate_review:")
@@ -176,7 +176,7 @@ else:
         st.caption(f"{pending} image(s) are being measured in the background; reload to see them.")
     if errors:
         if st.button(f"Measure the {errors} failed image(s) again", key="lb_retry", icon=":material/refresh:"):
-            fidelity.reset(db, batch_id=batch_id, failed=True)
+            fidelity.reset(records, batch_id=batch_id, failed=True)
             state.pop("_metrics_triggered_at", None)
             _metrics_views.ensure_measured()
             st.rerun()

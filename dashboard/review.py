@@ -24,7 +24,7 @@ VERDICT_BUTTONS = (
 )
 
 state = st.session_state
-db = _shared.db()
+records = _shared.store()
 endpoints = {e.id: e for e in registry.list_endpoints()}
 
 
@@ -40,7 +40,7 @@ if not rater:
     st.stop()
 
 top, opt = st.columns([3, 1], vertical_alignment="bottom")
-batch_id = _widgets.batch_picker(db, key="rev_batch", icon=":material/rate_review:", container=top,
+batch_id = _widgets.batch_picker(records, key="rev_batch", icon=":material/rate_review:", container=top,
                                  with_count=False,
                                  empty="Nothing to review yet: run a batch on the Generate page.")
 include = opt.toggle("Include groups I reviewed", key="rev_include",
@@ -50,7 +50,7 @@ skipped: list[str] = state.setdefault("rev_skipped", {}).setdefault(batch_id, []
 
 def _vote(item: review.ReviewItem, verdict: str) -> None:
     try:
-        vote = review.record_item_vote(db, item, rater=rater, verdict=verdict,
+        vote = review.record_item_vote(records, item, rater=rater, verdict=verdict,
                                        note=state.get(f"rev_note_{item.key}"))
     except DashboardError as e:
         state.rev_error = str(e)
@@ -76,7 +76,7 @@ def _reference(group: store.Group) -> None:
         st.caption("No reference photo (text-to-image only).")
     for rid in group.references[:1]:
         try:
-            ref = references.get_reference(db, rid)
+            ref = references.get_reference(records, rid)
         except DashboardError:
             st.caption(f"(reference {rid[:8]} not found)")
             continue
@@ -104,9 +104,9 @@ if err := state.pop("rev_error", None):
 
 revealed = state.get("rev_revealed")
 if revealed and revealed["batch"] == batch_id:
-    vote = review.get_vote(db, revealed["vote_id"])
-    group = next(g for g in store.get_groups(db, batch_id) if g.id == vote.group_id)
-    imgs = store.result_images(db, [vote.left_request_id, vote.right_request_id])
+    vote = review.get_vote(records, revealed["vote_id"])
+    group = next(g for g in records.get_groups(batch_id) if g.id == vote.group_id)
+    imgs = records.result_images([vote.left_request_id, vote.right_request_id])
     winner = f"**{_label(vote.winner)}**" if vote.winner else vote.verdict.replace("_", " ")
     st.success(f"Recorded: {winner}. Left was **{_label(vote.left_endpoint)}**, right was "
                f"**{_label(vote.right_endpoint)}**.", icon=":material/visibility:")
@@ -116,7 +116,7 @@ if revealed and revealed["batch"] == batch_id:
            (f"Left: {_label(vote.left_endpoint)}", f"Right: {_label(vote.right_endpoint)}"))
     st.stop()
 
-q = review.queue(db, batch_id, rater, include_reviewed=include, skip=set(skipped))
+q = review.queue(records, batch_id, rater, include_reviewed=include, skip=set(skipped))
 if q.total == 0:
     st.info("This batch has no pair to review yet: a group needs completed results from at least two models.",
             icon=":material/rate_review:")

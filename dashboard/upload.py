@@ -44,7 +44,7 @@ if files:
         for f in files:
             try:
                 ref = references.add_reference(
-                    _shared.db(), _shared.storage(), f.getvalue(), role=state[f"role_{f.file_id}"],
+                    _shared.store(), _shared.storage(), f.getvalue(), role=state[f"role_{f.file_id}"],
                     filename=f.name, created_by=_shared.user(), settings=_shared.settings())
                 outcomes.append((f.name, ref, None))
             except DashboardError as e:
@@ -71,7 +71,7 @@ head.subheader("Stored references")
 show_archived = toggle.toggle("Show archived", key="show_archived")
 state.setdefault("gallery_limit", GALLERY_PAGE)
 
-refs = references.list_references(_shared.db(), include_archived=show_archived,
+refs = references.list_references(_shared.store(), include_archived=show_archived,
                                   limit=state.gallery_limit + 1)
 more = len(refs) > state.gallery_limit
 refs = refs[: state.gallery_limit]
@@ -93,7 +93,7 @@ for start in range(0, len(refs), GALLERY_COLUMNS):
             if ref.archived_at is None and st.button("Archive", key=f"archive_{ref.id}",
                                                      icon=":material/archive:",
                                                      help="Hide from pickers; runs that used it keep it."):
-                references.archive_reference(_shared.db(), ref.id)
+                references.archive_reference(_shared.store(), ref.id)
                 st.rerun()
 
 if more and st.button("Show more", icon=":material/expand_more:"):

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from core.photos import references
 from core import store
 from core.config import load_settings
-from core.store.db import connect
+from core.store import open_store
 from core.store.blobs import open_storage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,24 +59,25 @@ def photo(colour: str = "red", size: tuple[int, int] = (640, 480), fmt: str = "J
     return buf.getvalue()
 
 
-def db():
-    return connect(load_settings().db_path)
+def records():
+    """A new Store on this test's data directory (as a page of the session would see it)."""
+    return open_store(load_settings().db_path)
 
 
 def add_reference(colour: str = "red", role: str = "face", created_by: str | None = None):
     s = load_settings()
     s.ensure_dirs()
-    return references.add_reference(db(), open_storage(s), photo(colour), role=role,
+    return references.add_reference(records(), open_storage(s), photo(colour), role=role,
                                     filename=f"{colour}.jpg", created_by=created_by, settings=s)
 
 
 def wait_finished(batch_id: str, timeout: float = 60.0) -> store.BatchProgress:
     """Poll the store until the batch's runner process has made every request final."""
-    conn = db()
+    conn = records()
     deadline = time.monotonic() + timeout
     while True:
-        progress = store.batch_progress(conn, batch_id)
-        batch = store.get_batch(conn, batch_id)
+        progress = conn.batch_progress(batch_id)
+        batch = conn.get_batch(batch_id)
         if progress.is_finished and not store.runner_alive(batch):
             return progress
         if time.monotonic() > deadline:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.store import db as dbmod
+from core.store import open_store
 from core.config import load_settings
 
 # Stand-in servers and their fixtures live in tests/standins/.
@@ -38,8 +38,8 @@ def settings(isolated_env):
 
 
 @pytest.fixture
-def db(settings):
+def st(settings):
     """A connection to this test's store (migrated), closed afterwards."""
-    conn = dbmod.connect(settings.db_path)
+    conn = open_store(settings.db_path)
     yield conn
     conn.close()

@@ -12,7 +12,7 @@ from core.photos import references
 from core.catalog import registry
 from core import store
 from core.config import load_settings
-from core.store.db import connect
+from core.store import open_store
 from core.store.blobs import open_storage
 
 SCHNELL, EDIT = registry.DEFAULT_MODELS
@@ -26,19 +26,19 @@ def png(colour: str, size=(64, 64)) -> bytes:
     return buf.getvalue()
 
 
-def complete(db, storage, rec: store.RequestRecord, colour: str = "blue", *, inference_s: float = 1.0) -> None:
+def complete(st, storage, rec: store.RequestRecord, colour: str = "blue", *, inference_s: float = 1.0) -> None:
     """Mark `rec` completed with one stored 64x64 PNG result."""
     data = png(colour)
     path = f"results/{rec.id}/0.png"
     storage.put(path, data, "image/png", overwrite=True)
-    store.mark_submitted(db, rec.id)
-    store.mark_queued(db, rec.id, fal_request_id=f"fal-{rec.id[:8]}", status_url="s", response_url="r",
+    st.mark_submitted(rec.id)
+    st.mark_queued(rec.id, fal_request_id=f"fal-{rec.id[:8]}", status_url="s", response_url="r",
                       cancel_url="c")
-    store.add_result_image(db, rec.id, idx=0, fal_url=f"https://v3.fal.media/files/{rec.id}.png",
+    st.add_result_image(rec.id, idx=0, fal_url=f"https://v3.fal.media/files/{rec.id}.png",
                            storage_backend=storage.backend, storage_path=path,
                            sha256=hashlib.sha256(data).hexdigest(), width=64, height=64,
                            content_type="image/png", size_bytes=len(data), nsfw=False)
-    store.mark_completed(db, rec.id, response={"images": [{"url": "https://v3.fal.media/x.png",
+    st.mark_completed(rec.id, response={"images": [{"url": "https://v3.fal.media/x.png",
                                                            "width": 64, "height": 64}], "seed": rec.seed},
                          inference_time_s=inference_s)
 
@@ -50,23 +50,23 @@ def completed_batch(name: str = "review", *, models=(SCHNELL, EDIT), options=Non
     model. Returns (batch, groups in order, {group_id: {endpoint: request}})."""
     s = load_settings()
     s.ensure_dirs()
-    db = connect(s.db_path)
+    st = open_store(s.db_path)
     storage = open_storage(s)
     spec = {"name": name, "models": list(models), "seeds": list(seeds),
             "options": options or {"subject": ["Woman", "Man"]}}
     if any(registry.get_endpoint(m).mode == "edit" for m in models):
-        ref = references.add_reference(db, storage, png("red", (320, 320)), role="face",
+        ref = references.add_reference(st, storage, png("red", (320, 320)), role="face",
                                        filename="face.png", settings=s)
         spec["references"] = [ref.id]
-    batch = store.create_batch(db, plans.make_plan(spec, db=db), dry_run=False)
+    batch = st.create_batch(plans.make_plan(spec, st=st), dry_run=False)
     by_group: dict[str, dict[str, store.RequestRecord]] = {}
     seen: dict[str, int] = {}
-    for i, rec in enumerate(store.batch_requests(db, batch.id)):
+    for i, rec in enumerate(st.batch_requests(batch.id)):
         by_group.setdefault(rec.group_id, {})[rec.endpoint] = rec
         n = seen[rec.endpoint] = seen.get(rec.endpoint, -1) + 1
         if rec.endpoint not in skip:
-            complete(db, storage, rec, COLOURS[i % len(COLOURS)],
+            complete(st, storage, rec, COLOURS[i % len(COLOURS)],
                      inference_s=inference(rec.endpoint, n) if inference else 1.0)
-    groups = store.get_groups(db, batch.id)
-    db.close()
+    groups = st.get_groups(batch.id)
+    st.close()
     return batch, groups, by_group

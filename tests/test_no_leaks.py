@@ -9,10 +9,10 @@ import re
 
 from PIL import Image
 
-from core.store import db as dbmod
+from core.store import open_store
 from core import export
 from core.batches import plans
-from core.batches import runner
+from core.batches import schedule
 from core import store
 from core.config import load_settings
 from core.store.blobs import open_storage
@@ -30,24 +30,24 @@ def _photo() -> bytes:
 def test_key_and_data_uris_never_reach_the_database_or_the_export(fal_standin, tmp_path):
     settings = load_settings()
     settings.ensure_dirs()
-    d = dbmod.connect(settings.db_path)
+    d = open_store(settings.db_path)
     (tmp_path / "face.jpg").write_bytes(_photo())
     spec = {"name": "leaks", "references": ["face.jpg"], "options": {"pose": ["Standing", "Walking"]},
             "models": ["fal-ai/flux/schnell", "fal-ai/flux-2/lora/edit"], "seeds": [7]}
-    plan = plans.make_plan(spec, db=d, storage=open_storage(settings), base_dir=tmp_path)
-    batch = store.create_batch(d, plan, dry_run=settings.dry_run)
+    plan = plans.make_plan(spec, st=d, storage=open_storage(settings), base_dir=tmp_path)
+    batch = d.create_batch(plan, dry_run=settings.dry_run)
     echoed = "data:image/jpeg;base64," + base64.b64encode(_photo()).decode()
     fal_standin.inject("submit", "422", times=1, detail=f"could not read image_urls[0]: {echoed}")
 
-    report = runner.run_batch(batch.id, settings=settings, concurrency=2)
+    report = schedule.run_batch(batch.id, settings=settings, concurrency=2)
     assert report.finished
-    reqs = store.batch_requests(d, batch.id)
+    reqs = d.batch_requests(batch.id)
     assert sorted(r.status for r in reqs) == ["completed", "completed", "completed", "failed"]
     # the edit model really received a data: URI of the stored photo
     sent = [b for b in fal_standin.received if "image_urls" in b.get("body", b)]
     assert sent, "the stand-in saw no edit request"
 
-    dump = "\n".join(d.conn.iterdump())
+    dump = "\n".join(d.db.conn.iterdump())
     csv_text = export.to_csv_bytes(d, store.HistoryFilter(batch_id=batch.id)).decode("utf-8-sig")
     d.close()
     for where, text in (("database", dump), ("CSV export", csv_text)):

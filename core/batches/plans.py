@@ -32,7 +32,7 @@ from core.errors import DashboardError, PayloadError, PlanError, PromptError, Up
 from core.catalog.payloads import canonical_json, payload_hash
 
 if TYPE_CHECKING:
-    import sqlite_utils
+    from core.store import Store
 
 PLAN_KEYS = ("name", "references", "options", "models", "params", "seeds")
 MAX_REQUESTS = 10_000
@@ -132,12 +132,12 @@ def load_plan_file(path: str | Path) -> dict[str, Any]:
     return spec
 
 
-def make_plan(spec: Mapping[str, Any], *, db: sqlite_utils.Database | None = None, storage: Any = None,
+def make_plan(spec: Mapping[str, Any], *, st: Store | None = None, storage: Any = None,
               base_dir: str | Path | None = None, upload: bool = True) -> Plan:
     """Validate a plan spec and build every payload; with `upload`, reference files are then
     uploaded through `references.add_reference` (deduplicated) and named by id.
 
-    `base_dir` resolves relative reference paths (the plan file's folder). `db` is needed when the
+    `base_dir` resolves relative reference paths (the plan file's folder). `st` is needed when the
     plan names references (ids are looked up, files uploaded); `storage` when files are uploaded.
     """
     from core.catalog import prompts
@@ -158,7 +158,7 @@ def make_plan(spec: Mapping[str, Any], *, db: sqlite_utils.Database | None = Non
     variants = _variants(spec.get("options", {}), prompts)
     endpoints = {m: registry.get_endpoint(m) for m in models}
     edit_models = [m for m in models if endpoints[m].mode == "edit"]
-    refs = _references(spec.get("references", []), db=db, base_dir=base_dir,
+    refs = _references(spec.get("references", []), st=st, base_dir=base_dir,
                        needed=bool(edit_models))
     for m in edit_models:
         if not refs:
@@ -185,11 +185,11 @@ def make_plan(spec: Mapping[str, Any], *, db: sqlite_utils.Database | None = Non
     for i, r in enumerate(refs):
         if r.id is not None:
             ref_ids.append(r.id)
-            payload_refs.append(_payload_url(r.id, db, storage))
+            payload_refs.append(_payload_url(r.id, st, storage))
         elif upload:
-            rid = _upload(r, db, storage)
+            rid = _upload(r, st, storage)
             ref_ids.append(rid)
-            payload_refs.append(_payload_url(rid, db, storage))
+            payload_refs.append(_payload_url(rid, st, storage))
         else:
             final = False
             ref_ids.append(f"pending-{i}")
@@ -294,7 +294,7 @@ def _variants(value: Any, prompts: Any) -> list[dict[str, str]]:
     return [dict(zip([k for k, _ in axes], combo)) for combo in itertools.product(*[v for _, v in axes])]
 
 
-def _references(value: Any, *, db: Any, base_dir: str | Path | None, needed: bool) -> list[_Ref]:
+def _references(value: Any, *, st: Any, base_dir: str | Path | None, needed: bool) -> list[_Ref]:
     if not isinstance(value, list):
         raise PlanError("`references` must be a list of image file paths or reference ids")
     if not value:
@@ -324,9 +324,9 @@ def _references(value: Any, *, db: Any, base_dir: str | Path | None, needed: boo
                 raise PlanError(f"`{name}`: {path} is not a usable image: {e}") from None
             refs.append(_Ref(name, None, data, path.name, (w, h)))
             continue
-        if db is None:
+        if st is None:
             raise PlanError(f"`{name}`: no file {path} (and no store to look up a reference id)")
-        ref = _get_reference(db, item.strip())
+        ref = _get_reference(st, item.strip())
         if ref is None:
             raise PlanError(f"`{name}`: {item!r} is neither an existing file nor a reference id")
         refs.append(_Ref(name, ref.id, None, None, (ref.width, ref.height)))
@@ -336,31 +336,31 @@ def _references(value: Any, *, db: Any, base_dir: str | Path | None, needed: boo
     return refs
 
 
-def _get_reference(db: Any, reference_id: str) -> Any:
+def _get_reference(st: Any, reference_id: str) -> Any:
     from core.photos import references
 
     try:
-        return references.get_reference(db, reference_id)
+        return references.get_reference(st, reference_id)
     except DashboardError:
         return None
 
 
-def _upload(ref: _Ref, db: Any, storage: Any) -> str:
+def _upload(ref: _Ref, st: Any, storage: Any) -> str:
     from core.photos import references
 
-    if db is None or storage is None:
+    if st is None or storage is None:
         raise PlanError(f"`{ref.field_name}`: uploading {ref.filename} needs the store and storage")
     try:
-        stored = references.add_reference(db, storage, ref.data, role="other", filename=ref.filename)
+        stored = references.add_reference(st, storage, ref.data, role="other", filename=ref.filename)
     except UploadRejected as e:
         raise PlanError(f"`{ref.field_name}`: {ref.filename} was refused: {e}") from None
     return stored.id
 
 
-def _payload_url(reference_id: str, db: Any, storage: Any) -> str:
+def _payload_url(reference_id: str, st: Any, storage: Any) -> str:
     from core.photos import references
 
-    return references.payload_url(references.get_reference(db, reference_id))
+    return references.payload_url(references.get_reference(st, reference_id))
 
 
 # ---------------------------------------------------------------------------- building

@@ -47,7 +47,7 @@ from core.batches.follow import Cadence, Finished, Gone, Lost, Outage, PollPolic
 from core.catalog.payloads import REFERENCE_SCHEME
 from core.config import Settings, load_settings
 from core.errors import BatchBusy, DashboardError, FalError, FalRateLimited, PayloadError, StoreError
-from core.store import BatchProgress, RequestRecord, RequestStatus, Store, open_store
+from core.store import BatchProgress, RequestRecord, Store, open_store
 
 if TYPE_CHECKING:
     from core.batches.fal import FalClient, QueueHandle
@@ -111,7 +111,7 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
                 batch = record.write_retrying(lambda: store.release_batch(batch_id))
             # a re-run added between the workers' last look and the release above would be
             # refused by a new runner (BatchBusy while we held the batch): take it ourselves
-            if stopped or batch.cancel_requested or not store.batch_requests(batch_id, (RequestStatus.PLANNED,)):
+            if stopped or batch.cancel_requested or not store.batch_requests(batch_id, ("planned",)):
                 break
         progress = store.batch_progress(batch_id)
     finally:
@@ -149,7 +149,7 @@ def _signals_handled(run: _LiveRun):
 
 def _fail_unconfirmed(store: Store, batch_id: str) -> None:
     """Requests left `submitted` without a fal id by a runner that died inside the POST."""
-    for rec in store.batch_requests(batch_id, statuses=(RequestStatus.SUBMITTED,)):
+    for rec in store.batch_requests(batch_id, statuses=("submitted",)):
         if not rec.fal_request_id:
             store.mark_failed(rec.id, error_type="submit_unconfirmed", error_message=record.UNCONFIRMED_MESSAGE)
 
@@ -159,7 +159,7 @@ def _without_key(store: Store, batch_id: str) -> str | None:
     cancels what was never sent; jobs already at fal need the key to be followed or cancelled."""
     _fail_unconfirmed(store, batch_id)
     if store.get_batch(batch_id).cancel_requested:
-        for rec in store.batch_requests(batch_id, statuses=(RequestStatus.PLANNED,)):
+        for rec in store.batch_requests(batch_id, statuses=("planned",)):
             store.mark_cancelled(rec.id, reason="batch cancelled before this request was sent")
         if store.batch_progress(batch_id).is_finished:
             return None
@@ -170,7 +170,7 @@ def _without_key(store: Store, batch_id: str) -> str | None:
 def _dry_run(store: Store, batch_id: str, on_progress: ProgressCallback | None) -> str | None:
     from core.catalog import registry
 
-    for rec in store.batch_requests(batch_id, statuses=(RequestStatus.PLANNED,)):
+    for rec in store.batch_requests(batch_id, statuses=("planned",)):
         if store.get_batch(batch_id).cancel_requested:
             store.mark_cancelled(rec.id, reason="batch cancelled (dry run)")
             continue
@@ -180,7 +180,7 @@ def _dry_run(store: Store, batch_id: str, on_progress: ProgressCallback | None) 
             store.mark_failed(rec.id, error_type="validation", error_message="; ".join(e.messages))
             continue
         store.mark_dry_run(rec.id)
-    for rec in store.batch_requests(batch_id, statuses=tuple(RequestStatus.active())):
+    for rec in store.batch_requests(batch_id, statuses=("submitted", "queued", "running")):
         # a dry-run batch never sends; anything in flight here was written by hand
         store.mark_failed(rec.id, error_type="dry_run", error_message="dry-run batch: not followed")
     if on_progress:
@@ -242,9 +242,9 @@ class _LiveRun:
         if self.journal.replay(store):
             log.info("batch %s: fal ids recovered from %s", self.batch_id, self.journal.path)
         _fail_unconfirmed(store, self.batch_id)
-        for rec in store.batch_requests(self.batch_id, statuses=tuple(RequestStatus.active())):
+        for rec in store.batch_requests(self.batch_id, statuses=("submitted", "queued", "running")):
             self.tasks.append(_Task(rec.id, follow=True))
-        for rec in store.batch_requests(self.batch_id, statuses=(RequestStatus.PLANNED,)):
+        for rec in store.batch_requests(self.batch_id, statuses=("planned",)):
             self.tasks.append(_Task(rec.id, record=rec))
         if not self.tasks:
             return None
@@ -359,7 +359,7 @@ class _LiveRun:
                 # requests added while this runner works (a re-run from History lands in the
                 # batch whose runner may be alive) are picked up before the runner exits
                 with contextlib.suppress(sqlite3.Error, StoreError):
-                    for rec in store.batch_requests(self.batch_id, statuses=(RequestStatus.PLANNED,)):
+                    for rec in store.batch_requests(self.batch_id, statuses=("planned",)):
                         if rec.id not in self._taken:
                             self.tasks.append(_Task(rec.id, record=rec))
             if not self.tasks:
@@ -404,7 +404,7 @@ class _LiveRun:
         # the row as loaded at start: only this runner writes it, and mark_submitted below only
         # moves a row that is still `planned`
         rec = task.record or store.get_request(task.request_id)
-        if rec.status != RequestStatus.PLANNED:
+        if rec.status != "planned":
             return
         if self.outage.active:
             # fal is unreachable: no new submit starts until the backoff has passed (then this
@@ -488,7 +488,7 @@ class _LiveRun:
         handle = handle_from_row(rec.endpoint, rec.fal_request_id, rec.status_url, rec.response_url,
                                  rec.cancel_url, queue_url=self.settings.fal_queue_url)
         self._follow(store, rec.id, handle, sent_at=None, queue_position=rec.queue_position,
-                     running=rec.status == RequestStatus.RUNNING)
+                     running=rec.status == "running")
 
     def _follow(self, store: Store, request_id: str, handle: QueueHandle, *, sent_at: float | None,
                 queue_position: int | None, running: bool = False) -> None:
@@ -537,25 +537,46 @@ class _LiveRun:
     def _finish(self, store: Store, job: _FinishedJob) -> None:
         status = job.finished.status
         rid = job.request_id
-        try:
-            output = self._fal.result(job.handle)
-        except FalError as e:
-            outcome = record.result_failure(e, status=status, cancel_sent=job.finished.cancel_sent)
-            if isinstance(outcome, record.Resumable):
-                self._note(f"{outcome.reason}; resume the batch to fetch it: "
-                           f"`python -m core batch resume {self.batch_id}`.")
-            else:
-                record.record_outcome(store, rid, outcome)
+        output = self._riding_outages(
+            store, rid, "its result", lambda: self._fal.result(job.handle),
+            lambda e: record.result_failure(e, status=status, cancel_sent=job.finished.cancel_sent))
+        if output is None:
             return
         kept = [i.idx for i in store.result_images([rid])[rid] if i.storage_path]
-        try:
-            images = record.keep_images(self._fal, self._storage, rid, output, kept=kept)
-        except (FalError, DashboardError, OSError) as e:
-            # the job is done and paid: a passing outage while downloading must not lose it
-            self._note(f"fal finished request {rid} but its images could not be kept yet ({e}); "
-                       f"resume the batch to fetch them: `python -m core batch resume {self.batch_id}`.")
+        images = self._riding_outages(
+            store, rid, "its images", lambda: record.keep_images(self._fal, self._storage, rid, output, kept=kept),
+            lambda e: record.Resumable(str(e)))
+        if images is None:
             return
         inference = status.metrics.get("inference_time") if status.metrics else None
         result = record.Result(output, images, inference if inference is not None else output.inference_s,
                                tuple(status.logs))
         record.write_retrying(lambda: record.record_result(store, rid, result))
+
+    def _riding_outages(self, store: Store, rid: str, what: str, fetch: Callable[[], Any],
+                        outcome_of: Callable[[FalError], record.Outcome]) -> Any:
+        """`fetch()` for a job fal finished (and billed), tried again through a passing outage or
+        storage fault for up to the outage limit. None when the request was recorded as failed or
+        cancelled, or is left resumable (the run's stop reason says so)."""
+        deadline = time.monotonic() + self.outage.limit_s
+        tries = 0
+        while True:
+            try:
+                value = fetch()
+            except (FalError, DashboardError, OSError) as e:
+                if isinstance(e, FalError):
+                    outcome = outcome_of(e)
+                    if not isinstance(outcome, record.Resumable):
+                        record.record_outcome(store, rid, outcome)
+                        return None
+                    self.outage.failed()
+                tries += 1
+                if time.monotonic() >= deadline or self.signals.stop.is_set():
+                    self._note(f"fal finished request {rid} but {what} could not be kept yet ({e}); "
+                               f"resume the batch to fetch them: `python -m core batch resume {self.batch_id}`.")
+                    return None
+                self.signals.stop.wait(min(15.0, 0.5 * 2 ** min(tries, 5)))
+                continue
+            if tries:
+                self.outage.recovered()
+            return value

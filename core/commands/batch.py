@@ -79,7 +79,7 @@ def _make_plan(path: Path, store: Any, settings: Any, *, upload: bool) -> Any:
         from core.store.blobs import open_storage
 
         storage = open_storage(settings)
-    return make_plan(spec, store=store, storage=storage, base_dir=path.parent, upload=upload)
+    return make_plan(spec, st=store, storage=storage, base_dir=path.parent, upload=upload)
 
 
 def _describe(plan: Any) -> str:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 
 def register(subparsers: Any) -> None:
@@ -33,23 +36,23 @@ def _export(args: argparse.Namespace) -> int:
     from core import export
     from core import store
     from core.config import load_settings
-    from core.store.db import connect
+    from core.store import open_store
 
     settings = load_settings()
     settings.ensure_dirs()
-    db = connect(settings.db_path)
+    st = open_store(settings.db_path)
     f = store.HistoryFilter(endpoint=args.endpoint, status=args.status, batch_id=args.batch_id,
                             date_from=args.date_from, date_to=args.date_to, text=args.text)
     if args.batch_id:
-        store.get_batch(db, args.batch_id)
+        st.get_batch(args.batch_id)
     if args.comparison:
-        return _comparison(args, db, settings)
-    result = export.to_csv(db, args.out, f)
+        return _comparison(args, st, settings)
+    result = export.to_csv(st, args.out, f)
     print(f"wrote {result.requests} requests ({result.rows} rows) to {result.path}")
     return 0
 
 
-def _comparison(args: argparse.Namespace, db: Any, settings: Any) -> int:
+def _comparison(args: argparse.Namespace, st: Store, settings: Any) -> int:
     from core.evaluation import comparison
     from core.evaluation import fidelity
     from core.errors import DashboardError
@@ -59,10 +62,10 @@ def _comparison(args: argparse.Namespace, db: Any, settings: Any) -> int:
     if ignored:
         raise DashboardError(f"--comparison exports whole groups; only --batch applies (drop "
                              f"{', '.join('--' + n.replace('date_', '') for n in ignored)}).")
-    pending = fidelity.pending_count(db, batch_id=args.batch_id)
+    pending = fidelity.pending_count(st, batch_id=args.batch_id)
     if pending:
         print(f"measuring {pending} image(s) first...", flush=True)
-        fidelity.compute_pending(db, open_storage(settings), batch_id=args.batch_id)
-    result = comparison.comparison_to_csv(db, args.out, batch_id=args.batch_id)
+        fidelity.compute_pending(st, open_storage(settings), batch_id=args.batch_id)
+    result = comparison.comparison_to_csv(st, args.out, batch_id=args.batch_id)
     print(f"wrote {result.groups} groups x {len(result.models)} models to {result.path}")
     return 0

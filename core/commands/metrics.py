@@ -28,7 +28,7 @@ def _metrics(args: argparse.Namespace) -> int:
     from core.evaluation import fidelity
     from core import store
     from core.config import load_settings
-    from core.store.db import connect
+    from core.store import open_store
     from core.store.blobs import open_storage
 
     settings = load_settings()
@@ -41,14 +41,14 @@ def _metrics(args: argparse.Namespace) -> int:
             print(f"metrics worker done: {report.measured} measured ({report.failed} failed), "
                   f"{report.remaining} pending")
         return 0
-    db = connect(settings.db_path)
+    st = open_store(settings.db_path)
     if args.batch_id:
-        store.get_batch(db, args.batch_id)
-    reset = fidelity.reset(db, batch_id=args.batch_id, failed=args.retry_failed,
+        st.get_batch(args.batch_id)
+    reset = fidelity.reset(st, batch_id=args.batch_id, failed=args.retry_failed,
                            outdated=args.recompute == "outdated", everything=args.recompute == "all")
     if reset:
         print(f"{reset} image(s) to measure again")
-    total = fidelity.pending_count(db, batch_id=args.batch_id)
+    total = fidelity.pending_count(st, batch_id=args.batch_id)
     done = 0
 
     def show(m: fidelity.ImageMetrics) -> None:
@@ -57,7 +57,7 @@ def _metrics(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{done}/{total}] {m.image_id[:8]} {m.summary()}", flush=True)
 
-    report = fidelity.compute_pending(db, open_storage(settings), batch_id=args.batch_id, on_image=show)
+    report = fidelity.compute_pending(st, open_storage(settings), batch_id=args.batch_id, on_image=show)
     print(f"measured {report.measured} image(s), {report.failed} with an error; "
           f"{report.remaining} pending")
     if report.failed:

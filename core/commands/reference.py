@@ -36,19 +36,13 @@ def register(subparsers: Any) -> None:
     archive.set_defaults(func=_archive)
 
 
-def _open_db() -> tuple[Any, Any]:
+def _open_store() -> tuple[Any, Any]:
     from core.config import load_settings
-    from core.store.db import connect
+    from core.store import open_store
 
     settings = load_settings()
     settings.ensure_dirs()
-    return settings, connect(settings.db_path)
-
-
-def _close(storage: Any) -> None:
-    close = getattr(storage, "close", None)
-    if close:
-        close()
+    return settings, open_store(settings.db_path)
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -62,10 +56,10 @@ def _add(args: argparse.Namespace) -> int:
         raise UploadRejected("unreadable", f"cannot read {args.path}: {e.strerror or e}.") from None
     from core.store.blobs import open_storage
 
-    settings, db = _open_db()
+    settings, st = _open_store()
     storage = open_storage(settings)
     try:
-        ref = add_reference(db, storage, data, role=args.role, filename=args.path.name, owner=args.owner,
+        ref = add_reference(st, storage, data, role=args.role, filename=args.path.name, owner=args.owner,
                             created_by=args.created_by, settings=settings)
         out = {
             "id": ref.id, "role": ref.role, "owner": ref.owner, "original_name": ref.original_name,
@@ -76,8 +70,8 @@ def _add(args: argparse.Namespace) -> int:
             "fal_url": abbreviate(fal_url(ref, storage)),
         }
     finally:
-        _close(storage)
-        db.conn.close()
+        storage.close()
+        st.close()
     print(json.dumps(out, ensure_ascii=False))
     return 0
 
@@ -85,11 +79,11 @@ def _add(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from core.photos.references import list_references, payload_url
 
-    _, db = _open_db()
+    _, st = _open_store()
     try:
-        refs = list_references(db, include_archived=args.all)
+        refs = list_references(st, include_archived=args.all)
     finally:
-        db.conn.close()
+        st.close()
     for r in refs:
         print(json.dumps({
             "id": r.id, "role": r.role, "owner": r.owner, "original_name": r.original_name,
@@ -104,10 +98,10 @@ def _list(args: argparse.Namespace) -> int:
 def _archive(args: argparse.Namespace) -> int:
     from core.photos.references import archive_reference
 
-    _, db = _open_db()
+    _, st = _open_store()
     try:
-        archive_reference(db, args.reference_id)
+        archive_reference(st, args.reference_id)
     finally:
-        db.conn.close()
+        st.close()
     print(f"archived {args.reference_id}")
     return 0

@@ -37,7 +37,7 @@ from core.catalog.prompts import OPTION_KEYS
 
 if TYPE_CHECKING:
     import pandas as pd
-    import sqlite_utils
+    from core.store import Store
 
 BREAKDOWN_FACTORS = ("pose", "style", "lighting", "angle", "aspect_ratio")
 
@@ -65,8 +65,8 @@ class Leaderboard:
         return list(self.strengths)
 
 
-def leaderboard(db: sqlite_utils.Database, *, batch_id: str | None = None) -> Leaderboard:
-    votes = review.stats_votes(db, batch_id=batch_id)
+def leaderboard(st: Store, *, batch_id: str | None = None) -> Leaderboard:
+    votes = review.stats_votes(st, batch_id=batch_id)
     breakdowns = {}
     for factor in BREAKDOWN_FACTORS:
         if any(factor in v.factors for v in votes):
@@ -103,35 +103,35 @@ def _batch_clause(batch_id: str | None, alias: str = "r") -> tuple[str, list[Any
     return (f" AND {alias}.batch_id = ?", [batch_id]) if batch_id else ("", [])
 
 
-def data_version(db: sqlite_utils.Database, *, batch_id: str | None = None) -> tuple[Any, ...]:
+def data_version(st: Store, *, batch_id: str | None = None) -> tuple[Any, ...]:
     """A cheap stamp that changes whenever the figures of `model_costs`, `metrics_frame` or
     `fidelity_by_model` for this selection can change (new requests, final states, images,
     metrics, votes): pages cache those aggregates by it."""
     where, params = _batch_clause(batch_id)
-    req = db.execute(f"SELECT count(*), max(completed_at) FROM requests r WHERE 1{where}", params).fetchone()
-    img = db.execute("SELECT count(*), max(metrics_at), max(checked_at) FROM result_images").fetchone()
-    votes = db.execute("SELECT count(*), max(created_at) FROM votes").fetchone()
+    req = st.db.execute(f"SELECT count(*), max(completed_at) FROM requests r WHERE 1{where}", params).fetchone()
+    img = st.db.execute("SELECT count(*), max(metrics_at), max(checked_at) FROM result_images").fetchone()
+    votes = st.db.execute("SELECT count(*), max(created_at) FROM votes").fetchone()
     return (batch_id, *req, *img, *votes)
 
 
-def _judgements(db: sqlite_utils.Database, batch_id: str | None) -> dict[str, list[int]]:
+def _judgements(st: Store, batch_id: str | None) -> dict[str, list[int]]:
     """Per request id shown in a vote: [good, bad] counts over the latest votes."""
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for v in review.latest_votes(review.list_votes(db, batch_id=batch_id)):
+    for v in review.latest_votes(review.list_votes(st, batch_id=batch_id)):
         for side, rid in (("left", v.left_request_id), ("right", v.right_request_id)):
             good = v.verdict == side or v.verdict == "both_good"
             out[rid][0 if good else 1] += 1
     return out
 
 
-def model_costs(db: sqlite_utils.Database, *, batch_id: str | None = None) -> list[ModelCost]:
+def model_costs(st: Store, *, batch_id: str | None = None) -> list[ModelCost]:
     """Cost and latency per model, in the order models first appear."""
     where, params = _batch_clause(batch_id)
-    rows = list(db.query(
+    rows = list(st.db.query(
         "SELECT r.id, r.endpoint, r.status, r.queue_time_s, r.inference_time_s, r.total_time_s, "
         "r.estimated_cost, (SELECT count(*) FROM result_images i WHERE i.request_id = r.id) AS images "
         f"FROM requests r WHERE 1{where} ORDER BY r.created_at, r.rowid", params))
-    judged = _judgements(db, batch_id)
+    judged = _judgements(st, batch_id)
     by_model: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_model.setdefault(row["endpoint"], []).append(row)
@@ -184,7 +184,7 @@ _METRIC_COLUMNS = ("face_status", "face_distance", "phash_distance", "ciede2000"
                    "metrics_error", "check_flags")
 
 
-def metrics_frame(db: sqlite_utils.Database, *, batch_id: str | None = None) -> pd.DataFrame:
+def metrics_frame(st: Store, *, batch_id: str | None = None) -> pd.DataFrame:
     """One row per result image of completed requests: endpoint, ids and the stored metrics and
     checks (for charts). `same_person` is derived (face distance under dlib's 0.6)."""
     import pandas as pd
@@ -192,7 +192,7 @@ def metrics_frame(db: sqlite_utils.Database, *, batch_id: str | None = None) -> 
     from core.evaluation.metrics import SAME_PERSON_THRESHOLD
 
     where, params = _batch_clause(batch_id)
-    rows = list(db.query(
+    rows = list(st.db.query(
         f"SELECT r.endpoint, r.group_id, r.id AS request_id, i.id AS image_id, "
         f"{', '.join('i.' + c for c in _METRIC_COLUMNS)} FROM result_images i "
         f"JOIN requests r ON r.id = i.request_id WHERE r.status = 'completed'{where} "
@@ -206,8 +206,8 @@ def metrics_frame(db: sqlite_utils.Database, *, batch_id: str | None = None) -> 
     return frame
 
 
-def fidelity_by_model(db: sqlite_utils.Database, *, batch_id: str | None = None) -> list[ModelFidelity]:
-    frame = metrics_frame(db, batch_id=batch_id)
+def fidelity_by_model(st: Store, *, batch_id: str | None = None) -> list[ModelFidelity]:
+    frame = metrics_frame(st, batch_id=batch_id)
     out = []
     for endpoint, part in frame.groupby("endpoint", sort=False):
         ok = part[part["face_status"] == "ok"]
@@ -253,29 +253,29 @@ def comparison_columns(models: Sequence[str]) -> list[str]:
     return [*GROUP_COLUMNS, *(f"{model_prefix(m)}_{f}" for m in models for f in MODEL_FIELDS), *VOTE_COLUMNS]
 
 
-def comparison_models(db: sqlite_utils.Database, *, batch_id: str | None = None) -> list[str]:
+def comparison_models(st: Store, *, batch_id: str | None = None) -> list[str]:
     """The endpoints compared, in the order they first appear."""
     where, params = _batch_clause(batch_id)
-    rows = db.execute(f"SELECT endpoint, min(rowid) AS first FROM requests r WHERE r.group_id IS NOT NULL"
+    rows = st.db.execute(f"SELECT endpoint, min(rowid) AS first FROM requests r WHERE r.group_id IS NOT NULL"
                       f"{where} GROUP BY endpoint ORDER BY first", params).fetchall()
     return [r[0] for r in rows]
 
 
-def _batch_ids(db: sqlite_utils.Database, batch_id: str | None) -> list[tuple[str, str]]:
+def _batch_ids(st: Store, batch_id: str | None) -> list[tuple[str, str]]:
     if batch_id:
-        return [(r[0], r[1]) for r in db.execute("SELECT id, name FROM batches WHERE id = ?", [batch_id])]
-    return [(r[0], r[1]) for r in db.execute("SELECT id, name FROM batches ORDER BY created_at, id")]
+        return [(r[0], r[1]) for r in st.db.execute("SELECT id, name FROM batches WHERE id = ?", [batch_id])]
+    return [(r[0], r[1]) for r in st.db.execute("SELECT id, name FROM batches ORDER BY created_at, id")]
 
 
-def _group_rows(db: sqlite_utils.Database, batch_id: str, batch_name: str,
+def _group_rows(st: Store, batch_id: str, batch_name: str,
                 models: Sequence[str]) -> Iterator[dict[str, Any]]:
     from core.evaluation.metrics import SAME_PERSON_THRESHOLD
 
-    requests = list(db.query(
+    requests = list(st.db.query(
         "SELECT id, group_id, endpoint, status, payload_hash, queue_time_s, inference_time_s, estimated_cost "
         "FROM requests WHERE batch_id = ? AND group_id IS NOT NULL ORDER BY created_at, rowid", [batch_id]))
     images: dict[str, dict[str, Any]] = {}
-    for row in db.query(
+    for row in st.db.query(
             "SELECT i.* FROM result_images i JOIN requests r ON r.id = i.request_id "
             "WHERE r.batch_id = ? AND i.idx = 0", [batch_id]):
         images[row["request_id"]] = row
@@ -285,10 +285,10 @@ def _group_rows(db: sqlite_utils.Database, batch_id: str, batch_name: str,
         if current is None or r["id"] in images or current["id"] not in images:
             chosen[r["group_id"]][r["endpoint"]] = r
     votes_by_group: dict[str, list[review.StoredVote]] = defaultdict(list)
-    for v in review.latest_votes(review.list_votes(db, batch_id=batch_id)):
+    for v in review.latest_votes(review.list_votes(st, batch_id=batch_id)):
         votes_by_group[v.group_id].append(v)
 
-    for g in db.query("SELECT * FROM groups WHERE batch_id = ? ORDER BY created_at, rowid", [batch_id]):
+    for g in st.db.query("SELECT * FROM groups WHERE batch_id = ? ORDER BY created_at, rowid", [batch_id]):
         options = json.loads(g["options_json"]) if g["options_json"] else {}
         refs = json.loads(g["reference_ids"]) if g["reference_ids"] else []
         row: dict[str, Any] = {
@@ -340,42 +340,42 @@ def _cell(value: Any) -> Any:
     return _neutralise(value)
 
 
-def iter_comparison_csv(db: sqlite_utils.Database, *, batch_id: str | None = None) -> Iterator[str]:
+def iter_comparison_csv(st: Store, *, batch_id: str | None = None) -> Iterator[str]:
     """The comparison CSV as text chunks: BOM and header first, then one chunk per batch."""
-    models = comparison_models(db, batch_id=batch_id)
+    models = comparison_models(st, batch_id=batch_id)
     columns = comparison_columns(models)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     buf.write("\ufeff")
     writer.writerow(columns)
     yield buf.getvalue()
-    for bid, name in _batch_ids(db, batch_id):
+    for bid, name in _batch_ids(st, batch_id):
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\r\n")
-        for row in _group_rows(db, bid, name, models):
+        for row in _group_rows(st, bid, name, models):
             writer.writerow([_cell(row.get(c)) for c in columns])
         if buf.tell():
             yield buf.getvalue()
 
 
-def comparison_to_csv(db: sqlite_utils.Database, out: str | Path, *,
+def comparison_to_csv(st: Store, out: str | Path, *,
                       batch_id: str | None = None) -> ComparisonExport:
     """Write the comparison CSV to `out` (via a temporary name, renamed when complete)."""
     out = Path(out)
     tmp = out.with_name(out.name + ".part")
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            for text in iter_comparison_csv(db, batch_id=batch_id):
+            for text in iter_comparison_csv(st, batch_id=batch_id):
                 fh.write(text)
         tmp.replace(out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     where, params = _batch_clause(batch_id, "g")
-    groups = db.execute(f"SELECT count(*) FROM groups g WHERE 1{where}", params).fetchone()[0]
-    return ComparisonExport(path=out, groups=groups, models=tuple(comparison_models(db, batch_id=batch_id)))
+    groups = st.db.execute(f"SELECT count(*) FROM groups g WHERE 1{where}", params).fetchone()[0]
+    return ComparisonExport(path=out, groups=groups, models=tuple(comparison_models(st, batch_id=batch_id)))
 
 
-def comparison_csv_bytes(db: sqlite_utils.Database, *, batch_id: str | None = None) -> bytes:
+def comparison_csv_bytes(st: Store, *, batch_id: str | None = None) -> bytes:
     """The whole comparison CSV in memory, for a page's download button."""
-    return "".join(iter_comparison_csv(db, batch_id=batch_id)).encode("utf-8")
+    return "".join(iter_comparison_csv(st, batch_id=batch_id)).encode("utf-8")

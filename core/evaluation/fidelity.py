@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from core.store.db import now
 
 if TYPE_CHECKING:
-    import sqlite_utils
+    from core.store import Store
 
     from core.config import Settings
     from core.store.blobs import Storage
@@ -223,8 +223,8 @@ def _reported(response: Any, idx: int) -> tuple[tuple[int, int] | None, int | No
 class _References:
     """Decoded reference photos of one pass, by id (a few at most: batches share references)."""
 
-    def __init__(self, db: sqlite_utils.Database, storage: Storage):
-        self.db, self.storage = db, storage
+    def __init__(self, st: Store, storage: Storage):
+        self.st, self.storage = st, storage
         self._cache: OrderedDict[str, Any] = OrderedDict()
 
     def get(self, reference_id: str) -> Any:
@@ -234,7 +234,7 @@ class _References:
         if reference_id in self._cache:
             self._cache.move_to_end(reference_id)
             return self._cache[reference_id]
-        ref = references.get_reference(self.db, reference_id)
+        ref = references.get_reference(self.st, reference_id)
         if ref.storage_backend != self.storage.backend:
             raise StorageError(f"reference photo {reference_id} is stored in {ref.storage_backend}, "
                                f"but this process uses {self.storage.backend} storage")
@@ -270,7 +270,7 @@ WHERE i.id = ?
 """
 
 
-def measure_image(db: sqlite_utils.Database, storage: Storage, image_id: str, *,
+def measure_image(st: Store, storage: Storage, image_id: str, *,
                   _refs: _References | None = None) -> ImageMetrics:
     """Check and measure one stored result image now, store the outcome, and return it.
 
@@ -280,11 +280,11 @@ def measure_image(db: sqlite_utils.Database, storage: Storage, image_id: str, *,
     from core.catalog import registry
     from core.errors import DashboardError, StoreError
 
-    rows = list(db.query(_ROW_SQL, [image_id]))
+    rows = list(st.db.query(_ROW_SQL, [image_id]))
     if not rows:
         raise StoreError(f"No result image with id {image_id!r}.")
     row = rows[0]
-    refs = _refs or _References(db, storage)
+    refs = _refs or _References(st, storage)
     payload = json.loads(row["payload_json"]) if row["payload_json"] else {}
     response = json.loads(row["response_json"]) if row["response_json"] else None
     reported, seed_returned = _reported(response, row["idx"])
@@ -345,21 +345,21 @@ def measure_image(db: sqlite_utils.Database, storage: Storage, image_id: str, *,
         seed_sent=check.seed_sent, seed_returned=check.seed_returned,
         check_flags=" ".join(check.flags), checked_at=stamp,
     )
-    db.execute(f"UPDATE result_images SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
+    st.db.execute(f"UPDATE result_images SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
                [*values.values(), image_id])
-    return image_metrics(db, [image_id])[image_id]
+    return image_metrics(st, [image_id])[image_id]
 
 
 # ---------------------------------------------------------------------------- reading
 
 
-def image_metrics(db: sqlite_utils.Database, image_ids: Sequence[str]) -> dict[str, ImageMetrics]:
+def image_metrics(st: Store, image_ids: Sequence[str]) -> dict[str, ImageMetrics]:
     """Stored metrics per result image id (ids that do not exist are left out)."""
     out: dict[str, ImageMetrics] = {}
     ids = list(dict.fromkeys(image_ids))
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
-        for row in db.query(f"SELECT id, request_id, {', '.join(_COLUMNS)} FROM result_images "
+        for row in st.db.query(f"SELECT id, request_id, {', '.join(_COLUMNS)} FROM result_images "
                             f"WHERE id IN ({','.join('?' * len(chunk))})", chunk):
             out[row["id"]] = _from_row(row)
     return out
@@ -377,7 +377,7 @@ def _scope(batch_id: str | None) -> tuple[str, list[Any]]:
     return " AND i.request_id IN (SELECT id FROM requests WHERE batch_id = ?)", [batch_id]
 
 
-def pending_image_ids(db: sqlite_utils.Database, *, batch_id: str | None = None,
+def pending_image_ids(st: Store, *, batch_id: str | None = None,
                       limit: int | None = None) -> list[str]:
     """Result images never measured (or reset), oldest first."""
     extra, params = _scope(batch_id)
@@ -385,16 +385,16 @@ def pending_image_ids(db: sqlite_utils.Database, *, batch_id: str | None = None,
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    return [r[0] for r in db.execute(sql, params).fetchall()]
+    return [r[0] for r in st.db.execute(sql, params).fetchall()]
 
 
-def pending_count(db: sqlite_utils.Database, *, batch_id: str | None = None) -> int:
+def pending_count(st: Store, *, batch_id: str | None = None) -> int:
     extra, params = _scope(batch_id)
-    return db.execute(f"SELECT count(*) FROM result_images i WHERE i.metrics_at IS NULL{extra}",
+    return st.db.execute(f"SELECT count(*) FROM result_images i WHERE i.metrics_at IS NULL{extra}",
                       params).fetchone()[0]
 
 
-def reset(db: sqlite_utils.Database, *, batch_id: str | None = None, failed: bool = False,
+def reset(st: Store, *, batch_id: str | None = None, failed: bool = False,
           outdated: bool = False, everything: bool = False) -> int:
     """Make rows pending again: those that failed, those measured by another METRICS_VERSION, or
     all of them. Returns how many rows became pending."""
@@ -412,28 +412,28 @@ def reset(db: sqlite_utils.Database, *, batch_id: str | None = None, failed: boo
     if not conditions:
         return 0
     extra, scope_params = _scope(batch_id)
-    cur = db.execute(f"UPDATE result_images SET metrics_at = NULL WHERE id IN (SELECT i.id FROM "
+    cur = st.db.execute(f"UPDATE result_images SET metrics_at = NULL WHERE id IN (SELECT i.id FROM "
                      f"result_images i WHERE i.metrics_at IS NOT NULL AND ({' OR '.join(conditions)})"
                      f"{extra})", [*params, *scope_params])
     return cur.rowcount
 
 
-def compute_pending(db: sqlite_utils.Database, storage: Storage, *, batch_id: str | None = None,
+def compute_pending(st: Store, storage: Storage, *, batch_id: str | None = None,
                     limit: int | None = None, stop: threading.Event | None = None,
                     on_image: Callable[[ImageMetrics], None] | None = None) -> PassReport:
     """Measure what is pending now (oldest first), in this thread, until done, `limit` images,
     or `stop` is set. Images that arrive meanwhile are left to the next pass."""
-    refs = _References(db, storage)
+    refs = _References(st, storage)
     measured = failed = 0
-    for image_id in pending_image_ids(db, batch_id=batch_id, limit=limit):
+    for image_id in pending_image_ids(st, batch_id=batch_id, limit=limit):
         if stop is not None and stop.is_set():
             break
-        result = measure_image(db, storage, image_id, _refs=refs)
+        result = measure_image(st, storage, image_id, _refs=refs)
         measured += 1
         failed += result.metrics_error is not None
         if on_image:
             on_image(result)
-    return PassReport(measured=measured, failed=failed, remaining=pending_count(db, batch_id=batch_id))
+    return PassReport(measured=measured, failed=failed, remaining=pending_count(st, batch_id=batch_id))
 
 
 # ---------------------------------------------------------------------------- the background worker
@@ -469,10 +469,10 @@ def worker_running(settings: Settings) -> bool:
     return False
 
 
-def _live_runner(db: sqlite_utils.Database) -> bool:
+def _live_runner(st: Store) -> bool:
     from core import store
 
-    return any(store.runner_alive(b) and not b.dry_run for b in store.unfinished_batches(db))
+    return any(store.runner_alive(b) and not b.dry_run for b in st.unfinished_batches())
 
 
 def start_background(settings: Settings, *, expect_results: bool = False) -> int | None:
@@ -486,14 +486,14 @@ def start_background(settings: Settings, *, expect_results: bool = False) -> int
     if not settings.metrics_worker:
         return None
     if not expect_results:
-        from core.store.db import connect
+        from core.store import open_store
 
-        db = connect(settings.db_path)
+        st = open_store(settings.db_path)
         try:
-            if not pending_image_ids(db, limit=1):
+            if not pending_image_ids(st, limit=1):
                 return None
         finally:
-            db.close()
+            st.close()
     if worker_running(settings):
         return None
     from core import processes
@@ -506,27 +506,27 @@ def run_worker(settings: Settings, *, idle_exit: float = IDLE_EXIT_S, poll: floa
     """The worker's body: hold the lock, measure pending images as they arrive, exit after
     `idle_exit` seconds with nothing pending and no live runner. None when another worker holds
     the lock (it will see whatever is pending)."""
-    from core.store.db import connect
+    from core.store import open_store
     from core.store.blobs import open_storage
 
     stop = stop or threading.Event()
     fd = _try_lock(settings)
     if fd is None:
         return None
-    db = connect(settings.db_path)
+    st = open_store(settings.db_path)
     storage = open_storage(settings)
     measured = failed = 0
     try:
         while True:
             idle_since = time.monotonic()
             while not stop.is_set():
-                report = compute_pending(db, storage, stop=stop)
+                report = compute_pending(st, storage, stop=stop)
                 measured += report.measured
                 failed += report.failed
                 if report.measured:
                     idle_since = time.monotonic()
                     continue
-                if _live_runner(db):
+                if _live_runner(st):
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since >= idle_exit:
                     break
@@ -535,7 +535,7 @@ def run_worker(settings: Settings, *, idle_exit: float = IDLE_EXIT_S, poll: floa
             fd = None
             # rows written between the last look and the unlock would wait for the next trigger:
             # look once more, and carry on if this process can take the lock again
-            if stop.is_set() or not pending_image_ids(db, limit=1):
+            if stop.is_set() or not pending_image_ids(st, limit=1):
                 break
             fd = _try_lock(settings)
             if fd is None:
@@ -543,10 +543,8 @@ def run_worker(settings: Settings, *, idle_exit: float = IDLE_EXIT_S, poll: floa
     finally:
         if fd is not None:
             _unlock(fd)
-        close = getattr(storage, "close", None)
-        if close:
-            close()
-        remaining = pending_count(db)
-        db.close()
+        storage.close()
+        remaining = pending_count(st)
+        st.close()
     return PassReport(measured=measured, failed=failed, remaining=remaining)
 

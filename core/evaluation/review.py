@@ -32,7 +32,7 @@ from core.store.db import new_id, now
 from core.errors import StoreError
 
 if TYPE_CHECKING:
-    import sqlite_utils
+    from core.store import Store
 
 VERDICTS = stats.VERDICTS
 MAX_NOTE = 2000
@@ -118,7 +118,7 @@ def left_first(rater: str, group_id: str, endpoint_a: str, endpoint_b: str) -> b
 # ---------------------------------------------------------------------------- items
 
 
-def _outputs(db: sqlite_utils.Database, batch_id: str) -> dict[str, dict[str, Output]]:
+def _outputs(st: Store, batch_id: str) -> dict[str, dict[str, Output]]:
     """Per group id, per endpoint: the newest completed request with a stored image."""
     sql = ("SELECT r.group_id, r.endpoint, r.id AS rid, i.* FROM requests r "
            "JOIN result_images i ON i.request_id = r.id "
@@ -126,7 +126,7 @@ def _outputs(db: sqlite_utils.Database, batch_id: str) -> dict[str, dict[str, Ou
            "ORDER BY r.created_at, r.rowid, i.idx")
     out: dict[str, dict[str, Output]] = {}
     seen: set[str] = set()
-    for row in db.query(sql, [batch_id]):
+    for row in st.db.query(sql, [batch_id]):
         if row["rid"] in seen:
             continue  # a later image of the same request: the first one is shown
         seen.add(row["rid"])
@@ -141,13 +141,13 @@ def _outputs(db: sqlite_utils.Database, batch_id: str) -> dict[str, dict[str, Ou
     return out
 
 
-def review_items(db: sqlite_utils.Database, batch_id: str, rater: str) -> list[ReviewItem]:
+def review_items(st: Store, batch_id: str, rater: str) -> list[ReviewItem]:
     """Every item of the batch in review order (groups in planning order, pairs by endpoint),
     with sides as this rater sees them."""
     rater = _rater(rater)
-    outputs = _outputs(db, batch_id)
+    outputs = _outputs(st, batch_id)
     items: list[ReviewItem] = []
-    for group in store.get_groups(db, batch_id):
+    for group in st.get_groups(batch_id):
         by_endpoint = outputs.get(group.id, {})
         for a, b in itertools.combinations(sorted(by_endpoint), 2):
             left, right = (a, b) if left_first(rater, group.id, a, b) else (b, a)
@@ -155,20 +155,20 @@ def review_items(db: sqlite_utils.Database, batch_id: str, rater: str) -> list[R
     return items
 
 
-def reviewed_keys(db: sqlite_utils.Database, batch_id: str, rater: str) -> set[str]:
+def reviewed_keys(st: Store, batch_id: str, rater: str) -> set[str]:
     """Item keys this rater has judged in the batch."""
-    rows = db.execute(
+    rows = st.db.execute(
         "SELECT v.group_id, lr.endpoint, rr.endpoint FROM votes v JOIN groups g ON g.id = v.group_id "
         "JOIN requests lr ON lr.id = v.left_request_id JOIN requests rr ON rr.id = v.right_request_id "
         "WHERE g.batch_id = ? AND v.rater = ? COLLATE NOCASE", [batch_id, _rater(rater)]).fetchall()
     return {item_key(g, a, b) for g, a, b in rows}
 
 
-def queue(db: sqlite_utils.Database, batch_id: str, rater: str, *, include_reviewed: bool = False,
+def queue(st: Store, batch_id: str, rater: str, *, include_reviewed: bool = False,
           skip: Collection[str] = ()) -> ReviewQueue:
     """The rater's items still to show in a batch, in order; `skip` holds item keys skipped."""
-    items = review_items(db, batch_id, rater)
-    done = reviewed_keys(db, batch_id, rater)
+    items = review_items(st, batch_id, rater)
+    done = reviewed_keys(st, batch_id, rater)
     todo = [i for i in items if (include_reviewed or i.key not in done) and i.key not in skip]
     reviewed = sum(i.key in done for i in items)
     skipped = sum(i.key in skip and (include_reviewed or i.key not in done) for i in items)
@@ -178,13 +178,13 @@ def queue(db: sqlite_utils.Database, batch_id: str, rater: str, *, include_revie
 # ---------------------------------------------------------------------------- votes
 
 
-def record_vote(db: sqlite_utils.Database, *, group_id: str, left_request_id: str, right_request_id: str,
+def record_vote(st: Store, *, group_id: str, left_request_id: str, right_request_id: str,
                 rater: str, verdict: str, note: str | None = None) -> StoredVote:
     """Store one verdict on two outputs of a group, with the side order the rater saw."""
     rater = _rater(rater)
     if verdict not in VERDICTS:
         raise StoreError(f"Unknown verdict {verdict!r}; one of {', '.join(VERDICTS)}.")
-    left, right = store.get_request(db, left_request_id), store.get_request(db, right_request_id)
+    left, right = st.get_request(left_request_id), st.get_request(right_request_id)
     for side in (left, right):
         if side.group_id != group_id:
             raise StoreError(f"Request {side.id} is not in group {group_id}; reload the review page.")
@@ -193,17 +193,17 @@ def record_vote(db: sqlite_utils.Database, *, group_id: str, left_request_id: st
     note = (note or "").strip()[:MAX_NOTE] or None
     winner = {"left": left.endpoint, "right": right.endpoint}.get(verdict)
     vote_id = new_id()
-    db["votes"].insert({
+    st.db["votes"].insert({
         "id": vote_id, "group_id": group_id, "rater": rater, "left_request_id": left.id,
         "right_request_id": right.id, "verdict": verdict, "winner": winner, "note": note,
         "created_at": now(),
     })
-    return get_vote(db, vote_id)
+    return get_vote(st, vote_id)
 
 
-def record_item_vote(db: sqlite_utils.Database, item: ReviewItem, *, rater: str, verdict: str,
+def record_item_vote(st: Store, item: ReviewItem, *, rater: str, verdict: str,
                      note: str | None = None) -> StoredVote:
-    return record_vote(db, group_id=item.group.id, left_request_id=item.left.request_id,
+    return record_vote(st, group_id=item.group.id, left_request_id=item.left.request_id,
                        right_request_id=item.right.request_id, rater=rater, verdict=verdict, note=note)
 
 
@@ -215,13 +215,13 @@ def _vote(row: dict[str, Any]) -> StoredVote:
     return StoredVote(**{k: row[k] for k in StoredVote.__dataclass_fields__})
 
 
-def get_vote(db: sqlite_utils.Database, vote_id: str) -> StoredVote:
-    for row in db.query(_VOTE_SQL + "WHERE v.id = ?", [vote_id]):
+def get_vote(st: Store, vote_id: str) -> StoredVote:
+    for row in st.db.query(_VOTE_SQL + "WHERE v.id = ?", [vote_id]):
         return _vote(row)
     raise StoreError(f"No vote with id {vote_id!r}.")
 
 
-def list_votes(db: sqlite_utils.Database, *, batch_id: str | None = None,
+def list_votes(st: Store, *, batch_id: str | None = None,
                rater: str | None = None) -> list[StoredVote]:
     """Votes oldest first, optionally of one batch and/or one rater."""
     clauses, params = [], []
@@ -232,7 +232,7 @@ def list_votes(db: sqlite_utils.Database, *, batch_id: str | None = None,
         clauses.append("v.rater = ? COLLATE NOCASE")
         params.append(rater.strip())
     where = ("WHERE " + " AND ".join(clauses) + " ") if clauses else ""
-    return [_vote(r) for r in db.query(_VOTE_SQL + where + "ORDER BY v.created_at, v.rowid", params)]
+    return [_vote(r) for r in st.db.query(_VOTE_SQL + where + "ORDER BY v.created_at, v.rowid", params)]
 
 
 def latest_votes(votes: Iterable[StoredVote]) -> list[StoredVote]:
@@ -245,15 +245,15 @@ def latest_votes(votes: Iterable[StoredVote]) -> list[StoredVote]:
     return [v for v in votes if id(v) in keep]
 
 
-def stats_votes(db: sqlite_utils.Database, *, batch_id: str | None = None) -> list[stats.Vote]:
+def stats_votes(st: Store, *, batch_id: str | None = None) -> list[stats.Vote]:
     """The unblinded votes for `core.evaluation.stats`, each rater's latest per item, with the group's
     prompt options as factors (pose, style, lighting, angle, aspect_ratio, ...)."""
-    votes = latest_votes(list_votes(db, batch_id=batch_id))
+    votes = latest_votes(list_votes(st, batch_id=batch_id))
     options: dict[str, dict[str, str]] = {}
     ids = sorted({v.group_id for v in votes})
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
-        for row in db.query(f"SELECT id, options_json FROM groups WHERE id IN ({','.join('?' * len(chunk))})",
+        for row in st.db.query(f"SELECT id, options_json FROM groups WHERE id IN ({','.join('?' * len(chunk))})",
                             chunk):
             raw = json.loads(row["options_json"]) if row["options_json"] else {}
             options[row["id"]] = {k: str(v) for k, v in raw.items() if v is not None}

@@ -31,7 +31,7 @@ from core.catalog.payloads import abbreviate, canonical_json
 from core.catalog.prompts import OPTION_KEYS
 
 if TYPE_CHECKING:
-    import sqlite_utils
+    from core.store import Store
 
 CHUNK_SIZE = 5000
 
@@ -136,11 +136,11 @@ def _frame(requests: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(data, columns=list(COLUMNS))
 
 
-def _chunks(db: sqlite_utils.Database, f: store.HistoryFilter,
+def _chunks(st: Store, f: store.HistoryFilter,
             chunk_size: int) -> Iterator[tuple[str, int, int]]:
     """(csv text, image rows, requests) per chunk; the first text starts with BOM and header."""
     first = True
-    for rows in store.iter_history(db, f, chunk_size=chunk_size, columns=_READ):
+    for rows in st.iter_history(f, chunk_size=chunk_size, columns=_READ):
         buf = io.StringIO()
         if first:
             buf.write("\ufeff")
@@ -151,14 +151,14 @@ def _chunks(db: sqlite_utils.Database, f: store.HistoryFilter,
         yield "\ufeff" + ",".join(COLUMNS) + "\r\n", 0, 0
 
 
-def iter_csv(db: sqlite_utils.Database, f: store.HistoryFilter | None = None, *,
+def iter_csv(st: Store, f: store.HistoryFilter | None = None, *,
              chunk_size: int = CHUNK_SIZE) -> Iterator[str]:
     """The CSV as text chunks (for streaming); with no matching request, the BOM and header alone."""
-    for text, _, _ in _chunks(db, f or store.HistoryFilter(), chunk_size):
+    for text, _, _ in _chunks(st, f or store.HistoryFilter(), chunk_size):
         yield text
 
 
-def to_csv(db: sqlite_utils.Database, out: str | Path, f: store.HistoryFilter | None = None, *,
+def to_csv(st: Store, out: str | Path, f: store.HistoryFilter | None = None, *,
                chunk_size: int = CHUNK_SIZE) -> ExportResult:
     """Write the filtered history to `out` (through a temporary name then renamed, so a failed
     export never leaves a half-written file under the requested name)."""
@@ -167,7 +167,7 @@ def to_csv(db: sqlite_utils.Database, out: str | Path, f: store.HistoryFilter | 
     rows = requests = 0
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            for text, n_rows, n_requests in _chunks(db, f or store.HistoryFilter(), chunk_size):
+            for text, n_rows, n_requests in _chunks(st, f or store.HistoryFilter(), chunk_size):
                 fh.write(text)
                 rows += n_rows
                 requests += n_requests
@@ -178,6 +178,6 @@ def to_csv(db: sqlite_utils.Database, out: str | Path, f: store.HistoryFilter | 
     return ExportResult(path=out, rows=rows, requests=requests)
 
 
-def to_csv_bytes(db: sqlite_utils.Database, f: store.HistoryFilter | None = None) -> bytes:
+def to_csv_bytes(st: Store, f: store.HistoryFilter | None = None) -> bytes:
     """The whole CSV in memory, for a page's download button (a page-sized history)."""
-    return "".join(iter_csv(db, f)).encode("utf-8")
+    return "".join(iter_csv(st, f)).encode("utf-8")

@@ -22,7 +22,7 @@ import logging
 import re
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.config import Settings, load_settings
 from core.store.db import REFERENCE_ROLES, new_id, now
@@ -30,6 +30,9 @@ from core.errors import StorageError, StoreError, UploadRejected
 from core.photos.images import NormalisedImage, normalise_upload
 from core.catalog.payloads import REFERENCE_SCHEME, reference_token
 from core.store.blobs import Storage
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ class Reference:
     existing: bool = field(default=False, compare=False)
 
 
-def add_reference(db: Any, storage: Storage, data: bytes, *, role: str = "other",
+def add_reference(st: Store, storage: Storage, data: bytes, *, role: str = "other",
                   filename: str | None = None, owner: str = "team", created_by: str | None = None,
                   settings: Settings | None = None) -> Reference:
     """Check, normalise and store a photo; the same photo again returns the existing reference."""
@@ -67,9 +70,9 @@ def add_reference(db: Any, storage: Storage, data: bytes, *, role: str = "other"
     settings = settings or load_settings()
     image = normalise_upload(data, filename=filename, max_bytes=settings.max_upload_bytes,
                              max_long_edge=settings.max_long_edge)
-    found = _row_by_sha(db, image.sha256)
+    found = _row_by_sha(st, image.sha256)
     if found is not None:
-        return _reuse(db, storage, found, image)
+        return _reuse(st, storage, found, image)
 
     reference_id = new_id()
     path = f"{_slug(owner)}/{reference_id}.{image.ext}"
@@ -82,11 +85,11 @@ def add_reference(db: Any, storage: Storage, data: bytes, *, role: str = "other"
         "created_by": created_by, "archived_at": None,
     }
     try:
-        db[TABLE].insert(row)
+        st.db[TABLE].insert(row)
     except sqlite3.IntegrityError:
         # another upload of the same photo won the race: keep its row, drop our copy
         _discard(storage, path)
-        winner = _row_by_sha(db, image.sha256)
+        winner = _row_by_sha(st, image.sha256)
         if winner is None:
             raise StoreError(f"could not record reference photo {filename or ''} (constraint failed); "
                              "nothing was kept, try again.") from None
@@ -102,15 +105,15 @@ def add_reference(db: Any, storage: Storage, data: bytes, *, role: str = "other"
     return _from_row(row, notes=image.notes)
 
 
-def get_reference(db: Any, reference_id: str) -> Reference:
-    rows = list(db.query(f"select * from {TABLE} where id = ?", [reference_id]))
+def get_reference(st: Store, reference_id: str) -> Reference:
+    rows = list(st.db.query(f"select * from {TABLE} where id = ?", [reference_id]))
     if not rows:
         raise StoreError(f"no reference photo with id {reference_id!r}; "
                          "`python -m core reference list --all` shows them.")
     return _from_row(rows[0])
 
 
-def list_references(db: Any, *, include_archived: bool = False, limit: int | None = None,
+def list_references(st: Store, *, include_archived: bool = False, limit: int | None = None,
                     offset: int = 0) -> list[Reference]:
     """Newest first."""
     sql = f"select * from {TABLE}"
@@ -124,14 +127,14 @@ def list_references(db: Any, *, include_archived: bool = False, limit: int | Non
     elif offset:
         sql += " limit -1 offset ?"
         params.append(offset)
-    return [_from_row(r) for r in db.query(sql, params)]
+    return [_from_row(r) for r in st.db.query(sql, params)]
 
 
-def archive_reference(db: Any, reference_id: str) -> None:
+def archive_reference(st: Store, reference_id: str) -> None:
     """Hide a reference from the default list; payloads that name it still resolve."""
-    ref = get_reference(db, reference_id)
+    ref = get_reference(st, reference_id)
     if ref.archived_at is None:
-        db.execute(f"update {TABLE} set archived_at = ? where id = ?", [now(), reference_id])
+        st.db.execute(f"update {TABLE} set archived_at = ? where id = ?", [now(), reference_id])
 
 
 def payload_url(reference: Reference) -> str:
@@ -158,7 +161,7 @@ def fal_url(reference: Reference, storage: Storage) -> str:
     return f"data:{reference.content_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def resolve_payload(payload: dict, db: Any, storage: Storage) -> dict:
+def resolve_payload(payload: dict, st: Store, storage: Storage) -> dict:
     """A copy of `payload` with every `reference://<id>` replaced by `fal_url(...)` (send time only)."""
     cache: dict[str, str] = {}
 
@@ -166,7 +169,7 @@ def resolve_payload(payload: dict, db: Any, storage: Storage) -> dict:
         if isinstance(obj, str) and obj.startswith(REFERENCE_SCHEME):
             reference_id = obj[len(REFERENCE_SCHEME):]
             if reference_id not in cache:
-                cache[reference_id] = fal_url(get_reference(db, reference_id), storage)
+                cache[reference_id] = fal_url(get_reference(st, reference_id), storage)
             return cache[reference_id]
         if isinstance(obj, dict):
             return {k: walk(v) for k, v in obj.items()}
@@ -179,12 +182,12 @@ def resolve_payload(payload: dict, db: Any, storage: Storage) -> dict:
 
 # -- helpers -------------------------------------------------------------------------------------
 
-def _row_by_sha(db: Any, sha256: str) -> dict | None:
-    rows = list(db.query(f"select * from {TABLE} where sha256 = ?", [sha256]))
+def _row_by_sha(st: Store, sha256: str) -> dict | None:
+    rows = list(st.db.query(f"select * from {TABLE} where sha256 = ?", [sha256]))
     return rows[0] if rows else None
 
 
-def _reuse(db: Any, storage: Storage, row: dict, image: NormalisedImage) -> Reference:
+def _reuse(st: Store, storage: Storage, row: dict, image: NormalisedImage) -> Reference:
     notes = list(image.notes)
     updates: dict[str, Any] = {}
     if row["archived_at"] is not None:
@@ -198,7 +201,7 @@ def _reuse(db: Any, storage: Storage, row: dict, image: NormalisedImage) -> Refe
         notes.append(f"moved from {row['storage_backend']} to {storage.backend} storage" if moved
                      else "stored file was missing: stored again")
     if updates:
-        db[TABLE].update(row["id"], updates)
+        st.db[TABLE].update(row["id"], updates)
         row = {**row, **updates}
     return _from_row(row, notes=tuple(notes), existing=True)
 

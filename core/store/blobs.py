@@ -65,6 +65,7 @@ class Storage(Protocol):
     def delete(self, path: str) -> None: ...
     def exists(self, path: str) -> bool: ...
     def public_url(self, path: str) -> str | None: ...
+    def close(self) -> None: ...
 
 
 def open_storage(settings: Settings) -> Storage:
@@ -73,18 +74,6 @@ def open_storage(settings: Settings) -> Storage:
         assert settings.supabase_url and settings.supabase_key
         return SupabaseStorage(settings.supabase_url, settings.supabase_key, settings.supabase_bucket)
     return LocalStorage(settings.images_dir)
-
-
-def fal_image_url(storage: Storage, obj_or_path: StoredObject | str, content_type: str) -> str:
-    """What fal receives for a stored image: its public URL, else a data: URI of its bytes.
-
-    A data: URI is built here, at send time, and must never be stored or logged whole.
-    """
-    path = obj_or_path.path if isinstance(obj_or_path, StoredObject) else obj_or_path
-    url = storage.public_url(path)
-    if url:
-        return url
-    return f"data:{content_type};base64,{base64.b64encode(storage.get(path)).decode('ascii')}"
 
 
 def _check_path(path: str) -> str:
@@ -98,7 +87,7 @@ def _check_path(path: str) -> str:
 # -- local ---------------------------------------------------------------------------------------
 
 class LocalStorage:
-    """Files under `root` (normally `<data dir>/images`). Not reachable by fal: see fal_image_url."""
+    """Files under `root` (normally `<data dir>/images`). Not reachable by fal: see `core.photos.references.fal_url`."""
 
     backend = "local"
 
@@ -107,6 +96,9 @@ class LocalStorage:
 
     def __repr__(self) -> str:
         return f"LocalStorage({str(self.root)!r})"
+
+    def close(self) -> None:
+        """Nothing to release (the Supabase backend closes its HTTP client)."""
 
     def _file(self, path: str) -> Path:
         return self.root / _check_path(path)

@@ -201,3 +201,20 @@ def m011_votes(db: sqlite_utils.Database) -> None:
     )
     db["votes"].create_index(["group_id", "rater"])
     db["votes"].create_index(["rater", "created_at"])
+
+
+@MIGRATIONS()
+def m012_batch_stop_reason(db: sqlite_utils.Database) -> None:
+    """Why a batch's runner stopped before every request was final, written by the runner (not
+    parsed from its log), and when; a runner that takes the batch again clears both."""
+    db["batches"].add_column("stop_reason", str)
+    db["batches"].add_column("stopped_at", str)
+
+
+@MIGRATIONS()
+def m013_batch_runner_state(db: sqlite_utils.Database) -> None:
+    """What a page needs to say what a batch's runner is doing, without reading its log: when a
+    runner was last started for it (a runner not up yet is "starting", not "stopped"), and since
+    when fal has been unreachable for it (the runner rides through outages and says so)."""
+    db["batches"].add_column("launched_at", str)
+    db["batches"].add_column("fal_unreachable_since", str)

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from core.store import db as dbmod
+from core.store import open_store
 from core import store
 from core.config import REPO_ROOT, load_settings
 from core.catalog.payloads import canonical_json
@@ -39,8 +39,8 @@ def test_batch_run_then_export(fal_standin, tmp_path):
     assert "4 requests = 2 variants x 1 seeds x 2 models" in done.stdout
     assert "finished: 4/4 done (completed 4)" in done.stdout and "DRY RUN" not in done.stdout
     assert fal_standin.submissions == 4
-    d = dbmod.connect(load_settings().db_path)
-    (batch,) = store.list_batches(d)
+    d = open_store(load_settings().db_path)
+    (batch,) = d.list_batches()
 
     out = tmp_path / "history.csv"
     exported = _run("export", "--out", str(out), "--batch", batch.id, "--endpoint", SCHNELL)
@@ -77,8 +77,8 @@ def test_plan_shows_payloads_and_writes_nothing(tmp_path):
     payloads = [json.loads(x) for x in lines[1:]]
     assert len(payloads) == 4 and {p["endpoint"] for p in payloads} == {SCHNELL, "fal-ai/flux-2"}
     assert all(p["payload"]["seed"] == 11 for p in payloads)
-    d = dbmod.connect(load_settings().db_path)
-    assert d["batches"].count == 0 and d["requests"].count == 0
+    d = open_store(load_settings().db_path)
+    assert d.db["batches"].count == 0 and d.db["requests"].count == 0
 
 
 def test_a_bad_plan_is_exit_2_with_the_field_named(tmp_path):
@@ -86,8 +86,8 @@ def test_a_bad_plan_is_exit_2_with_the_field_named(tmp_path):
     assert bad.returncode == 2 and "error: `seeds[0]`" in bad.stderr
     missing = _run("batch", "run", str(tmp_path / "absent.json"))
     assert missing.returncode == 2 and "cannot read plan file" in missing.stderr
-    d = dbmod.connect(load_settings().db_path)
-    assert d["batches"].count == 0
+    d = open_store(load_settings().db_path)
+    assert d.db["batches"].count == 0
 
 
 def test_failed_requests_still_exit_0_with_a_summary(fal_standin, tmp_path):
@@ -110,10 +110,10 @@ def test_an_unfinished_batch_exits_1_and_says_how_to_resume(fal_standin, tmp_pat
 
 
 def test_cancel_of_a_batch_nobody_runs_cancels_it_here(tmp_path):
-    d = dbmod.connect(load_settings().db_path)
+    d = open_store(load_settings().db_path)
     from core.batches import plans
 
-    batch = store.create_batch(d, plans.make_plan(json.loads(_plan(tmp_path).read_text())), dry_run=False)
+    batch = d.create_batch(plans.make_plan(json.loads(_plan(tmp_path).read_text())), dry_run=False)
     done = _run("batch", "cancel", batch.id)
     assert done.returncode == 0, done.stderr
     assert "cancelled: 4/4 done (cancelled 4)" in done.stdout

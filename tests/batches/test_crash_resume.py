@@ -12,9 +12,9 @@ import sys
 import threading
 import time
 
-from core.store import db as dbmod
+from core.store import open_store
 from core import export
-from core.batches import runner
+from core.batches import schedule
 from core import store
 from core.config import REPO_ROOT, load_settings
 from core.catalog.payloads import payload_hash
@@ -66,19 +66,19 @@ def test_sigkill_mid_batch_then_resume_pays_each_request_once(fal_standin, tmp_p
     fal may have it), the rest are sent; re-running the unconfirmed one by hand completes the batch
     with exactly one accepted submission per payload."""
     settings = load_settings()
-    d = dbmod.connect(settings.db_path)
+    d = open_store(settings.db_path)
     fal_standin.set_latency(1.0)
     fal_standin.hold_submissions_after(3)
     plan = _plan_file(tmp_path, "crash", ["Standing", "Walking", "Sitting"])   # 12 requests
     proc = _cli("batch", "run", str(plan), "--concurrency", "4", "--quiet")
     try:
         assert fal_standin.wait_for_held(1, timeout=60), proc.stderr.read() if proc.poll() is not None else ""
-        batch_id = d.execute("SELECT id FROM batches").fetchone()[0]
-        _wait(lambda: sum(r.fal_request_id is not None for r in store.batch_requests(d, batch_id)) == 3,
+        batch_id = d.db.execute("SELECT id FROM batches").fetchone()[0]
+        _wait(lambda: sum(r.fal_request_id is not None for r in d.batch_requests(batch_id)) == 3,
               what="3 queued rows")
     finally:
         _signal_and_reap(proc, signal.SIGKILL)
-    before = {r.id: r for r in store.batch_requests(d, batch_id)}
+    before = {r.id: r for r in d.batch_requests(batch_id)}
     in_post = [r for r in before.values() if r.status == "submitted" and not r.fal_request_id]
     at_fal = [r for r in before.values() if r.fal_request_id]
     assert len(at_fal) == 3 and len(in_post) >= 1
@@ -86,9 +86,9 @@ def test_sigkill_mid_batch_then_resume_pays_each_request_once(fal_standin, tmp_p
     fal_standin.release()
     assert fal_standin.submissions == 3
 
-    report = runner.run_batch(batch_id, settings=settings)      # the killed runner's pid is dead
+    report = schedule.run_batch(batch_id, settings=settings)      # the killed runner's pid is dead
     assert report.finished
-    after = {r.id: r for r in store.batch_requests(d, batch_id)}
+    after = {r.id: r for r in d.batch_requests(batch_id)}
     for r in at_fal:
         assert after[r.id].status == "completed" and after[r.id].fal_request_id == r.fal_request_id
     for r in in_post:
@@ -98,9 +98,9 @@ def test_sigkill_mid_batch_then_resume_pays_each_request_once(fal_standin, tmp_p
 
     # the unconfirmed ones never ran (the stand-in discarded them): re-run them by hand
     for r in in_post:
-        store.rerun_request(d, r.id)
-    assert runner.run_batch(batch_id, settings=settings).finished
-    final = store.batch_requests(d, batch_id)
+        d.rerun_request(r.id)
+    assert schedule.run_batch(batch_id, settings=settings).finished
+    final = d.batch_requests(batch_id)
     completed = [r for r in final if r.status == "completed"]
     assert len(completed) == 12
     assert {r.payload_hash for r in completed} == {r.payload_hash for r in before.values()}
@@ -108,7 +108,7 @@ def test_sigkill_mid_batch_then_resume_pays_each_request_once(fal_standin, tmp_p
     assert {(r.endpoint, r.payload_hash): accepted[(r.endpoint, r.payload_hash)] for r in completed} == \
         {(r.endpoint, r.payload_hash): 1 for r in completed}           # paid once each
     assert fal_standin.submissions == 12
-    images = store.result_images(d, [r.id for r in completed])
+    images = d.result_images([r.id for r in completed])
     assert all(len(v) == 1 for v in images.values())
     d.close()
 
@@ -125,14 +125,14 @@ def test_two_batches_at_once_and_a_busy_reader_never_see_a_locked_database(fal_s
 
     def reader():
         nonlocal reads
-        d = dbmod.connect(settings.db_path)
+        d = open_store(settings.db_path)
         try:
             while not stop.is_set():
-                for b in store.list_batches(d):
-                    store.batch_progress(d, b.id)
-                    store.unfinished_batches(d)
-                page = store.query_history(d, store.HistoryFilter(text="pose", page_size=20))
-                store.result_images(d, [r.id for r in page.rows])
+                for b in d.list_batches():
+                    d.batch_progress(b.id)
+                    d.unfinished_batches()
+                page = d.query_history(store.HistoryFilter(text="pose", page_size=20))
+                d.result_images([r.id for r in page.rows])
                 for _ in export.iter_csv(d, store.HistoryFilter(status="completed"), chunk_size=10):
                     pass
                 reads += 1
@@ -152,33 +152,33 @@ def test_two_batches_at_once_and_a_busy_reader_never_see_a_locked_database(fal_s
         assert p.returncode == 0, err
         assert "locked" not in err.lower()
     assert errors == [] and reads > 0
-    d = dbmod.connect(settings.db_path)
-    assert d.execute("SELECT count(*), sum(status = 'completed') FROM requests").fetchone() == (48, 48)
-    assert d.execute("SELECT count(*) FROM result_images").fetchone()[0] == 48
+    d = open_store(settings.db_path)
+    assert d.db.execute("SELECT count(*), sum(status = 'completed') FROM requests").fetchone() == (48, 48)
+    assert d.db.execute("SELECT count(*) FROM result_images").fetchone()[0] == 48
     d.close()
 
 
 def test_a_terminated_runner_leaves_a_resumable_batch(fal_standin, tmp_path):
     """SIGTERM mid-batch (the process dies without any cleanup): `batch resume` finishes it."""
     settings = load_settings()
-    d = dbmod.connect(settings.db_path)
+    d = open_store(settings.db_path)
     fal_standin.set_latency(0.5)
     proc = _cli("batch", "run", str(_plan_file(tmp_path, "term", ["Standing", "Walking"])), "--concurrency", "2",
                 "--quiet")
     try:
-        _wait(lambda: d["batches"].count == 1 and d.execute(
+        _wait(lambda: d.db["batches"].count == 1 and d.db.execute(
             "SELECT count(*) FROM requests WHERE fal_request_id IS NOT NULL").fetchone()[0] >= 2,
               what="two jobs at fal")
     finally:
         _signal_and_reap(proc, signal.SIGTERM)
-    batch_id = d.execute("SELECT id FROM batches").fetchone()[0]
-    assert not store.batch_progress(d, batch_id).is_finished
+    batch_id = d.db.execute("SELECT id FROM batches").fetchone()[0]
+    assert not d.batch_progress(batch_id).is_finished
     resume = _cli("batch", "resume", "--quiet")
     out, err = resume.communicate(timeout=120)
     assert resume.returncode == 0, err
-    progress = store.batch_progress(d, batch_id)
+    progress = d.batch_progress(batch_id)
     assert progress.is_finished
-    final = store.batch_requests(d, batch_id)
+    final = d.batch_requests(batch_id)
     unconfirmed = sum(r.error_type == "submit_unconfirmed" for r in final)
     # every request completed, except one caught inside its POST by the signal (never resent)
     assert progress.counts.get("completed", 0) == 8 - unconfirmed and unconfirmed <= 2

@@ -9,7 +9,7 @@ import json
 import pytest
 from PIL import Image
 
-from core.store import db as dbmod
+from core.store import open_store
 from core.batches import plans
 from core.catalog import registry
 from core import store
@@ -29,7 +29,7 @@ def _jpeg(color=(200, 40, 40), size=(600, 800)) -> bytes:
 @pytest.fixture
 def env(settings, tmp_path):
     settings.ensure_dirs()
-    d = dbmod.connect(settings.db_path)
+    d = open_store(settings.db_path)
     storage = open_storage(settings)
     (tmp_path / "face.jpg").write_bytes(_jpeg())
     yield d, storage, tmp_path
@@ -46,14 +46,14 @@ def _spec(**over):
 
 
 def _nothing_written(d, storage_root):
-    assert d["reference_photos"].count == 0
-    assert d["batches"].count == 0 and d["requests"].count == 0
+    assert d.db["reference_photos"].count == 0
+    assert d.db["batches"].count == 0 and d.db["requests"].count == 0
     assert not storage_root.exists() or not any(p.is_file() for p in storage_root.rglob("*"))
 
 
 def test_plan_counts_groups_and_payloads(env, settings):
     d, storage, tmp = env
-    plan = plans.make_plan(_spec(), db=d, storage=storage, base_dir=tmp)
+    plan = plans.make_plan(_spec(), st=d, storage=storage, base_dir=tmp)
     assert plan.final and plan.request_count == 2 * 2 * 2 * 2 and len(plan.groups) == 8
     (ref_id,) = plan.reference_ids
     by_group: dict[str, list] = {}
@@ -79,7 +79,7 @@ def test_plan_counts_groups_and_payloads(env, settings):
 
 def test_cost_is_the_sum_of_registry_estimates(env):
     d, storage, tmp = env
-    plan = plans.make_plan(_spec(), db=d, storage=storage, base_dir=tmp)
+    plan = plans.make_plan(_spec(), st=d, storage=storage, base_dir=tmp)
     expected = sum(registry.estimate_cost(r.endpoint, dict(r.payload),
                                           input_sizes=[(600, 800)] if r.endpoint == EDIT else None)
                    for r in plan.requests)
@@ -94,15 +94,15 @@ def test_cost_is_the_sum_of_registry_estimates(env):
 def test_file_references_are_uploaded_once_and_ids_accepted(env):
     d, storage, tmp = env
     (tmp / "same.jpg").write_bytes(_jpeg())
-    plan = plans.make_plan(_spec(references=["face.jpg", "same.jpg"]), db=d, storage=storage, base_dir=tmp)
-    assert len(plan.reference_ids) == 1 and d["reference_photos"].count == 1   # deduplicated
-    again = plans.make_plan(_spec(references=[plan.reference_ids[0]]), db=d, storage=storage, base_dir=tmp)
-    assert again.reference_ids == plan.reference_ids and d["reference_photos"].count == 1
+    plan = plans.make_plan(_spec(references=["face.jpg", "same.jpg"]), st=d, storage=storage, base_dir=tmp)
+    assert len(plan.reference_ids) == 1 and d.db["reference_photos"].count == 1   # deduplicated
+    again = plans.make_plan(_spec(references=[plan.reference_ids[0]]), st=d, storage=storage, base_dir=tmp)
+    assert again.reference_ids == plan.reference_ids and d.db["reference_photos"].count == 1
 
 
 def test_preview_uploads_nothing(env):
     d, storage, tmp = env
-    plan = plans.make_plan(_spec(), db=d, storage=storage, base_dir=tmp, upload=False)
+    plan = plans.make_plan(_spec(), st=d, storage=storage, base_dir=tmp, upload=False)
     assert not plan.final and plan.request_count == 16
     assert any(r.payload.get("image_urls") == ["reference://pending-0"] for r in plan.requests)
     _nothing_written(d, tmp / "data" / "images")
@@ -147,7 +147,7 @@ def test_bad_plans_name_the_field_and_write_nothing(env, over, field):
     d, storage, tmp = env
     (tmp / "notes.txt").write_text("not an image")
     with pytest.raises(PlanError) as e:
-        plans.make_plan(_spec(**over), db=d, storage=storage, base_dir=tmp)
+        plans.make_plan(_spec(**over), st=d, storage=storage, base_dir=tmp)
     assert field in str(e.value)
     _nothing_written(d, tmp / "data" / "images")
 
@@ -156,7 +156,7 @@ def test_a_bad_parameter_stops_the_plan_before_the_reference_is_uploaded(env, se
     """Every payload is validated before anything is written: the file reference stays on disk."""
     d, storage, tmp = env
     with pytest.raises(PlanError, match="num_inference_steps"):
-        plans.make_plan(_spec(params={EDIT: {"num_inference_steps": 500}}), db=d, storage=storage,
+        plans.make_plan(_spec(params={EDIT: {"num_inference_steps": 500}}), st=d, storage=storage,
                         base_dir=tmp)
     _nothing_written(d, settings.images_dir)
 
@@ -182,24 +182,24 @@ def test_too_large_a_plan_is_refused():
 
 def test_recorded_batch_keeps_the_plan_with_ids(env):
     d, storage, tmp = env
-    plan = plans.make_plan(_spec(), db=d, storage=storage, base_dir=tmp)
-    batch = store.create_batch(d, plan, dry_run=True)
+    plan = plans.make_plan(_spec(), st=d, storage=storage, base_dir=tmp)
+    batch = d.create_batch(plan, dry_run=True)
     assert batch.plan["references"] == list(plan.reference_ids)
     assert json.loads(batch.plan_json)["models"] == [SCHNELL, EDIT]
-    stored = {r.payload_hash for r in store.batch_requests(d, batch.id)}
+    stored = {r.payload_hash for r in d.batch_requests(batch.id)}
     assert stored == {r.payload_hash for r in plan.requests}
 
 
 def test_a_model_without_image_size_is_flagged_before_sending(tmp_path):
     """fal-ai/flux/dev/image-to-image follows its input's shape: the prompt's aspect ratio would
     silently not apply (the old backend's mismatch), so the plan says so."""
-    from core.store import db as dbmod
+    from core.store import open_store
     from core.config import load_settings
     from core.store.blobs import open_storage
 
     settings = load_settings()
     settings.ensure_dirs()
-    d = dbmod.connect(settings.db_path)
+    d = open_store(settings.db_path)
     import io
 
     from PIL import Image
@@ -208,9 +208,9 @@ def test_a_model_without_image_size_is_flagged_before_sending(tmp_path):
     (tmp_path / "ref.jpg").write_bytes(buf.getvalue())
     spec = {"name": "w", "references": ["ref.jpg"], "options": {"aspect_ratio": ["9:16"]},
             "models": ["fal-ai/flux/schnell", "fal-ai/flux/dev/image-to-image"], "seeds": [1]}
-    plan = plans.make_plan(spec, db=d, storage=open_storage(settings), base_dir=tmp_path)
+    plan = plans.make_plan(spec, st=d, storage=open_storage(settings), base_dir=tmp_path)
     (warning,) = plan.warnings
     assert "fal-ai/flux/dev/image-to-image" in warning and "image_size" in warning
     spec["models"] = ["fal-ai/flux/schnell", "fal-ai/flux-2/lora/edit"]
-    assert plans.make_plan(spec, db=d, storage=open_storage(settings), base_dir=tmp_path).warnings == ()
+    assert plans.make_plan(spec, st=d, storage=open_storage(settings), base_dir=tmp_path).warnings == ()
     d.close()

@@ -35,7 +35,7 @@ def bench_measure(images: int) -> None:
     from core.photos import references
     from core import store
     from core.config import load_settings
-    from core.store.db import connect
+    from core.store import open_store
     from core.store.blobs import open_storage
 
     reference = Image.fromarray(data.astronaut())
@@ -53,30 +53,30 @@ def bench_measure(images: int) -> None:
 
     settings = load_settings()
     settings.ensure_dirs()
-    db = connect(settings.db_path)
+    st = open_store(settings.db_path)
     storage = open_storage(settings)
-    ref = references.add_reference(db, storage, _jpeg(reference), role="face", filename="a.jpg",
+    ref = references.add_reference(st, storage, _jpeg(reference), role="face", filename="a.jpg",
                                    settings=settings)
     plan = plans.make_plan({"name": "bench", "references": [ref.id],
                             "models": ["fal-ai/flux/schnell", "fal-ai/flux-2/lora/edit"],
-                            "seeds": list(range(1, images // 2 + 1))}, db=db)
-    batch = store.create_batch(db, plan, dry_run=False)
-    for i, rec in enumerate(store.batch_requests(db, batch.id)):
+                            "seeds": list(range(1, images // 2 + 1))}, st=st)
+    batch = st.create_batch(plan, dry_run=False)
+    for i, rec in enumerate(st.batch_requests(batch.id)):
         body = _jpeg(output.rotate(i))
         path = f"results/{rec.id}/0.jpg"
         storage.put(path, body, "image/jpeg")
-        store.mark_submitted(db, rec.id)
-        store.add_result_image(db, rec.id, idx=0, fal_url="https://v3.fal.media/x.jpg", storage_backend="local",
+        st.mark_submitted(rec.id)
+        st.add_result_image(rec.id, idx=0, fal_url="https://v3.fal.media/x.jpg", storage_backend="local",
                                storage_path=path, sha256=None, width=1024, height=1024,
                                content_type="image/jpeg", size_bytes=len(body), nsfw=False)
-        store.mark_completed(db, rec.id, response={"images": [{"url": "x", "width": 1024, "height": 1024}],
+        st.mark_completed(rec.id, response={"images": [{"url": "x", "width": 1024, "height": 1024}],
                                                    "seed": rec.seed})
     t = time.perf_counter()
-    report = fidelity.compute_pending(db, storage)
+    report = fidelity.compute_pending(st, storage)
     elapsed = time.perf_counter() - t
     print(f"background pass: {report.measured} stored images in {elapsed:.1f} s "
           f"= {elapsed / max(1, report.measured):.2f} s per image (checks + metrics + row update)")
-    db.close()
+    st.close()
 
 
 def bench_reads(variants: int, seeds: int) -> None:
@@ -87,10 +87,10 @@ def bench_reads(variants: int, seeds: int) -> None:
     from core import store
     from core.store import db as dbmod
     from core.config import load_settings
-    from core.store.db import connect
+    from core.store import open_store
 
     settings = load_settings()
-    db = connect(settings.db_path)
+    st = open_store(settings.db_path)
     subjects = ["Woman", "Man", "Young Woman", "Mature Man", "Athletic Woman"]
     poses = ["Standing", "Walking", "Sitting", "Leaning against a wall", "Hands in pockets", "Arms crossed",
              "Over-the-shoulder look", "Mirror selfie using iPhone"]
@@ -99,22 +99,22 @@ def bench_reads(variants: int, seeds: int) -> None:
     plan = plans.make_plan({"name": "big", "models": ["fal-ai/flux/schnell", "fal-ai/flux-2"], "seeds": list(range(1, seeds + 1)),
                             "options": {"subject": subjects[:per], "pose": poses, "lighting": lights}})
     t = time.perf_counter()
-    batch = store.create_batch(db, plan, dry_run=False)
+    batch = st.create_batch(plan, dry_run=False)
     now = dbmod.now()
-    with db.atomic():
-        db.execute("UPDATE requests SET status = 'completed', inference_time_s = 1.5, queue_time_s = 0.3, "
+    with st.atomic():
+        st.db.execute("UPDATE requests SET status = 'completed', inference_time_s = 1.5, queue_time_s = 0.3, "
                    "total_time_s = 2.0 WHERE batch_id = ?", [batch.id])
-        db["result_images"].insert_all(
+        st.db["result_images"].insert_all(
             {"id": dbmod.new_id(), "request_id": rid, "idx": 0, "fal_url": "https://v3.fal.media/x.jpg",
              "storage_backend": "local", "storage_path": f"results/{rid}/0.jpg", "width": 1024,
              "height": 1024, "created_at": now, "face_status": "no_reference", "phash_distance": 30,
              "ciede2000": 12.0, "metrics_at": now, "metrics_version": "1", "check_flags": ""}
-            for (rid,) in db.execute("SELECT id FROM requests WHERE batch_id = ?", [batch.id]).fetchall())
-    items = review.review_items(db, batch.id, "ana")
-    with db.atomic():
+            for (rid,) in st.db.execute("SELECT id FROM requests WHERE batch_id = ?", [batch.id]).fetchall())
+    items = review.review_items(st, batch.id, "ana")
+    with st.atomic():
         for rater in ("ana", "bo"):
             for item in items[: len(items) // 2]:
-                db["votes"].insert({"id": dbmod.new_id(), "group_id": item.group.id, "rater": rater,
+                st.db["votes"].insert({"id": dbmod.new_id(), "group_id": item.group.id, "rater": rater,
                                     "left_request_id": item.left.request_id,
                                     "right_request_id": item.right.request_id,
                                     "verdict": "left", "winner": item.left.endpoint, "created_at": now})
@@ -129,13 +129,13 @@ def bench_reads(variants: int, seeds: int) -> None:
             best = min(best, time.perf_counter() - t)
         print(f"  {label:<44} {best * 1000:8.0f} ms")
 
-    timed("review.queue (Review page, every rerun)", lambda: review.queue(db, batch.id, "ana"))
-    timed("comparison.leaderboard", lambda: comparison.leaderboard(db, batch_id=batch.id))
-    timed("comparison.model_costs", lambda: comparison.model_costs(db, batch_id=batch.id))
-    timed("comparison.fidelity_by_model", lambda: comparison.fidelity_by_model(db, batch_id=batch.id))
-    timed("fidelity.pending_count (whole table)", lambda: fidelity.pending_count(db))
-    timed("comparison CSV (bytes)", lambda: comparison.comparison_csv_bytes(db, batch_id=batch.id), repeat=1)
-    db.close()
+    timed("review.queue (Review page, every rerun)", lambda: review.queue(st, batch.id, "ana"))
+    timed("comparison.leaderboard", lambda: comparison.leaderboard(st, batch_id=batch.id))
+    timed("comparison.model_costs", lambda: comparison.model_costs(st, batch_id=batch.id))
+    timed("comparison.fidelity_by_model", lambda: comparison.fidelity_by_model(st, batch_id=batch.id))
+    timed("fidelity.pending_count (whole table)", lambda: fidelity.pending_count(st))
+    timed("comparison CSV (bytes)", lambda: comparison.comparison_csv_bytes(st, batch_id=batch.id), repeat=1)
+    st.close()
 
 
 def main() -> None:

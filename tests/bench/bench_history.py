@@ -19,6 +19,7 @@ import tracemalloc
 from pathlib import Path
 
 from core.store import db as dbmod
+from core.store import open_store
 from core import export
 from core import store
 from core.catalog.payloads import canonical_json, payload_hash
@@ -40,7 +41,7 @@ def seed(d, rows: int) -> None:
         if n >= rows:
             break
         batch_id = dbmod.new_id()
-        d["batches"].insert({"id": batch_id, "name": f"bench {b}", "created_at": start.isoformat(),
+        d.db["batches"].insert({"id": batch_id, "name": f"bench {b}", "created_at": start.isoformat(),
                              "status": "finished", "dry_run": 0, "request_count": batch_size})
         reqs, imgs = [], []
         for i in range(min(batch_size, rows - n)):
@@ -78,8 +79,8 @@ def seed(d, rows: int) -> None:
                              "height": 1024, "content_type": "image/jpeg", "size_bytes": 123456,
                              "nsfw": 0, "created_at": created.isoformat()})
         with d.atomic():
-            d["requests"].insert_all(reqs)
-            d["result_images"].insert_all(imgs)
+            d.db["requests"].insert_all(reqs)
+            d.db["result_images"].insert_all(imgs)
 
 
 def timed(label: str, fn, repeat: int = 5):
@@ -98,25 +99,24 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
-        d = dbmod.connect(path)
+        d = open_store(path)
         t = time.perf_counter()
         seed(d, args.rows)
         print(f"seeded {args.rows} requests in {time.perf_counter() - t:.1f} s "
               f"({path.stat().st_size / 1e6:.0f} MB)")
-        some_batch = d.execute("SELECT batch_id FROM requests LIMIT 1 OFFSET 5000").fetchone()[0]
+        some_batch = d.db.execute("SELECT batch_id FROM requests LIMIT 1 OFFSET 5000").fetchone()[0]
         print("history page (50 rows + total), best of 5:")
         H = store.HistoryFilter
-        timed("no filter, page 1", lambda: store.query_history(d, H()))
-        timed("no filter, page 1000", lambda: store.query_history(d, H(page=1000)))
-        timed("endpoint", lambda: store.query_history(d, H(endpoint=MODELS[1])))
-        timed("status failed", lambda: store.query_history(d, H(status="failed")))
-        timed("batch", lambda: store.query_history(d, H(batch_id=some_batch)))
-        timed("date range (one week)", lambda: store.query_history(d, H(date_from="2026-01-10",
+        timed("no filter, page 1", lambda: d.query_history(H()))
+        timed("no filter, page 1000", lambda: d.query_history(H(page=1000)))
+        timed("endpoint", lambda: d.query_history(H(endpoint=MODELS[1])))
+        timed("status failed", lambda: d.query_history(H(status="failed")))
+        timed("batch", lambda: d.query_history(H(batch_id=some_batch)))
+        timed("date range (one week)", lambda: d.query_history(H(date_from="2026-01-10",
                                                                          date_to="2026-01-16")))
-        timed("text 'golden hour'", lambda: store.query_history(d, H(text="golden hour")))
-        timed("text 'nothing matches this'", lambda: store.query_history(d, H(text="nothing matches this")))
-        timed("text + endpoint + status", lambda: store.query_history(
-            d, H(text="mirror selfie", endpoint=MODELS[0], status="completed")))
+        timed("text 'golden hour'", lambda: d.query_history(H(text="golden hour")))
+        timed("text 'nothing matches this'", lambda: d.query_history(H(text="nothing matches this")))
+        timed("text + endpoint + status", lambda: d.query_history(H(text="mirror selfie", endpoint=MODELS[0], status="completed")))
         out = Path(tmp) / "all.csv"
         t = time.perf_counter()
         result = export.to_csv(d, out)

@@ -38,13 +38,13 @@ def _fill(data_dir: Path, rows: int, big_batch: int) -> None:
     from core.catalog import registry
     from core import store
     from core.config import load_settings
-    from core.store.db import connect
+    from core.store import open_store
     from core.store.blobs import open_storage
     from tests.bench.bench_history import seed
 
     settings = load_settings()
     settings.ensure_dirs()
-    d = connect(settings.db_path)
+    d = open_store(settings.db_path)
     t = time.perf_counter()
     seed(d, rows)
     print(f"seeded {rows} requests in {time.perf_counter() - t:.1f} s")
@@ -60,23 +60,23 @@ def _fill(data_dir: Path, rows: int, big_batch: int) -> None:
                     "pose": ["Standing", "Walking", "Sitting", "Arms crossed", "Full-body",
                              "Looking away", "Hands in pockets", "Close-up portrait", "Candid laughing",
                              "Over-the-shoulder look"]},
-        "models": list(registry.DEFAULT_MODELS), "seeds": list(range(seeds))}, db=d, storage=storage)
-    batch = store.create_batch(d, plan, dry_run=False)
+        "models": list(registry.DEFAULT_MODELS), "seeds": list(range(seeds))}, st=d, storage=storage)
+    batch = d.create_batch(plan, dry_run=False)
     # completed, with one real image each: bulk SQL, the runner's per-row updates would take minutes
     image = _jpeg((90, 140, 200))
     sha = hashlib.sha256(image).hexdigest()
     now = dt.datetime.now(dt.timezone.utc).isoformat()
-    ids = [r[0] for r in d.execute("SELECT id FROM requests WHERE batch_id = ?", [batch.id]).fetchall()]
+    ids = [r[0] for r in d.db.execute("SELECT id FROM requests WHERE batch_id = ?", [batch.id]).fetchall()]
     with d.atomic():
-        d.execute("UPDATE requests SET status = 'completed', submitted_at = ?, completed_at = ?, "
+        d.db.execute("UPDATE requests SET status = 'completed', submitted_at = ?, completed_at = ?, "
                   "inference_time_s = 1.1 WHERE batch_id = ?", [now, now, batch.id])
-        d["result_images"].insert_all({
+        d.db["result_images"].insert_all({
             "id": f"img{rid}", "request_id": rid, "idx": 0, "fal_url": "https://v3.fal.media/x.jpg",
             "storage_backend": "local", "storage_path": f"results/{rid}/0.jpg", "sha256": sha,
             "width": 576, "height": 1024, "content_type": "image/jpeg", "size_bytes": len(image),
             "nsfw": 0, "created_at": now} for rid in ids)
     # real files for what the first pages show: the big batch's first groups and history's newest rows
-    newest = [r[0] for r in d.execute(
+    newest = [r[0] for r in d.db.execute(
         "SELECT r.id FROM requests r JOIN result_images i ON i.request_id = r.id "
         "ORDER BY r.created_at DESC LIMIT 200").fetchall()]
     for rid in dict.fromkeys(ids[:100] + newest):
@@ -84,7 +84,7 @@ def _fill(data_dir: Path, rows: int, big_batch: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(image)
     print(f"big batch of {len(ids)} requests planned and filled in {time.perf_counter() - t:.1f} s; "
-          f"{d.execute('SELECT count(*) FROM requests').fetchone()[0]} requests in the store")
+          f"{d.db.execute('SELECT count(*) FROM requests').fetchone()[0]} requests in the store")
     d.close()
 
 

@@ -2,7 +2,7 @@
 import base64
 import hashlib
 
-from core.catalog.payloads import abbreviate, canonical_json, payload_hash, reference_ids_in, reference_token
+from core.catalog.payloads import abbreviate, canonical_json, diff_values, payload_hash, reference_ids_in, reference_token
 
 
 def test_canonical_json_is_key_order_independent_and_hash_is_versioned():
@@ -47,3 +47,9 @@ def test_data_uri_quoted_inside_an_error_text_is_abbreviated():
     assert short.startswith("Could not load image data:image/png;base64,…(3004 bytes, sha256 ")
     assert short.endswith(" (bad header); try another")
     assert abbreviate(short) == short
+
+
+def test_diff_tells_an_int_from_a_float_and_a_bool():
+    """A payload whose 1 became 1.0 or True is a different body for fal: the diff says so."""
+    added, removed, changed = diff_values({"a": 1, "b": True}, {"a": 1.0, "b": 1})
+    assert [e.path for e in changed] == ["a", "b"] and not added and not removed

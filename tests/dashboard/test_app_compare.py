@@ -9,7 +9,7 @@ from core.catalog import registry
 from core import store
 from core.config import load_settings
 from core.store.blobs import open_storage
-from tests.apptest_support import add_reference, db, open_page, photo, texts
+from tests.apptest_support import add_reference, records, open_page, photo, texts
 
 SCHNELL, EDIT = registry.DEFAULT_MODELS
 
@@ -17,21 +17,21 @@ SCHNELL, EDIT = registry.DEFAULT_MODELS
 def _completed_batch(name="look", subjects=("Woman", "Man")):
     """A batch whose requests all completed, each with one stored result image."""
     ref = add_reference("red")
-    conn = db()
+    conn = records()
     plan = plans.make_plan({"name": name, "references": [ref.id], "options": {"subject": list(subjects)},
-                            "models": [SCHNELL, EDIT], "seeds": [1]}, db=conn)
-    batch = store.create_batch(conn, plan, dry_run=False)
+                            "models": [SCHNELL, EDIT], "seeds": [1]}, st=conn)
+    batch = conn.create_batch(plan, dry_run=False)
     storage = open_storage(load_settings())
-    for i, r in enumerate(store.batch_requests(conn, batch.id)):
+    for i, r in enumerate(conn.batch_requests(batch.id)):
         data = photo(["blue", "green", "yellow", "purple"][i % 4], size=(512, 512), fmt="PNG")
         path = f"results/{r.id}/0.png"
         storage.put(path, data, "image/png")
-        store.mark_submitted(conn, r.id)
-        store.mark_queued(conn, r.id, fal_request_id=f"fal-{i}", status_url="s", response_url="r", cancel_url="c")
-        store.add_result_image(conn, r.id, idx=0, fal_url="https://v3.fal.media/x.png", storage_backend="local",
+        conn.mark_submitted(r.id)
+        conn.mark_queued(r.id, fal_request_id=f"fal-{i}", status_url="s", response_url="r", cancel_url="c")
+        conn.add_result_image(r.id, idx=0, fal_url="https://v3.fal.media/x.png", storage_backend="local",
                                storage_path=path, sha256=hashlib.sha256(data).hexdigest(), width=512,
                                height=512, content_type="image/png", size_bytes=len(data), nsfw=False)
-        store.mark_completed(conn, r.id, response={"images": [{"url": "https://v3.fal.media/x.png"}]},
+        conn.mark_completed(r.id, response={"images": [{"url": "https://v3.fal.media/x.png"}]},
                              inference_time_s=1.2)
     return batch, ref
 
@@ -70,7 +70,7 @@ def test_filter_by_batch_switches_the_groups():
     first, _ = _completed_batch("first", subjects=("Woman",))
     plan = plans.make_plan({"name": "second", "options": {"subject": ["Robot"]}, "models": [SCHNELL],
                             "seeds": [1]})
-    second = store.create_batch(db(), plan, dry_run=True)
+    second = records().create_batch(plan, dry_run=True)
     at = open_page("compare.py")
     at.selectbox(key="cmp_batch").set_value(first.id).run()
     assert [m for m in texts(at.markdown) if m.startswith("**A ")] == ["**A Woman model, photorealistic**"]

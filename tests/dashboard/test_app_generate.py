@@ -9,7 +9,7 @@ import time
 from core.batches import plans
 from core.catalog import registry
 from core import store
-from tests.apptest_support import add_reference, all_text, db, open_page, texts, wait_finished
+from tests.apptest_support import add_reference, all_text, records, open_page, texts, wait_finished
 
 SCHNELL, EDIT = registry.DEFAULT_MODELS
 
@@ -45,7 +45,7 @@ def test_plan_shows_count_cost_and_exact_payloads_before_running():
     assert not texts(at.error), texts(at.error)
     expected = plans.make_plan({"name": "x", "references": [ref.id],
                                 "options": {"subject": ["Woman", "Robot made of chrome"]},
-                                "models": [SCHNELL, EDIT], "seeds": [1, 2]}, db=db())
+                                "models": [SCHNELL, EDIT], "seeds": [1, 2]}, st=records())
     assert _metric(at, "Requests") == "8"
     assert _metric(at, "Groups (variant x seed)") == "4"
     assert _metric(at, "Estimated cost") == f"${expected.estimated_cost:.3f}"
@@ -110,7 +110,7 @@ def test_dry_run_is_recorded_by_the_detached_runner_and_labelled():
     at.text_input(key="batch_name").set_value("first look").run()
     at.button(key="run").click().run()
     batch_id = at.session_state["active_batch"]
-    batch = store.get_batch(db(), batch_id)
+    batch = records().get_batch(batch_id)
     assert (batch.name, batch.created_by, batch.dry_run, batch.request_count) == ("first look", "Ana", True, 2)
     progress = wait_finished(batch_id)
     assert progress.counts == {"dry_run": 2}
@@ -123,12 +123,12 @@ def test_cancel_stops_a_batch_and_marks_unsent_requests_cancelled():
     """Cancel on the current batch sets cancel_requested; the runner started for it cancels what
     was not sent."""
     plan = plans.make_plan({"name": "to cancel", "models": [SCHNELL], "seeds": [1, 2, 3]})
-    batch = store.create_batch(db(), plan, dry_run=True)
+    batch = records().create_batch(plan, dry_run=True)
     at = open_page("generate.py")
     at.session_state["active_batch"] = batch.id
     at.run()
     at.button(key=f"cancel_{batch.id}").click().run()
-    assert store.get_batch(db(), batch.id).cancel_requested
+    assert records().get_batch(batch.id).cancel_requested
     assert wait_finished(batch.id).counts == {"cancelled": 3}
 
 
@@ -136,7 +136,7 @@ def test_unfinished_batch_after_restart_is_listed_and_resumed():
     """A batch left planned (the dashboard restarted before it ran) is listed as stopped; Resume
     starts a runner that finishes it."""
     plan = plans.make_plan({"name": "left over", "models": [SCHNELL], "seeds": [1]})
-    batch = store.create_batch(db(), plan, dry_run=True)
+    batch = records().create_batch(plan, dry_run=True)
     at = open_page("generate.py")
     assert any("left over" in m and "stopped" in m for m in texts(at.markdown))
     at.button(key=f"resume_{batch.id}").click().run()
@@ -148,12 +148,12 @@ def test_a_runner_that_stops_early_is_reported_with_its_reason_and_can_be_resume
     """A live batch resumed without FAL_KEY: the runner stops at once; the page stops polling and
     says why (from the runner's log) instead of showing a progress bar stuck forever."""
     plan = plans.make_plan({"name": "needs a key", "models": [SCHNELL], "seeds": [1]})
-    batch = store.create_batch(db(), plan, dry_run=False)
+    batch = records().create_batch(plan, dry_run=False)
     at = open_page("generate.py")
     at.button(key=f"resume_{batch.id}").click().run()
-    conn = db()
+    conn = records()
     deadline = time.monotonic() + 60
-    while store.get_batch(conn, batch.id).started_at is None or store.runner_alive(store.get_batch(conn, batch.id)):
+    while conn.get_batch(batch.id).started_at is None or store.runner_alive(conn.get_batch(batch.id)):
         assert time.monotonic() < deadline, "runner never ran"
         time.sleep(0.2)
     at.session_state[f"spawned_{batch.id}"] = 0.0  # past the grace period given to a new runner
@@ -161,4 +161,4 @@ def test_a_runner_that_stops_early_is_reported_with_its_reason_and_can_be_resume
     warning = " ".join(texts(at.warning))
     assert "The runner stopped before the batch finished" in warning and "FAL_KEY is not set" in warning
     assert at.button(key=f"resume_current_{batch.id}")
-    assert store.batch_progress(conn, batch.id).counts == {"planned": 1}
+    assert conn.batch_progress(batch.id).counts == {"planned": 1}

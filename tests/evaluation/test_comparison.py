@@ -20,7 +20,7 @@ from core.evaluation import fidelity
 from core.evaluation import review
 from core import store
 from core.config import REPO_ROOT, load_settings
-from core.store.db import connect
+from core.store import open_store
 from core.store.blobs import open_storage
 from tests.review_support import EDIT, SCHNELL, THIRD, completed_batch
 
@@ -38,30 +38,30 @@ def voted(settings):
     batch, groups, by_group = completed_batch(
         "decide", options={"subject": ["Woman"], "pose": ["Standing", "Sitting"]}, seeds=(1, 2, 3, 4, 5),
         inference=lambda endpoint, n: float(n + 1) if endpoint == SCHNELL else 10.0 + n)
-    db = connect(settings.db_path)
+    st = open_store(settings.db_path)
     standing = [g for g in groups if g.options["pose"] == "Standing"]
     sitting = [g for g in groups if g.options["pose"] == "Sitting"]
     plan = {g.id: EDIT for g in standing}
     plan.update({sitting[0].id: EDIT, sitting[1].id: SCHNELL, sitting[2].id: SCHNELL,
                  sitting[3].id: SCHNELL, sitting[4].id: None})
     for rater in ("ana", "bo"):
-        items = {i.group.id: i for i in review.review_items(db, batch.id, rater)}
+        items = {i.group.id: i for i in review.review_items(st, batch.id, rater)}
         if rater == "ana":
             for gid, winner in plan.items():
-                review.record_item_vote(db, items[gid], rater="ana", verdict=_vote_for(items[gid], winner, "both_bad"),
+                review.record_item_vote(st, items[gid], rater="ana", verdict=_vote_for(items[gid], winner, "both_bad"),
                                         note="=HYPERLINK(\"http://x\")" if gid == sitting[4].id else None)
         else:
-            review.record_item_vote(db, items[standing[0].id], rater="bo", verdict=_vote_for(items[standing[0].id], EDIT))
-            review.record_item_vote(db, items[sitting[1].id], rater="bo", verdict="both_good")
-    yield db, batch, groups, by_group, standing, sitting
-    db.close()
+            review.record_item_vote(st, items[standing[0].id], rater="bo", verdict=_vote_for(items[standing[0].id], EDIT))
+            review.record_item_vote(st, items[sitting[1].id], rater="bo", verdict="both_good")
+    yield st, batch, groups, by_group, standing, sitting
+    st.close()
 
 
 def test_win_rates_and_wilson_intervals_match_hand_computed_values(voted):
     """edit: 7 wins of 10 decisive -> 0.7, Wilson 95% [0.3968, 0.8922]; schnell: 3 of 10 ->
     [0.1078, 0.6032]; both report 2 ties (ana's both bad, bo's both good), not in n."""
-    db, batch, *_ = voted
-    board = comparison.leaderboard(db, batch_id=batch.id)
+    st, batch, *_ = voted
+    board = comparison.leaderboard(st, batch_id=batch.id)
     assert (board.votes, board.raters, board.groups) == (12, 2, 10)
     edit, schnell = board.win_rates
     assert (edit.model, edit.wins, edit.losses, edit.ties, edit.n) == (EDIT, 7, 3, 2, 10)
@@ -77,8 +77,8 @@ def test_win_rates_and_wilson_intervals_match_hand_computed_values(voted):
 def test_breakdown_by_pose_shows_where_each_model_wins(voted):
     """Standing: edit 6 of 6 (ana 5 + bo 1) -> Wilson [0.6097, 1.0]; Sitting: edit 1 of 4 decisive
     -> [0.0456, 0.6994], ties 2."""
-    db, batch, *_ = voted
-    pose = comparison.leaderboard(db, batch_id=batch.id).breakdowns["pose"]
+    st, batch, *_ = voted
+    pose = comparison.leaderboard(st, batch_id=batch.id).breakdowns["pose"]
     assert set(pose) == {"Standing", "Sitting"}
     standing = {r.model: r for r in pose["Standing"]}[EDIT]
     assert (standing.wins, standing.losses, standing.ties) == (6, 0, 0)
@@ -86,15 +86,15 @@ def test_breakdown_by_pose_shows_where_each_model_wins(voted):
     sitting = {r.model: r for r in pose["Sitting"]}[EDIT]
     assert (sitting.wins, sitting.losses, sitting.ties) == (1, 3, 2)
     assert (sitting.low, sitting.high) == (pytest.approx(0.0456, abs=1e-4), pytest.approx(0.6994, abs=1e-4))
-    assert "style" not in comparison.leaderboard(db, batch_id=batch.id).breakdowns
+    assert "style" not in comparison.leaderboard(st, batch_id=batch.id).breakdowns
 
 
 def test_agreement_between_raters_by_hand(voted):
     """Two groups rated by both: one unanimous (share 0.5). Fleiss: P = (1 + 0)/2 = 0.5,
     categories edit 2/4, schnell 1/4, both good 1/4 -> Pe = 0.375, kappa = 0.125/0.625 = 0.2.
     Cohen: po 0.5, pe = 0.5 x 0.5 (edit for both) = 0.25 -> 1/3."""
-    db, batch, *_ = voted
-    agreement = comparison.leaderboard(db, batch_id=batch.id).agreement
+    st, batch, *_ = voted
+    agreement = comparison.leaderboard(st, batch_id=batch.id).agreement
     assert (agreement["groups"], agreement["unanimous"]) == (2, 1)
     assert agreement["unanimous_share"] == pytest.approx(0.5)
     assert agreement["fleiss_kappa"] == pytest.approx(0.2)
@@ -107,8 +107,8 @@ def test_cost_and_latency_per_model_by_hand(voted):
     one of them) -> $0.03 / 3 = $0.01 each. edit: $0.042 each (1 MP out + 1 MP reference); preferred 6
     (5 Standing + 1 Sitting win; the group with one loss and one both good is a tie, not preferred)
     -> $0.42 / 6 = $0.07."""
-    db, batch, *_ = voted
-    costs = {c.endpoint: c for c in comparison.model_costs(db, batch_id=batch.id)}
+    st, batch, *_ = voted
+    costs = {c.endpoint: c for c in comparison.model_costs(st, batch_id=batch.id)}
     schnell, edit = costs[SCHNELL], costs[EDIT]
     assert (schnell.requests, schnell.completed, schnell.failed, schnell.images) == (10, 10, 0, 10)
     assert schnell.inference_s["median"] == pytest.approx(5.5)
@@ -126,10 +126,10 @@ def test_cost_and_latency_per_model_by_hand(voted):
 def test_no_votes_no_ranking_and_unreviewed_costs_stay_open(settings):
     settings.ensure_dirs()
     batch, _, _ = completed_batch()
-    db = connect(settings.db_path)
-    board = comparison.leaderboard(db, batch_id=batch.id)
+    st = open_store(settings.db_path)
+    board = comparison.leaderboard(st, batch_id=batch.id)
     assert board.votes == 0 and board.win_rates == () and board.strengths == {}
-    cost = comparison.model_costs(db, batch_id=batch.id)[0]
+    cost = comparison.model_costs(st, batch_id=batch.id)[0]
     assert cost.preferred_outputs == 0 and cost.cost_per_preferred_image is None
 
 
@@ -138,29 +138,29 @@ def test_three_models_are_ranked_by_bradley_terry(settings):
     settings.ensure_dirs()
     batch, groups, _ = completed_batch(models=(SCHNELL, EDIT, THIRD), options={"subject": ["Woman", "Man"]},
                                        seeds=(1, 2))
-    db = connect(settings.db_path)
+    st = open_store(settings.db_path)
     order = [THIRD, SCHNELL, EDIT]
-    for item in review.review_items(db, batch.id, "ana"):
+    for item in review.review_items(st, batch.id, "ana"):
         best = min((item.left.endpoint, item.right.endpoint), key=order.index)
-        review.record_item_vote(db, item, rater="ana", verdict=_vote_for(item, best))
-    board = comparison.leaderboard(db, batch_id=batch.id)
+        review.record_item_vote(st, item, rater="ana", verdict=_vote_for(item, best))
+    board = comparison.leaderboard(st, batch_id=batch.id)
     assert board.votes == 12 and board.ranking == order
     assert [r.model for r in board.win_rates] == order
     assert len(board.pairwise) == 3
 
 
 def test_fidelity_per_model_counts_measured_and_pending(voted, settings):
-    db, batch, *_ = voted
-    before = {f.endpoint: f for f in comparison.fidelity_by_model(db, batch_id=batch.id)}
+    st, batch, *_ = voted
+    before = {f.endpoint: f for f in comparison.fidelity_by_model(st, batch_id=batch.id)}
     assert before[SCHNELL].pending == 10 and before[SCHNELL].measured == 0
-    fidelity.compute_pending(db, open_storage(settings), batch_id=batch.id)
-    after = {f.endpoint: f for f in comparison.fidelity_by_model(db, batch_id=batch.id)}
+    fidelity.compute_pending(st, open_storage(settings), batch_id=batch.id)
+    after = {f.endpoint: f for f in comparison.fidelity_by_model(st, batch_id=batch.id)}
     assert after[EDIT].measured == 10 and after[EDIT].pending == 0 and after[EDIT].errors == 0
     # the reference is a plain red square: no face to compare, recorded as such
     assert after[EDIT].faces_compared == 0
     assert after[EDIT].phash_distance["n"] == 10 and after[EDIT].ssim["n"] == 10
     assert after[SCHNELL].ssim["n"] == 0, "SSIM only for edit outputs (same framing)"
-    frame = comparison.metrics_frame(db, batch_id=batch.id)
+    frame = comparison.metrics_frame(st, batch_id=batch.id)
     assert len(frame) == 20 and set(frame["face_status"]) == {"no_face_reference"}
 
 
@@ -170,9 +170,9 @@ def _read(text: str) -> list[dict[str, str]]:
 
 
 def test_comparison_csv_has_one_row_per_group_with_each_models_hash_image_metrics_and_votes(voted, settings):
-    db, batch, groups, by_group, standing, sitting = voted
-    fidelity.compute_pending(db, open_storage(settings), batch_id=batch.id)
-    text = comparison.comparison_csv_bytes(db, batch_id=batch.id).decode("utf-8")
+    st, batch, groups, by_group, standing, sitting = voted
+    fidelity.compute_pending(st, open_storage(settings), batch_id=batch.id)
+    text = comparison.comparison_csv_bytes(st, batch_id=batch.id).decode("utf-8")
     rows = _read(text)
     header = next(csv.reader(io.StringIO(text[1:])))
     assert header == comparison.comparison_columns([SCHNELL, EDIT])
@@ -203,17 +203,17 @@ def test_comparison_csv_is_spreadsheet_safe(settings):
     history export; numbers, including negative ones, stay numbers."""
     settings.ensure_dirs()
     batch, _, _ = completed_batch("=2+3", options={"subject": ["Woman"]})
-    db = connect(settings.db_path)
-    item = review.review_items(db, batch.id, "@evil")[0]
-    review.record_item_vote(db, item, rater="@evil", verdict="both_good")
-    row = _read(comparison.comparison_csv_bytes(db, batch_id=batch.id).decode("utf-8"))[0]
+    st = open_store(settings.db_path)
+    item = review.review_items(st, batch.id, "@evil")[0]
+    review.record_item_vote(st, item, rater="@evil", verdict="both_good")
+    row = _read(comparison.comparison_csv_bytes(st, batch_id=batch.id).decode("utf-8"))[0]
     assert row["batch_name"] == "'=2+3"
     assert row["vote_detail"] == "'@evil: both good"
     assert comparison._cell(-0.5) == -0.5 and comparison._cell(None) == ""
 
 
 def test_comparison_command_measures_pending_first_so_the_file_is_complete(voted, tmp_path):
-    db, batch, *_ = voted
+    st, batch, *_ = voted
     out = tmp_path / "cmp.csv"
     done = subprocess.run([sys.executable, "-m", "core", "export", "--comparison", "--batch", batch.id,
                            "--out", str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
@@ -223,7 +223,7 @@ def test_comparison_command_measures_pending_first_so_the_file_is_complete(voted
     rows = _read(out.read_text(encoding="utf-8"))
     assert len(rows) == 10
     assert all(r["flux_schnell_face_status"] and r["flux-2_lora_edit_phash_distance"] for r in rows)
-    assert fidelity.pending_count(connect(load_settings().db_path), batch_id=batch.id) == 0
+    assert fidelity.pending_count(open_store(load_settings().db_path), batch_id=batch.id) == 0
 
     mixed = subprocess.run([sys.executable, "-m", "core", "export", "--comparison", "--status", "failed",
                             "--out", str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
@@ -234,23 +234,23 @@ def test_export_of_every_batch_unions_the_models(settings):
     settings.ensure_dirs()
     completed_batch("one", models=(SCHNELL,), options={"subject": ["Woman"]})
     completed_batch("two", models=(SCHNELL, EDIT), options={"subject": ["Man"]})
-    db = connect(settings.db_path)
-    rows = _read(comparison.comparison_csv_bytes(db).decode("utf-8"))
+    st = open_store(settings.db_path)
+    rows = _read(comparison.comparison_csv_bytes(st).decode("utf-8"))
     assert [r["batch_name"] for r in rows] == ["one", "two"]
     assert rows[0]["flux-2_lora_edit_request_id"] == "" and rows[1]["flux-2_lora_edit_request_id"]
-    assert store.get_groups(db, rows[0]["batch_id"])[0].id == rows[0]["group_id"]
+    assert st.get_groups(rows[0]["batch_id"])[0].id == rows[0]["group_id"]
 
 
 def test_data_version_changes_with_votes_and_metrics_so_cached_pages_refresh(voted):
     """The Leaderboard caches its aggregates by this stamp: a new vote or a measured image must
     change it, or the page would show stale figures."""
-    db, batch, groups, _by_group, _standing, _sitting = voted
-    before = comparison.data_version(db, batch_id=batch.id)
-    assert comparison.data_version(db, batch_id=batch.id) == before
-    item = review.review_items(db, batch.id, "cy")[0]
-    review.record_item_vote(db, item, rater="cy", verdict="left")
-    after_vote = comparison.data_version(db, batch_id=batch.id)
+    st, batch, groups, _by_group, _standing, _sitting = voted
+    before = comparison.data_version(st, batch_id=batch.id)
+    assert comparison.data_version(st, batch_id=batch.id) == before
+    item = review.review_items(st, batch.id, "cy")[0]
+    review.record_item_vote(st, item, rater="cy", verdict="left")
+    after_vote = comparison.data_version(st, batch_id=batch.id)
     assert after_vote != before
-    db.execute("UPDATE result_images SET metrics_at = '2999-01-01T00:00:00+00:00' WHERE rowid = "
+    st.db.execute("UPDATE result_images SET metrics_at = '2999-01-01T00:00:00+00:00' WHERE rowid = "
                "(SELECT min(rowid) FROM result_images)")
-    assert comparison.data_version(db, batch_id=batch.id) != after_vote
+    assert comparison.data_version(st, batch_id=batch.id) != after_vote

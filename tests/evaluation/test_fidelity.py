@@ -26,10 +26,10 @@ from core.evaluation import metrics
 from core.batches import plans
 from core.photos import references
 from core.catalog import registry
-from core.batches import runner
+from core.batches import schedule
 from core import store
 from core.config import REPO_ROOT, load_settings
-from core.store.db import connect
+from core.store import open_store
 from core.store.blobs import open_storage
 
 SCHNELL, EDIT = registry.DEFAULT_MODELS
@@ -50,47 +50,47 @@ def _gradient(size=(1024, 1024)) -> Image.Image:
     return Image.fromarray(np.stack([ramp, ramp[:, ::-1], np.full_like(ramp, 128)], -1))
 
 
-def _batch(db, storage, settings, *, aspect="1:1", subjects=("Woman",), seeds=(1,)):
-    ref = references.add_reference(db, storage, _png(_astronaut()), role="face", filename="astro.png",
+def _batch(st, storage, settings, *, aspect="1:1", subjects=("Woman",), seeds=(1,)):
+    ref = references.add_reference(st, storage, _png(_astronaut()), role="face", filename="astro.png",
                                    settings=settings)
     plan = plans.make_plan({"name": "fid", "references": [ref.id], "models": [SCHNELL, EDIT],
                             "options": {"subject": list(subjects), "aspect_ratio": [aspect]},
-                            "seeds": list(seeds)}, db=db)
-    return store.create_batch(db, plan, dry_run=False), ref
+                            "seeds": list(seeds)}, st=st)
+    return st.create_batch(plan, dry_run=False), ref
 
 
-def _complete(db, storage, rec, image: Image.Image, *, response_extra=None, nsfw=False, idx=0):
+def _complete(st, storage, rec, image: Image.Image, *, response_extra=None, nsfw=False, idx=0):
     """Store `image` as the result of `rec` the way the runner does (bytes in storage, row, response)."""
     data_ = _png(image)
     path = f"results/{rec.id}/{idx}.png"
     storage.put(path, data_, "image/png", overwrite=True)
-    store.mark_submitted(db, rec.id)
-    store.mark_queued(db, rec.id, fal_request_id=f"fal-{rec.id[:6]}", status_url="s", response_url="r",
+    st.mark_submitted(rec.id)
+    st.mark_queued(rec.id, fal_request_id=f"fal-{rec.id[:6]}", status_url="s", response_url="r",
                       cancel_url="c")
-    store.add_result_image(db, rec.id, idx=idx, fal_url=f"https://v3.fal.media/{rec.id}.png",
+    st.add_result_image(rec.id, idx=idx, fal_url=f"https://v3.fal.media/{rec.id}.png",
                            storage_backend=storage.backend, storage_path=path,
                            sha256=hashlib.sha256(data_).hexdigest(), width=image.width, height=image.height,
                            content_type="image/png", size_bytes=len(data_), nsfw=nsfw)
     response = {"images": [{"url": "https://v3.fal.media/x.png", "width": image.width,
                             "height": image.height}], "seed": rec.seed, "has_nsfw_concepts": [nsfw]}
     response.update(response_extra or {})
-    store.mark_completed(db, rec.id, response=response, inference_time_s=1.0)
+    st.mark_completed(rec.id, response=response, inference_time_s=1.0)
 
 
 @pytest.fixture
 def env(settings):
     settings.ensure_dirs()
-    db = connect(settings.db_path)
-    yield db, open_storage(settings), settings
-    db.close()
+    st = open_store(settings.db_path)
+    yield st, open_storage(settings), settings
+    st.close()
 
 
-def _by_endpoint(db, batch_id):
-    return {r.endpoint: r for r in store.batch_requests(db, batch_id)}
+def _by_endpoint(st, batch_id):
+    return {r.endpoint: r for r in st.batch_requests(batch_id)}
 
 
-def _image_id(db, request_id):
-    return store.result_images(db, [request_id])[request_id][0].id
+def _image_id(st, request_id):
+    return st.result_images([request_id])[request_id][0].id
 
 
 # ---------------------------------------------------------------------------- response checks
@@ -119,19 +119,19 @@ def test_check_response_flags_each_surprise_by_name():
 def test_a_size_mismatch_from_the_fal_standin_is_flagged(env, fal_standin, monkeypatch):
     """A real run through the runner and the fal stand-in, whose schnell answers a square image to a
     9:16 request: the check marks that output, and only that one, as a surprise."""
-    db, storage, _ = env
+    st, storage, _ = env
     settings = load_settings()  # now pointing at the stand-in (FAL_KEY set)
-    batch, _ = _batch(db, storage, settings, aspect="9:16")
+    batch, _ = _batch(st, storage, settings, aspect="9:16")
     real = fal_standin._output_size
     monkeypatch.setattr(fal_standin, "_output_size",
                         lambda job: (1024, 1024) if job.endpoint.endpoint_id == SCHNELL else real(job))
-    report = runner.run_batch(batch.id, settings=settings)
+    report = schedule.run_batch(batch.id, settings=settings)
     assert report.progress.counts == {"completed": 2}
 
-    fidelity.compute_pending(db, storage, batch_id=batch.id)
-    reqs = _by_endpoint(db, batch.id)
-    got = fidelity.image_metrics(db, [_image_id(db, reqs[SCHNELL].id), _image_id(db, reqs[EDIT].id)])
-    schnell, edit = (got[_image_id(db, reqs[m].id)] for m in (SCHNELL, EDIT))
+    fidelity.compute_pending(st, storage, batch_id=batch.id)
+    reqs = _by_endpoint(st, batch.id)
+    got = fidelity.image_metrics(st, [_image_id(st, reqs[SCHNELL].id), _image_id(st, reqs[EDIT].id)])
+    schnell, edit = (got[_image_id(st, reqs[m].id)] for m in (SCHNELL, EDIT))
     assert (schnell.requested_width, schnell.requested_height) == (576, 1024)
     assert (schnell.pixel_width, schnell.pixel_height) == (1024, 1024)
     assert schnell.check_flags == ("size_mismatch", "aspect_mismatch")
@@ -139,17 +139,17 @@ def test_a_size_mismatch_from_the_fal_standin_is_flagged(env, fal_standin, monke
     assert (edit.pixel_width, edit.pixel_height) == (576, 1024)
     assert edit.seed_sent == edit.seed_returned == 1 and edit.checked_at
     # and the history can show only the surprising requests
-    page = store.query_history(db, store.HistoryFilter(batch_id=batch.id, surprises=True))
+    page = st.query_history(store.HistoryFilter(batch_id=batch.id, surprises=True))
     assert [r.endpoint for r in page.rows] == [SCHNELL]
 
 
 def test_seed_and_nsfw_surprises_are_stored(env):
-    db, storage, settings = env
-    batch, _ = _batch(db, storage, settings)
-    reqs = _by_endpoint(db, batch.id)
-    _complete(db, storage, reqs[SCHNELL], _gradient(), response_extra={"seed": 999}, nsfw=True)
-    fidelity.compute_pending(db, storage)
-    m = fidelity.image_metrics(db, [_image_id(db, reqs[SCHNELL].id)])[_image_id(db, reqs[SCHNELL].id)]
+    st, storage, settings = env
+    batch, _ = _batch(st, storage, settings)
+    reqs = _by_endpoint(st, batch.id)
+    _complete(st, storage, reqs[SCHNELL], _gradient(), response_extra={"seed": 999}, nsfw=True)
+    fidelity.compute_pending(st, storage)
+    m = fidelity.image_metrics(st, [_image_id(st, reqs[SCHNELL].id)])[_image_id(st, reqs[SCHNELL].id)]
     assert m.seed_sent == 1 and m.seed_returned == 999
     assert m.check_flags == ("seed_mismatch", "nsfw")
 
@@ -160,18 +160,18 @@ def test_seed_and_nsfw_surprises_are_stored(env):
 def test_pending_images_get_fidelity_against_the_groups_first_reference(env):
     """Edit output (a blurred copy of the reference) = same person with SSIM; text-to-image output
     without a face = "no_face_output", no SSIM (different framing); nothing left pending."""
-    db, storage, settings = env
-    batch, ref = _batch(db, storage, settings)
-    reqs = _by_endpoint(db, batch.id)
-    _complete(db, storage, reqs[EDIT], _astronaut().filter(ImageFilter.GaussianBlur(2)))
-    _complete(db, storage, reqs[SCHNELL], _gradient())
-    assert fidelity.pending_count(db, batch_id=batch.id) == 2
+    st, storage, settings = env
+    batch, ref = _batch(st, storage, settings)
+    reqs = _by_endpoint(st, batch.id)
+    _complete(st, storage, reqs[EDIT], _astronaut().filter(ImageFilter.GaussianBlur(2)))
+    _complete(st, storage, reqs[SCHNELL], _gradient())
+    assert fidelity.pending_count(st, batch_id=batch.id) == 2
 
-    report = fidelity.compute_pending(db, storage, batch_id=batch.id)
+    report = fidelity.compute_pending(st, storage, batch_id=batch.id)
     assert (report.measured, report.failed, report.remaining) == (2, 0, 0)
 
-    edit_id, schnell_id = _image_id(db, reqs[EDIT].id), _image_id(db, reqs[SCHNELL].id)
-    got = fidelity.image_metrics(db, [edit_id, schnell_id])
+    edit_id, schnell_id = _image_id(st, reqs[EDIT].id), _image_id(st, reqs[SCHNELL].id)
+    got = fidelity.image_metrics(st, [edit_id, schnell_id])
     edit, schnell = got[edit_id], got[schnell_id]
     assert edit.face_status == "ok" and edit.same_person is True
     assert 0 < edit.face_distance < metrics.SAME_PERSON_THRESHOLD
@@ -185,22 +185,22 @@ def test_pending_images_get_fidelity_against_the_groups_first_reference(env):
 
 def test_identical_output_measures_zero(env):
     """The stored path gives the same baseline as core.evaluation.metrics: the reference itself is distance 0."""
-    db, storage, settings = env
-    batch, ref = _batch(db, storage, settings)
-    rec = _by_endpoint(db, batch.id)[EDIT]
+    st, storage, settings = env
+    batch, ref = _batch(st, storage, settings)
+    rec = _by_endpoint(st, batch.id)[EDIT]
     # the stored reference is normalised (re-encoded): the same pixels are the stored ones
-    _complete(db, storage, rec, Image.open(io.BytesIO(storage.get(ref.storage_path))))
-    m = fidelity.measure_image(db, storage, _image_id(db, rec.id))
+    _complete(st, storage, rec, Image.open(io.BytesIO(storage.get(ref.storage_path))))
+    m = fidelity.measure_image(st, storage, _image_id(st, rec.id))
     assert m.face_distance == 0.0 and m.phash_distance == 0 and m.ssim == pytest.approx(1.0)
 
 
 def test_group_without_reference_records_no_reference(env):
-    db, storage, settings = env
+    st, storage, settings = env
     plan = plans.make_plan({"name": "t2i", "models": [SCHNELL], "seeds": [1]})
-    batch = store.create_batch(db, plan, dry_run=False)
-    rec = store.batch_requests(db, batch.id)[0]
-    _complete(db, storage, rec, _gradient())
-    m = fidelity.measure_image(db, storage, _image_id(db, rec.id))
+    batch = st.create_batch(plan, dry_run=False)
+    rec = st.batch_requests(batch.id)[0]
+    _complete(st, storage, rec, _gradient())
+    m = fidelity.measure_image(st, storage, _image_id(st, rec.id))
     assert m.face_status == "no_reference" and m.metrics_error is None and not m.pending
     assert m.phash_distance is None and m.check_flags == ()
 
@@ -208,31 +208,31 @@ def test_group_without_reference_records_no_reference(env):
 def test_unreadable_output_is_recorded_not_raised_and_can_be_retried(env):
     """A corrupt stored file ends the attempt with an error on the row (never an exception, never a
     loop); --retry-failed makes it pending again."""
-    db, storage, settings = env
-    batch, _ = _batch(db, storage, settings)
-    rec = _by_endpoint(db, batch.id)[EDIT]
-    _complete(db, storage, rec, _astronaut())
-    image = store.result_images(db, [rec.id])[rec.id][0]
+    st, storage, settings = env
+    batch, _ = _batch(st, storage, settings)
+    rec = _by_endpoint(st, batch.id)[EDIT]
+    _complete(st, storage, rec, _astronaut())
+    image = st.result_images([rec.id])[rec.id][0]
     storage.put(image.storage_path, b"not an image", "image/png", overwrite=True)
-    report = fidelity.compute_pending(db, storage)
+    report = fidelity.compute_pending(st, storage)
     assert (report.measured, report.failed, report.remaining) == (1, 1, 0)
-    m = fidelity.image_metrics(db, [image.id])[image.id]
+    m = fidelity.image_metrics(st, [image.id])[image.id]
     assert m.face_status == "error" and "could not be decoded" in m.metrics_error
     assert "unreadable" in m.check_flags
-    assert fidelity.reset(db, failed=True) == 1
-    assert fidelity.pending_count(db) == 1
+    assert fidelity.reset(st, failed=True) == 1
+    assert fidelity.pending_count(st) == 1
 
 
 def test_an_unexpected_failure_is_recorded_and_the_pass_goes_on(env, monkeypatch):
     """A bug on one image (here: measure raising) ends that row with an error, never the pass."""
-    db, storage, settings = env
-    batch, _ = _batch(db, storage, settings)
-    for rec in store.batch_requests(db, batch.id):
-        _complete(db, storage, rec, _gradient())
+    st, storage, settings = env
+    batch, _ = _batch(st, storage, settings)
+    for rec in st.batch_requests(batch.id):
+        _complete(st, storage, rec, _gradient())
     monkeypatch.setattr(metrics, "measure", lambda *a, **k: (_ for _ in ()).throw(ValueError("boom")))
-    report = fidelity.compute_pending(db, storage)
+    report = fidelity.compute_pending(st, storage)
     assert (report.measured, report.failed, report.remaining) == (2, 2, 0)
-    rows = fidelity.image_metrics(db, [r[0] for r in db.execute("SELECT id FROM result_images")])
+    rows = fidelity.image_metrics(st, [r[0] for r in st.db.execute("SELECT id FROM result_images")])
     assert all(m.face_status == "error" and "boom" in m.metrics_error for m in rows.values())
     assert all(m.checked_at for m in rows.values()), "the response checks are still stored"
 
@@ -240,32 +240,32 @@ def test_an_unexpected_failure_is_recorded_and_the_pass_goes_on(env, monkeypatch
 def test_an_interrupted_pass_resumes_from_what_is_left_after_a_restart(env, settings):
     """Pending = metrics_at null: a pass stopped after one image leaves the other pending, and a new
     connection (a restarted process) sees the measured one and finishes the rest."""
-    db, storage, _ = env
-    batch, _ = _batch(db, storage, settings, subjects=("Woman", "Man"))
-    for rec in store.batch_requests(db, batch.id):
-        _complete(db, storage, rec, _gradient())
-    first = fidelity.compute_pending(db, storage, limit=1)
+    st, storage, _ = env
+    batch, _ = _batch(st, storage, settings, subjects=("Woman", "Man"))
+    for rec in st.batch_requests(batch.id):
+        _complete(st, storage, rec, _gradient())
+    first = fidelity.compute_pending(st, storage, limit=1)
     assert (first.measured, first.remaining) == (1, 3)
-    db.close()
+    st.close()
 
-    again = connect(settings.db_path)
+    again = open_store(settings.db_path)
     assert fidelity.pending_count(again) == 3
     assert fidelity.compute_pending(again, open_storage(settings)).remaining == 0
-    measured = again.execute("SELECT count(*) FROM result_images WHERE metrics_at IS NOT NULL").fetchone()[0]
+    measured = again.db.execute("SELECT count(*) FROM result_images WHERE metrics_at IS NOT NULL").fetchone()[0]
     assert measured == 4
     again.close()
 
 
 def test_recompute_outdated_only_touches_other_versions(env):
-    db, storage, settings = env
-    batch, _ = _batch(db, storage, settings)
-    for rec in store.batch_requests(db, batch.id):
-        _complete(db, storage, rec, _gradient())
-    fidelity.compute_pending(db, storage)
-    assert fidelity.reset(db, outdated=True) == 0
-    db.execute("UPDATE result_images SET metrics_version = '0' WHERE rowid = (SELECT min(rowid) FROM result_images)")
-    assert fidelity.reset(db, outdated=True) == 1
-    assert fidelity.reset(db, everything=True, batch_id=batch.id) == 1  # the other one; the first is pending
+    st, storage, settings = env
+    batch, _ = _batch(st, storage, settings)
+    for rec in st.batch_requests(batch.id):
+        _complete(st, storage, rec, _gradient())
+    fidelity.compute_pending(st, storage)
+    assert fidelity.reset(st, outdated=True) == 0
+    st.db.execute("UPDATE result_images SET metrics_version = '0' WHERE rowid = (SELECT min(rowid) FROM result_images)")
+    assert fidelity.reset(st, outdated=True) == 1
+    assert fidelity.reset(st, everything=True, batch_id=batch.id) == 1  # the other one; the first is pending
 
 
 # ---------------------------------------------------------------------------- background
@@ -282,10 +282,10 @@ def _wait(predicate, timeout=120.0):
 def test_background_worker_fills_metrics_without_the_caller_measuring(env, settings, monkeypatch):
     """start_background hands the work to a detached process: the caller never measures (measure is
     poisoned here), returns a pid at once, and a NEW connection later sees the metrics."""
-    db, storage, _ = env
-    batch, _ = _batch(db, storage, settings)
-    for rec in store.batch_requests(db, batch.id):
-        _complete(db, storage, rec, _gradient())
+    st, storage, _ = env
+    batch, _ = _batch(st, storage, settings)
+    for rec in st.batch_requests(batch.id):
+        _complete(st, storage, rec, _gradient())
 
     def poisoned(*a, **k):
         raise AssertionError("the caller must not measure")
@@ -297,15 +297,15 @@ def test_background_worker_fills_metrics_without_the_caller_measuring(env, setti
     assert isinstance(pid, int)
 
     def done():
-        conn = connect(settings.db_path)
+        conn = open_store(settings.db_path)
         try:
             return fidelity.pending_count(conn) == 0
         finally:
             conn.close()
 
     _wait(done)
-    fresh = connect(settings.db_path)
-    rows = list(fresh.query("SELECT face_status, metrics_at FROM result_images"))
+    fresh = open_store(settings.db_path)
+    rows = list(fresh.db.query("SELECT face_status, metrics_at FROM result_images"))
     assert len(rows) == 2 and all(r["metrics_at"] and r["face_status"] == "no_face_output" for r in rows)
     fresh.close()
     # the worker would exit after IDLE_EXIT_S idle; stopping it is as safe (nothing is half-written)
@@ -323,9 +323,9 @@ def test_worker_follows_a_live_runner_and_measures_images_as_they_arrive(env, se
     runner is gone and nothing is pending it exits on its own."""
     import threading
 
-    db, storage, _ = env
-    batch, _ = _batch(db, storage, settings)
-    store.claim_batch(db, batch.id)  # this test process plays the runner
+    st, storage, _ = env
+    batch, _ = _batch(st, storage, settings)
+    st.claim_batch(batch.id)  # this test process plays the runner
     stop = threading.Event()
     reports = []
     worker = threading.Thread(target=lambda: reports.append(
@@ -335,10 +335,10 @@ def test_worker_follows_a_live_runner_and_measures_images_as_they_arrive(env, se
         time.sleep(0.5)  # longer than idle_exit: a worker that ignored the runner would be gone
         assert worker.is_alive()
         assert fidelity.worker_running(settings)
-        for rec in store.batch_requests(db, batch.id):
-            _complete(db, storage, rec, _gradient())
-        _wait(lambda: fidelity.pending_count(db) == 0, timeout=60)
-        store.release_batch(db, batch.id)
+        for rec in st.batch_requests(batch.id):
+            _complete(st, storage, rec, _gradient())
+        _wait(lambda: fidelity.pending_count(st) == 0, timeout=60)
+        st.release_batch(batch.id)
         worker.join(timeout=60)
         assert not worker.is_alive()
     finally:
@@ -359,10 +359,10 @@ def test_second_worker_leaves_the_work_to_the_first(settings):
 
 
 def test_metrics_command_measures_pending_and_reports(env, settings):
-    db, storage, _ = env
-    batch, _ = _batch(db, storage, settings)
-    for rec in store.batch_requests(db, batch.id):
-        _complete(db, storage, rec, _gradient())
+    st, storage, _ = env
+    batch, _ = _batch(st, storage, settings)
+    for rec in st.batch_requests(batch.id):
+        _complete(st, storage, rec, _gradient())
     out = subprocess.run([sys.executable, "-m", "core", "metrics", "--batch", batch.id], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr

@@ -16,8 +16,8 @@ EDIT = "fal-ai/flux-2/lora/edit"
 
 
 @pytest.fixture
-def d(db):
-    return db
+def d(st):
+    return st
 
 
 def _read(path) -> tuple[bytes, list[dict[str, str]]]:
@@ -27,24 +27,24 @@ def _read(path) -> tuple[bytes, list[dict[str, str]]]:
 
 
 def _completed(d, *, images=2, prompt="A Woman model, photorealistic", options=None, endpoint=EDIT):
-    rec = store.record_request(d, endpoint=endpoint, payload={"prompt": prompt, "seed": 5},
+    rec = d.record_request(endpoint=endpoint, payload={"prompt": prompt, "seed": 5},
                                options=options or {"subject": "Woman", "pose": "Standing"}, seed=5,
                                estimated_cost=0.042)
-    store.mark_submitted(d, rec.id)
-    store.mark_queued(d, rec.id, fal_request_id="fal-" + rec.id[:6], status_url=None, response_url=None,
+    d.mark_submitted(rec.id)
+    d.mark_queued(rec.id, fal_request_id="fal-" + rec.id[:6], status_url=None, response_url=None,
                       cancel_url=None)
     for i in range(images):
-        store.add_result_image(d, rec.id, idx=i, fal_url=f"https://v3.fal.media/{i}.png", storage_backend="local",
+        d.add_result_image(rec.id, idx=i, fal_url=f"https://v3.fal.media/{i}.png", storage_backend="local",
                                storage_path=f"results/{rec.id}/{i}.png", sha256=str(i) * 64, width=1024,
                                height=768, content_type="image/png", size_bytes=1000 + i, nsfw=bool(i))
-    store.mark_completed(d, rec.id, response={"images": []}, inference_time_s=1.25)
-    return store.get_request(d, rec.id)
+    d.mark_completed(rec.id, response={"images": []}, inference_time_s=1.25)
+    return d.get_request(rec.id)
 
 
 def test_one_row_per_image_and_options_as_columns(d, tmp_path):
     done = _completed(d, images=2)
-    failed = store.record_request(d, endpoint=SCHNELL, payload={"prompt": "p"}, options={"lighting": "Studio"})
-    store.mark_failed(d, failed.id, error_type="validation", error_message="image_size: bad")
+    failed = d.record_request(endpoint=SCHNELL, payload={"prompt": "p"}, options={"lighting": "Studio"})
+    d.mark_failed(failed.id, error_type="validation", error_message="image_size: bad")
     result = export.to_csv(d, tmp_path / "h.csv")
     assert (result.requests, result.rows) == (2, 3)
     raw, rows = _read(tmp_path / "h.csv")
@@ -65,10 +65,10 @@ def test_formula_cells_are_neutralised_and_numbers_kept(d, tmp_path):
     """Text a spreadsheet would run as a formula gets a leading quote; real numbers stay numbers."""
     evil = {"subject": "=HYPERLINK(\"http://x\",\"y\")", "pose": "+1+1", "style": "-2+3", "lighting": "@SUM(A1)",
             "angle": "\tTab", "extra": "\rCR", "purpose": "-5"}
-    rec = store.record_request(d, endpoint=SCHNELL, payload={"prompt": "=1+1"}, options=evil,
+    rec = d.record_request(endpoint=SCHNELL, payload={"prompt": "=1+1"}, options=evil,
                                prompt="=1+1", seed=-3)
-    store.mark_failed(d, rec.id, error_type="x", error_message="-cmd|' /C calc'!A0")
-    d.execute("UPDATE requests SET queue_time_s = -1.5, estimated_cost = -0.25 WHERE id = ?", [rec.id])
+    d.mark_failed(rec.id, error_type="x", error_message="-cmd|' /C calc'!A0")
+    d.db.execute("UPDATE requests SET queue_time_s = -1.5, estimated_cost = -0.25 WHERE id = ?", [rec.id])
     export.to_csv(d, tmp_path / "e.csv")
     _, (row,) = _read(tmp_path / "e.csv")
     assert row["subject"] == "'=HYPERLINK(\"http://x\",\"y\")"
@@ -80,11 +80,11 @@ def test_formula_cells_are_neutralised_and_numbers_kept(d, tmp_path):
 
 
 def test_no_data_uri_leaves_in_the_csv(d, tmp_path):
-    rec = store.record_request(d, endpoint=EDIT, payload={"prompt": "p", "image_urls": ["reference://abc"]})
+    rec = d.record_request(endpoint=EDIT, payload={"prompt": "p", "image_urls": ["reference://abc"]})
     # rows written by hand (older code, sync_mode results) must still come out abbreviated
-    d.execute("UPDATE requests SET payload_json = ? WHERE id = ?",
+    d.db.execute("UPDATE requests SET payload_json = ? WHERE id = ?",
               [canonical_json({"prompt": "p", "image_urls": ["data:image/png;base64," + "A" * 4000]}), rec.id])
-    store.add_result_image(d, rec.id, idx=0, fal_url="data:image/jpeg;base64," + "B" * 4000,
+    d.add_result_image(rec.id, idx=0, fal_url="data:image/jpeg;base64," + "B" * 4000,
                            storage_backend="local", storage_path="results/x/0.jpg", sha256="0" * 64,
                            width=1, height=1, content_type="image/jpeg", size_bytes=3000, nsfw=None)
     export.to_csv(d, tmp_path / "d.csv")
@@ -129,7 +129,7 @@ def test_a_failed_export_leaves_no_file(d, tmp_path, monkeypatch):
         raise RuntimeError("disk full")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(store, "iter_history", boom)
+    monkeypatch.setattr(store.Store, "iter_history", boom)
     with pytest.raises(RuntimeError):
         export.to_csv(d, tmp_path / "x.csv")
     assert list(tmp_path.glob("x.csv*")) == []
@@ -139,7 +139,7 @@ def test_history_export_carries_each_images_fidelity_and_checks(d, tmp_path):
     """Metrics are 'shown on Compare and History; exported': the history CSV has them per image
     (empty while still pending)."""
     done = _completed(d, images=2)
-    d.execute("UPDATE result_images SET face_status = 'ok', face_distance = 0.31, phash_distance = 12, "
+    d.db.execute("UPDATE result_images SET face_status = 'ok', face_distance = 0.31, phash_distance = 12, "
               "ciede2000 = 7.5, ssim = 0.62, check_flags = 'seed_mismatch', metrics_at = '2026-11-24' "
               "WHERE request_id = ? AND idx = 0", [done.id])
     export.to_csv(d, tmp_path / "m.csv")

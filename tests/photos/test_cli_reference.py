@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from core import cli
-from core.store.db import connect
+from core.store import open_store
 from tests.corpus import build
 from tests.standins.supabase_fixtures import BUCKET
 
@@ -41,11 +41,11 @@ def photo(tmp_path):
 
 
 def _rows(settings) -> list[dict]:
-    db = connect(settings.db_path)
+    st = open_store(settings.db_path)
     try:
-        return list(db.query("select * from reference_photos"))
+        return list(st.db.query("select * from reference_photos"))
     finally:
-        db.conn.close()
+        st.db.conn.close()
 
 
 def _files(settings) -> list[str]:

@@ -59,8 +59,8 @@ def backend(request, settings):
     return Backend("supabase", storage, lambda: standin.paths(BUCKET), standin)
 
 
-def _rows(db) -> list[dict]:
-    return list(db.query("select * from reference_photos"))
+def _rows(st) -> list[dict]:
+    return list(st.db.query("select * from reference_photos"))
 
 
 def _check_fal_receives_the_photo(ref, storage, kind, standin=None):
@@ -83,16 +83,16 @@ def _check_fal_receives_the_photo(ref, storage, kind, standin=None):
 # -- the corpus, through storage -----------------------------------------------------------------
 
 @pytest.mark.parametrize("name", [c.name for c in CASES])
-def test_corpus_file_through_add_reference(name, backend, db, settings):
+def test_corpus_file_through_add_reference(name, backend, st, settings):
     """Accepted: one row, one object, and fal receives exactly the stored bytes, free of metadata.
     Refused: the reason the checks give, and no row and no object."""
     case = BY_NAME[name]
     if isinstance(case.expect, Accept):
-        ref = add_reference(db, backend.storage, build(name), filename=case.filename, role="face",
+        ref = add_reference(st, backend.storage, build(name), filename=case.filename, role="face",
                             settings=settings)
         assert (ref.width, ref.height) == case.expect.size and ref.content_type == case.expect.content_type
         assert not ref.existing
-        assert [r["id"] for r in _rows(db)] == [ref.id]
+        assert [r["id"] for r in _rows(st)] == [ref.id]
         assert backend.objects() == [ref.storage_path]
         assert ref.storage_path == f"team/{ref.id}.{'png' if ref.content_type == 'image/png' else 'jpg'}"
         data = _check_fal_receives_the_photo(ref, backend.storage, backend.kind, backend.standin)
@@ -100,14 +100,14 @@ def test_corpus_file_through_add_reference(name, backend, db, settings):
         assert not stored.getexif() and "icc_profile" not in stored.info
     else:
         with pytest.raises(UploadRejected) as info:
-            add_reference(db, backend.storage, build(name), filename=case.filename, settings=settings)
+            add_reference(st, backend.storage, build(name), filename=case.filename, settings=settings)
         assert info.value.reason == case.expect.reason
-        assert _rows(db) == []
+        assert _rows(st) == []
         assert backend.objects() == []
 
 
-def test_selfie_gps_never_reaches_storage(backend, db, settings):
-    ref = add_reference(db, backend.storage, build("exif_selfie_gps"), filename="IMG_0001.JPG",
+def test_selfie_gps_never_reaches_storage(backend, st, settings):
+    ref = add_reference(st, backend.storage, build("exif_selfie_gps"), filename="IMG_0001.JPG",
                         role="face", settings=settings)
     data = backend.storage.get(ref.storage_path)
     im = Image.open(io.BytesIO(data))
@@ -116,17 +116,17 @@ def test_selfie_gps_never_reaches_storage(backend, db, settings):
     assert b"Exif" not in data and b"iPhone" not in data
 
 
-def test_same_photo_twice_is_stored_once(backend, db, settings):
-    first = add_reference(db, backend.storage, build("jpeg_named_png"), filename="a.png", settings=settings)
-    again = add_reference(db, backend.storage, build("jpeg_named_png"), filename="copy.jpg", role="face",
+def test_same_photo_twice_is_stored_once(backend, st, settings):
+    first = add_reference(st, backend.storage, build("jpeg_named_png"), filename="a.png", settings=settings)
+    again = add_reference(st, backend.storage, build("jpeg_named_png"), filename="copy.jpg", role="face",
                           owner="someone else", settings=settings)
     assert again.existing and not first.existing
     assert (again.id, again.sha256, again.storage_path, again.role) == (
         first.id, first.sha256, first.storage_path, first.role)
-    assert len(_rows(db)) == 1 and backend.objects() == [first.storage_path]
+    assert len(_rows(st)) == 1 and backend.objects() == [first.storage_path]
 
 
-def test_same_pixels_with_different_metadata_dedupe(backend, db, settings):
+def test_same_pixels_with_different_metadata_dedupe(backend, st, settings):
     """Metadata is stripped before hashing: the same picture with other EXIF is the same reference."""
     im = Image.new("RGB", (400, 300), (90, 120, 30))
     plain, tagged = io.BytesIO(), io.BytesIO()
@@ -134,48 +134,48 @@ def test_same_pixels_with_different_metadata_dedupe(backend, db, settings):
     exif = Image.Exif()
     exif[0x010F] = "Canon"
     im.save(tagged, "PNG", exif=exif)
-    a = add_reference(db, backend.storage, plain.getvalue(), settings=settings)
-    b = add_reference(db, backend.storage, tagged.getvalue(), settings=settings)
+    a = add_reference(st, backend.storage, plain.getvalue(), settings=settings)
+    b = add_reference(st, backend.storage, tagged.getvalue(), settings=settings)
     assert b.existing and b.id == a.id
 
 
 @pytest.mark.parametrize("status, error", [("413", ObjectTooLarge), ("415", UnsupportedContentType),
                                            ("403", StoragePermissionError)])
-def test_storage_failure_leaves_no_row_and_no_object(supabase_standin, supabase_storage, db, settings,
+def test_storage_failure_leaves_no_row_and_no_object(supabase_standin, supabase_storage, st, settings,
                                                      status, error):
     supabase_standin.add_bucket(BUCKET, public=True)
     supabase_standin.fail("upload", status)
     with pytest.raises(error):
-        add_reference(db, supabase_storage, build("heic"), filename="IMG.HEIC", settings=settings)
-    assert _rows(db) == [] and supabase_standin.paths(BUCKET) == []
+        add_reference(st, supabase_storage, build("heic"), filename="IMG.HEIC", settings=settings)
+    assert _rows(st) == [] and supabase_standin.paths(BUCKET) == []
     # and the next try works
-    ref = add_reference(db, supabase_storage, build("heic"), filename="IMG.HEIC", settings=settings)
+    ref = add_reference(st, supabase_storage, build("heic"), filename="IMG.HEIC", settings=settings)
     assert supabase_standin.paths(BUCKET) == [ref.storage_path]
 
 
-def test_real_bucket_limits_refuse_cleanly(supabase_standin, supabase_storage, db, settings):
+def test_real_bucket_limits_refuse_cleanly(supabase_standin, supabase_storage, st, settings):
     supabase_standin.add_bucket(BUCKET, public=True, allowed_mime_types=["image/jpeg"], file_size_limit=20_000)
     with pytest.raises(UnsupportedContentType, match="image/png"):
-        add_reference(db, supabase_storage, build("rgba_png"), settings=settings)
+        add_reference(st, supabase_storage, build("rgba_png"), settings=settings)
     with pytest.raises(ObjectTooLarge):
-        add_reference(db, supabase_storage, build("large_4000x3000"), settings=settings)
-    assert _rows(db) == [] and supabase_standin.paths(BUCKET) == []
+        add_reference(st, supabase_storage, build("large_4000x3000"), settings=settings)
+    assert _rows(st) == [] and supabase_standin.paths(BUCKET) == []
 
 
-def test_database_failure_removes_the_stored_object(backend, db, settings, monkeypatch):
+def test_database_failure_removes_the_stored_object(backend, st, settings, monkeypatch):
     def locked(self, *a, **k):
         raise sqlite3.OperationalError("database is locked")
 
     monkeypatch.setattr(sqlite_utils.db.Table, "insert", locked)
     with pytest.raises(StoreError, match="database is locked.*nothing was kept"):
-        add_reference(db, backend.storage, build("webp"), settings=settings)
+        add_reference(st, backend.storage, build("webp"), settings=settings)
     assert backend.objects() == []
 
 
-def test_concurrent_upload_of_the_same_photo_keeps_one(backend, db, settings, monkeypatch):
+def test_concurrent_upload_of_the_same_photo_keeps_one(backend, st, settings, monkeypatch):
     """Another process inserted the same photo between our lookup and our insert: its row wins,
     our object is deleted, and we get its reference back."""
-    winner = add_reference(db, backend.storage, build("webp"), settings=settings)
+    winner = add_reference(st, backend.storage, build("webp"), settings=settings)
     real_lookup = references._row_by_sha
     calls = []
 
@@ -184,97 +184,97 @@ def test_concurrent_upload_of_the_same_photo_keeps_one(backend, db, settings, mo
         return None if len(calls) == 1 else real_lookup(db_, sha)
 
     monkeypatch.setattr(references, "_row_by_sha", stale_lookup)
-    ref = add_reference(db, backend.storage, build("webp"), settings=settings)
+    ref = add_reference(st, backend.storage, build("webp"), settings=settings)
     assert ref.existing and ref.id == winner.id
-    assert len(_rows(db)) == 1 and backend.objects() == [winner.storage_path]
+    assert len(_rows(st)) == 1 and backend.objects() == [winner.storage_path]
 
 
-def test_invalid_role_is_refused_before_anything_is_stored(backend, db, settings):
+def test_invalid_role_is_refused_before_anything_is_stored(backend, st, settings):
     with pytest.raises(UploadRejected, match="role 'hero' is not one of face, product, background, other"):
-        add_reference(db, backend.storage, build("webp"), role="hero", settings=settings)
-    assert _rows(db) == [] and backend.objects() == []
+        add_reference(st, backend.storage, build("webp"), role="hero", settings=settings)
+    assert _rows(st) == [] and backend.objects() == []
 
 
-def test_owner_becomes_a_safe_folder(backend, db, settings):
-    ref = add_reference(db, backend.storage, build("webp"), owner="Alice Smith / Design", created_by="alice",
+def test_owner_becomes_a_safe_folder(backend, st, settings):
+    ref = add_reference(st, backend.storage, build("webp"), owner="Alice Smith / Design", created_by="alice",
                         settings=settings)
     assert ref.storage_path == f"alice-smith-design/{ref.id}.jpg"
     assert (ref.owner, ref.created_by) == ("Alice Smith / Design", "alice")
 
 
-def test_settings_limits_apply(backend, db, settings):
+def test_settings_limits_apply(backend, st, settings):
     import dataclasses
 
     small = dataclasses.replace(settings, max_long_edge=512, max_upload_bytes=10_000_000)
-    ref = add_reference(db, backend.storage, build("large_4000x3000"), settings=small)
+    ref = add_reference(st, backend.storage, build("large_4000x3000"), settings=small)
     assert (ref.width, ref.height) == (512, 384)
     tiny = dataclasses.replace(settings, max_upload_bytes=len(build("webp")) - 1)
     with pytest.raises(UploadRejected) as info:
-        add_reference(db, backend.storage, build("webp"), settings=tiny)
+        add_reference(st, backend.storage, build("webp"), settings=tiny)
     assert info.value.reason == "too_large"
 
 
 # -- lookups -------------------------------------------------------------------------------------
 
-def test_get_list_archive(backend, db, settings):
-    a = add_reference(db, backend.storage, build("webp"), role="product", settings=settings)
-    b = add_reference(db, backend.storage, build("heic"), role="face", settings=settings)
-    assert get_reference(db, a.id) == a
-    assert [r.id for r in list_references(db)] == [b.id, a.id]          # newest first
-    assert [r.id for r in list_references(db, limit=1, offset=1)] == [a.id]
-    archive_reference(db, a.id)
-    archive_reference(db, a.id)                                          # idempotent
-    assert [r.id for r in list_references(db)] == [b.id]
-    assert [r.id for r in list_references(db, include_archived=True)] == [b.id, a.id]
-    assert get_reference(db, a.id).archived_at is not None
-    again = add_reference(db, backend.storage, build("webp"), settings=settings)
+def test_get_list_archive(backend, st, settings):
+    a = add_reference(st, backend.storage, build("webp"), role="product", settings=settings)
+    b = add_reference(st, backend.storage, build("heic"), role="face", settings=settings)
+    assert get_reference(st, a.id) == a
+    assert [r.id for r in list_references(st)] == [b.id, a.id]          # newest first
+    assert [r.id for r in list_references(st, limit=1, offset=1)] == [a.id]
+    archive_reference(st, a.id)
+    archive_reference(st, a.id)                                          # idempotent
+    assert [r.id for r in list_references(st)] == [b.id]
+    assert [r.id for r in list_references(st, include_archived=True)] == [b.id, a.id]
+    assert get_reference(st, a.id).archived_at is not None
+    again = add_reference(st, backend.storage, build("webp"), settings=settings)
     assert again.existing and again.archived_at is None and "was archived: restored" in again.notes
 
 
-def test_unknown_reference_is_a_store_error(db):
+def test_unknown_reference_is_a_store_error(st):
     with pytest.raises(StoreError, match="no reference photo with id 'nope'"):
-        get_reference(db, "nope")
+        get_reference(st, "nope")
     with pytest.raises(StoreError):
-        archive_reference(db, "nope")
+        archive_reference(st, "nope")
 
 
-def test_missing_object_is_stored_again_on_reupload(backend, db, settings):
-    ref = add_reference(db, backend.storage, build("webp"), settings=settings)
+def test_missing_object_is_stored_again_on_reupload(backend, st, settings):
+    ref = add_reference(st, backend.storage, build("webp"), settings=settings)
     backend.storage.delete(ref.storage_path)
-    again = add_reference(db, backend.storage, build("webp"), settings=settings)
+    again = add_reference(st, backend.storage, build("webp"), settings=settings)
     assert again.existing and "stored file was missing: stored again" in again.notes
     assert backend.objects() == [again.storage_path]
     _check_fal_receives_the_photo(again, backend.storage, backend.kind, backend.standin)
 
 
-def test_switching_backend_moves_on_reupload(settings, db, supabase_standin, supabase_storage):
+def test_switching_backend_moves_on_reupload(settings, st, supabase_standin, supabase_storage):
     local = LocalStorage(settings.images_dir)
-    ref = add_reference(db, local, build("webp"), settings=settings)
+    ref = add_reference(st, local, build("webp"), settings=settings)
     with pytest.raises(StorageError, match="stored in local storage but the dashboard now uses supabase"):
         fal_url(ref, supabase_storage)
-    moved = add_reference(db, supabase_storage, build("webp"), settings=settings)
+    moved = add_reference(st, supabase_storage, build("webp"), settings=settings)
     assert moved.id == ref.id and moved.storage_backend == "supabase" and moved.public_url
     assert supabase_standin.paths(BUCKET) == [moved.storage_path]
-    assert get_reference(db, ref.id).storage_backend == "supabase"
+    assert get_reference(st, ref.id).storage_backend == "supabase"
 
 
 # -- what payloads carry, what fal receives ------------------------------------------------------
 
-def test_payload_url_is_token_for_local_and_public_url_for_supabase(backend, db, settings):
-    ref = add_reference(db, backend.storage, build("webp"), settings=settings)
+def test_payload_url_is_token_for_local_and_public_url_for_supabase(backend, st, settings):
+    ref = add_reference(st, backend.storage, build("webp"), settings=settings)
     if backend.kind == "local":
         assert payload_url(ref) == reference_token(ref.id) == f"reference://{ref.id}"
     else:
         assert payload_url(ref) == ref.public_url == backend.storage.public_url(ref.storage_path)
 
 
-def test_resolve_payload_replaces_every_token_and_nothing_else(backend, db, settings):
-    a = add_reference(db, backend.storage, build("webp"), settings=settings)
-    b = add_reference(db, backend.storage, build("rgba_png"), settings=settings)
+def test_resolve_payload_replaces_every_token_and_nothing_else(backend, st, settings):
+    a = add_reference(st, backend.storage, build("webp"), settings=settings)
+    b = add_reference(st, backend.storage, build("rgba_png"), settings=settings)
     payload = {"prompt": "keep reference://abc inside text as it is",
                "image_urls": [payload_url(a), payload_url(b), "https://example.com/x.jpg"],
                "nested": {"also": [reference_token(a.id)]}, "seed": 7}
-    resolved = resolve_payload(payload, db, backend.storage)
+    resolved = resolve_payload(payload, st, backend.storage)
     assert resolved["image_urls"] == [fal_url(a, backend.storage), fal_url(b, backend.storage),
                                       "https://example.com/x.jpg"]
     assert resolved["nested"]["also"] == [fal_url(a, backend.storage)]
@@ -283,23 +283,23 @@ def test_resolve_payload_replaces_every_token_and_nothing_else(backend, db, sett
     if backend.kind == "local":
         assert resolved["image_urls"][1].startswith("data:image/png;base64,")
     with pytest.raises(StoreError):
-        resolve_payload({"image_urls": ["reference://missing"]}, db, backend.storage)
+        resolve_payload({"image_urls": ["reference://missing"]}, st, backend.storage)
 
 
-def test_tampered_local_file_is_not_sent(db, settings):
+def test_tampered_local_file_is_not_sent(st, settings):
     storage = LocalStorage(settings.images_dir)
-    ref = add_reference(db, storage, build("webp"), settings=settings)
+    ref = add_reference(st, storage, build("webp"), settings=settings)
     (settings.images_dir / ref.storage_path).write_bytes(b"something else")
     with pytest.raises(StorageError, match="has changed since upload"):
         fal_url(ref, storage)
 
 
-def test_data_uri_is_never_stored_or_logged(db, settings, caplog):
+def test_data_uri_is_never_stored_or_logged(st, settings, caplog):
     storage = LocalStorage(settings.images_dir)
     caplog.set_level(logging.DEBUG)
-    ref = add_reference(db, storage, build("exif_selfie_gps"), settings=settings)
-    resolved = resolve_payload({"image_urls": [payload_url(ref)]}, db, storage)
+    ref = add_reference(st, storage, build("exif_selfie_gps"), settings=settings)
+    resolved = resolve_payload({"image_urls": [payload_url(ref)]}, st, storage)
     assert resolved["image_urls"][0].startswith("data:")
-    dump = "\n".join(db.conn.iterdump())
+    dump = "\n".join(st.db.conn.iterdump())
     assert "data:" not in dump and "base64" not in dump
     assert ref.id in caplog.text and "base64" not in caplog.text

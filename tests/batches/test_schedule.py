@@ -1,8 +1,9 @@
-"""The batch runner against the fal stand-in over real HTTP: every request is recorded before it is
+"""The batch runner (schedule, service) against the fal stand-in over real HTTP: every request is recorded before it is
 sent and ends in a final recorded state (payload, response, stored images, timings), dry runs send
 nothing, cancel also cancels what fal holds, and no fault ever makes a job run twice."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -12,9 +13,10 @@ import time
 import pytest
 from PIL import Image
 
-from core.store import db as dbmod
+from core.store import open_store
 from core.batches import plans
-from core.batches import runner
+from core.batches import schedule, service
+from core import processes
 from core import store
 from core.config import load_settings
 from core.errors import BatchBusy
@@ -37,7 +39,7 @@ def live(fal_standin, tmp_path):
     """Settings pointing at the stand-in (FAL_KEY set), a store connection, and a batch maker."""
     settings = load_settings()
     settings.ensure_dirs()
-    d = dbmod.connect(settings.db_path)
+    d = open_store(settings.db_path)
     (tmp_path / "face.jpg").write_bytes(_jpeg())
 
     def make_batch(models=(SCHNELL, EDIT), poses=("Standing", "Walking"), seeds=(1,), **extra):
@@ -45,8 +47,8 @@ def live(fal_standin, tmp_path):
                 "seeds": list(seeds), **extra}
         if any(m == EDIT for m in models):
             spec.setdefault("references", ["face.jpg"])
-        plan = plans.make_plan(spec, db=d, storage=open_storage(settings), base_dir=tmp_path)
-        return store.create_batch(d, plan, dry_run=settings.dry_run)
+        plan = plans.make_plan(spec, st=d, storage=open_storage(settings), base_dir=tmp_path)
+        return d.create_batch(plan, dry_run=settings.dry_run)
 
     yield settings, d, make_batch
     d.close()
@@ -61,17 +63,17 @@ def quick_fal(live, fal_sleeps):
 
 
 def _statuses(d, batch_id):
-    return [r.status for r in store.batch_requests(d, batch_id)]
+    return [r.status for r in d.batch_requests(batch_id)]
 
 
 def test_happy_path_records_everything_and_keeps_the_images(live, fal_standin):
     settings, d, make_batch = live
     batch = make_batch()
-    report = runner.run_batch(batch.id, settings=settings, concurrency=3)
+    report = schedule.run_batch(batch.id, settings=settings, concurrency=3)
     assert report.finished and not report.dry_run and report.stopped is None
-    reqs = store.batch_requests(d, batch.id)
+    reqs = d.batch_requests(batch.id)
     assert len(reqs) == 4 and {r.status for r in reqs} == {"completed"}
-    images = store.result_images(d, [r.id for r in reqs])
+    images = d.result_images([r.id for r in reqs])
     storage = open_storage(settings)
     for r in reqs:
         assert r.fal_request_id and r.status_url and r.response_url and r.cancel_url
@@ -81,7 +83,7 @@ def test_happy_path_records_everything_and_keeps_the_images(live, fal_standin):
         assert r.response["images"][0]["url"].startswith(fal_standin.url + "/files/")
         (img,) = images[r.id]
         data = storage.get(img.storage_path)
-        assert img.storage_path.startswith(f"results/{r.id}/0.")
+        assert img.storage_path.startswith(f"results/{r.id}/0-")
         assert img.sha256 == hashlib.sha256(data).hexdigest() and img.size_bytes == len(data)
         assert (img.width, img.height) == (1024, 1024) and img.nsfw is False
         assert img.fal_url == r.response["images"][0]["url"]
@@ -91,29 +93,29 @@ def test_happy_path_records_everything_and_keeps_the_images(live, fal_standin):
     received = [x["body"] for x in fal_standin.received if x["endpoint"] == EDIT]
     assert all(b["image_urls"][0].startswith("data:image/jpeg;base64,") for b in received)
     assert fal_standin.submissions == 4
-    done = store.get_batch(d, batch.id)
+    done = d.get_batch(batch.id)
     assert done.status == "finished" and done.runner_pid is None
-    assert store.last_payload_sent(d).batch_id == batch.id
+    assert d.last_payload_sent().batch_id == batch.id
 
 
 def test_dry_run_sends_nothing(settings):
     """No FAL_KEY: payloads validated and recorded as dry_run; fal (port 9 here) never contacted."""
-    d = dbmod.connect(settings.db_path)
+    d = open_store(settings.db_path)
     plan = plans.make_plan({"name": "dry", "models": [SCHNELL, "fal-ai/flux-2"], "seeds": [1, 2]})
-    batch = store.create_batch(d, plan, dry_run=settings.dry_run)
+    batch = d.create_batch(plan, dry_run=settings.dry_run)
     assert batch.dry_run
-    report = runner.run_batch(batch.id, settings=settings)
+    report = schedule.run_batch(batch.id, settings=settings)
     assert report.dry_run and report.finished
     assert _statuses(d, batch.id) == ["dry_run"] * 4
-    assert all(r.submitted_at is None and r.fal_request_id is None for r in store.batch_requests(d, batch.id))
-    assert store.last_payload_sent(d) is None
+    assert all(r.submitted_at is None and r.fal_request_id is None for r in d.batch_requests(batch.id))
+    assert d.last_payload_sent() is None
 
 
 def test_a_live_batch_without_key_stops_and_stays_resumable(live, monkeypatch):
     settings, d, make_batch = live
     batch = make_batch(models=(SCHNELL,))
     monkeypatch.delenv("FAL_KEY")
-    report = runner.run_batch(batch.id, settings=load_settings())
+    report = schedule.run_batch(batch.id, settings=load_settings())
     assert not report.finished and "FAL_KEY" in report.stopped
     assert set(_statuses(d, batch.id)) == {"planned"}
 
@@ -127,26 +129,26 @@ def test_cancel_stops_sending_and_cancels_jobs_fal_holds(live, fal_standin):
     batch = make_batch(models=(SCHNELL,), poses=("Standing", "Walking", "Sitting", "Running", "Kneeling"),
                        seeds=(1, 2))
     done: list = []
-    t = threading.Thread(target=lambda: done.append(runner.run_batch(batch.id, settings=settings,
+    t = threading.Thread(target=lambda: done.append(schedule.run_batch(batch.id, settings=settings,
                                                                      concurrency=4)))
     t.start()
     deadline = time.monotonic() + 20
-    while sum(r.fal_request_id is not None for r in store.batch_requests(d, batch.id)) < 4:
+    while sum(r.fal_request_id is not None for r in d.batch_requests(batch.id)) < 4:
         assert time.monotonic() < deadline, "the runner did not submit"
         time.sleep(0.02)
-    runner.request_cancel(batch.id, settings=settings)
+    service.cancel(d, batch.id, settings)
     t.join(30)
     assert not t.is_alive()
     (report,) = done
     assert report.finished and report.cancelled
-    reqs = store.batch_requests(d, batch.id)
+    reqs = d.batch_requests(batch.id)
     assert {r.status for r in reqs} == {"cancelled"}
     sent = [r for r in reqs if r.fal_request_id]
     assert len(sent) == 4 and fal_standin.submissions == 4
     assert all(fal_standin.job_state(r.fal_request_id) == "COMPLETED" for r in sent)   # cancelled at fal
     assert fal_standin.stats()["requests"].get("cancel", 0) >= 4
     assert all("before this request was sent" in r.error_message for r in reqs if not r.fal_request_id)
-    assert store.get_batch(d, batch.id).status == "cancelled"
+    assert d.get_batch(batch.id).status == "cancelled"
 
 
 @pytest.mark.parametrize("where, fault, params, status, error_type", [
@@ -158,7 +160,8 @@ def test_cancel_stops_sending_and_cancels_jobs_fal_holds(live, fal_standin):
     ("submit", "ingress", {}, "completed", None),        # proxy page, no request id: safe to resend
     ("submit", "429", {"retry_after": 0}, "completed", None),
     ("status", "503", {}, "completed", None),           # polls are retried
-    ("file", "500", {"times": 10}, "failed", "download_failed"),
+    ("file", "500", {"times": 10}, "completed", None),    # paid: downloads ride through the outage
+    ("job", "image_404", {"index": 0}, "failed", "download_failed"),   # the CDN lost it: answer kept
     ("job", "list_body", {}, "failed", "bad_response"),      # an answer of the wrong shape: kept
     ("job", "missing_fields", {}, "failed", "bad_response"),
 ])
@@ -168,15 +171,15 @@ def test_each_fault_ends_in_a_final_recorded_state(live, fal_standin, quick_fal,
     batch = make_batch(models=(SCHNELL,), poses=("Standing",))
     params = dict(params)
     fal_standin.inject(where, fault, params.pop("times", 1), **params)
-    report = runner.run_batch(batch.id, settings=settings, fal=quick_fal)
+    report = schedule.run_batch(batch.id, settings=settings, fal=quick_fal)
     assert report.finished
-    (r,) = store.batch_requests(d, batch.id)
+    (r,) = d.batch_requests(batch.id)
     assert (r.status, r.error_type) == (status, error_type)
     if status == "failed":
         assert r.error_message and r.completed_at
     # nothing ever ran twice: one accepted job at most for the one payload
     assert fal_standin.submissions <= 1
-    if where == "file":
+    if error_type == "download_failed":
         assert r.response["images"] and "re-run" in r.error_message    # response kept: fal billed it
     if error_type == "bad_response":
         assert r.http_status == 200 and r.response and "Re-run" in r.error_message
@@ -185,33 +188,50 @@ def test_each_fault_ends_in_a_final_recorded_state(live, fal_standin, quick_fal,
 
 
 @pytest.mark.parametrize("where", ["status", "result"])
-def test_an_outage_while_following_leaves_the_job_resumable_and_resume_completes_it(
+def test_an_outage_while_following_is_ridden_through_and_nothing_is_sent_twice(
         live, fal_standin, quick_fal, where):
-    """fal unreachable (after the client's retries) while polling or fetching an accepted job:
-    the paid job is not written off; the run ends unfinished and a resume completes it."""
+    """fal unreachable (after the client's retries) while polling or fetching an accepted job: the
+    run waits for fal with capped backoff and finishes by itself; the job is never sent again."""
     settings, d, make_batch = live
     batch = make_batch(models=(SCHNELL,), poses=("Standing",))
+    fal_standin.inject(where, "500", quick_fal.retry.max_attempts * 2)   # two calls' retries, all failing
+    report = schedule.run_batch(batch.id, settings=settings, fal=quick_fal)
+    assert report.finished and report.stopped is None
+    (r,) = d.batch_requests(batch.id)
+    assert r.status == "completed" and fal_standin.submissions == 1
+
+
+@pytest.mark.parametrize("where", ["status", "result"])
+def test_an_outage_past_the_limit_leaves_the_job_resumable_and_resume_completes_it(
+        live, fal_standin, quick_fal, where):
+    """Past DASHBOARD_OUTAGE_LIMIT_S the run stops, with its reason stored on the batch; the paid job
+    keeps fal's id and a resume completes it."""
+    settings, d, make_batch = live
+    settings = dataclasses.replace(settings, outage_limit_s=0.0)
+    batch = make_batch(models=(SCHNELL,), poses=("Standing",))
     fal_standin.inject(where, "500", quick_fal.retry.max_attempts)   # one call's retries, all failing
-    report = runner.run_batch(batch.id, settings=settings, fal=quick_fal)
+    report = schedule.run_batch(batch.id, settings=settings, fal=quick_fal)
     assert not report.finished and "resume" in report.stopped
-    (r,) = store.batch_requests(d, batch.id)
+    assert d.get_batch(batch.id).stop_reason == report.stopped
+    (r,) = d.batch_requests(batch.id)
     assert r.status in ("queued", "running") and r.fal_request_id and r.error_type is None
-    report = runner.run_batch(batch.id, settings=settings, fal=quick_fal)
-    assert report.finished
-    (r,) = store.batch_requests(d, batch.id)
-    assert r.status == "completed" and store.result_images(d, [r.id])[r.id]
-    assert fal_standin.submissions == 1
+    report = schedule.run_batch(batch.id, settings=settings, fal=quick_fal)
+    assert report.finished and d.get_request(r.id).status == "completed"
+    assert fal_standin.submissions == 1 and d.get_batch(batch.id).stop_reason is None
 
 
 def test_a_refused_key_stops_the_batch_and_a_resume_finishes_it(live, fal_standin):
     settings, d, make_batch = live
     batch = make_batch(models=(SCHNELL,), poses=("Standing", "Walking", "Sitting"))
     fal_standin.set_key("another-key")
-    report = runner.run_batch(batch.id, settings=settings, concurrency=1)
+    report = schedule.run_batch(batch.id, settings=settings, concurrency=1)
     assert not report.finished and "FAL_KEY" in report.stopped
     assert set(_statuses(d, batch.id)) == {"planned"} and fal_standin.submissions == 0
+    stopped = d.get_batch(batch.id)
+    assert stopped.stop_reason == report.stopped and stopped.stopped_at   # what the page shows
     fal_standin.reset()
-    assert runner.run_batch(batch.id, settings=settings).finished
+    assert schedule.run_batch(batch.id, settings=settings).finished
+    assert d.get_batch(batch.id).stop_reason is None   # the resumed run took the batch again
     assert set(_statuses(d, batch.id)) == {"completed"} and fal_standin.submissions == 3
 
 
@@ -220,16 +240,16 @@ def test_resume_follows_jobs_at_fal_and_never_resends_an_unconfirmed_submit(live
     failed as submit_unconfirmed (the POST may have reached fal); planned ones are sent."""
     settings, d, make_batch = live
     batch = make_batch(models=(SCHNELL,), poses=("Standing", "Walking", "Sitting"))
-    at_fal, unconfirmed, planned = store.batch_requests(d, batch.id)
+    at_fal, unconfirmed, planned = d.batch_requests(batch.id)
     with FalClient(settings) as fal:
         handle = fal.submit(SCHNELL, at_fal.payload)
-    store.mark_submitted(d, at_fal.id)
-    store.mark_queued(d, at_fal.id, fal_request_id=handle.request_id, status_url=handle.status_url,
+    d.mark_submitted(at_fal.id)
+    d.mark_queued(at_fal.id, fal_request_id=handle.request_id, status_url=handle.status_url,
                       response_url=handle.response_url, cancel_url=handle.cancel_url)
-    store.mark_submitted(d, unconfirmed.id)
-    report = runner.run_batch(batch.id, settings=settings)
+    d.mark_submitted(unconfirmed.id)
+    report = schedule.run_batch(batch.id, settings=settings)
     assert report.finished
-    got = {r.id: r for r in store.batch_requests(d, batch.id)}
+    got = {r.id: r for r in d.batch_requests(batch.id)}
     assert got[at_fal.id].status == "completed" and got[at_fal.id].fal_request_id == handle.request_id
     assert got[unconfirmed.id].status == "failed"
     assert got[unconfirmed.id].error_type == "submit_unconfirmed"
@@ -243,64 +263,46 @@ def test_resume_follows_jobs_at_fal_and_never_resends_an_unconfirmed_submit(live
 def test_a_batch_with_a_live_runner_is_busy(live):
     settings, d, make_batch = live
     batch = make_batch(models=(SCHNELL,))
-    store.claim_batch(d, batch.id, pid=os.getpid())
-    d.execute("UPDATE batches SET runner_pid = ? WHERE id = ?", [os.getppid(), batch.id])
+    d.claim_batch(batch.id, pid=os.getpid())
+    d.db.execute("UPDATE batches SET runner_pid = ? WHERE id = ?", [os.getppid(), batch.id])
     with pytest.raises(BatchBusy):
-        runner.run_batch(batch.id, settings=settings)
+        schedule.run_batch(batch.id, settings=settings)
     assert set(_statuses(d, batch.id)) == {"planned"}
 
 
 def test_a_rerun_is_sent_by_the_next_run(live, fal_standin):
     settings, d, make_batch = live
     batch = make_batch(models=(SCHNELL,), poses=("Standing",))
-    runner.run_batch(batch.id, settings=settings)
-    (first,) = store.batch_requests(d, batch.id)
-    again = store.rerun_request(d, first.id)
-    assert runner.run_batch(batch.id, settings=settings).finished
-    assert store.get_request(d, again.id).status == "completed"
+    schedule.run_batch(batch.id, settings=settings)
+    (first,) = d.batch_requests(batch.id)
+    again = d.rerun_request(first.id)
+    assert schedule.run_batch(batch.id, settings=settings).finished
+    assert d.get_request(again.id).status == "completed"
     assert fal_standin.submissions_by_hash[first.payload_hash] == 2     # asked for twice, on purpose
 
 
 def test_start_batch_process_runs_detached_and_reports_through_the_store(live, fal_standin):
     settings, d, make_batch = live
     batch = make_batch(models=(SCHNELL,), poses=("Standing", "Walking"))
-    pid = runner.start_batch_process(batch.id, settings=settings)
+    pid = service.start_runner(d, settings, batch.id)
     assert pid != os.getpid()
     deadline = time.monotonic() + 60
-    while not store.batch_progress(d, batch.id).is_finished:
-        assert time.monotonic() < deadline, runner.log_path(settings, batch.id).read_text()
+    while not d.batch_progress(batch.id).is_finished:
+        assert time.monotonic() < deadline, processes.log_path(settings, f"batch-{batch.id}").read_text()
         time.sleep(0.05)
     assert set(_statuses(d, batch.id)) == {"completed"}
-    assert runner.log_path(settings, batch.id).exists()
+    assert processes.log_path(settings, f"batch-{batch.id}").exists()
 
 
 def test_cancel_without_a_live_runner_cancels_in_the_background(live, fal_standin):
     settings, d, make_batch = live
     batch = make_batch(models=(SCHNELL,), poses=("Standing", "Walking"))
-    runner.request_cancel(batch.id, settings=settings)
+    service.cancel(d, batch.id, settings)
     deadline = time.monotonic() + 60
-    while not store.batch_progress(d, batch.id).is_finished:
-        assert time.monotonic() < deadline, runner.log_path(settings, batch.id).read_text()
+    while not d.batch_progress(batch.id).is_finished:
+        assert time.monotonic() < deadline, processes.log_path(settings, f"batch-{batch.id}").read_text()
         time.sleep(0.05)
     assert set(_statuses(d, batch.id)) == {"cancelled"} and fal_standin.submissions == 0
-
-
-# ---------------------------------------------------------------------------- poll cadence
-
-
-def test_cadence_waits_until_just_before_the_expected_completion_then_polls_fast():
-    cadence = runner._Cadence(runner.PollPolicy())
-    assert cadence.next_delay(SCHNELL, 0.0) == pytest.approx(0.1)       # nothing seen yet
-    assert cadence.next_delay(SCHNELL, 8.0) == pytest.approx(0.8)       # ~10% of the wait
-    assert cadence.next_delay(SCHNELL, 60.0) == pytest.approx(2.0)      # capped
-    for s in (2.00, 2.01, 2.02, 2.01, 2.0):
-        cadence.observe(SCHNELL, s)
-    assert 1.9 < 0.2 + cadence.next_delay(SCHNELL, 0.2) < 2.0           # one sleep to just before 2 s
-    assert cadence.next_delay(SCHNELL, 2.005) == pytest.approx(0.01)    # fast near completion
-    late = [cadence.next_delay(SCHNELL, t) for t in (2.5, 4.0, 10.0, 100.0)]
-    assert late == sorted(late) and late[-1] == 2.0                      # backs off when late
-    assert cadence.next_delay(SCHNELL, 2.005, queue_position=5) >= 0.5  # queued: not about to finish
-    assert cadence.next_delay(EDIT, 0.0) == pytest.approx(0.1)          # per endpoint
 
 
 def test_a_rerun_added_while_its_batch_runs_is_sent_by_the_live_runner(live, fal_standin):
@@ -310,18 +312,18 @@ def test_a_rerun_added_while_its_batch_runs_is_sent_by_the_live_runner(live, fal
     fal_standin.set_latency(0.6)
     batch = make_batch(models=(SCHNELL,), poses=("Standing", "Walking"))
     done = []
-    t = threading.Thread(target=lambda: done.append(runner.run_batch(batch.id, settings=settings,
+    t = threading.Thread(target=lambda: done.append(schedule.run_batch(batch.id, settings=settings,
                                                                      concurrency=1)))
     t.start()
     deadline = time.monotonic() + 20
-    while not any(r.fal_request_id for r in store.batch_requests(d, batch.id)):
+    while not any(r.fal_request_id for r in d.batch_requests(batch.id)):
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    first = next(r for r in store.batch_requests(d, batch.id) if r.fal_request_id)
-    again = store.rerun_request(d, first.id, created_by="ana", dry_run=False)
+    first = next(r for r in d.batch_requests(batch.id) if r.fal_request_id)
+    again = d.rerun_request(first.id, created_by="ana", dry_run=False)
     t.join(60)
     assert done and done[0].finished
-    rerun = store.get_request(d, again.id)
+    rerun = d.get_request(again.id)
     assert rerun.batch_id == batch.id and rerun.rerun_of == first.id
     assert rerun.status == "completed" and fal_standin.submissions == 3
 
@@ -329,10 +331,10 @@ def test_a_rerun_added_while_its_batch_runs_is_sent_by_the_live_runner(live, fal
 def test_rerun_of_a_dry_run_request_once_a_key_is_set_goes_to_a_new_live_batch(live):
     settings, d, make_batch = live
     batch = make_batch(models=(SCHNELL,), poses=("Standing",))
-    d.execute("UPDATE batches SET dry_run = 1 WHERE id = ?", [batch.id])
-    (old,) = store.batch_requests(d, batch.id)
-    same_mode = store.rerun_request(d, old.id, dry_run=True)
+    d.db.execute("UPDATE batches SET dry_run = 1 WHERE id = ?", [batch.id])
+    (old,) = d.batch_requests(batch.id)
+    same_mode = d.rerun_request(old.id, dry_run=True)
     assert same_mode.batch_id == batch.id and same_mode.dry_run
-    live_run = store.rerun_request(d, old.id, dry_run=False)
+    live_run = d.rerun_request(old.id, dry_run=False)
     assert live_run.batch_id != batch.id and not live_run.dry_run
-    assert not store.get_batch(d, live_run.batch_id).dry_run
+    assert not d.get_batch(live_run.batch_id).dry_run

@@ -1,0 +1,139 @@
+"""What every table module of the store shares: the connection, the write lock, row helpers.
+
+Invariants:
+- Every write of a `Store` goes through `_write` or `_write_transaction`, which take the store's
+  write lock first. The lock is one per database FILE in this process (several `Store`s on one
+  file, e.g. one per runner thread, share it), so threads queue on it instead of on SQLite's busy
+  handler, which sleeps in steps of up to 100 ms; other processes still meet the busy timeout.
+- Rows are read into dicts here and turned into frozen values (`_build`); no row dict leaves
+  the store package.
+- SQLite specifics (BEGIN IMMEDIATE, PRAGMA, row values, `excluded.`) stay inside core/store.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from core.catalog.payloads import abbreviate, canonical_json
+from core.errors import StoreError
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    import sqlite_utils
+
+_LOCKS_GUARD = threading.Lock()
+_LOCKS: dict[str, threading.RLock] = {}
+
+_BOOLEAN = frozenset({"dry_run", "cancel_requested"})
+_DEFAULT_ZERO = frozenset({"attempts", "request_count"})
+
+
+def _file_write_lock(db: sqlite_utils.Database) -> threading.RLock:
+    """The process-wide lock of the file `db` is connected to (one per in-memory database)."""
+    path = db.conn.execute("PRAGMA database_list").fetchone()[2] or f"memory:{id(db)}"
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(path, threading.RLock())
+
+
+def build(cls: type, row: Mapping[str, Any]):
+    """A frozen value of `cls` from a row (columns the value does not name are ignored)."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in row and f.default is not dataclasses.MISSING:
+            continue
+        v = row.get(f.name)
+        if f.name in _BOOLEAN or (f.name == "nsfw" and v is not None):
+            v = bool(v)
+        elif v is None and f.name in _DEFAULT_ZERO:
+            v = 0
+        values[f.name] = v
+    return cls(**values)
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    delta = _dt.datetime.fromisoformat(end) - _dt.datetime.fromisoformat(start)
+    return round(delta.total_seconds(), 6)
+
+
+def check_payload(payload: Mapping[str, Any]) -> str:
+    """The canonical JSON text of a payload to store; StoreError if it carries a data: URI."""
+    text = canonical_json(payload)
+    if '"data:' in text:
+        raise StoreError("A payload to be stored carries a data: URI; store local reference photos "
+                         "as reference://<id> and build the data: URI only at send time.")
+    return text
+
+
+def json_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    return canonical_json(abbreviate(value))
+
+
+def placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class _Base:
+    """The connection and the write lock; the table mixins add the statements."""
+
+    db: sqlite_utils.Database
+    _lock: threading.RLock
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+        self._lock = _file_write_lock(db)
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
+        cursor = self.db.execute(sql, list(params))
+        keys = [d[0] for d in cursor.description]
+        for row in cursor:
+            yield dict(zip(keys, row))
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple:
+        return self.db.execute(sql, list(params)).fetchone()
+
+    def _write(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self.db.execute(sql, list(params))
+
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE under the write lock: a read-then-write never fails with SQLITE_BUSY
+        on lock upgrade (the busy timeout does not cover that case). Nested calls join the
+        outer transaction through a savepoint."""
+        with self._lock:
+            if self.db.conn.in_transaction:
+                with self.db.atomic():
+                    yield
+                return
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if self.db.conn.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def _insert(self, table: str, row: Mapping[str, Any]) -> None:
+        """INSERT one row (call inside `_write_transaction` or `_write`'s lock)."""
+        cols = list(row)
+        self._write(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders(len(cols))})",
+                    list(row.values()))
+
+    def _insert_all(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        cols = list(rows[0])
+        with self._lock:
+            self.db.conn.executemany(
+                f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders(len(cols))})",
+                [[r[c] for c in cols] for r in rows])

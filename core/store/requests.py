@@ -1,0 +1,210 @@
+"""Request rows: write before you send, then one update per step of the lifecycle.
+
+Invariants:
+- `record_request` (and `create_batch`) write a `planned` row before anything leaves; every
+  later step is an update of that row.
+- A stored payload is the exact body as canonical JSON plus its `payload_hash`. It never holds a
+  `data:` URI (local reference photos appear as `reference://<id>`): writing one raises StoreError.
+- Status moves one way: planned -> submitted -> queued -> running -> completed | failed |
+  cancelled, or planned -> dry_run; `mark_unsent` is the one way back (submitted -> planned, when
+  fal surely did not accept the job). A `mark_*` call that would move a request backwards or out
+  of a final state changes nothing and returns False, so a late or repeated update is harmless.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from core.catalog.payloads import (
+    DiffEntry, PayloadDiff, abbreviate, canonical_json, diff_values, payload_hash,
+)
+from core.errors import StoreError
+from core.store._sql import _Base, build, check_payload, json_or_none, placeholders, seconds_between
+from core.store.db import new_id, now
+from core.store.values import RequestRecord
+
+
+class RequestsMixin(_Base):
+    """Rows of `requests` (re-runs also read `batches`: `get_batch` comes from BatchesMixin)."""
+
+    def record_request(self, *, endpoint: str, payload: Mapping[str, Any],
+                       batch_id: str | None = None, group_id: str | None = None,
+                       prompt: str | None = None, options: Mapping[str, Any] | None = None,
+                       seed: int | None = None, image_size: str | None = None,
+                       reference_ids: Sequence[str] = (), estimated_cost: float | None = None,
+                       dry_run: bool = False, rerun_of: str | None = None,
+                       created_by: str | None = None) -> RequestRecord:
+        """Write one `planned` request row, before anything is sent."""
+        text = check_payload(payload)
+        request_id = new_id()
+        with self._write_transaction():
+            self._insert("requests", {
+                "id": request_id, "batch_id": batch_id, "group_id": group_id, "endpoint": endpoint,
+                "prompt": prompt if prompt is not None else payload.get("prompt"),
+                "options_json": canonical_json(dict(options or {})), "seed": seed,
+                "image_size": image_size, "reference_ids": canonical_json(list(reference_ids)),
+                "payload_json": text, "payload_hash": payload_hash(payload), "status": "planned",
+                "dry_run": int(dry_run), "created_at": now(), "estimated_cost": estimated_cost,
+                "rerun_of": rerun_of, "created_by": created_by, "attempts": 0,
+            })
+            if batch_id is not None:
+                self._write("UPDATE batches SET request_count = request_count + 1, "
+                            "estimated_cost = coalesce(estimated_cost, 0) + ?, finished_at = NULL, "
+                            "status = CASE WHEN status IN ('finished', 'cancelled') THEN 'running' "
+                            "ELSE status END WHERE id = ?", [estimated_cost or 0.0, batch_id])
+        return self.get_request(request_id)
+
+    def get_request(self, request_id: str) -> RequestRecord:
+        for row in self._rows("SELECT * FROM requests WHERE id = ?", [request_id]):
+            return build(RequestRecord, row)
+        raise StoreError(f"No request with id {request_id!r}.")
+
+    def _transition(self, request_id: str, allowed_from: Sequence[str],
+                    updates: Mapping[str, Any]) -> bool:
+        sets = ", ".join(f"{k} = ?" for k in updates)
+        cur = self._write(
+            f"UPDATE requests SET {sets} WHERE id = ? AND status IN ({placeholders(len(allowed_from))})",
+            [*updates.values(), request_id, *allowed_from])
+        if cur.rowcount == 0:
+            self.get_request(request_id)  # StoreError when the id is unknown
+            return False
+        return True
+
+    def mark_submitted(self, request_id: str) -> bool:
+        """The POST is about to leave: from here on the job MAY exist at fal."""
+        cur = self._write("UPDATE requests SET status = 'submitted', submitted_at = ?, "
+                          "attempts = coalesce(attempts, 0) + 1 WHERE id = ? AND status = 'planned'",
+                          [now(), request_id])
+        if cur.rowcount == 0:
+            self.get_request(request_id)
+            return False
+        return True
+
+    def mark_unsent(self, request_id: str) -> bool:
+        """Back to `planned` after a submit that fal surely did not accept (refused key, 429, no
+        connection): nothing exists at fal, so sending it later cannot run it twice."""
+        return self._transition(request_id, ("submitted",), {"status": "planned", "submitted_at": None})
+
+    def mark_queued(self, request_id: str, *, fal_request_id: str, status_url: str | None,
+                    response_url: str | None, cancel_url: str | None,
+                    queue_position: int | None = None, http_status: int | None = 200) -> bool:
+        """fal accepted the job; its id and URLs are what a resumed runner polls."""
+        return self._transition(request_id, ("submitted",), {
+            "status": "queued", "queued_at": now(), "fal_request_id": fal_request_id,
+            "status_url": status_url, "response_url": response_url, "cancel_url": cancel_url,
+            "queue_position": queue_position, "http_status": http_status,
+        })
+
+    def mark_running(self, request_id: str, *, logs: Any = None) -> bool:
+        """fal reported IN_PROGRESS; the queue time is submit -> now."""
+        rec = self.get_request(request_id)
+        started = now()
+        updates: dict[str, Any] = {"status": "running", "started_at": started,
+                                   "queue_time_s": seconds_between(rec.submitted_at, started)}
+        if logs is not None:
+            updates["logs_json"] = json_or_none(logs)
+        return self._transition(request_id, ("queued",), updates)
+
+    def update_queue_position(self, request_id: str, position: int | None) -> None:
+        self._write("UPDATE requests SET queue_position = ? WHERE id = ? AND status = 'queued'",
+                    [position, request_id])
+
+    def mark_completed(self, request_id: str, *, response: Any, http_status: int | None = 200,
+                       inference_time_s: float | None = None, logs: Any = None) -> bool:
+        """The result is in and its images are stored. Timings: total = submit -> now; queue time =
+        submit -> IN_PROGRESS seen, else total minus inference time."""
+        rec = self.get_request(request_id)
+        done = now()
+        total = seconds_between(rec.submitted_at, done)
+        if inference_time_s is None and isinstance(response, Mapping):
+            timings = response.get("timings")
+            if isinstance(timings, Mapping) and isinstance(timings.get("inference"), (int, float)):
+                inference_time_s = float(timings["inference"])
+        queue_time = rec.queue_time_s
+        if queue_time is None and total is not None and inference_time_s is not None:
+            queue_time = max(0.0, round(total - inference_time_s, 6))
+        updates: dict[str, Any] = {
+            "status": "completed", "completed_at": done, "total_time_s": total,
+            "queue_time_s": queue_time, "inference_time_s": inference_time_s,
+            "http_status": http_status, "response_json": json_or_none(response),
+            "error_type": None, "error_message": None,
+        }
+        if logs is not None:
+            updates["logs_json"] = json_or_none(logs)
+        return self._transition(request_id, ("submitted", "queued", "running"), updates)
+
+    def mark_failed(self, request_id: str, *, error_type: str, error_message: str,
+                    http_status: int | None = None, response: Any = None,
+                    inference_time_s: float | None = None) -> bool:
+        """A final failure, with what happened and what to do in `error_message`."""
+        rec = self.get_request(request_id)
+        done = now()
+        return self._transition(request_id, ("planned", "submitted", "queued", "running"), {
+            "status": "failed", "completed_at": done,
+            "total_time_s": seconds_between(rec.submitted_at, done),
+            "inference_time_s": inference_time_s, "http_status": http_status,
+            "error_type": error_type, "error_message": abbreviate(error_message),
+            "response_json": json_or_none(response),
+        })
+
+    def mark_cancelled(self, request_id: str, *, reason: str = "cancelled by user",
+                       http_status: int | None = None) -> bool:
+        rec = self.get_request(request_id)
+        done = now()
+        return self._transition(request_id, ("planned", "submitted", "queued", "running"), {
+            "status": "cancelled", "completed_at": done,
+            "total_time_s": seconds_between(rec.submitted_at, done),
+            "error_type": "cancelled", "error_message": reason, "http_status": http_status,
+        })
+
+    def mark_dry_run(self, request_id: str) -> bool:
+        """Built and validated, recorded, and deliberately not sent (no FAL_KEY)."""
+        return self._transition(request_id, ("planned",), {"status": "dry_run", "dry_run": 1,
+                                                           "completed_at": now()})
+
+    def rerun_request(self, request_id: str, *, created_by: str | None = None,
+                      dry_run: bool | None = None) -> RequestRecord:
+        """A new `planned` row with the same endpoint and payload, linked by `rerun_of`, in the
+        same batch (or a new one-request batch), so the batch runner sends it.
+
+        `dry_run` is the mode to re-run in (the current settings'): a dry-run request re-run once
+        a key is set goes to a new live one-request batch, and the other way round."""
+        with self._write_transaction():
+            old = self.get_request(request_id)
+            mode = old.dry_run if dry_run is None else bool(dry_run)
+            batch_id = old.batch_id
+            if batch_id is not None and bool(self.get_batch(batch_id).dry_run) != mode:
+                batch_id = None
+            if batch_id is None:
+                batch_id = new_id()
+                self._insert("batches", {
+                    "id": batch_id, "name": f"re-run of {old.id}", "created_at": now(),
+                    "created_by": created_by, "status": "planned", "dry_run": int(mode),
+                    "cancel_requested": 0, "request_count": 0, "estimated_cost": 0.0,
+                })
+            else:
+                # a re-run in a batch that was cancelled must not be cancelled on arrival
+                self._write("UPDATE batches SET cancel_requested = 0 WHERE id = ?", [batch_id])
+            return self.record_request(
+                endpoint=old.endpoint, payload=old.payload, batch_id=batch_id, group_id=old.group_id,
+                prompt=old.prompt, options=old.options, seed=old.seed, image_size=old.image_size,
+                reference_ids=old.references, estimated_cost=old.estimated_cost, dry_run=mode,
+                rerun_of=old.id, created_by=created_by)
+
+    def last_payload_sent(self) -> RequestRecord | None:
+        """The newest request that actually left for fal, with its payload abbreviated (the old
+        `/api/debug/last-prompt`)."""
+        for row in self._rows("SELECT * FROM requests WHERE submitted_at IS NOT NULL "
+                              "ORDER BY submitted_at DESC LIMIT 1"):
+            row["payload_json"] = canonical_json(abbreviate(json.loads(row["payload_json"])))
+            return build(RequestRecord, row)
+        return None
+
+    def diff_payloads(self, a_id: str, b_id: str) -> PayloadDiff:
+        """What changed from request `a` to request `b` (payloads, with data: URIs abbreviated)."""
+        a, b = self.get_request(a_id), self.get_request(b_id)
+        added, removed, changed = diff_values(abbreviate(a.payload), abbreviate(b.payload))
+        if a.endpoint != b.endpoint:
+            changed.insert(0, DiffEntry("(endpoint)", old=a.endpoint, new=b.endpoint))
+        return PayloadDiff(a_id, b_id, tuple(added), tuple(removed), tuple(changed))
