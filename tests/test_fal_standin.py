@@ -127,6 +127,70 @@ def test_cancel_answers(fal_standin, http):
     assert (ghost.status_code, ghost.json()) == (404, {"status": "NOT_FOUND"})
 
 
+# --- status stream ------------------------------------------------------------------------------
+
+def _events(response) -> list[tuple[str | None, dict]]:
+    """(event name, data) of each server-sent event of a finished stream."""
+    out, name, data = [], None, []
+    for line in response.iter_lines():
+        if not line:
+            if data:
+                out.append((name, json.loads("\n".join(data))))
+            name, data = None, []
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+    return out
+
+
+def test_status_stream_sends_each_change_and_closes_after_completed(fal_standin, http):
+    fal_standin.set_capacity(1)
+    fal_standin.set_latency(0.25)
+    _submit(http, body={"prompt": "blocker"})
+    sub = _submit(http, body={"prompt": "waits"})
+    started = time.monotonic()
+    with http.stream("GET", sub["status_url"] + "/stream", params={"logs": "1"}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        assert response.headers["x-fal-request-id"] == sub["request_id"]
+        events = _events(response)   # returns only because the server closed the stream
+    assert time.monotonic() - started < 5
+    states = [data["status"] for _, data in events]
+    assert states == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+    assert all(name is None for name, _ in events)
+    assert events[0][1]["queue_position"] == 0 and isinstance(events[0][1]["logs"], list)
+    assert events[-1][1]["metrics"]["inference_time"] > 0
+    assert http.get(sub["status_url"]).json()["status"] == "COMPLETED"
+
+
+def test_status_stream_of_a_finished_job_is_one_event_and_unknown_ids_are_404(fal_standin, http):
+    sub = _submit(http)
+    _until(lambda: http.get(sub["status_url"]).status_code == 200)
+    with http.stream("GET", sub["status_url"] + "/stream") as response:
+        events = _events(response)
+    assert [data["status"] for _, data in events] == ["COMPLETED"] and events[0][1]["logs"] is None
+    ghost = http.get(f"{fal_standin.url}/fal-ai/flux/requests/nope/status/stream")
+    assert ghost.status_code == 404 and ghost.json() == {"status": "NOT_FOUND"}
+
+
+def test_status_stream_faults_cut_it_early_or_name_its_events(fal_standin, http):
+    fal_standin.set_latency(0.3)
+    fal_standin.inject("stream", "cut", events=1)
+    fal_standin.inject("stream", "cut", events=1, abrupt=True)
+    fal_standin.inject("stream", "named")
+    sub = _submit(http)
+    url = sub["status_url"] + "/stream"
+    with http.stream("GET", url) as response:
+        assert [data["status"] for _, data in _events(response)] == ["IN_PROGRESS"]
+    with pytest.raises(httpx.RemoteProtocolError), http.stream("GET", url) as response:
+        _events(response)
+    with http.stream("GET", url) as response:
+        raw = response.read().decode()
+    assert ": ping" in raw and "event: status" in raw
+    assert raw.rstrip().endswith("}") and '"COMPLETED"' in raw
+
+
 # --- auth, validation, endpoints ----------------------------------------------------------------
 
 def test_bad_or_missing_key_is_401_and_not_counted(fal_standin):

@@ -10,6 +10,9 @@ Invariants:
   came back WITHOUT `x-fal-request-id` (the proxy answered, fal never saw the body). A read
   timeout, a dropped connection after sending, or a 5xx carrying `x-fal-request-id` raise
   instead: the job may exist.
+- `stream_status` follows fal's status stream (server-sent events) and, on any error or a stream
+  that ends before COMPLETED, carries on by polling `status()`: it always ends with Completed
+  (or raises what polling raises).
 - Status polls, result fetches, cancels and downloads are idempotent: transport errors, 408, 429
   (honouring `Retry-After`) and 5xx are retried with capped exponential backoff and jitter.
 - The key is sent only to fal's run/queue URLs (never to a download URL) and never appears in a log
@@ -30,8 +33,9 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
-from urllib.parse import urlsplit
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -50,13 +54,16 @@ from core.errors import (
 from core.catalog.payloads import abbreviate, payload_hash
 
 __all__ = [
-    "Completed", "DEFAULT_TIMEOUT", "FalClient", "FalOutput", "InProgress", "OutputImage",
+    "Completed", "DEFAULT_STREAM_TIMEOUT", "DEFAULT_TIMEOUT", "FalClient", "FalOutput", "InProgress", "OutputImage",
     "QueueHandle", "Queued", "RetryPolicy", "Status", "handle_from_row", "parse_output",
 ]
 
 logger = logging.getLogger("core.batches.fal")
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+# The status stream is silent while nothing changes: a job queued longer than the read timeout
+# ends the stream and `stream_status` carries on by polling.
+DEFAULT_STREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=120.0)
 DEFAULT_DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024
 
@@ -246,6 +253,7 @@ class FalClient:
     def __init__(self, settings: Settings | None = None, *, key: str | None = None,
                  queue_url: str | None = None,
                  timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+                 stream_timeout: httpx.Timeout | float = DEFAULT_STREAM_TIMEOUT,
                  download_timeout: httpx.Timeout | float = DEFAULT_DOWNLOAD_TIMEOUT,
                  retry: RetryPolicy = RetryPolicy(),
                  transport: httpx.BaseTransport | None = None):
@@ -254,6 +262,7 @@ class FalClient:
         self.queue_url = (queue_url or settings.fal_queue_url).rstrip("/")
         self.retry = retry
         self._timeout = _as_timeout(timeout)
+        self._stream_timeout = _as_timeout(stream_timeout)
         self._download_timeout = _as_timeout(download_timeout)
         pool = max(20, 2 * settings.concurrency)
         # No Authorization here on purpose: it is added per call to fal's own URLs only, so a
@@ -311,6 +320,65 @@ class FalClient:
                               headers=self._auth_headers(), timeout=self._timeout, resend_safe=True)
         body = _json_object(response, what="status", endpoint=handle.endpoint)
         return _parse_status(body, handle)
+
+    def stream_status(self, handle: QueueHandle, *, logs: bool = True, poll_every: float = 0.25,
+                      sleep: Callable[[float], None] = time.sleep) -> Iterator[Status]:
+        """The job's statuses as they change, ending with Completed.
+
+        Read from `GET {status_url}/stream` (one `data:` event per change, with or without an
+        event name); when the stream fails in any way or ends before COMPLETED, the rest comes
+        from polling `status()` every `poll_every` seconds (only changed statuses are yielded).
+        Errors of the polling (e.g. FalAuthError, 404) are raised as `status()` raises them."""
+        last: Status | None = None
+        events = self._stream_events(handle, logs)
+        try:
+            while True:
+                try:
+                    status = next(events)
+                except StopIteration:
+                    reason = "the stream ended before COMPLETED"
+                    break
+                except Exception as e:  # noqa: BLE001 - any stream failure: carry on by polling
+                    reason = f"{type(e).__name__}: {e}"
+                    break
+                yield status
+                last = status
+                if isinstance(status, Completed):
+                    return
+        finally:
+            events.close()
+        logger.warning(json.dumps({"event": "fal.stream_fallback", "request_id": handle.request_id,
+                                   "reason": reason[:300]}, separators=(",", ":")))
+        while True:
+            status = self.status(handle, logs=logs)
+            if status != last:
+                yield status
+                last = status
+            if isinstance(status, Completed):
+                return
+            sleep(poll_every)
+
+    def _stream_events(self, handle: QueueHandle, logs: bool) -> Iterator[Status]:
+        """Statuses from one status stream, as they arrive. Raises on anything unexpected."""
+        split = urlsplit(handle.status_url)
+        url = urlunsplit(split._replace(path=split.path.rstrip("/") + "/stream"))
+        headers = {**self._auth_headers(), "Accept": "text/event-stream"}
+        with self._http.stream("GET", url, params={"logs": "1"} if logs else None, headers=headers,
+                               timeout=self._stream_timeout) as response:
+            if response.status_code != 200:
+                response.read()
+                raise _error_from(response, what="status stream", endpoint=handle.endpoint,
+                                  request_id=handle.request_id)
+            content_type = response.headers.get("content-type", "")
+            if not content_type.startswith("text/event-stream"):
+                raise FalServerError(f"fal's status stream answered {content_type or 'no content type'}, "
+                                     "not text/event-stream.", request_id=handle.request_id)
+            for data in _sse_data(response.iter_lines()):
+                body = json.loads(data)
+                if not isinstance(body, dict):
+                    raise FalServerError("a status stream event is not a JSON object.",
+                                         request_id=handle.request_id)
+                yield _parse_status(body, handle)
 
     def result(self, handle: QueueHandle) -> FalOutput:
         """GET the response URL: the output parsed (`parse_output`), or the job's replayed error
@@ -474,6 +542,26 @@ def _parse_status(body: dict, handle: QueueHandle) -> Status:
                          error=body.get("error"), error_type=body.get("error_type"))
     raise FalServerError(f"fal answered an unknown status {state!r} for request {handle.request_id}; "
                          "poll again later.", request_id=handle.request_id)
+
+
+def _sse_data(lines: Iterable[str]) -> Iterator[str]:
+    """The `data` of each server-sent event, in order, whatever its event name (`event:`) and
+    ignoring comments (`:`), `id:` and `retry:` lines. Multi-line data is joined with newlines,
+    as the SSE format says; an event still open when the stream ends is delivered too."""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

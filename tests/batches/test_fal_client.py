@@ -274,6 +274,137 @@ def test_result_that_is_not_json_raises_bad_response_with_the_text():
     assert e.value.raw == "<html>oops</html>" and e.value.status_code == 200
 
 
+# --- status stream ------------------------------------------------------------------------------
+
+def _statuses(client: FalClient, handle: QueueHandle, **kw) -> list:
+    """Every status stream_status yields; a hang fails the test instead of blocking it."""
+    out: list = []
+    done = threading.Event()
+
+    def consume() -> None:
+        try:
+            out.extend(client.stream_status(handle, **kw))
+        except Exception as e:  # noqa: BLE001 - handed to the asserting thread
+            out.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=consume, daemon=True).start()
+    assert done.wait(15), "stream_status did not end"
+    if out and isinstance(out[-1], Exception):
+        raise out[-1]
+    return out
+
+
+def test_stream_status_yields_each_change_from_the_stream_without_polling(fal_standin,
+                                                                          standin_fal_client):
+    fal_standin.set_capacity(1)
+    fal_standin.set_latency(0.3)
+    standin_fal_client.submit(SCHNELL, {"prompt": "blocker"})
+    second = standin_fal_client.submit(SCHNELL, {"prompt": "waits"})
+    seen = _statuses(standin_fal_client, second)
+    assert [type(s) for s in seen] == [Queued, InProgress, Completed]
+    assert seen[0].position == 0
+    assert seen[-1].ok and seen[-1].metrics["inference_time"] > 0
+    assert any("finished" in entry["message"] for entry in seen[-1].logs)
+    requests = fal_standin.stats()["requests"]
+    assert requests["stream"] == 1 and "status" not in requests
+
+
+def test_stream_status_accepts_named_events_and_comments(fal_standin, standin_fal_client):
+    fal_standin.set_latency(0.2)
+    fal_standin.inject("stream", "named")
+    handle = standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    seen = _statuses(standin_fal_client, handle)
+    assert [type(s) for s in seen] == [InProgress, Completed]
+    assert "status" not in fal_standin.stats()["requests"]
+
+
+def test_stream_status_reports_a_failed_job_as_completed_with_its_error(fal_standin,
+                                                                        standin_fal_client):
+    fal_standin.inject("job", "content_policy_violation")
+    handle = standin_fal_client.submit(SCHNELL, {"prompt": "forbidden"})
+    last = _statuses(standin_fal_client, handle)[-1]
+    assert isinstance(last, Completed) and not last.ok
+    assert last.error_type == "content_policy_violation"
+
+
+@pytest.mark.parametrize("abrupt", [False, True])
+def test_stream_closed_early_falls_back_to_polling_until_completed(fal_standin, standin_fal_client,
+                                                                   caplog, abrupt):
+    """The stream ends (cleanly or mid-body) after its first event: polling takes over, and
+    the caller still sees every change once, ending with Completed."""
+    fal_standin.set_latency(0.4)
+    fal_standin.inject("stream", "cut", events=1, abrupt=abrupt)
+    handle = standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    with caplog.at_level(logging.WARNING, logger="core.batches.fal"):
+        seen = _statuses(standin_fal_client, handle, poll_every=0.02)
+    assert isinstance(seen[0], InProgress) and isinstance(seen[-1], Completed) and seen[-1].ok
+    assert all(a != b for a, b in zip(seen, seen[1:]))     # polling yields changes only
+    assert fal_standin.stats()["requests"]["status"] >= 2   # it polled while the job ran
+    assert '"event":"fal.stream_fallback"' in caplog.text
+
+
+@pytest.mark.parametrize("fault", ["502", "500", "401", "429", "drop"])
+def test_stream_errors_fall_back_to_polling(fal_standin, standin_fal_client, fault):
+    fal_standin.set_latency(0.2)
+    fal_standin.inject("stream", fault)
+    handle = standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    seen = _statuses(standin_fal_client, handle, poll_every=0.02)
+    assert isinstance(seen[-1], Completed) and seen[-1].ok
+    assert fal_standin.stats()["requests"]["status"] >= 1
+
+
+def test_stream_status_of_an_unknown_request_raises_what_polling_raises(fal_standin,
+                                                                        standin_fal_client):
+    ghost = handle_from_row(SCHNELL, "no-such-id", None, None, None)
+    with pytest.raises(FalError, match="does not know request") as e:
+        _statuses(standin_fal_client, ghost)
+    assert e.value.status_code == 404
+
+
+def _stream_mock(body: bytes, *, content_type="text/event-stream", polls=None):
+    """A fal whose stream answers `body`; polls (if any) answer COMPLETED and are counted."""
+    def handler(request):
+        if request.url.path.endswith("/stream"):
+            assert request.headers["accept"] == "text/event-stream"
+            return httpx.Response(200, content=body, headers={"content-type": content_type,
+                                                              "x-fal-request-id": "r"})
+        if polls is not None:
+            polls.append(request)
+        return httpx.Response(200, json={"status": "COMPLETED", "logs": None, "metrics": {}},
+                              headers={"x-fal-request-id": "r"})
+    return handler
+
+
+@pytest.mark.parametrize("body", [
+    b'data: {"status": "IN_PROGRESS", "logs": null}\n\ndata: {"status": "COMPLETED", "logs": null}\n\n',
+    b'event: status\r\ndata:{"status": "IN_PROGRESS"}\r\n\r\n: keep-alive\r\n\r\n'
+    b'id: 2\r\nevent: message\r\ndata: {"status": "COMPLETED",\r\ndata:  "metrics": {"inference_time": 1.5}}\r\n\r\n',
+    b'data: {"status": "IN_PROGRESS"}\n\ndata: {"status": "COMPLETED"}',   # no blank line at the end
+])
+def test_stream_framing_variants_are_read_without_polling(body):
+    polls: list = []
+    handle = handle_from_row(SCHNELL, "r", None, None, None, queue_url="https://queue.fal.run")
+    with _mock_client(_stream_mock(body, polls=polls), []) as client:
+        seen = list(client.stream_status(handle, sleep=lambda s: None))
+    assert [type(s) for s in seen] == [InProgress, Completed] and polls == []
+
+
+@pytest.mark.parametrize("body, content_type", [
+    (b'data: [1, 2]\n\n', "text/event-stream"),
+    (b'data: not json\n\n', "text/event-stream"),
+    (b'data: {"status": "WEIRD"}\n\n', "text/event-stream"),
+    (b'{"status": "COMPLETED"}', "application/json"),
+])
+def test_an_unreadable_stream_falls_back_to_polling(body, content_type):
+    polls: list = []
+    handle = handle_from_row(SCHNELL, "r", None, None, None, queue_url="https://queue.fal.run")
+    with _mock_client(_stream_mock(body, content_type=content_type, polls=polls), []) as client:
+        seen = list(client.stream_status(handle, sleep=lambda s: None))
+    assert [type(s) for s in seen] == [Completed] and len(polls) == 1
+
+
 # --- cancel -------------------------------------------------------------------------------------
 
 def test_cancel_queued_job_then_result_raises_cancelled(fal_standin, standin_fal_client):

@@ -9,10 +9,13 @@ Out of process: `python -m tests.standins.fal_server --port 0 --latency 1.0` pri
 URL on its first stdout line; `StandinControl(url)` drives the test API over `/_standin/...`.
 
 What it guarantees (the client's tests rely on each):
-- Queue protocol as in shared/fal/README.md: submit 200 IN_QUEUE with URLs under
+- Queue protocol as in docs/fal.md: submit 200 IN_QUEUE with URLs under
   `/<owner>/<app>/requests/<id>`; status 202 IN_QUEUE(+queue_position)/IN_PROGRESS, 200 COMPLETED
   with `metrics`; `logs` always present (null unless `logs=1`/`true`); result replays the model's
-  status and body; cancel 202/400/404. Every answer from the "app" carries `x-fal-request-id`;
+  status and body; cancel 202/400/404.
+- Status stream `GET .../status/stream`: `text/event-stream`, chunked, one `data: {status}` event
+  each time the job's state, queue position or log count changes (the first at once), the
+  connection closed after the COMPLETED event. Every answer from the "app" carries `x-fal-request-id`;
   ingress error pages (injected) carry none.
 - Auth `Authorization: Key <key>` on every app call (not on /files: that is the public CDN).
 - Bodies are validated against core/catalog/schemas/<endpoint>.json (Draft 2020-12); unknown keys are
@@ -66,8 +69,9 @@ PALETTE = [(214, 69, 65), (52, 152, 219), (46, 204, 113), (241, 196, 15), (155, 
            (230, 126, 34), (26, 188, 156), (236, 240, 241), (52, 73, 94), (233, 30, 99),
            (0, 150, 136), (121, 85, 72)]
 
-WHERES = ("submit", "status", "result", "cancel", "file", "job")
+WHERES = ("submit", "status", "stream", "result", "cancel", "file", "job")
 FAULTS = ("401", "422", "429", "500", "503", "502", "504", "ingress", "slow", "drop")
+STREAM_FAULTS = ("cut", "named")
 JOB_FAULTS = ("content_policy_violation", "runner_disconnected", "list_body", "missing_fields",
               "image_404")
 
@@ -286,7 +290,7 @@ class FalStandin:
     def inject(self, where: str, fault: str | int, times: int = 1, **params: Any) -> None:
         """Make the next `times` calls at `where` fail with `fault`.
 
-        where: submit, status, result, cancel, file; or "job": the next accepted jobs complete
+        where: submit, status, stream, result, cancel, file; or "job": the next accepted jobs complete
         with a model error, "content_policy_violation" (422) or "runner_disconnected" (503), or
         succeed with an output fal's schema does not promise: "list_body" (a JSON list holding
         the output), "missing_fields" (fields=[top-level keys to leave out], default ["images"];
@@ -295,13 +299,16 @@ class FalStandin:
         fault: "401", "422" (detail=list|str), "429" (retry_after=seconds|None), "500" (carries
         x-fal-request-id), "503" (runner_scheduling_failure), "502"/"504"/"ingress" (nginx HTML,
         NO x-fal-request-id; status=502), "slow" (seconds=N, then answer normally), "drop" (close
-        the socket unanswered). On submit/run, accepted=True makes the job exist before the fault
+        the socket unanswered). On submit, accepted=True makes the job exist before the fault
         answers (or drops); default False: refused before acceptance, never counted.
+        On "stream" also: "cut" (end the stream after events=N events, default 1, before
+        COMPLETED; abrupt=True drops the connection instead of ending the chunked body) and
+        "named" (every event carries `event: status`, with `: ping` comments between them).
         """
         fault = str(fault)
         if where not in WHERES:
             raise ValueError(f"where must be one of {WHERES}, got {where!r}")
-        allowed = JOB_FAULTS if where == "job" else FAULTS
+        allowed = JOB_FAULTS if where == "job" else FAULTS + (STREAM_FAULTS if where == "stream" else ())
         if fault not in allowed:
             raise ValueError(f"fault at {where} must be one of {allowed}, got {fault!r}")
         with self._lock:
@@ -612,9 +619,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._submit("/".join(parts), raw)
             if len(parts) >= 4 and parts[2] == "requests":
                 owner_app, request_id, tail = "/".join(parts[:2]), parts[3], parts[4:]
+                logs = query.get("logs", ["0"])[0].lower() in ("1", "true")
                 if method == "GET" and tail == ["status"]:
-                    logs = query.get("logs", ["0"])[0].lower() in ("1", "true")
                     return self._status(owner_app, request_id, logs)
+                if method == "GET" and tail == ["status", "stream"]:
+                    return self._stream(owner_app, request_id, logs)
                 if method == "GET" and not tail:
                     return self._result(owner_app, request_id)
                 if method == "PUT" and tail == ["cancel"]:
@@ -649,7 +658,8 @@ class _Handler(BaseHTTPRequestHandler):
             return True
 
     def _apply_fault(self, where: str, *, on_accept=None) -> bool:
-        """Serve an injected fault for `where`; True when it answered (or dropped) the request."""
+        """Serve an injected fault for `where`; True when it answered (or dropped) the request.
+        A stream-only fault is left in `self._stream_fault` for the stream to play."""
         standin = self.standin
         with standin._lock:
             standin._requests[where] += 1
@@ -657,6 +667,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is None:
             return False
         kind, params = fault.fault, fault.params
+        if kind in STREAM_FAULTS:
+            self._stream_fault = fault
+            return False
         if kind == "slow":
             time.sleep(float(params.get("seconds", 1.0)))
             return False
@@ -815,7 +828,12 @@ class _Handler(BaseHTTPRequestHandler):
         job = self._job(owner_app, request_id)
         if job is None:
             return self._json(404, {"status": "NOT_FOUND"}, request_id=request_id)
+        body = self._status_body(job, logs)
+        self._json(200 if body["status"] == "COMPLETED" else 202, body, request_id=job.request_id)
+
+    def _status_body(self, job: _Job, logs: bool) -> dict:
         with self.standin._lock:
+            self.standin._advance(time.monotonic())
             body = {"status": job.state, "request_id": job.request_id, **self._urls(job),
                     "logs": list(job.logs) if logs else None}
             if job.state == "IN_QUEUE":
@@ -825,7 +843,49 @@ class _Handler(BaseHTTPRequestHandler):
                 body["metrics"] = {"inference_time": round(max(ran, 0.0), 4)}
                 if job.error is not None:
                     body["error"], body["error_type"] = job.error, job.error_type
-        self._json(200 if job.state == "COMPLETED" else 202, body, request_id=job.request_id)
+        return body
+
+    def _stream(self, owner_app: str, request_id: str, logs: bool) -> None:
+        """Server-sent events: the status body whenever it changes; closed after COMPLETED."""
+        self._stream_fault = None
+        if self._apply_fault("stream") or not self._authorized():
+            return
+        job = self._job(owner_app, request_id)
+        if job is None:
+            return self._json(404, {"status": "NOT_FOUND"}, request_id=request_id)
+        fault = self._stream_fault
+        named = fault is not None and fault.fault == "named"
+        cut_after = int(fault.params.get("events", 1)) if fault is not None and fault.fault == "cut" else None
+        self.send_response(200)
+        for name, value in (("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+                            ("Transfer-Encoding", "chunked"), ("x-fal-request-id", job.request_id)):
+            self.send_header(name, value)
+        self.end_headers()
+        self.close_connection = True   # fal closes the stream after COMPLETED
+        sent, last = 0, None
+        while self._epoch == self.standin._epoch and not self._client_gone():
+            body = self._status_body(job, logs)
+            seen = (body["status"], body.get("queue_position"), len(body["logs"] or ()))
+            if seen != last:
+                last = seen
+                event = f"data: {json.dumps(body)}\n\n"
+                if named:
+                    event = f": ping\n\nevent: status\n{event}"
+                self._chunk(event.encode())
+                sent += 1
+                if body["status"] == "COMPLETED":
+                    break
+                if cut_after is not None and sent >= cut_after:
+                    if fault.params.get("abrupt"):
+                        return   # no final chunk: the client sees the connection drop mid-body
+                    break
+            with self.standin._lock:
+                due = job.finish_at if job.state == "IN_PROGRESS" else None
+            time.sleep(0.02 if due is None else min(0.05, max(0.001, due - time.monotonic())))
+        self._chunk(b"")
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
 
     def _result(self, owner_app: str, request_id: str) -> None:
         if self._apply_fault("result") or not self._authorized():
