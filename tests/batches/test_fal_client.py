@@ -587,10 +587,11 @@ def test_polling_faults_are_retried_until_success(fal_standin, standin_fal_clien
 
 
 def test_slow_status_answer_times_out_and_is_retried(fal_standin, fal_sleeps):
-    with FalClient(load_settings(), timeout=httpx.Timeout(0.1, connect=5),
+    # 0.5 s leaves the answer after the retry time to arrive on a loaded 2-core machine
+    with FalClient(load_settings(), timeout=httpx.Timeout(0.5, connect=5),
                    retry=RetryPolicy(sleep=fal_sleeps.append)) as client:
         handle = client.submit(SCHNELL, {"prompt": "p"})
-        fal_standin.inject("status", "slow", seconds=0.4)
+        fal_standin.inject("status", "slow", seconds=1.5)
         assert isinstance(client.status(handle), (InProgress, Completed))
     assert len(fal_sleeps) == 1
 
