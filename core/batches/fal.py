@@ -15,7 +15,9 @@ Invariants:
   (or raises what polling raises).
 - Status polls, result fetches, cancels and downloads are idempotent: transport errors, 408, 429
   (honouring `Retry-After`) and 5xx are retried with capped exponential backoff and jitter.
-- The key is sent only to fal's run/queue URLs (never to a download URL) and never appears in a log
+- A result download never reads more than `max_download_bytes` (200 MB unless told otherwise):
+  the body is streamed and dropped at the cap.
+- The key is sent only to fal's queue URLs (never to a download URL) and never appears in a log
   line, an exception message or a repr.
 - Every outgoing payload is logged at INFO on logger "core.batches.fal" as one JSON line with
   `data:` URIs abbreviated (the store keeps the payload itself: History reads it from there).
@@ -65,13 +67,16 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 # ends the stream and `stream_status` carries on by polling.
 DEFAULT_STREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=120.0)
 DEFAULT_DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
-MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024
+MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024   # a result image larger than this is not kept
 
 _INGRESS_CODES = frozenset({502, 503, 504})
 # Raised before a single byte of the request left this machine: always safe to send again.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # a non-JSON body kept with a FalBadResponse is cut here (an HTML page can be large)
 _RAW_TEXT_LIMIT = 20_000
+# an error answer is read up to this much: enough for any JSON detail or gateway page
+_ERROR_BODY_LIMIT = 1024 * 1024
+_DOWNLOAD_CHUNK = 256 * 1024
 _CANCEL_ANSWERS = frozenset({"CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND", "OK"})
 
 
@@ -256,11 +261,13 @@ class FalClient:
                  stream_timeout: httpx.Timeout | float = DEFAULT_STREAM_TIMEOUT,
                  download_timeout: httpx.Timeout | float = DEFAULT_DOWNLOAD_TIMEOUT,
                  retry: RetryPolicy = RetryPolicy(),
+                 max_download_bytes: int = MAX_DOWNLOAD_BYTES,
                  transport: httpx.BaseTransport | None = None):
         settings = settings or load_settings()
         self._key = key if key is not None else settings.fal_key
         self.queue_url = (queue_url or settings.fal_queue_url).rstrip("/")
         self.retry = retry
+        self.max_download_bytes = max_download_bytes
         self._timeout = _as_timeout(timeout)
         self._stream_timeout = _as_timeout(stream_timeout)
         self._download_timeout = _as_timeout(download_timeout)
@@ -366,8 +373,7 @@ class FalClient:
         with self._http.stream("GET", url, params={"logs": "1"} if logs else None, headers=headers,
                                timeout=self._stream_timeout) as response:
             if response.status_code != 200:
-                response.read()
-                raise _error_from(response, what="status stream", endpoint=handle.endpoint,
+                raise _error_from(_bounded(response, _ERROR_BODY_LIMIT), what="status stream", endpoint=handle.endpoint,
                                   request_id=handle.request_id)
             content_type = response.headers.get("content-type", "")
             if not content_type.startswith("text/event-stream"):
@@ -424,21 +430,44 @@ class FalClient:
                           request_id=handle.request_id)
 
     def download(self, url: str) -> tuple[bytes, str]:
-        """The bytes and content type of a result image (http(s) URL or `data:` URI). No key sent."""
+        """The bytes and content type of a result image (http(s) URL or `data:` URI). No key sent.
+
+        The body is streamed and never read past `max_download_bytes`: a file that declares a
+        larger Content-Length is refused before its body is read, one that turns out larger
+        is dropped at the cap. Either is a FalError saying so (not retried)."""
         if url.startswith("data:"):
-            return _decode_data_uri(url)
+            data, content_type = _decode_data_uri(url)
+            if len(data) > self.max_download_bytes:
+                raise self._too_large("the data: URI result", f"is {len(data)} bytes")
+            return data, content_type
         if urlsplit(url).scheme not in ("http", "https"):
             raise FalError(f"cannot download {url[:80]!r}: only http(s) and data: URLs are supported.")
-        response = self._send("GET", url, what="download", endpoint=None, headers=None,
-                              timeout=self._download_timeout, resend_safe=True)
-        data = response.content
-        if len(data) > MAX_DOWNLOAD_BYTES:
-            raise FalError(f"result file at {_short(url)} is {len(data)} bytes, over the "
-                           f"{MAX_DOWNLOAD_BYTES} byte limit; not kept.")
-        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if not content_type.startswith("image/"):
-            content_type = _sniff(data) or content_type or "application/octet-stream"
-        return data, content_type
+
+        def read(response: httpx.Response) -> tuple[bytes, str]:
+            data = self._read_capped(response, url)
+            content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            if not content_type.startswith("image/"):
+                content_type = _sniff(data) or content_type or "application/octet-stream"
+            return data, content_type
+
+        return self._send("GET", url, what="download", endpoint=None, headers=None,
+                          timeout=self._download_timeout, resend_safe=True, consume=read)
+
+    def _read_capped(self, response: httpx.Response, url: str) -> bytes:
+        cap = self.max_download_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise self._too_large(f"the result file at {_short(url)}", f"declares {int(declared)} bytes")
+        data = bytearray()
+        for chunk in response.iter_bytes(_DOWNLOAD_CHUNK):
+            if len(data) + len(chunk) > cap:
+                raise self._too_large(f"the result file at {_short(url)}", f"has more than {cap} bytes")
+            data += chunk
+        return bytes(data)
+
+    def _too_large(self, what: str, size: str) -> FalError:
+        return FalError(f"{what} {size}, over the {self.max_download_bytes // (1024 * 1024)} MB limit "
+                        "for a result image; it was not kept (its fal URL stays in the response).")
 
     # --- the one place requests are sent --------------------------------------------------------
 
@@ -451,17 +480,30 @@ class FalClient:
     def _send(self, method: str, url: str, *, what: str, endpoint: str | None,
               headers: dict[str, str] | None, timeout: httpx.Timeout, resend_safe: bool,
               request_id: str | None = None, json: Any = None, params: dict | None = None,
-              answers: tuple[int, ...] = ()) -> httpx.Response:
-        """Send with the retry rules of the module docstring; 2xx (and `answers`) are returned,
-        everything else raises the mapped FalError."""
+              answers: tuple[int, ...] = (), consume: Callable[[httpx.Response], Any] | None = None
+              ) -> Any:
+        """Send with the retry rules of the module docstring. A 2xx (or one of `answers`) is
+        returned read, or handed unread to `consume` (whose transport errors count as the
+        attempt's); everything else raises the mapped FalError. Error bodies are read up to
+        `_ERROR_BODY_LIMIT` only."""
         policy = self.retry
         attempt = 0
         while True:
             attempt += 1
             last = attempt >= policy.max_attempts
             try:
-                response = self._http.request(method, url, json=json, params=params,
-                                              headers=headers, timeout=timeout)
+                request = self._http.build_request(method, url, json=json, params=params,
+                                                   headers=headers, timeout=timeout)
+                streamed = self._http.send(request, stream=True)
+                try:
+                    if streamed.status_code < 300 or streamed.status_code in answers:
+                        if consume is not None:
+                            return consume(streamed)
+                        streamed.read()
+                        return streamed
+                    response = _bounded(streamed, _ERROR_BODY_LIMIT)
+                finally:
+                    streamed.close()
             except httpx.TransportError as e:
                 retryable = resend_safe or isinstance(e, _NOT_SENT)
                 if retryable and not last and not isinstance(e, httpx.UnsupportedProtocol):
@@ -470,8 +512,6 @@ class FalClient:
                 raise _transport_error(e, what=what, endpoint=endpoint, url=url,
                                        request_id=request_id, attempts=attempt) from None
             code = response.status_code
-            if code < 300 or code in answers:
-                return response
             from_fal = "x-fal-request-id" in response.headers
             if code == 429:
                 retry_after = _retry_after(response)
@@ -502,6 +542,19 @@ class FalClient:
 
 def _as_timeout(value: httpx.Timeout | float) -> httpx.Timeout:
     return value if isinstance(value, httpx.Timeout) else httpx.Timeout(value)
+
+
+def _bounded(response: httpx.Response, limit: int) -> httpx.Response:
+    """A read copy of a streamed `response` holding at most `limit` bytes of its body."""
+    body = bytearray()
+    for chunk in response.iter_bytes(_DOWNLOAD_CHUNK):
+        body += chunk[:limit - len(body)]
+        if len(body) >= limit:
+            break
+    headers = [(k, v) for k, v in response.headers.multi_items()
+               if k.lower() not in ("content-length", "content-encoding", "transfer-encoding")]
+    return httpx.Response(response.status_code, headers=headers, content=bytes(body),
+                          request=response.request)
 
 
 def _checked_endpoint(endpoint: str) -> str:

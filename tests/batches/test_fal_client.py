@@ -628,6 +628,59 @@ def test_download_of_an_expired_file_says_so(fal_standin, standin_fal_client):
         standin_fal_client.download(f"{fal_standin.url}/files/expired.png")
 
 
+def test_download_refuses_a_declared_size_over_the_default_cap_without_reading_it(
+        fal_standin, standin_fal_client, fal_sleeps):
+    """300 MB declared, 200 MB allowed: refused from the headers, the body is never read."""
+    assert standin_fal_client.max_download_bytes == 200 * 1024 * 1024
+    url = fal_standin.large_file(300 * 1024 * 1024)
+    with pytest.raises(FalError, match="declares 314572800 bytes, over the 200 MB limit") as e:
+        standin_fal_client.download(url)
+    assert "not kept" in str(e.value) and fal_sleeps == []
+    time.sleep(0.2)
+    assert fal_standin.large_bytes_sent < 64 * 1024 * 1024
+
+
+def test_download_of_an_undeclared_size_stops_at_the_cap_and_holds_no_more(fal_standin, fal_sleeps):
+    """A chunked body of 64 MB against a 4 MB cap: reading stops at the cap, and the client's
+    memory never grows past it (traced)."""
+    import tracemalloc
+
+    cap = 4 * 1024 * 1024
+    url = fal_standin.large_file(64 * 1024 * 1024, declare_length=False)
+    with FalClient(load_settings(), retry=RetryPolicy(sleep=fal_sleeps.append),
+                   max_download_bytes=cap) as client:
+        tracemalloc.start()
+        try:
+            with pytest.raises(FalError, match="has more than 4194304 bytes, over the 4 MB limit"):
+                client.download(url)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < cap + 2 * 1024 * 1024
+    assert fal_sleeps == []
+    time.sleep(0.2)
+    assert fal_standin.large_bytes_sent < 48 * 1024 * 1024
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_download_of_exactly_the_cap_is_kept_and_one_byte_more_is_not(fal_standin, fal_sleeps,
+                                                                      declared):
+    size = 3 * 1024 * 1024 + 5
+    url = fal_standin.large_file(size, declare_length=declared)
+    with FalClient(load_settings(), max_download_bytes=size) as client:
+        data, content_type = client.download(url)
+    assert len(data) == size and data.startswith(b"\x89PNG") and content_type == "image/png"
+    with FalClient(load_settings(), max_download_bytes=size - 1) as client, \
+            pytest.raises(FalError, match="over the"):
+        client.download(url)
+
+
+def test_a_data_uri_result_over_the_cap_is_refused():
+    with FalClient(load_settings(), max_download_bytes=10) as client, \
+            pytest.raises(FalError, match="data: URI result is 67 bytes"):
+        client.download(_png_data_uri((1, 1)))
+
+
 def test_no_fault_ever_makes_two_submissions(fal_standin, fal_sleeps):
     """Every submit-side fault, in sequence: each payload is accepted at most once."""
     faults = [("429", {}), ("502", {}), ("504", {}), ("500", {"accepted": True}), ("500", {}),

@@ -26,6 +26,8 @@ What it guarantees (the client's tests rely on each):
   and `queue_position` counts down. The schedule is computed lazily from the clock (no timer threads).
 - Results are real images (Pillow) of the requested size and format, served at `/files/<name>`;
   encoded bytes are cached per (width, height, format, colour), so hundreds of jobs stay cheap.
+  `large_file(size)` serves a PNG-signed file of any size generated while it is sent (never held
+  in memory), with or without a Content-Length.
 """
 from __future__ import annotations
 
@@ -77,6 +79,8 @@ JOB_FAULTS = ("content_policy_violation", "runner_disconnected", "list_body", "m
 
 _INGRESS_HTML = ("<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} "
                  "{reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_ZEROS = memoryview(bytes(1024 * 1024))   # the body of a large file, sent again and again
 _REASONS = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
 # Stand-in choice: fal does not document how a cancelled job's result is replayed.
 _CANCELLED = (400, {"detail": "Request was cancelled", "error_type": "request_cancelled"})
@@ -254,6 +258,8 @@ class FalStandin:
             self._running: list[_Job] = []
             self._faults: dict[str, list[_Fault]] = {w: [] for w in WHERES}
             self._files: dict[str, tuple] = {}
+            self._large: dict[str, tuple[int, bool]] = {}
+            self._large_sent = 0
             self.received: list[dict] = []
             self._accepted = 0
             self._by_endpoint: collections.Counter = collections.Counter()
@@ -313,6 +319,20 @@ class FalStandin:
             raise ValueError(f"fault at {where} must be one of {allowed}, got {fault!r}")
         with self._lock:
             self._faults[where].append(_Fault(fault, int(times), dict(params)))
+
+    def large_file(self, size: int, *, declare_length: bool = True) -> str:
+        """The URL of a `size`-byte "image" (PNG signature, then zeros) generated as it is sent.
+        Without `declare_length` it is sent chunked, so only reading it tells its size."""
+        name = f"large-{uuid.uuid4().hex}.png"
+        with self._lock:
+            self._large[name] = (int(size), bool(declare_length))
+        return f"{self.url}/files/{name}"
+
+    @property
+    def large_bytes_sent(self) -> int:
+        """Bytes of large files written to clients so far (a client that stops early stops it)."""
+        with self._lock:
+            return self._large_sent
 
     def hold_submissions_after(self, n: int) -> None:
         """Let the next `n` submissions through; later ones block before being
@@ -884,8 +904,10 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(0.02 if due is None else min(0.05, max(0.001, due - time.monotonic())))
         self._chunk(b"")
 
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+    def _chunk(self, data: bytes | memoryview) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode())
+        self.wfile.write(data)
+        self.wfile.write(b"\r\n")
 
     def _result(self, owner_app: str, request_id: str) -> None:
         if self._apply_fault("result") or not self._authorized():
@@ -919,9 +941,33 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with self.standin._lock:
             key = self.standin._files.get(name)
+            large = self.standin._large.get(name)
+        if large is not None:
+            return self._large_file(*large)
         if key is None:
             return self._send(404, b"Not Found", "text/plain", {})
         self._send(200, self.standin._encode(key), CONTENT_TYPES[key[2]], {})
+
+    def _large_file(self, size: int, declared: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length" if declared else "Transfer-Encoding",
+                         str(size) if declared else "chunked")
+        self.end_headers()
+        self.close_connection = True
+        left = size
+        while left > 0:
+            piece = memoryview(_PNG_SIGNATURE) if left == size else _ZEROS
+            piece = piece[:left]
+            if declared:
+                self.wfile.write(piece)
+            else:
+                self._chunk(piece)
+            left -= len(piece)
+            with self.standin._lock:
+                self.standin._large_sent += len(piece)
+        if not declared:
+            self._chunk(b"")
 
     # --- control API (out-of-process tests) -----------------------------------------------------
 
