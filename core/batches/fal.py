@@ -466,8 +466,10 @@ class FalClient:
         return bytes(data)
 
     def _too_large(self, what: str, size: str) -> FalError:
-        return FalError(f"{what} {size}, over the {self.max_download_bytes // (1024 * 1024)} MB limit "
-                        "for a result image; it was not kept (its fal URL stays in the response).")
+        cap = self.max_download_bytes
+        limit = f"{cap // (1024 * 1024)} MB" if cap % (1024 * 1024) == 0 else f"{cap} byte"
+        return FalError(f"{what} {size}, over the {limit} limit for a result image; it was not "
+                        "kept (fal's answer, with its URL, stays with the request).")
 
     # --- the one place requests are sent --------------------------------------------------------
 
