@@ -268,6 +268,16 @@ def test_ingress_fault_has_no_request_id_and_fal_faults_do(fal_standin, http):
     assert http.get(sub["status_url"]).status_code in (200, 202)  # faults used up
 
 
+def test_echo_auth_fault_echoes_the_authorization_header_without_a_request_id(fal_standin, http):
+    fal_standin.inject("submit", "echo_auth", status=401)
+    r = http.post(f"/{SCHNELL}", json={"prompt": "p"})
+    assert r.status_code == 401 and "x-fal-request-id" not in r.headers
+    body = r.json()
+    assert f"Authorization: Key {DEFAULT_KEY}" in body["detail"]
+    assert DEFAULT_KEY.split(":")[0] == body["echo"]["key_id"]
+    assert fal_standin.submissions == 0
+
+
 def test_refused_submissions_are_not_counted_but_accepted_ones_are(fal_standin, http):
     fal_standin.inject("submit", "500")
     fal_standin.inject("submit", "500", accepted=True)

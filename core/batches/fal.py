@@ -18,7 +18,9 @@ Invariants:
 - A result download never reads more than `max_download_bytes` (200 MB unless told otherwise):
   the body is streamed and dropped at the cap.
 - The key is sent only to fal's queue URLs (never to a download URL) and never appears in a log
-  line, an exception message or a repr.
+  line, an exception message or a repr. Every body fal answers is passed through
+  `core.redact.redact` with the key before it is parsed, so a gateway that echoes the
+  `Authorization` header leaks it into no message, stored detail or kept answer.
 - Every outgoing payload is logged at INFO on logger "core.batches.fal" as one JSON line with
   `data:` URIs abbreviated (the store keeps the payload itself: History reads it from there).
 - Every error is a `core.errors.FalError` whose message says what happened and what to do.
@@ -54,6 +56,7 @@ from core.errors import (
     FalValidationError,
 )
 from core.catalog.payloads import abbreviate, payload_hash
+from core.redact import redact
 
 __all__ = [
     "Completed", "DEFAULT_STREAM_TIMEOUT", "DEFAULT_TIMEOUT", "FalClient", "FalOutput", "InProgress", "OutputImage",
@@ -265,6 +268,7 @@ class FalClient:
                  transport: httpx.BaseTransport | None = None):
         settings = settings or load_settings()
         self._key = key if key is not None else settings.fal_key
+        self._secrets: tuple[str, ...] = (self._key,) if self._key else ()
         self.queue_url = (queue_url or settings.fal_queue_url).rstrip("/")
         self.retry = retry
         self.max_download_bytes = max_download_bytes
@@ -301,7 +305,7 @@ class FalClient:
         _log_send(endpoint, payload)
         response = self._send("POST", url, what="submit", endpoint=endpoint, json=payload,
                               headers=all_headers, timeout=self._timeout, resend_safe=False)
-        body = _json_object(response, what="submit", endpoint=endpoint)
+        body = _json_object(response, what="submit", endpoint=endpoint, secrets=self._secrets)
         request_id = body.get("request_id")
         if not isinstance(request_id, str) or not request_id:
             raise FalServerError(
@@ -325,7 +329,7 @@ class FalClient:
         response = self._send("GET", handle.status_url, what="status", endpoint=handle.endpoint,
                               request_id=handle.request_id, params={"logs": "1"} if logs else None,
                               headers=self._auth_headers(), timeout=self._timeout, resend_safe=True)
-        body = _json_object(response, what="status", endpoint=handle.endpoint)
+        body = _json_object(response, what="status", endpoint=handle.endpoint, secrets=self._secrets)
         return _parse_status(body, handle)
 
     def stream_status(self, handle: QueueHandle, *, logs: bool = True, poll_every: float = 0.25,
@@ -355,7 +359,8 @@ class FalClient:
         finally:
             events.close()
         logger.warning(json.dumps({"event": "fal.stream_fallback", "request_id": handle.request_id,
-                                   "reason": reason[:300]}, separators=(",", ":")))
+                                   "reason": redact(reason, self._secrets)[:300]},
+                                  separators=(",", ":")))
         while True:
             status = self.status(handle, logs=logs)
             if status != last:
@@ -373,14 +378,15 @@ class FalClient:
         with self._http.stream("GET", url, params={"logs": "1"} if logs else None, headers=headers,
                                timeout=self._stream_timeout) as response:
             if response.status_code != 200:
-                raise _error_from(_bounded(response, _ERROR_BODY_LIMIT), what="status stream", endpoint=handle.endpoint,
-                                  request_id=handle.request_id)
+                raise _error_from(_bounded(response, _ERROR_BODY_LIMIT), what="status stream",
+                                  endpoint=handle.endpoint, request_id=handle.request_id,
+                                  secrets=self._secrets)
             content_type = response.headers.get("content-type", "")
             if not content_type.startswith("text/event-stream"):
                 raise FalServerError(f"fal's status stream answered {content_type or 'no content type'}, "
                                      "not text/event-stream.", request_id=handle.request_id)
             for data in _sse_data(response.iter_lines()):
-                body = json.loads(data)
+                body = json.loads(redact(data, self._secrets))
                 if not isinstance(body, dict):
                     raise FalServerError("a status stream event is not a JSON object.",
                                          request_id=handle.request_id)
@@ -396,7 +402,7 @@ class FalClient:
             raise FalError(f"fal request {handle.request_id} has not finished yet: "
                            "poll its status until COMPLETED, then fetch the result.",
                            status_code=202, request_id=handle.request_id)
-        text = response.text
+        text = redact(response.text, self._secrets)
         try:
             body = json.loads(text)
         except ValueError:
@@ -427,7 +433,7 @@ class FalClient:
         if response.status_code < 300:
             return "CANCELLATION_REQUESTED"
         raise _error_from(response, what="cancel", endpoint=handle.endpoint,
-                          request_id=handle.request_id)
+                          request_id=handle.request_id, secrets=self._secrets)
 
     def download(self, url: str) -> tuple[bytes, str]:
         """The bytes and content type of a result image (http(s) URL or `data:` URI). No key sent.
@@ -531,7 +537,7 @@ class FalClient:
                 self._pause(what, url, str(code), policy.backoff(attempt), attempt)
                 continue
             raise _error_from(response, what=what, endpoint=endpoint, request_id=request_id,
-                              attempts=attempt)
+                              attempts=attempt, secrets=self._secrets)
 
     def _pause(self, what: str, url: str, reason: str, delay: float, attempt: int) -> None:
         logger.warning(json.dumps({"event": "fal.retry", "what": what, "url": _short(url),
@@ -572,11 +578,17 @@ def _short(url: str) -> str:
     return f"{s.scheme}://{s.netloc}{s.path}"
 
 
-def _json_object(response: httpx.Response, *, what: str, endpoint: str | None) -> dict:
+def _loads(response: httpx.Response, secrets: tuple[str, ...]) -> Any:
+    """The JSON of a body with the secrets masked first (None when it is not JSON)."""
     try:
-        body = response.json()
+        return json.loads(redact(response.text, secrets))
     except ValueError:
-        body = None
+        return None
+
+
+def _json_object(response: httpx.Response, *, what: str, endpoint: str | None,
+                 secrets: tuple[str, ...]) -> dict:
+    body = _loads(response, secrets)
     if not isinstance(body, dict):
         raise FalServerError(
             f"fal answered the {what} for {endpoint} with {response.status_code} but the body is not "
@@ -649,16 +661,23 @@ def _fields(detail: list) -> list[str]:
 
 
 def _error_from(response: httpx.Response, *, what: str, endpoint: str | None,
-                request_id: str | None, attempts: int = 1) -> FalError:
+                request_id: str | None, secrets: tuple[str, ...], attempts: int = 1) -> FalError:
+    """The FalError for a non-2xx answer. Everything taken from the answer (body and headers)
+    has the secrets masked, and so has the final message."""
+    error = _error_for(response, what=what, endpoint=endpoint, request_id=request_id,
+                       secrets=secrets, attempts=attempts)
+    error.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in error.args)
+    return error
+
+
+def _error_for(response: httpx.Response, *, what: str, endpoint: str | None,
+               request_id: str | None, secrets: tuple[str, ...], attempts: int) -> FalError:
     code = response.status_code
-    rid = response.headers.get("x-fal-request-id") or request_id
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+    rid = redact(response.headers.get("x-fal-request-id") or request_id or "", secrets) or None
+    body = _loads(response, secrets)
     detail = body.get("detail") if isinstance(body, dict) else None
     error_type = (body.get("error_type") if isinstance(body, dict) else None) \
-        or response.headers.get("x-fal-error-type")
+        or redact(response.headers.get("x-fal-error-type", ""), secrets) or None
     said = detail if isinstance(detail, str) else None
     target = endpoint or _short(str(response.request.url))
     kw = {"status_code": code, "request_id": rid, "error_type": error_type}

@@ -741,6 +741,59 @@ def test_the_key_never_appears_in_logs_messages_or_reprs(fal_standin, fal_sleeps
     assert "1234:not-a-real" not in text
 
 
+@pytest.mark.parametrize("where, status", [
+    ("submit", 400), ("submit", 401), ("submit", 422), ("submit", 500), ("status", 403),
+    ("status", 400), ("result", 400), ("result", 500), ("cancel", 400), ("stream", 400),
+])
+def test_a_key_echoed_by_a_gateway_appears_in_no_message_repr_detail_or_log(
+        fal_standin, fal_sleeps, caplog, where, status):
+    """Some gateways echo the Authorization header in their error body: the error still says
+    what the gateway said, with the key (and each half of it) masked everywhere."""
+    key_id, key_secret = DEFAULT_KEY.split(":")
+    error = None
+    with caplog.at_level(logging.DEBUG), FalClient(
+            load_settings(), retry=RetryPolicy(max_attempts=1, sleep=fal_sleeps.append)) as client:
+        handle = None if where == "submit" else client.submit(SCHNELL, {"prompt": "p"})
+        if where in ("result", "cancel"):
+            _wait_completed(client, handle)
+        fal_standin.inject(where, "echo_auth", status=status)
+        try:
+            if where == "submit":
+                client.submit(SCHNELL, {"prompt": "p"})
+            elif where == "stream":
+                assert isinstance(_statuses(client, handle, poll_every=0.02)[-1], Completed)
+            else:
+                getattr(client, where)(handle)
+        except FalError as e:
+            error = e
+    if where == "stream":   # the stream failed and polling took over; its log line says why
+        seen = [str(r.getMessage()) for r in caplog.records if "fal.stream_fallback" in r.getMessage()]
+        assert seen and "Authorization: Key ***" in seen[0]
+    else:
+        assert error is not None and error.status_code == status
+        assert "Authorization: Key ***" in str(error)   # what the gateway said, masked
+    texts = [str(error), repr(error), repr(getattr(error, "detail", None)),
+             repr(getattr(error, "error_type", None)), repr(getattr(error, "raw", None))]
+    texts += [r.getMessage() for r in caplog.records] + [repr(r.args) for r in caplog.records]
+    text = "\n".join(texts)
+    for secret in (DEFAULT_KEY, key_id, key_secret):
+        assert secret not in text
+
+
+def test_a_key_echoed_in_a_result_body_is_masked_in_the_kept_answer():
+    """A 200 whose body is of the wrong shape is kept with the failure: masked too."""
+    def handler(request):
+        return httpx.Response(200, json=[{"echo": request.headers["authorization"]}],
+                              headers={"x-fal-request-id": "r"})
+
+    handle = handle_from_row(SCHNELL, "r", None, None, None, queue_url="https://queue.fal.run")
+    settings = load_settings(env={"FAL_KEY": "key-id-0001:very-secret-part", "DASHBOARD_DATA_DIR": "/tmp/unused"})
+    with FalClient(settings, transport=httpx.MockTransport(handler)) as client, \
+            pytest.raises(FalBadResponse) as e:
+        client.result(handle)
+    assert e.value.raw == [{"echo": "Key ***"}]
+
+
 # --- fine-grained cases (httpx.MockTransport) ---------------------------------------------------
 
 def _mock_client(handler, sleeps, **kw) -> FalClient:

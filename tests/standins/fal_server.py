@@ -49,7 +49,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import jsonschema
@@ -72,7 +72,7 @@ PALETTE = [(214, 69, 65), (52, 152, 219), (46, 204, 113), (241, 196, 15), (155, 
            (0, 150, 136), (121, 85, 72)]
 
 WHERES = ("submit", "status", "stream", "result", "cancel", "file", "job")
-FAULTS = ("401", "422", "429", "500", "503", "502", "504", "ingress", "slow", "drop")
+FAULTS = ("401", "422", "429", "500", "503", "502", "504", "ingress", "slow", "drop", "echo_auth")
 STREAM_FAULTS = ("cut", "named")
 JOB_FAULTS = ("content_policy_violation", "runner_disconnected", "list_body", "missing_fields",
               "image_404")
@@ -305,7 +305,9 @@ class FalStandin:
         fault: "401", "422" (detail=list|str), "429" (retry_after=seconds|None), "500" (carries
         x-fal-request-id), "503" (runner_scheduling_failure), "502"/"504"/"ingress" (nginx HTML,
         NO x-fal-request-id; status=502), "slow" (seconds=N, then answer normally), "drop" (close
-        the socket unanswered). On submit, accepted=True makes the job exist before the fault
+        the socket unanswered), "echo_auth" (a gateway error, status=400 by default, without
+        x-fal-request-id, whose JSON body echoes the Authorization header as sent: in `detail`,
+        in `error_type`, URL-encoded, and the key id alone). On submit, accepted=True makes the job exist before the fault
         answers (or drops); default False: refused before acceptance, never counted.
         On "stream" also: "cut" (end the stream after events=N events, default 1, before
         COMPLETED; abrupt=True drops the connection instead of ending the chunked body) and
@@ -715,6 +717,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(503, {"detail": "No runner could be allocated to handle the request.",
                              "error_type": "runner_scheduling_failure"}, request_id=rid,
                        headers={"X-Fal-Error-Type": "runner_scheduling_failure"})
+        elif kind == "echo_auth":
+            auth = self.headers.get("Authorization") or ""
+            token = auth.partition(" ")[2]
+            self._json(int(params.get("status", 400)), {
+                "detail": f"Gateway could not route the request (headers: Authorization: {auth})",
+                "error_type": f"gateway_rejected:{token}",
+                "echo": {"url": f"{self.path}?authorization={quote(auth, safe='')}",
+                         "key_id": token.split(":")[0]},
+            }, request_id=None)
         else:  # ingress: the proxy answers, fal never saw the request
             code = int(params.get("status") or (int(kind) if kind.isdigit() else 502))
             page = _INGRESS_HTML.format(code=code, reason=_REASONS.get(code, "Error")).encode()
