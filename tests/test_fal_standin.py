@@ -299,6 +299,81 @@ def test_inject_rejects_unknown_places_and_faults(fal_standin):
         fal_standin.inject("submit", "418")
 
 
+# --- outage and results of an unexpected shape -------------------------------------------------
+
+def _is_gateway_page(response, code=502) -> bool:
+    return (response.status_code == code and "x-fal-request-id" not in response.headers
+            and response.headers["content-type"] == "text/html" and "nginx" in response.text)
+
+
+def test_outage_answers_every_call_with_a_gateway_page_until_ended(fal_standin, http):
+    sub = _submit(http)
+    _until(lambda: http.get(sub["status_url"]).status_code == 200)
+    image_url = http.get(sub["response_url"]).json()["images"][0]["url"]
+    fal_standin.outage(60)
+    answers = [http.post(f"/{SCHNELL}", json={"prompt": "during"}), http.get(sub["status_url"]),
+               http.get(sub["status_url"] + "/stream"), http.get(sub["response_url"]),
+               http.put(sub["cancel_url"]), httpx.get(image_url)]
+    assert all(_is_gateway_page(r) for r in answers), [r.status_code for r in answers]
+    stats = fal_standin.stats()   # the test API keeps working
+    assert stats["outage_answers"] == 6 and 50 < stats["outage_left"] <= 60
+    assert fal_standin.submissions == 1 and stats["received"] == 1   # fal never saw the submit
+    fal_standin.end_outage()
+    assert not fal_standin.in_outage
+    assert http.get(sub["response_url"]).status_code == 200 and httpx.get(image_url).status_code == 200
+    assert http.post(f"/{SCHNELL}", json={"prompt": "after"}).status_code == 200
+
+
+def test_outage_ends_by_itself_and_reset_clears_it(fal_standin, http):
+    fal_standin.outage(0.3, status=503)
+    assert _is_gateway_page(http.post(f"/{SCHNELL}", json={"prompt": "p"}), 503)
+    _until(lambda: not fal_standin.in_outage)
+    assert http.post(f"/{SCHNELL}", json={"prompt": "p"}).status_code == 200
+    fal_standin.outage(60)
+    fal_standin.reset()
+    assert http.post(f"/{SCHNELL}", json={"prompt": "p"}).status_code == 200
+
+
+def _finished(http, body, endpoint=SCHNELL):
+    sub = _submit(http, endpoint, body)
+    _until(lambda: http.get(sub["status_url"]).status_code == 200)
+    return sub, http.get(sub["response_url"])
+
+
+def test_result_faults_give_a_list_body_or_leave_fields_out(fal_standin, http):
+    fal_standin.inject("job", "list_body")
+    fal_standin.inject("job", "missing_fields")
+    fal_standin.inject("job", "missing_fields", fields=["seed", "timings"], image_fields=["width"])
+    sub, listed = _finished(http, {"prompt": "p", "seed": 3})
+    assert http.get(sub["status_url"]).json()["status"] == "COMPLETED"   # the job itself succeeded
+    body = listed.json()
+    assert listed.status_code == 200 and isinstance(body, list) and body[0]["seed"] == 3
+    _, missing = _finished(http, {"prompt": "p", "seed": 3})
+    assert missing.status_code == 200 and "images" not in missing.json() and missing.json()["seed"] == 3
+    _, partial = _finished(http, {"prompt": "p"})
+    out = partial.json()
+    assert {"seed", "timings"}.isdisjoint(out) and out["has_nsfw_concepts"] == [False]
+    assert set(out["images"][0]) == {"url", "height", "content_type"}
+
+
+def test_image_404_fault_makes_one_image_of_four_answer_404(fal_standin, http):
+    fal_standin.inject("job", "image_404", index=2)
+    _, result = _finished(http, {"prompt": "p", "num_images": 4, "image_size": "square"})
+    urls = [image["url"] for image in result.json()["images"]]
+    assert len(urls) == 4
+    assert [httpx.get(u).status_code for u in urls] == [200, 200, 404, 200]
+    _, normal = _finished(http, {"prompt": "p", "num_images": 2})   # one job only
+    assert all(httpx.get(i["url"]).status_code == 200 for i in normal.json()["images"])
+
+
+def test_bodies_are_still_validated_while_result_faults_are_armed(fal_standin, http):
+    fal_standin.inject("job", "list_body")
+    r = http.post(f"/{SCHNELL}", json={"prompt": "p", "num_images": 9})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "num_images"]
+    _, listed = _finished(http, {"prompt": "p"})   # the fault went to the first accepted job
+    assert isinstance(listed.json(), list)
+
+
 # --- hold / release -----------------------------------------------------------------------------
 
 def test_hold_blocks_submissions_beyond_n_until_release(fal_standin, standin_fal_client):
@@ -351,6 +426,11 @@ def test_runs_as_a_process_printing_its_url_and_obeys_the_control_api():
             stats = control.stats()
             assert stats["submissions"] == 2 and stats["by_endpoint"] == {SCHNELL: 2}
             assert stats["capacity"] == 2
+            control.outage(30)
+            assert _is_gateway_page(http.post(f"{url}/{SCHNELL}", json={"prompt": "p"}))
+            assert control.stats()["outage_answers"] == 1
+            control.end_outage()
+            assert http.post(f"{url}/{SCHNELL}", json={"prompt": "p"}).status_code == 200
             control.reset()
             assert control.stats()["submissions"] == 0
     finally:

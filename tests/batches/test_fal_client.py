@@ -681,6 +681,37 @@ def test_a_data_uri_result_over_the_cap_is_refused():
         client.download(_png_data_uri((1, 1)))
 
 
+def test_a_submit_during_an_outage_is_resent_and_accepted_once_when_it_ends(fal_standin):
+    """Gateway pages without a fal request id mean fal never saw the body: resending is safe,
+    and the job is accepted exactly once after the outage."""
+    sleeps: list[float] = []
+
+    def sleep(delay: float) -> None:
+        sleeps.append(delay)
+        if len(sleeps) == 3:
+            fal_standin.end_outage()
+
+    fal_standin.outage(60)
+    with FalClient(load_settings(), retry=RetryPolicy(max_attempts=5, sleep=sleep)) as client:
+        handle = client.submit(SCHNELL, {"prompt": "p"})
+        assert _wait_completed(client, handle).ok
+    assert len(sleeps) == 3 and fal_standin.stats()["outage_answers"] == 3
+    assert fal_standin.submissions == 1
+
+
+def test_an_outage_longer_than_the_retries_is_unavailable_and_surely_not_sent(fal_standin, fal_sleeps):
+    policy = RetryPolicy(max_attempts=3, sleep=fal_sleeps.append)
+    with FalClient(load_settings(), retry=policy) as client:
+        handle = client.submit(SCHNELL, {"prompt": "p"})
+        fal_standin.outage(60)
+        for call in (lambda: client.submit(SCHNELL, {"prompt": "q"}), lambda: client.status(handle),
+                     lambda: client.result(handle), lambda: client.cancel(handle)):
+            with pytest.raises(FalUnavailable, match="gateway answered 502 after 3 attempts") as e:
+                call()
+            assert e.value.not_sent
+    assert len(fal_sleeps) == 4 * 2 and fal_standin.submissions == 1
+
+
 def test_no_fault_ever_makes_two_submissions(fal_standin, fal_sleeps):
     """Every submit-side fault, in sequence: each payload is accepted at most once."""
     faults = [("429", {}), ("502", {}), ("504", {}), ("500", {"accepted": True}), ("500", {}),

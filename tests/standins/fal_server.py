@@ -20,6 +20,9 @@ What it guarantees (the client's tests rely on each):
 - Auth `Authorization: Key <key>` on every app call (not on /files: that is the public CDN).
 - Bodies are validated against core/catalog/schemas/<endpoint>.json (Draft 2020-12); unknown keys are
   dropped like fal does, and remembered (`received[i]["dropped_keys"]`).
+- Outage mode (`outage(seconds)`, cleared by `end_outage()` or when the time is up): every call
+  but the test API (submit, status, stream, result, cancel, files) gets the ingress 502 HTML page
+  WITHOUT `x-fal-request-id`, and nothing is recorded or accepted, as when fal's gateway is down.
 - A job is counted in `submissions` only once accepted; faults injected before acceptance, a 422,
   or a held submission whose client went away are never counted.
 - Jobs take `latency` seconds from the moment a worker takes them; with `capacity` K, jobs queue
@@ -260,6 +263,9 @@ class FalStandin:
             self._files: dict[str, tuple] = {}
             self._large: dict[str, tuple[int, bool]] = {}
             self._large_sent = 0
+            self._outage_until: float | None = None
+            self._outage_status = 502
+            self._outage_answers = 0
             self.received: list[dict] = []
             self._accepted = 0
             self._by_endpoint: collections.Counter = collections.Counter()
@@ -344,6 +350,22 @@ class FalStandin:
             self._hold_seen = 0
             self._hold_gen += 1
 
+    def outage(self, seconds: float, *, status: int = 502) -> None:
+        """For the next `seconds`, answer every call (not the test API) with the gateway's
+        `status` page without x-fal-request-id; a new call replaces the previous outage."""
+        with self._lock:
+            self._outage_until = time.monotonic() + float(seconds)
+            self._outage_status = int(status)
+
+    def end_outage(self) -> None:
+        with self._lock:
+            self._outage_until = None
+
+    @property
+    def in_outage(self) -> bool:
+        with self._lock:
+            return self._outage_until is not None and time.monotonic() < self._outage_until
+
     def release(self) -> None:
         with self._lock:
             self._hold_after = None
@@ -405,6 +427,9 @@ class FalStandin:
                 "dropped_keys": [list(r["dropped_keys"]) for r in self.received],
                 "latency": self.latency,
                 "capacity": self.capacity,
+                "outage_left": max(0.0, round(self._outage_until - time.monotonic(), 3))
+                if self._outage_until is not None else 0.0,
+                "outage_answers": self._outage_answers,
             }
 
     # --- scheduling (call with the lock held) ---------------------------------------------------
@@ -635,6 +660,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if parts[:1] == ["_standin"]:
                 return self._control(method, parts[1:], raw)
+            if self._outage_answered():
+                return
             if parts[:1] == ["files"] and method == "GET" and len(parts) == 2:
                 return self._file(parts[1])
             if method == "POST" and "requests" not in parts:
@@ -669,6 +696,20 @@ class _Handler(BaseHTTPRequestHandler):
         if request_id:
             all_headers["x-fal-request-id"] = request_id
         self._send(code, json.dumps(obj).encode(), "application/json", all_headers)
+
+    def _outage_answered(self) -> bool:
+        standin = self.standin
+        with standin._lock:
+            if standin._outage_until is None or time.monotonic() >= standin._outage_until:
+                return False
+            standin._outage_answers += 1
+            code = standin._outage_status
+        self._ingress_page(code)
+        return True
+
+    def _ingress_page(self, code: int) -> None:
+        page = _INGRESS_HTML.format(code=code, reason=_REASONS.get(code, "Error")).encode()
+        self._send(code, page, "text/html", {})
 
     def _client_gone(self) -> bool:
         try:
@@ -727,9 +768,7 @@ class _Handler(BaseHTTPRequestHandler):
                          "key_id": token.split(":")[0]},
             }, request_id=None)
         else:  # ingress: the proxy answers, fal never saw the request
-            code = int(params.get("status") or (int(kind) if kind.isdigit() else 502))
-            page = _INGRESS_HTML.format(code=code, reason=_REASONS.get(code, "Error")).encode()
-            self._send(code, page, "text/html", {})
+            self._ingress_page(int(params.get("status") or (int(kind) if kind.isdigit() else 502)))
         return True
 
     def _authorized(self) -> bool:
@@ -1005,6 +1044,10 @@ class _Handler(BaseHTTPRequestHandler):
                 standin.hold_submissions_after(args["after"])
             elif action == "release":
                 standin.release()
+            elif action == "outage":
+                standin.outage(args["seconds"], status=args.get("status", 502))
+            elif action == "end_outage":
+                standin.end_outage()
             else:
                 return self._json(404, {"detail": f"no control action {action!r}"}, request_id=None)
         except (KeyError, ValueError, TypeError) as e:
@@ -1057,6 +1100,12 @@ class StandinControl:
 
     def release(self) -> None:
         self._post("release")
+
+    def outage(self, seconds: float, *, status: int = 502) -> None:
+        self._post("outage", seconds=seconds, status=status)
+
+    def end_outage(self) -> None:
+        self._post("end_outage")
 
     def wait_for_held(self, n: int, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
