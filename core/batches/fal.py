@@ -15,6 +15,7 @@ Invariants:
   (or raises what polling raises).
 - Status polls, result fetches, cancels and downloads are idempotent: transport errors, 408, 429
   (honouring `Retry-After`) and 5xx are retried with capped exponential backoff and jitter.
+  Both rules live in one pure predicate, `retry_reason`; the send loop only sleeps and counts.
 - A result download never reads more than `max_download_bytes` (200 MB unless told otherwise):
   the body is streamed and dropped at the cap.
 - The key is sent only to fal's queue URLs (never to a download URL) and never appears in a log
@@ -61,6 +62,7 @@ from core.redact import redact
 __all__ = [
     "Completed", "DEFAULT_STREAM_TIMEOUT", "DEFAULT_TIMEOUT", "FalClient", "FalOutput", "InProgress", "OutputImage",
     "QueueHandle", "Queued", "RetryPolicy", "Status", "handle_from_row", "parse_output",
+    "retry_reason",
 ]
 
 logger = logging.getLogger("core.batches.fal")
@@ -490,7 +492,7 @@ class FalClient:
               request_id: str | None = None, json: Any = None, params: dict | None = None,
               answers: tuple[int, ...] = (), consume: Callable[[httpx.Response], Any] | None = None
               ) -> Any:
-        """Send with the retry rules of the module docstring. A 2xx (or one of `answers`) is
+        """Send, deciding each retry with `retry_reason` (this loop only sleeps and counts). A 2xx (or one of `answers`) is
         returned read, or handed unread to `consume` (whose transport errors count as the
         attempt's); everything else raises the mapped FalError. Error bodies are read up to
         `_ERROR_BODY_LIMIT` only."""
@@ -513,28 +515,20 @@ class FalClient:
                 finally:
                     streamed.close()
             except httpx.TransportError as e:
-                retryable = resend_safe or isinstance(e, _NOT_SENT)
-                if retryable and not last and not isinstance(e, httpx.UnsupportedProtocol):
-                    self._pause(what, url, type(e).__name__, policy.backoff(attempt), attempt)
+                reason = retry_reason(idempotent=resend_safe, error=e)
+                if reason and not last:
+                    self._pause(what, url, reason, policy.backoff(attempt), attempt)
                     continue
                 raise _transport_error(e, what=what, endpoint=endpoint, url=url,
                                        request_id=request_id, attempts=attempt) from None
             code = response.status_code
-            from_fal = "x-fal-request-id" in response.headers
-            if code == 429:
-                retry_after = _retry_after(response)
-                if not last and (
-                        retry_after is None or retry_after <= policy.max_retry_after):
-                    delay = policy.backoff(attempt) if retry_after is None else retry_after
-                    self._pause(what, url, "429", delay, attempt)
-                    continue
-            elif code in _INGRESS_CODES and not from_fal:
-                # The proxy answered, fal never took the body: safe even for a submit.
-                if not last:
-                    self._pause(what, url, f"ingress {code}", policy.backoff(attempt), attempt)
-                    continue
-            elif resend_safe and (code >= 500 or code == 408) and not last:
-                self._pause(what, url, str(code), policy.backoff(attempt), attempt)
+            retry_after = _retry_after(response) if code == 429 else None
+            reason = retry_reason(idempotent=resend_safe, status_code=code,
+                                  from_fal="x-fal-request-id" in response.headers,
+                                  retry_after=retry_after, max_retry_after=policy.max_retry_after)
+            if reason and not last:
+                delay = retry_after if retry_after is not None else policy.backoff(attempt)
+                self._pause(what, url, reason, delay, attempt)
                 continue
             raise _error_from(response, what=what, endpoint=endpoint, request_id=request_id,
                               attempts=attempt, secrets=self._secrets)
@@ -547,6 +541,38 @@ class FalClient:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+def retry_reason(*, idempotent: bool, error: Exception | None = None, status_code: int | None = None,
+                 from_fal: bool = False, retry_after: float | None = None,
+                 max_retry_after: float = 60.0) -> str | None:
+    """Why one attempt's outcome may be sent again (a short label for the log), or None when
+    it must not be. Pure: the caller counts attempts, computes delays and sleeps.
+
+    `idempotent` is True for status, result, cancel and downloads, False for a submit (a
+    second submit is a second paid job). `error` is the transport error of the attempt, or
+    `status_code` / `from_fal` (the answer carried `x-fal-request-id`) / `retry_after` (seconds,
+    parsed) describe the answer. A submit is sent again ONLY when fal surely did not get it:
+    - the connection was never made (connect error or timeout, no free pooled connection);
+    - 429: fal refused it for now (queue submissions are not run when refused);
+    - 502/503/504 without `x-fal-request-id`: a gateway page, the body never reached fal.
+    Idempotent calls are also sent again after any other transport error, 408 and any 5xx.
+    A 429 whose Retry-After exceeds `max_retry_after` is not waited for by anyone."""
+    if error is not None:
+        if isinstance(error, httpx.UnsupportedProtocol):
+            return None   # a bad URL stays bad
+        if isinstance(error, _NOT_SENT) or (idempotent and isinstance(error, httpx.TransportError)):
+            return type(error).__name__
+        return None
+    if status_code is None:
+        return None
+    if status_code == 429:
+        return "429" if retry_after is None or retry_after <= max_retry_after else None
+    if status_code in _INGRESS_CODES and not from_fal:
+        return f"ingress {status_code}"
+    if idempotent and (status_code >= 500 or status_code == 408):
+        return str(status_code)
+    return None
+
 
 def _as_timeout(value: httpx.Timeout | float) -> httpx.Timeout:
     return value if isinstance(value, httpx.Timeout) else httpx.Timeout(value)

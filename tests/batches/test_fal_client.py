@@ -40,6 +40,7 @@ from core.batches.fal import (
     RetryPolicy,
     handle_from_row,
     parse_output,
+    retry_reason,
 )
 from core.catalog.payloads import payload_hash
 from tests.standins.fal_server import DEFAULT_KEY
@@ -896,6 +897,60 @@ def test_retry_after_as_http_date_is_honoured():
     with _mock_client(handler, sleeps) as client:
         assert client.submit(SCHNELL, {"prompt": "p"}).request_id == "r-1"
     assert len(sleeps) == 1 and 20 < sleeps[0] <= 31
+
+
+_REQ = httpx.Request("POST", "https://queue.fal.run/fal-ai/flux/schnell")
+
+
+@pytest.mark.parametrize("error, submit, polls", [
+    # (transport error, may a submit be resent?, may a status/result/cancel/download be?)
+    (httpx.ConnectError("refused", request=_REQ), True, True),
+    (httpx.ConnectTimeout("slow connect", request=_REQ), True, True),
+    (httpx.PoolTimeout("no free connection", request=_REQ), True, True),
+    (httpx.ReadTimeout("no answer", request=_REQ), False, True),
+    (httpx.WriteTimeout("half sent", request=_REQ), False, True),
+    (httpx.ReadError("reset", request=_REQ), False, True),
+    (httpx.RemoteProtocolError("dropped", request=_REQ), False, True),
+    (httpx.UnsupportedProtocol("ftp://", request=_REQ), False, False),
+])
+def test_retry_reason_for_transport_errors(error, submit, polls):
+    """Only an error raised before a byte left lets a submit go again: after that the job may
+    exist at fal. Idempotent calls may always go again (except a URL that cannot work)."""
+    assert bool(retry_reason(idempotent=False, error=error)) is submit
+    assert bool(retry_reason(idempotent=True, error=error)) is polls
+    if submit:
+        assert retry_reason(idempotent=False, error=error) == type(error).__name__
+
+
+@pytest.mark.parametrize("code, from_fal, retry_after, submit, polls", [
+    (429, True, None, True, True),        # refused for now: nothing was queued
+    (429, True, 60.0, True, True),        # a Retry-After up to the limit is waited for
+    (429, True, 60.5, False, False),      # longer: the caller decides (FalRateLimited)
+    (502, False, None, True, True),       # a gateway page: the body never reached fal
+    (503, False, None, True, True),
+    (504, False, None, True, True),
+    (504, True, None, False, True),       # fal's own 504 (request_timeout): the job may exist
+    (503, True, None, False, True),
+    (500, True, None, False, True),
+    (500, False, None, False, True),      # 500 is not a gateway code: the job may exist
+    (408, True, None, False, True),
+    (400, True, None, False, False),
+    (401, True, None, False, False),
+    (403, True, None, False, False),
+    (404, True, None, False, False),
+    (422, True, None, False, False),
+])
+def test_retry_reason_for_answers(code, from_fal, retry_after, submit, polls):
+    kw = {"status_code": code, "from_fal": from_fal, "retry_after": retry_after, "max_retry_after": 60.0}
+    assert bool(retry_reason(idempotent=False, **kw)) is submit
+    assert bool(retry_reason(idempotent=True, **kw)) is polls
+
+
+def test_retry_reason_names_what_it_saw():
+    assert retry_reason(idempotent=False, status_code=502) == "ingress 502"
+    assert retry_reason(idempotent=False, status_code=429) == "429"
+    assert retry_reason(idempotent=True, status_code=503, from_fal=True) == "503"
+    assert retry_reason(idempotent=True) is None
 
 
 def test_backoff_is_exponential_capped_and_jittered():
