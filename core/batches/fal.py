@@ -747,8 +747,8 @@ def _error_for(response: httpx.Response, *, what: str, endpoint: str | None,
         if what == "download":
             return FalError(f"result file {target} is gone (404): fal keeps result files for a "
                             "limited time; run the request again.", **kw)
-        return FalError(f"fal does not know request {rid} (404): it may have expired (fal keeps "
-                        "results about an hour); run it again.", **kw)
+        return FalError(f"fal does not know request {rid} (404): it may have expired (fal may keep "
+                        "a result only an hour, 6 minutes when it is large); run it again.", **kw)
     return FalError(f"fal refused the {what} of {target} ({code})"
                     + (f": {said}" if said else "") + ".", **kw)
 
