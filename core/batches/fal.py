@@ -25,7 +25,7 @@ Invariants:
 - Every outgoing payload is logged at INFO on logger "core.batches.fal" as one JSON line with
   `data:` URIs abbreviated (the store keeps the payload itself: History reads it from there).
 - Every error is a `core.errors.FalError` whose message says what happened and what to do.
-- An output body of an unexpected shape (not an object, `images` missing or not a list of
+- A result of an unexpected shape (not JSON, not an object, `images` missing or not a list of
   objects with a `url`) raises FalBadResponse carrying the body: never a KeyError later on.
 """
 from __future__ import annotations
@@ -37,8 +37,8 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -60,16 +60,16 @@ from core.catalog.payloads import abbreviate, payload_hash
 from core.redact import redact
 
 __all__ = [
-    "Completed", "DEFAULT_STREAM_TIMEOUT", "DEFAULT_TIMEOUT", "FalClient", "FalOutput", "InProgress", "OutputImage",
-    "QueueHandle", "Queued", "RetryPolicy", "Status", "handle_from_row", "parse_output",
-    "retry_reason",
+    "Completed", "DEFAULT_STREAM_TIMEOUT", "DEFAULT_TIMEOUT", "FalClient", "FalOutput", "InProgress",
+    "MAX_DOWNLOAD_BYTES", "OutputImage", "QueueHandle", "Queued", "RetryPolicy", "Status",
+    "handle_from_row", "parse_output", "retry_reason",
 ]
 
 logger = logging.getLogger("core.batches.fal")
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-# The status stream is silent while nothing changes: a job queued longer than the read timeout
-# ends the stream and `stream_status` carries on by polling.
+# fal sends a comment line on the status stream every 15 s while nothing changes: 120 s without a
+# byte means the stream is dead, and `stream_status` carries on by polling.
 DEFAULT_STREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=120.0)
 DEFAULT_DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024   # a result image larger than this is not kept
@@ -186,13 +186,13 @@ def parse_output(body: Any, *, request_id: str | None = None) -> FalOutput:
     nsfw = tuple(f if isinstance(f, bool) else None for f in flags) if isinstance(flags, list) else ()
     timings = body.get("timings")
     inference = timings.get("inference") if isinstance(timings, dict) else None
+    if isinstance(inference, bool) or not isinstance(inference, (int, float)):
+        inference = None
     seed = body.get("seed")
-    return FalOutput(
-        images=tuple(parsed), seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-        nsfw=nsfw,
-        inference_s=float(inference) if isinstance(inference, (int, float))
-        and not isinstance(inference, bool) else None,
-        raw=body)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        seed = None
+    return FalOutput(images=tuple(parsed), seed=seed, nsfw=nsfw,
+                     inference_s=None if inference is None else float(inference), raw=body)
 
 
 def _json_kind(value: Any) -> str:
