@@ -1,6 +1,7 @@
 """The fal stand-in speaks fal's wire protocol (checked with raw HTTP and with the official
-fal-client 1.0.3), counts only accepted jobs, and its hooks (hold/release, control API, the
-out-of-process mode) work as the batch, crash and benchmark tests expect."""
+fal-client 1.0.3), including the status stream, counts only accepted jobs, and its hooks (faults,
+outage, hold/release, control API, the out-of-process mode) work as the client, batch, crash and
+benchmark tests expect."""
 from __future__ import annotations
 
 import base64
