@@ -1,6 +1,7 @@
 """The fal stand-in speaks fal's wire protocol (checked with raw HTTP and with the official
-fal-client 1.0.3), counts only accepted jobs, and its hooks (hold/release, control API, the
-out-of-process mode) work as the batch, crash and benchmark tests expect."""
+fal-client 1.0.3), including the status stream, counts only accepted jobs, and its hooks (faults,
+outage, hold/release, control API, the out-of-process mode) work as the client, batch, crash and
+benchmark tests expect."""
 from __future__ import annotations
 
 import base64
@@ -127,6 +128,70 @@ def test_cancel_answers(fal_standin, http):
     assert (ghost.status_code, ghost.json()) == (404, {"status": "NOT_FOUND"})
 
 
+# --- status stream ------------------------------------------------------------------------------
+
+def _events(response) -> list[tuple[str | None, dict]]:
+    """(event name, data) of each server-sent event of a finished stream."""
+    out, name, data = [], None, []
+    for line in response.iter_lines():
+        if not line:
+            if data:
+                out.append((name, json.loads("\n".join(data))))
+            name, data = None, []
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+    return out
+
+
+def test_status_stream_sends_each_change_and_closes_after_completed(fal_standin, http):
+    fal_standin.set_capacity(1)
+    fal_standin.set_latency(0.25)
+    _submit(http, body={"prompt": "blocker"})
+    sub = _submit(http, body={"prompt": "waits"})
+    started = time.monotonic()
+    with http.stream("GET", sub["status_url"] + "/stream", params={"logs": "1"}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        assert response.headers["x-fal-request-id"] == sub["request_id"]
+        events = _events(response)   # returns only because the server closed the stream
+    assert time.monotonic() - started < 5
+    states = [data["status"] for _, data in events]
+    assert states == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+    assert all(name is None for name, _ in events)
+    assert events[0][1]["queue_position"] == 0 and isinstance(events[0][1]["logs"], list)
+    assert events[-1][1]["metrics"]["inference_time"] > 0
+    assert http.get(sub["status_url"]).json()["status"] == "COMPLETED"
+
+
+def test_status_stream_of_a_finished_job_is_one_event_and_unknown_ids_are_404(fal_standin, http):
+    sub = _submit(http)
+    _until(lambda: http.get(sub["status_url"]).status_code == 200)
+    with http.stream("GET", sub["status_url"] + "/stream") as response:
+        events = _events(response)
+    assert [data["status"] for _, data in events] == ["COMPLETED"] and events[0][1]["logs"] is None
+    ghost = http.get(f"{fal_standin.url}/fal-ai/flux/requests/nope/status/stream")
+    assert ghost.status_code == 404 and ghost.json() == {"status": "NOT_FOUND"}
+
+
+def test_status_stream_faults_cut_it_early_or_name_its_events(fal_standin, http):
+    fal_standin.set_latency(0.3)
+    fal_standin.inject("stream", "cut", events=1)
+    fal_standin.inject("stream", "cut", events=1, abrupt=True)
+    fal_standin.inject("stream", "named")
+    sub = _submit(http)
+    url = sub["status_url"] + "/stream"
+    with http.stream("GET", url) as response:
+        assert [data["status"] for _, data in _events(response)] == ["IN_PROGRESS"]
+    with pytest.raises(httpx.RemoteProtocolError), http.stream("GET", url) as response:
+        _events(response)
+    with http.stream("GET", url) as response:
+        raw = response.read().decode()
+    assert ": ping" in raw and "event: status" in raw
+    assert raw.rstrip().endswith("}") and '"COMPLETED"' in raw
+
+
 # --- auth, validation, endpoints ----------------------------------------------------------------
 
 def test_bad_or_missing_key_is_401_and_not_counted(fal_standin):
@@ -204,6 +269,16 @@ def test_ingress_fault_has_no_request_id_and_fal_faults_do(fal_standin, http):
     assert http.get(sub["status_url"]).status_code in (200, 202)  # faults used up
 
 
+def test_echo_auth_fault_echoes_the_authorization_header_without_a_request_id(fal_standin, http):
+    fal_standin.inject("submit", "echo_auth", status=401)
+    r = http.post(f"/{SCHNELL}", json={"prompt": "p"})
+    assert r.status_code == 401 and "x-fal-request-id" not in r.headers
+    body = r.json()
+    assert f"Authorization: Key {DEFAULT_KEY}" in body["detail"]
+    assert DEFAULT_KEY.split(":")[0] == body["echo"]["key_id"]
+    assert fal_standin.submissions == 0
+
+
 def test_refused_submissions_are_not_counted_but_accepted_ones_are(fal_standin, http):
     fal_standin.inject("submit", "500")
     fal_standin.inject("submit", "500", accepted=True)
@@ -223,6 +298,81 @@ def test_inject_rejects_unknown_places_and_faults(fal_standin):
         fal_standin.inject("somewhere", "500")
     with pytest.raises(ValueError):
         fal_standin.inject("submit", "418")
+
+
+# --- outage and results of an unexpected shape -------------------------------------------------
+
+def _is_gateway_page(response, code=502) -> bool:
+    return (response.status_code == code and "x-fal-request-id" not in response.headers
+            and response.headers["content-type"] == "text/html" and "nginx" in response.text)
+
+
+def test_outage_answers_every_call_with_a_gateway_page_until_ended(fal_standin, http):
+    sub = _submit(http)
+    _until(lambda: http.get(sub["status_url"]).status_code == 200)
+    image_url = http.get(sub["response_url"]).json()["images"][0]["url"]
+    fal_standin.outage(60)
+    answers = [http.post(f"/{SCHNELL}", json={"prompt": "during"}), http.get(sub["status_url"]),
+               http.get(sub["status_url"] + "/stream"), http.get(sub["response_url"]),
+               http.put(sub["cancel_url"]), httpx.get(image_url)]
+    assert all(_is_gateway_page(r) for r in answers), [r.status_code for r in answers]
+    stats = fal_standin.stats()   # the test API keeps working
+    assert stats["outage_answers"] == 6 and 50 < stats["outage_left"] <= 60
+    assert fal_standin.submissions == 1 and stats["received"] == 1   # fal never saw the submit
+    fal_standin.end_outage()
+    assert not fal_standin.in_outage
+    assert http.get(sub["response_url"]).status_code == 200 and httpx.get(image_url).status_code == 200
+    assert http.post(f"/{SCHNELL}", json={"prompt": "after"}).status_code == 200
+
+
+def test_outage_ends_by_itself_and_reset_clears_it(fal_standin, http):
+    fal_standin.outage(0.3, status=503)
+    assert _is_gateway_page(http.post(f"/{SCHNELL}", json={"prompt": "p"}), 503)
+    _until(lambda: not fal_standin.in_outage)
+    assert http.post(f"/{SCHNELL}", json={"prompt": "p"}).status_code == 200
+    fal_standin.outage(60)
+    fal_standin.reset()
+    assert http.post(f"/{SCHNELL}", json={"prompt": "p"}).status_code == 200
+
+
+def _finished(http, body, endpoint=SCHNELL):
+    sub = _submit(http, endpoint, body)
+    _until(lambda: http.get(sub["status_url"]).status_code == 200)
+    return sub, http.get(sub["response_url"])
+
+
+def test_result_faults_give_a_list_body_or_leave_fields_out(fal_standin, http):
+    fal_standin.inject("job", "list_body")
+    fal_standin.inject("job", "missing_fields")
+    fal_standin.inject("job", "missing_fields", fields=["seed", "timings"], image_fields=["width"])
+    sub, listed = _finished(http, {"prompt": "p", "seed": 3})
+    assert http.get(sub["status_url"]).json()["status"] == "COMPLETED"   # the job itself succeeded
+    body = listed.json()
+    assert listed.status_code == 200 and isinstance(body, list) and body[0]["seed"] == 3
+    _, missing = _finished(http, {"prompt": "p", "seed": 3})
+    assert missing.status_code == 200 and "images" not in missing.json() and missing.json()["seed"] == 3
+    _, partial = _finished(http, {"prompt": "p"})
+    out = partial.json()
+    assert {"seed", "timings"}.isdisjoint(out) and out["has_nsfw_concepts"] == [False]
+    assert set(out["images"][0]) == {"url", "height", "content_type"}
+
+
+def test_image_404_fault_makes_one_image_of_four_answer_404(fal_standin, http):
+    fal_standin.inject("job", "image_404", index=2)
+    _, result = _finished(http, {"prompt": "p", "num_images": 4, "image_size": "square"})
+    urls = [image["url"] for image in result.json()["images"]]
+    assert len(urls) == 4
+    assert [httpx.get(u).status_code for u in urls] == [200, 200, 404, 200]
+    _, normal = _finished(http, {"prompt": "p", "num_images": 2})   # one job only
+    assert all(httpx.get(i["url"]).status_code == 200 for i in normal.json()["images"])
+
+
+def test_bodies_are_still_validated_while_result_faults_are_armed(fal_standin, http):
+    fal_standin.inject("job", "list_body")
+    r = http.post(f"/{SCHNELL}", json={"prompt": "p", "num_images": 9})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "num_images"]
+    _, listed = _finished(http, {"prompt": "p"})   # the fault went to the first accepted job
+    assert isinstance(listed.json(), list)
 
 
 # --- hold / release -----------------------------------------------------------------------------
@@ -277,6 +427,11 @@ def test_runs_as_a_process_printing_its_url_and_obeys_the_control_api():
             stats = control.stats()
             assert stats["submissions"] == 2 and stats["by_endpoint"] == {SCHNELL: 2}
             assert stats["capacity"] == 2
+            control.outage(30)
+            assert _is_gateway_page(http.post(f"{url}/{SCHNELL}", json={"prompt": "p"}))
+            assert control.stats()["outage_answers"] == 1
+            control.end_outage()
+            assert http.post(f"{url}/{SCHNELL}", json={"prompt": "p"}).status_code == 200
             control.reset()
             assert control.stats()["submissions"] == 0
     finally:

@@ -10,14 +10,22 @@ Invariants:
   came back WITHOUT `x-fal-request-id` (the proxy answered, fal never saw the body). A read
   timeout, a dropped connection after sending, or a 5xx carrying `x-fal-request-id` raise
   instead: the job may exist.
+- `stream_status` follows fal's status stream (server-sent events) and, on any error or a stream
+  that ends before COMPLETED, carries on by polling `status()`: it always ends with Completed
+  (or raises what polling raises).
 - Status polls, result fetches, cancels and downloads are idempotent: transport errors, 408, 429
   (honouring `Retry-After`) and 5xx are retried with capped exponential backoff and jitter.
-- The key is sent only to fal's run/queue URLs (never to a download URL) and never appears in a log
-  line, an exception message or a repr.
+  Both rules live in one pure predicate, `retry_reason`; the send loop only sleeps and counts.
+- A result download never reads more than `max_download_bytes` (200 MB unless told otherwise):
+  the body is streamed and dropped at the cap.
+- The key is sent only to fal's queue URLs (never to a download URL) and never appears in a log
+  line, an exception message or a repr. Every body fal answers is passed through
+  `core.redact.redact` with the key before it is parsed, so a gateway that echoes the
+  `Authorization` header leaks it into no message, stored detail or kept answer.
 - Every outgoing payload is logged at INFO on logger "core.batches.fal" as one JSON line with
   `data:` URIs abbreviated (the store keeps the payload itself: History reads it from there).
 - Every error is a `core.errors.FalError` whose message says what happened and what to do.
-- An output body of an unexpected shape (not an object, `images` missing or not a list of
+- A result of an unexpected shape (not JSON, not an object, `images` missing or not a list of
   objects with a `url`) raises FalBadResponse carrying the body: never a KeyError later on.
 """
 from __future__ import annotations
@@ -29,9 +37,10 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -48,23 +57,31 @@ from core.errors import (
     FalValidationError,
 )
 from core.catalog.payloads import abbreviate, payload_hash
+from core.redact import redact
 
 __all__ = [
-    "Completed", "DEFAULT_TIMEOUT", "FalClient", "FalOutput", "InProgress", "OutputImage",
-    "QueueHandle", "Queued", "RetryPolicy", "Status", "handle_from_row", "parse_output",
+    "Completed", "DEFAULT_STREAM_TIMEOUT", "DEFAULT_TIMEOUT", "FalClient", "FalOutput", "InProgress",
+    "MAX_DOWNLOAD_BYTES", "OutputImage", "QueueHandle", "Queued", "RetryPolicy", "Status",
+    "handle_from_row", "parse_output", "retry_reason",
 ]
 
 logger = logging.getLogger("core.batches.fal")
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+# fal sends a comment line on the status stream every 15 s while nothing changes: 120 s without a
+# byte means the stream is dead, and `stream_status` carries on by polling.
+DEFAULT_STREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=120.0)
 DEFAULT_DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
-MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024
+MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024   # a result image larger than this is not kept
 
 _INGRESS_CODES = frozenset({502, 503, 504})
 # Raised before a single byte of the request left this machine: always safe to send again.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # a non-JSON body kept with a FalBadResponse is cut here (an HTML page can be large)
 _RAW_TEXT_LIMIT = 20_000
+# an error answer is read up to this much: enough for any JSON detail or gateway page
+_ERROR_BODY_LIMIT = 1024 * 1024
+_DOWNLOAD_CHUNK = 256 * 1024
 _CANCEL_ANSWERS = frozenset({"CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND", "OK"})
 
 
@@ -169,13 +186,13 @@ def parse_output(body: Any, *, request_id: str | None = None) -> FalOutput:
     nsfw = tuple(f if isinstance(f, bool) else None for f in flags) if isinstance(flags, list) else ()
     timings = body.get("timings")
     inference = timings.get("inference") if isinstance(timings, dict) else None
+    if isinstance(inference, bool) or not isinstance(inference, (int, float)):
+        inference = None
     seed = body.get("seed")
-    return FalOutput(
-        images=tuple(parsed), seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-        nsfw=nsfw,
-        inference_s=float(inference) if isinstance(inference, (int, float))
-        and not isinstance(inference, bool) else None,
-        raw=body)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        seed = None
+    return FalOutput(images=tuple(parsed), seed=seed, nsfw=nsfw,
+                     inference_s=None if inference is None else float(inference), raw=body)
 
 
 def _json_kind(value: Any) -> str:
@@ -246,14 +263,19 @@ class FalClient:
     def __init__(self, settings: Settings | None = None, *, key: str | None = None,
                  queue_url: str | None = None,
                  timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+                 stream_timeout: httpx.Timeout | float = DEFAULT_STREAM_TIMEOUT,
                  download_timeout: httpx.Timeout | float = DEFAULT_DOWNLOAD_TIMEOUT,
                  retry: RetryPolicy = RetryPolicy(),
+                 max_download_bytes: int = MAX_DOWNLOAD_BYTES,
                  transport: httpx.BaseTransport | None = None):
         settings = settings or load_settings()
         self._key = key if key is not None else settings.fal_key
+        self._secrets: tuple[str, ...] = (self._key,) if self._key else ()
         self.queue_url = (queue_url or settings.fal_queue_url).rstrip("/")
         self.retry = retry
+        self.max_download_bytes = max_download_bytes
         self._timeout = _as_timeout(timeout)
+        self._stream_timeout = _as_timeout(stream_timeout)
         self._download_timeout = _as_timeout(download_timeout)
         pool = max(20, 2 * settings.concurrency)
         # No Authorization here on purpose: it is added per call to fal's own URLs only, so a
@@ -285,7 +307,7 @@ class FalClient:
         _log_send(endpoint, payload)
         response = self._send("POST", url, what="submit", endpoint=endpoint, json=payload,
                               headers=all_headers, timeout=self._timeout, resend_safe=False)
-        body = _json_object(response, what="submit", endpoint=endpoint)
+        body = _json_object(response, what="submit", endpoint=endpoint, secrets=self._secrets)
         request_id = body.get("request_id")
         if not isinstance(request_id, str) or not request_id:
             raise FalServerError(
@@ -309,8 +331,68 @@ class FalClient:
         response = self._send("GET", handle.status_url, what="status", endpoint=handle.endpoint,
                               request_id=handle.request_id, params={"logs": "1"} if logs else None,
                               headers=self._auth_headers(), timeout=self._timeout, resend_safe=True)
-        body = _json_object(response, what="status", endpoint=handle.endpoint)
+        body = _json_object(response, what="status", endpoint=handle.endpoint, secrets=self._secrets)
         return _parse_status(body, handle)
+
+    def stream_status(self, handle: QueueHandle, *, logs: bool = True, poll_every: float = 0.25,
+                      sleep: Callable[[float], None] = time.sleep) -> Iterator[Status]:
+        """The job's statuses as they change, ending with Completed.
+
+        Read from `GET {status_url}/stream` (one `data:` event per change, with or without an
+        event name); when the stream fails in any way or ends before COMPLETED, the rest comes
+        from polling `status()` every `poll_every` seconds (only changed statuses are yielded).
+        Errors of the polling (e.g. FalAuthError, 404) are raised as `status()` raises them."""
+        last: Status | None = None
+        events = self._stream_events(handle, logs)
+        try:
+            while True:
+                try:
+                    status = next(events)
+                except StopIteration:
+                    reason = "the stream ended before COMPLETED"
+                    break
+                except Exception as e:  # noqa: BLE001 - any stream failure: carry on by polling
+                    reason = f"{type(e).__name__}: {e}"
+                    break
+                yield status
+                last = status
+                if isinstance(status, Completed):
+                    return
+        finally:
+            events.close()
+        logger.warning(json.dumps({"event": "fal.stream_fallback", "request_id": handle.request_id,
+                                   "reason": redact(reason, self._secrets)[:300]},
+                                  separators=(",", ":")))
+        while True:
+            status = self.status(handle, logs=logs)
+            if status != last:
+                yield status
+                last = status
+            if isinstance(status, Completed):
+                return
+            sleep(poll_every)
+
+    def _stream_events(self, handle: QueueHandle, logs: bool) -> Iterator[Status]:
+        """Statuses from one status stream, as they arrive. Raises on anything unexpected."""
+        split = urlsplit(handle.status_url)
+        url = urlunsplit(split._replace(path=split.path.rstrip("/") + "/stream"))
+        headers = {**self._auth_headers(), "Accept": "text/event-stream"}
+        with self._http.stream("GET", url, params={"logs": "1"} if logs else None, headers=headers,
+                               timeout=self._stream_timeout) as response:
+            if response.status_code != 200:
+                raise _error_from(_bounded(response, _ERROR_BODY_LIMIT), what="status stream",
+                                  endpoint=handle.endpoint, request_id=handle.request_id,
+                                  secrets=self._secrets)
+            content_type = response.headers.get("content-type", "")
+            if not content_type.startswith("text/event-stream"):
+                raise FalServerError(f"fal's status stream answered {content_type or 'no content type'}, "
+                                     "not text/event-stream.", request_id=handle.request_id)
+            for data in _sse_data(response.iter_lines()):
+                body = json.loads(redact(data, self._secrets))
+                if not isinstance(body, dict):
+                    raise FalServerError("a status stream event is not a JSON object.",
+                                         request_id=handle.request_id)
+                yield _parse_status(body, handle)
 
     def result(self, handle: QueueHandle) -> FalOutput:
         """GET the response URL: the output parsed (`parse_output`), or the job's replayed error
@@ -322,7 +404,7 @@ class FalClient:
             raise FalError(f"fal request {handle.request_id} has not finished yet: "
                            "poll its status until COMPLETED, then fetch the result.",
                            status_code=202, request_id=handle.request_id)
-        text = response.text
+        text = redact(response.text, self._secrets)
         try:
             body = json.loads(text)
         except ValueError:
@@ -353,24 +435,49 @@ class FalClient:
         if response.status_code < 300:
             return "CANCELLATION_REQUESTED"
         raise _error_from(response, what="cancel", endpoint=handle.endpoint,
-                          request_id=handle.request_id)
+                          request_id=handle.request_id, secrets=self._secrets)
 
     def download(self, url: str) -> tuple[bytes, str]:
-        """The bytes and content type of a result image (http(s) URL or `data:` URI). No key sent."""
+        """The bytes and content type of a result image (http(s) URL or `data:` URI). No key sent.
+
+        The body is streamed and never read past `max_download_bytes`: a file that declares a
+        larger Content-Length is refused before its body is read, one that turns out larger
+        is dropped at the cap. Either is a FalError saying so (not retried)."""
         if url.startswith("data:"):
-            return _decode_data_uri(url)
+            data, content_type = _decode_data_uri(url)
+            if len(data) > self.max_download_bytes:
+                raise self._too_large("the data: URI result", f"is {len(data)} bytes")
+            return data, content_type
         if urlsplit(url).scheme not in ("http", "https"):
             raise FalError(f"cannot download {url[:80]!r}: only http(s) and data: URLs are supported.")
-        response = self._send("GET", url, what="download", endpoint=None, headers=None,
-                              timeout=self._download_timeout, resend_safe=True)
-        data = response.content
-        if len(data) > MAX_DOWNLOAD_BYTES:
-            raise FalError(f"result file at {_short(url)} is {len(data)} bytes, over the "
-                           f"{MAX_DOWNLOAD_BYTES} byte limit; not kept.")
-        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if not content_type.startswith("image/"):
-            content_type = _sniff(data) or content_type or "application/octet-stream"
-        return data, content_type
+
+        def read(response: httpx.Response) -> tuple[bytes, str]:
+            data = self._read_capped(response, url)
+            content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            if not content_type.startswith("image/"):
+                content_type = _sniff(data) or content_type or "application/octet-stream"
+            return data, content_type
+
+        return self._send("GET", url, what="download", endpoint=None, headers=None,
+                          timeout=self._download_timeout, resend_safe=True, consume=read)
+
+    def _read_capped(self, response: httpx.Response, url: str) -> bytes:
+        cap = self.max_download_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise self._too_large(f"the result file at {_short(url)}", f"declares {int(declared)} bytes")
+        data = bytearray()
+        for chunk in response.iter_bytes(_DOWNLOAD_CHUNK):
+            if len(data) + len(chunk) > cap:
+                raise self._too_large(f"the result file at {_short(url)}", f"has more than {cap} bytes")
+            data += chunk
+        return bytes(data)
+
+    def _too_large(self, what: str, size: str) -> FalError:
+        cap = self.max_download_bytes
+        limit = f"{cap // (1024 * 1024)} MB" if cap % (1024 * 1024) == 0 else f"{cap} byte"
+        return FalError(f"{what} {size}, over the {limit} limit for a result image; it was not "
+                        "kept (fal's answer, with its URL, stays with the request).")
 
     # --- the one place requests are sent --------------------------------------------------------
 
@@ -383,45 +490,48 @@ class FalClient:
     def _send(self, method: str, url: str, *, what: str, endpoint: str | None,
               headers: dict[str, str] | None, timeout: httpx.Timeout, resend_safe: bool,
               request_id: str | None = None, json: Any = None, params: dict | None = None,
-              answers: tuple[int, ...] = ()) -> httpx.Response:
-        """Send with the retry rules of the module docstring; 2xx (and `answers`) are returned,
-        everything else raises the mapped FalError."""
+              answers: tuple[int, ...] = (), consume: Callable[[httpx.Response], Any] | None = None
+              ) -> Any:
+        """Send, deciding each retry with `retry_reason` (this loop only sleeps and counts). A 2xx (or one of `answers`) is
+        returned read, or handed unread to `consume` (whose transport errors count as the
+        attempt's); everything else raises the mapped FalError. Error bodies are read up to
+        `_ERROR_BODY_LIMIT` only."""
         policy = self.retry
         attempt = 0
         while True:
             attempt += 1
             last = attempt >= policy.max_attempts
             try:
-                response = self._http.request(method, url, json=json, params=params,
-                                              headers=headers, timeout=timeout)
+                request = self._http.build_request(method, url, json=json, params=params,
+                                                   headers=headers, timeout=timeout)
+                streamed = self._http.send(request, stream=True)
+                try:
+                    if streamed.status_code < 300 or streamed.status_code in answers:
+                        if consume is not None:
+                            return consume(streamed)
+                        streamed.read()
+                        return streamed
+                    response = _bounded(streamed, _ERROR_BODY_LIMIT)
+                finally:
+                    streamed.close()
             except httpx.TransportError as e:
-                retryable = resend_safe or isinstance(e, _NOT_SENT)
-                if retryable and not last and not isinstance(e, httpx.UnsupportedProtocol):
-                    self._pause(what, url, type(e).__name__, policy.backoff(attempt), attempt)
+                reason = retry_reason(idempotent=resend_safe, error=e)
+                if reason and not last:
+                    self._pause(what, url, reason, policy.backoff(attempt), attempt)
                     continue
                 raise _transport_error(e, what=what, endpoint=endpoint, url=url,
                                        request_id=request_id, attempts=attempt) from None
             code = response.status_code
-            if code < 300 or code in answers:
-                return response
-            from_fal = "x-fal-request-id" in response.headers
-            if code == 429:
-                retry_after = _retry_after(response)
-                if not last and (
-                        retry_after is None or retry_after <= policy.max_retry_after):
-                    delay = policy.backoff(attempt) if retry_after is None else retry_after
-                    self._pause(what, url, "429", delay, attempt)
-                    continue
-            elif code in _INGRESS_CODES and not from_fal:
-                # The proxy answered, fal never took the body: safe even for a submit.
-                if not last:
-                    self._pause(what, url, f"ingress {code}", policy.backoff(attempt), attempt)
-                    continue
-            elif resend_safe and (code >= 500 or code == 408) and not last:
-                self._pause(what, url, str(code), policy.backoff(attempt), attempt)
+            retry_after = _retry_after(response) if code == 429 else None
+            reason = retry_reason(idempotent=resend_safe, status_code=code,
+                                  from_fal="x-fal-request-id" in response.headers,
+                                  retry_after=retry_after, max_retry_after=policy.max_retry_after)
+            if reason and not last:
+                delay = retry_after if retry_after is not None else policy.backoff(attempt)
+                self._pause(what, url, reason, delay, attempt)
                 continue
             raise _error_from(response, what=what, endpoint=endpoint, request_id=request_id,
-                              attempts=attempt)
+                              attempts=attempt, secrets=self._secrets)
 
     def _pause(self, what: str, url: str, reason: str, delay: float, attempt: int) -> None:
         logger.warning(json.dumps({"event": "fal.retry", "what": what, "url": _short(url),
@@ -432,8 +542,53 @@ class FalClient:
 
 # --- helpers ------------------------------------------------------------------------------------
 
+def retry_reason(*, idempotent: bool, error: Exception | None = None, status_code: int | None = None,
+                 from_fal: bool = False, retry_after: float | None = None,
+                 max_retry_after: float = 60.0) -> str | None:
+    """Why one attempt's outcome may be sent again (a short label for the log), or None when
+    it must not be. Pure: the caller counts attempts, computes delays and sleeps.
+
+    `idempotent` is True for status, result, cancel and downloads, False for a submit (a
+    second submit is a second paid job). `error` is the transport error of the attempt, or
+    `status_code` / `from_fal` (the answer carried `x-fal-request-id`) / `retry_after` (seconds,
+    parsed) describe the answer. A submit is sent again ONLY when fal surely did not get it:
+    - the connection was never made (connect error or timeout, no free pooled connection);
+    - 429: fal refused it for now (queue submissions are not run when refused);
+    - 502/503/504 without `x-fal-request-id`: a gateway page, the body never reached fal.
+    Idempotent calls are also sent again after any other transport error, 408 and any 5xx.
+    A 429 whose Retry-After exceeds `max_retry_after` is not waited for by anyone."""
+    if error is not None:
+        if isinstance(error, httpx.UnsupportedProtocol):
+            return None   # a bad URL stays bad
+        if isinstance(error, _NOT_SENT) or (idempotent and isinstance(error, httpx.TransportError)):
+            return type(error).__name__
+        return None
+    if status_code is None:
+        return None
+    if status_code == 429:
+        return "429" if retry_after is None or retry_after <= max_retry_after else None
+    if status_code in _INGRESS_CODES and not from_fal:
+        return f"ingress {status_code}"
+    if idempotent and (status_code >= 500 or status_code == 408):
+        return str(status_code)
+    return None
+
+
 def _as_timeout(value: httpx.Timeout | float) -> httpx.Timeout:
     return value if isinstance(value, httpx.Timeout) else httpx.Timeout(value)
+
+
+def _bounded(response: httpx.Response, limit: int) -> httpx.Response:
+    """A read copy of a streamed `response` holding at most `limit` bytes of its body."""
+    body = bytearray()
+    for chunk in response.iter_bytes(_DOWNLOAD_CHUNK):
+        body += chunk[:limit - len(body)]
+        if len(body) >= limit:
+            break
+    headers = [(k, v) for k, v in response.headers.multi_items()
+               if k.lower() not in ("content-length", "content-encoding", "transfer-encoding")]
+    return httpx.Response(response.status_code, headers=headers, content=bytes(body),
+                          request=response.request)
 
 
 def _checked_endpoint(endpoint: str) -> str:
@@ -449,11 +604,17 @@ def _short(url: str) -> str:
     return f"{s.scheme}://{s.netloc}{s.path}"
 
 
-def _json_object(response: httpx.Response, *, what: str, endpoint: str | None) -> dict:
+def _loads(response: httpx.Response, secrets: tuple[str, ...]) -> Any:
+    """The JSON of a body with the secrets masked first (None when it is not JSON)."""
     try:
-        body = response.json()
+        return json.loads(redact(response.text, secrets))
     except ValueError:
-        body = None
+        return None
+
+
+def _json_object(response: httpx.Response, *, what: str, endpoint: str | None,
+                 secrets: tuple[str, ...]) -> dict:
+    body = _loads(response, secrets)
     if not isinstance(body, dict):
         raise FalServerError(
             f"fal answered the {what} for {endpoint} with {response.status_code} but the body is not "
@@ -474,6 +635,26 @@ def _parse_status(body: dict, handle: QueueHandle) -> Status:
                          error=body.get("error"), error_type=body.get("error_type"))
     raise FalServerError(f"fal answered an unknown status {state!r} for request {handle.request_id}; "
                          "poll again later.", request_id=handle.request_id)
+
+
+def _sse_data(lines: Iterable[str]) -> Iterator[str]:
+    """The `data` of each server-sent event, in order, whatever its event name (`event:`) and
+    ignoring comments (`:`), `id:` and `retry:` lines. Multi-line data is joined with newlines,
+    as the SSE format says; an event still open when the stream ends is delivered too."""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -506,16 +687,23 @@ def _fields(detail: list) -> list[str]:
 
 
 def _error_from(response: httpx.Response, *, what: str, endpoint: str | None,
-                request_id: str | None, attempts: int = 1) -> FalError:
+                request_id: str | None, secrets: tuple[str, ...], attempts: int = 1) -> FalError:
+    """The FalError for a non-2xx answer. Everything taken from the answer (body and headers)
+    has the secrets masked, and so has the final message."""
+    error = _error_for(response, what=what, endpoint=endpoint, request_id=request_id,
+                       secrets=secrets, attempts=attempts)
+    error.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in error.args)
+    return error
+
+
+def _error_for(response: httpx.Response, *, what: str, endpoint: str | None,
+               request_id: str | None, secrets: tuple[str, ...], attempts: int) -> FalError:
     code = response.status_code
-    rid = response.headers.get("x-fal-request-id") or request_id
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+    rid = redact(response.headers.get("x-fal-request-id") or request_id or "", secrets) or None
+    body = _loads(response, secrets)
     detail = body.get("detail") if isinstance(body, dict) else None
     error_type = (body.get("error_type") if isinstance(body, dict) else None) \
-        or response.headers.get("x-fal-error-type")
+        or redact(response.headers.get("x-fal-error-type", ""), secrets) or None
     said = detail if isinstance(detail, str) else None
     target = endpoint or _short(str(response.request.url))
     kw = {"status_code": code, "request_id": rid, "error_type": error_type}
@@ -559,8 +747,8 @@ def _error_from(response: httpx.Response, *, what: str, endpoint: str | None,
         if what == "download":
             return FalError(f"result file {target} is gone (404): fal keeps result files for a "
                             "limited time; run the request again.", **kw)
-        return FalError(f"fal does not know request {rid} (404): it may have expired (fal keeps "
-                        "results about an hour); run it again.", **kw)
+        return FalError(f"fal does not know request {rid} (404): it may have expired (fal may keep "
+                        "a result only an hour, 6 minutes when it is large); run it again.", **kw)
     return FalError(f"fal refused the {what} of {target} ({code})"
                     + (f": {said}" if said else "") + ".", **kw)
 

@@ -26,7 +26,7 @@ OPTION_KEYS = ("subject", "purpose", "pose", "style", "lighting", "angle", "aspe
 CATALOG_KEYS = OPTION_KEYS[:-1]  # `extra` is free text, it has no catalog
 CATALOG_PATH = Path(__file__).with_name("options.toml")
 
-# fal presets (pixels in shared/fal/README.md): 9:16 is portrait_16_9 (576x1024), i.e. fal names
+# fal presets (pixels in docs/fal.md): 9:16 is portrait_16_9 (576x1024), i.e. fal names
 # portrait presets by the landscape ratio they rotate.
 ASPECT_RATIO_SIZES: dict[str, str] = {
     "9:16": "portrait_16_9",

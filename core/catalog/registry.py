@@ -45,7 +45,7 @@ DEFAULT_MODELS = ("fal-ai/flux/schnell", "fal-ai/flux-2/lora/edit")
 # Fields the builder fills from its own arguments; the rest are the endpoint's "parameters".
 _BUILDER_FIELDS = ("prompt", "image_size", "image_url", "image_urls", "seed")
 _REFERENCE_PREFIXES = ("http://", "https://", "data:", REFERENCE_SCHEME)
-# fal's preset pixels (shared/fal/README.md), used when a schema does not list them itself
+# fal's preset pixels (docs/fal.md), used when a schema does not list them itself
 _PRESET_PIXELS = {
     "square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768, 1024),
     "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768), "landscape_16_9": (1024, 576),

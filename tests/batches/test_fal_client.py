@@ -40,6 +40,7 @@ from core.batches.fal import (
     RetryPolicy,
     handle_from_row,
     parse_output,
+    retry_reason,
 )
 from core.catalog.payloads import payload_hash
 from tests.standins.fal_server import DEFAULT_KEY
@@ -274,6 +275,137 @@ def test_result_that_is_not_json_raises_bad_response_with_the_text():
     assert e.value.raw == "<html>oops</html>" and e.value.status_code == 200
 
 
+# --- status stream ------------------------------------------------------------------------------
+
+def _statuses(client: FalClient, handle: QueueHandle, **kw) -> list:
+    """Every status stream_status yields; a hang fails the test instead of blocking it."""
+    out: list = []
+    done = threading.Event()
+
+    def consume() -> None:
+        try:
+            out.extend(client.stream_status(handle, **kw))
+        except Exception as e:  # noqa: BLE001 - handed to the asserting thread
+            out.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=consume, daemon=True).start()
+    assert done.wait(15), "stream_status did not end"
+    if out and isinstance(out[-1], Exception):
+        raise out[-1]
+    return out
+
+
+def test_stream_status_yields_each_change_from_the_stream_without_polling(fal_standin,
+                                                                          standin_fal_client):
+    fal_standin.set_capacity(1)
+    fal_standin.set_latency(0.3)
+    standin_fal_client.submit(SCHNELL, {"prompt": "blocker"})
+    second = standin_fal_client.submit(SCHNELL, {"prompt": "waits"})
+    seen = _statuses(standin_fal_client, second)
+    assert [type(s) for s in seen] == [Queued, InProgress, Completed]
+    assert seen[0].position == 0
+    assert seen[-1].ok and seen[-1].metrics["inference_time"] > 0
+    assert any("finished" in entry["message"] for entry in seen[-1].logs)
+    requests = fal_standin.stats()["requests"]
+    assert requests["stream"] == 1 and "status" not in requests
+
+
+def test_stream_status_accepts_named_events_and_comments(fal_standin, standin_fal_client):
+    fal_standin.set_latency(0.2)
+    fal_standin.inject("stream", "named")
+    handle = standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    seen = _statuses(standin_fal_client, handle)
+    assert [type(s) for s in seen] == [InProgress, Completed]
+    assert "status" not in fal_standin.stats()["requests"]
+
+
+def test_stream_status_reports_a_failed_job_as_completed_with_its_error(fal_standin,
+                                                                        standin_fal_client):
+    fal_standin.inject("job", "content_policy_violation")
+    handle = standin_fal_client.submit(SCHNELL, {"prompt": "forbidden"})
+    last = _statuses(standin_fal_client, handle)[-1]
+    assert isinstance(last, Completed) and not last.ok
+    assert last.error_type == "content_policy_violation"
+
+
+@pytest.mark.parametrize("abrupt", [False, True])
+def test_stream_closed_early_falls_back_to_polling_until_completed(fal_standin, standin_fal_client,
+                                                                   caplog, abrupt):
+    """The stream ends (cleanly or mid-body) after its first event: polling takes over, and
+    the caller still sees every change once, ending with Completed."""
+    fal_standin.set_latency(0.4)
+    fal_standin.inject("stream", "cut", events=1, abrupt=abrupt)
+    handle = standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    with caplog.at_level(logging.WARNING, logger="core.batches.fal"):
+        seen = _statuses(standin_fal_client, handle, poll_every=0.02)
+    assert isinstance(seen[0], InProgress) and isinstance(seen[-1], Completed) and seen[-1].ok
+    assert all(a != b for a, b in zip(seen, seen[1:]))     # polling yields changes only
+    assert fal_standin.stats()["requests"]["status"] >= 2   # it polled while the job ran
+    assert '"event":"fal.stream_fallback"' in caplog.text
+
+
+@pytest.mark.parametrize("fault", ["502", "500", "401", "429", "drop"])
+def test_stream_errors_fall_back_to_polling(fal_standin, standin_fal_client, fault):
+    fal_standin.set_latency(0.2)
+    fal_standin.inject("stream", fault)
+    handle = standin_fal_client.submit(SCHNELL, {"prompt": "p"})
+    seen = _statuses(standin_fal_client, handle, poll_every=0.02)
+    assert isinstance(seen[-1], Completed) and seen[-1].ok
+    assert fal_standin.stats()["requests"]["status"] >= 1
+
+
+def test_stream_status_of_an_unknown_request_raises_what_polling_raises(fal_standin,
+                                                                        standin_fal_client):
+    ghost = handle_from_row(SCHNELL, "no-such-id", None, None, None)
+    with pytest.raises(FalError, match="does not know request") as e:
+        _statuses(standin_fal_client, ghost)
+    assert e.value.status_code == 404
+
+
+def _stream_mock(body: bytes, *, content_type="text/event-stream", polls=None):
+    """A fal whose stream answers `body`; polls (if any) answer COMPLETED and are counted."""
+    def handler(request):
+        if request.url.path.endswith("/stream"):
+            assert request.headers["accept"] == "text/event-stream"
+            return httpx.Response(200, content=body, headers={"content-type": content_type,
+                                                              "x-fal-request-id": "r"})
+        if polls is not None:
+            polls.append(request)
+        return httpx.Response(200, json={"status": "COMPLETED", "logs": None, "metrics": {}},
+                              headers={"x-fal-request-id": "r"})
+    return handler
+
+
+@pytest.mark.parametrize("body", [
+    b'data: {"status": "IN_PROGRESS", "logs": null}\n\ndata: {"status": "COMPLETED", "logs": null}\n\n',
+    b'event: status\r\ndata:{"status": "IN_PROGRESS"}\r\n\r\n: keep-alive\r\n\r\n'
+    b'id: 2\r\nevent: message\r\ndata: {"status": "COMPLETED",\r\ndata:  "metrics": {"inference_time": 1.5}}\r\n\r\n',
+    b'data: {"status": "IN_PROGRESS"}\n\ndata: {"status": "COMPLETED"}',   # no blank line at the end
+])
+def test_stream_framing_variants_are_read_without_polling(body):
+    polls: list = []
+    handle = handle_from_row(SCHNELL, "r", None, None, None, queue_url="https://queue.fal.run")
+    with _mock_client(_stream_mock(body, polls=polls), []) as client:
+        seen = list(client.stream_status(handle, sleep=lambda s: None))
+    assert [type(s) for s in seen] == [InProgress, Completed] and polls == []
+
+
+@pytest.mark.parametrize("body, content_type", [
+    (b'data: [1, 2]\n\n', "text/event-stream"),
+    (b'data: not json\n\n', "text/event-stream"),
+    (b'data: {"status": "WEIRD"}\n\n', "text/event-stream"),
+    (b'{"status": "COMPLETED"}', "application/json"),
+])
+def test_an_unreadable_stream_falls_back_to_polling(body, content_type):
+    polls: list = []
+    handle = handle_from_row(SCHNELL, "r", None, None, None, queue_url="https://queue.fal.run")
+    with _mock_client(_stream_mock(body, content_type=content_type, polls=polls), []) as client:
+        seen = list(client.stream_status(handle, sleep=lambda s: None))
+    assert [type(s) for s in seen] == [Completed] and len(polls) == 1
+
+
 # --- cancel -------------------------------------------------------------------------------------
 
 def test_cancel_queued_job_then_result_raises_cancelled(fal_standin, standin_fal_client):
@@ -456,10 +588,11 @@ def test_polling_faults_are_retried_until_success(fal_standin, standin_fal_clien
 
 
 def test_slow_status_answer_times_out_and_is_retried(fal_standin, fal_sleeps):
-    with FalClient(load_settings(), timeout=httpx.Timeout(0.1, connect=5),
+    # 0.5 s leaves the answer after the retry time to arrive on a loaded 2-core machine
+    with FalClient(load_settings(), timeout=httpx.Timeout(0.5, connect=5),
                    retry=RetryPolicy(sleep=fal_sleeps.append)) as client:
         handle = client.submit(SCHNELL, {"prompt": "p"})
-        fal_standin.inject("status", "slow", seconds=0.4)
+        fal_standin.inject("status", "slow", seconds=1.5)
         assert isinstance(client.status(handle), (InProgress, Completed))
     assert len(fal_sleeps) == 1
 
@@ -494,6 +627,90 @@ def test_download_faults_are_retried(fal_standin, standin_fal_client, fal_sleeps
 def test_download_of_an_expired_file_says_so(fal_standin, standin_fal_client):
     with pytest.raises(FalError, match="gone"):
         standin_fal_client.download(f"{fal_standin.url}/files/expired.png")
+
+
+def test_download_refuses_a_declared_size_over_the_default_cap_without_reading_it(
+        fal_standin, standin_fal_client, fal_sleeps):
+    """300 MB declared, 200 MB allowed: refused from the headers, the body is never read."""
+    assert standin_fal_client.max_download_bytes == 200 * 1024 * 1024
+    url = fal_standin.large_file(300 * 1024 * 1024)
+    with pytest.raises(FalError, match="declares 314572800 bytes, over the 200 MB limit") as e:
+        standin_fal_client.download(url)
+    assert "not kept" in str(e.value) and fal_sleeps == []
+    time.sleep(0.2)
+    assert fal_standin.large_bytes_sent < 64 * 1024 * 1024
+
+
+def test_download_of_an_undeclared_size_stops_at_the_cap_and_holds_no_more(fal_standin, fal_sleeps):
+    """A chunked body of 64 MB against a 4 MB cap: reading stops at the cap, and the client's
+    memory never grows past it (traced)."""
+    import tracemalloc
+
+    cap = 4 * 1024 * 1024
+    url = fal_standin.large_file(64 * 1024 * 1024, declare_length=False)
+    with FalClient(load_settings(), retry=RetryPolicy(sleep=fal_sleeps.append),
+                   max_download_bytes=cap) as client:
+        tracemalloc.start()
+        try:
+            with pytest.raises(FalError, match="has more than 4194304 bytes, over the 4 MB limit"):
+                client.download(url)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < cap + 2 * 1024 * 1024
+    assert fal_sleeps == []
+    time.sleep(0.2)
+    assert fal_standin.large_bytes_sent < 48 * 1024 * 1024
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_download_of_exactly_the_cap_is_kept_and_one_byte_more_is_not(fal_standin, fal_sleeps,
+                                                                      declared):
+    size = 3 * 1024 * 1024 + 5
+    url = fal_standin.large_file(size, declare_length=declared)
+    with FalClient(load_settings(), max_download_bytes=size) as client:
+        data, content_type = client.download(url)
+    assert len(data) == size and data.startswith(b"\x89PNG") and content_type == "image/png"
+    with FalClient(load_settings(), max_download_bytes=size - 1) as client, \
+            pytest.raises(FalError, match="over the"):
+        client.download(url)
+
+
+def test_a_data_uri_result_over_the_cap_is_refused():
+    with FalClient(load_settings(), max_download_bytes=10) as client, \
+            pytest.raises(FalError, match=r"data: URI result is \d+ bytes, over the 10 byte limit"):
+        client.download(_png_data_uri((1, 1)))
+
+
+def test_a_submit_during_an_outage_is_resent_and_accepted_once_when_it_ends(fal_standin):
+    """Gateway pages without a fal request id mean fal never saw the body: resending is safe,
+    and the job is accepted exactly once after the outage."""
+    sleeps: list[float] = []
+
+    def sleep(delay: float) -> None:
+        sleeps.append(delay)
+        if len(sleeps) == 3:
+            fal_standin.end_outage()
+
+    fal_standin.outage(60)
+    with FalClient(load_settings(), retry=RetryPolicy(max_attempts=5, sleep=sleep)) as client:
+        handle = client.submit(SCHNELL, {"prompt": "p"})
+        assert _wait_completed(client, handle).ok
+    assert len(sleeps) == 3 and fal_standin.stats()["outage_answers"] == 3
+    assert fal_standin.submissions == 1
+
+
+def test_an_outage_longer_than_the_retries_is_unavailable_and_surely_not_sent(fal_standin, fal_sleeps):
+    policy = RetryPolicy(max_attempts=3, sleep=fal_sleeps.append)
+    with FalClient(load_settings(), retry=policy) as client:
+        handle = client.submit(SCHNELL, {"prompt": "p"})
+        fal_standin.outage(60)
+        for call in (lambda: client.submit(SCHNELL, {"prompt": "q"}), lambda: client.status(handle),
+                     lambda: client.result(handle), lambda: client.cancel(handle)):
+            with pytest.raises(FalUnavailable, match="gateway answered 502 after 3 attempts") as e:
+                call()
+            assert e.value.not_sent
+    assert len(fal_sleeps) == 4 * 2 and fal_standin.submissions == 1
 
 
 def test_no_fault_ever_makes_two_submissions(fal_standin, fal_sleeps):
@@ -554,6 +771,59 @@ def test_the_key_never_appears_in_logs_messages_or_reprs(fal_standin, fal_sleeps
     text = caplog.text + "\n".join(messages)
     assert key not in text and "another-secret-key-xyz" not in text
     assert "1234:not-a-real" not in text
+
+
+@pytest.mark.parametrize("where, status", [
+    ("submit", 400), ("submit", 401), ("submit", 422), ("submit", 500), ("status", 403),
+    ("status", 400), ("result", 400), ("result", 500), ("cancel", 400), ("stream", 400),
+])
+def test_a_key_echoed_by_a_gateway_appears_in_no_message_repr_detail_or_log(
+        fal_standin, fal_sleeps, caplog, where, status):
+    """Some gateways echo the Authorization header in their error body: the error still says
+    what the gateway said, with the key (and each half of it) masked everywhere."""
+    key_id, key_secret = DEFAULT_KEY.split(":")
+    error = None
+    with caplog.at_level(logging.DEBUG), FalClient(
+            load_settings(), retry=RetryPolicy(max_attempts=1, sleep=fal_sleeps.append)) as client:
+        handle = None if where == "submit" else client.submit(SCHNELL, {"prompt": "p"})
+        if where in ("result", "cancel"):
+            _wait_completed(client, handle)
+        fal_standin.inject(where, "echo_auth", status=status)
+        try:
+            if where == "submit":
+                client.submit(SCHNELL, {"prompt": "p"})
+            elif where == "stream":
+                assert isinstance(_statuses(client, handle, poll_every=0.02)[-1], Completed)
+            else:
+                getattr(client, where)(handle)
+        except FalError as e:
+            error = e
+    if where == "stream":   # the stream failed and polling took over; its log line says why
+        seen = [str(r.getMessage()) for r in caplog.records if "fal.stream_fallback" in r.getMessage()]
+        assert seen and "Authorization: Key ***" in seen[0]
+    else:
+        assert error is not None and error.status_code == status
+        assert "Authorization: Key ***" in str(error)   # what the gateway said, masked
+    texts = [str(error), repr(error), repr(getattr(error, "detail", None)),
+             repr(getattr(error, "error_type", None)), repr(getattr(error, "raw", None))]
+    texts += [r.getMessage() for r in caplog.records] + [repr(r.args) for r in caplog.records]
+    text = "\n".join(texts)
+    for secret in (DEFAULT_KEY, key_id, key_secret):
+        assert secret not in text
+
+
+def test_a_key_echoed_in_a_result_body_is_masked_in_the_kept_answer():
+    """A 200 whose body is of the wrong shape is kept with the failure: masked too."""
+    def handler(request):
+        return httpx.Response(200, json=[{"echo": request.headers["authorization"]}],
+                              headers={"x-fal-request-id": "r"})
+
+    handle = handle_from_row(SCHNELL, "r", None, None, None, queue_url="https://queue.fal.run")
+    settings = load_settings(env={"FAL_KEY": "key-id-0001:very-secret-part", "DASHBOARD_DATA_DIR": "/tmp/unused"})
+    with FalClient(settings, transport=httpx.MockTransport(handler)) as client, \
+            pytest.raises(FalBadResponse) as e:
+        client.result(handle)
+    assert e.value.raw == [{"echo": "Key ***"}]
 
 
 # --- fine-grained cases (httpx.MockTransport) ---------------------------------------------------
@@ -627,6 +897,60 @@ def test_retry_after_as_http_date_is_honoured():
     with _mock_client(handler, sleeps) as client:
         assert client.submit(SCHNELL, {"prompt": "p"}).request_id == "r-1"
     assert len(sleeps) == 1 and 20 < sleeps[0] <= 31
+
+
+_REQ = httpx.Request("POST", "https://queue.fal.run/fal-ai/flux/schnell")
+
+
+@pytest.mark.parametrize("error, submit, polls", [
+    # (transport error, may a submit be resent?, may a status/result/cancel/download be?)
+    (httpx.ConnectError("refused", request=_REQ), True, True),
+    (httpx.ConnectTimeout("slow connect", request=_REQ), True, True),
+    (httpx.PoolTimeout("no free connection", request=_REQ), True, True),
+    (httpx.ReadTimeout("no answer", request=_REQ), False, True),
+    (httpx.WriteTimeout("half sent", request=_REQ), False, True),
+    (httpx.ReadError("reset", request=_REQ), False, True),
+    (httpx.RemoteProtocolError("dropped", request=_REQ), False, True),
+    (httpx.UnsupportedProtocol("ftp://", request=_REQ), False, False),
+])
+def test_retry_reason_for_transport_errors(error, submit, polls):
+    """Only an error raised before a byte left lets a submit go again: after that the job may
+    exist at fal. Idempotent calls may always go again (except a URL that cannot work)."""
+    assert bool(retry_reason(idempotent=False, error=error)) is submit
+    assert bool(retry_reason(idempotent=True, error=error)) is polls
+    if submit:
+        assert retry_reason(idempotent=False, error=error) == type(error).__name__
+
+
+@pytest.mark.parametrize("code, from_fal, retry_after, submit, polls", [
+    (429, True, None, True, True),        # refused for now: nothing was queued
+    (429, True, 60.0, True, True),        # a Retry-After up to the limit is waited for
+    (429, True, 60.5, False, False),      # longer: the caller decides (FalRateLimited)
+    (502, False, None, True, True),       # a gateway page: the body never reached fal
+    (503, False, None, True, True),
+    (504, False, None, True, True),
+    (504, True, None, False, True),       # fal's own 504 (request_timeout): the job may exist
+    (503, True, None, False, True),
+    (500, True, None, False, True),
+    (500, False, None, False, True),      # 500 is not a gateway code: the job may exist
+    (408, True, None, False, True),
+    (400, True, None, False, False),
+    (401, True, None, False, False),
+    (403, True, None, False, False),
+    (404, True, None, False, False),
+    (422, True, None, False, False),
+])
+def test_retry_reason_for_answers(code, from_fal, retry_after, submit, polls):
+    kw = {"status_code": code, "from_fal": from_fal, "retry_after": retry_after, "max_retry_after": 60.0}
+    assert bool(retry_reason(idempotent=False, **kw)) is submit
+    assert bool(retry_reason(idempotent=True, **kw)) is polls
+
+
+def test_retry_reason_names_what_it_saw():
+    assert retry_reason(idempotent=False, status_code=502) == "ingress 502"
+    assert retry_reason(idempotent=False, status_code=429) == "429"
+    assert retry_reason(idempotent=True, status_code=503, from_fal=True) == "503"
+    assert retry_reason(idempotent=True) is None
 
 
 def test_backoff_is_exponential_capped_and_jittered():

@@ -22,7 +22,8 @@ def _fal_standin_server():
 
 @pytest.fixture
 def fal_standin(_fal_standin_server, monkeypatch):
-    """The running stand-in (fresh state: no jobs, counts, faults or holds; small latency)."""
+    """The running stand-in (fresh state: no jobs, counts, faults, holds or outage; small
+    latency). Its test API (`inject`, `outage`/`end_outage`, `set_latency`, ...) acts at once."""
     server = _fal_standin_server
     server.reset()
     monkeypatch.setenv("FAL_KEY", DEFAULT_KEY)

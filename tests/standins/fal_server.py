@@ -9,20 +9,28 @@ Out of process: `python -m tests.standins.fal_server --port 0 --latency 1.0` pri
 URL on its first stdout line; `StandinControl(url)` drives the test API over `/_standin/...`.
 
 What it guarantees (the client's tests rely on each):
-- Queue protocol as in shared/fal/README.md: submit 200 IN_QUEUE with URLs under
+- Queue protocol as in docs/fal.md: submit 200 IN_QUEUE with URLs under
   `/<owner>/<app>/requests/<id>`; status 202 IN_QUEUE(+queue_position)/IN_PROGRESS, 200 COMPLETED
   with `metrics`; `logs` always present (null unless `logs=1`/`true`); result replays the model's
-  status and body; cancel 202/400/404. Every answer from the "app" carries `x-fal-request-id`;
+  status and body; cancel 202/400/404.
+- Status stream `GET .../status/stream`: `text/event-stream`, chunked, one `data: {status}` event
+  each time the job's state, queue position or log count changes (the first at once), the
+  connection closed after the COMPLETED event. Every answer from the "app" carries `x-fal-request-id`;
   ingress error pages (injected) carry none.
 - Auth `Authorization: Key <key>` on every app call (not on /files: that is the public CDN).
 - Bodies are validated against core/catalog/schemas/<endpoint>.json (Draft 2020-12); unknown keys are
   dropped like fal does, and remembered (`received[i]["dropped_keys"]`).
+- Outage mode (`outage(seconds)`, cleared by `end_outage()` or when the time is up): every call
+  but the test API (submit, status, stream, result, cancel, files) gets the ingress 502 HTML page
+  WITHOUT `x-fal-request-id`, and nothing is recorded or accepted, as when fal's gateway is down.
 - A job is counted in `submissions` only once accepted; faults injected before acceptance, a 422,
   or a held submission whose client went away are never counted.
 - Jobs take `latency` seconds from the moment a worker takes them; with `capacity` K, jobs queue
   and `queue_position` counts down. The schedule is computed lazily from the clock (no timer threads).
 - Results are real images (Pillow) of the requested size and format, served at `/files/<name>`;
   encoded bytes are cached per (width, height, format, colour), so hundreds of jobs stay cheap.
+  `large_file(size)` serves a PNG-signed file of any size generated while it is sent (never held
+  in memory), with or without a Content-Length.
 """
 from __future__ import annotations
 
@@ -44,7 +52,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import jsonschema
@@ -66,13 +74,16 @@ PALETTE = [(214, 69, 65), (52, 152, 219), (46, 204, 113), (241, 196, 15), (155, 
            (230, 126, 34), (26, 188, 156), (236, 240, 241), (52, 73, 94), (233, 30, 99),
            (0, 150, 136), (121, 85, 72)]
 
-WHERES = ("submit", "status", "result", "cancel", "file", "job")
-FAULTS = ("401", "422", "429", "500", "503", "502", "504", "ingress", "slow", "drop")
+WHERES = ("submit", "status", "stream", "result", "cancel", "file", "job")
+FAULTS = ("401", "422", "429", "500", "503", "502", "504", "ingress", "slow", "drop", "echo_auth")
+STREAM_FAULTS = ("cut", "named")
 JOB_FAULTS = ("content_policy_violation", "runner_disconnected", "list_body", "missing_fields",
               "image_404")
 
 _INGRESS_HTML = ("<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} "
                  "{reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_ZEROS = memoryview(bytes(1024 * 1024))   # the body of a large file, sent again and again
 _REASONS = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
 # Stand-in choice: fal does not document how a cancelled job's result is replayed.
 _CANCELLED = (400, {"detail": "Request was cancelled", "error_type": "request_cancelled"})
@@ -250,6 +261,11 @@ class FalStandin:
             self._running: list[_Job] = []
             self._faults: dict[str, list[_Fault]] = {w: [] for w in WHERES}
             self._files: dict[str, tuple] = {}
+            self._large: dict[str, tuple[int, bool]] = {}
+            self._large_sent = 0
+            self._outage_until: float | None = None
+            self._outage_status = 502
+            self._outage_answers = 0
             self.received: list[dict] = []
             self._accepted = 0
             self._by_endpoint: collections.Counter = collections.Counter()
@@ -286,7 +302,7 @@ class FalStandin:
     def inject(self, where: str, fault: str | int, times: int = 1, **params: Any) -> None:
         """Make the next `times` calls at `where` fail with `fault`.
 
-        where: submit, status, result, cancel, file; or "job": the next accepted jobs complete
+        where: submit, status, stream, result, cancel, file; or "job": the next accepted jobs complete
         with a model error, "content_policy_violation" (422) or "runner_disconnected" (503), or
         succeed with an output fal's schema does not promise: "list_body" (a JSON list holding
         the output), "missing_fields" (fields=[top-level keys to leave out], default ["images"];
@@ -295,17 +311,36 @@ class FalStandin:
         fault: "401", "422" (detail=list|str), "429" (retry_after=seconds|None), "500" (carries
         x-fal-request-id), "503" (runner_scheduling_failure), "502"/"504"/"ingress" (nginx HTML,
         NO x-fal-request-id; status=502), "slow" (seconds=N, then answer normally), "drop" (close
-        the socket unanswered). On submit/run, accepted=True makes the job exist before the fault
+        the socket unanswered), "echo_auth" (a gateway error, status=400 by default, without
+        x-fal-request-id, whose JSON body echoes the Authorization header as sent: in `detail`,
+        in `error_type`, URL-encoded, and the key id alone). On submit, accepted=True makes the job exist before the fault
         answers (or drops); default False: refused before acceptance, never counted.
+        On "stream" also: "cut" (end the stream after events=N events, default 1, before
+        COMPLETED; abrupt=True drops the connection instead of ending the chunked body) and
+        "named" (every event carries `event: status`, with `: ping` comments between them).
         """
         fault = str(fault)
         if where not in WHERES:
             raise ValueError(f"where must be one of {WHERES}, got {where!r}")
-        allowed = JOB_FAULTS if where == "job" else FAULTS
+        allowed = JOB_FAULTS if where == "job" else FAULTS + (STREAM_FAULTS if where == "stream" else ())
         if fault not in allowed:
             raise ValueError(f"fault at {where} must be one of {allowed}, got {fault!r}")
         with self._lock:
             self._faults[where].append(_Fault(fault, int(times), dict(params)))
+
+    def large_file(self, size: int, *, declare_length: bool = True) -> str:
+        """The URL of a `size`-byte "image" (PNG signature, then zeros) generated as it is sent.
+        Without `declare_length` it is sent chunked, so only reading it tells its size."""
+        name = f"large-{uuid.uuid4().hex}.png"
+        with self._lock:
+            self._large[name] = (int(size), bool(declare_length))
+        return f"{self.url}/files/{name}"
+
+    @property
+    def large_bytes_sent(self) -> int:
+        """Bytes of large files written to clients so far (a client that stops early stops it)."""
+        with self._lock:
+            return self._large_sent
 
     def hold_submissions_after(self, n: int) -> None:
         """Let the next `n` submissions through; later ones block before being
@@ -314,6 +349,22 @@ class FalStandin:
             self._hold_after = int(n)
             self._hold_seen = 0
             self._hold_gen += 1
+
+    def outage(self, seconds: float, *, status: int = 502) -> None:
+        """For the next `seconds`, answer every call (not the test API) with the gateway's
+        `status` page without x-fal-request-id; a new call replaces the previous outage."""
+        with self._lock:
+            self._outage_until = time.monotonic() + float(seconds)
+            self._outage_status = int(status)
+
+    def end_outage(self) -> None:
+        with self._lock:
+            self._outage_until = None
+
+    @property
+    def in_outage(self) -> bool:
+        with self._lock:
+            return self._outage_until is not None and time.monotonic() < self._outage_until
 
     def release(self) -> None:
         with self._lock:
@@ -376,6 +427,9 @@ class FalStandin:
                 "dropped_keys": [list(r["dropped_keys"]) for r in self.received],
                 "latency": self.latency,
                 "capacity": self.capacity,
+                "outage_left": max(0.0, round(self._outage_until - time.monotonic(), 3))
+                if self._outage_until is not None else 0.0,
+                "outage_answers": self._outage_answers,
             }
 
     # --- scheduling (call with the lock held) ---------------------------------------------------
@@ -606,15 +660,19 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if parts[:1] == ["_standin"]:
                 return self._control(method, parts[1:], raw)
+            if self._outage_answered():
+                return
             if parts[:1] == ["files"] and method == "GET" and len(parts) == 2:
                 return self._file(parts[1])
             if method == "POST" and "requests" not in parts:
                 return self._submit("/".join(parts), raw)
             if len(parts) >= 4 and parts[2] == "requests":
                 owner_app, request_id, tail = "/".join(parts[:2]), parts[3], parts[4:]
+                logs = query.get("logs", ["0"])[0].lower() in ("1", "true")
                 if method == "GET" and tail == ["status"]:
-                    logs = query.get("logs", ["0"])[0].lower() in ("1", "true")
                     return self._status(owner_app, request_id, logs)
+                if method == "GET" and tail == ["status", "stream"]:
+                    return self._stream(owner_app, request_id, logs)
                 if method == "GET" and not tail:
                     return self._result(owner_app, request_id)
                 if method == "PUT" and tail == ["cancel"]:
@@ -639,6 +697,20 @@ class _Handler(BaseHTTPRequestHandler):
             all_headers["x-fal-request-id"] = request_id
         self._send(code, json.dumps(obj).encode(), "application/json", all_headers)
 
+    def _outage_answered(self) -> bool:
+        standin = self.standin
+        with standin._lock:
+            if standin._outage_until is None or time.monotonic() >= standin._outage_until:
+                return False
+            standin._outage_answers += 1
+            code = standin._outage_status
+        self._ingress_page(code)
+        return True
+
+    def _ingress_page(self, code: int) -> None:
+        page = _INGRESS_HTML.format(code=code, reason=_REASONS.get(code, "Error")).encode()
+        self._send(code, page, "text/html", {})
+
     def _client_gone(self) -> bool:
         try:
             readable, _, _ = select.select([self.connection], [], [], 0)
@@ -649,7 +721,8 @@ class _Handler(BaseHTTPRequestHandler):
             return True
 
     def _apply_fault(self, where: str, *, on_accept=None) -> bool:
-        """Serve an injected fault for `where`; True when it answered (or dropped) the request."""
+        """Serve an injected fault for `where`; True when it answered (or dropped) the request.
+        A stream-only fault is left in `self._stream_fault` for the stream to play."""
         standin = self.standin
         with standin._lock:
             standin._requests[where] += 1
@@ -657,6 +730,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is None:
             return False
         kind, params = fault.fault, fault.params
+        if kind in STREAM_FAULTS:
+            self._stream_fault = fault
+            return False
         if kind == "slow":
             time.sleep(float(params.get("seconds", 1.0)))
             return False
@@ -682,10 +758,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(503, {"detail": "No runner could be allocated to handle the request.",
                              "error_type": "runner_scheduling_failure"}, request_id=rid,
                        headers={"X-Fal-Error-Type": "runner_scheduling_failure"})
+        elif kind == "echo_auth":
+            auth = self.headers.get("Authorization") or ""
+            token = auth.partition(" ")[2]
+            self._json(int(params.get("status", 400)), {
+                "detail": f"Gateway could not route the request (headers: Authorization: {auth})",
+                "error_type": f"gateway_rejected:{token}",
+                "echo": {"url": f"{self.path}?authorization={quote(auth, safe='')}",
+                         "key_id": token.split(":")[0]},
+            }, request_id=None)
         else:  # ingress: the proxy answers, fal never saw the request
-            code = int(params.get("status") or (int(kind) if kind.isdigit() else 502))
-            page = _INGRESS_HTML.format(code=code, reason=_REASONS.get(code, "Error")).encode()
-            self._send(code, page, "text/html", {})
+            self._ingress_page(int(params.get("status") or (int(kind) if kind.isdigit() else 502)))
         return True
 
     def _authorized(self) -> bool:
@@ -815,7 +898,12 @@ class _Handler(BaseHTTPRequestHandler):
         job = self._job(owner_app, request_id)
         if job is None:
             return self._json(404, {"status": "NOT_FOUND"}, request_id=request_id)
+        body = self._status_body(job, logs)
+        self._json(200 if body["status"] == "COMPLETED" else 202, body, request_id=job.request_id)
+
+    def _status_body(self, job: _Job, logs: bool) -> dict:
         with self.standin._lock:
+            self.standin._advance(time.monotonic())
             body = {"status": job.state, "request_id": job.request_id, **self._urls(job),
                     "logs": list(job.logs) if logs else None}
             if job.state == "IN_QUEUE":
@@ -825,7 +913,51 @@ class _Handler(BaseHTTPRequestHandler):
                 body["metrics"] = {"inference_time": round(max(ran, 0.0), 4)}
                 if job.error is not None:
                     body["error"], body["error_type"] = job.error, job.error_type
-        self._json(200 if job.state == "COMPLETED" else 202, body, request_id=job.request_id)
+        return body
+
+    def _stream(self, owner_app: str, request_id: str, logs: bool) -> None:
+        """Server-sent events: the status body whenever it changes; closed after COMPLETED."""
+        self._stream_fault = None
+        if self._apply_fault("stream") or not self._authorized():
+            return
+        job = self._job(owner_app, request_id)
+        if job is None:
+            return self._json(404, {"status": "NOT_FOUND"}, request_id=request_id)
+        fault = self._stream_fault
+        named = fault is not None and fault.fault == "named"
+        cut_after = int(fault.params.get("events", 1)) if fault is not None and fault.fault == "cut" else None
+        self.send_response(200)
+        for name, value in (("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+                            ("Transfer-Encoding", "chunked"), ("x-fal-request-id", job.request_id)):
+            self.send_header(name, value)
+        self.end_headers()
+        self.close_connection = True   # fal closes the stream after COMPLETED
+        sent, last = 0, None
+        while self._epoch == self.standin._epoch and not self._client_gone():
+            body = self._status_body(job, logs)
+            seen = (body["status"], body.get("queue_position"), len(body["logs"] or ()))
+            if seen != last:
+                last = seen
+                event = f"data: {json.dumps(body)}\n\n"
+                if named:
+                    event = f": ping\n\nevent: status\n{event}"
+                self._chunk(event.encode())
+                sent += 1
+                if body["status"] == "COMPLETED":
+                    break
+                if cut_after is not None and sent >= cut_after:
+                    if fault.params.get("abrupt"):
+                        return   # no final chunk: the client sees the connection drop mid-body
+                    break
+            with self.standin._lock:
+                due = job.finish_at if job.state == "IN_PROGRESS" else None
+            time.sleep(0.02 if due is None else min(0.05, max(0.001, due - time.monotonic())))
+        self._chunk(b"")
+
+    def _chunk(self, data: bytes | memoryview) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode())
+        self.wfile.write(data)
+        self.wfile.write(b"\r\n")
 
     def _result(self, owner_app: str, request_id: str) -> None:
         if self._apply_fault("result") or not self._authorized():
@@ -859,9 +991,33 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with self.standin._lock:
             key = self.standin._files.get(name)
+            large = self.standin._large.get(name)
+        if large is not None:
+            return self._large_file(*large)
         if key is None:
             return self._send(404, b"Not Found", "text/plain", {})
         self._send(200, self.standin._encode(key), CONTENT_TYPES[key[2]], {})
+
+    def _large_file(self, size: int, declared: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length" if declared else "Transfer-Encoding",
+                         str(size) if declared else "chunked")
+        self.end_headers()
+        self.close_connection = True
+        left = size
+        while left > 0:
+            piece = memoryview(_PNG_SIGNATURE) if left == size else _ZEROS
+            piece = piece[:left]
+            if declared:
+                self.wfile.write(piece)
+            else:
+                self._chunk(piece)
+            left -= len(piece)
+            with self.standin._lock:
+                self.standin._large_sent += len(piece)
+        if not declared:
+            self._chunk(b"")
 
     # --- control API (out-of-process tests) -----------------------------------------------------
 
@@ -888,6 +1044,10 @@ class _Handler(BaseHTTPRequestHandler):
                 standin.hold_submissions_after(args["after"])
             elif action == "release":
                 standin.release()
+            elif action == "outage":
+                standin.outage(args["seconds"], status=args.get("status", 502))
+            elif action == "end_outage":
+                standin.end_outage()
             else:
                 return self._json(404, {"detail": f"no control action {action!r}"}, request_id=None)
         except (KeyError, ValueError, TypeError) as e:
@@ -940,6 +1100,12 @@ class StandinControl:
 
     def release(self) -> None:
         self._post("release")
+
+    def outage(self, seconds: float, *, status: int = 502) -> None:
+        self._post("outage", seconds=seconds, status=status)
+
+    def end_outage(self) -> None:
+        self._post("end_outage")
 
     def wait_for_held(self, n: int, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
