@@ -1,9 +1,12 @@
-"""`python -m core reference add|list|archive`: reference photos from the command line.
+"""`python -m core reference add|list|archive|cleanup`: reference photos from the command line.
 
 `add` stores a photo with the configured backend (Supabase when SUPABASE_URL and SUPABASE_KEY
 are set, else the local data directory) and prints the stored reference as one JSON object,
-including `fal_url`, the URL fal would receive (a data: URI is shown abbreviated). `list` prints
-one JSON object per line, newest first. A refused file exits 2 with the reason on stderr.
+including `fal_url`, the URL fal would receive (a data: URI is shown abbreviated). Only a regular
+file is read, and never more than DASHBOARD_MAX_UPLOAD_BYTES. `list` prints one JSON object per
+line, newest first. `cleanup` settles the storage's cleanup journal (deletes the backend refused
+earlier, objects whose row was never written) and prints what it did. A refused file exits 2
+with the reason on stderr.
 """
 from __future__ import annotations
 
@@ -35,6 +38,13 @@ def register(subparsers: Any) -> None:
     archive.add_argument("reference_id", metavar="ID")
     archive.set_defaults(func=_archive)
 
+    cleanup = sub.add_parser(
+        "cleanup", help="delete stored objects left behind (refused deletes, uploads without a row)")
+    cleanup.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                         help="only objects written longer ago than this without a row "
+                              "(default 900: an upload in progress elsewhere is left alone)")
+    cleanup.set_defaults(func=_cleanup)
+
 
 def _open_db() -> tuple[Any, Any]:
     from core.config import load_settings
@@ -52,16 +62,13 @@ def _close(storage: Any) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from core.errors import UploadRejected
     from core.catalog.payloads import abbreviate
+    from core.config import load_settings
+    from core.photos.images import read_photo_file
     from core.photos.references import add_reference, fal_url
-
-    try:
-        data = args.path.read_bytes()
-    except OSError as e:
-        raise UploadRejected("unreadable", f"cannot read {args.path}: {e.strerror or e}.") from None
     from core.store.blobs import open_storage
 
+    data = read_photo_file(args.path, load_settings().max_upload_bytes)
     settings, db = _open_db()
     storage = open_storage(settings)
     try:
@@ -110,4 +117,24 @@ def _archive(args: argparse.Namespace) -> int:
     finally:
         db.conn.close()
     print(f"archived {args.reference_id}")
+    return 0
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from core.photos.references import sweep_orphans
+    from core.store.blobs import open_storage
+
+    settings, db = _open_db()
+    storage = open_storage(settings)
+    try:
+        report = sweep_orphans(db, storage, grace_s=args.grace)
+    finally:
+        _close(storage)
+        db.conn.close()
+    for path in report.deleted:
+        print(f"deleted {path}")
+    for entry in report.left:
+        print(f"left {entry.path}: {entry.reason or entry.kind}")
+    print(f"{len(report.deleted)} deleted, {len(report.kept)} confirmed, {len(report.left)} left"
+          + (" (a key that may delete, e.g. the service-role key, can remove them)" if report.left else ""))
     return 0
