@@ -131,10 +131,18 @@ def _cleanup(args: argparse.Namespace) -> int:
     finally:
         _close(storage)
         db.conn.close()
+    import time
+
     for path in report.deleted:
         print(f"deleted {path}")
+    refused = 0
     for entry in report.left:
-        print(f"left {entry.path}: {entry.reason or entry.kind}")
+        if entry.kind == "unconfirmed":
+            print(f"waiting {entry.path}: written {time.time() - entry.at:.0f} s ago and no row names it "
+                  "yet (its upload may still be running; --grace 0 deletes it now)")
+        else:
+            refused += 1
+            print(f"left {entry.path}: {entry.reason}")
     print(f"{len(report.deleted)} deleted, {len(report.kept)} confirmed, {len(report.left)} left"
-          + (" (a key that may delete, e.g. the service-role key, can remove them)" if report.left else ""))
+          + (" (deletes this key may not do: run again with the service-role key)" if refused else ""))
     return 0

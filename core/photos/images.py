@@ -163,9 +163,16 @@ def read_photo_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_B
     except FileNotFoundError:
         raise UploadRejected("unreadable", f"cannot read {name}: no such file.") from None
     except IsADirectoryError:
-        raise UploadRejected("not_a_file", f"{name} is a directory, not a photo file: give the "
+        raise UploadRejected("not_a_file", f"{name} is a directory, not a regular file: give the "
                              "path of one image file.") from None
     except OSError as e:
+        try:  # a socket cannot even be opened (ENXIO): name what it is instead
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            raise UploadRejected("not_a_file", f"{name} is {_file_kind(mode)}, not a regular file: "
+                                 "give the path of one image file.") from None
         raise UploadRejected("unreadable", f"cannot read {name}: {e.strerror or e}.") from None
     try:
         info = os.fstat(fd)

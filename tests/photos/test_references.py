@@ -6,10 +6,16 @@ URI never reaches the database or a log."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
+import json
 import logging
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
 
 import httpx
 import pytest
@@ -29,15 +35,18 @@ from core.catalog.payloads import reference_token
 from core.photos.references import (
     add_reference,
     archive_reference,
+    check_reachable,
     fal_url,
     get_reference,
     list_references,
     payload_url,
     resolve_payload,
+    sweep_orphans,
 )
-from core.store.blobs import LocalStorage
+from core.store.blobs import JOURNAL_NAME, CleanupJournal, LocalStorage, SupabaseStorage, open_storage
 from tests.corpus import BY_NAME, CASES, Accept, build
 from tests.standins.supabase_fixtures import BUCKET
+from tests.standins.supabase_server import StoredBlob
 
 
 class Backend:
@@ -51,7 +60,7 @@ class Backend:
 def backend(request, settings):
     if request.param == "local":
         root = settings.images_dir
-        storage = LocalStorage(root)
+        storage = LocalStorage(root, journal=CleanupJournal(settings.data_dir / JOURNAL_NAME))
         return Backend("local", storage, lambda: sorted(
             str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else [])
     standin = request.getfixturevalue("supabase_standin")
@@ -203,8 +212,6 @@ def test_owner_becomes_a_safe_folder(backend, db, settings):
 
 
 def test_settings_limits_apply(backend, db, settings):
-    import dataclasses
-
     small = dataclasses.replace(settings, max_long_edge=512, max_upload_bytes=10_000_000)
     ref = add_reference(db, backend.storage, build("large_4000x3000"), settings=small)
     assert (ref.width, ref.height) == (512, 384)
@@ -303,3 +310,218 @@ def test_data_uri_is_never_stored_or_logged(db, settings, caplog):
     dump = "\n".join(db.conn.iterdump())
     assert "data:" not in dump and "base64" not in dump
     assert ref.id in caplog.text and "base64" not in caplog.text
+
+
+# -- a known photo whose bucket went away (dedupe path) ------------------------------------------
+
+@pytest.mark.parametrize("process", ["same process", "new process"])
+def test_known_photo_readded_after_its_bucket_was_deleted_creates_the_bucket(
+        supabase_standin, supabase_storage, db, settings, process):
+    """The dedupe path must reach bucket creation: the photo is stored again (public) instead of
+    "bucket does not exist: create it" although the key may create it."""
+    first = add_reference(db, supabase_storage, build("webp"), settings=settings)
+    supabase_standin.delete_bucket(BUCKET)
+    storage = supabase_storage
+    if process == "new process":
+        storage = SupabaseStorage(supabase_standin.url, supabase_standin.key, BUCKET,
+                                  journal=supabase_storage.journal)
+    try:
+        again = add_reference(db, storage, build("webp"), settings=settings)
+    finally:
+        if storage is not supabase_storage:
+            storage.close()
+    assert again.existing and again.id == first.id
+    assert "stored file was missing: stored again" in again.notes
+    assert supabase_standin.buckets[BUCKET].public
+    assert supabase_standin.paths(BUCKET) == [again.storage_path] != [first.storage_path]
+    assert httpx.get(again.public_url).status_code == 200
+    assert get_reference(db, first.id).public_url == again.public_url
+
+
+def test_known_photo_readded_after_supabase_bucket_changed(supabase_standin, supabase_storage, db, settings):
+    first = add_reference(db, supabase_storage, build("webp"), settings=settings)
+    with SupabaseStorage(supabase_standin.url, supabase_standin.key, "photos-2") as other:
+        again = add_reference(db, other, build("webp"), settings=settings)
+    assert again.id == first.id and supabase_standin.paths("photos-2") == [again.storage_path]
+    assert "/object/public/photos-2/" in again.public_url
+    assert httpx.get(again.public_url).content == supabase_standin.object("photos-2", again.storage_path).data
+
+
+# -- a key that may insert but not update or delete ----------------------------------------------
+
+def test_insert_only_key_stores_and_restores_without_any_upsert(supabase_standin, insert_only_storage,
+                                                                 db, settings):
+    first = add_reference(db, insert_only_storage, build("webp"), settings=settings)
+    supabase_standin.objects.pop((BUCKET, first.storage_path))         # the file went missing
+    again = add_reference(db, insert_only_storage, build("webp"), settings=settings)
+    assert again.existing and "stored file was missing: stored again" in again.notes
+    assert again.storage_path != first.storage_path
+    assert again.storage_path.startswith(f"team/{first.id}-") and again.storage_path.endswith(".jpg")
+    uploads = [r for r in supabase_standin.requests if r.op == "upload"]
+    assert len(uploads) == 2 and all(r.headers["x-upsert"] == "false" for r in uploads)
+    _check_fal_receives_the_photo(again, insert_only_storage, "supabase", supabase_standin)
+
+
+def test_insert_only_key_database_failure_leaves_a_journaled_object_a_sweep_removes(
+        supabase_standin, insert_only_storage, supabase_storage, db, settings, monkeypatch):
+    """The row cannot be written and this key may not delete: the object stays, journaled; a
+    later sweep with a key that may delete removes it."""
+    monkeypatch.setattr(references, "_insert_row", lambda db_, row: (_ for _ in ()).throw(
+        sqlite3.OperationalError("database is locked")))
+    with pytest.raises(StoreError, match="database is locked"):
+        add_reference(db, insert_only_storage, build("webp"), settings=settings)
+    (orphan,) = supabase_standin.paths(BUCKET)
+    (entry,) = insert_only_storage.journal.pending()
+    assert (entry.path, entry.kind, entry.tag) == (orphan, "unconfirmed", "reference")
+    assert sweep_orphans(db, insert_only_storage, grace_s=0).left    # refused again: kept
+    report = sweep_orphans(db, supabase_storage, grace_s=0)
+    assert report.deleted == (orphan,) and supabase_standin.paths(BUCKET) == []
+
+
+def test_insert_only_key_lost_answer_then_retry_stores_once_and_journals_the_orphan(
+        supabase_standin, insert_only_storage, supabase_storage, db, settings):
+    supabase_standin.drop("upload")
+    with pytest.raises(StorageError, match="cannot reach Supabase Storage"):
+        add_reference(db, insert_only_storage, build("webp"), settings=settings)
+    assert _rows(db) == []
+    (orphan,) = supabase_standin.paths(BUCKET)
+    ref = add_reference(db, insert_only_storage, build("webp"), settings=settings)   # the user retries
+    assert ref.storage_path != orphan and sorted(supabase_standin.paths(BUCKET)) == sorted([orphan, ref.storage_path])
+    assert [e.path for e in insert_only_storage.journal.pending()] == [orphan]
+    assert sweep_orphans(db, supabase_storage).deleted == (orphan,)
+    assert supabase_standin.paths(BUCKET) == [ref.storage_path]
+
+
+# -- a process that dies between writing the object and its row ----------------------------------
+
+DIE_BETWEEN = """
+import os, sys
+from core.config import load_settings
+from core.photos import references
+from core.store.blobs import open_storage
+from core.store.db import connect
+
+references._insert_row = lambda db, row: os._exit(9)   # killed right after the object was written
+settings = load_settings()
+settings.ensure_dirs()
+references.add_reference(connect(settings.db_path), open_storage(settings),
+                         open(sys.argv[1], "rb").read(), settings=settings)
+"""
+
+
+@pytest.fixture(params=["local", "supabase"])
+def configured(request, settings):
+    """(settings, a way to list stored objects) for the backend the environment selects."""
+    if request.param == "local":
+        root = settings.images_dir
+        return lambda: sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    standin = request.getfixturevalue("supabase_env")
+    return lambda: standin.paths(BUCKET)
+
+
+def test_death_between_object_and_row_is_cleaned_up_by_a_later_run(configured, db, tmp_path):
+    from core.config import load_settings
+
+    photo = tmp_path / "p.webp"
+    photo.write_bytes(build("webp"))
+    done = subprocess.run([sys.executable, "-c", DIE_BETWEEN, str(photo)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 9, done.stderr
+    (orphan,) = configured()
+    assert _rows(db) == []
+    settings = load_settings()
+    storage = open_storage(settings)
+    try:
+        assert sweep_orphans(db, storage).left and configured() == [orphan]   # maybe still uploading
+        # time passes: the entry is older than the grace period
+        lines = [json.loads(line) for line in storage.journal.path.read_text().splitlines()]
+        storage.journal.path.write_text("".join(json.dumps({**r, "at": r["at"] - 3600}) + "\n" for r in lines))
+        # the next upload of a later run settles it before storing its own photo
+        ref = add_reference(db, storage, build("heic"), settings=settings)
+    finally:
+        getattr(storage, "close", lambda: None)()
+    assert configured() == [ref.storage_path]
+    assert storage.journal.pending() == []
+
+
+def test_orphan_sweep_keeps_objects_whose_row_exists(backend, db, settings):
+    """A process that died after the row but before resolving its journal entry lost nothing."""
+    ref = add_reference(db, backend.storage, build("webp"), settings=settings)
+    backend.storage.journal.add(backend.storage.location, ref.storage_path, "unconfirmed", tag="reference")
+    report = sweep_orphans(db, backend.storage, grace_s=0)
+    assert report.kept == (ref.storage_path,) and report.deleted == ()
+    assert backend.objects() == [ref.storage_path]
+
+
+# -- can fal see it? -----------------------------------------------------------------------------
+
+def test_reachable_public_photo_passes_with_one_small_anonymous_get(supabase_standin, supabase_storage,
+                                                                   db, settings):
+    ref = add_reference(db, supabase_storage, build("webp"), settings=settings)
+    before = len(supabase_standin.requests)
+    check_reachable(ref, supabase_storage)
+    (probe,) = supabase_standin.requests[before:]
+    assert probe.op == "public" and probe.method == "GET"
+    assert "authorization" not in probe.headers and probe.headers["range"] == "bytes=0-63"
+
+
+def test_reachable_local_photo_needs_its_file(db, settings):
+    storage = LocalStorage(settings.images_dir)
+    ref = add_reference(db, storage, build("webp"), settings=settings)
+    check_reachable(ref, storage)
+    storage.delete(ref.storage_path)
+    with pytest.raises(StorageError, match=f"reference photo .*{ref.id}.*is missing: upload the photo again"):
+        check_reachable(ref, storage)
+
+
+def test_bucket_switched_to_private_is_refused_before_sending(supabase_standin, supabase_storage, db, settings):
+    ref = add_reference(db, supabase_storage, build("webp"), filename="face.webp", settings=settings)
+    supabase_standin.buckets[BUCKET].public = False
+    with pytest.raises(StorageError) as info:
+        check_reachable(ref, supabase_storage)
+    text = str(info.value)
+    assert f"reference photo face.webp ({ref.id})" in text
+    assert "bucket 'references' is private or gone" in text and "Make the bucket public" in text
+
+
+def test_missing_object_is_refused_before_sending(supabase_standin, supabase_storage, db, settings):
+    ref = add_reference(db, supabase_storage, build("webp"), settings=settings)
+    supabase_standin.objects.pop((BUCKET, ref.storage_path))
+    with pytest.raises(StorageError, match="stored file is missing from bucket 'references'.*Upload the photo again"):
+        check_reachable(ref, supabase_storage)
+
+
+@pytest.mark.parametrize("content_type, data", [("text/html", b"<html>login</html>"),
+                                                 ("image/jpeg", b"<html>not really</html>")])
+def test_non_image_answer_is_refused_before_sending(supabase_standin, supabase_storage, db, settings,
+                                                    content_type, data):
+    ref = add_reference(db, supabase_storage, build("webp"), settings=settings)
+    supabase_standin.objects[(BUCKET, ref.storage_path)] = StoredBlob(data, content_type, "no-cache")
+    with pytest.raises(StorageError, match=f"answers {content_type}, not an image"):
+        check_reachable(ref, supabase_storage)
+
+
+def test_unreachable_or_silent_server_is_refused_within_the_timeout(supabase_standin, supabase_storage,
+                                                                   db, settings):
+    ref = add_reference(db, supabase_storage, build("webp"), settings=settings)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)          # accepts the connection, never answers
+    port = silent.getsockname()[1]
+    hanging = dataclasses.replace(ref, public_url=f"http://127.0.0.1:{port}/x.jpg")
+    started = time.monotonic()
+    try:
+        with pytest.raises(StorageError, match="did not answer \\(ReadTimeout\\).*Nothing was sent"):
+            check_reachable(hanging, supabase_storage, timeout=0.3)
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 3
+    supabase_standin.stop()
+    with pytest.raises(StorageError, match="did not answer \\(ConnectError\\)"):
+        check_reachable(ref, supabase_storage)
+
+
+def test_reference_in_the_other_backend_is_refused(supabase_storage, db, settings):
+    ref = add_reference(db, LocalStorage(settings.images_dir), build("webp"), settings=settings)
+    with pytest.raises(StorageError, match="stored in local storage but the dashboard now uses supabase"):
+        check_reachable(ref, supabase_storage)
