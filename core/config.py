@@ -29,7 +29,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "DASHBOARD_MAX_UPLOAD_BYTES": (1024, 500 * 1024 * 1024),
     "DASHBOARD_MAX_LONG_EDGE": (256, 8192),
 }
-# Supabase's own rule for bucket names (storage-api `isValidBucketName`), at most 100 characters.
+# Supabase's own rule for bucket names (storage-api `isValidBucketName`): 1 to 63 characters.
 _BUCKET_NAME = re.compile(r"^(\w|!|-|\.|\*|'|\(|\)| |&|\$|@|=|;|:|\+|,|\?)+$", re.ASCII)
 
 _NAMES = (
@@ -129,8 +129,8 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
     if supabase_url:
         _check_supabase_url(supabase_url)
     bucket = get("SUPABASE_BUCKET") or "references"
-    if len(bucket) > 100 or not _BUCKET_NAME.match(bucket):
-        raise _error(f"SUPABASE_BUCKET {bucket!r} is not a valid Supabase bucket name: use up to 100 "
+    if len(bucket) > 63 or not _BUCKET_NAME.match(bucket):
+        raise _error(f"SUPABASE_BUCKET {bucket!r} is not a valid Supabase bucket name: use up to 63 "
                      "ASCII letters, digits, '-', '_' or '.' (no '/').")
     fal_run_url = (get("FAL_RUN_URL") or "https://fal.run").rstrip("/")
     fal_queue_url = (get("FAL_QUEUE_URL") or "https://queue.fal.run").rstrip("/")

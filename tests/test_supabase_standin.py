@@ -139,7 +139,7 @@ def test_remove_without_delete_policy_answers_200_empty_and_keeps_the_object(api
     response = api("DELETE", "/object/b", key=key, json={"prefixes": ["x.jpg"]})
     assert (response.status_code, response.json()) == (200, [])
     assert supabase_standin.paths("b") == ["x.jpg"]
-    supabase_standin.grant("authenticated", "object.delete")
+    supabase_standin.grant("authenticated", "object.delete", "object.select")
     assert [r["name"] for r in api("DELETE", "/object/b", key=key, json={"prefixes": ["x.jpg"]}).json()] == ["x.jpg"]
 
 

@@ -527,8 +527,8 @@ class SupabaseStorage:
             if overwrite and str(e.status) == "403":
                 raise StoragePermissionError(self._clean(
                     f"SUPABASE_KEY may not replace {path} in bucket '{self.bucket}' (Supabase answered "
-                    f"403 {e.code}: {e.message}): an upsert needs both an INSERT and an UPDATE storage "
-                    "policy, or the service-role key. Write to a new path instead.")) from None
+                    f"403 {e.code}: {e.message}): an upsert needs SELECT, INSERT and UPDATE storage "
+                    "policies, or the service-role key. Write to a new path instead.")) from None
             raise self._map(e, "upload", path=path, size=len(data), content_type=content_type) from None
         except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as e:
             # the request went out but its answer did not come back: it may have been stored

@@ -11,9 +11,10 @@ storage3 2.34 client speaks it, observed against the real server v1.70):
 - Roles: `service_role` bypasses row-level security. Every other role gets only what
   `policies[role]` grants, per operation: "bucket.select", "bucket.insert", "object.select",
   "object.insert", "object.update", "object.delete". With none: `get_bucket` 404 NoSuchBucket,
-  upload "403". Upserts (`x-upsert: true`, even to a new path, and PUT) need insert AND update;
-  `remove` without delete answers 200 `[]` and deletes nothing. Objects of a PUBLIC bucket can
-  be read (download, info) by any valid key; `list` without select answers 200 `[]`.
+  upload "403". Upserts (`x-upsert: true`, even to a new path, and PUT) need select, insert
+  AND update; `remove` without delete and select policies answers 200 `[]` and deletes
+  nothing. Objects of a PUBLIC bucket can be read (download, info) by any valid key; `list`
+  without select answers 200 `[]`.
 - Missing bucket: `list` and `remove` 200 `[]`; get_bucket, upload, info, download "404"
   NoSuchBucket. Public GET: 400 with "404" NoSuchBucket when the bucket is private or missing,
   "404" not_found when the object is missing.
@@ -638,8 +639,9 @@ class _Route:
         bucket_id, path = self.s[1], self._object_path(2)
         b = self._bucket(bucket_id)
         upsert = put or self.h.headers.get("x-upsert", "false").lower() == "true"
-        # an upsert is INSERT ... ON CONFLICT DO UPDATE: it needs both policies, even for a new path
-        needed = ("object.insert", "object.update") if upsert else ("object.insert",)
+        # an upsert is INSERT ... ON CONFLICT DO UPDATE: it needs select, insert and update
+        # policies, even for a new path
+        needed = ("object.insert", "object.select", "object.update") if upsert else ("object.insert",)
         if not all(self.may(op) for op in needed):
             raise StorageFault("403")
         parts = self._parts()
@@ -739,7 +741,8 @@ class _Route:
         prefixes = self._json_body().get("prefixes") or []
         deleted = []
         # a missing bucket, and rows row-level security hides from DELETE, simply match nothing
-        if bucket_id in self.owner.buckets and self.may("object.delete"):
+        # (DELETE ... RETURNING: the rows must pass both the delete and the select policies)
+        if bucket_id in self.owner.buckets and self.may("object.delete") and self.may("object.select"):
             with self.owner._lock:
                 for p in prefixes:
                     blob = self.owner.objects.pop((bucket_id, p), None)

@@ -386,7 +386,7 @@ def test_insert_only_key_stores_new_paths(supabase_standin, insert_only_storage)
 
 def test_insert_only_key_overwrite_is_refused_with_what_to_do(supabase_standin, insert_only_storage):
     insert_only_storage.put("team/1.jpg", JPEG, "image/jpeg")
-    with pytest.raises(StoragePermissionError, match="may not replace team/1.jpg.*UPDATE storage policy"):
+    with pytest.raises(StoragePermissionError, match="may not replace team/1.jpg.*SELECT, INSERT and UPDATE storage policies"):
         insert_only_storage.put("team/1.jpg", b"new", "image/jpeg", overwrite=True)
     assert supabase_standin.object(BUCKET, "team/1.jpg").data == JPEG
 
