@@ -382,8 +382,13 @@ def _intend(storage: Storage, path: str) -> str | None:
     journal = getattr(storage, "journal", None)
     if journal is None:
         return None
-    return journal.add(storage.location, path, "unconfirmed", tag=JOURNAL_TAG,
-                       reason="reference photo written before its row")
+    try:
+        return journal.add(storage.location, path, "unconfirmed", tag=JOURNAL_TAG,
+                           reason="reference photo written before its row")
+    except OSError as e:  # nothing is stored yet: refuse rather than risk an untracked orphan
+        raise StorageError(f"could not write the storage cleanup journal {journal.path} "
+                           f"({e.strerror or e}); check that the data directory is writable. "
+                           "Nothing was stored.") from None
 
 
 def _settle(storage: Storage, intent: str | None) -> None:

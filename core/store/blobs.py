@@ -285,7 +285,10 @@ def sweep(storage: Storage, *, is_named: Mapping[str, Callable[[str], bool]] | N
             deleted.append(entry.path)
         else:
             left.append(entry)
-    journal.compact()
+    try:
+        journal.compact()
+    except OSError as e:  # the resolutions are appended already; compacting can wait
+        log.warning("could not compact %s: %s", journal.path, e)
     return SweepReport(tuple(deleted), tuple(kept), tuple(left))
 
 

@@ -525,3 +525,13 @@ def test_reference_in_the_other_backend_is_refused(supabase_storage, db, setting
     ref = add_reference(db, LocalStorage(settings.images_dir), build("webp"), settings=settings)
     with pytest.raises(StorageError, match="stored in local storage but the dashboard now uses supabase"):
         check_reachable(ref, supabase_storage)
+
+
+def test_unwritable_journal_refuses_before_storing_anything(backend, db, settings, monkeypatch):
+    def read_only(self, record):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(CleanupJournal, "_append", read_only)
+    with pytest.raises(StorageError, match="cleanup journal .*Read-only file system.*Nothing was stored"):
+        add_reference(db, backend.storage, build("webp"), settings=settings)
+    assert _rows(db) == [] and backend.objects() == []
