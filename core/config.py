@@ -6,16 +6,31 @@ Invariants:
 - Secrets come from the environment first, then `.streamlit/secrets.toml` (top-level keys with
   the same names). They are never part of `repr()` nor of `public_summary()`.
 - No FAL_KEY means dry run: everything but sending.
+- Every setting is checked when it is read: a value out of range is refused at start with one
+  `ConfigError` line naming the setting and the allowed values, never later as a strange
+  refusal of a photo or a batch. SUPABASE_URL and SUPABASE_KEY come as a pair.
 """
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SECRETS = REPO_ROOT / ".streamlit" / "secrets.toml"
+
+# Allowed ranges, inclusive. The long edge cannot go below the 256 px minimum short side of a
+# reference photo (core.photos.images.DEFAULT_MIN_SHORT_SIDE): every photo would be refused.
+RANGES: dict[str, tuple[int, int]] = {
+    "DASHBOARD_CONCURRENCY": (1, 64),
+    "DASHBOARD_MAX_UPLOAD_BYTES": (1024, 500 * 1024 * 1024),
+    "DASHBOARD_MAX_LONG_EDGE": (256, 8192),
+}
+# Supabase's own rule for bucket names (storage-api `isValidBucketName`): 1 to 63 characters.
+_BUCKET_NAME = re.compile(r"^(\w|!|-|\.|\*|'|\(|\)| |&|\$|@|=|;|:|\+|,|\?)+$", re.ASCII)
 
 _NAMES = (
     "FAL_KEY", "FAL_RUN_URL", "FAL_QUEUE_URL",
@@ -103,12 +118,32 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
         value = get(name)
         if value is None:
             return default
+        low, high = RANGES[name]
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
-            from core.errors import ConfigError
+            raise _error(f"{name} must be a whole number from {low} to {high}, got {value!r}.") from None
+        if not low <= number <= high:
+            raise _error(f"{name} must be from {low} to {high}, got {number}.")
+        return number
 
-            raise ConfigError(f"{name} must be a whole number, got {value!r}.") from None
+    supabase_url = (get("SUPABASE_URL") or "").rstrip("/") or None
+    supabase_key = get("SUPABASE_KEY")
+    if bool(supabase_url) != bool(supabase_key):
+        have, missing = ("SUPABASE_URL", "SUPABASE_KEY") if supabase_url else ("SUPABASE_KEY", "SUPABASE_URL")
+        raise _error(f"{have} is set but {missing} is not: set both to keep photos in Supabase "
+                     "Storage, or neither to keep them on this machine.")
+    if supabase_url:
+        _check_supabase_url(supabase_url)
+    bucket = get("SUPABASE_BUCKET") or "references"
+    if len(bucket) > 63 or not _BUCKET_NAME.match(bucket):
+        raise _error(f"SUPABASE_BUCKET {bucket!r} is not a valid Supabase bucket name: use up to 63 "
+                     "ASCII letters, digits, '-', '_' or '.' (no '/').")
+    fal_run_url = (get("FAL_RUN_URL") or "https://fal.run").rstrip("/")
+    fal_queue_url = (get("FAL_QUEUE_URL") or "https://queue.fal.run").rstrip("/")
+    for name, url in (("FAL_RUN_URL", fal_run_url), ("FAL_QUEUE_URL", fal_queue_url)):
+        if not _is_http_url(url):
+            raise _error(f"{name} must be an http(s) URL like https://queue.fal.run, got {url!r}.")
 
     def get_bool(name: str, default: bool) -> bool:
         value = get(name)
@@ -126,11 +161,11 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
     return Settings(
         data_dir=data_dir,
         fal_key=get("FAL_KEY"),
-        fal_run_url=(get("FAL_RUN_URL") or "https://fal.run").rstrip("/"),
-        fal_queue_url=(get("FAL_QUEUE_URL") or "https://queue.fal.run").rstrip("/"),
-        supabase_url=(get("SUPABASE_URL") or "").rstrip("/") or None,
-        supabase_key=get("SUPABASE_KEY"),
-        supabase_bucket=get("SUPABASE_BUCKET") or "references",
+        fal_run_url=fal_run_url,
+        fal_queue_url=fal_queue_url,
+        supabase_url=supabase_url,
+        supabase_key=supabase_key,
+        supabase_bucket=bucket,
         concurrency=get_int("DASHBOARD_CONCURRENCY", 8),
         max_upload_bytes=get_int("DASHBOARD_MAX_UPLOAD_BYTES", 20 * 1024 * 1024),
         max_long_edge=get_int("DASHBOARD_MAX_LONG_EDGE", 2048),
@@ -138,3 +173,26 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
         outage_limit_s=float(get_int("DASHBOARD_OUTAGE_LIMIT_S", 600)),
         auto_resume=get_bool("DASHBOARD_AUTO_RESUME", True),
     )
+
+
+def _error(message: str) -> Exception:
+    from core.errors import ConfigError
+
+    return ConfigError(message)
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _check_supabase_url(url: str) -> None:
+    """The project URL: the client appends /storage/v1 itself, so a pasted API path would
+    double it and every call would answer "route not found"."""
+    if not _is_http_url(url):
+        raise _error(f"SUPABASE_URL must be the project URL like https://<project>.supabase.co, got "
+                     f"{url!r}.")
+    path = urlsplit(url).path.rstrip("/")
+    if re.search(r"/(storage|rest|auth)/v1$", path):
+        raise _error(f"SUPABASE_URL must be the project URL without an API path: use "
+                     f"{url[: len(url) - len(path)]!r}, not {url!r}.")

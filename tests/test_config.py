@@ -1,5 +1,9 @@
-"""Settings: environment first, then secrets.toml; secrets never shown."""
+"""Settings: environment first, then secrets.toml; secrets never shown; values out of range
+refused at start with one line naming the setting."""
+import pytest
+
 from core.config import load_settings
+from core.errors import ConfigError
 
 
 def test_no_key_means_dry_run_and_default_local_storage(settings, isolated_env):
@@ -28,8 +32,77 @@ def test_secrets_are_not_in_repr_or_public_summary(tmp_path):
 
 
 def test_bad_number_setting_is_a_clear_error(tmp_path):
-    import pytest
-
-    from core.errors import ConfigError
     with pytest.raises(ConfigError, match="DASHBOARD_CONCURRENCY must be a whole number"):
         load_settings(env={"DASHBOARD_CONCURRENCY": "many"}, secrets_path=tmp_path / "none")
+
+
+# -- settings out of range are refused at start, naming the setting -------------------------------
+
+@pytest.mark.parametrize("name, value, message", [
+    ("DASHBOARD_MAX_UPLOAD_BYTES", "-1", "DASHBOARD_MAX_UPLOAD_BYTES must be from 1024 to 524288000, got -1."),
+    ("DASHBOARD_MAX_UPLOAD_BYTES", "0", "DASHBOARD_MAX_UPLOAD_BYTES must be from 1024 to 524288000, got 0."),
+    ("DASHBOARD_MAX_UPLOAD_BYTES", "6442450944", "DASHBOARD_MAX_UPLOAD_BYTES must be from 1024 to 524288000, got 6442450944."),
+    ("DASHBOARD_MAX_LONG_EDGE", "0", "DASHBOARD_MAX_LONG_EDGE must be from 256 to 8192, got 0."),
+    ("DASHBOARD_MAX_LONG_EDGE", "255", "DASHBOARD_MAX_LONG_EDGE must be from 256 to 8192, got 255."),
+    ("DASHBOARD_MAX_LONG_EDGE", "100000", "DASHBOARD_MAX_LONG_EDGE must be from 256 to 8192, got 100000."),
+    ("DASHBOARD_CONCURRENCY", "0", "DASHBOARD_CONCURRENCY must be from 1 to 64, got 0."),
+    ("DASHBOARD_CONCURRENCY", "1000", "DASHBOARD_CONCURRENCY must be from 1 to 64, got 1000."),
+    ("DASHBOARD_MAX_LONG_EDGE", "2k", "DASHBOARD_MAX_LONG_EDGE must be a whole number from 256 to 8192, got '2k'."),
+])
+def test_number_out_of_range_is_one_config_error_naming_the_setting(tmp_path, name, value, message):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={name: value}, secrets_path=tmp_path / "none")
+    assert str(info.value) == message
+
+
+def test_number_out_of_range_in_secrets_file_is_refused_too(tmp_path):
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text("DASHBOARD_MAX_LONG_EDGE = 0\n")
+    with pytest.raises(ConfigError, match="DASHBOARD_MAX_LONG_EDGE must be from 256"):
+        load_settings(env={}, secrets_path=secrets)
+
+
+def test_range_bounds_are_accepted(tmp_path):
+    s = load_settings(env={"DASHBOARD_MAX_UPLOAD_BYTES": "1024", "DASHBOARD_MAX_LONG_EDGE": "256",
+                           "DASHBOARD_CONCURRENCY": "64"}, secrets_path=tmp_path / "none")
+    assert (s.max_upload_bytes, s.max_long_edge, s.concurrency) == (1024, 256, 64)
+
+
+def test_long_edge_floor_is_the_photo_minimum_short_side():
+    """Below the minimum short side every photo would be refused as too small."""
+    from core.config import RANGES
+    from core.photos.images import DEFAULT_MIN_SHORT_SIDE
+
+    assert RANGES["DASHBOARD_MAX_LONG_EDGE"][0] == DEFAULT_MIN_SHORT_SIDE
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"SUPABASE_URL": "https://x.supabase.co"},
+     "SUPABASE_URL is set but SUPABASE_KEY is not: set both"),
+    ({"SUPABASE_KEY": "sekret-key-777"}, "SUPABASE_KEY is set but SUPABASE_URL is not: set both"),
+    ({"SUPABASE_URL": "x.supabase.co", "SUPABASE_KEY": "sekret-key-777"},
+     "SUPABASE_URL must be the project URL like https://<project>.supabase.co, got 'x.supabase.co'."),
+    ({"SUPABASE_URL": "https://x.supabase.co/storage/v1/", "SUPABASE_KEY": "sekret-key-777"},
+     "SUPABASE_URL must be the project URL without an API path: use 'https://x.supabase.co'"),
+    ({"SUPABASE_BUCKET": "team/photos"}, "SUPABASE_BUCKET 'team/photos' is not a valid Supabase bucket name"),
+    ({"SUPABASE_BUCKET": "photos\u00e9"}, "is not a valid Supabase bucket name"),
+    ({"FAL_QUEUE_URL": "queue.fal.run"}, "FAL_QUEUE_URL must be an http(s) URL"),
+])
+def test_unusable_connection_settings_are_refused(tmp_path, env, message):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env, secrets_path=tmp_path / "none")
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert "sekret" not in str(info.value)
+
+
+def test_cli_refuses_a_bad_setting_at_start_naming_it(monkeypatch, capsys, tmp_path):
+    """Before: DASHBOARD_MAX_LONG_EDGE=0 blamed the photo ("too small"). Now the setting is named."""
+    from core import cli
+    from tests.corpus import build
+
+    photo = tmp_path / "p.webp"
+    photo.write_bytes(build("webp"))
+    monkeypatch.setattr(cli, "COMMANDS", ("reference",))
+    monkeypatch.setenv("DASHBOARD_MAX_LONG_EDGE", "0")
+    assert cli.main(["reference", "add", str(photo)]) == 2
+    assert capsys.readouterr().err == "error: DASHBOARD_MAX_LONG_EDGE must be from 256 to 8192, got 0.\n"

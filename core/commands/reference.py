@@ -1,9 +1,12 @@
-"""`python -m core reference add|list|archive`: reference photos from the command line.
+"""`python -m core reference add|list|archive|cleanup`: reference photos from the command line.
 
 `add` stores a photo with the configured backend (Supabase when SUPABASE_URL and SUPABASE_KEY
 are set, else the local data directory) and prints the stored reference as one JSON object,
-including `fal_url`, the URL fal would receive (a data: URI is shown abbreviated). `list` prints
-one JSON object per line, newest first. A refused file exits 2 with the reason on stderr.
+including `fal_url`, the URL fal would receive (a data: URI is shown abbreviated). Only a regular
+file is read, and never more than DASHBOARD_MAX_UPLOAD_BYTES. `list` prints one JSON object per
+line, newest first. `cleanup` settles the storage's cleanup journal (deletes the backend refused
+earlier, objects whose row was never written) and prints what it did. A refused file exits 2
+with the reason on stderr.
 """
 from __future__ import annotations
 
@@ -35,31 +38,41 @@ def register(subparsers: Any) -> None:
     archive.add_argument("reference_id", metavar="ID")
     archive.set_defaults(func=_archive)
 
+    cleanup = sub.add_parser(
+        "cleanup", help="delete stored objects left behind (refused deletes, uploads without a row)")
+    cleanup.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                         help="only objects written longer ago than this without a row "
+                              "(default 900: an upload in progress elsewhere is left alone)")
+    cleanup.set_defaults(func=_cleanup)
 
-def _open_store() -> tuple[Any, Any]:
+
+def _open_db() -> tuple[Any, Any]:
     from core.config import load_settings
-    from core.store import open_store
+    from core.store.db import connect
 
     settings = load_settings()
     settings.ensure_dirs()
-    return settings, open_store(settings.db_path)
+    return settings, connect(settings.db_path)
+
+
+def _close(storage: Any) -> None:
+    close = getattr(storage, "close", None)
+    if close:
+        close()
 
 
 def _add(args: argparse.Namespace) -> int:
-    from core.errors import UploadRejected
     from core.catalog.payloads import abbreviate
+    from core.config import load_settings
+    from core.photos.images import read_photo_file
     from core.photos.references import add_reference, fal_url
-
-    try:
-        data = args.path.read_bytes()
-    except OSError as e:
-        raise UploadRejected("unreadable", f"cannot read {args.path}: {e.strerror or e}.") from None
     from core.store.blobs import open_storage
 
-    settings, st = _open_store()
+    data = read_photo_file(args.path, load_settings().max_upload_bytes)
+    settings, db = _open_db()
     storage = open_storage(settings)
     try:
-        ref = add_reference(st, storage, data, role=args.role, filename=args.path.name, owner=args.owner,
+        ref = add_reference(db, storage, data, role=args.role, filename=args.path.name, owner=args.owner,
                             created_by=args.created_by, settings=settings)
         out = {
             "id": ref.id, "role": ref.role, "owner": ref.owner, "original_name": ref.original_name,
@@ -70,8 +83,8 @@ def _add(args: argparse.Namespace) -> int:
             "fal_url": abbreviate(fal_url(ref, storage)),
         }
     finally:
-        storage.close()
-        st.close()
+        _close(storage)
+        db.conn.close()
     print(json.dumps(out, ensure_ascii=False))
     return 0
 
@@ -79,11 +92,11 @@ def _add(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from core.photos.references import list_references, payload_url
 
-    _, st = _open_store()
+    _, db = _open_db()
     try:
-        refs = list_references(st, include_archived=args.all)
+        refs = list_references(db, include_archived=args.all)
     finally:
-        st.close()
+        db.conn.close()
     for r in refs:
         print(json.dumps({
             "id": r.id, "role": r.role, "owner": r.owner, "original_name": r.original_name,
@@ -98,10 +111,38 @@ def _list(args: argparse.Namespace) -> int:
 def _archive(args: argparse.Namespace) -> int:
     from core.photos.references import archive_reference
 
-    _, st = _open_store()
+    _, db = _open_db()
     try:
-        archive_reference(st, args.reference_id)
+        archive_reference(db, args.reference_id)
     finally:
-        st.close()
+        db.conn.close()
     print(f"archived {args.reference_id}")
+    return 0
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from core.photos.references import sweep_orphans
+    from core.store.blobs import open_storage
+
+    settings, db = _open_db()
+    storage = open_storage(settings)
+    try:
+        report = sweep_orphans(db, storage, grace_s=args.grace)
+    finally:
+        _close(storage)
+        db.conn.close()
+    import time
+
+    for path in report.deleted:
+        print(f"deleted {path}")
+    refused = 0
+    for entry in report.left:
+        if entry.kind == "unconfirmed":
+            print(f"waiting {entry.path}: written {time.time() - entry.at:.0f} s ago and no row names it "
+                  "yet (its upload may still be running; --grace 0 deletes it now)")
+        else:
+            refused += 1
+            print(f"left {entry.path}: {entry.reason}")
+    print(f"{len(report.deleted)} deleted, {len(report.kept)} confirmed, {len(report.left)} left"
+          + (" (deletes this key may not do: run again with the service-role key)" if refused else ""))
     return 0

@@ -24,13 +24,21 @@ What a stored reference photo is, whatever the user uploaded:
   transparent. The same input gives the same bytes, so the sha256 of the stored bytes dedupes
   uploads. (A Pillow/libjpeg upgrade may change the bytes; a re-upload is then stored again.)
 
+Reading a photo from a path (`read_photo_file`, for the command line and plan files) accepts
+only a regular file and never reads more than the byte limit: a FIFO, a device (`/dev/zero`) or a
+directory is refused at once without blocking, and a file over the limit (a 6 GB sparse file) is
+refused from its size before any byte is read.
+
 Every refusal is an `UploadRejected(reason, message)`; reasons: "empty", "too_large",
-"not_an_image", "unsupported_format", "animated", "too_many_pixels", "too_small", "corrupt".
+"not_an_image", "unsupported_format", "animated", "too_many_pixels", "too_small", "corrupt",
+and from `read_photo_file` also "not_a_file", "unreadable".
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import threading
 import warnings
 import zlib
@@ -89,10 +97,7 @@ def normalise_upload(
     if not data:
         raise UploadRejected("empty", f"{name} is empty (0 bytes). Choose the photo again and re-upload.")
     if len(data) > max_bytes:
-        raise UploadRejected(
-            "too_large",
-            f"{name} is {_mb(len(data))}, over the {_mb(max_bytes)} upload limit "
-            "(DASHBOARD_MAX_UPLOAD_BYTES). Export a smaller JPEG and upload that.")
+        raise UploadRejected("too_large", _too_large(name, len(data), max_bytes))
 
     im = _open(data, name, max_pixels)
     fmt = im.format or "?"
@@ -143,6 +148,72 @@ def normalise_upload(
         im = im.resize(target, Image.Resampling.LANCZOS)
     notes.append("metadata removed (EXIF, GPS, XMP, ICC, text)")
     return _encode(im, fmt, notes)
+
+
+def read_photo_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of the photo file at `path`, read with a size cap, or UploadRejected.
+
+    Opened without blocking (a FIFO with no writer would otherwise hang the open) and checked
+    with fstat on the open descriptor, so the file cannot be swapped between check and read.
+    """
+    name = os.fspath(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise UploadRejected("unreadable", f"cannot read {name}: no such file.") from None
+    except IsADirectoryError:
+        raise UploadRejected("not_a_file", f"{name} is a directory, not a regular file: give the "
+                             "path of one image file.") from None
+    except OSError as e:
+        try:  # a socket cannot even be opened (ENXIO): name what it is instead
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            raise UploadRejected("not_a_file", f"{name} is {_file_kind(mode)}, not a regular file: "
+                                 "give the path of one image file.") from None
+        raise UploadRejected("unreadable", f"cannot read {name}: {e.strerror or e}.") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UploadRejected("not_a_file", f"{name} is {_file_kind(info.st_mode)}, not a regular "
+                                 "file: give the path of one image file.")
+        if info.st_size > max_bytes:
+            raise UploadRejected("too_large", _too_large(name, info.st_size, max_bytes))
+        os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:  # the file grew after fstat
+                raise UploadRejected("too_large", _too_large(name, total, max_bytes))
+        return b"".join(chunks)
+    except OSError as e:
+        raise UploadRejected("unreadable", f"cannot read {name}: {e.strerror or e}.") from None
+    finally:
+        os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _too_large(name: str, size: int, max_bytes: int) -> str:
+    return (f"{name} is {_mb(size)}, over the {_mb(max_bytes)} upload limit "
+            "(DASHBOARD_MAX_UPLOAD_BYTES). Export a smaller JPEG and upload that.")
 
 
 def image_info(data: bytes) -> tuple[str, int, int]:

@@ -3,8 +3,15 @@ each one becomes in a stored payload and in what fal receives.
 
 Invariants:
 - A reference is a row in `reference_photos` plus one stored object at `<owner>/<id>.<ext>`
-  (the old system's `user_id/uuid.jpg` layout). The object is written first, then the row; if
-  the row cannot be written the object is deleted again. A refused file leaves neither.
+  (the old system's `user_id/uuid.jpg` layout; a photo stored again gets
+  `<owner>/<id>-<random>.<ext>`). Every write goes to a path never used before, so no write needs
+  to overwrite (a Supabase key without an UPDATE policy may not).
+- The object is written first, then the row. Before the write an "unconfirmed" entry goes into
+  the storage's cleanup journal; it is resolved once the row exists. If the row cannot be
+  written the object is deleted again (or, when the backend refuses, journaled for deletion);
+  if the process dies between the two, `sweep_orphans` (run on the first upload of a later
+  process, and by `python -m core reference cleanup`) finds the object named by no row and
+  deletes it. A refused file leaves neither.
 - `sha256` is that of the STORED (normalised) bytes; it is unique: the same photo uploaded again
   returns the existing reference (`existing=True`) and stores nothing new. Re-uploading an
   archived photo restores it; re-uploading one whose object went missing (or that lives in the
@@ -13,30 +20,37 @@ Invariants:
   local storage. The `data:` URI fal needs for a local photo is built only at send time
   (`fal_url`, `resolve_payload`) from the stored bytes, after checking their sha256; it is never
   written to the database or to a log.
+- Before a batch sends, `check_reachable` fetches the start of each reference's public URL the
+  way fal will (no credentials): a bucket switched to private, a deleted object or a non-image
+  answer stops the batch instead of making fal bill jobs that cannot see the photo.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import re
 import sqlite3
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import httpx
 
 from core.config import Settings, load_settings
 from core.store.db import REFERENCE_ROLES, new_id, now
 from core.errors import StorageError, StoreError, UploadRejected
 from core.photos.images import NormalisedImage, normalise_upload
 from core.catalog.payloads import REFERENCE_SCHEME, reference_token
-from core.store.blobs import Storage
-
-if TYPE_CHECKING:
-    from core.store import Store
+from core.store.blobs import Storage, SweepReport, sweep, unique_path
 
 log = logging.getLogger(__name__)
 
 TABLE = "reference_photos"
+JOURNAL_TAG = "reference"
+# A reachability check is one small GET per photo before money is spent: keep it short.
+REACHABLE_TIMEOUT_S = 5.0
+_SWEPT: set[str] = set()    # journals already swept by this process (one sweep per process)
 
 
 @dataclass(frozen=True)
@@ -61,7 +75,7 @@ class Reference:
     existing: bool = field(default=False, compare=False)
 
 
-def add_reference(st: Store, storage: Storage, data: bytes, *, role: str = "other",
+def add_reference(db: Any, storage: Storage, data: bytes, *, role: str = "other",
                   filename: str | None = None, owner: str = "team", created_by: str | None = None,
                   settings: Settings | None = None) -> Reference:
     """Check, normalise and store a photo; the same photo again returns the existing reference."""
@@ -70,13 +84,19 @@ def add_reference(st: Store, storage: Storage, data: bytes, *, role: str = "othe
     settings = settings or load_settings()
     image = normalise_upload(data, filename=filename, max_bytes=settings.max_upload_bytes,
                              max_long_edge=settings.max_long_edge)
-    found = _row_by_sha(st, image.sha256)
+    _sweep_once(db, storage)
+    found = _row_by_sha(db, image.sha256)
     if found is not None:
-        return _reuse(st, storage, found, image)
+        return _reuse(db, storage, found, image)
 
     reference_id = new_id()
     path = f"{_slug(owner)}/{reference_id}.{image.ext}"
-    stored = storage.put(path, image.data, image.content_type)
+    intent = _intend(storage, path)
+    try:
+        stored = storage.put(path, image.data, image.content_type)
+    except BaseException:
+        _settle(storage, intent)  # put is all-or-nothing (or journaled its own clean-up)
+        raise
     row = {
         "id": reference_id, "sha256": image.sha256, "role": role, "owner": owner or "team",
         "original_name": filename, "content_type": image.content_type, "width": image.width,
@@ -85,35 +105,36 @@ def add_reference(st: Store, storage: Storage, data: bytes, *, role: str = "othe
         "created_by": created_by, "archived_at": None,
     }
     try:
-        st.db[TABLE].insert(row)
+        _insert_row(db, row)
     except sqlite3.IntegrityError:
         # another upload of the same photo won the race: keep its row, drop our copy
-        _discard(storage, path)
-        winner = _row_by_sha(st, image.sha256)
+        _discard(storage, path, intent)
+        winner = _row_by_sha(db, image.sha256)
         if winner is None:
             raise StoreError(f"could not record reference photo {filename or ''} (constraint failed); "
                              "nothing was kept, try again.") from None
         return _from_row(winner, notes=image.notes, existing=True)
     except BaseException as e:
-        _discard(storage, path)
+        _discard(storage, path, intent)
         if isinstance(e, sqlite3.Error):
             raise StoreError(f"could not record reference photo {filename or ''} in the database "
                              f"({e}); nothing was kept, try again.") from None
         raise
+    _settle(storage, intent)
     log.info("stored reference %s (sha256 %s) at %s:%s", reference_id, image.sha256[:12],
              storage.backend, path)
     return _from_row(row, notes=image.notes)
 
 
-def get_reference(st: Store, reference_id: str) -> Reference:
-    rows = list(st.db.query(f"select * from {TABLE} where id = ?", [reference_id]))
+def get_reference(db: Any, reference_id: str) -> Reference:
+    rows = list(_sql(db).query(f"select * from {TABLE} where id = ?", [reference_id]))
     if not rows:
         raise StoreError(f"no reference photo with id {reference_id!r}; "
                          "`python -m core reference list --all` shows them.")
     return _from_row(rows[0])
 
 
-def list_references(st: Store, *, include_archived: bool = False, limit: int | None = None,
+def list_references(db: Any, *, include_archived: bool = False, limit: int | None = None,
                     offset: int = 0) -> list[Reference]:
     """Newest first."""
     sql = f"select * from {TABLE}"
@@ -127,14 +148,14 @@ def list_references(st: Store, *, include_archived: bool = False, limit: int | N
     elif offset:
         sql += " limit -1 offset ?"
         params.append(offset)
-    return [_from_row(r) for r in st.db.query(sql, params)]
+    return [_from_row(r) for r in _sql(db).query(sql, params)]
 
 
-def archive_reference(st: Store, reference_id: str) -> None:
+def archive_reference(db: Any, reference_id: str) -> None:
     """Hide a reference from the default list; payloads that name it still resolve."""
-    ref = get_reference(st, reference_id)
+    ref = get_reference(db, reference_id)
     if ref.archived_at is None:
-        st.db.execute(f"update {TABLE} set archived_at = ? where id = ?", [now(), reference_id])
+        _sql(db).execute(f"update {TABLE} set archived_at = ? where id = ?", [now(), reference_id])
 
 
 def payload_url(reference: Reference) -> str:
@@ -161,7 +182,7 @@ def fal_url(reference: Reference, storage: Storage) -> str:
     return f"data:{reference.content_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def resolve_payload(payload: dict, st: Store, storage: Storage) -> dict:
+def resolve_payload(payload: dict, db: Any, storage: Storage) -> dict:
     """A copy of `payload` with every `reference://<id>` replaced by `fal_url(...)` (send time only)."""
     cache: dict[str, str] = {}
 
@@ -169,7 +190,7 @@ def resolve_payload(payload: dict, st: Store, storage: Storage) -> dict:
         if isinstance(obj, str) and obj.startswith(REFERENCE_SCHEME):
             reference_id = obj[len(REFERENCE_SCHEME):]
             if reference_id not in cache:
-                cache[reference_id] = fal_url(get_reference(st, reference_id), storage)
+                cache[reference_id] = fal_url(get_reference(db, reference_id), storage)
             return cache[reference_id]
         if isinstance(obj, dict):
             return {k: walk(v) for k, v in obj.items()}
@@ -180,37 +201,208 @@ def resolve_payload(payload: dict, st: Store, storage: Storage) -> dict:
     return walk(payload)
 
 
+def sweep_orphans(db: Any, storage: Storage, *, grace_s: float | None = None) -> SweepReport:
+    """Settle the storage's cleanup journal: retry deletes the backend refused before, and delete
+    reference objects written by a process that died before their row existed (once they are
+    older than the grace period and no row names them)."""
+    kwargs = {} if grace_s is None else {"grace_s": grace_s}
+    return sweep(storage, is_named={JOURNAL_TAG: lambda path: _path_is_named(db, storage.backend, path)},
+                 **kwargs)
+
+
+def check_reachable(reference: Reference, storage: Storage, *, timeout: float = REACHABLE_TIMEOUT_S,
+                    client: httpx.Client | None = None) -> None:
+    """Raise StorageError unless fal can fetch this reference: its public URL (the one stored in
+    payloads) answers, without credentials, with image bytes. Local references (sent as data:
+    URIs) need their stored file. One small ranged GET per call; pass `client` to reuse
+    connections across a batch's references."""
+    name = f"reference photo {reference.original_name or reference.id} ({reference.id})"
+    if reference.storage_backend != storage.backend:
+        raise StorageError(
+            f"{name} is stored in {reference.storage_backend} storage but the dashboard now uses "
+            f"{storage.backend} storage: upload the photo again to copy it over, then retry.")
+    url = reference.public_url or storage.public_url(reference.storage_path)
+    if not url:
+        if not storage.exists(reference.storage_path):
+            raise StorageError(f"{name}: its stored file {reference.storage_path} is missing: upload "
+                               "the photo again, then retry. Nothing was sent.")
+        return
+    http = client or httpx.Client(timeout=timeout)
+    try:
+        with http.stream("GET", url, headers={"Range": "bytes=0-63"}, timeout=timeout) as response:
+            status = response.status_code
+            content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            head = b""
+            if status in (200, 206):
+                for chunk in response.iter_bytes():
+                    head += chunk
+                    if len(head) >= 64:
+                        break
+            else:
+                head = response.read()[:4096]
+    except httpx.HTTPError as e:
+        raise StorageError(f"{name}: its public URL {url} did not answer ({type(e).__name__}); fal "
+                           "could not fetch it either. Check SUPABASE_URL and the network, then retry. "
+                           "Nothing was sent.") from None
+    finally:
+        if client is None:
+            http.close()
+    if status in (200, 206):
+        if not content_type.startswith("image/") or not _looks_like_image(head):
+            raise StorageError(
+                f"{name}: its public URL {url} answers {content_type or 'no content type'}, not an "
+                "image, so fal would not see the photo. Upload the photo again, then retry. "
+                "Nothing was sent.")
+        return
+    code = _storage_error_code(head)
+    bucket = getattr(storage, "bucket", "the bucket")
+    if "nosuchbucket" in code or "bucket not found" in code:
+        raise StorageError(
+            f"{name}: its public URL {url} is refused (bucket '{bucket}' is private or gone), so "
+            "fal could not see the photo. Make the bucket public in Supabase (Storage > bucket > "
+            "Edit > Public bucket), or upload the photo again, then retry. Nothing was sent.")
+    if "not_found" in code or "nosuchkey" in code:
+        raise StorageError(
+            f"{name}: its stored file is missing from bucket '{bucket}' ({url}). Upload the photo "
+            "again, then retry. Nothing was sent.")
+    raise StorageError(f"{name}: its public URL {url} answers HTTP {status}, so fal could not fetch "
+                       "it. Check the bucket in Supabase, then retry. Nothing was sent.")
+
+
 # -- helpers -------------------------------------------------------------------------------------
 
-def _row_by_sha(st: Store, sha256: str) -> dict | None:
-    rows = list(st.db.query(f"select * from {TABLE} where sha256 = ?", [sha256]))
+def _sql(store: Any) -> Any:
+    # the reference rows' SQL moves into core.store; until then a Store hands over its database
+    return getattr(store, "db", store)
+
+
+def _insert_row(db: Any, row: dict) -> None:
+    _sql(db)[TABLE].insert(row)
+
+
+def _update_row(db: Any, reference_id: str, updates: dict[str, Any]) -> None:
+    _sql(db)[TABLE].update(reference_id, updates)
+
+
+def _path_is_named(db: Any, backend: str, path: str) -> bool:
+    """Whether a reference row names this stored object (the orphan sweep's question)."""
+    rows = _sql(db).execute(f"select 1 from {TABLE} where storage_backend = ? and storage_path = ? limit 1",
+                      [backend, path]).fetchall()
+    return bool(rows)
+
+
+def _sweep_once(db: Any, storage: Storage) -> None:
+    """The first upload of a process settles what earlier processes left (never fails it)."""
+    journal = getattr(storage, "journal", None)
+    if journal is None:
+        return
+    key = f"{journal.path}|{storage.location}"
+    if key in _SWEPT:
+        return
+    _SWEPT.add(key)
+    try:
+        report = sweep_orphans(db, storage)
+    except Exception as e:  # clean-up must never stop an upload
+        log.warning("clean-up of earlier uploads failed: %s", e)
+        return
+    if report.deleted or report.left:
+        log.info("storage clean-up: %d deleted, %d left", len(report.deleted), len(report.left))
+
+
+def _storage_error_code(body: bytes) -> str:
+    """The `error` and `code` of a Supabase Storage error body, lower-cased ('' if none)."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return ""
+    if not isinstance(obj, dict):
+        return ""
+    return f"{obj.get('error', '')} {obj.get('code', '')} {obj.get('message', '')}".lower()
+
+
+def _looks_like_image(head: bytes) -> bool:
+    """Magic numbers of the formats a stored reference can be (JPEG, PNG; WebP, HEIC, GIF)."""
+    return (head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8"))
+            or (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head[4:8] == b"ftyp")
+
+
+def _row_by_sha(db: Any, sha256: str) -> dict | None:
+    rows = list(_sql(db).query(f"select * from {TABLE} where sha256 = ?", [sha256]))
     return rows[0] if rows else None
 
 
-def _reuse(st: Store, storage: Storage, row: dict, image: NormalisedImage) -> Reference:
+def _reuse(db: Any, storage: Storage, row: dict, image: NormalisedImage) -> Reference:
     notes = list(image.notes)
     updates: dict[str, Any] = {}
     if row["archived_at"] is not None:
         updates["archived_at"] = None
         notes.append("was archived: restored")
     moved = row["storage_backend"] != storage.backend
+    path = None
+    intent = None
     if moved or not storage.exists(row["storage_path"]):
-        path = f"{_slug(row['owner'] or 'team')}/{row['id']}.{image.ext}"
-        stored = storage.put(path, image.data, image.content_type, overwrite=not moved)
+        # a fresh path: the old one may still exist where this key cannot see or replace it
+        path = unique_path(f"{_slug(row['owner'] or 'team')}/{row['id']}", image.ext)
+        intent = _intend(storage, path)
+        try:
+            stored = storage.put(path, image.data, image.content_type)
+        except BaseException:
+            _settle(storage, intent)
+            raise
         updates.update(storage_backend=storage.backend, storage_path=path, public_url=stored.public_url)
         notes.append(f"moved from {row['storage_backend']} to {storage.backend} storage" if moved
                      else "stored file was missing: stored again")
     if updates:
-        st.db[TABLE].update(row["id"], updates)
+        try:
+            _update_row(db, row["id"], updates)
+        except BaseException as e:
+            if path is not None:
+                _discard(storage, path, intent)
+            if isinstance(e, sqlite3.Error):
+                raise StoreError(f"could not update reference photo {row['id']} in the database ({e}); "
+                                 "nothing was changed, try again.") from None
+            raise
         row = {**row, **updates}
+    _settle(storage, intent)
     return _from_row(row, notes=tuple(notes), existing=True)
 
 
-def _discard(storage: Storage, path: str) -> None:
+def _discard(storage: Storage, path: str, intent: str | None) -> None:
+    """Delete an object whose row could not be written. When the backend refuses or fails, the
+    journal's "unconfirmed" entry stays: `sweep_orphans` deletes the object later."""
     try:
-        storage.delete(path)
-    except Exception:  # the caller's error is the one to report
-        log.warning("could not delete %s:%s after a failed upload", storage.backend, path)
+        gone = storage.try_delete(path)
+    except Exception as e:  # the caller's error is the one to report
+        log.warning("could not delete %s:%s after a failed upload: %s", storage.backend, path, e)
+        gone = False
+    if gone:
+        _settle(storage, intent)
+    else:
+        log.warning("%s:%s is left for clean-up%s", storage.backend, path,
+                    " (journaled)" if intent else " (no journal: delete it by hand)")
+
+
+def _intend(storage: Storage, path: str) -> str | None:
+    """Journal the object about to be written before its row exists (None without a journal)."""
+    journal = getattr(storage, "journal", None)
+    if journal is None:
+        return None
+    try:
+        return journal.add(storage.location, path, "unconfirmed", tag=JOURNAL_TAG,
+                           reason="reference photo written before its row")
+    except OSError as e:  # nothing is stored yet: refuse rather than risk an untracked orphan
+        raise StorageError(f"could not write the storage cleanup journal {journal.path} "
+                           f"({e.strerror or e}); check that the data directory is writable. "
+                           "Nothing was stored.") from None
+
+
+def _settle(storage: Storage, intent: str | None) -> None:
+    if intent is None:
+        return
+    try:
+        storage.journal.resolve(intent)
+    except OSError as e:  # the sweep will find the row and resolve it then
+        log.warning("could not update the cleanup journal: %s", e)
 
 
 def _slug(owner: str | None) -> str:

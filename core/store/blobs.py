@@ -1,29 +1,53 @@
-"""Where image bytes live: a local folder, or a public Supabase Storage bucket.
+"""Where image bytes live: a local folder, or a public Supabase Storage bucket; and the journal
+of objects that may still need deleting.
 
-One small interface (`Storage`) for reference photos now and result images later.
+One small interface (`Storage`) for reference photos and result images.
 
 Invariants:
-- `put` is all-or-nothing: after a failure there is no object at the path (local: a temp file
-  in the same folder, then an atomic link/rename; Supabase: the server stores an upload only
-  when it is complete, and an answer lost in transit is followed by a best-effort delete).
-- `put` never replaces an existing object unless `overwrite=True` (paths carry a uuid, so a
-  collision means a bug, not a new version).
-- Paths are relative, "/"-separated, without empty, "." or ".." segments.
+- `put` is all-or-nothing as far as the backend lets it be: after a failure there is no object
+  at the path (local: a temp file in the same folder, then an atomic link/rename; Supabase: the
+  server stores an upload only when it is complete, and an answer lost in transit is followed
+  by a delete). A delete the backend refuses or ignores is written to the cleanup journal, so
+  nothing is silently orphaned.
+- Writes never need to replace anything: callers give every write a fresh path
+  (`unique_path`). `put` refuses an existing path unless `overwrite=True`, and on Supabase an
+  overwrite (an upsert) works only with the service-role key: a key with an insert policy and
+  no update policy is refused every upsert, even to a new path.
+- A delete is only trusted when the object is gone afterwards: Supabase answers a delete that
+  row-level security filtered out with 200 `[]`, exactly like a delete of nothing.
+- Paths are relative, "/"-separated, without empty, "." or ".." segments; on Supabase also
+  only the characters its server accepts in object keys (ASCII; see `_SUPABASE_KEY`).
 - Supabase objects are uploaded with their real content type (without it Supabase serves
   `text/plain`) and `upsert` as the string "true"/"false" (a bool crashes inside httpx).
 - The bucket must be public: fal fetches reference photos by their public URL. It is created
-  (public) on first use when missing and the key may create buckets.
+  (public) when missing and the key may create buckets, also when it disappears while the
+  process runs (deleted, or SUPABASE_BUCKET changed).
 - Every failure is a `StorageError` subclass whose message says what to do; no message ever
-  contains the Supabase key.
+  contains the Supabase key, nor any part of it, even when the server echoes it back.
+
+The cleanup journal (`<data dir>/storage-cleanup.jsonl`, one JSON object per line) holds two
+kinds of entries: "delete" (an object that must go but the backend kept: a refused or no-op
+delete, or an upload whose answer was lost) and "unconfirmed" (an object written before the
+row that names it; resolved once the row exists). `sweep` retries the first kind and deletes
+the second kind when, after a grace period, no row names the object. Appends and rewrites
+take an exclusive lock on a sibling `.lock` file, so several processes can share the journal.
 """
 from __future__ import annotations
 
 import base64
+import fcntl
+import json
 import logging
 import os
+import re
+import secrets
 import tempfile
 import threading
-from dataclasses import dataclass
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -43,8 +67,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Object paths carry a uuid and never change content: let CDNs and fal keep them a year.
+# Object paths are never reused for other content: let CDNs and fal keep them a year.
 CACHE_CONTROL = "31536000"
+JOURNAL_NAME = "storage-cleanup.jsonl"
+# An "unconfirmed" object younger than this may belong to an upload still in progress in
+# another process (an upload times out after 30 s; its row follows at once).
+UNCONFIRMED_GRACE_S = 15 * 60
+# Supabase Storage's own check of object keys (storage-api `isValidKey`): ASCII word characters
+# and a few punctuation marks. Anything else ("é") is refused by the server with InvalidKey.
+_SUPABASE_KEY = re.compile(r"^(\w|/|!|-|\.|\*|'|\(|\)| |&|\$|@|=|;|:|\+|,|\?)*$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -59,21 +90,45 @@ class StoredObject:
 @runtime_checkable
 class Storage(Protocol):
     backend: str
+    journal: CleanupJournal | None
 
+    @property
+    def location(self) -> str: ...
     def put(self, path: str, data: bytes, content_type: str, *, overwrite: bool = False) -> StoredObject: ...
     def get(self, path: str) -> bytes: ...
     def delete(self, path: str) -> None: ...
+    def try_delete(self, path: str) -> bool: ...
     def exists(self, path: str) -> bool: ...
     def public_url(self, path: str) -> str | None: ...
-    def close(self) -> None: ...
 
 
 def open_storage(settings: Settings) -> Storage:
-    """Supabase when SUPABASE_URL and SUPABASE_KEY are set, else the local images folder."""
+    """Supabase when SUPABASE_URL and SUPABASE_KEY are set, else the local images folder; both
+    keep their cleanup journal in the data directory."""
+    journal = CleanupJournal(settings.data_dir / JOURNAL_NAME)
     if settings.storage_backend == "supabase":
         assert settings.supabase_url and settings.supabase_key
-        return SupabaseStorage(settings.supabase_url, settings.supabase_key, settings.supabase_bucket)
-    return LocalStorage(settings.images_dir)
+        return SupabaseStorage(settings.supabase_url, settings.supabase_key, settings.supabase_bucket,
+                               journal=journal)
+    return LocalStorage(settings.images_dir, journal=journal)
+
+
+def unique_path(stem: str, ext: str) -> str:
+    """`<stem>-<random>.<ext>`: a path no earlier write used, so a write never needs to overwrite
+    (which a Supabase key without an UPDATE policy may not do)."""
+    return f"{stem}-{secrets.token_hex(6)}.{ext.lstrip('.')}"
+
+
+def fal_image_url(storage: Storage, obj_or_path: StoredObject | str, content_type: str) -> str:
+    """What fal receives for a stored image: its public URL, else a data: URI of its bytes.
+
+    A data: URI is built here, at send time, and must never be stored or logged whole.
+    """
+    path = obj_or_path.path if isinstance(obj_or_path, StoredObject) else obj_or_path
+    url = storage.public_url(path)
+    if url:
+        return url
+    return f"data:{content_type};base64,{base64.b64encode(storage.get(path)).decode('ascii')}"
 
 
 def _check_path(path: str) -> str:
@@ -84,21 +139,191 @@ def _check_path(path: str) -> str:
     return path
 
 
+# -- cleanup journal -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JournalEntry:
+    id: str
+    at: float                 # unix time the entry was written
+    location: str             # the storage it belongs to (`Storage.location`)
+    path: str
+    kind: str                 # "delete" | "unconfirmed"
+    tag: str                  # who wrote it ("reference", ...): which table may name the object
+    reason: str
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    deleted: tuple[str, ...]      # objects deleted now
+    kept: tuple[str, ...]         # confirmed: a row names them
+    left: tuple[JournalEntry, ...]  # still pending (refused again, or too recent)
+
+
+class CleanupJournal:
+    """Objects that may be orphaned, as JSON lines. See the module docstring."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"CleanupJournal({str(self.path)!r})"
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+        with self._locked(), open(self.path, "a+b") as f:
+            if f.tell() > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # a line torn by a crash: do not glue this one to it
+                    line = b"\n" + line
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())  # an intent must survive the crash it is there for
+
+    def add(self, location: str, path: str, kind: str, *, tag: str = "", reason: str = "") -> str:
+        """Record an object that may need deleting; returns the entry id (for `resolve`)."""
+        assert kind in ("delete", "unconfirmed"), kind
+        entry = JournalEntry(uuid.uuid4().hex, time.time(), location, path, kind, tag, reason)
+        self._append(asdict(entry))
+        return entry.id
+
+    def resolve(self, entry_id: str) -> None:
+        """The entry needs nothing more (its row exists, or its object is gone)."""
+        self._append({"resolved": entry_id, "at": time.time()})
+
+    def _read(self) -> list[dict[str, Any]]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        records = []
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line torn by a crash mid-write: the rest is still good
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
+    def pending(self, location: str | None = None) -> list[JournalEntry]:
+        """Unresolved entries, oldest first (of one storage when `location` is given)."""
+        records = self._read()
+        resolved = {r["resolved"] for r in records if "resolved" in r}
+        out = []
+        for r in records:
+            if "resolved" in r or r.get("id") in resolved:
+                continue
+            try:
+                entry = JournalEntry(**{k: r[k] for k in JournalEntry.__dataclass_fields__})
+            except (KeyError, TypeError):
+                continue
+            if location is None or entry.location == location:
+                out.append(entry)
+        return out
+
+    def compact(self) -> None:
+        """Rewrite the file with only the unresolved entries (atomically, under the lock)."""
+        with self._locked():
+            records = self._read()
+            resolved = {r["resolved"] for r in records if "resolved" in r}
+            keep = [r for r in records if "resolved" not in r and r.get("id") not in resolved]
+            if len(keep) == len(records):
+                return
+            if not keep:
+                self.path.unlink(missing_ok=True)
+                return
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in keep),
+                           encoding="utf-8")
+            os.replace(tmp, self.path)
+
+
+def sweep(storage: Storage, *, is_named: Mapping[str, Callable[[str], bool]] | None = None,
+          grace_s: float = UNCONFIRMED_GRACE_S) -> SweepReport:
+    """Settle this storage's journal entries.
+
+    "delete" entries are deleted again. An "unconfirmed" entry older than `grace_s` is resolved
+    when `is_named[entry.tag](path)` says a row names the object, and deleted otherwise; one
+    whose tag has no predicate is left alone. An entry whose delete is refused again stays for
+    a later sweep.
+    """
+    journal = storage.journal
+    if journal is None or not journal.path.exists():
+        return SweepReport((), (), ())
+    is_named = is_named or {}
+    deleted: list[str] = []
+    kept: list[str] = []
+    left: list[JournalEntry] = []
+    now = time.time()
+    for entry in journal.pending(storage.location):
+        if entry.kind == "unconfirmed":
+            named = is_named.get(entry.tag)
+            if named is None or now - entry.at < grace_s:
+                left.append(entry)
+                continue
+            if named(entry.path):
+                journal.resolve(entry.id)
+                kept.append(entry.path)
+                continue
+        try:
+            gone = storage.try_delete(entry.path)
+        except (StorageError, ValueError) as e:
+            log.warning("clean-up of %s:%s failed: %s", storage.backend, entry.path, e)
+            gone = False
+        if gone:
+            journal.resolve(entry.id)
+            deleted.append(entry.path)
+        else:
+            left.append(entry)
+    try:
+        journal.compact()
+    except OSError as e:  # the resolutions are appended already; compacting can wait
+        log.warning("could not compact %s: %s", journal.path, e)
+    return SweepReport(tuple(deleted), tuple(kept), tuple(left))
+
+
+def _record(storage: Storage, path: str, reason: str) -> str | None:
+    """Journal a delete the backend did not do; returns the journal's file name, or None."""
+    journal = storage.journal
+    if journal is None:
+        log.warning("%s:%s could not be deleted (%s) and there is no cleanup journal", storage.backend,
+                    path, reason)
+        return None
+    try:
+        journal.add(storage.location, path, "delete", reason=reason)
+    except OSError as e:
+        log.warning("could not journal %s:%s for clean-up (%s)", storage.backend, path, e)
+        return None
+    return str(journal.path)
+
+
 # -- local ---------------------------------------------------------------------------------------
 
 class LocalStorage:
-    """Files under `root` (normally `<data dir>/images`). Not reachable by fal: see `core.photos.references.fal_url`."""
+    """Files under `root` (normally `<data dir>/images`). Not reachable by fal: see fal_image_url."""
 
     backend = "local"
 
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, *, journal: CleanupJournal | None = None):
         self.root = Path(root)
+        self.journal = journal
 
     def __repr__(self) -> str:
         return f"LocalStorage({str(self.root)!r})"
 
-    def close(self) -> None:
-        """Nothing to release (the Supabase backend closes its HTTP client)."""
+    @property
+    def location(self) -> str:
+        return f"local:{self.root.resolve()}"
 
     def _file(self, path: str) -> Path:
         return self.root / _check_path(path)
@@ -143,11 +368,22 @@ class LocalStorage:
         except OSError as e:
             raise StorageError(f"could not read {path} under {self.root} ({e.strerror or e}).") from None
 
-    def delete(self, path: str) -> None:
+    def try_delete(self, path: str) -> bool:
         try:
             self._file(path).unlink(missing_ok=True)
         except OSError as e:
             raise StorageError(f"could not delete {path} under {self.root} ({e.strerror or e}).") from None
+        return True
+
+    def delete(self, path: str) -> None:
+        try:
+            self.try_delete(path)
+        except StorageError as e:
+            journal = _record(self, path, str(e))
+            if journal:
+                raise StorageError(f"{e} It is recorded in {journal}; `python -m core reference cleanup` "
+                                   "deletes it later.") from None
+            raise
 
     def exists(self, path: str) -> bool:
         return self._file(path).is_file()
@@ -164,7 +400,7 @@ class SupabaseStorage:
     backend = "supabase"
 
     def __init__(self, url: str, key: str, bucket: str, *, create_bucket: bool = True,
-                 timeout: float = 30.0):
+                 timeout: float = 30.0, journal: CleanupJournal | None = None):
         # Imported here: the client is heavy and only needed when Supabase is configured.
         from supabase import create_client
         from supabase.lib.client_options import SyncClientOptions
@@ -172,17 +408,26 @@ class SupabaseStorage:
         self.url = url.rstrip("/")
         self.bucket = bucket
         self.create_bucket = create_bucket
+        self.journal = journal
         self._key = key
         # Our own httpx client: the default path passes deprecated timeout/verify arguments to
         # storage3 (DeprecationWarning) and opens HTTP/2 connections we do not need.
         self._http = httpx.Client(timeout=timeout)
-        self._client = create_client(self.url, key, options=SyncClientOptions(httpx_client=self._http))
+        try:
+            self._client = create_client(self.url, key, options=SyncClientOptions(httpx_client=self._http))
+        except Exception as e:  # the client validates URL and key itself; its words may quote the key
+            self._http.close()
+            raise StorageError(self._clean(f"cannot use SUPABASE_URL/SUPABASE_KEY ({e}); check both.")) from None
         self._bucket_ready = False
         self._create_refused = False
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SupabaseStorage({self.url!r}, bucket={self.bucket!r})"
+
+    @property
+    def location(self) -> str:
+        return f"supabase:{self.url}/{self.bucket}"
 
     def close(self) -> None:
         self._http.close()
@@ -196,6 +441,13 @@ class SupabaseStorage:
     @property
     def _files(self) -> Any:
         return self._client.storage.from_(self.bucket)
+
+    def _check(self, path: str) -> str:
+        _check_path(path)
+        if not _SUPABASE_KEY.match(path):
+            raise ValueError(f"invalid Supabase object key {path!r}: Supabase accepts only ASCII "
+                             "letters, digits and a few punctuation marks")
+        return path
 
     def ensure_bucket(self) -> None:
         """Check the bucket exists and is public; create it (public) when missing and allowed.
@@ -252,45 +504,84 @@ class SupabaseStorage:
         return True
 
     def put(self, path: str, data: bytes, content_type: str, *, overwrite: bool = False) -> StoredObject:
+        self._check(path)
+        self.ensure_bucket()
+        try:
+            self._upload(path, data, content_type, overwrite)
+        except BucketNotFound:
+            if self._create_refused or not self.create_bucket:
+                raise
+            # The bucket was there when first checked and is gone now (deleted in the dashboard,
+            # or another process switched SUPABASE_BUCKET): create it again, once.
+            log.info("Supabase bucket %s disappeared; checking it again", self.bucket)
+            self._bucket_ready = False
+            self.ensure_bucket()
+            self._upload(path, data, content_type, overwrite)
+        return StoredObject(self.backend, path, content_type, len(data), self.public_url(path))
+
+    def _upload(self, path: str, data: bytes, content_type: str, overwrite: bool) -> None:
         from storage3.exceptions import StorageApiError
 
-        _check_path(path)
-        self.ensure_bucket()
         options = {"content-type": content_type, "cache-control": CACHE_CONTROL,
                    "upsert": "true" if overwrite else "false"}
         try:
             self._files.upload(path, data, options)
         except StorageApiError as e:
+            if overwrite and str(e.status) == "403":
+                raise StoragePermissionError(self._clean(
+                    f"SUPABASE_KEY may not replace {path} in bucket '{self.bucket}' (Supabase answered "
+                    f"403 {e.code}: {e.message}): an upsert needs SELECT, INSERT and UPDATE storage "
+                    "policies, or the service-role key. Write to a new path instead.")) from None
             raise self._map(e, "upload", path=path, size=len(data), content_type=content_type) from None
         except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as e:
             # the request went out but its answer did not come back: it may have been stored
-            self._forget(path)
+            self._forget(path, f"the answer to its upload was lost ({type(e).__name__})")
             raise self._transport(e) from None
         except httpx.HTTPError as e:
             raise self._transport(e) from None
-        return StoredObject(self.backend, path, content_type, len(data), self.public_url(path))
 
-    def _forget(self, path: str) -> None:
-        """The upload's answer was lost: it may have landed. Delete it so nothing half-done stays."""
+    def _forget(self, path: str, reason: str) -> None:
+        """An upload may have landed without us knowing: delete it, or journal it for later."""
         try:
-            self._files.remove([path])
-        except Exception:  # best effort; the original error is what the user must see
-            log.warning("could not remove %s after a failed upload", path)
+            if self.try_delete(path):
+                return
+            reason += "; SUPABASE_KEY may not delete it"
+        except Exception as e:  # the original error is what the user must see
+            reason += f"; deleting it failed too ({e})"
+        _record(self, path, self._clean(reason))
 
     def get(self, path: str) -> bytes:
-        _check_path(path)
+        self._check(path)
         return self._call(lambda: self._files.download(path), "download", path=path)
 
+    def try_delete(self, path: str) -> bool:
+        """True when the object is gone afterwards. Supabase answers a delete that row-level
+        security filtered out with 200 `[]`, like a delete of nothing: look again to tell."""
+        self._check(path)
+        rows = self._call(lambda: self._files.remove([path]), "delete", path=path)
+        if any(isinstance(r, dict) and r.get("name") == path for r in rows or []):
+            return True
+        return not self.exists(path)
+
     def delete(self, path: str) -> None:
-        _check_path(path)
-        self._call(lambda: self._files.remove([path]), "delete", path=path)
+        if self.try_delete(path):
+            return
+        journal = _record(self, path, "SUPABASE_KEY may not delete it (Supabase answered 200 [])")
+        where = (f"; it is recorded in {journal} and `python -m core reference cleanup`, run with "
+                 "a key that may delete, removes it" if journal else "")
+        raise StoragePermissionError(
+            f"Supabase kept {path} in bucket '{self.bucket}': SUPABASE_KEY has no DELETE storage "
+            f"policy (Supabase answers such a delete with 200 and an empty list){where}.")
 
     def exists(self, path: str) -> bool:
-        _check_path(path)
-        return bool(self._call(lambda: self._files.exists(path), "check", path=path))
+        self._check(path)
+        try:
+            return bool(self._call(lambda: self._files.exists(path), "check", path=path))
+        except BucketNotFound:
+            return False  # no bucket, no object: a later put creates the bucket when it may
 
     def public_url(self, path: str) -> str | None:
-        return self._files.get_public_url(_check_path(path))
+        return self._files.get_public_url(self._check(path))
 
     # -- errors ----------------------------------------------------------------------------------
 
@@ -319,13 +610,26 @@ class SupabaseStorage:
 
     def _map(self, e: Any, action: str, *, path: str | None = None, size: int | None = None,
              content_type: str | None = None) -> StorageError:
+        """A StorageError for a storage3 StorageApiError (`.status` a string, `.code` the
+        body's `error` field), with what to do."""
         status, code, message = str(e.status), str(e.code), str(e.message)
         what = f"{path} in bucket '{self.bucket}'" if path else f"bucket '{self.bucket}'"
         detail = f"Supabase answered {status} {code}: {message}"
-        if status == "403" or code == "InvalidJWT" or (status == "400" and code in ("Error", "Unauthorized")):
+        if status == "403" or code == "InvalidJWT":
             text = (f"no permission to {action} {what} ({detail}). Check SUPABASE_KEY: it must be "
                     "this project's service-role key (or a key whose storage policies allow this).")
             return StoragePermissionError(self._clean(text))
+        if status == "400" and "authorization" in message.lower():
+            return StoragePermissionError(self._clean(
+                f"Supabase received no key ({detail}). Check SUPABASE_KEY is set."))
+        if status == "500" and code == "DatabaseError":
+            return StoragePermissionError(self._clean(
+                f"Supabase could not {action} {what} as the role in SUPABASE_KEY ({detail}). Check "
+                "SUPABASE_KEY: use this project's service-role key."))
+        if status == "404" and code == "Not Found":  # the web server's own 404: no such route
+            return StorageError(self._clean(
+                f"Supabase Storage has no such route ({detail}). Check SUPABASE_URL: it must be the "
+                "project URL (https://<project>.supabase.co) without a path."))
         if status == "404":
             if "bucket" in (code + message).lower():
                 return BucketNotFound(self._clean(self._no_bucket_message()))
@@ -347,7 +651,19 @@ class SupabaseStorage:
         return StorageError(self._clean(f"could not {action} {what} ({detail})."))
 
     def _clean(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+        return mask_secret(text, self._key)
+
+
+def mask_secret(text: str, secret: str | None) -> str:
+    """`text` without `secret`, nor any long piece of it: a server may echo the key, or only the
+    JWT's payload or signature, in an error message."""
+    if not secret:
+        return text
+    text = text.replace(secret, "***")
+    for piece in re.split(r"[.\s]", secret):
+        if len(piece) >= 16:
+            text = text.replace(piece, "***")
+    return text
 
 
 def _human(n: int) -> str:

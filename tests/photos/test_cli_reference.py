@@ -7,6 +7,7 @@ so these tests do not depend on the other commands; a few run it as a real proce
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -91,6 +92,66 @@ def test_refused_file_exits_2_with_reason_and_leaves_nothing(run, tmp_path, sett
 def test_missing_file_exits_2(run, tmp_path):
     code, _, err = run("reference", "add", str(tmp_path / "nope.jpg"))
     assert code == 2 and "cannot read" in err and "nope.jpg" in err
+
+
+def test_fifo_is_refused_at_once_with_one_line(run, tmp_path, settings):
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    code, out, err = run("reference", "add", str(fifo))
+    assert (code, out) == (2, "")
+    assert err == f"error: {fifo} is a named pipe (FIFO), not a regular file: give the path of one image file.\n"
+    assert _rows(settings) == []
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "directory"])
+def test_device_or_directory_is_refused(run, tmp_path, target):
+    path = str(tmp_path) if target == "directory" else target
+    code, _, err = run("reference", "add", path)
+    assert code == 2 and err.startswith(f"error: {path} is a ") and "not a regular file" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_huge_sparse_file_is_refused_from_its_size(run, tmp_path, monkeypatch):
+    """6 GB of nothing on disk: refused from its size, never read (no MemoryError)."""
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as f:
+        f.truncate(6 * 1024 ** 3)
+    monkeypatch.setenv("DASHBOARD_MAX_UPLOAD_BYTES", str(5 * 1024 * 1024))
+    code, _, err = run("reference", "add", str(huge))
+    assert code == 2 and "over the 5.0 MB upload limit (DASHBOARD_MAX_UPLOAD_BYTES)" in err
+
+
+def test_cleanup_reports_and_removes_objects_left_without_a_row(run, photo, settings):
+    from core.store.blobs import open_storage
+
+    storage = open_storage(settings)
+    storage.put("team/orphan.jpg", b"\xff\xd8\xff", "image/jpeg")
+    storage.journal.add(storage.location, "team/orphan.jpg", "unconfirmed", tag="reference")
+    kept = json.loads(run("reference", "add", str(photo))[1])
+    code, out, _ = run("reference", "cleanup")   # too recent: its upload may still be running
+    assert code == 0 and out.splitlines()[0].startswith("waiting team/orphan.jpg: written ")
+    assert out.splitlines()[-1] == "0 deleted, 0 confirmed, 1 left"
+    code, out, _ = run("reference", "cleanup", "--grace", "0")
+    assert code == 0 and out.splitlines() == ["deleted team/orphan.jpg", "1 deleted, 0 confirmed, 0 left"]
+    assert _files(settings) == [kept["storage_path"]]
+
+
+def test_cleanup_says_when_the_key_may_not_delete(run, monkeypatch, insert_only_key, supabase_standin):
+    supabase_standin.add_bucket(BUCKET, public=True)
+    monkeypatch.setenv("SUPABASE_URL", supabase_standin.url)
+    monkeypatch.setenv("SUPABASE_KEY", insert_only_key)
+    from core.config import load_settings
+    from core.store.blobs import open_storage
+
+    storage = open_storage(load_settings())
+    storage.put("team/x.jpg", b"\xff\xd8\xff", "image/jpeg")
+    storage.journal.add(storage.location, "team/x.jpg", "delete", reason="test: lost answer")
+    storage.close()
+    code, out, _ = run("reference", "cleanup")
+    assert code == 0 and out.splitlines() == [
+        "left team/x.jpg: test: lost answer",
+        "0 deleted, 0 confirmed, 1 left (deletes this key may not do: run again with the service-role key)"]
+    assert supabase_standin.paths(BUCKET) == ["team/x.jpg"]
 
 
 def test_unknown_role_is_a_usage_error(run, photo):

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import io
+import os
+import socket
+import threading
+import time
 
 import pytest
 from PIL import Image
 
 from core.errors import UploadRejected
-from core.photos.images import image_info, normalise_upload
+from core.photos.images import image_info, normalise_upload, read_photo_file
 from tests.corpus import ACCEPTED, BY_NAME, CASES, Accept, Reject, build
 
 # markers that betray metadata in the encoded bytes (JPEG APP1 EXIF/XMP, APP2 ICC, PNG chunks)
@@ -158,3 +162,86 @@ def test_image_info_refuses_non_images_and_bombs():
     with pytest.raises(UploadRejected) as info:
         image_info(build("png_bomb_400mp"))
     assert info.value.reason == "too_many_pixels"
+
+
+# -- reading a photo file from a path ------------------------------------------------------------
+
+def _read_in_thread(path, max_bytes=20 * 1024 * 1024, limit_s=5.0):
+    """read_photo_file in a thread: a hang fails the test instead of blocking the suite."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["data"] = read_photo_file(path, max_bytes)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(limit_s)
+    assert not thread.is_alive(), f"read_photo_file({path}) hung"
+    return outcome, time.monotonic() - started
+
+
+def test_read_photo_file_reads_a_regular_file_and_follows_symlinks(tmp_path):
+    data = build("webp")
+    (tmp_path / "p.webp").write_bytes(data)
+    (tmp_path / "link.webp").symlink_to(tmp_path / "p.webp")
+    assert read_photo_file(tmp_path / "p.webp") == data
+    assert read_photo_file(str(tmp_path / "link.webp")) == data
+
+
+def test_read_photo_file_refuses_a_fifo_without_hanging(tmp_path):
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    outcome, elapsed = _read_in_thread(fifo)
+    error = outcome["error"]
+    assert isinstance(error, UploadRejected) and error.reason == "not_a_file"
+    assert str(error) == f"{fifo} is a named pipe (FIFO), not a regular file: give the path of one image file."
+    assert elapsed < 2
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_read_photo_file_refuses_dev_zero_before_reading_a_byte():
+    outcome, _ = _read_in_thread("/dev/zero")
+    assert isinstance(outcome["error"], UploadRejected) and outcome["error"].reason == "not_a_file"
+    assert "is a device" in str(outcome["error"])
+
+
+def test_read_photo_file_refuses_a_directory_and_a_socket(tmp_path):
+    with pytest.raises(UploadRejected, match="is a directory, not a regular file") as info:
+        read_photo_file(tmp_path)
+    assert info.value.reason == "not_a_file"
+    path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        with pytest.raises(UploadRejected, match="is a socket"):
+            read_photo_file(path)
+
+
+def test_read_photo_file_refuses_a_huge_sparse_file_from_its_size(tmp_path):
+    """A 6 GB sparse file must be refused from its size, without reading it into memory."""
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as f:
+        f.truncate(6 * 1024 ** 3)
+    outcome, elapsed = _read_in_thread(huge)
+    error = outcome["error"]
+    assert isinstance(error, UploadRejected) and error.reason == "too_large"
+    assert "6144.0 MB, over the 20.0 MB upload limit (DASHBOARD_MAX_UPLOAD_BYTES)" in str(error)
+    assert elapsed < 2
+
+
+def test_read_photo_file_caps_at_the_limit(tmp_path):
+    path = tmp_path / "p.bin"
+    path.write_bytes(b"x" * 2049)
+    assert read_photo_file(path, 2049) == b"x" * 2049
+    with pytest.raises(UploadRejected) as info:
+        read_photo_file(path, 2048)
+    assert info.value.reason == "too_large"
+
+
+def test_read_photo_file_missing_file(tmp_path):
+    with pytest.raises(UploadRejected, match="cannot read .*nope.jpg: no such file") as info:
+        read_photo_file(tmp_path / "nope.jpg")
+    assert info.value.reason == "unreadable"

@@ -3,6 +3,7 @@ stand-in over HTTP. What must hold: puts are all-or-nothing, nothing is replaced
 every failure is a StorageError subclass that says what to do and never shows the key."""
 from __future__ import annotations
 
+import base64
 import os
 
 import httpx
@@ -17,7 +18,18 @@ from core.errors import (
     StoragePermissionError,
     UnsupportedContentType,
 )
-from core.store.blobs import LocalStorage, Storage, SupabaseStorage, open_storage
+from core.store.blobs import (
+    JOURNAL_NAME,
+    CleanupJournal,
+    LocalStorage,
+    Storage,
+    SupabaseStorage,
+    fal_image_url,
+    mask_secret,
+    open_storage,
+    sweep,
+    unique_path,
+)
 from tests.standins.supabase_fixtures import BUCKET
 
 JPEG = b"\xff\xd8\xff\xe0 not really a jpeg but bytes are bytes \xff\xd9"
@@ -25,6 +37,14 @@ JPEG = b"\xff\xd8\xff\xe0 not really a jpeg but bytes are bytes \xff\xd9"
 
 def _files_under(root) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def _assert_no_part_of(key: str, text: str) -> None:
+    """Neither the key nor any long piece of it (a JWT's payload or signature) is in `text`."""
+    assert key not in text
+    for piece in key.split("."):
+        if len(piece) >= 16:
+            assert piece not in text
 
 
 # -- local ---------------------------------------------------------------------------------------
@@ -79,18 +99,38 @@ def test_paths_must_be_plain_relative(tmp_path, path):
     assert _files_under(tmp_path) == []
 
 
+def test_local_fal_url_is_data_uri_of_stored_bytes(tmp_path):
+    storage = LocalStorage(tmp_path)
+    obj = storage.put("team/a.jpg", JPEG, "image/jpeg")
+    for target in (obj, "team/a.jpg"):
+        url = fal_image_url(storage, target, "image/jpeg")
+        prefix = "data:image/jpeg;base64,"
+        assert url.startswith(prefix)
+        assert base64.b64decode(url[len(prefix):], validate=True) == JPEG
+
+
 def test_open_storage_is_local_without_supabase_settings(settings):
     storage = open_storage(settings)
     assert isinstance(storage, LocalStorage) and storage.root == settings.images_dir
 
 
 def test_open_storage_is_supabase_when_url_and_key_are_set(supabase_env):
-    storage = open_storage(load_settings())
+    settings = load_settings()
+    storage = open_storage(settings)
     try:
         assert isinstance(storage, SupabaseStorage) and storage.bucket == BUCKET
         assert supabase_env.key not in repr(storage)
+        assert storage.journal.path == settings.data_dir / JOURNAL_NAME
     finally:
         storage.close()
+
+
+def test_unique_paths_never_repeat_and_are_valid_supabase_keys(supabase_storage):
+    paths = {unique_path("results/req-1/0", "png") for _ in range(200)}
+    assert len(paths) == 200
+    for path in list(paths)[:5]:
+        assert path.startswith("results/req-1/0-") and path.endswith(".png")
+        supabase_storage._check(path)
 
 
 # -- Supabase: happy path ------------------------------------------------------------------------
@@ -117,17 +157,25 @@ def test_supabase_public_url_serves_the_bytes_without_auth(supabase_storage):
     assert response.status_code == 200
     assert response.content == JPEG
     assert response.headers["content-type"] == "image/jpeg"
+    assert fal_image_url(supabase_storage, obj, "image/jpeg") == obj.public_url
 
 
 def test_supabase_get_exists_delete(supabase_standin, supabase_storage):
-    supabase_storage.put("team/a b é.jpg", JPEG, "image/jpeg")
-    assert supabase_storage.get("team/a b é.jpg") == JPEG
-    assert supabase_storage.exists("team/a b é.jpg")
+    supabase_storage.put("team/a b (1).jpg", JPEG, "image/jpeg")
+    assert supabase_storage.get("team/a b (1).jpg") == JPEG
+    assert supabase_storage.exists("team/a b (1).jpg")
     assert not supabase_storage.exists("team/missing.jpg")
-    assert httpx.get(supabase_storage.public_url("team/a b é.jpg")).content == JPEG
-    supabase_storage.delete("team/a b é.jpg")
-    supabase_storage.delete("team/a b é.jpg")
+    assert httpx.get(supabase_storage.public_url("team/a b (1).jpg")).content == JPEG
+    supabase_storage.delete("team/a b (1).jpg")
+    supabase_storage.delete("team/a b (1).jpg")
     assert supabase_standin.paths(BUCKET) == []
+
+
+def test_supabase_refuses_keys_the_server_would_refuse_before_sending(supabase_standin, supabase_storage):
+    """Supabase answers InvalidKey for non-ASCII object keys: say so before any request."""
+    with pytest.raises(ValueError, match="only ASCII"):
+        supabase_storage.put("team/café.jpg", JPEG, "image/jpeg")
+    assert supabase_standin.requests == []
 
 
 def test_supabase_bucket_is_checked_once(supabase_standin, supabase_storage):
@@ -174,9 +222,8 @@ def test_supabase_missing_bucket_without_create(supabase_standin):
             storage.put("team/1.jpg", JPEG, "image/jpeg")
 
 
-def test_supabase_key_that_may_not_create_buckets(supabase_standin):
-    supabase_standin.add_key("user-key", "authenticated")  # may write objects, not buckets
-    with SupabaseStorage(supabase_standin.url, "user-key", BUCKET) as storage:
+def test_supabase_key_that_may_not_create_buckets(supabase_standin, insert_only_key):
+    with SupabaseStorage(supabase_standin.url, insert_only_key, BUCKET) as storage:
         with pytest.raises(BucketNotFound, match="may not create buckets.*create a public bucket named 'references'"):
             storage.put("team/1.jpg", JPEG, "image/jpeg")
         supabase_standin.add_bucket(BUCKET, public=True)
@@ -188,7 +235,7 @@ def test_supabase_anon_key_with_insert_policy_uploads(supabase_standin):
     """The old system's setup: the anon key sees no buckets but an insert policy lets it upload
     into the public bucket; the photo is stored and its public URL works."""
     supabase_standin.add_bucket(BUCKET, public=True)
-    supabase_standin.permissions["anon"] = {"write"}
+    supabase_standin.grant("anon", "object.insert")
     with SupabaseStorage(supabase_standin.url, supabase_standin.anon_key, BUCKET) as storage:
         obj = storage.put("team/1.jpg", JPEG, "image/jpeg")
     assert httpx.get(obj.public_url).content == JPEG
@@ -207,16 +254,40 @@ def test_supabase_anon_key_cannot_write(supabase_standin):
     assert supabase_standin.paths(BUCKET) == []
 
 
-def test_supabase_wrong_key(supabase_standin):
-    with SupabaseStorage(supabase_standin.url, "sb-wrong-secret-key", BUCKET) as storage:
-        with pytest.raises(StoragePermissionError, match="InvalidJWT.*Check SUPABASE_KEY") as info:
+@pytest.mark.parametrize("kind, words", [
+    ("not a jwt", "Invalid Compact JWS"),
+    ("other project", "signature verification failed"),
+    ("expired", '"exp" claim timestamp check failed'),
+])
+def test_supabase_wrong_key(supabase_standin, kind, words):
+    key = {"not a jwt": "sb-wrong-secret-key-0123456789",
+           "other project": supabase_standin.make_key("service_role", secret=b"elsewhere"),
+           "expired": supabase_standin.make_key("service_role", expires_in=-60)}[kind]
+    with SupabaseStorage(supabase_standin.url, key, BUCKET) as storage:
+        with pytest.raises(StoragePermissionError, match="Check SUPABASE_KEY") as info:
             storage.put("team/1.jpg", JPEG, "image/jpeg")
-    assert "sb-wrong-secret-key" not in str(info.value)
+    assert words in str(info.value) and "403" in str(info.value)
+    _assert_no_part_of(key, str(info.value))
+
+
+def test_supabase_role_unknown_to_the_database(supabase_standin):
+    """A JWT whose role the database lacks makes the real server fail with HTTP 500 DatabaseError."""
+    key = supabase_standin.make_key("editor")
+    with SupabaseStorage(supabase_standin.url, key, BUCKET) as storage:
+        with pytest.raises(StoragePermissionError, match="as the role in SUPABASE_KEY.*DatabaseError"):
+            storage.put("team/1.jpg", JPEG, "image/jpeg")
+
+
+def test_supabase_url_with_an_api_path_says_check_supabase_url(supabase_standin):
+    """A URL pasted with /storage/v1 doubles the path: the server's own 404 points at SUPABASE_URL."""
+    with SupabaseStorage(supabase_standin.url + "/storage/v1", supabase_standin.key, BUCKET) as storage:
+        with pytest.raises(StorageError, match="no such route.*Check SUPABASE_URL"):
+            storage.put("team/1.jpg", JPEG, "image/jpeg")
 
 
 @pytest.mark.parametrize("status, error, expected, advice", [
     ("403", None, StoragePermissionError, "service-role key"),
-    ("400", "Error", StoragePermissionError, "Check SUPABASE_KEY"),   # no Authorization header
+    ("400", "InvalidRequest", StoragePermissionError, "Check SUPABASE_KEY"),  # no Authorization header
     ("404", "Bucket not found", BucketNotFound, "SUPABASE_BUCKET"),
     ("409", None, ObjectExists, "never replaced silently"),
     ("413", None, ObjectTooLarge, "file size limit"),
@@ -226,8 +297,10 @@ def test_supabase_wrong_key(supabase_standin):
 def test_supabase_upload_errors_map_to_clear_errors(supabase_standin, supabase_storage, status, error,
                                                      expected, advice):
     supabase_standin.add_bucket(BUCKET, public=True)
-    supabase_standin.fail("upload", status, error=error,
-                          message="Bucket not found" if status == "404" else None)
+    message = {"404": "Bucket not found",
+               "400": "headers must have required property 'authorization'"}.get(status)
+    # a missing bucket is checked again and the upload retried once: fail both tries
+    supabase_standin.fail("upload", status, error=error, message=message, times=2 if status == "404" else 1)
     with pytest.raises(expected) as info:
         supabase_storage.put("team/1.jpg", JPEG, "image/jpeg")
     assert type(info.value) is expected
@@ -280,44 +353,156 @@ def test_supabase_unreachable():
             storage.put("team/1.jpg", JPEG, "image/jpeg")
 
 
-# -- the stand-in itself speaks the documented protocol -------------------------------------------
+# -- Supabase: the bucket going away -------------------------------------------------------------
 
-def test_standin_requires_authorization(supabase_standin):
-    response = httpx.get(f"{supabase_standin.url}/storage/v1/bucket")
-    assert response.status_code == 400
-    assert response.json()["statusCode"] == "400" and response.json()["error"] == "Error"
-
-
-def test_standin_public_url_answers_400_for_private_or_missing(supabase_standin):
-    supabase_standin.add_bucket("private", public=False)
-    supabase_standin.add_bucket("open", public=True)
-    with SupabaseStorage(supabase_standin.url, supabase_standin.key, "private") as storage:
-        storage._files.upload("a.jpg", JPEG, {"content-type": "image/jpeg"})
-        private_url = storage.public_url("a.jpg")
-    for url in (private_url, f"{supabase_standin.url}/storage/v1/object/public/open/missing.jpg"):
-        response = httpx.get(url)
-        assert response.status_code == 400 and response.json()["statusCode"] == "404"
+def test_supabase_exists_is_false_when_the_bucket_is_gone(supabase_standin, supabase_storage):
+    """No bucket, no object: `exists` must not raise "bucket does not exist" (a later put creates it)."""
+    assert supabase_storage.exists("team/1.jpg") is False
 
 
-def test_standin_list_remove_and_signed_urls(supabase_standin, supabase_storage):
-    for path in ("team/a.jpg", "team/b.jpg", "team/sub/c.jpg", "other/d.jpg"):
-        supabase_storage.put(path, JPEG, "image/jpeg")
-    files = supabase_storage._files
-    top = files.list()
-    assert [(r["name"], r["id"]) for r in top] == [("other", None), ("team", None)]
-    team = files.list("team")
-    assert [r["name"] for r in team] == ["a.jpg", "b.jpg", "sub"]
-    assert team[0]["metadata"]["mimetype"] == "image/jpeg" and team[2]["id"] is None
-    signed = files.create_signed_url("team/a.jpg", 60)["signedURL"]
-    assert httpx.get(signed).content == JPEG
-    assert httpx.get(signed.replace("token=", "token=1")).status_code == 400
-    removed = files.remove(["team/a.jpg", "team/nope.jpg"])
-    assert [r["name"] for r in removed] == ["team/a.jpg"]
-    assert files.remove(["team/a.jpg"]) == []
+def test_supabase_bucket_deleted_while_running_is_created_again(supabase_standin, supabase_storage):
+    supabase_storage.put("team/1.jpg", JPEG, "image/jpeg")
+    supabase_standin.delete_bucket(BUCKET)
+    supabase_storage.put("team/2.jpg", JPEG, "image/jpeg")
+    assert supabase_standin.buckets[BUCKET].public
+    assert supabase_standin.paths(BUCKET) == ["team/2.jpg"]
+    assert httpx.get(supabase_storage.public_url("team/2.jpg")).content == JPEG
 
 
-def test_standin_default_content_type_is_text_plain(supabase_standin, supabase_storage):
-    """The pitfall the adapter avoids: without a content-type option Supabase stores text/plain."""
-    supabase_storage.ensure_bucket()
-    supabase_storage._files.upload("team/raw.jpg", JPEG)
-    assert supabase_standin.object(BUCKET, "team/raw.jpg").content_type.startswith("text/plain")
+def test_supabase_bucket_gone_and_key_may_not_create_it(supabase_standin, insert_only_storage):
+    insert_only_storage.put("team/1.jpg", JPEG, "image/jpeg")
+    supabase_standin.delete_bucket(BUCKET)
+    with pytest.raises(BucketNotFound, match="may not create buckets.*service-role key"):
+        insert_only_storage.put("team/2.jpg", JPEG, "image/jpeg")
+
+
+# -- Supabase: a key that may insert but not update or delete ------------------------------------
+
+def test_insert_only_key_stores_new_paths(supabase_standin, insert_only_storage):
+    obj = insert_only_storage.put(unique_path("team/abc", "jpg"), JPEG, "image/jpeg")
+    assert httpx.get(obj.public_url).content == JPEG
+    assert insert_only_storage.exists(obj.path)   # info works on a public bucket without select
+
+
+def test_insert_only_key_overwrite_is_refused_with_what_to_do(supabase_standin, insert_only_storage):
+    insert_only_storage.put("team/1.jpg", JPEG, "image/jpeg")
+    with pytest.raises(StoragePermissionError, match="may not replace team/1.jpg.*SELECT, INSERT and UPDATE storage policies"):
+        insert_only_storage.put("team/1.jpg", b"new", "image/jpeg", overwrite=True)
+    assert supabase_standin.object(BUCKET, "team/1.jpg").data == JPEG
+
+
+def test_insert_only_key_delete_is_refused_and_journaled(supabase_standin, insert_only_storage,
+                                                         cleanup_journal):
+    """Supabase answers 200 [] and keeps the object: the adapter notices, says so and journals it."""
+    insert_only_storage.put("team/1.jpg", JPEG, "image/jpeg")
+    with pytest.raises(StoragePermissionError, match="no DELETE storage policy.*reference cleanup") as info:
+        insert_only_storage.delete("team/1.jpg")
+    assert str(cleanup_journal.path) in str(info.value)
+    assert [(e.path, e.kind) for e in cleanup_journal.pending()] == [("team/1.jpg", "delete")]
+    assert supabase_standin.paths(BUCKET) == ["team/1.jpg"]
+
+
+def test_insert_only_key_delete_of_a_missing_object_is_fine(supabase_standin, insert_only_storage,
+                                                            cleanup_journal):
+    insert_only_storage.delete("team/never.jpg")
+    assert cleanup_journal.pending() == []
+
+
+def test_insert_only_lost_answer_journals_the_orphan_and_a_later_sweep_removes_it(
+        supabase_standin, insert_only_storage, supabase_storage, cleanup_journal):
+    """The upload landed but its answer was lost; the clean-up delete is a silent no-op for this
+    key. The object is journaled; a retry to the same path would get 409, a unique path works;
+    a sweep with a key that may delete removes the orphan."""
+    supabase_standin.drop("upload")
+    with pytest.raises(StorageError, match="cannot reach Supabase Storage"):
+        insert_only_storage.put("team/1.jpg", JPEG, "image/jpeg")
+    assert supabase_standin.paths(BUCKET) == ["team/1.jpg"]
+    (entry,) = cleanup_journal.pending()
+    assert (entry.path, entry.kind, entry.location) == ("team/1.jpg", "delete", insert_only_storage.location)
+    assert "may not delete" in entry.reason
+    with pytest.raises(ObjectExists):
+        insert_only_storage.put("team/1.jpg", JPEG, "image/jpeg")
+    insert_only_storage.put(unique_path("team/1", "jpg"), JPEG, "image/jpeg")
+
+    still = sweep(insert_only_storage)        # the same key: refused again, kept for later
+    assert still.deleted == () and [e.path for e in still.left] == ["team/1.jpg"]
+    done = sweep(supabase_storage)            # the service-role key (same bucket, same journal)
+    assert done.deleted == ("team/1.jpg",) and done.left == ()
+    assert "team/1.jpg" not in supabase_standin.paths(BUCKET)
+    assert cleanup_journal.pending() == [] and not cleanup_journal.path.exists()
+
+
+# -- cleanup journal -----------------------------------------------------------------------------
+
+def test_journal_survives_a_torn_line_and_keeps_other_storages_entries(tmp_path):
+    journal = CleanupJournal(tmp_path / JOURNAL_NAME)
+    a = journal.add("local:/a", "x.jpg", "delete", reason="test")
+    journal.add("local:/b", "y.jpg", "delete")
+    with open(journal.path, "a") as f:
+        f.write('{"id": "torn", "at": 1')   # a crash in the middle of a write
+    assert [e.path for e in journal.pending("local:/a")] == ["x.jpg"]
+    journal.resolve(a)
+    journal.compact()
+    assert [e.path for e in journal.pending()] == ["y.jpg"]
+
+
+def test_unconfirmed_entries_wait_for_the_grace_period_and_ask_who_names_them(tmp_path):
+    storage = LocalStorage(tmp_path / "images", journal=CleanupJournal(tmp_path / JOURNAL_NAME))
+    for name, tag in (("named.jpg", "reference"), ("orphan.jpg", "reference"), ("other.jpg", "result")):
+        storage.put(f"team/{name}", JPEG, "image/jpeg")
+        storage.journal.add(storage.location, f"team/{name}", "unconfirmed", tag=tag)
+    is_named = {"reference": lambda path: path == "team/named.jpg"}
+    early = sweep(storage, is_named=is_named)
+    assert early.deleted == () and len(early.left) == 3
+    report = sweep(storage, is_named=is_named, grace_s=0)
+    assert report.deleted == ("team/orphan.jpg",) and report.kept == ("team/named.jpg",)
+    assert [e.tag for e in report.left] == ["result"]        # no predicate for its tag: left alone
+    assert _files_under(tmp_path / "images") == ["team/named.jpg", "team/other.jpg"]
+
+
+def test_local_delete_failure_is_journaled(tmp_path, monkeypatch):
+    storage = LocalStorage(tmp_path / "images", journal=CleanupJournal(tmp_path / JOURNAL_NAME))
+    storage.put("team/a.jpg", JPEG, "image/jpeg")
+
+    def busy(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("pathlib.Path.unlink", busy)
+    with pytest.raises(StorageError, match="Permission denied.*recorded in .*reference cleanup"):
+        storage.delete("team/a.jpg")
+    monkeypatch.undo()
+    assert [e.path for e in storage.journal.pending(storage.location)] == ["team/a.jpg"]
+    assert sweep(storage).deleted == ("team/a.jpg",)
+
+
+# -- masking -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("setup", ["wrong key", "no permission", "missing bucket", "server error"])
+def test_an_echoed_key_never_appears_in_a_message(supabase_standin, setup):
+    """The server may repeat the Authorization/apikey headers in its error text; our messages
+    (and the JWT's payload and signature on their own) must never show them."""
+    supabase_standin.echo_credentials = True
+    key = {"wrong key": supabase_standin.make_key("service_role", secret=b"elsewhere"),
+           "no permission": supabase_standin.make_key("authenticated"),
+           "missing bucket": supabase_standin.key,
+           "server error": supabase_standin.key}[setup]
+    if setup == "no permission":
+        supabase_standin.add_bucket(BUCKET, public=True)
+    if setup == "server error":
+        supabase_standin.add_bucket(BUCKET, public=True)
+        supabase_standin.fail("upload", "500")
+    with SupabaseStorage(supabase_standin.url, key, BUCKET, create_bucket=setup != "missing bucket") as storage:
+        with pytest.raises(StorageError) as info:
+            storage.put("team/1.jpg", JPEG, "image/jpeg")
+    text = str(info.value)
+    if setup != "missing bucket":
+        assert "authorization: Bearer ***" in text       # the echo happened, and was masked
+    _assert_no_part_of(key, text)
+
+
+def test_mask_secret_hides_the_key_and_its_pieces():
+    key = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+    text = f"bad {key} / payload {key.split('.')[1]} / sig {key.split('.')[2]}"
+    masked = mask_secret(text, key)
+    _assert_no_part_of(key, masked)
+    assert masked.startswith("bad ***")
