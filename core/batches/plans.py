@@ -1,6 +1,6 @@
 """Batch plans: what a batch will send, its size and cost, before anything is written or sent.
 
-A plan file (JSON, see docs/batch.md):
+A plan file (JSON; the README's "Batch plans" section says the same for users):
 
     {"name": "...", "references": ["photos/face.jpg", "<reference id>"],
      "options": {"subject": ["Woman"], "pose": ["Standing", "Walking"], ...},
@@ -65,7 +65,7 @@ MAX_DEPTH = 32                        # a plan is 5 levels deep; a LoRA sweep 6
 MAX_TEXT = 4096                       # characters of one text value (a signed LoRA URL fits)
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024  # the upload limit's default; add_reference applies the setting
 _PENDING = "reference://pending-"
-_GROUP_PARAMS = ("prompt", "seed", "image_size", "image_urls", "image_url")
+_GROUP_PARAMS = contenders_mod.GROUP_FIELDS  # set by the plan for every contender of a group
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")

@@ -15,6 +15,7 @@ from core.catalog import contenders, registry
 from core import store
 from core.errors import PlanError
 from core.store.blobs import open_storage
+from core.catalog.payloads import canonical_json
 
 SCHNELL = "fal-ai/flux/schnell"
 EDIT = "fal-ai/flux-2/lora/edit"
@@ -435,3 +436,38 @@ def test_a_reference_that_is_a_device_or_too_large_is_refused_without_reading_it
     with pytest.raises(PlanError, match=r"is 6\.0 GB, over the 20\.0 MB limit"):
         plans.make_plan(_spec(references=["huge.jpg"]), db=d, storage=storage, base_dir=tmp)
     _nothing_written(d, tmp / "data" / "images")
+
+
+def test_the_fal_standin_receives_exactly_the_planned_sweep_bodies(fal_standin, tmp_path):
+    """The README example, recorded and run by the real runner over HTTP: fal gets 10 bodies,
+    the planned ones (the reference token replaced by the photo), none with a key fal ignores."""
+    from core.batches import runner
+    from core.config import load_settings
+
+    settings = load_settings()
+    settings.ensure_dirs()
+    d = dbmod.connect(settings.db_path)
+    (tmp_path / "face.jpg").write_bytes(_jpeg())
+    try:
+        plan = plans.make_plan(_example(), db=d, storage=open_storage(settings), base_dir=tmp_path)
+        batch = store.create_batch(d, plan, dry_run=settings.dry_run)
+        report = runner.run_batch(batch.id, settings=settings, concurrency=4)
+        assert report.finished and {r.status for r in store.batch_requests(d, batch.id)} == {"completed"}
+    finally:
+        d.close()
+    received = list(fal_standin.received)
+    assert len(received) == 10 and fal_standin.submissions == 10
+    assert all(not r["dropped_keys"] for r in received)
+
+    def comparable(endpoint, body):
+        body = dict(body)
+        if "image_urls" in body:
+            assert all(u.startswith(("reference://", "data:image/")) for u in body["image_urls"])
+            body["image_urls"] = len(body["image_urls"])
+        return endpoint, canonical_json(body)
+
+    sent = sorted(comparable(r["endpoint"], r["body"]) for r in received)
+    planned = sorted(comparable(r.endpoint, r.payload) for r in plan.requests)
+    assert sent == planned
+    for r in received:
+        registry.validate_payload(r["endpoint"], r["body"])
