@@ -1,7 +1,7 @@
 """How many blind votes does a correct order of 5 contenders need: pairs chosen where the outcome
 is most uncertain (core.evaluation.pairing) against pairs shown at random.
 
-    .venv/bin/python -m tests.bench.sim_pairs [--seeds 200] [--horizon 400] [--gap 0.5] [--ties 0.2]
+    .venv/bin/python -m tests.bench.sim_pairs [--seeds 200] [--horizon 1000] [--gap 0.5] [--ties 0.2]
 
 The world: 5 contenders with known Bradley-Terry strengths, log-strengths `gap` apart (adjacent
 contenders: the better one wins with p = 1 / (1 + e^-gap), 0.62 at gap 0.5). A share `ties` of
@@ -12,7 +12,9 @@ is fitted on all votes so far.
 
 Votes needed = the first vote count from which the fitted order equals the true order and stays
 equal up to the horizon; a run that is not settled by then counts as "more than the horizon".
-Prints median and p90 of votes needed per strategy over the seeds.
+Prints median and p90 of votes needed per strategy over the seeds. Measured with the defaults
+(200 seeds, horizon 1000; about 3 CPU minutes): active median 115, p90 235 votes; random pairs
+median 200, p90 464; no run unsettled.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def true_strengths(gap: float, contenders: Sequence[str] = CONTENDERS) -> dict[s
     return {c: math.exp(gap * i) for i, c in enumerate(contenders)}
 
 
-def simulate(strategy: str, seed: int, *, gap: float = 0.5, ties: float = 0.2, horizon: int = 400,
+def simulate(strategy: str, seed: int, *, gap: float = 0.5, ties: float = 0.2, horizon: int = 1000,
              contenders: Sequence[str] = CONTENDERS) -> Result:
     """One run: `horizon` votes chosen by `strategy`; when the fitted order became right for good."""
     if strategy not in STRATEGIES:
@@ -95,7 +97,7 @@ def simulate(strategy: str, seed: int, *, gap: float = 0.5, ties: float = 0.2, h
     return Result(strategy, seed, settled_at)
 
 
-def run(seeds: int, *, gap: float = 0.5, ties: float = 0.2, horizon: int = 400) -> dict[str, list[Result]]:
+def run(seeds: int, *, gap: float = 0.5, ties: float = 0.2, horizon: int = 1000) -> dict[str, list[Result]]:
     return {s: [simulate(s, seed, gap=gap, ties=ties, horizon=horizon) for seed in range(seeds)]
             for s in STRATEGIES}
 
@@ -115,7 +117,7 @@ def _show(value: float, horizon: int) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=200)
-    parser.add_argument("--horizon", type=int, default=400)
+    parser.add_argument("--horizon", type=int, default=1000)
     parser.add_argument("--gap", type=float, default=0.5, help="log-strength gap between neighbours")
     parser.add_argument("--ties", type=float, default=0.2, help="share of tie verdicts")
     args = parser.parse_args(argv)
