@@ -13,8 +13,8 @@ is fitted on all votes so far.
 Votes needed = the first vote count from which the fitted order equals the true order and stays
 equal up to the horizon; a run that is not settled by then counts as "more than the horizon".
 Prints median and p90 of votes needed per strategy over the seeds. Measured with the defaults
-(200 seeds, horizon 1000; 9 minutes on a busy shared 2-core machine): active median 115, p90 235 votes; random pairs
-median 200, p90 464; no run unsettled.
+(200 seeds, horizon 1000; 9 minutes on a busy shared 2-core machine): active median 115, p90 235
+votes; random pairs median 200, p90 464; no run unsettled.
 """
 from __future__ import annotations
 
