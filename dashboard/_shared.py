@@ -183,7 +183,7 @@ def seconds(value: float | None) -> str:
 def _plan(spec_json: str, db_path: str, backend: str, _records, _storage):
     from core.batches import plans
 
-    return plans.make_plan(json.loads(spec_json), st=_records, storage=_storage)
+    return plans.make_plan(json.loads(spec_json), store=_records, storage=_storage)
 
 
 def plan(spec: dict):

@@ -58,7 +58,7 @@ def completed_batch(name: str = "review", *, models=(SCHNELL, EDIT), options=Non
         ref = references.add_reference(st, storage, png("red", (320, 320)), role="face",
                                        filename="face.png", settings=s)
         spec["references"] = [ref.id]
-    batch = st.create_batch(plans.make_plan(spec, st=st), dry_run=False)
+    batch = st.create_batch(plans.make_plan(spec, store=st), dry_run=False)
     by_group: dict[str, dict[str, store.RequestRecord]] = {}
     seen: dict[str, int] = {}
     for i, rec in enumerate(st.batch_requests(batch.id)):

@@ -34,7 +34,7 @@ def test_key_and_data_uris_never_reach_the_database_or_the_export(fal_standin, t
     (tmp_path / "face.jpg").write_bytes(_photo())
     spec = {"name": "leaks", "references": ["face.jpg"], "options": {"pose": ["Standing", "Walking"]},
             "models": ["fal-ai/flux/schnell", "fal-ai/flux-2/lora/edit"], "seeds": [7]}
-    plan = plans.make_plan(spec, st=d, storage=open_storage(settings), base_dir=tmp_path)
+    plan = plans.make_plan(spec, store=d, storage=open_storage(settings), base_dir=tmp_path)
     batch = d.create_batch(plan, dry_run=settings.dry_run)
     echoed = "data:image/jpeg;base64," + base64.b64encode(_photo()).decode()
     fal_standin.inject("submit", "422", times=1, detail=f"could not read image_urls[0]: {echoed}")

@@ -79,14 +79,15 @@ def _make_plan(path: Path, store: Any, settings: Any, *, upload: bool) -> Any:
         from core.store.blobs import open_storage
 
         storage = open_storage(settings)
-    return make_plan(spec, st=store, storage=storage, base_dir=path.parent, upload=upload)
+    return make_plan(spec, store=store, storage=storage, base_dir=path.parent, upload=upload,
+                     max_reference_bytes=settings.max_upload_bytes)
 
 
 def _describe(plan: Any) -> str:
-    models = ", ".join(f"{m} ${c:.3f}" for m, c in plan.cost_by_model().items())
-    return (f"{plan.request_count} requests = {len(plan.groups) // len(plan.seeds)} variants x "
-            f"{len(plan.seeds)} seeds x {len(plan.models)} models; estimated ${plan.estimated_cost:.3f} "
-            f"({models})")
+    """The plan's one-line size and cost, then one line per contender (its label, requests, cost)."""
+    lines = [plan.summary()]
+    lines += [f"  {line.label}: {line.requests} requests, ${line.estimated_cost:.3f}" for line in plan.contender_lines()]
+    return "\n".join(lines)
 
 
 def _plan(args: argparse.Namespace) -> int:

@@ -100,6 +100,7 @@ class Storage(Protocol):
     def try_delete(self, path: str) -> bool: ...
     def exists(self, path: str) -> bool: ...
     def public_url(self, path: str) -> str | None: ...
+    def close(self) -> None: ...
 
 
 def open_storage(settings: Settings) -> Storage:
@@ -117,18 +118,6 @@ def unique_path(stem: str, ext: str) -> str:
     """`<stem>-<random>.<ext>`: a path no earlier write used, so a write never needs to overwrite
     (which a Supabase key without an UPDATE policy may not do)."""
     return f"{stem}-{secrets.token_hex(6)}.{ext.lstrip('.')}"
-
-
-def fal_image_url(storage: Storage, obj_or_path: StoredObject | str, content_type: str) -> str:
-    """What fal receives for a stored image: its public URL, else a data: URI of its bytes.
-
-    A data: URI is built here, at send time, and must never be stored or logged whole.
-    """
-    path = obj_or_path.path if isinstance(obj_or_path, StoredObject) else obj_or_path
-    url = storage.public_url(path)
-    if url:
-        return url
-    return f"data:{content_type};base64,{base64.b64encode(storage.get(path)).decode('ascii')}"
 
 
 def _check_path(path: str) -> str:
@@ -310,7 +299,7 @@ def _record(storage: Storage, path: str, reason: str) -> str | None:
 # -- local ---------------------------------------------------------------------------------------
 
 class LocalStorage:
-    """Files under `root` (normally `<data dir>/images`). Not reachable by fal: see fal_image_url."""
+    """Files under `root` (normally `<data dir>/images`). Not reachable by fal: see `core.photos.references.fal_url`."""
 
     backend = "local"
 
@@ -320,6 +309,9 @@ class LocalStorage:
 
     def __repr__(self) -> str:
         return f"LocalStorage({str(self.root)!r})"
+
+    def close(self) -> None:
+        """Nothing to release (the Supabase backend closes its HTTP client)."""
 
     @property
     def location(self) -> str:

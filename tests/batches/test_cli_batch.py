@@ -36,7 +36,7 @@ def test_batch_run_then_export(fal_standin, tmp_path):
     plan = _plan(tmp_path)
     done = _run("batch", "run", str(plan), "--concurrency", "2")
     assert done.returncode == 0, done.stderr
-    assert "4 requests = 2 variants x 1 seeds x 2 models" in done.stdout
+    assert "4 requests = 2 variants x 1 seed x 2 contenders" in done.stdout
     assert "finished: 4/4 done (completed 4)" in done.stdout and "DRY RUN" not in done.stdout
     assert fal_standin.submissions == 4
     d = open_store(load_settings().db_path)
@@ -74,7 +74,8 @@ def test_plan_shows_payloads_and_writes_nothing(tmp_path):
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert lines[0].startswith("plan 'cli': 4 requests")
-    payloads = [json.loads(x) for x in lines[1:]]
+    assert lines[1:3] == ["  FLUX.1 [schnell]: 2 requests, $0.006", "  FLUX.2 [dev]: 2 requests, $0.024"], lines
+    payloads = [json.loads(x) for x in lines[3:]]
     assert len(payloads) == 4 and {p["endpoint"] for p in payloads} == {SCHNELL, "fal-ai/flux-2"}
     assert all(p["payload"]["seed"] == 11 for p in payloads)
     d = open_store(load_settings().db_path)

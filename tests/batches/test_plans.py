@@ -11,10 +11,10 @@ from PIL import Image
 
 from core.store import open_store
 from core.batches import plans
-from core.catalog import registry
-from core import store
+from core.catalog import contenders, registry
 from core.errors import PlanError
 from core.store.blobs import open_storage
+from core.catalog.payloads import canonical_json
 
 SCHNELL = "fal-ai/flux/schnell"
 EDIT = "fal-ai/flux-2/lora/edit"
@@ -53,7 +53,7 @@ def _nothing_written(d, storage_root):
 
 def test_plan_counts_groups_and_payloads(env, settings):
     d, storage, tmp = env
-    plan = plans.make_plan(_spec(), st=d, storage=storage, base_dir=tmp)
+    plan = plans.make_plan(_spec(), store=d, storage=storage, base_dir=tmp)
     assert plan.final and plan.request_count == 2 * 2 * 2 * 2 and len(plan.groups) == 8
     (ref_id,) = plan.reference_ids
     by_group: dict[str, list] = {}
@@ -79,7 +79,7 @@ def test_plan_counts_groups_and_payloads(env, settings):
 
 def test_cost_is_the_sum_of_registry_estimates(env):
     d, storage, tmp = env
-    plan = plans.make_plan(_spec(), st=d, storage=storage, base_dir=tmp)
+    plan = plans.make_plan(_spec(), store=d, storage=storage, base_dir=tmp)
     expected = sum(registry.estimate_cost(r.endpoint, dict(r.payload),
                                           input_sizes=[(600, 800)] if r.endpoint == EDIT else None)
                    for r in plan.requests)
@@ -94,15 +94,15 @@ def test_cost_is_the_sum_of_registry_estimates(env):
 def test_file_references_are_uploaded_once_and_ids_accepted(env):
     d, storage, tmp = env
     (tmp / "same.jpg").write_bytes(_jpeg())
-    plan = plans.make_plan(_spec(references=["face.jpg", "same.jpg"]), st=d, storage=storage, base_dir=tmp)
+    plan = plans.make_plan(_spec(references=["face.jpg", "same.jpg"]), store=d, storage=storage, base_dir=tmp)
     assert len(plan.reference_ids) == 1 and d.db["reference_photos"].count == 1   # deduplicated
-    again = plans.make_plan(_spec(references=[plan.reference_ids[0]]), st=d, storage=storage, base_dir=tmp)
+    again = plans.make_plan(_spec(references=[plan.reference_ids[0]]), store=d, storage=storage, base_dir=tmp)
     assert again.reference_ids == plan.reference_ids and d.db["reference_photos"].count == 1
 
 
 def test_preview_uploads_nothing(env):
     d, storage, tmp = env
-    plan = plans.make_plan(_spec(), st=d, storage=storage, base_dir=tmp, upload=False)
+    plan = plans.make_plan(_spec(), store=d, storage=storage, base_dir=tmp, upload=False)
     assert not plan.final and plan.request_count == 16
     assert any(r.payload.get("image_urls") == ["reference://pending-0"] for r in plan.requests)
     _nothing_written(d, tmp / "data" / "images")
@@ -147,7 +147,7 @@ def test_bad_plans_name_the_field_and_write_nothing(env, over, field):
     d, storage, tmp = env
     (tmp / "notes.txt").write_text("not an image")
     with pytest.raises(PlanError) as e:
-        plans.make_plan(_spec(**over), st=d, storage=storage, base_dir=tmp)
+        plans.make_plan(_spec(**over), store=d, storage=storage, base_dir=tmp)
     assert field in str(e.value)
     _nothing_written(d, tmp / "data" / "images")
 
@@ -156,7 +156,7 @@ def test_a_bad_parameter_stops_the_plan_before_the_reference_is_uploaded(env, se
     """Every payload is validated before anything is written: the file reference stays on disk."""
     d, storage, tmp = env
     with pytest.raises(PlanError, match="num_inference_steps"):
-        plans.make_plan(_spec(params={EDIT: {"num_inference_steps": 500}}), st=d, storage=storage,
+        plans.make_plan(_spec(params={EDIT: {"num_inference_steps": 500}}), store=d, storage=storage,
                         base_dir=tmp)
     _nothing_written(d, settings.images_dir)
 
@@ -182,7 +182,7 @@ def test_too_large_a_plan_is_refused():
 
 def test_recorded_batch_keeps_the_plan_with_ids(env):
     d, storage, tmp = env
-    plan = plans.make_plan(_spec(), st=d, storage=storage, base_dir=tmp)
+    plan = plans.make_plan(_spec(), store=d, storage=storage, base_dir=tmp)
     batch = d.create_batch(plan, dry_run=True)
     assert batch.plan["references"] == list(plan.reference_ids)
     assert json.loads(batch.plan_json)["models"] == [SCHNELL, EDIT]
@@ -208,9 +208,266 @@ def test_a_model_without_image_size_is_flagged_before_sending(tmp_path):
     (tmp_path / "ref.jpg").write_bytes(buf.getvalue())
     spec = {"name": "w", "references": ["ref.jpg"], "options": {"aspect_ratio": ["9:16"]},
             "models": ["fal-ai/flux/schnell", "fal-ai/flux/dev/image-to-image"], "seeds": [1]}
-    plan = plans.make_plan(spec, st=d, storage=open_storage(settings), base_dir=tmp_path)
+    plan = plans.make_plan(spec, store=d, storage=open_storage(settings), base_dir=tmp_path)
     (warning,) = plan.warnings
     assert "fal-ai/flux/dev/image-to-image" in warning and "image_size" in warning
     spec["models"] = ["fal-ai/flux/schnell", "fal-ai/flux-2/lora/edit"]
-    assert plans.make_plan(spec, st=d, storage=open_storage(settings), base_dir=tmp_path).warnings == ()
+    assert plans.make_plan(spec, store=d, storage=open_storage(settings), base_dir=tmp_path).warnings == ()
     d.close()
+
+
+# ---------------------------------------------------------------------------- sweeps
+
+STUDIO = {"path": "https://example.com/loras/studio-style.safetensors", "scale": 0.8}
+
+
+def _example(**over):
+    """The README's example plan."""
+    spec = {"name": "steps and LoRA", "references": ["face.jpg"],
+            "options": {"subject": ["Woman model"], "pose": ["Standing", "Walking"], "aspect_ratio": ["3:4"]},
+            "models": [SCHNELL, EDIT],
+            "params": {EDIT: {"guidance_scale": 3.5}},
+            "sweep": {EDIT: {"num_inference_steps": [7, 28], "loras": [[], [STUDIO]]}},
+            "seeds": [11]}
+    spec.update(over)
+    return spec
+
+
+def test_the_readme_sweep_makes_ten_requests_in_two_groups_of_five_contenders(env):
+    d, storage, tmp = env
+    plan = plans.make_plan(_example(), store=d, storage=storage, base_dir=tmp)
+    assert plan.request_count == 10 and len(plan.groups) == 2 and len(plan.contenders) == 5
+    assert plan.summary().startswith("10 requests = 2 variants x 1 seed x 5 contenders")
+    assert [line.label for line in plan.contender_lines()] == [
+        "FLUX.1 [schnell]",
+        "FLUX.2 [dev] LoRA edit · 7 steps · no LoRA",
+        "FLUX.2 [dev] LoRA edit · 7 steps · studio-style 0.8",
+        "FLUX.2 [dev] LoRA edit · 28 steps · no LoRA",
+        "FLUX.2 [dev] LoRA edit · 28 steps · studio-style 0.8",
+    ]
+    assert all(line.requests == 2 for line in plan.contender_lines())
+    assert sum(line.estimated_cost for line in plan.contender_lines()) == pytest.approx(plan.estimated_cost)
+    edit = [dict(r.payload) for r in plan.requests if r.endpoint == EDIT]
+    settings = sorted((b["num_inference_steps"], json.dumps(b["loras"])) for b in edit)
+    assert settings == sorted([(7, "[]"), (7, json.dumps([STUDIO])), (28, "[]"), (28, json.dumps([STUDIO]))] * 2)
+    assert all(b["guidance_scale"] == 3.5 for b in edit)
+    schnell = [dict(r.payload) for r in plan.requests if r.endpoint == SCHNELL]
+    assert len(schnell) == 2 and all("loras" not in b for b in schnell)
+    assert {r.payload["image_size"] for r in plan.requests} == {"portrait_4_3"}  # one size for all
+    for r in plan.requests:
+        registry.validate_payload(r.endpoint, dict(r.payload))
+        # the planned request carries its contender, the one its stored body gives back
+        assert r.contender == contenders.from_request(r.endpoint, dict(r.payload))
+    for g in plan.groups:
+        assert sorted(r.contender.id for r in plan.requests if r.group_key == g.key) == \
+            sorted(c.id for c in plan.contenders)
+    assert plan.plan_json["sweep"] == {EDIT: {"num_inference_steps": [7, 28], "loras": [[], [STUDIO]]}}
+    assert [(a.parameter, a.labels) for a in plan.axes] == [
+        ("num_inference_steps", ("7 steps", "28 steps")), ("loras", ("no LoRA", "studio-style 0.8"))]
+
+
+def test_a_plan_without_sweep_stores_and_sends_what_it_did_before(env):
+    d, storage, tmp = env
+    plan = plans.make_plan(_spec(), store=d, storage=storage, base_dir=tmp)
+    assert "sweep" not in plan.plan_json and len(plan.contenders) == 2
+    assert [line.label for line in plan.contender_lines()] == ["FLUX.1 [schnell]", "FLUX.2 [dev] LoRA edit"]
+    assert plan.axes == ()
+
+
+def test_sweep_recorded_batch_keeps_every_planned_body(env):
+    d, storage, tmp = env
+    plan = plans.make_plan(_example(), store=d, storage=storage, base_dir=tmp)
+    batch = d.create_batch(plan, dry_run=True)
+    assert json.loads(batch.plan_json)["sweep"] == plan.plan_json["sweep"]
+    stored = sorted(r.payload_hash for r in d.batch_requests(batch.id))
+    assert stored == sorted(r.payload_hash for r in plan.requests) and len(set(stored)) == 10
+
+
+@pytest.mark.parametrize("sweep, expected", [
+    # a parameter the endpoint lacks: named with the endpoint and the value
+    ({EDIT: {"strength": [0.6, 0.7]}}, f"`sweep.{EDIT}.strength[0]` = 0.6 is refused for {EDIT}"),
+    ({EDIT: {"num_inference_steps": [7, 500]}}, f"`sweep.{EDIT}.num_inference_steps[1]` = 500"),
+    ({EDIT: {"num_inference_steps": [7, 500]}}, "out of range"),
+    ({EDIT: {"loras": [[], [STUDIO] * 4]}}, f"`sweep.{EDIT}.loras[1]`"),
+    ({EDIT: {"loras": [[{"path": "a", "scale": 9}]]}}, "`loras[0].scale` = 9 is out of range"),
+    ({EDIT: {"num_inference_steps": [7, 7]}}, "lists 7 twice"),
+    ({EDIT: {"num_inference_steps": []}}, "non-empty list"),
+    ({EDIT: {"num_inference_steps": 7}}, "non-empty list"),
+    ({EDIT: {}}, f"`sweep.{EDIT}` must be a non-empty object"),
+    ({EDIT: {"seed": [1, 2]}}, "set by the plan itself"),
+    ({EDIT: {"image_size": ["square"]}}, "set by the plan itself"),
+    ({EDIT: {"guidance_scale": [2.5, 3.5]}}, f"also fixed in `params.{EDIT}`"),
+    ({"fal-ai/flux-2": {"num_inference_steps": [7]}}, "`sweep.fal-ai/flux-2`: fal-ai/flux-2 is not in `models`"),
+    ([1], "`sweep` must be an object"),
+    # 28 is the default: null (the default) and 28 make one contender twice
+    ({EDIT: {"num_inference_steps": [None, 28]}}, "same contender twice"),
+])
+def test_bad_sweeps_are_refused_naming_endpoint_parameter_and_value(env, sweep, expected):
+    d, storage, tmp = env
+    with pytest.raises(PlanError) as e:
+        plans.make_plan(_example(sweep=sweep), store=d, storage=storage, base_dir=tmp)
+    assert expected in str(e.value)
+    _nothing_written(d, tmp / "data" / "images")
+
+
+def test_a_swept_parameter_of_another_endpoint_is_checked_against_that_endpoint(env):
+    """fal-ai/flux/dev/image-to-image has `strength`; the same sweep on FLUX.2 is refused above."""
+    d, storage, tmp = env
+    i2i = "fal-ai/flux/dev/image-to-image"
+    plan = plans.make_plan(_example(models=[i2i], params={}, sweep={i2i: {"strength": [0.6, 0.7]}}),
+                           store=d, storage=storage, base_dir=tmp, upload=False)
+    assert [line.label for line in plan.contender_lines()] == [
+        "FLUX.1 [dev] image-to-image · strength 0.6", "FLUX.1 [dev] image-to-image · strength 0.7"]
+
+
+def test_sweep_sizes_are_checked_before_any_combination_is_built():
+    """4 options x 64 values = 16.7M variants: refused at once, from the counts alone."""
+    import time
+    import tracemalloc
+
+    options = {k: [f"{k} {i}" for i in range(64)] for k in ("subject", "pose", "style", "lighting")}
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(PlanError, match=r"16,777,216 requests \(16,777,216 variants x 1 seed x 1 contender\)"):
+        plans.make_plan({"name": "huge", "models": [SCHNELL], "seeds": [1], "options": options})
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert time.perf_counter() - started < 1.0 and peak < 5 * 2**20
+    sweep = {SCHNELL: {"num_inference_steps": list(range(1, 13)), "guidance_scale": list(range(1, 21)),
+                       "num_images": [1, 2, 3, 4], "output_format": ["jpeg", "png"],
+                       "acceleration": ["none", "regular", "high"], "enable_safety_checker": [True, False]}}
+    with pytest.raises(PlanError, match=r"11,520 contenders\), over the limit"):
+        plans.make_plan({"name": "wide", "models": [SCHNELL], "seeds": [1], "sweep": sweep})
+
+
+def test_sweeps_multiply_with_seeds_and_variants():
+    plan = plans.make_plan({"name": "t2i", "models": [SCHNELL, "fal-ai/flux-2"], "seeds": [1, 2, 3],
+                            "options": {"pose": ["Standing", "Walking"]},
+                            "sweep": {SCHNELL: {"num_inference_steps": [2, 4, 8]}}})
+    assert len(plan.contenders) == 4 and plan.request_count == 2 * 3 * 4 and len(plan.groups) == 6
+    assert sorted({r.payload.get("num_inference_steps") for r in plan.requests if r.endpoint == SCHNELL}) == [2, 4, 8]
+
+
+# ---------------------------------------------------------------------------- plan input
+
+
+def _load(tmp_path, content: bytes | str):
+    path = tmp_path / "plan.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return plans.load_plan_file(path)
+
+
+def _one_line(e: pytest.ExceptionInfo) -> str:
+    text = str(e.value)
+    assert "\n" not in text and "Traceback" not in text
+    return text
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b'{"name": "caf\xe9"}', "is not UTF-8 text (byte 0xe9 at offset"),
+    ("[" * 200_000 + "]" * 200_000, "nests JSON 200000 levels deep"),
+    ('{"name": "x", "params": ' + '{"a": ' * 40 + "1" + "}" * 40 + "}", "levels deep"),
+    ('{"name": "\\ud800"}', "`name` holds a lone surrogate (\\ud800"),
+    ('{"name": "x", "options": {"extra": ["' + "a" * 5000 + '"]}}', "`options.extra[0]` is 5000 characters long"),
+    ('{"name": "x", "params": {"e": {"guidance_scale": NaN}}}', "`params.e.guidance_scale` is NaN, not a number"),
+    ('{"name": "x", "seeds": [Infinity]}', "`seeds[0]` is Infinity, not a number"),
+    ('{"name": "x", "seeds": [-Infinity]}', "`seeds[0]` is -Infinity"),
+    ('{"name": "x", "params": {"e": {"guidance_scale": 1e999}}}', "`params.e.guidance_scale` is Infinity"),
+    ('{"name": "a", "name": "b"}', "the key 'name' is given twice"),
+    ("{not json", "is not valid JSON"),
+    ("[]", "must hold a JSON object"),
+])
+def test_bad_plan_files_get_one_clear_line(tmp_path, content, expected):
+    with pytest.raises(PlanError) as e:
+        _load(tmp_path, content)
+    assert expected in _one_line(e)
+
+
+def test_brackets_inside_texts_do_not_count_as_nesting(tmp_path):
+    spec = _load(tmp_path, json.dumps({"name": "[[[[" * 100 + '"\\"{{', "models": [SCHNELL]}))
+    assert spec["name"].startswith("[[[[")
+    assert _load(tmp_path, b'\xef\xbb\xbf{"name": "bom"}') == {"name": "bom"}  # a BOM is fine
+
+
+def test_plan_files_that_are_not_regular_files_or_too_large_are_refused(tmp_path):
+    import os
+
+    with pytest.raises(PlanError, match="not a regular file") as e:
+        plans.load_plan_file(tmp_path)
+    _one_line(e)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(PlanError, match="not a regular file"):  # returns at once, no writer needed
+        plans.load_plan_file(fifo)
+    with pytest.raises(PlanError, match="not a regular file"):
+        plans.load_plan_file("/dev/zero")
+    big = tmp_path / "big.json"
+    with big.open("wb") as f:  # sparse: 6 GB on paper, nothing on disk
+        f.truncate(6 * 2**30)
+    with pytest.raises(PlanError, match=r"is 6\.0 GB, over the 1\.0 MB limit"):
+        plans.load_plan_file(big)
+
+
+def test_nan_and_friends_in_a_spec_dict_are_refused_before_anything_is_built():
+    """The Generate page hands make_plan a dict: float('nan') never reaches a stored body."""
+    base = {"name": "x", "models": [SCHNELL], "seeds": [1]}
+    cases = [
+        ({"params": {SCHNELL: {"guidance_scale": float("nan")}}}, f"`params.{SCHNELL}.guidance_scale` is NaN"),
+        ({"sweep": {SCHNELL: {"guidance_scale": [3.5, float("inf")]}}}, "guidance_scale[1]` is Infinity"),
+        ({"name": "\udcff"}, "`name` holds a lone surrogate"),
+        ({"options": {"extra": "x" * 5000}}, "`options.extra` is 5000 characters long"),
+        ({"params": {SCHNELL: {1: 2}}}, "has a key 1 that is not text"),
+        ({"params": {SCHNELL: {"guidance_scale": object()}}}, "is a object, not a JSON value"),
+    ]
+    for over, expected in cases:
+        with pytest.raises(PlanError) as e:
+            plans.make_plan({**base, **over})
+        assert expected in _one_line(e), over
+
+
+def test_a_reference_that_is_a_device_or_too_large_is_refused_without_reading_it(env, tmp_path):
+    d, storage, tmp = env
+    with pytest.raises(PlanError, match=r"`references\[0\]` \(/dev/zero\) is not a regular file"):
+        plans.make_plan(_spec(references=["/dev/zero"]), store=d, storage=storage, base_dir=tmp)
+    big = tmp / "huge.jpg"
+    with big.open("wb") as f:
+        f.truncate(6 * 2**30)
+    with pytest.raises(PlanError, match=r"is 6\.0 GB, over the 20\.0 MB limit"):
+        plans.make_plan(_spec(references=["huge.jpg"]), store=d, storage=storage, base_dir=tmp)
+    _nothing_written(d, tmp / "data" / "images")
+
+
+def test_the_fal_standin_receives_exactly_the_planned_sweep_bodies(fal_standin, tmp_path):
+    """The README example, recorded and run by the real runner over HTTP: fal gets 10 bodies,
+    the planned ones (the reference token replaced by the photo), none with a key fal ignores."""
+    from core.batches import schedule
+    from core.store import open_store
+    from core.config import load_settings
+
+    settings = load_settings()
+    settings.ensure_dirs()
+    d = open_store(settings.db_path)
+    (tmp_path / "face.jpg").write_bytes(_jpeg())
+    try:
+        plan = plans.make_plan(_example(), store=d, storage=open_storage(settings), base_dir=tmp_path)
+        batch = d.create_batch(plan, dry_run=settings.dry_run)
+        report = schedule.run_batch(batch.id, settings=settings, concurrency=4)
+        assert report.finished and {r.status for r in d.batch_requests(batch.id)} == {"completed"}
+    finally:
+        d.close()
+    received = list(fal_standin.received)
+    assert len(received) == 10 and fal_standin.submissions == 10
+    assert all(not r["dropped_keys"] for r in received)
+
+    def comparable(endpoint, body):
+        body = dict(body)
+        if "image_urls" in body:
+            assert all(u.startswith(("reference://", "data:image/")) for u in body["image_urls"])
+            body["image_urls"] = len(body["image_urls"])
+        return endpoint, canonical_json(body)
+
+    sent = sorted(comparable(r["endpoint"], r["body"]) for r in received)
+    planned = sorted(comparable(r.endpoint, r.payload) for r in plan.requests)
+    assert sent == planned
+    for r in received:
+        registry.validate_payload(r["endpoint"], r["body"])

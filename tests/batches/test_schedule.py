@@ -47,7 +47,7 @@ def live(fal_standin, tmp_path):
                 "seeds": list(seeds), **extra}
         if any(m == EDIT for m in models):
             spec.setdefault("references", ["face.jpg"])
-        plan = plans.make_plan(spec, st=d, storage=open_storage(settings), base_dir=tmp_path)
+        plan = plans.make_plan(spec, store=d, storage=open_storage(settings), base_dir=tmp_path)
         return d.create_batch(plan, dry_run=settings.dry_run)
 
     yield settings, d, make_batch

@@ -59,7 +59,7 @@ def bench_measure(images: int) -> None:
                                    settings=settings)
     plan = plans.make_plan({"name": "bench", "references": [ref.id],
                             "models": ["fal-ai/flux/schnell", "fal-ai/flux-2/lora/edit"],
-                            "seeds": list(range(1, images // 2 + 1))}, st=st)
+                            "seeds": list(range(1, images // 2 + 1))}, store=st)
     batch = st.create_batch(plan, dry_run=False)
     for i, rec in enumerate(st.batch_requests(batch.id)):
         body = _jpeg(output.rotate(i))

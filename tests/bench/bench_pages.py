@@ -60,7 +60,7 @@ def _fill(data_dir: Path, rows: int, big_batch: int) -> None:
                     "pose": ["Standing", "Walking", "Sitting", "Arms crossed", "Full-body",
                              "Looking away", "Hands in pockets", "Close-up portrait", "Candid laughing",
                              "Over-the-shoulder look"]},
-        "models": list(registry.DEFAULT_MODELS), "seeds": list(range(seeds))}, st=d, storage=storage)
+        "models": list(registry.DEFAULT_MODELS), "seeds": list(range(seeds))}, store=d, storage=storage)
     batch = d.create_batch(plan, dry_run=False)
     # completed, with one real image each: bulk SQL, the runner's per-row updates would take minutes
     image = _jpeg((90, 140, 200))

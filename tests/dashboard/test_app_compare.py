@@ -19,7 +19,7 @@ def _completed_batch(name="look", subjects=("Woman", "Man")):
     ref = add_reference("red")
     conn = records()
     plan = plans.make_plan({"name": name, "references": [ref.id], "options": {"subject": list(subjects)},
-                            "models": [SCHNELL, EDIT], "seeds": [1]}, st=conn)
+                            "models": [SCHNELL, EDIT], "seeds": [1]}, store=conn)
     batch = conn.create_batch(plan, dry_run=False)
     storage = open_storage(load_settings())
     for i, r in enumerate(conn.batch_requests(batch.id)):

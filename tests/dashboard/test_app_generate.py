@@ -45,7 +45,7 @@ def test_plan_shows_count_cost_and_exact_payloads_before_running():
     assert not texts(at.error), texts(at.error)
     expected = plans.make_plan({"name": "x", "references": [ref.id],
                                 "options": {"subject": ["Woman", "Robot made of chrome"]},
-                                "models": [SCHNELL, EDIT], "seeds": [1, 2]}, st=records())
+                                "models": [SCHNELL, EDIT], "seeds": [1, 2]}, store=records())
     assert _metric(at, "Requests") == "8"
     assert _metric(at, "Groups (variant x seed)") == "4"
     assert _metric(at, "Estimated cost") == f"${expected.estimated_cost:.3f}"

@@ -55,7 +55,7 @@ def _batch(st, storage, settings, *, aspect="1:1", subjects=("Woman",), seeds=(1
                                    settings=settings)
     plan = plans.make_plan({"name": "fid", "references": [ref.id], "models": [SCHNELL, EDIT],
                             "options": {"subject": list(subjects), "aspect_ratio": [aspect]},
-                            "seeds": list(seeds)}, st=st)
+                            "seeds": list(seeds)}, store=st)
     return st.create_batch(plan, dry_run=False), ref
 
 

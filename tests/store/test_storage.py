@@ -3,7 +3,6 @@ stand-in over HTTP. What must hold: puts are all-or-nothing, nothing is replaced
 every failure is a StorageError subclass that says what to do and never shows the key."""
 from __future__ import annotations
 
-import base64
 import os
 
 import httpx
@@ -24,7 +23,6 @@ from core.store.blobs import (
     LocalStorage,
     Storage,
     SupabaseStorage,
-    fal_image_url,
     mask_secret,
     open_storage,
     sweep,
@@ -99,16 +97,6 @@ def test_paths_must_be_plain_relative(tmp_path, path):
     assert _files_under(tmp_path) == []
 
 
-def test_local_fal_url_is_data_uri_of_stored_bytes(tmp_path):
-    storage = LocalStorage(tmp_path)
-    obj = storage.put("team/a.jpg", JPEG, "image/jpeg")
-    for target in (obj, "team/a.jpg"):
-        url = fal_image_url(storage, target, "image/jpeg")
-        prefix = "data:image/jpeg;base64,"
-        assert url.startswith(prefix)
-        assert base64.b64decode(url[len(prefix):], validate=True) == JPEG
-
-
 def test_open_storage_is_local_without_supabase_settings(settings):
     storage = open_storage(settings)
     assert isinstance(storage, LocalStorage) and storage.root == settings.images_dir
@@ -157,7 +145,6 @@ def test_supabase_public_url_serves_the_bytes_without_auth(supabase_storage):
     assert response.status_code == 200
     assert response.content == JPEG
     assert response.headers["content-type"] == "image/jpeg"
-    assert fal_image_url(supabase_storage, obj, "image/jpeg") == obj.public_url
 
 
 def test_supabase_get_exists_delete(supabase_standin, supabase_storage):
