@@ -340,7 +340,7 @@ def _get_reference(st: Any, reference_id: str) -> Any:
     from core.photos import references
 
     try:
-        return references.get_reference(st, reference_id)
+        return st.get_reference(reference_id)
     except DashboardError:
         return None
 
@@ -360,7 +360,7 @@ def _upload(ref: _Ref, st: Any, storage: Any) -> str:
 def _payload_url(reference_id: str, st: Any, storage: Any) -> str:
     from core.photos import references
 
-    return references.payload_url(references.get_reference(st, reference_id))
+    return references.payload_url(st.get_reference(reference_id))
 
 
 # ---------------------------------------------------------------------------- building

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from core import store
 from core.config import REPO_ROOT, Settings, load_settings
-from core.store import Store, open_store
+from core.store import ACTIVE_STATUSES, RequestStatus, Store, open_store
 from core.errors import (
     BatchBusy,
     DashboardError,
@@ -198,7 +198,7 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
             batch = st.release_batch(batch_id)
         # a re-run added between the workers' last look and the release above would be refused
         # by a new runner (BatchBusy while we held the batch): take it ourselves
-        if stopped or batch.cancel_requested or not st.batch_requests(batch_id, ("planned",)):
+        if stopped or batch.cancel_requested or not st.batch_requests(batch_id, (RequestStatus.PLANNED,)):
             break
     if stopped:
         st.set_stop_reason(batch_id, stopped)
@@ -210,7 +210,7 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
 
 def _fail_unconfirmed(st: Store, batch_id: str) -> None:
     """Requests left `submitted` without a fal id by a runner that died inside the POST."""
-    for rec in st.batch_requests(batch_id, statuses=("submitted",)):
+    for rec in st.batch_requests(batch_id, statuses=(RequestStatus.SUBMITTED,)):
         if not rec.fal_request_id:
             st.mark_failed(rec.id, error_type="submit_unconfirmed",
                 error_message=("The runner stopped while this request was being submitted, before fal "
@@ -223,7 +223,7 @@ def _without_key(st: Store, batch: store.Batch) -> str | None:
     cancels what was never sent; jobs already at fal need the key to be followed or cancelled."""
     _fail_unconfirmed(st, batch.id)
     if batch.cancel_requested:
-        for rec in st.batch_requests(batch.id, statuses=("planned",)):
+        for rec in st.batch_requests(batch.id, statuses=(RequestStatus.PLANNED,)):
             st.mark_cancelled(rec.id, reason="batch cancelled before this request was sent")
         if st.batch_progress(batch.id).is_finished:
             return None
@@ -235,7 +235,7 @@ def _dry_run(st: Store, batch_id: str,
              on_progress: Callable[[store.BatchProgress], None] | None) -> str | None:
     from core.catalog import registry
 
-    for rec in st.batch_requests(batch_id, statuses=("planned",)):
+    for rec in st.batch_requests(batch_id, statuses=(RequestStatus.PLANNED,)):
         if st.get_batch(batch_id).cancel_requested:
             st.mark_cancelled(rec.id, reason="batch cancelled (dry run)")
             continue
@@ -245,7 +245,7 @@ def _dry_run(st: Store, batch_id: str,
             st.mark_failed(rec.id, error_type="validation", error_message="; ".join(e.messages))
             continue
         st.mark_dry_run(rec.id)
-    for rec in st.batch_requests(batch_id, statuses=("submitted", "queued", "running")):
+    for rec in st.batch_requests(batch_id, statuses=ACTIVE_STATUSES):
         # a dry-run batch never sends; anything in flight here was written by hand
         st.mark_failed(rec.id, error_type="dry_run", error_message="dry-run batch: not followed")
     if on_progress:
@@ -284,9 +284,9 @@ class _LiveRun:
     def run(self) -> str | None:
         st = self.st
         _fail_unconfirmed(st, self.batch_id)
-        for rec in st.batch_requests(self.batch_id, statuses=("submitted", "queued", "running")):
+        for rec in st.batch_requests(self.batch_id, statuses=ACTIVE_STATUSES):
             self.tasks.append(_Task(rec.id, follow=True))
-        for rec in st.batch_requests(self.batch_id, statuses=("planned",)):
+        for rec in st.batch_requests(self.batch_id, statuses=(RequestStatus.PLANNED,)):
             self.tasks.append(_Task(rec.id, record=rec))
         if not self.tasks:
             return None
@@ -372,7 +372,7 @@ class _LiveRun:
             if not self.tasks and not self.cancel.is_set():
                 # requests added while this runner works (a re-run from History lands in the
                 # batch whose runner may be alive) are picked up before the runner exits
-                for rec in st.batch_requests(self.batch_id, statuses=("planned",)):
+                for rec in st.batch_requests(self.batch_id, statuses=(RequestStatus.PLANNED,)):
                     if rec.id not in self._taken:
                         self.tasks.append(_Task(rec.id, record=rec))
             if not self.tasks:
@@ -429,7 +429,7 @@ class _LiveRun:
         # the row as loaded at start: only this runner writes it, and mark_submitted below only
         # moves a row that is still `planned`
         rec = task.record or st.get_request(task.request_id)
-        if rec.status != "planned":
+        if rec.status != RequestStatus.PLANNED:
             return
         body: dict[str, Any] = rec.payload
         if REFERENCE_SCHEME in rec.payload_json:
@@ -486,7 +486,7 @@ class _LiveRun:
         handle = handle_from_row(rec.endpoint, rec.fal_request_id, rec.status_url, rec.response_url,
                                  rec.cancel_url, queue_url=self.settings.fal_queue_url)
         self._follow(st, rec.id, handle, sent_at=None, queue_position=rec.queue_position,
-                     running=rec.status == "running")
+                     running=rec.status == RequestStatus.RUNNING)
 
     def _follow(self, st: Store, request_id: str, handle: QueueHandle, *,
                 sent_at: float | None, queue_position: int | None, running: bool = False) -> None:

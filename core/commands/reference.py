@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.store.db import REFERENCE_ROLES
+from core.store import REFERENCE_ROLES
 
 
 def register(subparsers: Any) -> None:
@@ -83,11 +83,11 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from core.photos.references import list_references, payload_url
+    from core.photos.references import payload_url
 
     _, st = _open_store()
     try:
-        refs = list_references(st, include_archived=args.all)
+        refs = st.list_references(include_archived=args.all)
     finally:
         st.close()
     for r in refs:
@@ -102,11 +102,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _archive(args: argparse.Namespace) -> int:
-    from core.photos.references import archive_reference
-
     _, st = _open_store()
     try:
-        archive_reference(st, args.reference_id)
+        st.archive_reference(args.reference_id)
     finally:
         st.close()
     print(f"archived {args.reference_id}")

@@ -1,5 +1,6 @@
-"""Reference photos: upload (checked, normalised, deduplicated), look up, archive, and the URL
-each one becomes in a stored payload and in what fal receives.
+"""Reference photos: upload (checked, normalised, deduplicated) and the URL each one becomes in a
+stored payload and in what fal receives. Rows are read, listed and archived through the Store
+(`st.get_reference`, `st.list_references`, `st.archive_reference`).
 
 Invariants:
 - A reference is a row in `reference_photos` plus one stored object at `<owner>/<id>.<ext>`
@@ -17,15 +18,15 @@ Invariants:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import logging
 import re
-import sqlite3
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.config import Settings, load_settings
-from core.store.db import REFERENCE_ROLES, new_id, now
+from core.store.db import new_id, now
+from core.store.values import REFERENCE_ROLES, Reference  # Reference: importable here too
 from core.errors import StorageError, StoreError, UploadRejected
 from core.photos.images import NormalisedImage, normalise_upload
 from core.catalog.payloads import REFERENCE_SCHEME, reference_token
@@ -35,30 +36,6 @@ if TYPE_CHECKING:
     from core.store import Store
 
 log = logging.getLogger(__name__)
-
-TABLE = "reference_photos"
-
-
-@dataclass(frozen=True)
-class Reference:
-    id: str
-    sha256: str
-    role: str
-    owner: str | None
-    original_name: str | None
-    content_type: str
-    width: int
-    height: int
-    size_bytes: int
-    storage_backend: str
-    storage_path: str
-    public_url: str | None
-    created_at: str
-    created_by: str | None
-    archived_at: str | None
-    # what happened on this upload: not part of the reference's identity
-    notes: tuple[str, ...] = field(default=(), compare=False)
-    existing: bool = field(default=False, compare=False)
 
 
 def add_reference(st: Store, storage: Storage, data: bytes, *, role: str = "other",
@@ -70,71 +47,35 @@ def add_reference(st: Store, storage: Storage, data: bytes, *, role: str = "othe
     settings = settings or load_settings()
     image = normalise_upload(data, filename=filename, max_bytes=settings.max_upload_bytes,
                              max_long_edge=settings.max_long_edge)
-    found = _row_by_sha(st, image.sha256)
+    found = st.reference_by_sha(image.sha256)
     if found is not None:
         return _reuse(st, storage, found, image)
 
     reference_id = new_id()
     path = f"{_slug(owner)}/{reference_id}.{image.ext}"
     stored = storage.put(path, image.data, image.content_type)
-    row = {
-        "id": reference_id, "sha256": image.sha256, "role": role, "owner": owner or "team",
-        "original_name": filename, "content_type": image.content_type, "width": image.width,
-        "height": image.height, "size_bytes": len(image.data), "storage_backend": storage.backend,
-        "storage_path": path, "public_url": stored.public_url, "created_at": now(),
-        "created_by": created_by, "archived_at": None,
-    }
+    ref = Reference(
+        id=reference_id, sha256=image.sha256, role=role, owner=owner or "team",
+        original_name=filename, content_type=image.content_type, width=image.width,
+        height=image.height, size_bytes=len(image.data), storage_backend=storage.backend,
+        storage_path=path, public_url=stored.public_url, created_at=now(),
+        created_by=created_by, archived_at=None)
     try:
-        st.db[TABLE].insert(row)
-    except sqlite3.IntegrityError:
+        written = st.insert_reference(ref)
+    except BaseException:
+        _discard(storage, path)
+        raise
+    if written is None:
         # another upload of the same photo won the race: keep its row, drop our copy
         _discard(storage, path)
-        winner = _row_by_sha(st, image.sha256)
+        winner = st.reference_by_sha(image.sha256)
         if winner is None:
-            raise StoreError(f"could not record reference photo {filename or ''} (constraint failed); "
-                             "nothing was kept, try again.") from None
-        return _from_row(winner, notes=image.notes, existing=True)
-    except BaseException as e:
-        _discard(storage, path)
-        if isinstance(e, sqlite3.Error):
-            raise StoreError(f"could not record reference photo {filename or ''} in the database "
-                             f"({e}); nothing was kept, try again.") from None
-        raise
+            raise StoreError(f"could not record reference photo {filename or ''}; nothing was kept, "
+                             "try again.")
+        return dataclasses.replace(winner, notes=image.notes, existing=True)
     log.info("stored reference %s (sha256 %s) at %s:%s", reference_id, image.sha256[:12],
              storage.backend, path)
-    return _from_row(row, notes=image.notes)
-
-
-def get_reference(st: Store, reference_id: str) -> Reference:
-    rows = list(st.db.query(f"select * from {TABLE} where id = ?", [reference_id]))
-    if not rows:
-        raise StoreError(f"no reference photo with id {reference_id!r}; "
-                         "`python -m core reference list --all` shows them.")
-    return _from_row(rows[0])
-
-
-def list_references(st: Store, *, include_archived: bool = False, limit: int | None = None,
-                    offset: int = 0) -> list[Reference]:
-    """Newest first."""
-    sql = f"select * from {TABLE}"
-    if not include_archived:
-        sql += " where archived_at is null"
-    sql += " order by created_at desc, id"
-    params: list[Any] = []
-    if limit is not None:
-        sql += " limit ? offset ?"
-        params += [limit, offset]
-    elif offset:
-        sql += " limit -1 offset ?"
-        params.append(offset)
-    return [_from_row(r) for r in st.db.query(sql, params)]
-
-
-def archive_reference(st: Store, reference_id: str) -> None:
-    """Hide a reference from the default list; payloads that name it still resolve."""
-    ref = get_reference(st, reference_id)
-    if ref.archived_at is None:
-        st.db.execute(f"update {TABLE} set archived_at = ? where id = ?", [now(), reference_id])
+    return dataclasses.replace(written, notes=image.notes)
 
 
 def payload_url(reference: Reference) -> str:
@@ -169,7 +110,7 @@ def resolve_payload(payload: dict, st: Store, storage: Storage) -> dict:
         if isinstance(obj, str) and obj.startswith(REFERENCE_SCHEME):
             reference_id = obj[len(REFERENCE_SCHEME):]
             if reference_id not in cache:
-                cache[reference_id] = fal_url(get_reference(st, reference_id), storage)
+                cache[reference_id] = fal_url(st.get_reference(reference_id), storage)
             return cache[reference_id]
         if isinstance(obj, dict):
             return {k: walk(v) for k, v in obj.items()}
@@ -182,28 +123,22 @@ def resolve_payload(payload: dict, st: Store, storage: Storage) -> dict:
 
 # -- helpers -------------------------------------------------------------------------------------
 
-def _row_by_sha(st: Store, sha256: str) -> dict | None:
-    rows = list(st.db.query(f"select * from {TABLE} where sha256 = ?", [sha256]))
-    return rows[0] if rows else None
-
-
-def _reuse(st: Store, storage: Storage, row: dict, image: NormalisedImage) -> Reference:
+def _reuse(st: Store, storage: Storage, found: Reference, image: NormalisedImage) -> Reference:
     notes = list(image.notes)
     updates: dict[str, Any] = {}
-    if row["archived_at"] is not None:
+    if found.archived_at is not None:
         updates["archived_at"] = None
         notes.append("was archived: restored")
-    moved = row["storage_backend"] != storage.backend
-    if moved or not storage.exists(row["storage_path"]):
-        path = f"{_slug(row['owner'] or 'team')}/{row['id']}.{image.ext}"
+    moved = found.storage_backend != storage.backend
+    if moved or not storage.exists(found.storage_path):
+        path = f"{_slug(found.owner or 'team')}/{found.id}.{image.ext}"
         stored = storage.put(path, image.data, image.content_type, overwrite=not moved)
         updates.update(storage_backend=storage.backend, storage_path=path, public_url=stored.public_url)
-        notes.append(f"moved from {row['storage_backend']} to {storage.backend} storage" if moved
+        notes.append(f"moved from {found.storage_backend} to {storage.backend} storage" if moved
                      else "stored file was missing: stored again")
     if updates:
-        st.db[TABLE].update(row["id"], updates)
-        row = {**row, **updates}
-    return _from_row(row, notes=tuple(notes), existing=True)
+        found = st.update_reference(found.id, **updates)
+    return dataclasses.replace(found, notes=tuple(notes), existing=True)
 
 
 def _discard(storage: Storage, path: str) -> None:
@@ -216,13 +151,3 @@ def _discard(storage: Storage, path: str) -> None:
 def _slug(owner: str | None) -> str:
     slug = re.sub(r"[^a-z0-9_-]+", "-", (owner or "").lower()).strip("-")[:64]
     return slug or "team"
-
-
-def _from_row(row: dict, *, notes: tuple[str, ...] = (), existing: bool = False) -> Reference:
-    return Reference(
-        id=row["id"], sha256=row["sha256"], role=row["role"], owner=row["owner"],
-        original_name=row["original_name"], content_type=row["content_type"], width=row["width"],
-        height=row["height"], size_bytes=row["size_bytes"], storage_backend=row["storage_backend"],
-        storage_path=row["storage_path"], public_url=row["public_url"], created_at=row["created_at"],
-        created_by=row["created_by"], archived_at=row["archived_at"], notes=tuple(notes),
-        existing=existing)

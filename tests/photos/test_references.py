@@ -13,10 +13,8 @@ import sqlite3
 
 import httpx
 import pytest
-import sqlite_utils
 from PIL import Image
 
-from core.photos import references
 from core.errors import (
     ObjectTooLarge,
     StorageError,
@@ -28,13 +26,11 @@ from core.errors import (
 from core.catalog.payloads import reference_token
 from core.photos.references import (
     add_reference,
-    archive_reference,
     fal_url,
-    get_reference,
-    list_references,
     payload_url,
     resolve_payload,
 )
+from core.store import Store
 from core.store.blobs import LocalStorage
 from tests.corpus import BY_NAME, CASES, Accept, build
 from tests.standins.supabase_fixtures import BUCKET
@@ -166,7 +162,7 @@ def test_database_failure_removes_the_stored_object(backend, st, settings, monke
     def locked(self, *a, **k):
         raise sqlite3.OperationalError("database is locked")
 
-    monkeypatch.setattr(sqlite_utils.db.Table, "insert", locked)
+    monkeypatch.setattr(Store, "_insert", locked)
     with pytest.raises(StoreError, match="database is locked.*nothing was kept"):
         add_reference(st, backend.storage, build("webp"), settings=settings)
     assert backend.objects() == []
@@ -176,14 +172,14 @@ def test_concurrent_upload_of_the_same_photo_keeps_one(backend, st, settings, mo
     """Another process inserted the same photo between our lookup and our insert: its row wins,
     our object is deleted, and we get its reference back."""
     winner = add_reference(st, backend.storage, build("webp"), settings=settings)
-    real_lookup = references._row_by_sha
+    real_lookup = Store.reference_by_sha
     calls = []
 
-    def stale_lookup(db_, sha):
+    def stale_lookup(self, sha):
         calls.append(sha)
-        return None if len(calls) == 1 else real_lookup(db_, sha)
+        return None if len(calls) == 1 else real_lookup(self, sha)
 
-    monkeypatch.setattr(references, "_row_by_sha", stale_lookup)
+    monkeypatch.setattr(Store, "reference_by_sha", stale_lookup)
     ref = add_reference(st, backend.storage, build("webp"), settings=settings)
     assert ref.existing and ref.id == winner.id
     assert len(_rows(st)) == 1 and backend.objects() == [winner.storage_path]
@@ -219,23 +215,23 @@ def test_settings_limits_apply(backend, st, settings):
 def test_get_list_archive(backend, st, settings):
     a = add_reference(st, backend.storage, build("webp"), role="product", settings=settings)
     b = add_reference(st, backend.storage, build("heic"), role="face", settings=settings)
-    assert get_reference(st, a.id) == a
-    assert [r.id for r in list_references(st)] == [b.id, a.id]          # newest first
-    assert [r.id for r in list_references(st, limit=1, offset=1)] == [a.id]
-    archive_reference(st, a.id)
-    archive_reference(st, a.id)                                          # idempotent
-    assert [r.id for r in list_references(st)] == [b.id]
-    assert [r.id for r in list_references(st, include_archived=True)] == [b.id, a.id]
-    assert get_reference(st, a.id).archived_at is not None
+    assert st.get_reference(a.id) == a
+    assert [r.id for r in st.list_references()] == [b.id, a.id]          # newest first
+    assert [r.id for r in st.list_references(limit=1, offset=1)] == [a.id]
+    st.archive_reference(a.id)
+    st.archive_reference(a.id)                                          # idempotent
+    assert [r.id for r in st.list_references()] == [b.id]
+    assert [r.id for r in st.list_references(include_archived=True)] == [b.id, a.id]
+    assert st.get_reference(a.id).archived_at is not None
     again = add_reference(st, backend.storage, build("webp"), settings=settings)
     assert again.existing and again.archived_at is None and "was archived: restored" in again.notes
 
 
 def test_unknown_reference_is_a_store_error(st):
     with pytest.raises(StoreError, match="no reference photo with id 'nope'"):
-        get_reference(st, "nope")
+        st.get_reference("nope")
     with pytest.raises(StoreError):
-        archive_reference(st, "nope")
+        st.archive_reference("nope")
 
 
 def test_missing_object_is_stored_again_on_reupload(backend, st, settings):
@@ -255,7 +251,7 @@ def test_switching_backend_moves_on_reupload(settings, st, supabase_standin, sup
     moved = add_reference(st, supabase_storage, build("webp"), settings=settings)
     assert moved.id == ref.id and moved.storage_backend == "supabase" and moved.public_url
     assert supabase_standin.paths(BUCKET) == [moved.storage_path]
-    assert get_reference(st, ref.id).storage_backend == "supabase"
+    assert st.get_reference(ref.id).storage_backend == "supabase"
 
 
 # -- what payloads carry, what fal receives ------------------------------------------------------
