@@ -1,5 +1,5 @@
 """Fidelity metrics and response checks on the pages: the Compare tab and the trigger that
-starts the background worker. Rendering only; numbers come from core.evaluation.fidelity.
+starts the background worker. Rendering only; numbers come with each `ResultImage.metrics`.
 
 Invariants:
 - A page never measures: `ensure_measured` at most starts the detached worker
@@ -16,6 +16,7 @@ import streamlit as st
 from core.evaluation import fidelity
 from core.catalog import registry
 from core import store
+from core.store import SAME_PERSON_THRESHOLD
 from core.errors import DashboardError
 from dashboard import _shared
 
@@ -48,27 +49,26 @@ def metrics_tab(batch: store.Batch, groups: list[store.Group],
     ensure_measured()
     reqs = [r for g in groups for r in requests.get(g.id, [])]
     images = records.result_images([r.id for r in reqs])
-    measured = fidelity.image_metrics(records, [i.id for imgs in images.values() for i in imgs])
     rows = []
     for g in groups:
         for r in requests.get(g.id, []):
             for image in images[r.id]:
-                m = measured.get(image.id)
+                m = image.metrics
                 rows.append({
                     "prompt": g.prompt, "seed": g.seed, "model": _label(r.endpoint), "image": image.idx,
-                    "face": None if m is None else m.face_status,
-                    "face distance": None if m is None else m.face_distance,
-                    "same person": None if m is None else m.same_person,
-                    "phash": None if m is None else m.phash_distance,
-                    "ΔE2000": None if m is None else m.ciede2000,
-                    "SSIM": None if m is None else m.ssim,
-                    "surprises": "" if m is None else ", ".join(m.check_flags),
-                    "size": "" if m is None or m.pixel_width is None else
+                    "face": m.face_status,
+                    "face distance": m.face_distance,
+                    "same person": m.same_person,
+                    "phash": m.phash_distance,
+                    "ΔE2000": m.ciede2000,
+                    "SSIM": m.ssim,
+                    "surprises": ", ".join(m.check_flags),
+                    "size": "" if m.pixel_width is None else
                     f"{m.pixel_width}x{m.pixel_height}"
                     + (f" (asked {m.requested_width}x{m.requested_height})"
                        if m.requested_width and (m.requested_width, m.requested_height)
                        != (m.pixel_width, m.pixel_height) else ""),
-                    "error": None if m is None else m.metrics_error,
+                    "error": m.metrics_error,
                 })
     if not rows:
         st.info("No result images on this page yet.", icon=":material/straighten:")
@@ -76,8 +76,8 @@ def metrics_tab(batch: store.Batch, groups: list[store.Group],
     pending = sum(1 for r in rows if r["face"] is None)
     if pending:
         st.caption(f"{pending} image(s) still being measured in the background; reload to see them.")
-    st.caption("Face distance: dlib identity distance to the group's first reference (under 0.6 = same "
-               "person). phash: 0-64 bits differing. ΔE2000: mean colour difference. SSIM: only for edit "
+    st.caption("Face distance: dlib identity distance to the group's first reference (under "
+               f"{SAME_PERSON_THRESHOLD} = same person). phash: 0-64 bits differing. ΔE2000: mean colour difference. SSIM: only for edit "
                "outputs, which keep the reference's framing.")
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
         "face distance": st.column_config.NumberColumn(format="%.3f"),

@@ -87,9 +87,11 @@ def image_tile(image, *, caption: str | None = None, size: int = _shared.THUMB_P
 
 def status_badge(status: str, dry_run: bool = False) -> str:
     """Markdown badge for a request status (display only)."""
-    colour = {"completed": "green", "failed": "red", "cancelled": "gray", "dry_run": "violet",
-              "planned": "blue", "submitted": "orange", "queued": "orange", "running": "orange"}
-    label = "dry run — not sent" if status == "dry_run" else status
+    from core.store import RequestStatus as S
+
+    colour = {S.COMPLETED: "green", S.FAILED: "red", S.CANCELLED: "gray", S.DRY_RUN: "violet",
+              S.PLANNED: "blue", S.SUBMITTED: "orange", S.QUEUED: "orange", S.RUNNING: "orange"}
+    label = "dry run — not sent" if status == S.DRY_RUN else status
     return f":{colour.get(status, 'gray')}-badge[{label}]"
 
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from core.photos import references
 from core.catalog import registry
 from core import store
+from core.store import RequestStatus
 from core.errors import DashboardError
 from core.catalog.prompts import OPTION_KEYS
 from dashboard import _metrics_views, _shared, _widgets
@@ -70,7 +70,7 @@ for r in records.batch_requests(batch_id):
 
 def _reference_tile(reference_id: str) -> None:
     try:
-        ref = references.get_reference(records, reference_id)
+        ref = records.get_reference(reference_id)
     except DashboardError:
         st.caption(f"(reference {reference_id[:8]} not found)")
         return
@@ -85,7 +85,7 @@ def _model_cell(req: store.RequestRecord, images: list[store.ResultImage]) -> No
     if images:
         for image in images:
             _widgets.image_tile(image)
-    elif req.status == "dry_run":
+    elif req.status == RequestStatus.DRY_RUN:
         st.caption("Dry run: nothing was sent, so there is no image.")
     elif req.error_message:
         st.error(req.error_message, icon=":material/error:")

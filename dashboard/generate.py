@@ -13,10 +13,10 @@ import streamlit as st
 
 from core.batches import plans
 from core.catalog import prompts
-from core.photos import references
 from core.catalog import registry
 from core.batches import service
 from core import store
+from core.store import RequestStatus
 from core.errors import DashboardError, PayloadError
 from dashboard import _shared, _widgets
 
@@ -37,7 +37,7 @@ if settings.dry_run:
 # ---------------------------------------------------------------------------- batch in progress
 
 def _results(batch_id: str) -> None:
-    page = records.query_history(store.HistoryFilter(batch_id=batch_id, status="completed",
+    page = records.query_history(store.HistoryFilter(batch_id=batch_id, status=RequestStatus.COMPLETED,
                                                        page_size=RESULT_TILES))
     if not page.rows:
         return
@@ -58,11 +58,11 @@ def _progress(batch_id: str) -> store.BatchProgress:
                 f"{_shared.short_time(batch.created_at)}" + (f" by {batch.created_by}" if batch.created_by else ""))
     st.progress(progress.done / progress.total if progress.total else 0.0, text=progress.summary())
     if progress.dry_run and progress.is_finished:
-        st.info(f"Dry run: nothing was sent to fal. {progress.counts.get('dry_run', 0)} payloads were "
+        st.info(f"Dry run: nothing was sent to fal. {progress.counts.get(RequestStatus.DRY_RUN, 0)} payloads were "
                 "recorded — open History to read them.", icon=":material/science:")
     elif progress.dry_run:
         st.info("Dry run: nothing is sent to fal; the payloads are being recorded.", icon=":material/science:")
-    for status in ("failed", "cancelled"):
+    for status in (RequestStatus.FAILED, RequestStatus.CANCELLED):
         if progress.counts.get(status):
             st.warning(f"{progress.counts[status]} request(s) {status}: see History for the errors.",
                        icon=":material/warning:")
@@ -162,7 +162,7 @@ if unfinished:
 # ---------------------------------------------------------------------------- plan
 
 st.subheader("1. Reference photos")
-refs = references.list_references(records, limit=200)
+refs = records.list_references(limit=200)
 ref_by_id = {r.id: r for r in refs}
 picked = st.multiselect(
     "Reference photos (for the edit models)", list(ref_by_id), key="gen_refs",

@@ -11,11 +11,10 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from core.evaluation import fidelity
 from core.catalog import registry
 from core.batches import service
 from core import store
-from core.store.db import REQUEST_STATUSES
+from core.store import REQUEST_STATUSES, RequestStatus
 from core.errors import DashboardError
 from dashboard import _shared, _widgets
 
@@ -45,7 +44,7 @@ batch_names = {b.id: f"{b.name} · {_shared.short_time(b.created_at)}" for b in 
 f1, f2, f3, f4, f5 = st.columns([2, 1.6, 2.2, 2.1, 2])
 endpoint = f1.selectbox("Model", [None, *endpoints], key="hist_endpoint",
                         format_func=lambda e: "all models" if e is None else endpoints[e].label)
-status = f2.selectbox("Status", [None, *REQUEST_STATUSES], key="hist_status",
+status = f2.selectbox("Status", [None, *(s.value for s in REQUEST_STATUSES)], key="hist_status",
                       format_func=lambda s: "any status" if s is None else s.replace("_", " "))
 if state.get("hist_batch") and state.hist_batch not in batch_names:
     batch_names[state.hist_batch] = state.hist_batch  # a batch chosen elsewhere (e.g. Compare)
@@ -97,7 +96,7 @@ table = pd.DataFrame([{
     "image": _thumb_uri(r.id),
     "created": _shared.short_time(r.created_at),
     "model": endpoints[r.endpoint].label if r.endpoint in endpoints else r.endpoint,
-    "status": "dry run" if r.status == "dry_run" else r.status,
+    "status": "dry run" if r.status == RequestStatus.DRY_RUN else r.status,
     "prompt": r.prompt,
     "seed": r.seed,
     "cost $": r.estimated_cost,
@@ -190,13 +189,11 @@ if detail_id:
                    + (", ".join(f"{k}: {v}" for k, v in r.options.items()) or "none"))
         imgs = records.result_images([r.id])[r.id]
         if imgs:
-            measured = fidelity.image_metrics(records, [i.id for i in imgs])
             for col, image in zip(st.columns(4), imgs):  # a quarter width each, even for one image
                 with col:
                     _widgets.image_tile(image, size=DETAIL_THUMB_PX, caption=f"#{image.idx} {image.width}x{image.height}"
                                         + (" · NSFW flagged" if image.nsfw else ""))
-                    if image.id in measured:
-                        st.caption(measured[image.id].summary())
+                    st.caption(image.metrics.summary())
         left, right = st.columns(2)
         with left:
             st.markdown("**Payload, exactly as stored and sent** (data: URIs abbreviated)")

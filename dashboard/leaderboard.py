@@ -14,14 +14,13 @@ import streamlit as st
 from core.evaluation import comparison
 from core.evaluation import fidelity
 from core.catalog import registry
-from core import store
-from core.store import open_store
+from core.store import SAME_PERSON_THRESHOLD, open_store
 from dashboard import _metrics_views, _shared
 
 ALL = "__all__"
 FACTOR_LABELS = {"pose": "Pose", "style": "Style", "lighting": "Lighting", "angle": "Angle",
                  "aspect_ratio": "Aspect ratio"}
-METRICS = {"face_distance": "Face distance (under 0.6 = same person)", "phash_distance": "Perceptual hash distance",
+METRICS = {"face_distance": f"Face distance (under {SAME_PERSON_THRESHOLD} = same person)", "phash_distance": "Perceptual hash distance",
            "ciede2000": "Colour difference (CIEDE2000)", "ssim": "SSIM (edit outputs only)"}
 
 state = st.session_state
@@ -202,7 +201,7 @@ else:
             x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=0)),
             y=alt.Y(f"{metric}:Q", title=METRICS[metric]), color=alt.Color("model:N", legend=None))
         if metric == "face_distance":
-            chart = alt.layer(chart, alt.Chart(pd.DataFrame({"y": [0.6]})).mark_rule(
+            chart = alt.layer(chart, alt.Chart(pd.DataFrame({"y": [SAME_PERSON_THRESHOLD]})).mark_rule(
                 strokeDash=[4, 4], color="red").encode(y="y:Q"))
         st.altair_chart(chart.properties(height=260), width="stretch", key="lb_metric_chart")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.photos import references
 from core.catalog import registry
 from core.evaluation import review
 from core import store
@@ -76,7 +75,7 @@ def _reference(group: store.Group) -> None:
         st.caption("No reference photo (text-to-image only).")
     for rid in group.references[:1]:
         try:
-            ref = references.get_reference(records, rid)
+            ref = records.get_reference(rid)
         except DashboardError:
             st.caption(f"(reference {rid[:8]} not found)")
             continue
@@ -104,7 +103,7 @@ if err := state.pop("rev_error", None):
 
 revealed = state.get("rev_revealed")
 if revealed and revealed["batch"] == batch_id:
-    vote = review.get_vote(records, revealed["vote_id"])
+    vote = records.get_vote(revealed["vote_id"])
     group = next(g for g in records.get_groups(batch_id) if g.id == vote.group_id)
     imgs = records.result_images([vote.left_request_id, vote.right_request_id])
     winner = f"**{_label(vote.winner)}**" if vote.winner else vote.verdict.replace("_", " ")

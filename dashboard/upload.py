@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.photos import references
-from core.store.db import REFERENCE_ROLES
+from core.store import REFERENCE_ROLES
 from core.errors import DashboardError
 from dashboard import _shared
 
@@ -71,7 +71,7 @@ head.subheader("Stored references")
 show_archived = toggle.toggle("Show archived", key="show_archived")
 state.setdefault("gallery_limit", GALLERY_PAGE)
 
-refs = references.list_references(_shared.store(), include_archived=show_archived,
+refs = _shared.store().list_references(include_archived=show_archived,
                                   limit=state.gallery_limit + 1)
 more = len(refs) > state.gallery_limit
 refs = refs[: state.gallery_limit]
@@ -93,7 +93,7 @@ for start in range(0, len(refs), GALLERY_COLUMNS):
             if ref.archived_at is None and st.button("Archive", key=f"archive_{ref.id}",
                                                      icon=":material/archive:",
                                                      help="Hide from pickers; runs that used it keep it."):
-                references.archive_reference(_shared.store(), ref.id)
+                _shared.store().archive_reference(ref.id)
                 st.rerun()
 
 if more and st.button("Show more", icon=":material/expand_more:"):

@@ -391,11 +391,11 @@ def make_plan(spec: Mapping[str, Any], *, store: Store | None = None, storage: A
     for i, r in enumerate(refs):
         if r.id is not None:
             ref_ids.append(r.id)
-            payload_refs.append(_payload_url(r.id, store, storage))
+            payload_refs.append(_payload_url(r.id, store))
         elif upload:
             rid = _upload(r, store, storage)
             ref_ids.append(rid)
-            payload_refs.append(_payload_url(rid, store, storage))
+            payload_refs.append(_payload_url(rid, store))
         else:
             final = False
             ref_ids.append(f"pending-{i}")
@@ -598,10 +598,8 @@ def _references(value: Any, *, store: Any, base_dir: str | Path | None, needed: 
 
 
 def _get_reference(store: Any, reference_id: str) -> Any:
-    from core.photos import references
-
     try:
-        return references.get_reference(store, reference_id)
+        return store.get_reference(reference_id)
     except DashboardError:
         return None
 
@@ -618,10 +616,10 @@ def _upload(ref: _Ref, store: Any, storage: Any) -> str:
     return stored.id
 
 
-def _payload_url(reference_id: str, store: Any, storage: Any) -> str:
+def _payload_url(reference_id: str, store: Any) -> str:
     from core.photos import references
 
-    return references.payload_url(references.get_reference(store, reference_id))
+    return references.payload_url(store.get_reference(reference_id))
 
 
 def _n(count: int, noun: str) -> str:

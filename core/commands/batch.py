@@ -120,11 +120,13 @@ def _progress_printer(quiet: bool) -> Any:
 
 
 def _report(report: Any) -> int:
+    from core.store import RequestStatus
+
     p = report.progress
     done_word = "DRY RUN finished" if report.dry_run else ("cancelled" if report.cancelled else "finished")
     if p.is_finished:
         print(f"batch {report.batch_id} {done_word}: {p.summary()}")
-        failed = p.counts.get("failed", 0)
+        failed = p.counts.get(RequestStatus.FAILED, 0)
         if failed:
             print(f"{failed} request(s) failed: see `python -m core export --batch {report.batch_id} "
                   f"--status failed --out failed.csv` for the errors")

@@ -62,7 +62,7 @@ def _comparison(args: argparse.Namespace, st: Store, settings: Any) -> int:
     if ignored:
         raise DashboardError(f"--comparison exports whole groups; only --batch applies (drop "
                              f"{', '.join('--' + n.replace('date_', '') for n in ignored)}).")
-    pending = fidelity.pending_count(st, batch_id=args.batch_id)
+    pending = st.pending_count(batch_id=args.batch_id)
     if pending:
         print(f"measuring {pending} image(s) first...", flush=True)
         fidelity.compute_pending(st, open_storage(settings), batch_id=args.batch_id)

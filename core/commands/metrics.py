@@ -48,7 +48,7 @@ def _metrics(args: argparse.Namespace) -> int:
                            outdated=args.recompute == "outdated", everything=args.recompute == "all")
     if reset:
         print(f"{reset} image(s) to measure again")
-    total = fidelity.pending_count(st, batch_id=args.batch_id)
+    total = st.pending_count(batch_id=args.batch_id)
     done = 0
 
     def show(m: fidelity.ImageMetrics) -> None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
-from core.store.db import REFERENCE_ROLES
+from core.store import REFERENCE_ROLES
 
 
 def register(subparsers: Any) -> None:
@@ -46,19 +47,13 @@ def register(subparsers: Any) -> None:
     cleanup.set_defaults(func=_cleanup)
 
 
-def _open_db() -> tuple[Any, Any]:
+def _open_store() -> tuple[Any, Any]:
     from core.config import load_settings
-    from core.store.db import connect
+    from core.store import open_store
 
     settings = load_settings()
     settings.ensure_dirs()
-    return settings, connect(settings.db_path)
-
-
-def _close(storage: Any) -> None:
-    close = getattr(storage, "close", None)
-    if close:
-        close()
+    return settings, open_store(settings.db_path)
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -69,10 +64,10 @@ def _add(args: argparse.Namespace) -> int:
     from core.store.blobs import open_storage
 
     data = read_photo_file(args.path, load_settings().max_upload_bytes)
-    settings, db = _open_db()
+    settings, store = _open_store()
     storage = open_storage(settings)
     try:
-        ref = add_reference(db, storage, data, role=args.role, filename=args.path.name, owner=args.owner,
+        ref = add_reference(store, storage, data, role=args.role, filename=args.path.name, owner=args.owner,
                             created_by=args.created_by, settings=settings)
         out = {
             "id": ref.id, "role": ref.role, "owner": ref.owner, "original_name": ref.original_name,
@@ -83,20 +78,20 @@ def _add(args: argparse.Namespace) -> int:
             "fal_url": abbreviate(fal_url(ref, storage)),
         }
     finally:
-        _close(storage)
-        db.conn.close()
+        storage.close()
+        store.close()
     print(json.dumps(out, ensure_ascii=False))
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    from core.photos.references import list_references, payload_url
+    from core.photos.references import payload_url
 
-    _, db = _open_db()
+    _, store = _open_store()
     try:
-        refs = list_references(db, include_archived=args.all)
+        refs = store.list_references(include_archived=args.all)
     finally:
-        db.conn.close()
+        store.close()
     for r in refs:
         print(json.dumps({
             "id": r.id, "role": r.role, "owner": r.owner, "original_name": r.original_name,
@@ -109,13 +104,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _archive(args: argparse.Namespace) -> int:
-    from core.photos.references import archive_reference
-
-    _, db = _open_db()
+    _, store = _open_store()
     try:
-        archive_reference(db, args.reference_id)
+        store.archive_reference(args.reference_id)
     finally:
-        db.conn.close()
+        store.close()
     print(f"archived {args.reference_id}")
     return 0
 
@@ -124,14 +117,13 @@ def _cleanup(args: argparse.Namespace) -> int:
     from core.photos.references import sweep_orphans
     from core.store.blobs import open_storage
 
-    settings, db = _open_db()
+    settings, store = _open_store()
     storage = open_storage(settings)
     try:
-        report = sweep_orphans(db, storage, grace_s=args.grace)
+        report = sweep_orphans(store, storage, grace_s=args.grace)
     finally:
-        _close(storage)
-        db.conn.close()
-    import time
+        storage.close()
+        store.close()
 
     for path in report.deleted:
         print(f"deleted {path}")

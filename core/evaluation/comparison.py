@@ -5,8 +5,9 @@ Definitions (the pages and the CSV say the same):
 - Votes are each rater's LATEST verdict per item (`review.stats_votes`); win rates, intervals,
   Bradley-Terry and agreement are `core.evaluation.stats` on those (win rate = wins / decisive votes; ties
   reported beside it).
-- A model's output in a group is its newest completed request with a stored image (as in review),
-  else its newest request (so a failure shows in the CSV); its image is the first one (idx 0).
+- A model's output in a group is the one rule of Review (`store.pick_output`): its newest
+  completed request whose first image (idx 0) is stored; in the CSV, else its newest request (so
+  a failure shows).
 - Cost is fal's price as ESTIMATED when planning (`requests.estimated_cost`); fal's bill is not
   read. `cost_per_image` = cost of completed requests / their images. An output is PREFERRED when
   its latest votes judged it good (won, or "both good") more often than not (lost, or "both
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,6 +34,7 @@ from core.evaluation import review
 from core.evaluation import stats
 from core.export.history import safe_cell as _neutralise  # the history export's rule, reused as is
 from core.catalog.prompts import OPTION_KEYS
+from core.store.values import MetricRow, RequestCost, RequestStatus, StoredVote, is_same_person
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,25 +100,16 @@ class ModelCost:
     cost_per_preferred_image: float | None
 
 
-def _batch_clause(batch_id: str | None, alias: str = "r") -> tuple[str, list[Any]]:
-    return (f" AND {alias}.batch_id = ?", [batch_id]) if batch_id else ("", [])
-
-
 def data_version(st: Store, *, batch_id: str | None = None) -> tuple[Any, ...]:
     """A cheap stamp that changes whenever the figures of `model_costs`, `metrics_frame` or
-    `fidelity_by_model` for this selection can change (new requests, final states, images,
-    metrics, votes): pages cache those aggregates by it."""
-    where, params = _batch_clause(batch_id)
-    req = st.db.execute(f"SELECT count(*), max(completed_at) FROM requests r WHERE 1{where}", params).fetchone()
-    img = st.db.execute("SELECT count(*), max(metrics_at), max(checked_at) FROM result_images").fetchone()
-    votes = st.db.execute("SELECT count(*), max(created_at) FROM votes").fetchone()
-    return (batch_id, *req, *img, *votes)
+    `fidelity_by_model` for this selection can change: pages cache those aggregates by it."""
+    return st.data_version(batch_id=batch_id)
 
 
 def _judgements(st: Store, batch_id: str | None) -> dict[str, list[int]]:
     """Per request id shown in a vote: [good, bad] counts over the latest votes."""
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for v in review.latest_votes(review.list_votes(st, batch_id=batch_id)):
+    for v in review.latest_votes(st.list_votes(batch_id=batch_id)):
         for side, rid in (("left", v.left_request_id), ("right", v.right_request_id)):
             good = v.verdict == side or v.verdict == "both_good"
             out[rid][0 if good else 1] += 1
@@ -126,29 +118,25 @@ def _judgements(st: Store, batch_id: str | None) -> dict[str, list[int]]:
 
 def model_costs(st: Store, *, batch_id: str | None = None) -> list[ModelCost]:
     """Cost and latency per model, in the order models first appear."""
-    where, params = _batch_clause(batch_id)
-    rows = list(st.db.query(
-        "SELECT r.id, r.endpoint, r.status, r.queue_time_s, r.inference_time_s, r.total_time_s, "
-        "r.estimated_cost, (SELECT count(*) FROM result_images i WHERE i.request_id = r.id) AS images "
-        f"FROM requests r WHERE 1{where} ORDER BY r.created_at, r.rowid", params))
+    rows = st.request_costs(batch_id=batch_id)
     judged = _judgements(st, batch_id)
-    by_model: dict[str, list[dict[str, Any]]] = {}
+    by_model: dict[str, list[RequestCost]] = {}
     for row in rows:
-        by_model.setdefault(row["endpoint"], []).append(row)
+        by_model.setdefault(row.endpoint, []).append(row)
     out = []
     for endpoint, reqs in by_model.items():
-        done = [r for r in reqs if r["status"] == "completed"]
-        images = sum(r["images"] for r in done)
-        cost = sum(r["estimated_cost"] or 0.0 for r in done)
-        reviewed = [r for r in reqs if r["id"] in judged]
-        preferred = sum(judged[r["id"]][0] > judged[r["id"]][1] for r in reviewed)
-        reviewed_cost = sum(r["estimated_cost"] or 0.0 for r in reviewed)
+        done = [r for r in reqs if r.status == RequestStatus.COMPLETED]
+        images = sum(r.images for r in done)
+        cost = sum(r.estimated_cost or 0.0 for r in done)
+        reviewed = [r for r in reqs if r.id in judged]
+        preferred = sum(judged[r.id][0] > judged[r.id][1] for r in reviewed)
+        reviewed_cost = sum(r.estimated_cost or 0.0 for r in reviewed)
         out.append(ModelCost(
             endpoint=endpoint, requests=len(reqs), completed=len(done),
-            failed=sum(r["status"] == "failed" for r in reqs), images=images,
-            queue_s=stats.summarise(r["queue_time_s"] for r in done),
-            inference_s=stats.summarise(r["inference_time_s"] for r in done),
-            total_s=stats.summarise(r["total_time_s"] for r in done),
+            failed=sum(r.status == RequestStatus.FAILED for r in reqs), images=images,
+            queue_s=stats.summarise(r.queue_time_s for r in done),
+            inference_s=stats.summarise(r.inference_time_s for r in done),
+            total_s=stats.summarise(r.total_time_s for r in done),
             cost=round(cost, 6), cost_per_image=round(cost / images, 6) if images else None,
             reviewed_outputs=len(reviewed), preferred_outputs=preferred,
             cost_per_preferred_image=round(reviewed_cost / preferred, 6) if preferred else None))
@@ -180,29 +168,15 @@ class ModelFidelity:
         return self.same_person / self.faces_compared if self.faces_compared else None
 
 
-_METRIC_COLUMNS = ("face_status", "face_distance", "phash_distance", "ciede2000", "ssim", "metrics_at",
-                   "metrics_error", "check_flags")
-
-
 def metrics_frame(st: Store, *, batch_id: str | None = None) -> pd.DataFrame:
     """One row per result image of completed requests: endpoint, ids and the stored metrics and
-    checks (for charts). `same_person` is derived (face distance under dlib's 0.6)."""
+    checks (for charts). `same_person` is the store's rule (`is_same_person`)."""
     import pandas as pd
 
-    from core.evaluation.metrics import SAME_PERSON_THRESHOLD
-
-    where, params = _batch_clause(batch_id)
-    rows = list(st.db.query(
-        f"SELECT r.endpoint, r.group_id, r.id AS request_id, i.id AS image_id, "
-        f"{', '.join('i.' + c for c in _METRIC_COLUMNS)} FROM result_images i "
-        f"JOIN requests r ON r.id = i.request_id WHERE r.status = 'completed'{where} "
-        "ORDER BY r.created_at, r.rowid, i.idx", params))
-    frame = pd.DataFrame(rows, columns=["endpoint", "group_id", "request_id", "image_id", *_METRIC_COLUMNS])
+    rows = st.metric_rows(batch_id=batch_id)
+    frame = pd.DataFrame(rows, columns=list(MetricRow._fields))
     frame["pending"] = frame["metrics_at"].isna()
-    frame["same_person"] = [None if s != "ok" or d is None or (isinstance(d, float) and math.isnan(d))
-                            else bool(d < SAME_PERSON_THRESHOLD)
-                            for s, d in zip(frame["face_status"], frame["face_distance"])]
-    frame["check_flags"] = frame["check_flags"].fillna("")
+    frame["same_person"] = [is_same_person(s, d) for s, d in zip(frame["face_status"], frame["face_distance"])]
     return frame
 
 
@@ -255,68 +229,48 @@ def comparison_columns(models: Sequence[str]) -> list[str]:
 
 def comparison_models(st: Store, *, batch_id: str | None = None) -> list[str]:
     """The endpoints compared, in the order they first appear."""
-    where, params = _batch_clause(batch_id)
-    rows = st.db.execute(f"SELECT endpoint, min(rowid) AS first FROM requests r WHERE r.group_id IS NOT NULL"
-                      f"{where} GROUP BY endpoint ORDER BY first", params).fetchall()
-    return [r[0] for r in rows]
-
-
-def _batch_ids(st: Store, batch_id: str | None) -> list[tuple[str, str]]:
-    if batch_id:
-        return [(r[0], r[1]) for r in st.db.execute("SELECT id, name FROM batches WHERE id = ?", [batch_id])]
-    return [(r[0], r[1]) for r in st.db.execute("SELECT id, name FROM batches ORDER BY created_at, id")]
+    return st.comparison_models(batch_id=batch_id)
 
 
 def _group_rows(st: Store, batch_id: str, batch_name: str,
                 models: Sequence[str]) -> Iterator[dict[str, Any]]:
-    from core.evaluation.metrics import SAME_PERSON_THRESHOLD
-
-    requests = list(st.db.query(
-        "SELECT id, group_id, endpoint, status, payload_hash, queue_time_s, inference_time_s, estimated_cost "
-        "FROM requests WHERE batch_id = ? AND group_id IS NOT NULL ORDER BY created_at, rowid", [batch_id]))
-    images: dict[str, dict[str, Any]] = {}
-    for row in st.db.query(
-            "SELECT i.* FROM result_images i JOIN requests r ON r.id = i.request_id "
-            "WHERE r.batch_id = ? AND i.idx = 0", [batch_id]):
-        images[row["request_id"]] = row
-    chosen: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for r in requests:  # oldest first: a newer request replaces, unless it lost a stored image
-        current = chosen[r["group_id"]].get(r["endpoint"])
-        if current is None or r["id"] in images or current["id"] not in images:
-            chosen[r["group_id"]][r["endpoint"]] = r
-    votes_by_group: dict[str, list[review.StoredVote]] = defaultdict(list)
-    for v in review.latest_votes(review.list_votes(st, batch_id=batch_id)):
+    outputs = st.group_outputs(batch_id, or_newest=True)
+    votes_by_group: dict[str, list[StoredVote]] = defaultdict(list)
+    for v in review.latest_votes(st.list_votes(batch_id=batch_id)):
         votes_by_group[v.group_id].append(v)
 
-    for g in st.db.query("SELECT * FROM groups WHERE batch_id = ? ORDER BY created_at, rowid", [batch_id]):
-        options = json.loads(g["options_json"]) if g["options_json"] else {}
-        refs = json.loads(g["reference_ids"]) if g["reference_ids"] else []
+    for g in st.get_groups(batch_id):
+        options = g.options
         row: dict[str, Any] = {
-            "group_id": g["id"], "batch_id": batch_id, "batch_name": batch_name, "prompt": g["prompt"],
-            "seed": g["seed"], "image_size": g["image_size"], "reference_ids": " ".join(refs) or None,
+            "group_id": g.id, "batch_id": batch_id, "batch_name": batch_name, "prompt": g.prompt,
+            "seed": g.seed, "image_size": g.image_size, "reference_ids": " ".join(g.references) or None,
             **{k: options.get(k) for k in OPTION_KEYS},
         }
-        votes = votes_by_group.get(g["id"], [])
+        votes = votes_by_group.get(g.id, [])
         for m in models:
             p = model_prefix(m)
-            req = chosen[g["id"]].get(m)
-            if req is None:
+            out = outputs.get(g.id, {}).get(m)
+            if out is None:
                 continue
-            img = images.get(req["id"]) or {}
-            distance = img.get("face_distance")
+            req, img = out.request, out.image
+            metrics = img.metrics if img is not None else None
             row.update({
-                f"{p}_endpoint": m, f"{p}_request_id": req["id"], f"{p}_status": req["status"],
-                f"{p}_payload_hash": req["payload_hash"], f"{p}_image_url": img.get("fal_url"),
-                f"{p}_image_storage_path": img.get("storage_path"), f"{p}_image_width": img.get("width"),
-                f"{p}_image_height": img.get("height"), f"{p}_face_status": img.get("face_status"),
-                f"{p}_face_distance": distance,
-                f"{p}_same_person": None if img.get("face_status") != "ok" or distance is None
-                else distance < SAME_PERSON_THRESHOLD,
-                f"{p}_phash_distance": img.get("phash_distance"), f"{p}_ciede2000": img.get("ciede2000"),
-                f"{p}_ssim": img.get("ssim"), f"{p}_check_flags": img.get("check_flags"),
-                f"{p}_metrics_error": img.get("metrics_error"),
-                f"{p}_queue_time_s": req["queue_time_s"], f"{p}_inference_time_s": req["inference_time_s"],
-                f"{p}_estimated_cost": req["estimated_cost"],
+                f"{p}_endpoint": m, f"{p}_request_id": req.id, f"{p}_status": req.status,
+                f"{p}_payload_hash": req.payload_hash,
+                f"{p}_image_url": img.fal_url if img else None,
+                f"{p}_image_storage_path": img.storage_path if img else None,
+                f"{p}_image_width": img.width if img else None,
+                f"{p}_image_height": img.height if img else None,
+                f"{p}_face_status": metrics.face_status if metrics else None,
+                f"{p}_face_distance": metrics.face_distance if metrics else None,
+                f"{p}_same_person": metrics.same_person if metrics else None,
+                f"{p}_phash_distance": metrics.phash_distance if metrics else None,
+                f"{p}_ciede2000": metrics.ciede2000 if metrics else None,
+                f"{p}_ssim": metrics.ssim if metrics else None,
+                f"{p}_check_flags": " ".join(metrics.check_flags) if metrics else None,
+                f"{p}_metrics_error": metrics.metrics_error if metrics else None,
+                f"{p}_queue_time_s": req.queue_time_s, f"{p}_inference_time_s": req.inference_time_s,
+                f"{p}_estimated_cost": req.estimated_cost,
                 f"{p}_wins": sum(v.winner == m for v in votes),
                 f"{p}_losses": sum(v.winner is not None and v.winner != m
                                    and m in (v.left_endpoint, v.right_endpoint) for v in votes),
@@ -349,7 +303,7 @@ def iter_comparison_csv(st: Store, *, batch_id: str | None = None) -> Iterator[s
     buf.write("\ufeff")
     writer.writerow(columns)
     yield buf.getvalue()
-    for bid, name in _batch_ids(st, batch_id):
+    for bid, name in st.batch_names(batch_id):
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\r\n")
         for row in _group_rows(st, bid, name, models):
@@ -371,9 +325,7 @@ def comparison_to_csv(st: Store, out: str | Path, *,
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    where, params = _batch_clause(batch_id, "g")
-    groups = st.db.execute(f"SELECT count(*) FROM groups g WHERE 1{where}", params).fetchone()[0]
-    return ComparisonExport(path=out, groups=groups, models=tuple(comparison_models(st, batch_id=batch_id)))
+    return ComparisonExport(path=out, groups=st.count_groups(batch_id=batch_id), models=tuple(comparison_models(st, batch_id=batch_id)))
 
 
 def comparison_csv_bytes(st: Store, *, batch_id: str | None = None) -> bytes:

@@ -18,8 +18,8 @@ Invariants:
   directory). The worker measures whatever is pending, oldest first, keeps following while a
   batch has a live runner, and exits after `IDLE_EXIT_S` idle. Pending rows survive a restart:
   the next worker, `python -m core metrics` or a comparison export picks them up.
-- This module writes only its own columns of `result_images` (metrics and checks); every other
-  column of every table stays written by `core.store.records` alone.
+- It writes only the metrics and check columns of `result_images`, and only through the store
+  (`Store.save_image_metrics`, `Store.reset_metrics`); it holds no SQL.
 - Deterministic: the same stored bytes and reference give the same numbers (`core.evaluation.metrics`).
 - Importing this module is cheap (no numpy, PIL or dlib until something is measured): the batch
   command calls `start_background` on its start-up path.
@@ -28,17 +28,17 @@ from __future__ import annotations
 
 import fcntl
 import io
-import json
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.store.db import now
+from core.store.values import ImageMetrics  # the value lives with the row it reads; importable here
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -65,14 +65,6 @@ POLL_S = 1.0
 LOCK_NAME = "metrics-worker.lock"
 _REFERENCE_CACHE = 8
 
-_COLUMNS = (
-    "face_status", "face_distance", "faces_reference", "faces_output", "phash_distance", "ciede2000",
-    "ssim", "metrics_reference_id", "metrics_version", "metrics_at", "metrics_error",
-    "requested_width", "requested_height", "pixel_width", "pixel_height", "seed_sent",
-    "seed_returned", "check_flags", "checked_at",
-)
-
-
 # ---------------------------------------------------------------------------- values
 
 
@@ -90,65 +82,6 @@ class ResponseCheck:
     @property
     def surprising(self) -> bool:
         return bool(self.flags)
-
-
-@dataclass(frozen=True)
-class ImageMetrics:
-    """The stored metrics and checks of one result image (None where not measured)."""
-    image_id: str
-    request_id: str
-    face_status: str | None
-    face_distance: float | None
-    faces_reference: int | None
-    faces_output: int | None
-    phash_distance: int | None
-    ciede2000: float | None
-    ssim: float | None
-    metrics_reference_id: str | None
-    metrics_version: str | None
-    metrics_at: str | None
-    metrics_error: str | None
-    requested_width: int | None
-    requested_height: int | None
-    pixel_width: int | None
-    pixel_height: int | None
-    seed_sent: int | None
-    seed_returned: int | None
-    check_flags: tuple[str, ...]
-    checked_at: str | None
-
-    @property
-    def pending(self) -> bool:
-        return self.metrics_at is None
-
-    @property
-    def same_person(self) -> bool | None:
-        """dlib's verdict (distance under 0.6), only when both faces were found."""
-        if self.face_status != "ok" or self.face_distance is None:
-            return None
-        from core.evaluation.metrics import SAME_PERSON_THRESHOLD
-        return self.face_distance < SAME_PERSON_THRESHOLD
-
-    def summary(self) -> str:
-        """One line for a caption: face, hash, colour, SSIM and surprises."""
-        if self.pending:
-            return "metrics pending"
-        parts = []
-        if self.face_status == "ok" and self.face_distance is not None:
-            parts.append(f"face {self.face_distance:.2f} ({'same person' if self.same_person else 'different person'})")
-        elif self.face_status:
-            parts.append(self.face_status.replace("_", " "))
-        if self.phash_distance is not None:
-            parts.append(f"phash {self.phash_distance}")
-        if self.ciede2000 is not None:
-            parts.append(f"ΔE {self.ciede2000:.1f}")
-        if self.ssim is not None:
-            parts.append(f"SSIM {self.ssim:.2f}")
-        if self.metrics_error:
-            parts.append(f"error: {self.metrics_error}")
-        if self.check_flags:
-            parts.append("surprises: " + ", ".join(f.replace("_", " ") for f in self.check_flags))
-        return " · ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -234,7 +167,7 @@ class _References:
         if reference_id in self._cache:
             self._cache.move_to_end(reference_id)
             return self._cache[reference_id]
-        ref = references.get_reference(self.st, reference_id)
+        ref = self.st.get_reference(reference_id)
         if ref.storage_backend != self.storage.backend:
             raise StorageError(f"reference photo {reference_id} is stored in {ref.storage_backend}, "
                                f"but this process uses {self.storage.backend} storage")
@@ -261,15 +194,6 @@ def _short(e: BaseException) -> str:
     return str(e).splitlines()[0][:300] if str(e) else type(e).__name__
 
 
-_ROW_SQL = """
-SELECT i.id, i.request_id, i.idx, i.storage_backend, i.storage_path, i.nsfw,
-       r.endpoint, r.payload_json, r.response_json, r.seed, r.reference_ids AS request_refs,
-       g.reference_ids AS group_refs
-FROM result_images i JOIN requests r ON r.id = i.request_id LEFT JOIN groups g ON g.id = r.group_id
-WHERE i.id = ?
-"""
-
-
 def measure_image(st: Store, storage: Storage, image_id: str, *,
                   _refs: _References | None = None) -> ImageMetrics:
     """Check and measure one stored result image now, store the outcome, and return it.
@@ -280,35 +204,29 @@ def measure_image(st: Store, storage: Storage, image_id: str, *,
     from core.catalog import registry
     from core.errors import DashboardError, StoreError
 
-    rows = list(st.db.query(_ROW_SQL, [image_id]))
-    if not rows:
-        raise StoreError(f"No result image with id {image_id!r}.")
-    row = rows[0]
+    row = st.image_to_measure(image_id)
     refs = _refs or _References(st, storage)
-    payload = json.loads(row["payload_json"]) if row["payload_json"] else {}
-    response = json.loads(row["response_json"]) if row["response_json"] else None
-    reported, seed_returned = _reported(response, row["idx"])
+    payload = row.payload
+    reported, seed_returned = _reported(row.response, row.idx)
     seed_sent = _int_or_none(payload.get("seed"))
     if seed_sent is None:
-        seed_sent = row["seed"]
+        seed_sent = row.seed
 
     output = None
     error: str | None = None
     try:
-        if row["storage_backend"] != storage.backend or not row["storage_path"]:
-            raise StoreError(f"the output is stored in {row['storage_backend'] or 'no'} storage, "
+        if row.storage_backend != storage.backend or not row.storage_path:
+            raise StoreError(f"the output is stored in {row.storage_backend or 'no'} storage, "
                              f"not reachable from {storage.backend} storage")
-        output = _decode(storage.get(row["storage_path"]))
+        output = _decode(storage.get(row.storage_path))
     except DashboardError as e:
         error = f"output image: {_short(e)}"
     pixels = output.size if output is not None else None
-    check = check_response(requested=_requested_size(row["endpoint"], payload), reported=reported,
+    check = check_response(requested=_requested_size(row.endpoint, payload), reported=reported,
                            pixels=pixels, seed_sent=seed_sent, seed_returned=seed_returned,
-                           nsfw=None if row["nsfw"] is None else bool(row["nsfw"]),
-                           readable=output is not None)
+                           nsfw=row.nsfw, readable=output is not None)
 
-    reference_ids = json.loads(row["group_refs"] or row["request_refs"] or "[]")
-    reference_id = reference_ids[0] if reference_ids else None
+    reference_id = row.reference_ids[0] if row.reference_ids else None
     values: dict[str, Any] = dict.fromkeys(("face_distance", "faces_reference", "faces_output",
                                             "phash_distance", "ciede2000", "ssim"))
     face_status = "error"
@@ -319,7 +237,7 @@ def measure_image(st: Store, storage: Storage, image_id: str, *,
             try:
                 reference = refs.get(reference_id)
                 try:
-                    edit = registry.get_endpoint(row["endpoint"]).mode == "edit"
+                    edit = registry.get_endpoint(row.endpoint).mode == "edit"
                 except DashboardError:
                     edit = False
                 fid = metrics.measure(reference, output, same_framing=edit)
@@ -336,62 +254,16 @@ def measure_image(st: Store, storage: Storage, image_id: str, *,
                 if fid.face.detail:
                     error = fid.face.detail
     stamp = now()
-    values.update(
+    return st.save_image_metrics(ImageMetrics(
+        image_id=image_id, request_id=row.request_id, **values,
         face_status=face_status, metrics_reference_id=reference_id,
         metrics_version=metrics.METRICS_VERSION, metrics_at=stamp, metrics_error=error,
         requested_width=check.requested[0] if check.requested else None,
         requested_height=check.requested[1] if check.requested else None,
         pixel_width=pixels[0] if pixels else None, pixel_height=pixels[1] if pixels else None,
         seed_sent=check.seed_sent, seed_returned=check.seed_returned,
-        check_flags=" ".join(check.flags), checked_at=stamp,
-    )
-    st.db.execute(f"UPDATE result_images SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
-               [*values.values(), image_id])
-    return image_metrics(st, [image_id])[image_id]
-
-
-# ---------------------------------------------------------------------------- reading
-
-
-def image_metrics(st: Store, image_ids: Sequence[str]) -> dict[str, ImageMetrics]:
-    """Stored metrics per result image id (ids that do not exist are left out)."""
-    out: dict[str, ImageMetrics] = {}
-    ids = list(dict.fromkeys(image_ids))
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        for row in st.db.query(f"SELECT id, request_id, {', '.join(_COLUMNS)} FROM result_images "
-                            f"WHERE id IN ({','.join('?' * len(chunk))})", chunk):
-            out[row["id"]] = _from_row(row)
-    return out
-
-
-def _from_row(row: Mapping[str, Any]) -> ImageMetrics:
-    values = {c: row.get(c) for c in _COLUMNS}
-    values["check_flags"] = tuple((values["check_flags"] or "").split())
-    return ImageMetrics(image_id=row["id"], request_id=row["request_id"], **values)
-
-
-def _scope(batch_id: str | None) -> tuple[str, list[Any]]:
-    if batch_id is None:
-        return "", []
-    return " AND i.request_id IN (SELECT id FROM requests WHERE batch_id = ?)", [batch_id]
-
-
-def pending_image_ids(st: Store, *, batch_id: str | None = None,
-                      limit: int | None = None) -> list[str]:
-    """Result images never measured (or reset), oldest first."""
-    extra, params = _scope(batch_id)
-    sql = f"SELECT i.id FROM result_images i WHERE i.metrics_at IS NULL{extra} ORDER BY i.created_at, i.id"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    return [r[0] for r in st.db.execute(sql, params).fetchall()]
-
-
-def pending_count(st: Store, *, batch_id: str | None = None) -> int:
-    extra, params = _scope(batch_id)
-    return st.db.execute(f"SELECT count(*) FROM result_images i WHERE i.metrics_at IS NULL{extra}",
-                      params).fetchone()[0]
+        check_flags=check.flags, checked_at=stamp,
+    ))
 
 
 def reset(st: Store, *, batch_id: str | None = None, failed: bool = False,
@@ -400,22 +272,8 @@ def reset(st: Store, *, batch_id: str | None = None, failed: bool = False,
     all of them. Returns how many rows became pending."""
     from core.evaluation.metrics import METRICS_VERSION
 
-    conditions = []
-    params: list[Any] = []
-    if failed:
-        conditions.append("i.metrics_error IS NOT NULL")
-    if outdated:
-        conditions.append("i.metrics_version IS NOT ?")
-        params.append(METRICS_VERSION)
-    if everything:
-        conditions.append("1")
-    if not conditions:
-        return 0
-    extra, scope_params = _scope(batch_id)
-    cur = st.db.execute(f"UPDATE result_images SET metrics_at = NULL WHERE id IN (SELECT i.id FROM "
-                     f"result_images i WHERE i.metrics_at IS NOT NULL AND ({' OR '.join(conditions)})"
-                     f"{extra})", [*params, *scope_params])
-    return cur.rowcount
+    return st.reset_metrics(batch_id=batch_id, failed=failed, everything=everything,
+                            other_version_than=METRICS_VERSION if outdated else None)
 
 
 def compute_pending(st: Store, storage: Storage, *, batch_id: str | None = None,
@@ -425,7 +283,7 @@ def compute_pending(st: Store, storage: Storage, *, batch_id: str | None = None,
     or `stop` is set. Images that arrive meanwhile are left to the next pass."""
     refs = _References(st, storage)
     measured = failed = 0
-    for image_id in pending_image_ids(st, batch_id=batch_id, limit=limit):
+    for image_id in st.pending_image_ids(batch_id=batch_id, limit=limit):
         if stop is not None and stop.is_set():
             break
         result = measure_image(st, storage, image_id, _refs=refs)
@@ -433,7 +291,7 @@ def compute_pending(st: Store, storage: Storage, *, batch_id: str | None = None,
         failed += result.metrics_error is not None
         if on_image:
             on_image(result)
-    return PassReport(measured=measured, failed=failed, remaining=pending_count(st, batch_id=batch_id))
+    return PassReport(measured=measured, failed=failed, remaining=st.pending_count(batch_id=batch_id))
 
 
 # ---------------------------------------------------------------------------- the background worker
@@ -490,7 +348,7 @@ def start_background(settings: Settings, *, expect_results: bool = False) -> int
 
         st = open_store(settings.db_path)
         try:
-            if not pending_image_ids(st, limit=1):
+            if not st.pending_image_ids(limit=1):
                 return None
         finally:
             st.close()
@@ -535,7 +393,7 @@ def run_worker(settings: Settings, *, idle_exit: float = IDLE_EXIT_S, poll: floa
             fd = None
             # rows written between the last look and the unlock would wait for the next trigger:
             # look once more, and carry on if this process can take the lock again
-            if stop.is_set() or not pending_image_ids(st, limit=1):
+            if stop.is_set() or not st.pending_image_ids(limit=1):
                 break
             fd = _try_lock(settings)
             if fd is None:
@@ -544,7 +402,7 @@ def run_worker(settings: Settings, *, idle_exit: float = IDLE_EXIT_S, poll: floa
         if fd is not None:
             _unlock(fd)
         storage.close()
-        remaining = pending_count(st)
+        remaining = st.pending_count()
         st.close()
     return PassReport(measured=measured, failed=failed, remaining=remaining)
 

@@ -34,9 +34,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import MetricsError
+from core.store.values import SAME_PERSON_THRESHOLD, is_same_person  # the one same-person rule
 
 METRICS_VERSION = "1"
-SAME_PERSON_THRESHOLD = 0.6
 
 FACE_STATUSES = ("ok", "no_face_reference", "no_face_output", "error")
 
@@ -195,7 +195,7 @@ def face_distance(reference: ImageInput, output: ImageInput) -> FaceResult:
     if out_vec is None:
         return FaceResult("no_face_output", None, None, ref_n, out_n)
     distance = float(np.linalg.norm(ref_vec - out_vec))
-    return FaceResult("ok", distance, distance < SAME_PERSON_THRESHOLD, ref_n, out_n)
+    return FaceResult("ok", distance, is_same_person("ok", distance), ref_n, out_n)
 
 
 def phash_distance(a: ImageInput, b: ImageInput) -> int:

@@ -1,9 +1,10 @@
 """Blind review: raters judge two outputs of one group side by side without seeing the models.
 
 A REVIEW ITEM is one group (same prompt, seed and size) and two of its outputs from different
-models. Per model the output is its newest completed request in the group that has a stored
-image, and that request's first image (idx 0). A group with k models gives every pair of them,
-k*(k-1)/2 items (one item for the usual two models), so Bradley-Terry sees every comparison.
+models. Per model the output is `Store.group_outputs` (the one rule, `store.pick_output`: its
+newest completed request in the group whose first image, idx 0, is stored). A group with k
+models gives every pair of them, k*(k-1)/2 items (one item for the usual two models), so
+Bradley-Terry sees every comparison.
 
 Invariants:
 - Left/right is random but stable: a hash of (rater, group, the two models) decides it, so a
@@ -14,22 +15,21 @@ Invariants:
   statistics use each rater's latest verdict per item (`stats_votes`).
 - Verdicts are `stats.VERDICTS`: "left", "right", "both_good", "both_bad". `winner` is stored
   unblinded: the endpoint of the better side, or null for a tie. Skipping stores nothing.
-- Votes are written only here (table `votes`, migration m011); nothing here reads the clock
-  except for `created_at`.
+- Votes are written only through `record_vote` (which checks them), stored by the Store
+  (`Store.add_vote`, table `votes`).
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from core.evaluation import stats
 from core import store
-from core.store.db import new_id, now
 from core.errors import StoreError
+from core.store.values import GroupOutput, StoredVote  # importable here as before
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -38,12 +38,8 @@ VERDICTS = stats.VERDICTS
 MAX_NOTE = 2000
 
 
-@dataclass(frozen=True)
-class Output:
-    """One model's output in a group: the request and the image shown."""
-    request_id: str
-    endpoint: str
-    image: store.ResultImage
+# One model's output in a group: the request and the image shown.
+Output = GroupOutput
 
 
 @dataclass(frozen=True)
@@ -73,29 +69,6 @@ class ReviewQueue:
         return self.items[0] if self.items else None
 
 
-@dataclass(frozen=True)
-class StoredVote:
-    id: str
-    group_id: str
-    rater: str
-    left_request_id: str
-    right_request_id: str
-    left_endpoint: str
-    right_endpoint: str
-    verdict: str
-    winner: str | None
-    note: str | None
-    created_at: str
-
-    def describe(self) -> str:
-        """The unblinded verdict in words, e.g. "left (fal-ai/flux/schnell) better"."""
-        if self.verdict == "left":
-            return f"left ({self.left_endpoint}) better"
-        if self.verdict == "right":
-            return f"right ({self.right_endpoint}) better"
-        return self.verdict.replace("_", " ")
-
-
 def item_key(group_id: str, endpoint_a: str, endpoint_b: str) -> str:
     a, b = sorted((endpoint_a, endpoint_b))
     return f"{group_id}|{a}|{b}"
@@ -118,34 +91,11 @@ def left_first(rater: str, group_id: str, endpoint_a: str, endpoint_b: str) -> b
 # ---------------------------------------------------------------------------- items
 
 
-def _outputs(st: Store, batch_id: str) -> dict[str, dict[str, Output]]:
-    """Per group id, per endpoint: the newest completed request with a stored image."""
-    sql = ("SELECT r.group_id, r.endpoint, r.id AS rid, i.* FROM requests r "
-           "JOIN result_images i ON i.request_id = r.id "
-           "WHERE r.batch_id = ? AND r.status = 'completed' AND r.group_id IS NOT NULL "
-           "ORDER BY r.created_at, r.rowid, i.idx")
-    out: dict[str, dict[str, Output]] = {}
-    seen: set[str] = set()
-    for row in st.db.query(sql, [batch_id]):
-        if row["rid"] in seen:
-            continue  # a later image of the same request: the first one is shown
-        seen.add(row["rid"])
-        image = store.ResultImage(
-            id=row["id"], request_id=row["request_id"], idx=row["idx"], fal_url=row["fal_url"],
-            storage_backend=row["storage_backend"], storage_path=row["storage_path"],
-            sha256=row["sha256"], width=row["width"], height=row["height"],
-            content_type=row["content_type"], size_bytes=row["size_bytes"],
-            nsfw=None if row["nsfw"] is None else bool(row["nsfw"]), created_at=row["created_at"])
-        # rows come oldest first: a newer request (a re-run) replaces the older one
-        out.setdefault(row["group_id"], {})[row["endpoint"]] = Output(row["rid"], row["endpoint"], image)
-    return out
-
-
 def review_items(st: Store, batch_id: str, rater: str) -> list[ReviewItem]:
     """Every item of the batch in review order (groups in planning order, pairs by endpoint),
     with sides as this rater sees them."""
     rater = _rater(rater)
-    outputs = _outputs(st, batch_id)
+    outputs = st.group_outputs(batch_id)
     items: list[ReviewItem] = []
     for group in st.get_groups(batch_id):
         by_endpoint = outputs.get(group.id, {})
@@ -157,11 +107,7 @@ def review_items(st: Store, batch_id: str, rater: str) -> list[ReviewItem]:
 
 def reviewed_keys(st: Store, batch_id: str, rater: str) -> set[str]:
     """Item keys this rater has judged in the batch."""
-    rows = st.db.execute(
-        "SELECT v.group_id, lr.endpoint, rr.endpoint FROM votes v JOIN groups g ON g.id = v.group_id "
-        "JOIN requests lr ON lr.id = v.left_request_id JOIN requests rr ON rr.id = v.right_request_id "
-        "WHERE g.batch_id = ? AND v.rater = ? COLLATE NOCASE", [batch_id, _rater(rater)]).fetchall()
-    return {item_key(g, a, b) for g, a, b in rows}
+    return {item_key(g, a, b) for g, a, b in st.voted_pairs(batch_id, _rater(rater))}
 
 
 def queue(st: Store, batch_id: str, rater: str, *, include_reviewed: bool = False,
@@ -192,47 +138,14 @@ def record_vote(st: Store, *, group_id: str, left_request_id: str, right_request
         raise StoreError("Both sides come from the same model; a vote compares two models.")
     note = (note or "").strip()[:MAX_NOTE] or None
     winner = {"left": left.endpoint, "right": right.endpoint}.get(verdict)
-    vote_id = new_id()
-    st.db["votes"].insert({
-        "id": vote_id, "group_id": group_id, "rater": rater, "left_request_id": left.id,
-        "right_request_id": right.id, "verdict": verdict, "winner": winner, "note": note,
-        "created_at": now(),
-    })
-    return get_vote(st, vote_id)
+    return st.add_vote(group_id=group_id, rater=rater, left_request_id=left.id,
+                       right_request_id=right.id, verdict=verdict, winner=winner, note=note)
 
 
 def record_item_vote(st: Store, item: ReviewItem, *, rater: str, verdict: str,
                      note: str | None = None) -> StoredVote:
     return record_vote(st, group_id=item.group.id, left_request_id=item.left.request_id,
                        right_request_id=item.right.request_id, rater=rater, verdict=verdict, note=note)
-
-
-_VOTE_SQL = ("SELECT v.*, lr.endpoint AS left_endpoint, rr.endpoint AS right_endpoint FROM votes v "
-             "JOIN requests lr ON lr.id = v.left_request_id JOIN requests rr ON rr.id = v.right_request_id ")
-
-
-def _vote(row: dict[str, Any]) -> StoredVote:
-    return StoredVote(**{k: row[k] for k in StoredVote.__dataclass_fields__})
-
-
-def get_vote(st: Store, vote_id: str) -> StoredVote:
-    for row in st.db.query(_VOTE_SQL + "WHERE v.id = ?", [vote_id]):
-        return _vote(row)
-    raise StoreError(f"No vote with id {vote_id!r}.")
-
-
-def list_votes(st: Store, *, batch_id: str | None = None,
-               rater: str | None = None) -> list[StoredVote]:
-    """Votes oldest first, optionally of one batch and/or one rater."""
-    clauses, params = [], []
-    if batch_id is not None:
-        clauses.append("v.group_id IN (SELECT id FROM groups WHERE batch_id = ?)")
-        params.append(batch_id)
-    if rater is not None:
-        clauses.append("v.rater = ? COLLATE NOCASE")
-        params.append(rater.strip())
-    where = ("WHERE " + " AND ".join(clauses) + " ") if clauses else ""
-    return [_vote(r) for r in st.db.query(_VOTE_SQL + where + "ORDER BY v.created_at, v.rowid", params)]
 
 
 def latest_votes(votes: Iterable[StoredVote]) -> list[StoredVote]:
@@ -248,14 +161,8 @@ def latest_votes(votes: Iterable[StoredVote]) -> list[StoredVote]:
 def stats_votes(st: Store, *, batch_id: str | None = None) -> list[stats.Vote]:
     """The unblinded votes for `core.evaluation.stats`, each rater's latest per item, with the group's
     prompt options as factors (pose, style, lighting, angle, aspect_ratio, ...)."""
-    votes = latest_votes(list_votes(st, batch_id=batch_id))
-    options: dict[str, dict[str, str]] = {}
-    ids = sorted({v.group_id for v in votes})
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        for row in st.db.query(f"SELECT id, options_json FROM groups WHERE id IN ({','.join('?' * len(chunk))})",
-                            chunk):
-            raw = json.loads(row["options_json"]) if row["options_json"] else {}
-            options[row["id"]] = {k: str(v) for k, v in raw.items() if v is not None}
+    votes = latest_votes(st.list_votes(batch_id=batch_id))
+    groups = st.groups_by_id(sorted({v.group_id for v in votes}))
+    options = {gid: {k: str(v) for k, v in g.options.items() if v is not None} for gid, g in groups.items()}
     return [stats.vote_from_verdict(v.group_id, v.rater.casefold(), v.left_endpoint, v.right_endpoint,
                                     v.verdict, options.get(v.group_id, {})) for v in votes]

@@ -11,7 +11,7 @@ Invariants:
 - UTF-8 with a byte order mark, so Excel opens accents and emoji right.
 - No secret and no `data:` URI: no credentials are stored at all, and every `data:` URI is
   abbreviated. Response bodies and logs are not exported.
-- Streamed: rows are read and written in chunks (keyset pagination in `store.iter_history`), so
+- Streamed: rows are read and written in chunks (keyset pagination in `Store.iter_history`), so
   100,000 requests never sit in memory at once.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from core.catalog.payloads import abbreviate, canonical_json
 from core.catalog.prompts import OPTION_KEYS
 
 if TYPE_CHECKING:
-    from core.store import Store
+    from core.store import HistoryRow, Store
 
 CHUNK_SIZE = 5000
 
@@ -58,15 +58,6 @@ _INT_COLUMNS = ("seed", "http_status", "image_idx", "image_width", "image_height
 _FLOAT_COLUMNS = ("queue_time_s", "inference_time_s", "total_time_s", "estimated_cost",
                   "image_face_distance", "image_ciede2000", "image_ssim")
 _BOOL_COLUMNS = ("dry_run", "image_nsfw")
-# what the export reads from requests: never response bodies or logs (large, and not exported)
-_READ = (
-    "batch_id", "group_id", "rerun_of", "submitted_at", "completed_at", "endpoint", "status",
-    "dry_run", "options_json", "prompt", "seed", "image_size", "reference_ids", "payload_hash",
-    "payload_json", "fal_request_id", "queue_time_s", "inference_time_s", "total_time_s",
-    "http_status", "estimated_cost", "error_type", "error_message",
-)
-_METRIC_KEYS = ("face_status", "face_distance", "phash_distance", "ciede2000", "ssim", "check_flags",
-                "metrics_at")
 _DANGEROUS_FIRST = frozenset("=+-@\t\r")
 # "-5" or "+0.25" typed as text is read by a spreadsheet as a number, never as a formula
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)\Z")
@@ -79,37 +70,41 @@ class ExportResult:
     requests: int
 
 
-def _rows_of(r: dict[str, Any]) -> list[dict[str, Any]]:
+def _rows_of(r: HistoryRow) -> list[dict[str, Any]]:
     """The CSV rows of one request: one per image, or one with empty image columns."""
-    options = json.loads(r["options_json"]) if r.get("options_json") else {}
-    refs = json.loads(r["reference_ids"]) if r.get("reference_ids") else []
-    payload = r["payload_json"]
+    options = json.loads(r.options_json) if r.options_json else {}
+    refs = json.loads(r.reference_ids) if r.reference_ids else []
+    payload = r.payload_json
     if "data:" in payload:  # stored payloads carry none; abbreviate anyway should one slip in
         payload = canonical_json(abbreviate(json.loads(payload)))
     base: dict[str, Any] = {
-        "request_id": r["id"], "batch_id": r["batch_id"], "group_id": r["group_id"],
-        "rerun_of": r["rerun_of"], "created_at": r["created_at"], "submitted_at": r["submitted_at"],
-        "completed_at": r["completed_at"], "endpoint": r["endpoint"], "status": r["status"],
-        "dry_run": bool(r["dry_run"]),
+        "request_id": r.id, "batch_id": r.batch_id, "group_id": r.group_id,
+        "rerun_of": r.rerun_of, "created_at": r.created_at, "submitted_at": r.submitted_at,
+        "completed_at": r.completed_at, "endpoint": r.endpoint, "status": r.status,
+        "dry_run": r.dry_run,
         **{key: options.get(key) for key in OPTION_KEYS},
-        "prompt": r["prompt"], "seed": r["seed"], "image_size": r["image_size"],
-        "reference_ids": " ".join(refs) or None, "payload_hash": r["payload_hash"],
-        "payload": payload, "fal_request_id": r["fal_request_id"],
-        "queue_time_s": r["queue_time_s"], "inference_time_s": r["inference_time_s"],
-        "total_time_s": r["total_time_s"], "http_status": r["http_status"],
-        "estimated_cost": r["estimated_cost"], "error_type": r["error_type"],
-        "error_message": r["error_message"],
+        "prompt": r.prompt, "seed": r.seed, "image_size": r.image_size,
+        "reference_ids": " ".join(refs) or None, "payload_hash": r.payload_hash,
+        "payload": payload, "fal_request_id": r.fal_request_id,
+        "queue_time_s": r.queue_time_s, "inference_time_s": r.inference_time_s,
+        "total_time_s": r.total_time_s, "http_status": r.http_status,
+        "estimated_cost": r.estimated_cost, "error_type": r.error_type,
+        "error_message": r.error_message,
     }
-    if not r["images"]:
+    if not r.images:
         return [base]
     return [{
-        **base, "image_idx": img["idx"], "image_fal_url": abbreviate(img["fal_url"]),
-        "image_storage_backend": img["storage_backend"], "image_storage_path": img["storage_path"],
-        "image_sha256": img["sha256"], "image_width": img["width"], "image_height": img["height"],
-        "image_content_type": img["content_type"], "image_size_bytes": img["size_bytes"],
-        "image_nsfw": None if img["nsfw"] is None else bool(img["nsfw"]),
-        **{f"image_{k}": img.get(k) for k in _METRIC_KEYS},
-    } for img in r["images"]]
+        **base, "image_idx": img.idx, "image_fal_url": abbreviate(img.fal_url),
+        "image_storage_backend": img.storage_backend, "image_storage_path": img.storage_path,
+        "image_sha256": img.sha256, "image_width": img.width, "image_height": img.height,
+        "image_content_type": img.content_type, "image_size_bytes": img.size_bytes,
+        "image_nsfw": img.nsfw,
+        "image_face_status": img.metrics.face_status, "image_face_distance": img.metrics.face_distance,
+        "image_phash_distance": img.metrics.phash_distance, "image_ciede2000": img.metrics.ciede2000,
+        "image_ssim": img.metrics.ssim,
+        "image_check_flags": " ".join(img.metrics.check_flags),
+        "image_metrics_at": img.metrics.metrics_at,
+    } for img in r.images]
 
 
 def safe_cell(value: Any) -> Any:
@@ -119,7 +114,7 @@ def safe_cell(value: Any) -> Any:
     return value
 
 
-def _frame(requests: list[dict[str, Any]]) -> pd.DataFrame:
+def _frame(requests: list[HistoryRow]) -> pd.DataFrame:
     rows = [row for r in requests for row in _rows_of(r)]
     data: dict[str, Any] = {}
     for col in COLUMNS:
@@ -140,13 +135,13 @@ def _chunks(st: Store, f: store.HistoryFilter,
             chunk_size: int) -> Iterator[tuple[str, int, int]]:
     """(csv text, image rows, requests) per chunk; the first text starts with BOM and header."""
     first = True
-    for rows in st.iter_history(f, chunk_size=chunk_size, columns=_READ):
+    for rows in st.iter_history(f, chunk_size=chunk_size):
         buf = io.StringIO()
         if first:
             buf.write("\ufeff")
         _frame(rows).to_csv(buf, header=first, index=False, lineterminator="\r\n")
         first = False
-        yield buf.getvalue(), sum(max(1, len(r["images"])) for r in rows), len(rows)
+        yield buf.getvalue(), sum(max(1, len(r.images)) for r in rows), len(rows)
     if first:
         yield "\ufeff" + ",".join(COLUMNS) + "\r\n", 0, 0
 

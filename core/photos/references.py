@@ -1,5 +1,6 @@
-"""Reference photos: upload (checked, normalised, deduplicated), look up, archive, and the URL
-each one becomes in a stored payload and in what fal receives.
+"""Reference photos: upload (checked, normalised, deduplicated) and the URL each one becomes in a
+stored payload and in what fal receives. Rows are read, listed and archived through the Store
+(`Store.get_reference`, `Store.list_references`, `Store.archive_reference`).
 
 Invariants:
 - A reference is a row in `reference_photos` plus one stored object at `<owner>/<id>.<ext>`
@@ -27,55 +28,35 @@ Invariants:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
 import re
-import sqlite3
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from core.config import Settings, load_settings
-from core.store.db import REFERENCE_ROLES, new_id, now
+from core.store.db import new_id, now
+from core.store.values import REFERENCE_ROLES, Reference  # Reference: importable here too
 from core.errors import StorageError, StoreError, UploadRejected
 from core.photos.images import NormalisedImage, normalise_upload
 from core.catalog.payloads import REFERENCE_SCHEME, reference_token
 from core.store.blobs import Storage, SweepReport, sweep, unique_path
 
+if TYPE_CHECKING:
+    from core.store import Store
+
 log = logging.getLogger(__name__)
 
-TABLE = "reference_photos"
 JOURNAL_TAG = "reference"
 # A reachability check is one small GET per photo before money is spent: keep it short.
 REACHABLE_TIMEOUT_S = 5.0
 _SWEPT: set[str] = set()    # journals already swept by this process (one sweep per process)
 
 
-@dataclass(frozen=True)
-class Reference:
-    id: str
-    sha256: str
-    role: str
-    owner: str | None
-    original_name: str | None
-    content_type: str
-    width: int
-    height: int
-    size_bytes: int
-    storage_backend: str
-    storage_path: str
-    public_url: str | None
-    created_at: str
-    created_by: str | None
-    archived_at: str | None
-    # what happened on this upload: not part of the reference's identity
-    notes: tuple[str, ...] = field(default=(), compare=False)
-    existing: bool = field(default=False, compare=False)
-
-
-def add_reference(db: Any, storage: Storage, data: bytes, *, role: str = "other",
+def add_reference(store: Store, storage: Storage, data: bytes, *, role: str = "other",
                   filename: str | None = None, owner: str = "team", created_by: str | None = None,
                   settings: Settings | None = None) -> Reference:
     """Check, normalise and store a photo; the same photo again returns the existing reference."""
@@ -84,10 +65,10 @@ def add_reference(db: Any, storage: Storage, data: bytes, *, role: str = "other"
     settings = settings or load_settings()
     image = normalise_upload(data, filename=filename, max_bytes=settings.max_upload_bytes,
                              max_long_edge=settings.max_long_edge)
-    _sweep_once(db, storage)
-    found = _row_by_sha(db, image.sha256)
+    _sweep_once(store, storage)
+    found = store.reference_by_sha(image.sha256)
     if found is not None:
-        return _reuse(db, storage, found, image)
+        return _reuse(store, storage, found, image)
 
     reference_id = new_id()
     path = f"{_slug(owner)}/{reference_id}.{image.ext}"
@@ -97,65 +78,29 @@ def add_reference(db: Any, storage: Storage, data: bytes, *, role: str = "other"
     except BaseException:
         _settle(storage, intent)  # put is all-or-nothing (or journaled its own clean-up)
         raise
-    row = {
-        "id": reference_id, "sha256": image.sha256, "role": role, "owner": owner or "team",
-        "original_name": filename, "content_type": image.content_type, "width": image.width,
-        "height": image.height, "size_bytes": len(image.data), "storage_backend": storage.backend,
-        "storage_path": path, "public_url": stored.public_url, "created_at": now(),
-        "created_by": created_by, "archived_at": None,
-    }
+    ref = Reference(
+        id=reference_id, sha256=image.sha256, role=role, owner=owner or "team",
+        original_name=filename, content_type=image.content_type, width=image.width,
+        height=image.height, size_bytes=len(image.data), storage_backend=storage.backend,
+        storage_path=path, public_url=stored.public_url, created_at=now(),
+        created_by=created_by, archived_at=None)
     try:
-        _insert_row(db, row)
-    except sqlite3.IntegrityError:
+        written = store.insert_reference(ref)
+    except BaseException:
+        _discard(storage, path, intent)
+        raise
+    if written is None:
         # another upload of the same photo won the race: keep its row, drop our copy
         _discard(storage, path, intent)
-        winner = _row_by_sha(db, image.sha256)
+        winner = store.reference_by_sha(image.sha256)
         if winner is None:
-            raise StoreError(f"could not record reference photo {filename or ''} (constraint failed); "
-                             "nothing was kept, try again.") from None
-        return _from_row(winner, notes=image.notes, existing=True)
-    except BaseException as e:
-        _discard(storage, path, intent)
-        if isinstance(e, sqlite3.Error):
-            raise StoreError(f"could not record reference photo {filename or ''} in the database "
-                             f"({e}); nothing was kept, try again.") from None
-        raise
+            raise StoreError(f"could not record reference photo {filename or ''}; nothing was kept, "
+                             "try again.")
+        return dataclasses.replace(winner, notes=image.notes, existing=True)
     _settle(storage, intent)
     log.info("stored reference %s (sha256 %s) at %s:%s", reference_id, image.sha256[:12],
              storage.backend, path)
-    return _from_row(row, notes=image.notes)
-
-
-def get_reference(db: Any, reference_id: str) -> Reference:
-    rows = list(_sql(db).query(f"select * from {TABLE} where id = ?", [reference_id]))
-    if not rows:
-        raise StoreError(f"no reference photo with id {reference_id!r}; "
-                         "`python -m core reference list --all` shows them.")
-    return _from_row(rows[0])
-
-
-def list_references(db: Any, *, include_archived: bool = False, limit: int | None = None,
-                    offset: int = 0) -> list[Reference]:
-    """Newest first."""
-    sql = f"select * from {TABLE}"
-    if not include_archived:
-        sql += " where archived_at is null"
-    sql += " order by created_at desc, id"
-    params: list[Any] = []
-    if limit is not None:
-        sql += " limit ? offset ?"
-        params += [limit, offset]
-    elif offset:
-        sql += " limit -1 offset ?"
-        params.append(offset)
-    return [_from_row(r) for r in _sql(db).query(sql, params)]
-
-
-def archive_reference(db: Any, reference_id: str) -> None:
-    """Hide a reference from the default list; payloads that name it still resolve."""
-    ref = get_reference(db, reference_id)
-    if ref.archived_at is None:
-        _sql(db).execute(f"update {TABLE} set archived_at = ? where id = ?", [now(), reference_id])
+    return dataclasses.replace(written, notes=image.notes)
 
 
 def payload_url(reference: Reference) -> str:
@@ -182,7 +127,7 @@ def fal_url(reference: Reference, storage: Storage) -> str:
     return f"data:{reference.content_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def resolve_payload(payload: dict, db: Any, storage: Storage) -> dict:
+def resolve_payload(payload: dict, store: Store, storage: Storage) -> dict:
     """A copy of `payload` with every `reference://<id>` replaced by `fal_url(...)` (send time only)."""
     cache: dict[str, str] = {}
 
@@ -190,7 +135,7 @@ def resolve_payload(payload: dict, db: Any, storage: Storage) -> dict:
         if isinstance(obj, str) and obj.startswith(REFERENCE_SCHEME):
             reference_id = obj[len(REFERENCE_SCHEME):]
             if reference_id not in cache:
-                cache[reference_id] = fal_url(get_reference(db, reference_id), storage)
+                cache[reference_id] = fal_url(store.get_reference(reference_id), storage)
             return cache[reference_id]
         if isinstance(obj, dict):
             return {k: walk(v) for k, v in obj.items()}
@@ -201,12 +146,12 @@ def resolve_payload(payload: dict, db: Any, storage: Storage) -> dict:
     return walk(payload)
 
 
-def sweep_orphans(db: Any, storage: Storage, *, grace_s: float | None = None) -> SweepReport:
+def sweep_orphans(store: Store, storage: Storage, *, grace_s: float | None = None) -> SweepReport:
     """Settle the storage's cleanup journal: retry deletes the backend refused before, and delete
     reference objects written by a process that died before their row existed (once they are
     older than the grace period and no row names them)."""
     kwargs = {} if grace_s is None else {"grace_s": grace_s}
-    return sweep(storage, is_named={JOURNAL_TAG: lambda path: _path_is_named(db, storage.backend, path)},
+    return sweep(storage, is_named={JOURNAL_TAG: lambda path: store.reference_path_named(storage.backend, path)},
                  **kwargs)
 
 
@@ -271,27 +216,7 @@ def check_reachable(reference: Reference, storage: Storage, *, timeout: float = 
 
 # -- helpers -------------------------------------------------------------------------------------
 
-def _sql(store: Any) -> Any:
-    # the reference rows' SQL moves into core.store; until then a Store hands over its database
-    return getattr(store, "db", store)
-
-
-def _insert_row(db: Any, row: dict) -> None:
-    _sql(db)[TABLE].insert(row)
-
-
-def _update_row(db: Any, reference_id: str, updates: dict[str, Any]) -> None:
-    _sql(db)[TABLE].update(reference_id, updates)
-
-
-def _path_is_named(db: Any, backend: str, path: str) -> bool:
-    """Whether a reference row names this stored object (the orphan sweep's question)."""
-    rows = _sql(db).execute(f"select 1 from {TABLE} where storage_backend = ? and storage_path = ? limit 1",
-                      [backend, path]).fetchall()
-    return bool(rows)
-
-
-def _sweep_once(db: Any, storage: Storage) -> None:
+def _sweep_once(store: Store, storage: Storage) -> None:
     """The first upload of a process settles what earlier processes left (never fails it)."""
     journal = getattr(storage, "journal", None)
     if journal is None:
@@ -301,7 +226,7 @@ def _sweep_once(db: Any, storage: Storage) -> None:
         return
     _SWEPT.add(key)
     try:
-        report = sweep_orphans(db, storage)
+        report = sweep_orphans(store, storage)
     except Exception as e:  # clean-up must never stop an upload
         log.warning("clean-up of earlier uploads failed: %s", e)
         return
@@ -326,23 +251,18 @@ def _looks_like_image(head: bytes) -> bool:
             or (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head[4:8] == b"ftyp")
 
 
-def _row_by_sha(db: Any, sha256: str) -> dict | None:
-    rows = list(_sql(db).query(f"select * from {TABLE} where sha256 = ?", [sha256]))
-    return rows[0] if rows else None
-
-
-def _reuse(db: Any, storage: Storage, row: dict, image: NormalisedImage) -> Reference:
+def _reuse(store: Store, storage: Storage, found: Reference, image: NormalisedImage) -> Reference:
     notes = list(image.notes)
     updates: dict[str, Any] = {}
-    if row["archived_at"] is not None:
+    if found.archived_at is not None:
         updates["archived_at"] = None
         notes.append("was archived: restored")
-    moved = row["storage_backend"] != storage.backend
+    moved = found.storage_backend != storage.backend
     path = None
     intent = None
-    if moved or not storage.exists(row["storage_path"]):
+    if moved or not storage.exists(found.storage_path):
         # a fresh path: the old one may still exist where this key cannot see or replace it
-        path = unique_path(f"{_slug(row['owner'] or 'team')}/{row['id']}", image.ext)
+        path = unique_path(f"{_slug(found.owner or 'team')}/{found.id}", image.ext)
         intent = _intend(storage, path)
         try:
             stored = storage.put(path, image.data, image.content_type)
@@ -350,21 +270,17 @@ def _reuse(db: Any, storage: Storage, row: dict, image: NormalisedImage) -> Refe
             _settle(storage, intent)
             raise
         updates.update(storage_backend=storage.backend, storage_path=path, public_url=stored.public_url)
-        notes.append(f"moved from {row['storage_backend']} to {storage.backend} storage" if moved
+        notes.append(f"moved from {found.storage_backend} to {storage.backend} storage" if moved
                      else "stored file was missing: stored again")
     if updates:
         try:
-            _update_row(db, row["id"], updates)
-        except BaseException as e:
+            found = store.update_reference(found.id, **updates)
+        except BaseException:
             if path is not None:
                 _discard(storage, path, intent)
-            if isinstance(e, sqlite3.Error):
-                raise StoreError(f"could not update reference photo {row['id']} in the database ({e}); "
-                                 "nothing was changed, try again.") from None
             raise
-        row = {**row, **updates}
     _settle(storage, intent)
-    return _from_row(row, notes=tuple(notes), existing=True)
+    return dataclasses.replace(found, notes=tuple(notes), existing=True)
 
 
 def _discard(storage: Storage, path: str, intent: str | None) -> None:
@@ -408,13 +324,3 @@ def _settle(storage: Storage, intent: str | None) -> None:
 def _slug(owner: str | None) -> str:
     slug = re.sub(r"[^a-z0-9_-]+", "-", (owner or "").lower()).strip("-")[:64]
     return slug or "team"
-
-
-def _from_row(row: dict, *, notes: tuple[str, ...] = (), existing: bool = False) -> Reference:
-    return Reference(
-        id=row["id"], sha256=row["sha256"], role=row["role"], owner=row["owner"],
-        original_name=row["original_name"], content_type=row["content_type"], width=row["width"],
-        height=row["height"], size_bytes=row["size_bytes"], storage_backend=row["storage_backend"],
-        storage_path=row["storage_path"], public_url=row["public_url"], created_at=row["created_at"],
-        created_by=row["created_by"], archived_at=row["archived_at"], notes=tuple(notes),
-        existing=existing)

@@ -1,18 +1,45 @@
 """The store: the SQLite file behind one `Store` object, and image blobs (local or Supabase).
 
-`open_store(settings)` gives a Store; its methods are the only code that reads or writes SQL.
+`open_store(settings)` gives a Store; its methods are the only code that reads or writes SQL,
+and they hand out the frozen values below.
 """
 from core.catalog.payloads import DiffEntry, PayloadDiff
 from core.store.batches import HEARTBEAT_STALE_S, runner_alive
 from core.store.history import MAX_PAGE_SIZE
+from core.store.metrics import ImageToMeasure
 from core.store.store import Store, open_store
 from core.store.values import (
-    BATCH_STATUSES, Batch, BatchProgress, Group, HistoryFilter, Page, RequestRecord, ResultImage,
+    ACTIVE_STATUSES,
+    BATCH_STATUSES,
+    FINAL_STATUSES,
+    REFERENCE_ROLES,
+    REQUEST_STATUSES,
+    SAME_PERSON_THRESHOLD,
+    UNFINISHED_STATUSES,
+    Batch,
+    BatchProgress,
+    Group,
+    GroupOutput,
+    HistoryFilter,
+    HistoryRow,
+    ImageMetrics,
+    MetricRow,
+    Page,
+    Reference,
+    RequestCost,
+    RequestRecord,
+    RequestStatus,
+    ResultImage,
+    StoredVote,
+    is_same_person,
+    pick_output,
 )
 
 __all__ = [
-    "BATCH_STATUSES", "HEARTBEAT_STALE_S", "MAX_PAGE_SIZE",
-    "Batch", "BatchProgress", "DiffEntry", "Group", "HistoryFilter", "Page", "PayloadDiff",
-    "RequestRecord", "ResultImage", "Store",
-    "open_store", "runner_alive",
+    "ACTIVE_STATUSES", "BATCH_STATUSES", "FINAL_STATUSES", "HEARTBEAT_STALE_S", "MAX_PAGE_SIZE",
+    "REFERENCE_ROLES", "REQUEST_STATUSES", "SAME_PERSON_THRESHOLD", "UNFINISHED_STATUSES",
+    "Batch", "BatchProgress", "DiffEntry", "Group", "GroupOutput", "HistoryFilter", "HistoryRow",
+    "ImageMetrics", "ImageToMeasure", "MetricRow", "Page", "PayloadDiff", "Reference",
+    "RequestCost", "RequestRecord", "RequestStatus", "ResultImage", "Store", "StoredVote",
+    "is_same_person", "open_store", "pick_output", "runner_alive",
 ]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.catalog.payloads import abbreviate, canonical_json
 from core.errors import StoreError
+from core.store.values import Batch, RequestStatus
 
 if TYPE_CHECKING:
     import sqlite3
@@ -31,6 +32,7 @@ _LOCKS: dict[str, threading.RLock] = {}
 
 _BOOLEAN = frozenset({"dry_run", "cancel_requested"})
 _DEFAULT_ZERO = frozenset({"attempts", "request_count"})
+_FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {}
 
 
 def _file_write_lock(db: sqlite_utils.Database) -> threading.RLock:
@@ -41,17 +43,28 @@ def _file_write_lock(db: sqlite_utils.Database) -> threading.RLock:
 
 
 def build(cls: type, row: Mapping[str, Any]):
-    """A frozen value of `cls` from a row (columns the value does not name are ignored)."""
+    """A frozen value of `cls` from a row: columns the value does not name are ignored, a field
+    with a default is left to it when the row lacks the column; 0/1 become bools, a request
+    status becomes a RequestStatus."""
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = tuple((f.name, f.default is not dataclasses.MISSING)
+                                      for f in dataclasses.fields(cls))
     values = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in row and f.default is not dataclasses.MISSING:
-            continue
-        v = row.get(f.name)
-        if f.name in _BOOLEAN or (f.name == "nsfw" and v is not None):
+    for name, has_default in fields:
+        if name not in row:
+            if has_default:
+                continue
+            v = None
+        else:
+            v = row[name]
+        if name in _BOOLEAN or (name == "nsfw" and v is not None):
             v = bool(v)
-        elif v is None and f.name in _DEFAULT_ZERO:
+        elif name == "status" and v is not None and cls is not Batch:
+            v = RequestStatus(v)
+        elif v is None and name in _DEFAULT_ZERO:
             v = 0
-        values[f.name] = v
+        values[name] = v
     return cls(**values)
 
 

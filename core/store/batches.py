@@ -15,7 +15,7 @@ import datetime as _dt
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from core.catalog.payloads import canonical_json, payload_hash
@@ -23,13 +23,15 @@ from core.errors import BatchBusy, StoreError
 from core.processes import pid_alive
 from core.store._sql import _Base, build, check_payload, placeholders, seconds_between
 from core.store.db import new_id, now
-from core.store.values import Batch, BatchProgress, Group, RequestRecord
+from core.store.values import (
+    UNFINISHED_STATUSES, Batch, BatchProgress, Group, RequestRecord, RequestStatus,
+)
 
 if TYPE_CHECKING:
     from core.batches.plans import Plan
 
 HEARTBEAT_STALE_S = 30.0
-_UNFINISHED = ("planned", "submitted", "queued", "running")
+_UNFINISHED = tuple(sorted(UNFINISHED_STATUSES))
 
 
 def runner_alive(batch: Batch, *, stale_after: float = HEARTBEAT_STALE_S) -> bool:
@@ -83,7 +85,7 @@ class BatchesMixin(_Base):
                 "image_size": req.image_size,
                 "reference_ids": canonical_json(list(req.reference_ids)),
                 "payload_json": canonical_json(req.payload), "payload_hash": payload_hash(req.payload),
-                "status": "planned", "dry_run": int(dry_run), "created_at": now(),
+                "status": RequestStatus.PLANNED, "dry_run": int(dry_run), "created_at": now(),
                 "estimated_cost": req.estimated_cost, "created_by": created_by, "attempts": 0,
             } for req in plan.requests])
         return self.get_batch(batch_id)
@@ -102,13 +104,13 @@ class BatchesMixin(_Base):
         return [build(Group, r) for r in self._rows(
             "SELECT * FROM groups WHERE batch_id = ? ORDER BY created_at, rowid", [batch_id])]
 
-    def batch_requests(self, batch_id: str, statuses: Sequence[str] | None = None) -> list[RequestRecord]:
+    def batch_requests(self, batch_id: str, statuses: Collection[str] | None = None) -> list[RequestRecord]:
         """The requests of a batch in planning order, optionally only those in `statuses`."""
         sql = "SELECT * FROM requests WHERE batch_id = ?"
         params: list[Any] = [batch_id]
         if statuses:
             sql += f" AND status IN ({placeholders(len(statuses))})"
-            params += list(statuses)
+            params += sorted(statuses)
         return [build(RequestRecord, r) for r in self._rows(sql + " ORDER BY created_at, rowid", params)]
 
     def batch_progress(self, batch_id: str) -> BatchProgress:
@@ -119,7 +121,7 @@ class BatchesMixin(_Base):
                               "WHERE batch_id = ? GROUP BY status", [batch_id]):
             counts[row["status"]] = row["n"]
             est += row["cost"]
-            if row["status"] == "completed":
+            if row["status"] == RequestStatus.COMPLETED:
                 done_cost += row["cost"]
         return BatchProgress(batch_id=batch_id, total=sum(counts.values()), counts=counts,
                              estimated_cost=round(est, 6), completed_cost=round(done_cost, 6),

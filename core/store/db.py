@@ -7,8 +7,8 @@ Invariants:
   transaction with its record in `_sqlite_migrations`. Never edit or reorder an applied one:
   append a new `mNNN_...` function instead.
 - Times are ISO 8601 UTC text (`now()`), which sorts and compares as text.
-- Request statuses: planned -> submitted (POST under way, no fal id yet) -> queued -> running
-  -> completed | failed | cancelled; `dry_run` when nothing is sent.
+- The closed sets stored in text columns (request statuses, reference roles) are defined once,
+  in core/store/values.py.
 """
 from __future__ import annotations
 
@@ -35,12 +35,6 @@ finally:
             del sys.modules[_name]
 
 MIGRATIONS = Migrations("dashboard")
-
-REQUEST_STATUSES = (
-    "planned", "submitted", "queued", "running", "completed", "failed", "cancelled", "dry_run",
-)
-FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "dry_run"})
-REFERENCE_ROLES = ("face", "product", "background", "other")
 
 
 def now() -> str:

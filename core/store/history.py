@@ -8,16 +8,22 @@ Invariants:
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from core.errors import StoreError
 from core.store._sql import _Base, build, placeholders
-from core.store.db import REQUEST_STATUSES
-from core.store.values import HistoryFilter, Page, RequestRecord
+from core.store.images import CHUNK, image_from_row
+from core.store.values import (
+    REQUEST_STATUSES, HistoryFilter, HistoryRow, Page, RequestRecord, ResultImage,
+)
 
 MAX_PAGE_SIZE = 500
+# HistoryRow's request fields, in order (id and created_at first: the keyset)
+_HISTORY_COLUMNS = tuple(f.name for f in dataclasses.fields(HistoryRow) if f.name != "images")
+_DRY_RUN = _HISTORY_COLUMNS.index("dry_run")
 
 
 def _bound(value: _dt.date | _dt.datetime | str, *, end: bool) -> str:
@@ -91,15 +97,13 @@ class HistoryMixin(_Base):
             f"LIMIT ? OFFSET ?", [*params, f.page_size, (page - 1) * f.page_size]))
         return Page(rows=rows, total=total, page=page, page_size=f.page_size)
 
-    def iter_history(self, f: HistoryFilter, *, chunk_size: int = 5000,
-                     columns: Sequence[str] | None = None) -> Iterator[list[dict[str, Any]]]:
-        """Every request matching `f` (ignoring page), newest first, in chunks of raw row dicts, each
-        with an "images" list of raw result_images rows in output order; `columns` limits the
-        request columns read (id and created_at are always read). Keyset pagination on
-        (created_at, id): memory stays bounded by `chunk_size` whatever the table size."""
+    def iter_history(self, f: HistoryFilter, *, chunk_size: int = 5000) -> Iterator[list[HistoryRow]]:
+        """Every request matching `f` (ignoring page), newest first, in chunks of HistoryRow (the
+        request columns the export reads, never response bodies or logs), each with its images
+        (and their metrics) in output order. Keyset pagination on (created_at, id): memory stays
+        bounded by `chunk_size` whatever the table size."""
         where, params = _history_where(f, "r")
-        wanted = ["id", "created_at", *(c for c in (columns or ()) if c not in ("id", "created_at"))]
-        select = ", ".join(f"r.{c}" for c in wanted) if columns else "r.*"
+        select = ", ".join(f"r.{c}" for c in _HISTORY_COLUMNS)
         cursor_key: tuple[str, str] | None = None
         while True:
             extra, extra_params = "", []
@@ -107,22 +111,20 @@ class HistoryMixin(_Base):
                 # a row value keeps the created_at index usable (an OR would sort the rest each chunk)
                 extra = " AND (r.created_at, r.id) < (?, ?)"
                 extra_params = list(cursor_key)
-            requests = list(self._rows(
+            rows = self.db.execute(
                 f"SELECT {select} FROM requests r WHERE {where}{extra} "
-                f"ORDER BY r.created_at DESC, r.id DESC LIMIT ?", [*params, *extra_params, chunk_size]))
-            if not requests:
+                f"ORDER BY r.created_at DESC, r.id DESC LIMIT ?", [*params, *extra_params, chunk_size]).fetchall()
+            if not rows:
                 return
-            by_id = {r["id"]: r for r in requests}
-            for r in requests:
-                r["images"] = []
-            ids = list(by_id)
-            for start in range(0, len(ids), 500):
-                part = ids[start:start + 500]
+            images: dict[str, list[ResultImage]] = {r[0]: [] for r in rows}
+            ids = list(images)
+            for start in range(0, len(ids), CHUNK):
+                part = ids[start:start + CHUNK]
                 for img in self._rows(f"SELECT * FROM result_images WHERE request_id IN "
                                       f"({placeholders(len(part))}) ORDER BY request_id, idx", part):
-                    by_id[img["request_id"]]["images"].append(img)
-            yield requests
-            last = requests[-1]
-            cursor_key = (last["created_at"], last["id"])
-            if len(requests) < chunk_size:
+                    images[img["request_id"]].append(image_from_row(img))
+            yield [HistoryRow(*r[:_DRY_RUN], bool(r[_DRY_RUN]), *r[_DRY_RUN + 1:], images=tuple(images[r[0]]))
+                   for r in rows]
+            cursor_key = (rows[-1][1], rows[-1][0])
+            if len(rows) < chunk_size:
                 return

@@ -22,7 +22,12 @@ from core.catalog.payloads import (
 from core.errors import StoreError
 from core.store._sql import _Base, build, check_payload, json_or_none, placeholders, seconds_between
 from core.store.db import new_id, now
-from core.store.values import RequestRecord
+from core.store.values import (
+    ACTIVE_STATUSES, UNFINISHED_STATUSES, RequestRecord, RequestStatus,
+)
+
+_ACTIVE = tuple(sorted(ACTIVE_STATUSES))
+_UNFINISHED = tuple(sorted(UNFINISHED_STATUSES))
 
 
 class RequestsMixin(_Base):
@@ -44,9 +49,9 @@ class RequestsMixin(_Base):
                 "prompt": prompt if prompt is not None else payload.get("prompt"),
                 "options_json": canonical_json(dict(options or {})), "seed": seed,
                 "image_size": image_size, "reference_ids": canonical_json(list(reference_ids)),
-                "payload_json": text, "payload_hash": payload_hash(payload), "status": "planned",
-                "dry_run": int(dry_run), "created_at": now(), "estimated_cost": estimated_cost,
-                "rerun_of": rerun_of, "created_by": created_by, "attempts": 0,
+                "payload_json": text, "payload_hash": payload_hash(payload),
+                "status": RequestStatus.PLANNED, "dry_run": int(dry_run), "created_at": now(),
+                "estimated_cost": estimated_cost, "rerun_of": rerun_of, "created_by": created_by, "attempts": 0,
             })
             if batch_id is not None:
                 self._write("UPDATE batches SET request_count = request_count + 1, "
@@ -73,9 +78,9 @@ class RequestsMixin(_Base):
 
     def mark_submitted(self, request_id: str) -> bool:
         """The POST is about to leave: from here on the job MAY exist at fal."""
-        cur = self._write("UPDATE requests SET status = 'submitted', submitted_at = ?, "
-                          "attempts = coalesce(attempts, 0) + 1 WHERE id = ? AND status = 'planned'",
-                          [now(), request_id])
+        cur = self._write("UPDATE requests SET status = ?, submitted_at = ?, "
+                          "attempts = coalesce(attempts, 0) + 1 WHERE id = ? AND status = ?",
+                          [RequestStatus.SUBMITTED, now(), request_id, RequestStatus.PLANNED])
         if cur.rowcount == 0:
             self.get_request(request_id)
             return False
@@ -84,14 +89,15 @@ class RequestsMixin(_Base):
     def mark_unsent(self, request_id: str) -> bool:
         """Back to `planned` after a submit that fal surely did not accept (refused key, 429, no
         connection): nothing exists at fal, so sending it later cannot run it twice."""
-        return self._transition(request_id, ("submitted",), {"status": "planned", "submitted_at": None})
+        return self._transition(request_id, (RequestStatus.SUBMITTED,),
+                                {"status": RequestStatus.PLANNED, "submitted_at": None})
 
     def mark_queued(self, request_id: str, *, fal_request_id: str, status_url: str | None,
                     response_url: str | None, cancel_url: str | None,
                     queue_position: int | None = None, http_status: int | None = 200) -> bool:
         """fal accepted the job; its id and URLs are what a resumed runner polls."""
-        return self._transition(request_id, ("submitted",), {
-            "status": "queued", "queued_at": now(), "fal_request_id": fal_request_id,
+        return self._transition(request_id, (RequestStatus.SUBMITTED,), {
+            "status": RequestStatus.QUEUED, "queued_at": now(), "fal_request_id": fal_request_id,
             "status_url": status_url, "response_url": response_url, "cancel_url": cancel_url,
             "queue_position": queue_position, "http_status": http_status,
         })
@@ -100,15 +106,15 @@ class RequestsMixin(_Base):
         """fal reported IN_PROGRESS; the queue time is submit -> now."""
         rec = self.get_request(request_id)
         started = now()
-        updates: dict[str, Any] = {"status": "running", "started_at": started,
+        updates: dict[str, Any] = {"status": RequestStatus.RUNNING, "started_at": started,
                                    "queue_time_s": seconds_between(rec.submitted_at, started)}
         if logs is not None:
             updates["logs_json"] = json_or_none(logs)
-        return self._transition(request_id, ("queued",), updates)
+        return self._transition(request_id, (RequestStatus.QUEUED,), updates)
 
     def update_queue_position(self, request_id: str, position: int | None) -> None:
-        self._write("UPDATE requests SET queue_position = ? WHERE id = ? AND status = 'queued'",
-                    [position, request_id])
+        self._write("UPDATE requests SET queue_position = ? WHERE id = ? AND status = ?",
+                    [position, request_id, RequestStatus.QUEUED])
 
     def mark_completed(self, request_id: str, *, response: Any, http_status: int | None = 200,
                        inference_time_s: float | None = None, logs: Any = None) -> bool:
@@ -125,14 +131,14 @@ class RequestsMixin(_Base):
         if queue_time is None and total is not None and inference_time_s is not None:
             queue_time = max(0.0, round(total - inference_time_s, 6))
         updates: dict[str, Any] = {
-            "status": "completed", "completed_at": done, "total_time_s": total,
+            "status": RequestStatus.COMPLETED, "completed_at": done, "total_time_s": total,
             "queue_time_s": queue_time, "inference_time_s": inference_time_s,
             "http_status": http_status, "response_json": json_or_none(response),
             "error_type": None, "error_message": None,
         }
         if logs is not None:
             updates["logs_json"] = json_or_none(logs)
-        return self._transition(request_id, ("submitted", "queued", "running"), updates)
+        return self._transition(request_id, _ACTIVE, updates)
 
     def mark_failed(self, request_id: str, *, error_type: str, error_message: str,
                     http_status: int | None = None, response: Any = None,
@@ -140,8 +146,8 @@ class RequestsMixin(_Base):
         """A final failure, with what happened and what to do in `error_message`."""
         rec = self.get_request(request_id)
         done = now()
-        return self._transition(request_id, ("planned", "submitted", "queued", "running"), {
-            "status": "failed", "completed_at": done,
+        return self._transition(request_id, _UNFINISHED, {
+            "status": RequestStatus.FAILED, "completed_at": done,
             "total_time_s": seconds_between(rec.submitted_at, done),
             "inference_time_s": inference_time_s, "http_status": http_status,
             "error_type": error_type, "error_message": abbreviate(error_message),
@@ -152,16 +158,16 @@ class RequestsMixin(_Base):
                        http_status: int | None = None) -> bool:
         rec = self.get_request(request_id)
         done = now()
-        return self._transition(request_id, ("planned", "submitted", "queued", "running"), {
-            "status": "cancelled", "completed_at": done,
+        return self._transition(request_id, _UNFINISHED, {
+            "status": RequestStatus.CANCELLED, "completed_at": done,
             "total_time_s": seconds_between(rec.submitted_at, done),
             "error_type": "cancelled", "error_message": reason, "http_status": http_status,
         })
 
     def mark_dry_run(self, request_id: str) -> bool:
         """Built and validated, recorded, and deliberately not sent (no FAL_KEY)."""
-        return self._transition(request_id, ("planned",), {"status": "dry_run", "dry_run": 1,
-                                                           "completed_at": now()})
+        return self._transition(request_id, (RequestStatus.PLANNED,),
+                                {"status": RequestStatus.DRY_RUN, "dry_run": 1, "completed_at": now()})
 
     def rerun_request(self, request_id: str, *, created_by: str | None = None,
                       dry_run: bool | None = None) -> RequestRecord:

@@ -13,18 +13,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.store.aggregates import AggregatesMixin
 from core.store.batches import BatchesMixin
 from core.store.db import connect
 from core.store.history import HistoryMixin
 from core.store.images import ImagesMixin
+from core.store.metrics import MetricsMixin
+from core.store.references import ReferencesMixin
 from core.store.requests import RequestsMixin
+from core.store.votes import VotesMixin
 
 if TYPE_CHECKING:
     from core.config import Settings
 
 
-class Store(BatchesMixin, RequestsMixin, ImagesMixin, HistoryMixin):
-    """Batches, groups, requests, result images and history, on one connection.
+class Store(BatchesMixin, RequestsMixin, ImagesMixin, MetricsMixin, HistoryMixin, VotesMixin,
+            ReferencesMixin, AggregatesMixin):
+    """Every table of the dashboard, on one connection: batches and groups, requests, result
+    images and their metrics, history, votes, reference photos, and the comparison's reads.
 
     `Store(db)` wraps an open `sqlite_utils.Database` (migrated by `connect`); `open_store`
     is the usual way in."""

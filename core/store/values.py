@@ -1,20 +1,60 @@
 """The values the store hands out: frozen dataclasses, built from rows inside core/store only.
 
-A caller never sees a row dict or a cursor: what crosses the store is one of these.
+A caller never sees a row dict or a cursor: what crosses the store is one of these. The closed
+sets of the schema (request statuses, reference roles) and the rules that read a stored value
+the same way everywhere (the same-person threshold, a model's output in a group) live here too.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from core.store.db import FINAL_STATUSES, REQUEST_STATUSES
+
+class RequestStatus(enum.StrEnum):
+    """Where a request is. It moves one way: planned -> submitted (POST under way, no fal id yet)
+    -> queued -> running -> completed | failed | cancelled, or planned -> dry_run (nothing sent).
+    A StrEnum: it compares equal to, and is stored as, its text."""
+
+    PLANNED = "planned"
+    SUBMITTED = "submitted"
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DRY_RUN = "dry_run"
+
+
+REQUEST_STATUSES: tuple[RequestStatus, ...] = tuple(RequestStatus)
+# nothing more will happen to the request
+FINAL_STATUSES = frozenset({RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED,
+                            RequestStatus.DRY_RUN})
+# the job may exist at fal: a runner follows it (never sends it again)
+ACTIVE_STATUSES = frozenset({RequestStatus.SUBMITTED, RequestStatus.QUEUED, RequestStatus.RUNNING})
+# not final: a batch with one of these is unfinished
+UNFINISHED_STATUSES = frozenset({RequestStatus.PLANNED, *ACTIVE_STATUSES})
+
+REFERENCE_ROLES = ("face", "product", "background", "other")
 
 # Batch statuses: planned (written, never run), running (a runner took it at least once),
 # finished (every request final), cancelled (cancel requested and every request final).
 BATCH_STATUSES = ("planned", "running", "finished", "cancelled")
+
+# dlib's face-recognition model calls two faces the same person when the distance of their
+# descriptors is under 0.6 (its documented operating point). Every page, export and statistic
+# asks `is_same_person`.
+SAME_PERSON_THRESHOLD = 0.6
+
+
+def is_same_person(face_status: str | None, face_distance: float | None) -> bool | None:
+    """dlib's verdict on a measured face distance; None unless both faces were found ("ok")."""
+    if face_status != "ok" or face_distance is None or face_distance != face_distance:  # NaN
+        return None
+    return face_distance < SAME_PERSON_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -130,7 +170,77 @@ class RequestRecord(_OptionsAndReferences):
 
 
 @dataclass(frozen=True)
+class ImageMetrics:
+    """The measured fidelity and response checks of one result image (None where not measured).
+
+    Written by the metrics worker (core/evaluation/fidelity.py) through `Store.save_image_metrics`;
+    PENDING while `metrics_at` is None."""
+    image_id: str
+    request_id: str
+    face_status: str | None = None
+    face_distance: float | None = None
+    faces_reference: int | None = None
+    faces_output: int | None = None
+    phash_distance: int | None = None
+    ciede2000: float | None = None
+    ssim: float | None = None
+    metrics_reference_id: str | None = None
+    metrics_version: str | None = None
+    metrics_at: str | None = None
+    metrics_error: str | None = None
+    requested_width: int | None = None
+    requested_height: int | None = None
+    pixel_width: int | None = None
+    pixel_height: int | None = None
+    seed_sent: int | None = None
+    seed_returned: int | None = None
+    check_flags: tuple[str, ...] = ()
+    checked_at: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.metrics_at is None
+
+    @property
+    def same_person(self) -> bool | None:
+        """dlib's verdict (`is_same_person`), only when both faces were found."""
+        return is_same_person(self.face_status, self.face_distance)
+
+    def summary(self) -> str:
+        """One line for a caption: face, hash, colour, SSIM and surprises."""
+        if self.pending:
+            return "metrics pending"
+        parts = []
+        if self.face_status == "ok" and self.face_distance is not None:
+            verdict = "same person" if self.same_person else "different person"
+            parts.append(f"face {self.face_distance:.2f} ({verdict})")
+        elif self.face_status:
+            parts.append(self.face_status.replace("_", " "))
+        if self.phash_distance is not None:
+            parts.append(f"phash {self.phash_distance}")
+        if self.ciede2000 is not None:
+            parts.append(f"ΔE {self.ciede2000:.1f}")
+        if self.ssim is not None:
+            parts.append(f"SSIM {self.ssim:.2f}")
+        if self.metrics_error:
+            parts.append(f"error: {self.metrics_error}")
+        if self.check_flags:
+            parts.append("surprises: " + ", ".join(f.replace("_", " ") for f in self.check_flags))
+        return " · ".join(parts)
+
+
+# the result_images columns ImageMetrics holds (besides its ids), in schema order
+METRIC_COLUMNS = (
+    "face_status", "face_distance", "faces_reference", "faces_output", "phash_distance", "ciede2000",
+    "ssim", "metrics_reference_id", "metrics_version", "metrics_at", "metrics_error",
+    "requested_width", "requested_height", "pixel_width", "pixel_height", "seed_sent",
+    "seed_returned", "check_flags", "checked_at",
+)
+
+
+@dataclass(frozen=True)
 class ResultImage:
+    """One output image of a request, with its measured metrics (pending until measured)."""
     id: str
     request_id: str
     idx: int
@@ -144,6 +254,46 @@ class ResultImage:
     size_bytes: int | None
     nsfw: bool | None
     created_at: str
+    metrics: ImageMetrics = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.metrics is None:
+            object.__setattr__(self, "metrics", ImageMetrics(self.id, self.request_id))
+
+    @property
+    def stored(self) -> bool:
+        """Whether the bytes are in our storage (not only at fal's URL)."""
+        return bool(self.storage_path)
+
+
+@dataclass(frozen=True)
+class GroupOutput:
+    """A model's output in a group: the request chosen by `pick_output` and its first image
+    (idx 0), None when that request has no image (failed, cancelled, dry run...)."""
+    group_id: str
+    endpoint: str
+    request: RequestRecord
+    image: ResultImage | None
+
+    @property
+    def request_id(self) -> str:
+        return self.request.id
+
+
+def pick_output(candidates: Iterable[tuple[RequestRecord, ResultImage | None]], *,
+                or_newest: bool = False) -> tuple[RequestRecord, ResultImage | None] | None:
+    """THE rule for a model's output in a group, used by Review, Compare, the Leaderboard and the
+    comparison CSV: of one model's requests in one group (oldest first, each with its idx-0
+    image), the newest COMPLETED request whose image is stored; else, with `or_newest` (the CSV,
+    so a failure shows), the newest request; else None."""
+    newest = chosen = None
+    for request, image in candidates:
+        newest = (request, image)
+        if request.status == RequestStatus.COMPLETED and image is not None and image.stored:
+            chosen = (request, image)
+    if chosen is None and or_newest:
+        return newest
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -198,3 +348,110 @@ class BatchProgress:
         parts = [f"{s} {self.counts[s]}" for s in REQUEST_STATUSES if self.counts.get(s)]
         return f"{self.done}/{self.total} done ({', '.join(parts) or 'nothing yet'}), " \
                f"estimated ${self.estimated_cost:.3f}"
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One request as the history export reads it (never its response or logs), with its images."""
+    id: str
+    created_at: str
+    batch_id: str | None
+    group_id: str | None
+    rerun_of: str | None
+    submitted_at: str | None
+    completed_at: str | None
+    endpoint: str
+    status: str
+    dry_run: bool
+    options_json: str | None
+    prompt: str | None
+    seed: int | None
+    image_size: str | None
+    reference_ids: str | None
+    payload_hash: str
+    payload_json: str
+    fal_request_id: str | None
+    queue_time_s: float | None
+    inference_time_s: float | None
+    total_time_s: float | None
+    http_status: int | None
+    estimated_cost: float | None
+    error_type: str | None
+    error_message: str | None
+    images: tuple[ResultImage, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A stored reference photo (table `reference_photos`)."""
+    id: str
+    sha256: str
+    role: str
+    owner: str | None
+    original_name: str | None
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+    storage_backend: str
+    storage_path: str
+    public_url: str | None
+    created_at: str
+    created_by: str | None
+    archived_at: str | None
+    # what happened on this upload: not part of the reference's identity
+    notes: tuple[str, ...] = field(default=(), compare=False)
+    existing: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True)
+class StoredVote:
+    """One rater's verdict on two outputs of a group, with the endpoints of both sides."""
+    id: str
+    group_id: str
+    rater: str
+    left_request_id: str
+    right_request_id: str
+    left_endpoint: str
+    right_endpoint: str
+    verdict: str
+    winner: str | None
+    note: str | None
+    created_at: str
+
+    def describe(self) -> str:
+        """The unblinded verdict in words, e.g. "left (fal-ai/flux/schnell) better"."""
+        if self.verdict == "left":
+            return f"left ({self.left_endpoint}) better"
+        if self.verdict == "right":
+            return f"right ({self.right_endpoint}) better"
+        return self.verdict.replace("_", " ")
+
+
+class RequestCost(NamedTuple):
+    """What cost and latency per model read of one request (a tuple: read by the 100,000)."""
+    id: str
+    endpoint: str
+    status: str
+    queue_time_s: float | None
+    inference_time_s: float | None
+    total_time_s: float | None
+    estimated_cost: float | None
+    images: int
+
+
+class MetricRow(NamedTuple):
+    """One result image of a completed request with the metrics the Leaderboard charts (a tuple:
+    read by the 100,000 into a DataFrame)."""
+    endpoint: str
+    group_id: str | None
+    request_id: str
+    image_id: str
+    face_status: str | None
+    face_distance: float | None
+    phash_distance: int | None
+    ciede2000: float | None
+    ssim: float | None
+    metrics_at: str | None
+    metrics_error: str | None
+    check_flags: str

@@ -101,7 +101,7 @@ def bench_reads(variants: int, seeds: int) -> None:
     t = time.perf_counter()
     batch = st.create_batch(plan, dry_run=False)
     now = dbmod.now()
-    with st.atomic():
+    with st.db.atomic():
         st.db.execute("UPDATE requests SET status = 'completed', inference_time_s = 1.5, queue_time_s = 0.3, "
                    "total_time_s = 2.0 WHERE batch_id = ?", [batch.id])
         st.db["result_images"].insert_all(
@@ -111,7 +111,7 @@ def bench_reads(variants: int, seeds: int) -> None:
              "ciede2000": 12.0, "metrics_at": now, "metrics_version": "1", "check_flags": ""}
             for (rid,) in st.db.execute("SELECT id FROM requests WHERE batch_id = ?", [batch.id]).fetchall())
     items = review.review_items(st, batch.id, "ana")
-    with st.atomic():
+    with st.db.atomic():
         for rater in ("ana", "bo"):
             for item in items[: len(items) // 2]:
                 st.db["votes"].insert({"id": dbmod.new_id(), "group_id": item.group.id, "rater": rater,
@@ -133,7 +133,7 @@ def bench_reads(variants: int, seeds: int) -> None:
     timed("comparison.leaderboard", lambda: comparison.leaderboard(st, batch_id=batch.id))
     timed("comparison.model_costs", lambda: comparison.model_costs(st, batch_id=batch.id))
     timed("comparison.fidelity_by_model", lambda: comparison.fidelity_by_model(st, batch_id=batch.id))
-    timed("fidelity.pending_count (whole table)", lambda: fidelity.pending_count(st))
+    timed("fidelity.pending_count (whole table)", lambda: st.pending_count())
     timed("comparison CSV (bytes)", lambda: comparison.comparison_csv_bytes(st, batch_id=batch.id), repeat=1)
     st.close()
 

@@ -78,7 +78,7 @@ def seed(d, rows: int) -> None:
                              "storage_path": f"results/{rid}/0.jpg", "sha256": "0" * 64, "width": 576,
                              "height": 1024, "content_type": "image/jpeg", "size_bytes": 123456,
                              "nsfw": 0, "created_at": created.isoformat()})
-        with d.atomic():
+        with d.db.atomic():
             d.db["requests"].insert_all(reqs)
             d.db["result_images"].insert_all(imgs)
 

@@ -67,7 +67,7 @@ def _fill(data_dir: Path, rows: int, big_batch: int) -> None:
     sha = hashlib.sha256(image).hexdigest()
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     ids = [r[0] for r in d.db.execute("SELECT id FROM requests WHERE batch_id = ?", [batch.id]).fetchall()]
-    with d.atomic():
+    with d.db.atomic():
         d.db.execute("UPDATE requests SET status = 'completed', submitted_at = ?, completed_at = ?, "
                   "inference_time_s = 1.1 WHERE batch_id = ?", [now, now, batch.id])
         d.db["result_images"].insert_all({

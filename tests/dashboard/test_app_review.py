@@ -44,7 +44,7 @@ def test_vote_is_stored_then_models_revealed_then_next_group_and_never_shown_aga
     at.text_input(key=f"rev_note_{first.key}").input("left has the face")
     _buttons(at)["rev_left"].click().run()
     assert_ok(at)
-    votes = review.list_votes(records(), batch_id=batch.id)
+    votes = records().list_votes(batch_id=batch.id)
     assert len(votes) == 1
     vote = votes[0]
     assert (vote.rater, vote.verdict, vote.winner, vote.note) == ("ana", "left", first.left.endpoint,
@@ -79,7 +79,7 @@ def test_skip_moves_on_without_a_vote_and_skipped_groups_can_come_back():
     at = open_page("review.py", user="ana")
     first = review.queue(records(), batch.id, "ana").next
     _buttons(at)["rev_skip"].click().run()
-    assert review.list_votes(records()) == []
+    assert records().list_votes() == []
     assert f"**{first.group.prompt}**" not in texts(at.markdown)
     _buttons(at)["rev_skip"].click().run()
     assert any("Only skipped groups are left" in t for t in texts(at.success))

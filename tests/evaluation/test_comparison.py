@@ -223,7 +223,7 @@ def test_comparison_command_measures_pending_first_so_the_file_is_complete(voted
     rows = _read(out.read_text(encoding="utf-8"))
     assert len(rows) == 10
     assert all(r["flux_schnell_face_status"] and r["flux-2_lora_edit_phash_distance"] for r in rows)
-    assert fidelity.pending_count(open_store(load_settings().db_path), batch_id=batch.id) == 0
+    assert open_store(load_settings().db_path).pending_count(batch_id=batch.id) == 0
 
     mixed = subprocess.run([sys.executable, "-m", "core", "export", "--comparison", "--status", "failed",
                             "--out", str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)

@@ -130,7 +130,7 @@ def test_a_size_mismatch_from_the_fal_standin_is_flagged(env, fal_standin, monke
 
     fidelity.compute_pending(st, storage, batch_id=batch.id)
     reqs = _by_endpoint(st, batch.id)
-    got = fidelity.image_metrics(st, [_image_id(st, reqs[SCHNELL].id), _image_id(st, reqs[EDIT].id)])
+    got = st.image_metrics([_image_id(st, reqs[SCHNELL].id), _image_id(st, reqs[EDIT].id)])
     schnell, edit = (got[_image_id(st, reqs[m].id)] for m in (SCHNELL, EDIT))
     assert (schnell.requested_width, schnell.requested_height) == (576, 1024)
     assert (schnell.pixel_width, schnell.pixel_height) == (1024, 1024)
@@ -149,7 +149,7 @@ def test_seed_and_nsfw_surprises_are_stored(env):
     reqs = _by_endpoint(st, batch.id)
     _complete(st, storage, reqs[SCHNELL], _gradient(), response_extra={"seed": 999}, nsfw=True)
     fidelity.compute_pending(st, storage)
-    m = fidelity.image_metrics(st, [_image_id(st, reqs[SCHNELL].id)])[_image_id(st, reqs[SCHNELL].id)]
+    m = st.image_metrics([_image_id(st, reqs[SCHNELL].id)])[_image_id(st, reqs[SCHNELL].id)]
     assert m.seed_sent == 1 and m.seed_returned == 999
     assert m.check_flags == ("seed_mismatch", "nsfw")
 
@@ -165,13 +165,13 @@ def test_pending_images_get_fidelity_against_the_groups_first_reference(env):
     reqs = _by_endpoint(st, batch.id)
     _complete(st, storage, reqs[EDIT], _astronaut().filter(ImageFilter.GaussianBlur(2)))
     _complete(st, storage, reqs[SCHNELL], _gradient())
-    assert fidelity.pending_count(st, batch_id=batch.id) == 2
+    assert st.pending_count(batch_id=batch.id) == 2
 
     report = fidelity.compute_pending(st, storage, batch_id=batch.id)
     assert (report.measured, report.failed, report.remaining) == (2, 0, 0)
 
     edit_id, schnell_id = _image_id(st, reqs[EDIT].id), _image_id(st, reqs[SCHNELL].id)
-    got = fidelity.image_metrics(st, [edit_id, schnell_id])
+    got = st.image_metrics([edit_id, schnell_id])
     edit, schnell = got[edit_id], got[schnell_id]
     assert edit.face_status == "ok" and edit.same_person is True
     assert 0 < edit.face_distance < metrics.SAME_PERSON_THRESHOLD
@@ -216,11 +216,11 @@ def test_unreadable_output_is_recorded_not_raised_and_can_be_retried(env):
     storage.put(image.storage_path, b"not an image", "image/png", overwrite=True)
     report = fidelity.compute_pending(st, storage)
     assert (report.measured, report.failed, report.remaining) == (1, 1, 0)
-    m = fidelity.image_metrics(st, [image.id])[image.id]
+    m = st.image_metrics([image.id])[image.id]
     assert m.face_status == "error" and "could not be decoded" in m.metrics_error
     assert "unreadable" in m.check_flags
     assert fidelity.reset(st, failed=True) == 1
-    assert fidelity.pending_count(st) == 1
+    assert st.pending_count() == 1
 
 
 def test_an_unexpected_failure_is_recorded_and_the_pass_goes_on(env, monkeypatch):
@@ -232,7 +232,7 @@ def test_an_unexpected_failure_is_recorded_and_the_pass_goes_on(env, monkeypatch
     monkeypatch.setattr(metrics, "measure", lambda *a, **k: (_ for _ in ()).throw(ValueError("boom")))
     report = fidelity.compute_pending(st, storage)
     assert (report.measured, report.failed, report.remaining) == (2, 2, 0)
-    rows = fidelity.image_metrics(st, [r[0] for r in st.db.execute("SELECT id FROM result_images")])
+    rows = st.image_metrics([r[0] for r in st.db.execute("SELECT id FROM result_images")])
     assert all(m.face_status == "error" and "boom" in m.metrics_error for m in rows.values())
     assert all(m.checked_at for m in rows.values()), "the response checks are still stored"
 
@@ -249,7 +249,7 @@ def test_an_interrupted_pass_resumes_from_what_is_left_after_a_restart(env, sett
     st.close()
 
     again = open_store(settings.db_path)
-    assert fidelity.pending_count(again) == 3
+    assert again.pending_count() == 3
     assert fidelity.compute_pending(again, open_storage(settings)).remaining == 0
     measured = again.db.execute("SELECT count(*) FROM result_images WHERE metrics_at IS NOT NULL").fetchone()[0]
     assert measured == 4
@@ -299,7 +299,7 @@ def test_background_worker_fills_metrics_without_the_caller_measuring(env, setti
     def done():
         conn = open_store(settings.db_path)
         try:
-            return fidelity.pending_count(conn) == 0
+            return conn.pending_count() == 0
         finally:
             conn.close()
 
@@ -337,7 +337,7 @@ def test_worker_follows_a_live_runner_and_measures_images_as_they_arrive(env, se
         assert fidelity.worker_running(settings)
         for rec in st.batch_requests(batch.id):
             _complete(st, storage, rec, _gradient())
-        _wait(lambda: fidelity.pending_count(st) == 0, timeout=60)
+        _wait(lambda: st.pending_count() == 0, timeout=60)
         st.release_batch(batch.id)
         worker.join(timeout=60)
         assert not worker.is_alive()

@@ -93,7 +93,7 @@ def test_ties_have_no_winner_and_skips_store_nothing(st):
     assert tie.winner is None and tie.describe() == "both bad"
     skipped = review.queue(st, batch.id, "ana", skip={q.items[1].key})
     assert skipped.items == () and skipped.skipped == 1
-    assert len(review.list_votes(st, batch_id=batch.id)) == 1
+    assert len(st.list_votes(batch_id=batch.id)) == 1
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -106,7 +106,7 @@ def test_bad_votes_are_refused_with_what_to_do(st, kwargs, message):
     args = {"rater": "ana", "verdict": "left", **kwargs}
     with pytest.raises(StoreError, match=message):
         review.record_item_vote(st, item, **args)
-    assert review.list_votes(st) == []
+    assert st.list_votes() == []
 
 
 def test_requests_of_another_group_are_refused(st):
@@ -127,7 +127,7 @@ def test_stats_votes_use_the_latest_verdict_per_rater_and_carry_the_options(st):
     review.record_item_vote(st, items[0], rater="ana", verdict="both_good")
     review.record_item_vote(st, items[0], rater="Ana", verdict="left")
     review.record_item_vote(st, items[1], rater="ana", verdict="right")
-    assert len(review.list_votes(st, batch_id=batch.id)) == 3
+    assert len(st.list_votes(batch_id=batch.id)) == 3
     votes = review.stats_votes(st, batch_id=batch.id)
     assert [v.winner for v in votes] == [items[0].left.endpoint, items[1].right.endpoint]
     assert votes[0].factors["pose"] in ("Standing", "Sitting")

@@ -330,7 +330,7 @@ def test_history_filters_combine(d, history):
 
 def test_iter_history_chunks_cover_every_row_once(d, history):
     _, ids = history
-    seen = [r["id"] for chunk in d.iter_history(store.HistoryFilter(), chunk_size=5) for r in chunk]
+    seen = [r.id for chunk in d.iter_history(store.HistoryFilter(), chunk_size=5) for r in chunk]
     assert seen == ids[::-1]
 
 

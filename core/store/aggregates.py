@@ -1,0 +1,91 @@
+"""Reads across tables for the comparison (core/evaluation/comparison.py) and review: each
+model's output in a group, cost and latency rows, metric rows, and a data version to cache by.
+
+Invariant: "a model's output in a group" is `values.pick_output` applied to `group_outputs`'s
+candidates, for Review, Compare, the Leaderboard and the comparison CSV alike.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from core.store._sql import _Base, build
+from core.store.images import image_from_row
+from core.store.values import (
+    GroupOutput, MetricRow, RequestCost, RequestRecord, RequestStatus, ResultImage, pick_output,
+)
+
+
+def _batch_clause(batch_id: str | None, alias: str = "r") -> tuple[str, list[Any]]:
+    return (f" AND {alias}.batch_id = ?", [batch_id]) if batch_id else ("", [])
+
+
+class AggregatesMixin(_Base):
+    """Whole-selection reads for the comparison; nothing here writes."""
+
+    def group_outputs(self, batch_id: str, *, or_newest: bool = False) -> dict[str, dict[str, GroupOutput]]:
+        """Per group id, per endpoint: the model's output in the group (`values.pick_output`;
+        `or_newest` for the CSV, so a failure shows)."""
+        candidates: dict[tuple[str, str], list[tuple[RequestRecord, ResultImage | None]]] = {}
+        images = {row["request_id"]: image_from_row(row) for row in self._rows(
+            "SELECT i.* FROM result_images i JOIN requests r ON r.id = i.request_id "
+            "WHERE r.batch_id = ? AND i.idx = 0", [batch_id])}
+        for row in self._rows("SELECT * FROM requests WHERE batch_id = ? AND group_id IS NOT NULL "
+                              "ORDER BY created_at, rowid", [batch_id]):
+            request = build(RequestRecord, row)
+            candidates.setdefault((row["group_id"], row["endpoint"]), []).append(
+                (request, images.get(request.id)))
+        out: dict[str, dict[str, GroupOutput]] = {}
+        for (group_id, endpoint), options in candidates.items():
+            picked = pick_output(options, or_newest=or_newest)
+            if picked is not None:
+                out.setdefault(group_id, {})[endpoint] = GroupOutput(group_id, endpoint, *picked)
+        return out
+
+    def data_version(self, *, batch_id: str | None = None) -> tuple[Any, ...]:
+        """A cheap stamp that changes whenever requests, their final states, images, metrics or
+        votes of this selection can have changed: pages cache aggregates by it."""
+        where, params = _batch_clause(batch_id)
+        req = self._one(f"SELECT count(*), max(completed_at) FROM requests r WHERE 1{where}", params)
+        img = self._one("SELECT count(*), max(metrics_at), max(checked_at) FROM result_images")
+        votes = self._one("SELECT count(*), max(created_at) FROM votes")
+        return (batch_id, *req, *img, *votes)
+
+    def request_costs(self, *, batch_id: str | None = None) -> list[RequestCost]:
+        """Every request of the selection with its timings, estimated cost and image count, in
+        planning order."""
+        where, params = _batch_clause(batch_id)
+        cursor = self.db.execute(
+            "SELECT r.id, r.endpoint, r.status, r.queue_time_s, r.inference_time_s, r.total_time_s, "
+            "r.estimated_cost, (SELECT count(*) FROM result_images i WHERE i.request_id = r.id) "
+            f"FROM requests r WHERE 1{where} ORDER BY r.created_at, r.rowid", params)
+        return [RequestCost._make(row) for row in cursor]
+
+    def metric_rows(self, *, batch_id: str | None = None) -> list[MetricRow]:
+        """Every result image of the selection's completed requests with its stored metrics."""
+        where, params = _batch_clause(batch_id)
+        cursor = self.db.execute(
+            "SELECT r.endpoint, r.group_id, r.id, i.id, i.face_status, i.face_distance, "
+            "i.phash_distance, i.ciede2000, i.ssim, i.metrics_at, i.metrics_error, "
+            "coalesce(i.check_flags, '') FROM result_images i JOIN requests r ON r.id = i.request_id "
+            f"WHERE r.status = ?{where} ORDER BY r.created_at, r.rowid, i.idx",
+            [RequestStatus.COMPLETED, *params])
+        return [MetricRow._make(row) for row in cursor]
+
+    def comparison_models(self, *, batch_id: str | None = None) -> list[str]:
+        """The endpoints with grouped requests in the selection, in the order they first appear."""
+        where, params = _batch_clause(batch_id)
+        rows = self.db.execute(f"SELECT endpoint, min(rowid) AS first FROM requests r "
+                               f"WHERE r.group_id IS NOT NULL{where} GROUP BY endpoint ORDER BY first",
+                               params).fetchall()
+        return [r[0] for r in rows]
+
+    def batch_names(self, batch_id: str | None = None) -> list[tuple[str, str]]:
+        """(id, name) of one batch, or of every batch oldest first."""
+        if batch_id:
+            return [(r[0], r[1]) for r in self.db.execute("SELECT id, name FROM batches WHERE id = ?",
+                                                          [batch_id])]
+        return [(r[0], r[1]) for r in self.db.execute("SELECT id, name FROM batches ORDER BY created_at, id")]
+
+    def count_groups(self, *, batch_id: str | None = None) -> int:
+        where, params = _batch_clause(batch_id, "g")
+        return self._one(f"SELECT count(*) FROM groups g WHERE 1{where}", params)[0]
