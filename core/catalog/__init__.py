@@ -1,1 +1,22 @@
-"""What can be asked of fal: prompt options, endpoints and their schemas, payloads. A new endpoint touches only this package."""
+"""What can be asked of fal: the prompt options, the endpoints (data in endpoints.toml and the
+JSON Schemas in schemas/), the payloads built from them, and contenders (an endpoint at one
+parameter set). A new endpoint touches only this package.
+
+    prompts      option catalogs (options.toml) -> prompt sentence and image_size
+    registry     endpoints, payload building and validation, parameter fields, cost
+    payloads     canonical JSON, payload hashes, abbreviated data: URIs, JSON diffs
+    contenders   stable ids and readable labels of endpoint + parameter sets
+"""
+from core._surface import lazy
+
+_EXPORTS = {
+    "prompts": "", "registry": "", "payloads": "", "contenders": "",
+    "PromptOptions": "prompts", "build_prompt": "prompts", "image_size_for": "prompts",
+    "OPTION_KEYS": "prompts",
+    "Endpoint": "registry", "get_endpoint": "registry", "list_endpoints": "registry",
+    "build_payload": "registry", "validate_payload": "registry", "estimate_cost": "registry",
+    "canonical_json": "payloads", "payload_hash": "payloads", "abbreviate": "payloads",
+    "Contender": "contenders",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy(__name__, _EXPORTS)

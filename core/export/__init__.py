@@ -1,2 +1,4 @@
-"""CSV exports."""
+"""CSV exports: the request history (one row per request and image), spreadsheet-safe and streamed."""
 from core.export.history import CHUNK_SIZE, COLUMNS, ExportResult, iter_csv, safe_cell, to_csv, to_csv_bytes  # noqa: F401
+
+__all__ = ["CHUNK_SIZE", "COLUMNS", "ExportResult", "iter_csv", "safe_cell", "to_csv", "to_csv_bytes"]
