@@ -372,6 +372,12 @@ class FalClient:
                 return
             sleep(poll_every)
 
+    def status_events(self, handle: QueueHandle, *, logs: bool = True) -> Iterator[Status]:
+        """The job's statuses from fal's status stream only, as they arrive. Raises on any
+        failure; ending before Completed is the stream closing early. The runner reads it in a
+        thread of its own and falls back to its adaptive polling when it fails."""
+        return self._stream_events(handle, logs)
+
     def _stream_events(self, handle: QueueHandle, logs: bool) -> Iterator[Status]:
         """Statuses from one status stream, as they arrive. Raises on anything unexpected."""
         split = urlsplit(handle.status_url)

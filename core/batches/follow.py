@@ -8,14 +8,17 @@ Invariants:
   `DASHBOARD_OUTAGE_LIMIT_S`, 10 minutes by default); polls are free. Past that limit, or when the
   run stops, the outcome is `Lost`: the row keeps fal's id and stays resumable.
 - `Gone` means fal itself said the job does not exist (404 on status, NOT_FOUND on cancel).
-- Polling adapts (`PollPolicy`): quiet until shortly before the earliest completion observed for
-  that endpoint in this run, fast around the expected completion, backing off after it. Where the
-  client can, completion arrives through fal's status stream instead (see docs/fal.md).
+- Completion arrives through fal's status stream (`GET {status_url}/stream`, see docs/fal.md),
+  read by a thread of its own so the follower still answers cancel and stop at once. When the
+  stream fails or closes early, polling takes over, adaptive (`PollPolicy`): quiet until shortly
+  before the earliest completion observed for that endpoint in this run, fast around the expected
+  completion, backing off after it.
 """
 from __future__ import annotations
 
 import collections
 import datetime as _dt
+import queue
 import random
 import threading
 import time
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
 
 # errors that say nothing about the job itself: asking again later may succeed
 TRANSIENT = (FalUnavailable, FalServerError, FalTimeout, FalRateLimited)
+# how long a follower reading the status stream goes without looking at cancel and stop
+CHECK_SIGNALS_S = 0.1
 
 
 def is_transient(e: BaseException) -> bool:
@@ -178,12 +183,31 @@ class Lost:
 FollowOutcome = Finished | Gone | Lost
 
 
+class _StreamEnded:
+    """The status stream closed (or failed) before COMPLETED: poll from here."""
+
+
+def _read_stream(fal: FalClient, handle: QueueHandle, into: queue.Queue) -> None:
+    from core.batches.fal import Completed
+
+    try:
+        for status in fal.status_events(handle):
+            into.put(status)
+            if isinstance(status, Completed):
+                return
+    except Exception:  # noqa: BLE001 - any stream failure: the follower polls instead
+        pass
+    into.put(_StreamEnded())
+
+
 def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Signals, outage: Outage,
            sent_at: float | None = None, queue_position: int | None = None, running: bool = False,
            on_queued: Callable[[int | None], None] = lambda position: None,
-           on_running: Callable[[tuple[str, ...]], None] = lambda logs: None) -> FollowOutcome:
-    """Poll `handle` until fal says it is done, the run stops, or fal is unreachable too long.
+           on_running: Callable[[tuple[str, ...]], None] = lambda logs: None,
+           stream: bool = False) -> FollowOutcome:
+    """Follow `handle` until fal says it is done, the run stops, or fal is unreachable too long.
 
+    With `stream`, statuses come from fal's status stream while it lasts, then from polling.
     `on_queued(position)` is called when the queue position changes, `on_running(logs)` once when
     the job starts; both are how the caller records progress."""
     from core.batches.fal import Completed, InProgress, Queued
@@ -191,6 +215,11 @@ def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Si
     start = sent_at if sent_at is not None else time.monotonic()
     cancel_sent = False
     policy = cadence.policy
+    events: queue.Queue | None = None
+    if stream:
+        events = queue.Queue()
+        threading.Thread(target=_read_stream, args=(fal, handle, events), daemon=True,
+                         name=f"status-stream-{handle.request_id[:8]}").start()
     while True:
         if signals.cancel.is_set() and not cancel_sent:
             cancel_sent = True
@@ -203,29 +232,41 @@ def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Si
         if elapsed > policy.give_up_after:
             return Lost(f"fal request {handle.request_id} is still unfinished after "
                         f"{policy.give_up_after:.0f} s; resume the batch later to follow it.")
-        if outage.active:
-            delay = outage.delay()
+        if events is not None:
+            # a cancel request or a stop wakes the follower within this bound
+            try:
+                status = events.get(timeout=CHECK_SIGNALS_S)
+            except queue.Empty:
+                if signals.stop.is_set():
+                    return Lost("the run stopped before this job finished")
+                continue
+            if isinstance(status, _StreamEnded):
+                events = None
+                continue
         else:
-            delay = cadence.next_delay(handle.endpoint, elapsed, queue_position)
-        if cancel_sent:
-            delay = min(delay, 0.25)
-        # a cancel request wakes sleeping pollers so their jobs are cancelled at once
-        (signals.stop if cancel_sent else signals.cancel).wait(delay)
-        if signals.stop.is_set():
-            return Lost("the run stopped before this job finished")
-        try:
-            status = fal.status(handle)
-        except FalError as e:
-            if e.status_code == 404:
-                return Gone(f"fal no longer knows request {handle.request_id} ({e}); "
-                            "re-run it if its result is needed.")
-            if not is_transient(e):
-                return Lost(f"fal refused to report on request {handle.request_id}: {e}")
-            outage.failed()
-            if outage.over():
-                return Lost(f"fal unreachable for more than {outage.limit_s:.0f} s while following "
-                            f"request {handle.request_id} ({e})")
-            continue
+            if outage.active:
+                delay = outage.delay()
+            else:
+                delay = cadence.next_delay(handle.endpoint, elapsed, queue_position)
+            if cancel_sent:
+                delay = min(delay, 0.25)
+            # a cancel request wakes sleeping pollers so their jobs are cancelled at once
+            (signals.stop if cancel_sent else signals.cancel).wait(delay)
+            if signals.stop.is_set():
+                return Lost("the run stopped before this job finished")
+            try:
+                status = fal.status(handle)
+            except FalError as e:
+                if e.status_code == 404:
+                    return Gone(f"fal no longer knows request {handle.request_id} ({e}); "
+                                "re-run it if its result is needed.")
+                if not is_transient(e):
+                    return Lost(f"fal refused to report on request {handle.request_id}: {e}")
+                outage.failed()
+                if outage.over():
+                    return Lost(f"fal unreachable for more than {outage.limit_s:.0f} s while following "
+                                f"request {handle.request_id} ({e})")
+                continue
         outage.recovered()
         if isinstance(status, Queued):
             if status.position != queue_position:

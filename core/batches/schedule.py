@@ -78,9 +78,10 @@ class RunReport:
 def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: int | None = None,
               poll: PollPolicy = PollPolicy(), on_progress: ProgressCallback | None = None,
               progress_every: float = 1.0, fal: FalClient | None = None,
-              handle_signals: bool = False) -> RunReport:
+              handle_signals: bool = False, stream: bool = True) -> RunReport:
     """Run (or resume) a batch in this process until every request is final, the batch is
-    cancelled, or the run has to stop. BatchBusy if another live runner owns it."""
+    cancelled, or the run has to stop. BatchBusy if another live runner owns it. `stream`: follow
+    jobs through fal's status stream (polling when it fails); False polls only."""
     settings = settings or load_settings()
     store = open_store(settings.db_path)
     stopped: str | None = None
@@ -102,7 +103,7 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
                 else:
                     run = _LiveRun(store, batch_id, settings,
                                    concurrency or batch.concurrency or settings.concurrency,
-                                   poll, on_progress, progress_every, fal)
+                                   poll, on_progress, progress_every, fal, stream)
                     with _signals_handled(run) if handle_signals else contextlib.nullcontext():
                         stopped = run.run()
             finally:
@@ -210,7 +211,7 @@ class _FinishedJob:
 class _LiveRun:
     def __init__(self, store: Store, batch_id: str, settings: Settings, concurrency: int,
                  poll: PollPolicy, on_progress: ProgressCallback | None, progress_every: float,
-                 fal: FalClient | None):
+                 fal: FalClient | None, stream: bool = True):
         self.store = store
         self.batch_id = batch_id
         self.settings = dataclasses.replace(settings, concurrency=max(1, concurrency))
@@ -220,6 +221,7 @@ class _LiveRun:
         self.journal = record.Journal(settings.data_dir, batch_id)
         self.on_progress = on_progress
         self.progress_every = progress_every
+        self.stream = stream
         self._fal = fal
         self._own_fal = fal is None
         self._storage: Any = None
@@ -502,7 +504,7 @@ class _LiveRun:
 
         outcome = follow(self._fal, handle, cadence=self.cadence, signals=self.signals,
                          outage=self.outage, sent_at=sent_at, queue_position=queue_position,
-                         running=running, on_queued=on_queued, on_running=on_running)
+                         running=running, on_queued=on_queued, on_running=on_running, stream=self.stream)
         if isinstance(outcome, Finished):
             self.finished.put(_FinishedJob(request_id, handle, outcome))
         elif isinstance(outcome, Gone):

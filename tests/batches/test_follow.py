@@ -125,3 +125,47 @@ def test_outage_backoff_is_capped_and_described_for_people():
     assert outage.describe().startswith("fal unreachable since ") and outage.describe().endswith("retrying")
     outage.recovered()
     assert not outage.active and outage.since is None
+
+
+class Streaming(Scripted):
+    """A client whose status stream yields `events` (then ends, or raises `then`)."""
+
+    def __init__(self, events, answers=(), then=None):
+        super().__init__(answers)
+        self.events = list(events)
+        self.then = then
+
+    def status_events(self, handle):
+        yield from self.events
+        if self.then:
+            raise self.then
+
+
+def test_the_status_stream_brings_completion_without_a_poll():
+    client = Streaming([Queued(2), InProgress(), Completed()])
+    positions, started = [], []
+    outcome = _follow(client, stream=True, on_queued=positions.append, on_running=started.append)
+    assert isinstance(outcome, Finished) and client.polls == 0
+    assert positions == [2] and started == [()]
+
+
+def test_a_stream_that_fails_or_closes_early_falls_back_to_polling():
+    for then in (FalUnavailable("reset"), None):
+        client = Streaming([Queued(0)], answers=[InProgress(), Completed()], then=then)
+        assert isinstance(_follow(client, stream=True), Finished)
+        assert client.polls == 2
+
+
+def test_a_stop_reaches_a_follower_waiting_on_a_silent_stream():
+    import time
+
+    class Silent(Scripted):
+        def status_events(self, handle):
+            time.sleep(5)
+            yield Completed()
+
+    signals = Signals(threading.Event(), threading.Event())
+    threading.Timer(0.2, signals.stop.set).start()
+    began = time.monotonic()
+    outcome = _follow(Silent([]), signals=signals, stream=True)
+    assert isinstance(outcome, Lost) and time.monotonic() - began < 2

@@ -171,7 +171,7 @@ def test_each_fault_ends_in_a_final_recorded_state(live, fal_standin, quick_fal,
     batch = make_batch(models=(SCHNELL,), poses=("Standing",))
     params = dict(params)
     fal_standin.inject(where, fault, params.pop("times", 1), **params)
-    report = schedule.run_batch(batch.id, settings=settings, fal=quick_fal)
+    report = schedule.run_batch(batch.id, settings=settings, fal=quick_fal, stream=where != "status")
     assert report.finished
     (r,) = d.batch_requests(batch.id)
     assert (r.status, r.error_type) == (status, error_type)
@@ -195,7 +195,7 @@ def test_an_outage_while_following_is_ridden_through_and_nothing_is_sent_twice(
     settings, d, make_batch = live
     batch = make_batch(models=(SCHNELL,), poses=("Standing",))
     fal_standin.inject(where, "500", quick_fal.retry.max_attempts * 2)   # two calls' retries, all failing
-    report = schedule.run_batch(batch.id, settings=settings, fal=quick_fal)
+    report = schedule.run_batch(batch.id, settings=settings, fal=quick_fal, stream=False)
     assert report.finished and report.stopped is None
     (r,) = d.batch_requests(batch.id)
     assert r.status == "completed" and fal_standin.submissions == 1
@@ -210,7 +210,7 @@ def test_an_outage_past_the_limit_leaves_the_job_resumable_and_resume_completes_
     settings = dataclasses.replace(settings, outage_limit_s=0.0)
     batch = make_batch(models=(SCHNELL,), poses=("Standing",))
     fal_standin.inject(where, "500", quick_fal.retry.max_attempts)   # one call's retries, all failing
-    report = schedule.run_batch(batch.id, settings=settings, fal=quick_fal)
+    report = schedule.run_batch(batch.id, settings=settings, fal=quick_fal, stream=False)
     assert not report.finished and "resume" in report.stopped
     assert d.get_batch(batch.id).stop_reason == report.stopped
     (r,) = d.batch_requests(batch.id)
@@ -338,3 +338,26 @@ def test_rerun_of_a_dry_run_request_once_a_key_is_set_goes_to_a_new_live_batch(l
     live_run = d.rerun_request(old.id, dry_run=False)
     assert live_run.batch_id != batch.id and not live_run.dry_run
     assert not d.get_batch(live_run.batch_id).dry_run
+
+
+def test_an_outage_of_every_fal_call_mid_batch_is_ridden_through_by_the_stream_follower(live, fal_standin):
+    """Every call (stream, status, result, downloads, submits) answered by a gateway page for a few
+    seconds while jobs are at fal: the run waits, finishes by itself, and nothing is sent twice."""
+    settings, d, make_batch = live
+    fal_standin.set_latency(1.0)
+    batch = make_batch(models=(SCHNELL,), poses=("Standing", "Walking", "Sitting"), seeds=(1, 2))
+    done: list = []
+    t = threading.Thread(target=lambda: done.append(schedule.run_batch(batch.id, settings=settings,
+                                                                       concurrency=2)))
+    t.start()
+    deadline = time.monotonic() + 20
+    while sum(r.fal_request_id is not None for r in d.batch_requests(batch.id)) < 2:
+        assert time.monotonic() < deadline, "the runner did not submit"
+        time.sleep(0.02)
+    fal_standin.outage(4)
+    t.join(90)
+    assert not t.is_alive()
+    (report,) = done
+    assert report.finished and report.stopped is None
+    assert {r.status for r in d.batch_requests(batch.id)} == {"completed"}
+    assert fal_standin.submissions == 6
