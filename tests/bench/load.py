@@ -346,9 +346,13 @@ async def _sample_rss(server: Server, out: list[tuple[float, float]], t0: float,
 async def run_level(browser, server: Server, n: int, seconds: float, timeout_s: float) -> Level:
     level = Level(n)
     t = time.monotonic()
-    opened = await asyncio.wait_for(
-        asyncio.gather(*(_open(browser, server.url, i, timeout_s) for i in range(n))),
-        timeout=timeout_s * 2)
+    try:
+        opened = await asyncio.wait_for(
+            asyncio.gather(*(_open(browser, server.url, i, timeout_s) for i in range(n))),
+            timeout=timeout_s * 2)
+    except Exception as e:  # nothing to measure without the sessions: say why and stop
+        raise SystemExit(f"could not open {n} session(s) within {timeout_s:g} s each: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     level.open_s = time.monotonic() - t
     me = os.getpid()
     server_pids = {server.pid, *_descendants(server.pid)}
@@ -379,7 +383,11 @@ async def run_level(browser, server: Server, n: int, seconds: float, timeout_s: 
 
 async def warm_up(browser, server: Server, timeout_s: float) -> list[Visit]:
     """One lap by one session over cold caches: not counted in the levels."""
-    context, page = await _open(browser, server.url, 0, timeout_s)
+    try:
+        context, page = await _open(browser, server.url, 0, timeout_s)
+    except Exception as e:
+        raise SystemExit(f"could not open a session within {timeout_s:g} s: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     try:
         return [await _visit(page, link, timeout_s) for link in [*list(PAGES)[1:], "Upload"]]
     finally:
@@ -417,8 +425,10 @@ def report(levels: list[Level], server: Server, seconds: float) -> None:
     per = [lv.server_cpu_s / len(lv.ok) if lv.ok else float("nan") for lv in levels]
     print(_row("server CPU per visit (s)", [f"{p:.3f}" for p in per]))
     print(_row("server CPU (cores busy)", [f"{lv.server_cpu_s / lv.wall_s:.2f}" for lv in levels]))
-    print(_row("browsers + driver CPU (cores)", [f"{lv.client_cpu_s / lv.wall_s:.2f}" for lv in levels]))
-    print(_row("everything else on the machine", [f"{lv.others_cpu_s / lv.wall_s:.2f}" for lv in levels]))
+    print(_row("browsers + driver CPU per visit (s)",
+               [f"{lv.client_cpu_s / len(lv.ok):.3f}" if lv.ok else "-" for lv in levels]))
+    print(_row("browsers + driver CPU (cores busy)", [f"{lv.client_cpu_s / lv.wall_s:.2f}" for lv in levels]))
+    print(_row("other processes (cores busy)", [f"{lv.others_cpu_s / lv.wall_s:.2f}" for lv in levels]))
     print(_row("server RSS MB start / end / max", [
         f"{lv.rss[0][1]:.0f}/{lv.rss[-1][1]:.0f}/{max(m for _, m in lv.rss):.0f}" for lv in levels]))
     print(_row("load average 1/5 min at end", [f"{lv.load_end[0]:.2f} / {lv.load_end[1]:.2f}" for lv in levels]))
@@ -501,8 +511,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"load: {args.rows:,} requests (newest batch {args.big_batch:,}), "
                   f"{args.seconds:g} s per level, postScriptGC {gc}")
             report(levels, server, args.seconds)
-        except BaseException:
-            print("streamlit log (tail):\n" + server.log_tail(), file=sys.stderr)
+        except BaseException as e:
+            if not isinstance(e, KeyboardInterrupt):
+                print("streamlit log (tail):\n" + server.log_tail(), file=sys.stderr)
             raise
         finally:
             server.stop()
