@@ -135,7 +135,7 @@ def resume_orphans(store: Store, settings: Settings) -> list[str]:
     get a runner again. A batch stopped for a stated reason waits for a person."""
     started = []
     for batch in store.unfinished_batches():
-        if runner_alive(batch) or batch.stop_reason or batch.cancel_requested and batch.dry_run:
+        if runner_alive(batch) or batch.stop_reason:
             continue
         if not batch.dry_run and settings.dry_run:
             continue   # needs the key this process does not have
