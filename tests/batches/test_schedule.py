@@ -62,6 +62,19 @@ def quick_fal(live, fal_sleeps):
     client.close()
 
 
+def _run_in_background(d, batch_id, settings, *, concurrency, submitted):
+    """Start run_batch in a thread; return (thread, [report]) once `submitted` jobs are at fal."""
+    done: list = []
+    t = threading.Thread(target=lambda: done.append(schedule.run_batch(batch_id, settings=settings,
+                                                                       concurrency=concurrency)))
+    t.start()
+    deadline = time.monotonic() + 20
+    while sum(r.fal_request_id is not None for r in d.batch_requests(batch_id)) < submitted:
+        assert time.monotonic() < deadline, "the runner did not submit"
+        time.sleep(0.02)
+    return t, done
+
+
 def _statuses(d, batch_id):
     return [r.status for r in d.batch_requests(batch_id)]
 
@@ -128,14 +141,7 @@ def test_cancel_stops_sending_and_cancels_jobs_fal_holds(live, fal_standin):
     fal_standin.set_capacity(1)
     batch = make_batch(models=(SCHNELL,), poses=("Standing", "Walking", "Sitting", "Running", "Kneeling"),
                        seeds=(1, 2))
-    done: list = []
-    t = threading.Thread(target=lambda: done.append(schedule.run_batch(batch.id, settings=settings,
-                                                                     concurrency=4)))
-    t.start()
-    deadline = time.monotonic() + 20
-    while sum(r.fal_request_id is not None for r in d.batch_requests(batch.id)) < 4:
-        assert time.monotonic() < deadline, "the runner did not submit"
-        time.sleep(0.02)
+    t, done = _run_in_background(d, batch.id, settings, concurrency=4, submitted=4)
     service.cancel(d, batch.id, settings)
     t.join(30)
     assert not t.is_alive()
@@ -346,14 +352,7 @@ def test_an_outage_of_every_fal_call_mid_batch_is_ridden_through_by_the_stream_f
     settings, d, make_batch = live
     fal_standin.set_latency(1.0)
     batch = make_batch(models=(SCHNELL,), poses=("Standing", "Walking", "Sitting"), seeds=(1, 2))
-    done: list = []
-    t = threading.Thread(target=lambda: done.append(schedule.run_batch(batch.id, settings=settings,
-                                                                       concurrency=2)))
-    t.start()
-    deadline = time.monotonic() + 20
-    while sum(r.fal_request_id is not None for r in d.batch_requests(batch.id)) < 2:
-        assert time.monotonic() < deadline, "the runner did not submit"
-        time.sleep(0.02)
+    t, done = _run_in_background(d, batch.id, settings, concurrency=2, submitted=2)
     fal_standin.outage(4)
     t.join(90)
     assert not t.is_alive()
