@@ -1,5 +1,5 @@
 """Batches with completed, stored results for the review, comparison and leaderboard tests,
-written through core exactly as the runner writes them (no fal needed)."""
+recorded through the store in the runner's order (`tests/results.record_result`; no fal needed)."""
 from __future__ import annotations
 
 import io

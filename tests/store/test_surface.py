@@ -47,3 +47,23 @@ def test_core_store_exports_exactly_its_declared_names():
 
 def test_a_store_has_exactly_the_declared_methods():
     assert {n for n in dir(Store) if not n.startswith("_")} == METHODS
+
+
+def test_no_code_outside_the_store_touches_sql():
+    """The store is the only code that reads or writes SQL (and the only place with SQLite
+    specifics): core and the pages call its methods."""
+    import re
+
+    from core.config import REPO_ROOT
+
+    sql = re.compile(r"\.execute\(|\.executemany\(|\.query\(|\bsqlite3\b|\bsqlite_utils\b|"
+                     r"\b(SELECT|INSERT|UPDATE|DELETE)\s+[\w*]|\bdb\[")
+    offenders = []
+    for folder in ("core", "dashboard"):
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            if path.is_relative_to(REPO_ROOT / "core" / "store"):
+                continue
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if sql.search(line):
+                    offenders.append(f"{path.relative_to(REPO_ROOT)}:{n}: {line.strip()}")
+    assert offenders == []
