@@ -1,5 +1,7 @@
 """Compare page: per group (one prompt variant and seed), the reference photos and each model's
 output side by side, with the prompt and each model's parameters; filtered by batch and option values.
+A model's output is the one rule of Review and the comparison CSV (`core.store.pick_output`): its
+newest completed request with a stored image, else its newest request, so a failure shows.
 
 Structure: the batch and filter pickers sit above the tabs and produce the groups on view;
 each tab is one entry of `TABS` (a title and a function `(batch, groups, requests) -> None`),
@@ -59,11 +61,10 @@ page_groups = shown[(page_no - 1) * GROUPS_PER_PAGE: page_no * GROUPS_PER_PAGE]
 st.caption(f"{len(shown)} of {len(groups)} groups (variant x seed)"
            + (f" · page {page_no} of {pages}" if pages > 1 else ""))
 
-group_ids = {g.id for g in page_groups}
-requests: dict[str, list[store.RequestRecord]] = {gid: [] for gid in group_ids}
-for r in records.batch_requests(batch_id):
-    if r.group_id in group_ids:
-        requests[r.group_id].append(r)
+# each model's output in a group: the rule Review and the comparison CSV use (a failure shows)
+outputs = records.group_outputs(batch_id, or_newest=True)
+requests: dict[str, list[store.RequestRecord]] = {
+    g.id: [o.request for o in outputs.get(g.id, {}).values()] for g in page_groups}
 
 
 # ---------------------------------------------------------------------------- tabs

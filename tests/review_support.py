@@ -1,8 +1,7 @@
 """Batches with completed, stored results for the review, comparison and leaderboard tests,
-written through core exactly as the runner writes them (no fal needed)."""
+recorded through the store in the runner's order (`tests/results.record_result`; no fal needed)."""
 from __future__ import annotations
 
-import hashlib
 import io
 
 from PIL import Image
@@ -14,6 +13,7 @@ from core import store
 from core.config import load_settings
 from core.store import open_store
 from core.store.blobs import open_storage
+from tests.results import record_result
 
 SCHNELL, EDIT = registry.DEFAULT_MODELS
 THIRD = "fal-ai/flux-2/edit"
@@ -28,19 +28,7 @@ def png(colour: str, size=(64, 64)) -> bytes:
 
 def complete(st, storage, rec: store.RequestRecord, colour: str = "blue", *, inference_s: float = 1.0) -> None:
     """Mark `rec` completed with one stored 64x64 PNG result."""
-    data = png(colour)
-    path = f"results/{rec.id}/0.png"
-    storage.put(path, data, "image/png", overwrite=True)
-    st.mark_submitted(rec.id)
-    st.mark_queued(rec.id, fal_request_id=f"fal-{rec.id[:8]}", status_url="s", response_url="r",
-                      cancel_url="c")
-    st.add_result_image(rec.id, idx=0, fal_url=f"https://v3.fal.media/files/{rec.id}.png",
-                           storage_backend=storage.backend, storage_path=path,
-                           sha256=hashlib.sha256(data).hexdigest(), width=64, height=64,
-                           content_type="image/png", size_bytes=len(data), nsfw=False)
-    st.mark_completed(rec.id, response={"images": [{"url": "https://v3.fal.media/x.png",
-                                                           "width": 64, "height": 64}], "seed": rec.seed},
-                         inference_time_s=inference_s)
+    record_result(st, storage, rec.id, [png(colour)], inference_s=inference_s)
 
 
 def completed_batch(name: str = "review", *, models=(SCHNELL, EDIT), options=None, seeds=(1,),

@@ -1,12 +1,13 @@
 """What every table module of the store shares: the connection, the write lock, row helpers.
 
 Invariants:
-- Every write of a `Store` goes through `_write` or `_write_transaction`, which take the store's
-  write lock first. The lock is one per database FILE in this process (several `Store`s on one
-  file, e.g. one per runner thread, share it), so threads queue on it instead of on SQLite's busy
-  handler, which sleeps in steps of up to 100 ms; other processes still meet the busy timeout.
-- Rows are read into dicts here and turned into frozen values (`_build`); no row dict leaves
-  the store package.
+- Every write of a `Store` goes through `_write`, `_insert`, `_insert_all` or
+  `_write_transaction`, which take the store's write lock first. The lock is one per database
+  FILE in this process (several `Store`s on one file, e.g. one per runner thread, share it), so
+  threads queue on it instead of on SQLite's busy handler, which sleeps in steps of up to
+  100 ms; other processes still meet the busy timeout.
+- Rows are turned into frozen values here (`build`, `fast_build`); no row dict or cursor
+  leaves the store package.
 - SQLite specifics (BEGIN IMMEDIATE, PRAGMA, row values, `excluded.`) stay inside core/store.
 """
 from __future__ import annotations
@@ -66,6 +67,15 @@ def build(cls: type, row: Mapping[str, Any]):
             v = 0
         values[name] = v
     return cls(**values)
+
+
+def fast_build(cls: type, values: dict[str, Any]):
+    """A frozen dataclass instance from a dict holding EVERY field, without running its
+    `__init__`, which sets each field through object.__setattr__ and is 3-4x slower: the history
+    export builds hundreds of thousands of rows and images. Only for values built here, from rows."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
 
 
 def seconds_between(start: str | None, end: str | None) -> float | None:

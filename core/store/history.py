@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from core.errors import StoreError
-from core.store._sql import _Base, build, placeholders
-from core.store.images import CHUNK, image_from_row
+from core.store._sql import _Base, build, fast_build, placeholders
+from core.store.images import CHUNK, IMAGE_SELECT, image_from_tuple
 from core.store.values import (
     REQUEST_STATUSES, HistoryFilter, HistoryRow, Page, RequestRecord, ResultImage,
 )
@@ -23,7 +23,6 @@ from core.store.values import (
 MAX_PAGE_SIZE = 500
 # HistoryRow's request fields, in order (id and created_at first: the keyset)
 _HISTORY_COLUMNS = tuple(f.name for f in dataclasses.fields(HistoryRow) if f.name != "images")
-_DRY_RUN = _HISTORY_COLUMNS.index("dry_run")
 
 
 def _bound(value: _dt.date | _dt.datetime | str, *, end: bool) -> str:
@@ -120,11 +119,17 @@ class HistoryMixin(_Base):
             ids = list(images)
             for start in range(0, len(ids), CHUNK):
                 part = ids[start:start + CHUNK]
-                for img in self._rows(f"SELECT * FROM result_images WHERE request_id IN "
-                                      f"({placeholders(len(part))}) ORDER BY request_id, idx", part):
-                    images[img["request_id"]].append(image_from_row(img))
-            yield [HistoryRow(*r[:_DRY_RUN], bool(r[_DRY_RUN]), *r[_DRY_RUN + 1:], images=tuple(images[r[0]]))
-                   for r in rows]
+                for img in self.db.execute(f"SELECT {IMAGE_SELECT} FROM result_images WHERE request_id IN "
+                                           f"({placeholders(len(part))}) ORDER BY request_id, idx", part):
+                    image = image_from_tuple(img)
+                    images[image.request_id].append(image)
+            chunk = []
+            for r in rows:
+                values = dict(zip(_HISTORY_COLUMNS, r))
+                values["dry_run"] = bool(values["dry_run"])
+                values["images"] = tuple(images[r[0]])
+                chunk.append(fast_build(HistoryRow, values))
+            yield chunk
             cursor_key = (rows[-1][1], rows[-1][0])
             if len(rows) < chunk_size:
                 return

@@ -131,7 +131,7 @@ class RequestRecord(_OptionsAndReferences):
     reference_ids: str | None
     payload_json: str = field(repr=False)
     payload_hash: str
-    status: str
+    status: RequestStatus
     dry_run: bool
     fal_request_id: str | None
     status_url: str | None

@@ -2,13 +2,13 @@
 parameters; filtering by batch and by option values; tabs ready for more views."""
 from __future__ import annotations
 
-import hashlib
 
 from core.batches import plans
 from core.catalog import registry
 from core import store
 from core.config import load_settings
 from core.store.blobs import open_storage
+from tests.results import record_result
 from tests.apptest_support import add_reference, records, open_page, photo, texts
 
 SCHNELL, EDIT = registry.DEFAULT_MODELS
@@ -24,15 +24,7 @@ def _completed_batch(name="look", subjects=("Woman", "Man")):
     storage = open_storage(load_settings())
     for i, r in enumerate(conn.batch_requests(batch.id)):
         data = photo(["blue", "green", "yellow", "purple"][i % 4], size=(512, 512), fmt="PNG")
-        path = f"results/{r.id}/0.png"
-        storage.put(path, data, "image/png")
-        conn.mark_submitted(r.id)
-        conn.mark_queued(r.id, fal_request_id=f"fal-{i}", status_url="s", response_url="r", cancel_url="c")
-        conn.add_result_image(r.id, idx=0, fal_url="https://v3.fal.media/x.png", storage_backend="local",
-                               storage_path=path, sha256=hashlib.sha256(data).hexdigest(), width=512,
-                               height=512, content_type="image/png", size_bytes=len(data), nsfw=False)
-        conn.mark_completed(r.id, response={"images": [{"url": "https://v3.fal.media/x.png"}]},
-                             inference_time_s=1.2)
+        record_result(conn, storage, r.id, [data], inference_s=1.2)
     return batch, ref
 
 

@@ -7,8 +7,6 @@ The reference photo is scikit-image's astronaut (a real face); outputs are deriv
 from __future__ import annotations
 
 import dataclasses
-
-import hashlib
 import io
 import os
 import signal
@@ -31,6 +29,7 @@ from core import store
 from core.config import REPO_ROOT, load_settings
 from core.store import open_store
 from core.store.blobs import open_storage
+from tests.results import record_result
 
 SCHNELL, EDIT = registry.DEFAULT_MODELS
 
@@ -59,22 +58,9 @@ def _batch(st, storage, settings, *, aspect="1:1", subjects=("Woman",), seeds=(1
     return st.create_batch(plan, dry_run=False), ref
 
 
-def _complete(st, storage, rec, image: Image.Image, *, response_extra=None, nsfw=False, idx=0):
+def _complete(st, storage, rec, image: Image.Image, *, response_extra=None, nsfw=False):
     """Store `image` as the result of `rec` the way the runner does (bytes in storage, row, response)."""
-    data_ = _png(image)
-    path = f"results/{rec.id}/{idx}.png"
-    storage.put(path, data_, "image/png", overwrite=True)
-    st.mark_submitted(rec.id)
-    st.mark_queued(rec.id, fal_request_id=f"fal-{rec.id[:6]}", status_url="s", response_url="r",
-                      cancel_url="c")
-    st.add_result_image(rec.id, idx=idx, fal_url=f"https://v3.fal.media/{rec.id}.png",
-                           storage_backend=storage.backend, storage_path=path,
-                           sha256=hashlib.sha256(data_).hexdigest(), width=image.width, height=image.height,
-                           content_type="image/png", size_bytes=len(data_), nsfw=nsfw)
-    response = {"images": [{"url": "https://v3.fal.media/x.png", "width": image.width,
-                            "height": image.height}], "seed": rec.seed, "has_nsfw_concepts": [nsfw]}
-    response.update(response_extra or {})
-    st.mark_completed(rec.id, response=response, inference_time_s=1.0)
+    record_result(st, storage, rec.id, [_png(image)], response_extra=response_extra, nsfw=nsfw)
 
 
 @pytest.fixture

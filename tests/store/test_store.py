@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from core.store import db as dbmod
-from core.store import open_store
 from core.processes import pid_alive
 from core.batches import plans
 from core import store
@@ -41,32 +40,6 @@ def _request(d, prompt="A Woman model, photorealistic", endpoint=SCHNELL, **kw):
 def _set(d, request_id, **cols):
     sets = ", ".join(f"{k} = ?" for k in cols)
     d.db.execute(f"UPDATE requests SET {sets} WHERE id = ?", [*cols.values(), request_id])
-
-
-# ---------------------------------------------------------------------------- schema
-
-
-def test_blank_file_migrates_to_latest_with_history_indexes(tmp_path):
-    """A new data directory gets every migration once, in order, including the history indexes."""
-    d = open_store(tmp_path / "new.db")
-    names = [m.name for m in dbmod.MIGRATIONS.applied(d.db)]
-    assert names[:2] == ["m001_initial", "m002_history_indexes"]
-    indexed = {tuple(i.columns) for i in d.db["requests"].indexes}
-    assert ("batch_id", "created_at") in indexed and ("rerun_of",) in indexed
-    assert ("created_at",) in indexed and ("endpoint", "created_at") in indexed
-
-
-def test_a_file_at_m001_is_upgraded_without_losing_rows(tmp_path):
-    """An existing store (only m001 applied, one request) is migrated in place by open_store()."""
-    path = tmp_path / "old.db"
-    raw = open_store(path, migrate=False)
-    dbmod.MIGRATIONS.apply(raw.db, stop_before="m002_history_indexes")
-    raw.db["requests"].insert({"id": "r1", "endpoint": SCHNELL, "payload_json": "{}", "payload_hash": "v1:x",
-                            "status": "planned", "created_at": dbmod.now()})
-    raw.close()
-    d = open_store(path)
-    assert "m002_history_indexes" in [m.name for m in dbmod.MIGRATIONS.applied(d.db)]
-    assert d.get_request("r1").status == "planned"
 
 
 # ---------------------------------------------------------------------------- requests

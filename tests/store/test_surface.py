@@ -1,0 +1,69 @@
+"""The store's declared surface (as httpx's test_exported_members): what `core.store` exports and
+which methods a Store has. Renaming or dropping one breaks callers, so it must be deliberate."""
+from __future__ import annotations
+
+import core.store
+from core.store import Store
+
+EXPORTED = {
+    "ACTIVE_STATUSES", "BATCH_STATUSES", "FINAL_STATUSES", "HEARTBEAT_STALE_S", "MAX_PAGE_SIZE",
+    "REFERENCE_ROLES", "REQUEST_STATUSES", "SAME_PERSON_THRESHOLD", "UNFINISHED_STATUSES",
+    "Batch", "BatchProgress", "DiffEntry", "Group", "GroupOutput", "HistoryFilter", "HistoryRow",
+    "ImageMetrics", "ImageToMeasure", "MetricRow", "Page", "PayloadDiff", "Reference",
+    "RequestCost", "RequestRecord", "RequestStatus", "ResultImage", "Store", "StoredVote",
+    "is_same_person", "open_store", "pick_output", "runner_alive",
+}
+
+METHODS = {
+    # batches and groups
+    "create_batch", "get_batch", "list_batches", "get_groups", "batch_requests", "batch_progress",
+    "unfinished_batches", "request_cancel", "claim_batch", "heartbeat", "release_batch",
+    "set_stop_reason",
+    # requests
+    "record_request", "get_request", "mark_submitted", "mark_unsent", "mark_queued", "mark_running",
+    "update_queue_position", "mark_completed", "mark_failed", "mark_cancelled", "mark_dry_run",
+    "rerun_request", "last_payload_sent", "diff_payloads",
+    # result images and their metrics
+    "add_result_image", "result_images", "image_to_measure", "save_image_metrics", "image_metrics",
+    "pending_image_ids", "pending_count", "reset_metrics",
+    # history
+    "count_history", "query_history", "iter_history",
+    # votes
+    "add_vote", "get_vote", "list_votes", "voted_pairs", "groups_by_id",
+    # reference photos
+    "insert_reference", "get_reference", "reference_by_sha", "list_references", "update_reference",
+    "archive_reference",
+    # the comparison's reads
+    "group_outputs", "data_version", "request_costs", "metric_rows", "comparison_models",
+    "batch_names", "count_groups",
+    "close",
+}
+
+
+def test_core_store_exports_exactly_its_declared_names():
+    assert set(core.store.__all__) == EXPORTED
+    assert all(hasattr(core.store, name) for name in EXPORTED)
+
+
+def test_a_store_has_exactly_the_declared_methods():
+    assert {n for n in dir(Store) if not n.startswith("_")} == METHODS
+
+
+def test_no_code_outside_the_store_touches_sql():
+    """The store is the only code that reads or writes SQL (and the only place with SQLite
+    specifics): core and the pages call its methods."""
+    import re
+
+    from core.config import REPO_ROOT
+
+    sql = re.compile(r"\.execute\(|\.executemany\(|\.query\(|\bsqlite3\b|\bsqlite_utils\b|"
+                     r"\b(SELECT|INSERT|UPDATE|DELETE)\s+[\w*]|\bdb\[")
+    offenders = []
+    for folder in ("core", "dashboard"):
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            if path.is_relative_to(REPO_ROOT / "core" / "store"):
+                continue
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if sql.search(line):
+                    offenders.append(f"{path.relative_to(REPO_ROOT)}:{n}: {line.strip()}")
+    assert offenders == []
