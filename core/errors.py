@@ -13,7 +13,8 @@
     │   ├── ObjectTooLarge           too large ("413")
     │   └── UnsupportedContentType   type not allowed ("415")
     ├── StoreError               the SQLite store (e.g. unknown id)
-    │   └── BatchBusy            another live runner owns this batch
+    │   ├── BatchBusy            another live runner owns this batch
+    │   └── StoreUnavailable     the database refused for a passing reason (locked, full, read-only)
     ├── FalError                 talking to fal
     │   ├── FalAuthError         401/403: the key is missing or wrong
     │   ├── FalValidationError   422: `.detail` is fal's list (or string)
@@ -94,6 +95,12 @@ class StoreError(DashboardError):
 class BatchBusy(StoreError):
     pass
 
+
+
+class StoreUnavailable(StoreError):
+    """The database refused an operation for a reason that may pass: locked by another process
+    longer than the busy timeout, disk full, read-only, an I/O error. Nothing was half-written;
+    the same call may work later (the runner retries, then leaves the request resumable)."""
 
 class FalError(DashboardError):
     """`status_code` is the HTTP status when there was one; `request_id` fal's id when known;

@@ -56,6 +56,8 @@ def test_core_never_imports_streamlit_or_the_dashboard(path):
 def test_sql_lives_only_in_the_store_package(path):
     tree = ast.parse(path.read_text())
     assert not _sql_strings(tree), f"{path.relative_to(ROOT)} holds SQL: {_sql_strings(tree)}"
+    engines = {m for m in _imports(tree) if m.split(".")[0] in ("sqlite3", "sqlite_utils")}
+    assert not engines, f"{path.relative_to(ROOT)} imports {sorted(engines)}: SQLite stays behind the Store"
     calls = [n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
              and n.func.attr in ("execute", "executemany", "executescript", "insert_all", "upsert_all")]
     assert not calls, f"{path.relative_to(ROOT)} talks to the database directly: {calls}"

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from core.errors import (
     FalValidationError,
     ObjectExists,
     StorageError,
-    StoreError,
+    StoreUnavailable,
 )
 
 if TYPE_CHECKING:
@@ -322,9 +321,7 @@ def write_retrying(fn: Any, *, attempts: int = 8, first_wait: float = 0.5, cap: 
     for attempt in range(attempts):
         try:
             return fn()
-        except (sqlite3.OperationalError, StoreError) as e:
-            if isinstance(e, StoreError) and not isinstance(e.__cause__, sqlite3.OperationalError):
-                raise
+        except StoreUnavailable as e:
             if attempt == attempts - 1:
                 raise
             log.warning("store write failed (%s); retrying", e)
@@ -343,7 +340,7 @@ def record_accepted(store: Store, request_id: str, handle: QueueHandle, journal:
             response_url=handle.response_url, cancel_url=handle.cancel_url,
             queue_position=handle.queue_position), attempts=attempts)
         return True
-    except (sqlite3.Error, StoreError) as e:
+    except StoreUnavailable as e:
         log.error("could not store fal id %s of request %s (%s); journaled", handle.request_id,
                   request_id, e)
         journal.add(request_id, handle)
@@ -352,4 +349,4 @@ def record_accepted(store: Store, request_id: str, handle: QueueHandle, journal:
 
 def storage_trouble(e: BaseException) -> bool:
     """Keeping an image failed for a reason on our side that may pass (storage, disk)."""
-    return isinstance(e, (StorageError, OSError, sqlite3.OperationalError))
+    return isinstance(e, (StorageError, OSError, StoreUnavailable))

@@ -35,7 +35,6 @@ import dataclasses
 import logging
 import queue
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +45,15 @@ from core.batches import record
 from core.batches.follow import Cadence, Finished, Gone, Lost, Outage, PollPolicy, Signals, follow
 from core.catalog.payloads import REFERENCE_SCHEME
 from core.config import Settings, load_settings
-from core.errors import BatchBusy, DashboardError, FalError, FalRateLimited, PayloadError, StoreError
+from core.errors import (
+    BatchBusy,
+    DashboardError,
+    FalError,
+    FalRateLimited,
+    PayloadError,
+    StoreError,
+    StoreUnavailable,
+)
 from core.store import BatchProgress, RequestRecord, Store, open_store
 
 if TYPE_CHECKING:
@@ -107,7 +114,7 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
                     with _signals_handled(run) if handle_signals else contextlib.nullcontext():
                         stopped = run.run()
             finally:
-                with contextlib.suppress(sqlite3.Error, StoreError):
+                with contextlib.suppress(StoreUnavailable):
                     record.write_retrying(lambda: store.set_stop_reason(batch_id, stopped))
                 batch = record.write_retrying(lambda: store.release_batch(batch_id))
             # a re-run added between the workers' last look and the release above would be
@@ -125,9 +132,8 @@ def _unlocked(fn: Callable[[], Any]) -> Any:
     """A store call at the start of a run: a database that refuses writes is one clear error."""
     try:
         return record.write_retrying(fn, attempts=3)
-    except sqlite3.OperationalError as e:
-        raise StoreError(f"The database refused a write ({e}). Free disk space or wait for the "
-                         "process holding it, then resume the batch.") from None
+    except StoreUnavailable as e:
+        raise StoreError(f"{e} Then resume the batch.") from None
 
 
 @contextlib.contextmanager
@@ -324,7 +330,7 @@ class _LiveRun:
                     self._halt(self._drain_reason or "stopped by a signal")
             since = self.outage.since
             if since != shown_outage:
-                with contextlib.suppress(sqlite3.Error, StoreError):
+                with contextlib.suppress(StoreUnavailable):
                     self.store.set_unreachable(self.batch_id, since)
                     shown_outage = since
             try:
@@ -336,21 +342,21 @@ class _LiveRun:
             except BatchBusy as e:
                 self._halt(str(e))
                 continue
-            except (sqlite3.Error, StoreError) as e:
+            except StoreUnavailable as e:
                 log.warning("batch %s: store unavailable (%s); carrying on", self.batch_id, e)
                 continue
             if batch.cancel_requested and not self.signals.cancel.is_set():
                 log.info("batch %s: cancel requested", self.batch_id)
                 self.signals.cancel.set()
             if self.on_progress and now - last_report >= self.progress_every:
-                with contextlib.suppress(sqlite3.Error, StoreError):
+                with contextlib.suppress(StoreUnavailable):
                     progress = self.store.batch_progress(self.batch_id)
                     seen = (tuple(sorted(progress.counts.items())), self.outage.since)
                     if seen != last_seen:
                         self.on_progress(progress, self.outage)
                         last_seen = seen
                 last_report = now
-        with contextlib.suppress(sqlite3.Error, StoreError):
+        with contextlib.suppress(StoreUnavailable):
             self.store.set_unreachable(self.batch_id, None)
 
     # -- senders -----------------------------------------------------------------------------
@@ -360,7 +366,7 @@ class _LiveRun:
             if not self.tasks and not self.signals.cancel.is_set() and not self.draining.is_set():
                 # requests added while this runner works (a re-run from History lands in the
                 # batch whose runner may be alive) are picked up before the runner exits
-                with contextlib.suppress(sqlite3.Error, StoreError):
+                with contextlib.suppress(StoreUnavailable):
                     for rec in store.batch_requests(self.batch_id, statuses=("planned",)):
                         if rec.id not in self._taken:
                             self.tasks.append(_Task(rec.id, record=rec))
@@ -373,7 +379,7 @@ class _LiveRun:
     def _guarded(self, store: Store, request_id: str, fn: Callable[[], None]) -> None:
         try:
             fn()
-        except (sqlite3.Error, StoreError, OSError) as e:
+        except (StoreUnavailable, OSError) as e:
             # the store or the disk refused: the row keeps what it had and stays resumable
             log.exception("batch %s: request %s left resumable", self.batch_id, request_id)
             self._note(f"the database or disk refused a write ({e}); free space or wait for the lock, "
@@ -495,11 +501,11 @@ class _LiveRun:
     def _follow(self, store: Store, request_id: str, handle: QueueHandle, *, sent_at: float | None,
                 queue_position: int | None, running: bool = False) -> None:
         def on_queued(position: int | None) -> None:
-            with contextlib.suppress(sqlite3.Error, StoreError):
+            with contextlib.suppress(StoreUnavailable):
                 store.update_queue_position(request_id, position)
 
         def on_running(logs: tuple[str, ...]) -> None:
-            with contextlib.suppress(sqlite3.Error, StoreError):
+            with contextlib.suppress(StoreUnavailable):
                 store.mark_running(request_id, logs=list(logs) or None)
 
         outcome = follow(self._fal, handle, cadence=self.cadence, signals=self.signals,

@@ -10,9 +10,14 @@ Invariants:
 """
 from __future__ import annotations
 
+import functools
+import inspect
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from core.errors import StoreUnavailable
 from core.store.aggregates import AggregatesMixin
 from core.store.batches import BatchesMixin
 from core.store.db import connect
@@ -25,6 +30,19 @@ from core.store.votes import VotesMixin
 
 if TYPE_CHECKING:
     from core.config import Settings
+
+
+def _translated(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.OperationalError as e:
+            raise StoreUnavailable(
+                f"The database refused the operation ({e}): free disk space, wait for the process "
+                "holding it, or check that the data directory is writable; nothing was "
+                "half-written.") from e
+    return call
 
 
 class Store(BatchesMixin, RequestsMixin, ImagesMixin, MetricsMixin, HistoryMixin, VotesMixin,
@@ -50,3 +68,11 @@ def open_store(path_or_settings: Path | str | Settings, *, migrate: bool = True)
     migrated to the latest schema unless `migrate=False`."""
     path = getattr(path_or_settings, "db_path", path_or_settings)
     return Store(connect(path, migrate=migrate))
+
+
+# SQLite's own errors stay behind this seam: a caller sees StoreUnavailable, never sqlite3
+for _name in dir(Store):
+    _method = getattr(Store, _name)
+    if (not _name.startswith("_") and _name != "close" and inspect.isfunction(_method)
+            and not inspect.isgeneratorfunction(_method)):
+        setattr(Store, _name, _translated(_method))

@@ -5,7 +5,6 @@ wrong shape fails with the answer kept, and fal's id survives a database that re
 from __future__ import annotations
 
 import io
-import sqlite3
 
 import pytest
 from PIL import Image
@@ -20,6 +19,7 @@ from core.errors import (
     FalUnavailable,
     FalValidationError,
     StoreError,
+    StoreUnavailable,
 )
 from core.store import open_store
 from core.store.blobs import LocalStorage
@@ -169,7 +169,7 @@ def test_fal_id_refused_by_the_database_goes_to_the_journal_and_resume_replays_i
 
     class Refusing:
         def mark_queued(self, *a, **k):
-            raise sqlite3.OperationalError("database or disk is full")
+            raise StoreUnavailable("database or disk is full")
 
     journal = record.Journal(settings.data_dir, "b1")
     assert record.record_accepted(Refusing(), rec.id, HANDLE, journal, attempts=1) is False
@@ -187,7 +187,7 @@ def test_a_lock_held_for_a_while_is_waited_out(store):
     def flaky():
         calls.append(1)
         if len(calls) < 3:
-            raise sqlite3.OperationalError("database is locked")
+            raise StoreUnavailable("database is locked")
         return store.mark_queued(rec.id, fal_request_id="f", status_url=None, response_url=None, cancel_url=None)
 
     assert record.write_retrying(flaky, first_wait=0.0) is True and len(calls) == 3

@@ -30,6 +30,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "runner_pid": "INTEGER", "runner_host": "TEXT", "heartbeat_at": "TEXT", "started_at": "TEXT",
         "finished_at": "TEXT", "request_count": "INTEGER", "estimated_cost": "REAL",
         "stop_reason": "TEXT", "stopped_at": "TEXT",
+        "launched_at": "TEXT", "fal_unreachable_since": "TEXT",
     },
     "groups": {
         "id": "TEXT", "batch_id": "TEXT", "variant_key": "TEXT", "prompt": "TEXT", "options_json": "TEXT",
