@@ -62,4 +62,8 @@ with st.sidebar:
         st.caption(resumed)
     _shared.first_steps()
 
+# whether this run arrived on the page from another one (or is a new session's first): a page that
+# restores a draft needs it, since Streamlit forgets or keeps stale widget values across pages
+st.session_state["_arrived"] = st.session_state.get("_on_page") != page.url_path
+st.session_state["_on_page"] = page.url_path
 page.run()

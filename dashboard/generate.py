@@ -38,8 +38,10 @@ FIXED_DRAFT_KEYS = ("gen_refs", *(f"opt_{k}" for k in prompts.CATALOG_KEYS), "op
 
 
 def _restore(key: str, valid=lambda v: True, default=None) -> None:
-    """Give a widget (or the page) its draft value when this session has none yet."""
-    if key in state:
+    """Give a widget (or the page) its draft value when this session has none yet, or when the
+    person just arrived from another page (the draft, saved at the end of every run here, holds
+    what the form last showed; Streamlit may have dropped or kept a stale widget value)."""
+    if key in state and not (state.get("_arrived") and key in draft):
         return
     if key in draft and draft[key] is not None and valid(draft[key]):
         state[key] = draft[key]
