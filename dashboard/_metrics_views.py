@@ -55,7 +55,8 @@ def metrics_tab(batch: store.Batch, groups: list[store.Group],
             for image in images[r.id]:
                 m = image.metrics
                 rows.append({
-                    "prompt": g.prompt, "seed": g.seed, "model": _label(r.endpoint), "image": image.idx,
+                    "seed": g.seed, "model": _label(r.endpoint) + (" (re-run)" if r.rerun_of else ""),
+                    "image": image.idx,
                     "face": m.face_status,
                     "face distance": m.face_distance,
                     "same person": m.same_person,
@@ -69,6 +70,7 @@ def metrics_tab(batch: store.Batch, groups: list[store.Group],
                        if m.requested_width and (m.requested_width, m.requested_height)
                        != (m.pixel_width, m.pixel_height) else ""),
                     "error": m.metrics_error,
+                    "prompt": g.prompt,   # last: long, and the same for every model of a group
                 })
     if not rows:
         st.info("No result images on this page yet.", icon=":material/straighten:")
@@ -79,7 +81,12 @@ def metrics_tab(batch: store.Batch, groups: list[store.Group],
     st.caption("Face distance: dlib identity distance to the group's first reference (under "
                f"{SAME_PERSON_THRESHOLD} = same person). phash: 0-64 bits differing. ΔE2000: mean colour difference. SSIM: only for edit "
                "outputs, which keep the reference's framing.")
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+    frame = pd.DataFrame(rows)
+    if not st.toggle("Show all columns", key="cmp_metrics_all",
+                     help="The numbers that decide are shown by default; this adds the size check, "
+                          "measuring errors and the prompt."):
+        frame = frame.drop(columns=["size", "error", "prompt"])
+    st.dataframe(_shared.table(frame), hide_index=True, width="stretch", column_config={
         "face distance": st.column_config.NumberColumn(format="%.3f"),
         "ΔE2000": st.column_config.NumberColumn(format="%.1f"),
         "SSIM": st.column_config.NumberColumn(format="%.3f"),

@@ -27,6 +27,8 @@ _ENV_NAMES = (
     "DASHBOARD_MAX_LONG_EDGE", "DASHBOARD_SECRETS",
 )
 USER_KEY = "user_name"
+USER_PARAM = "user"      # the address's query parameter that keeps the name in the browser
+DRAFT_PARAM = "draft"    # the address's query parameter naming this browser's Generate draft
 
 
 @st.cache_resource(show_spinner=False)
@@ -68,6 +70,137 @@ def user() -> str | None:
     """The display name typed in the sidebar, or None when left empty."""
     name = (st.session_state.get(USER_KEY) or "").strip()
     return name or None
+
+
+def restore_user() -> None:
+    """Before the name box is drawn: a new browser session (a reload, a restarted dashboard) takes
+    the name the address carries. Nothing is guessed: no parameter, no name."""
+    if USER_KEY not in st.session_state and st.query_params.get(USER_PARAM):
+        st.session_state[USER_KEY] = st.query_params[USER_PARAM][:100]
+
+
+def remember_user() -> None:
+    """After the name box: the address carries the name (or loses it when it was cleared) and
+    this browser's draft id, on every page, so a reload keeps both."""
+    name = user()
+    if name and st.query_params.get(USER_PARAM) != name:
+        st.query_params[USER_PARAM] = name
+    elif not name and USER_PARAM in st.query_params:
+        del st.query_params[USER_PARAM]
+    draft = st.session_state.get("_draft_id")
+    if draft and st.query_params.get(DRAFT_PARAM) != draft:
+        st.query_params[DRAFT_PARAM] = draft
+
+
+def _draft_id() -> str:
+    """This browser's draft id: the address's, else the session's, else a new one."""
+    from core.batches import drafts
+
+    did = st.query_params.get(DRAFT_PARAM)
+    if not drafts.valid_id(did):
+        did = st.session_state.get("_draft_id") or drafts.new_id()
+    if st.query_params.get(DRAFT_PARAM) != did:
+        st.query_params[DRAFT_PARAM] = did
+    st.session_state["_draft_id"] = did
+    return did
+
+
+def load_draft() -> dict:
+    """The Generate form's saved values for this browser (read from disk once per session)."""
+    from core.batches import drafts
+
+    did = _draft_id()
+    if st.session_state.get("_draft_loaded") != did:
+        st.session_state["_draft"] = drafts.load(settings(), did)
+        st.session_state["_draft_loaded"] = did
+    return dict(st.session_state["_draft"])
+
+
+def save_draft(values: dict) -> None:
+    """Keep the form's values for this browser (written only when they changed)."""
+    from core.batches import drafts
+
+    if values == st.session_state.get("_draft"):
+        return
+    try:
+        drafts.save(settings(), _draft_id(), values)
+    except DashboardError as e:
+        st.caption(str(e))
+        return
+    st.session_state["_draft"] = dict(values)
+
+
+@st.cache_resource(show_spinner=False)
+def _resume_orphans(db_path: str, _settings: Settings) -> str:
+    from core.batches import service
+    from core.store import open_store
+
+    if not _settings.auto_resume:
+        return ""
+    records = open_store(db_path)
+    try:
+        started = service.resume_orphans(records, _settings)
+    except (DashboardError, OSError) as e:
+        return f"Unfinished batches were not resumed at start ({e}); resume them on Generate."
+    finally:
+        records.close()
+    if not started:
+        return ""
+    return (f"At start, {len(started)} unfinished batch{'es' if len(started) != 1 else ''} "
+            "got a runner again: see *Unfinished batches* on Generate.")
+
+
+def resume_orphans_once() -> str:
+    """Once per server process: batches left unfinished without a stated reason (the machine
+    restarted) get a runner again, unless `auto_resume` is off. Returns what to tell, or ""."""
+    s = settings()
+    return _resume_orphans(str(s.db_path), s)
+
+
+FIRST_STEPS = (
+    ("upload.py", "1. Upload a reference photo"),
+    ("generate.py", "2. Generate a batch (a dry run is free)"),
+    ("review.py", "3. Review pairs, blind"),
+    ("leaderboard.py", "4. Read the Leaderboard"),
+)
+
+
+def first_steps() -> None:
+    """Until the first vote: the four steps from an empty dashboard to a verdict, as links, with
+    the ones already done ticked."""
+    records = store()
+    if records.newest_voted_batch() is not None:
+        return
+    done = (bool(records.list_references(limit=1)), bool(records.list_batches(limit=1)), False, False)
+    st.markdown("**First steps**")
+    for (page, label), ticked in zip(FIRST_STEPS, done):
+        st.page_link(page, label=label + (" — done" if ticked else ""))
+
+
+def next_step(page: str, label: str, why: str = "") -> None:
+    """The natural next step at the end of a page, as a link."""
+    st.divider()
+    st.page_link(page, label=f"Next: {label}", icon=":material/arrow_forward:")
+    if why:
+        st.caption(why)
+
+
+def table(frame):
+    """A frame for st.dataframe with no literal "None": empty text cells stay empty."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].map(lambda v: "" if v is None else v)
+    return out
+
+
+def short_name(name: str | None, limit: int = 22) -> str:
+    """A file name cut in the middle when long ("phone_exif6…gps.jpg"), so narrow gallery columns
+    never break it mid-word; the extension always shows."""
+    if not name or len(name) <= limit:
+        return name or ""
+    keep = limit - 1
+    return name[: keep - keep // 2] + "…" + name[-(keep // 2):]
 
 
 def show_error(err: DashboardError) -> None:
@@ -139,18 +272,22 @@ def thumbnail(backend: str | None, path: str | None, version: str, size: int = T
 
 
 def human_bytes(n: int | None) -> str:
+    """Decimal units (1 KB = 1000 bytes), as the browser's file picker counts them."""
     if n is None:
         return ""
     for unit in ("B", "KB", "MB"):
-        if n < 1024 or unit == "MB":
+        if n < 1000 or unit == "MB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
+        n /= 1000
     return ""
 
 
 def notes_text(notes) -> str:
-    """Core's normalisation notes ("downscaled from ...") as a trailing sentence, or ""."""
-    return (" — " + "; ".join(notes) + ".") if notes else ""
+    """Core's normalisation notes ("downscaled from ...") as a sentence of their own, or ""."""
+    if not notes:
+        return ""
+    text = "; ".join(notes)
+    return " " + text[0].upper() + text[1:] + "."
 
 
 def history_csv(db_path, flt) -> bytes:

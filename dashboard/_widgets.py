@@ -21,35 +21,57 @@ def _initial(field: dict[str, Any]) -> Any:
     return field["preset"] if field["preset"] is not None else field["default"]
 
 
+def _widget_value(field: dict[str, Any], value: Any) -> Any:
+    """`value` (restored from a draft, or the initial value) as the field's widget holds it, or the
+    initial value's when it does not fit (an option that no longer exists, a text in a number)."""
+    kind, initial = field["type"], _initial(field)
+    if field["enum"]:
+        return value if value in field["enum"] else (initial if initial in field["enum"] else field["enum"][0])
+    if kind == "boolean":
+        return bool(value)
+    if kind in ("integer", "number"):
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            value = initial if isinstance(initial, (int, float)) and not isinstance(initial, bool) else None
+        if value is None:
+            return None
+        return int(value) if kind == "integer" else float(value)
+    if kind == "string":
+        return value if isinstance(value, str) else (initial or "")
+    return value if isinstance(value, str) else json.dumps(initial)  # JSON text
+
+
 def parameter_form(endpoint_id: str, fields: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
-    """Widgets for each field; returns (changed params, problems with what was typed)."""
+    """Widgets for each field; returns (changed params, problems with what was typed).
+
+    Each widget's value lives in session state under `param::<endpoint>::<field>` (set here from
+    the initial value when absent, so a page may restore a draft into it first). Number boxes
+    have no min/max: an out-of-range value stays visible and the registry's check names the limit,
+    where a bounded box would silently keep the old value."""
     params: dict[str, Any] = {}
     problems: list[str] = []
     cols = st.columns(3)
     for i, field in enumerate(fields):
         name, kind, initial = field["name"], field["type"], _initial(field)
         key = f"param::{endpoint_id}::{name}"
+        st.session_state[key] = _widget_value(field, st.session_state.get(key, initial))
         label = field["title"] + (" (team preset)" if field["preset"] is not None else "")
-        help_ = field["description"] or None
+        limits = [f"min {field['min']}" if field["min"] is not None else "",
+                  f"max {field['max']}" if field["max"] is not None else ""]
+        help_ = " ".join(filter(None, [field["description"] or "",
+                                       f"({', '.join(x for x in limits if x)})" if any(limits) else ""])) or None
         with cols[i % 3]:
             if field["enum"]:
-                options = list(field["enum"])
-                value = st.selectbox(label, options, index=options.index(initial) if initial in options else 0,
-                                     key=key, help=help_)
+                value = st.selectbox(label, list(field["enum"]), key=key, help=help_)
             elif kind == "boolean":
-                value = st.checkbox(label, value=bool(initial), key=key, help=help_)
+                value = st.checkbox(label, key=key, help=help_)
             elif kind == "integer":
-                value = st.number_input(label, value=initial, step=1, min_value=field["min"],
-                                        max_value=field["max"], key=key, help=help_)
+                value = st.number_input(label, step=1, key=key, help=help_)
             elif kind == "number":
-                value = st.number_input(
-                    label, value=None if initial is None else float(initial), step=0.1, format="%.2f",
-                    min_value=None if field["min"] is None else float(field["min"]),
-                    max_value=None if field["max"] is None else float(field["max"]), key=key, help=help_)
+                value = st.number_input(label, step=0.1, format="%.2f", key=key, help=help_)
             elif kind == "string":
-                value = st.text_input(label, value=initial or "", key=key, help=help_) or None
+                value = st.text_input(label, key=key, help=help_) or None
             else:  # arrays and objects: JSON text
-                text = st.text_area(label, value=json.dumps(initial), key=key, help=help_, height=68)
+                text = st.text_area(label, key=key, help=help_, height=68)
                 try:
                     value = json.loads(text) if text.strip() else None
                 except ValueError as e:

@@ -1,8 +1,15 @@
 """Streamlit entry: navigation and the sidebar. Pages are thin: widgets and calls into core.
 
 The sidebar says, without revealing a secret, whether fal is live or in dry run, which storage
-backend is used and where the data lives; and it asks for a display name, remembered for the
-session and recorded as `created_by` with whatever the person runs, uploads or rates.
+backend is used and where the data lives; and it asks for a display name, recorded as `created_by`
+with whatever the person runs, uploads or rates. The name is kept in the browser (the `user`
+query parameter of the address), so it survives reloads and dashboard restarts; the server never
+guesses it. Until someone has voted, the sidebar lists the first steps.
+
+Once per server process (not per page view) batches a runner left unfinished without a stated
+reason get a runner again (`core.batches.service.resume_orphans`), unless `auto_resume` is off.
+The favicon is an emoji, not a Material Symbols icon: Streamlit fetches those from a Google font
+host, and the dashboard contacts no host but itself.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import streamlit as st  # noqa: E402
 from core.errors import DashboardError  # noqa: E402
 from dashboard import _shared  # noqa: E402
 
-st.set_page_config(page_title="fal model comparison", page_icon=":material/compare:", layout="wide")
+st.set_page_config(page_title="fal model comparison", page_icon="⚖️", layout="wide")
 
 pages = [
     st.Page("upload.py", title="Upload", icon=":material/upload:", default=True),
@@ -45,7 +52,18 @@ with st.sidebar:
         st.success("fal: **live** — runs are sent and billed.", icon=":material/cloud_done:")
     st.caption(f"Storage: {summary['storage']}")
     st.caption(f"Data: `{summary['data_dir']}`")
+    _shared.restore_user()
     st.text_input("Your name", key=_shared.USER_KEY, placeholder="e.g. Ana",
-                  help="Recorded with what you upload, run and rate (this browser session only).")
+                  help="Recorded with what you upload, run and rate. Kept in this page's address "
+                       "(?user=…), so a reload or a bookmark keeps it.")
+    _shared.remember_user()
+    resumed = _shared.resume_orphans_once()
+    if resumed:
+        st.caption(resumed)
+    _shared.first_steps()
 
+# whether this run arrived on the page from another one (or is a new session's first): a page that
+# restores a draft needs it, since Streamlit forgets or keeps stale widget values across pages
+st.session_state["_arrived"] = st.session_state.get("_on_page") != page.url_path
+st.session_state["_on_page"] = page.url_path
 page.run()

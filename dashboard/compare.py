@@ -81,13 +81,17 @@ def _reference_tile(reference_id: str) -> None:
 
 
 def _model_cell(req: store.RequestRecord, images: list[store.ResultImage]) -> None:
+    # a re-run joins its original's group: labelled, so two columns of one model are told apart
     st.markdown(f"**{endpoints[req.endpoint].label if req.endpoint in endpoints else req.endpoint}** "
-                f"{_widgets.status_badge(req.status)}")
+                f"{_widgets.status_badge(req.status)}"
+                + (f" :gray-badge[re-run of {req.rerun_of[:8]}]" if req.rerun_of else ""))
     if images:
         for image in images:
             _widgets.image_tile(image)
     elif req.status == RequestStatus.DRY_RUN:
         st.caption("Dry run: nothing was sent, so there is no image.")
+    elif req.status == RequestStatus.CANCELLED:
+        st.caption("Cancelled before fal answered: there is no image.")
     elif req.error_message:
         st.error(req.error_message, icon=":material/error:")
     else:
@@ -130,3 +134,6 @@ for tab, render in zip(st.tabs(list(TABS), key="cmp_tab"), TABS.values()):
 
 if pages > 1:
     st.pagination(pages, key=page_key)
+
+_shared.next_step("review.py", "judge these outputs blind on Review",
+                  "Model names are hidden until you vote; the Leaderboard counts the votes.")

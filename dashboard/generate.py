@@ -4,6 +4,11 @@ estimated cost, exact payloads) before it is run, then run by a detached runner 
 The batch keeps running when the tab is closed (`core.batches.service` starts a detached runner);
 this page only asks the service what the batch is doing. Unfinished batches are listed and can be
 resumed.
+
+The form is kept as a draft for this browser (`core.batches.drafts`, under the id the address
+carries): every widget's value, the random seeds and the current batch come back after a page
+change, a reload or a restart. Restored values are checked against what exists now (a photo or a
+model that is gone is dropped). What the progress lines say is `core.batches.explain`'s.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import random
 
 import streamlit as st
 
-from core.batches import plans
+from core.batches import explain, plans
 from core.catalog import prompts
 from core.catalog import registry
 from core.batches import service
@@ -27,6 +32,28 @@ POLL_SECONDS = 1.0
 state = st.session_state
 settings = _shared.settings()
 records = _shared.store()
+draft = _shared.load_draft()
+FIXED_DRAFT_KEYS = ("gen_refs", *(f"opt_{k}" for k in prompts.CATALOG_KEYS), "opt_extra", "gen_models",
+                    "seed_mode", "seed_n", "seed_list", "random_seeds", "batch_name", "active_batch")
+
+
+def _restore(key: str, valid=lambda v: True, default=None) -> None:
+    """Give a widget (or the page) its draft value when this session has none yet, or when the
+    person just arrived from another page (the draft, saved at the end of every run here, holds
+    what the form last showed; Streamlit may have dropped or kept a stale widget value)."""
+    if key in state and not (state.get("_arrived") and key in draft):
+        return
+    if key in draft and draft[key] is not None and valid(draft[key]):
+        state[key] = draft[key]
+    elif default is not None:
+        state[key] = default
+
+
+def _draft_values() -> dict:
+    """What the draft keeps: every form widget's value, the random seeds and the current batch."""
+    keys = [k for k in FIXED_DRAFT_KEYS if k in state]
+    keys += [k for k in state if isinstance(k, str) and k.startswith("param::")]
+    return {k: state[k] for k in keys}
 
 st.title("Generate")
 if settings.dry_run:
@@ -42,13 +69,18 @@ def _results(batch_id: str) -> None:
     if not page.rows:
         return
     images = records.result_images([r.id for r in page.rows])
+    varying = explain.varying_options(r.options for r in page.rows)
     cols = st.columns(6)
     for i, req in enumerate(page.rows):
+        caption = " · ".join([registry.get_endpoint(req.endpoint).label, f"seed {req.seed}",
+                              *(f"{k.replace('_', ' ')} {req.options[k]}" for k in varying if k in req.options)])
         with cols[i % 6]:
-            for image in images[req.id][:1]:
-                _widgets.image_tile(image, caption=f"{registry.get_endpoint(req.endpoint).label} · seed {req.seed}")
-    if page.total > RESULT_TILES:
-        st.caption(f"Newest {RESULT_TILES} of {page.total} results — all of them are in History and Compare.")
+            if images[req.id]:
+                _widgets.image_tile(images[req.id][0], caption=caption)
+            else:
+                st.caption(f"(image being stored) {caption}")
+    if note := explain.results_caption(len(page.rows), page.total, records.batch_progress(batch_id)):
+        st.caption(note)
 
 
 def _progress(batch_id: str) -> store.BatchProgress:
@@ -56,16 +88,15 @@ def _progress(batch_id: str) -> store.BatchProgress:
     progress = records.batch_progress(batch_id)
     st.markdown(f"**{batch.name}** · {progress.total} requests · created "
                 f"{_shared.short_time(batch.created_at)}" + (f" by {batch.created_by}" if batch.created_by else ""))
-    st.progress(progress.done / progress.total if progress.total else 0.0, text=progress.summary())
+    st.progress(explain.progress_fraction(progress), text=explain.progress_line(progress))
     if progress.dry_run and progress.is_finished:
         st.info(f"Dry run: nothing was sent to fal. {progress.counts.get(RequestStatus.DRY_RUN, 0)} payloads were "
                 "recorded — open History to read them.", icon=":material/science:")
     elif progress.dry_run:
         st.info("Dry run: nothing is sent to fal; the payloads are being recorded.", icon=":material/science:")
-    for status in (RequestStatus.FAILED, RequestStatus.CANCELLED):
-        if progress.counts.get(status):
-            st.warning(f"{progress.counts[status]} request(s) {status}: see History for the errors.",
-                       icon=":material/warning:")
+    for kind, note in explain.outcome_notes(progress):
+        (st.warning if kind == "warning" else st.info)(
+            note, icon=":material/warning:" if kind == "warning" else ":material/cancel:")
     return progress
 
 
@@ -83,10 +114,10 @@ def _outage_notice(batch_state: service.BatchState) -> None:
 
 
 def _stopped_notice(batch_id: str, batch_state: service.Stopped) -> None:
-    st.warning(f"The runner stopped before the batch finished: {batch_state.reason.rstrip('.')}. "
-               "Resume sends what is left; requests fal already has are followed, never sent twice.",
+    st.warning(f"The runner stopped before the batch finished: {batch_state.reason.rstrip('.')}.  \n"
+               "*Resume* sends what is left; requests fal already has are followed, never sent twice.",
                icon=":material/pause_circle:")
-    st.caption(f"Runner log: `{batch_state.log_path}`")
+    st.caption(f"What the runner did, step by step: `{batch_state.log_path}`")
     resume, cancel = st.columns([1, 5])
     if resume.button("Resume", key=f"resume_current_{batch_id}", icon=":material/play_arrow:"):
         try:
@@ -101,7 +132,9 @@ def _stopped_notice(batch_id: str, batch_state: service.Stopped) -> None:
 
 
 def _cancel_button(batch_id: str, progress: store.BatchProgress) -> bool:
-    """True when the user just asked to cancel."""
+    """True when the user just asked to cancel. A batch whose requests are all final offers none."""
+    if progress.is_finished:
+        return False
     if progress.cancel_requested:
         st.caption("Cancel requested: nothing more is sent; what fal still holds is being cancelled.")
         return False
@@ -164,6 +197,9 @@ if unfinished:
 st.subheader("1. Reference photos")
 refs = records.list_references(limit=200)
 ref_by_id = {r.id: r for r in refs}
+_restore("gen_refs", lambda v: isinstance(v, list))
+if "gen_refs" in state:
+    state.gen_refs = [r for r in state.gen_refs if r in ref_by_id]
 picked = st.multiselect(
     "Reference photos (for the edit models)", list(ref_by_id), key="gen_refs",
     format_func=lambda rid: f"{ref_by_id[rid].role} · {ref_by_id[rid].original_name or rid[:8]} "
@@ -187,21 +223,31 @@ opt_cols = st.columns(4)
 for i, key in enumerate(prompts.CATALOG_KEYS):
     with opt_cols[i % 4]:
         fixed = key == "aspect_ratio"  # only ratios with a fal image size exist
+        _restore(f"opt_{key}", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v))
+        if fixed and f"opt_{key}" in state:
+            state[f"opt_{key}"] = [v for v in state[f"opt_{key}"] if v in catalogs.get(key, ())]
         values = st.multiselect(
             key.replace("_", " ").capitalize(), list(catalogs.get(key, ())), key=f"opt_{key}",
             accept_new_options=not fixed, placeholder="any" if fixed else "choose or type")
     if values:
         options[key] = values
+_restore("opt_extra", lambda v: isinstance(v, str))
 extra = st.text_input("Extra text (added at the end of the prompt)", key="opt_extra")
 if extra.strip():
     options["extra"] = [extra]
 
 st.subheader("3. Models and parameters")
 endpoints = {e.id: e for e in registry.list_endpoints()}
-models = st.multiselect("Models", list(endpoints), default=list(registry.DEFAULT_MODELS), key="gen_models",
+_restore("gen_models", lambda v: isinstance(v, list), default=list(registry.DEFAULT_MODELS))
+state.gen_models = [m for m in state.gen_models if m in endpoints]
+models = st.multiselect("Models", list(endpoints), key="gen_models",
                         format_func=lambda m: f"{endpoints[m].label} ({m})")
+for key in draft:
+    if key.startswith("param::"):
+        _restore(key)
 params: dict[str, dict] = {}
 params_ok = True
+blocking: list[str] = []  # every problem that keeps the run button away, repeated in step 5
 for m in models:
     with st.expander(f"{endpoints[m].label} — {m} · {endpoints[m].mode}", icon=":material/tune:"):
         for note in endpoints[m].notes:
@@ -217,34 +263,55 @@ for m in models:
         for p in problems:
             st.error(p, icon=":material/error:")
         params_ok = params_ok and not problems
+        blocking += [f"{endpoints[m].label}: {p}" for p in problems]
     if changed:
         params[m] = changed
 
 st.subheader("4. Seeds")
+_restore("seed_mode", lambda v: v in ("Random", "List"))
+_restore("seed_n", lambda v: isinstance(v, int) and 1 <= v <= 100, default=1)
+_restore("seed_list", lambda v: isinstance(v, str), default="1")
+_restore("random_seeds", lambda v: isinstance(v, list) and all(isinstance(x, int) for x in v))
 seed_mode = st.radio("Seeds", ["Random", "List"], horizontal=True, key="seed_mode", label_visibility="collapsed")
 seeds: list[int] = []
 if seed_mode == "Random":
-    n = st.number_input("How many random seeds", min_value=1, max_value=100, value=1, key="seed_n")
+    n = st.number_input("How many random seeds", min_value=1, max_value=100, key="seed_n")
     if len(state.get("random_seeds", [])) != n or st.button("New random seeds", icon=":material/casino:"):
         state.random_seeds = random.sample(range(plans.MAX_SEED + 1), int(n))
     seeds = list(state.random_seeds)
     st.caption("Seeds: " + ", ".join(map(str, seeds)))
 else:
-    text = st.text_input("Seeds, separated by commas", value="1", key="seed_list")
+    text = st.text_input("Seeds, separated by commas", key="seed_list")
     try:
         seeds = [int(s) for s in text.replace(" ", ",").split(",") if s.strip()]
     except ValueError:
         st.error("Seeds must be whole numbers separated by commas, e.g. `1, 2, 42`.", icon=":material/error:")
         params_ok = False
+        blocking.append("Seeds (step 4): whole numbers separated by commas, e.g. `1, 2, 42`")
 
 st.subheader("5. Review and run")
+_restore("batch_name", lambda v: isinstance(v, str))
 name = st.text_input("Batch name", key="batch_name", placeholder="untitled",
                      help="Shown in Compare and History next to the time the batch was created.")
 spec = {"name": name.strip() or "untitled", "references": picked,
         "options": options, "models": models, "params": params, "seeds": seeds}
 
 plan = None
-if params_ok:
+needing = explain.models_needing_references(models, picked)
+if not params_ok:
+    st.error("Nothing can run until these are fixed:\n" + "\n".join(f"- {b}" for b in blocking),
+             icon=":material/error:")
+elif not models:
+    st.info("Choose at least one model in step 3.", icon=":material/tune:")
+elif needing:
+    st.info("Next: pick at least one reference photo in step 1 — "
+            + " and ".join(endpoints[m].label for m in needing)
+            + (" edits" if len(needing) == 1 else " edit") + " a photo. Or remove "
+            + ("it" if len(needing) == 1 else "them") + " from the models in step 3.",
+            icon=":material/add_photo_alternate:")
+    if not refs:
+        st.page_link("upload.py", label="Upload a photo first", icon=":material/upload:")
+else:
     try:
         plan = _shared.plan(spec)
     except DashboardError as e:
@@ -281,7 +348,16 @@ if plan is not None:
         else:
             st.rerun()
 
-# the batch just started (or resumed) sits under the button that started it
+# the batch just started (or resumed) sits under the button that started it; after a reload the
+# draft brings it back
+def _batch_exists(batch_id) -> bool:
+    try:
+        return isinstance(batch_id, str) and records.get_batch(batch_id) is not None
+    except DashboardError:
+        return False
+
+
+_restore("active_batch", _batch_exists)
 if state.get("active_batch"):
     with st.container(border=True):
         st.subheader("Current batch")
@@ -291,4 +367,13 @@ if state.get("active_batch"):
             _shared.show_error(e)
         if st.button("Close", key="close_batch", icon=":material/close:"):
             del state.active_batch
+            _shared.save_draft(_draft_values())
             st.rerun()
+
+_shared.save_draft(_draft_values())
+if state.get("active_batch"):
+    _shared.next_step("compare.py", "compare the outputs side by side",
+                      "Then Review judges them blind, and the Leaderboard counts the votes.")
+else:
+    _shared.next_step("history.py", "see every request in History",
+                      "A run, live or dry, records each payload there; Compare shows the outputs.")

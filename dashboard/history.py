@@ -1,6 +1,11 @@
 """History page: every request, filterable and paginated (never the whole table), with a detail
 view (payload exactly as sent, response, timings, cost, errors, images), the last payload sent,
 a diff of two requests, re-run, and a CSV download of the filtered rows.
+
+The table shows the columns a person reads first (image, time, model, status, prompt, options,
+seed, cost, time); *Show all columns* adds the rest. A request that was never sent (dry run,
+cancelled before sending) shows no cost and is never called "sent". The last payload sent shows
+what left for fal: a local photo's `reference://<id>` as the data: URI it became (abbreviated).
 """
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ import pandas as pd
 import streamlit as st
 
 from core.catalog import registry
-from core.batches import service
+from core.batches import explain, service
+from core.photos import references
 from core import store
 from core.store import REQUEST_STATUSES, RequestStatus
 from core.errors import DashboardError
@@ -34,7 +40,13 @@ with st.expander("Last payload sent to fal", icon=":material/send:", expanded=Fa
         st.caption("Nothing has been sent to fal yet (dry runs are recorded, never sent).")
     else:
         st.caption(f"{last.endpoint} · submitted {_shared.short_time(last.submitted_at)} · request `{last.id}`")
-        st.code(_shared.payload_json(last.payload_json), language="json")
+        try:
+            # what left: a local photo's reference://<id> became a data: URI at send time
+            sent = references.resolve_payload(last.payload, records, _shared.storage())
+        except DashboardError as e:
+            sent = last.payload
+            st.caption(f"A reference photo could not be read ({e}); shown as stored.")
+        st.code(_shared.payload_json(sent), language="json")
 
 
 # ---------------------------------------------------------------------------- filters
@@ -52,7 +64,10 @@ batch_id = f3.selectbox("Batch", [None, *batch_names], key="hist_batch",
                         format_func=lambda b: "all batches" if b is None else batch_names[b])
 dates = f4.date_input("Dates", value=(), key="hist_dates", format="YYYY-MM-DD")
 text = f5.text_input("Prompt contains", key="hist_text")
-surprises = st.toggle("Surprises only", key="hist_surprises",
+surprises_col, all_col = st.columns([1, 1])
+show_all = all_col.toggle("Show all columns", key="hist_all_columns",
+                          help="The table shows what is read first; this adds who ran it and the request id.")
+surprises = surprises_col.toggle("Surprises only", key="hist_surprises",
                       help="Requests with an image whose response checks flagged something: another size "
                            "than asked, another seed, an NSFW flag (checked in the background after a run).")
 date_from = dates[0] if len(dates) > 0 else None
@@ -92,25 +107,39 @@ def _thumb_uri(request_id: str) -> str | None:
     return None
 
 
+varying = explain.varying_options(r.options for r in page.rows)
 table = pd.DataFrame([{
     "image": _thumb_uri(r.id),
     "created": _shared.short_time(r.created_at),
     "model": endpoints[r.endpoint].label if r.endpoint in endpoints else r.endpoint,
-    "status": "dry run" if r.status == RequestStatus.DRY_RUN else r.status,
+    "status": ("dry run — not sent" if r.status == RequestStatus.DRY_RUN
+               else "cancelled — not sent" if r.status == RequestStatus.CANCELLED and explain.never_sent(r)
+               else r.status),
     "prompt": r.prompt,
+    "options": ", ".join(f"{k.replace('_', ' ')} {r.options[k]}" for k in varying if k in r.options),
     "seed": r.seed,
-    "cost $": r.estimated_cost,
+    "cost $": None if explain.never_sent(r) else r.estimated_cost,
     "time s": r.total_time_s,
     "by": r.created_by,
     "id": r.id,
 } for r in page.rows])
 if page.rows:
-    st.dataframe(table, hide_index=True, row_height=TABLE_THUMB_PX // 2 + 8, column_config={
+    if not show_all:
+        table = table.drop(columns=["by", "id"])
+    if not varying:
+        table = table.drop(columns=["options"])
+    st.dataframe(_shared.table(table), hide_index=True, row_height=TABLE_THUMB_PX // 2 + 8, column_config={
         "image": st.column_config.ImageColumn("image", width="small"),
-        "prompt": st.column_config.TextColumn("prompt", width="large"),
-        "cost $": st.column_config.NumberColumn(format="%.4f"),
-        "time s": st.column_config.NumberColumn(format="%.1f"),
+        "created": st.column_config.TextColumn("created", width="small"),
+        "prompt": st.column_config.TextColumn("prompt", width="medium"),
+        "seed": st.column_config.NumberColumn("seed", width="small", format="%d"),
+        "cost $": st.column_config.NumberColumn(format="%.4f", width="small",
+                                                help="Estimated when planned; empty when nothing was sent."),
+        "time s": st.column_config.NumberColumn(format="%.1f", width="small"),
     }, key="hist_table")
+    if any(explain.never_sent(r) for r in page.rows):
+        st.caption("Rows marked *not sent* (dry runs, requests cancelled before sending) cost nothing: "
+                   "their cost cell is empty.")
 else:
     st.info("No requests match these filters." if page.total == 0 and any(
         (endpoint, status, batch_id, date_from, text, surprises)) else
@@ -127,8 +156,12 @@ with p2:
 # ---------------------------------------------------------------------------- detail and diff
 
 def _label(r: store.RequestRecord) -> str:
+    """Short enough not to be cut in the picker, and unique: the varying options (the pose…) and the
+    id tell apart requests of one model and seed."""
     model = endpoints[r.endpoint].label if r.endpoint in endpoints else r.endpoint
-    return f"{_shared.short_time(r.created_at)} · {model} · seed {r.seed} · {r.status} · {r.id[:8]}"
+    opts = [f"{r.options[k]}" for k in varying if k in r.options]
+    return " · ".join([r.id[:8], model, f"seed {r.seed}", *opts,
+                       "dry run" if r.status == RequestStatus.DRY_RUN else r.status])
 
 
 by_id = {r.id: r for r in page.rows}
@@ -174,11 +207,16 @@ if detail_id:
                    + (f" · re-run of `{r.rerun_of[:8]}`" if r.rerun_of else ""))
         if r.dry_run:
             st.info("Dry run: this payload was recorded, never sent to fal.", icon=":material/science:")
-        if r.error_message or r.error_type:
+        if r.status == RequestStatus.CANCELLED:
+            st.info("Cancelled: " + ("it was never sent, so nothing was spent." if explain.never_sent(r)
+                                     else "fal was asked to drop the job before it answered.")
+                    + (f" ({r.error_message})" if r.error_message else ""), icon=":material/cancel:")
+        elif r.error_message or r.error_type:
             st.error(f"**{r.error_type or 'error'}**" + (f" (HTTP {r.http_status})" if r.http_status else "")
                      + f": {r.error_message or ''}", icon=":material/error:")
         m = st.columns(6)
-        m[0].metric("Estimated cost", "—" if r.estimated_cost is None else f"${r.estimated_cost:.4f}")
+        m[0].metric("Estimated cost", "nothing (not sent)" if explain.never_sent(r) else
+                    "—" if r.estimated_cost is None else f"${r.estimated_cost:.4f}")
         m[1].metric("Queue", _shared.seconds(r.queue_time_s))
         m[2].metric("Inference", _shared.seconds(r.inference_time_s))
         m[3].metric("Total", _shared.seconds(r.total_time_s))
@@ -196,7 +234,10 @@ if detail_id:
                     st.caption(image.metrics.summary())
         left, right = st.columns(2)
         with left:
-            st.markdown("**Payload, exactly as stored and sent** (data: URIs abbreviated)")
+            st.markdown("**Payload, exactly as stored and sent** (data: URIs abbreviated)" if not explain.never_sent(r)
+                        and r.submitted_at else
+                        "**Payload, exactly as stored** — never sent" if explain.never_sent(r) else
+                        "**Payload, exactly as stored** — not sent yet")
             st.code(_shared.payload_json(r.payload_json), language="json")
             st.caption(f"hash `{r.payload_hash}`")
         with right:
@@ -217,3 +258,6 @@ if detail_id:
             else:
                 st.success(f"Re-run started as request `{new.id[:8]}`"
                            + (" (dry run: nothing is sent)." if new.dry_run else "."), icon=":material/replay:")
+
+_shared.next_step("compare.py", "compare the outputs side by side",
+                  "Then Review judges them blind.")

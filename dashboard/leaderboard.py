@@ -1,6 +1,10 @@
 """Leaderboard page: which model wins the blind review and where, how sure we are, whether raters
 agree, how faithful each model is to the reference, and what each costs and how long it takes.
 Every number comes from core/evaluation/comparison.py (definitions there); this page draws it.
+
+It opens on the batch with the newest vote (else the newest batch): a new batch nobody reviewed
+yet must not hide the votes just cast. Wide tables show the columns that decide by default;
+*Show all columns* brings back the rest.
 """
 from __future__ import annotations
 
@@ -63,10 +67,14 @@ st.title("Leaderboard")
 batches = records.list_batches(limit=200)
 names = {ALL: "all batches", **{b.id: f"{b.name} · {_shared.short_time(b.created_at)}" for b in batches}}
 if state.get("lb_batch") not in names:
-    # the newest batch first: "all batches" aggregates the whole history (seconds at 100k requests)
-    state.lb_batch = batches[0].id if batches else ALL
-pick, dl = st.columns([3, 1], vertical_alignment="bottom")
+    # the batch with the newest vote, else the newest batch: "all batches" aggregates the whole
+    # history (seconds at 100k requests)
+    voted = records.newest_voted_batch()
+    state.lb_batch = voted if voted in names else (batches[0].id if batches else ALL)
+pick, every, dl = st.columns([3, 1, 1], vertical_alignment="bottom")
 choice = pick.selectbox("Batch", list(names), key="lb_batch", format_func=names.get)
+show_all = every.toggle("Show all columns", key="lb_all_columns",
+                        help="The tables show the columns that decide by default; this adds the rest.")
 batch_id = None if choice == ALL else choice
 version = comparison.data_version(records, batch_id=batch_id)
 
@@ -109,28 +117,27 @@ st.header("Blind review")
 if board.votes == 0:
     st.info("No votes yet: judge pairs on the Review page.", icon=":material/rate_review:")
 else:
-    m = st.columns(4)
+    m = st.columns([1, 1, 1, 3])
     m[0].metric("Votes", board.votes)
     m[1].metric("Raters", board.raters)
     m[2].metric("Groups judged", board.groups)
     m[3].metric("Best (Bradley-Terry)", _label(board.ranking[0]) if board.ranking else "—")
     rates = _rates_frame(board.win_rates)
     rates["strength (BT)"] = [board.strengths.get(r.model) for r in board.win_rates]
-    left, right = st.columns([3, 2])
-    with left:
-        st.altair_chart(_rate_chart(rates), width="stretch", key="lb_rates_chart")
-    with right:
-        st.dataframe(rates.drop(columns=["low", "high"]).assign(
-            **{"95% interval": [f"{lo:.0%}–{hi:.0%}" for lo, hi in zip(rates["low"], rates["high"])]}),
-            hide_index=True, width="stretch", column_config={
-                "win rate": st.column_config.NumberColumn(format="percent"),
-                "strength (BT)": st.column_config.NumberColumn(format="%.3f")}, key="lb_rates")
+    st.altair_chart(_rate_chart(rates), width="stretch", key="lb_rates_chart")
+    # full width under the chart: every column, the model names uncut, no sideways scrolling
+    st.dataframe(_shared.table(rates.drop(columns=["low", "high"]).assign(
+        **{"95% interval": [f"{lo:.0%}–{hi:.0%}" for lo, hi in zip(rates["low"], rates["high"])]})),
+        hide_index=True, width="stretch", column_config={
+            "win rate": st.column_config.NumberColumn(format="percent"),
+            "strength (BT)": st.column_config.NumberColumn(format="%.3f")}, key="lb_rates")
     st.caption("Win rate = wins / decisive votes; ties (both good, both bad) are counted beside it. The bar "
                "is the 95% Wilson interval (votes treated as independent). Bradley-Terry uses every pair.")
     if len(board.strengths) > 2:
         st.subheader("Head to head")
-        st.dataframe(pd.DataFrame([{"model A": _label(a), "model B": _label(b), "A wins": aw, "B wins": bw,
-                                    "ties": t} for (a, b), (aw, bw, t) in board.pairwise.items()]),
+        st.dataframe(_shared.table(pd.DataFrame([{"model A": _label(a), "model B": _label(b), "A wins": aw,
+                                                  "B wins": bw, "ties": t}
+                                                 for (a, b), (aw, bw, t) in board.pairwise.items()])),
                      hide_index=True, width="stretch", key="lb_pairs")
 
     if board.breakdowns:
@@ -144,7 +151,7 @@ else:
             parts.append(frame)
         by_value = pd.concat(parts, ignore_index=True)
         st.altair_chart(_rate_chart(by_value, colour="model", x="value"), width="stretch", key="lb_factor_chart")
-        st.dataframe(by_value, hide_index=True, width="stretch", key="lb_factor_table", column_config={
+        st.dataframe(_shared.table(by_value), hide_index=True, width="stretch", key="lb_factor_table", column_config={
             "win rate": st.column_config.NumberColumn(format="percent"),
             "low": st.column_config.NumberColumn(format="percent"),
             "high": st.column_config.NumberColumn(format="percent")})
@@ -179,14 +186,17 @@ else:
             state.pop("_metrics_triggered_at", None)
             _metrics_views.ensure_measured()
             st.rerun()
-    st.dataframe(pd.DataFrame([{
+    fid_frame = pd.DataFrame([{
         "model": _label(f.endpoint), "images": f.images, "measured": f.measured,
         "same person": None if f.same_person_share is None else f.same_person_share,
         "faces compared": f.faces_compared, "no face in output": f.no_face_output,
         "face distance (median)": f.face_distance["median"], "phash (median)": f.phash_distance["median"],
         "ΔE2000 (median)": f.ciede2000["median"], "SSIM (median)": f.ssim["median"],
         "surprises": f.surprises, "errors": f.errors,
-    } for f in fid]), hide_index=True, width="stretch", key="lb_fidelity", column_config={
+    } for f in fid])
+    if not show_all:
+        fid_frame = fid_frame.drop(columns=["faces compared", "no face in output", "errors"])
+    st.dataframe(_shared.table(fid_frame), hide_index=True, width="stretch", key="lb_fidelity", column_config={
         "same person": st.column_config.NumberColumn(format="percent"),
         "face distance (median)": st.column_config.NumberColumn(format="%.3f"),
         "ΔE2000 (median)": st.column_config.NumberColumn(format="%.1f"),
@@ -212,7 +222,7 @@ costs = _cached("model_costs")
 if not costs:
     st.info("No requests yet.", icon=":material/payments:")
 else:
-    st.dataframe(pd.DataFrame([{
+    cost_frame = pd.DataFrame([{
         "model": _label(c.endpoint), "requests": c.requests, "completed": c.completed, "failed": c.failed,
         "queue median s": c.queue_s["median"], "queue p90 s": c.queue_s["p90"],
         "inference median s": c.inference_s["median"], "inference p90 s": c.inference_s["p90"],
@@ -220,7 +230,11 @@ else:
         "cost (est.)": _money(c.cost), "per image": _money(c.cost_per_image),
         "per preferred image": _money(c.cost_per_preferred_image),
         "preferred / reviewed": f"{c.preferred_outputs} / {c.reviewed_outputs}",
-    } for c in costs]), hide_index=True, width="stretch", key="lb_costs", column_config={
+    } for c in costs])
+    if not show_all:  # the money and the typical wait; the rest behind "Show all columns"
+        cost_frame = cost_frame[["model", "completed", "failed", "total median s", "total p90 s",
+                                 "cost (est.)", "per image", "per preferred image"]]
+    st.dataframe(_shared.table(cost_frame), hide_index=True, width="stretch", key="lb_costs", column_config={
         f"{k} {s} s": st.column_config.NumberColumn(format="%.2f")
         for k in ("queue", "inference", "total") for s in ("median", "p90")})
     st.caption("Costs are the estimates made when planning, not fal's bill. A preferred image is an output "
@@ -237,3 +251,6 @@ else:
             column=alt.Column("phase:N", title=None),
             tooltip=["model", "phase", "statistic", alt.Tooltip("seconds:Q", format=".2f")],
         ).properties(height=220, width=220), key="lb_latency_chart")
+
+_shared.next_step("generate.py", "try another batch on Generate",
+                  "Change an option or a parameter where a model loses, run it, and review it again.")

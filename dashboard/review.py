@@ -4,6 +4,8 @@ The reference photo and two outputs in a stable random left/right order, model n
 verdicts left better / right better / both good / both bad, an optional note; the models are
 revealed after the vote, then the next group. Keys: ← → ↑ (both good) ↓ (both bad), S skip,
 N next. Rules (which pairs, which outputs, never twice) live in core/evaluation/review.py.
+With "Include groups I reviewed" on, the items voted on in this sitting are passed to the queue
+as `seen`, so *Next group* moves on instead of offering the first group again.
 """
 from __future__ import annotations
 
@@ -45,6 +47,8 @@ batch_id = _widgets.batch_picker(records, key="rev_batch", icon=":material/rate_
 include = opt.toggle("Include groups I reviewed", key="rev_include",
                      help="Show again the groups you already judged (a new vote replaces yours in the statistics).")
 skipped: list[str] = state.setdefault("rev_skipped", {}).setdefault(batch_id, [])
+# items voted on in this sitting (per batch and toggle state): "include reviewed" walks past them
+seen: list[str] = state.setdefault("rev_seen", {}).setdefault(batch_id, [])
 
 
 def _vote(item: review.ReviewItem, verdict: str) -> None:
@@ -55,6 +59,7 @@ def _vote(item: review.ReviewItem, verdict: str) -> None:
         state.rev_error = str(e)
         return
     state.rev_revealed = {"vote_id": vote.id, "batch": batch_id}
+    seen.append(item.key)
 
 
 def _skip(key: str) -> None:
@@ -67,6 +72,10 @@ def _next() -> None:
 
 def _show_again() -> None:
     skipped.clear()
+
+
+def _start_over() -> None:
+    seen.clear()
 
 
 def _reference(group: store.Group) -> None:
@@ -115,7 +124,8 @@ if revealed and revealed["batch"] == batch_id:
            (f"Left: {_label(vote.left_endpoint)}", f"Right: {_label(vote.right_endpoint)}"))
     st.stop()
 
-q = review.queue(records, batch_id, rater, include_reviewed=include, skip=set(skipped))
+q = review.queue(records, batch_id, rater, include_reviewed=include, skip=set(skipped),
+                 seen=set(seen) if include else ())
 if q.total == 0:
     st.info("This batch has no pair to review yet: a group needs completed results from at least two models.",
             icon=":material/rate_review:")
@@ -128,10 +138,14 @@ if item is None:
                else "Only skipped groups are left.", icon=":material/done_all:")
     if q.skipped:
         st.button("Show skipped groups again", key="rev_unskip", on_click=_show_again)
+    if include and seen:
+        st.button("Go through the reviewed groups again", key="rev_restart", on_click=_start_over)
+    _shared.next_step("leaderboard.py", "see who wins on the Leaderboard",
+                      "Your votes count there at once, with how sure the result is.")
     st.stop()
 
-st.caption(f"Group {item.position} of {q.total} · models hidden until you vote · "
-           "keys: ← → ↑ both good, ↓ both bad, S skip")
+st.caption(f"Group {item.position} of {q.total} · models hidden until you vote · keys: "
+           "← left better · → right better · ↑ both good · ↓ both bad · S skip · N next group")
 cols = st.columns(len(VERDICT_BUTTONS) + 1)
 for col, (verdict, text, key, icon) in zip(cols, VERDICT_BUTTONS):
     col.button(text, key=f"rev_{verdict}", on_click=_vote, args=(item, verdict), shortcut=key, icon=icon,
@@ -140,3 +154,5 @@ cols[-1].button("Skip", key="rev_skip", on_click=_skip, args=(item.key,), shortc
                 icon=":material/redo:", width="stretch")
 st.text_input("Note (optional)", key=f"rev_note_{item.key}", placeholder="what decided it")
 _sides(item.group, item.left.image, item.right.image)
+_shared.next_step("leaderboard.py", "see who wins on the Leaderboard",
+                  "Every vote counts there at once, with how sure the result is.")

@@ -55,7 +55,9 @@ if files:
 
 for name, ref, error in state.upload_outcomes:
     if error is not None:
-        st.error(f"**{name}** was not stored: {error}", icon=":material/block:")
+        # core's message names the file already: bold it there instead of saying it twice
+        text = error.replace(name, f"**{name}**", 1) if name in error else f"**{name}**: {error}"
+        st.error(f"{text} Nothing was stored.", icon=":material/block:")
     elif ref.existing:
         by = f" by {ref.created_by}" if ref.created_by else ""
         st.info(f"**{name}** was already there (uploaded {_shared.short_time(ref.created_at)}{by}, "
@@ -75,7 +77,14 @@ refs = _shared.store().list_references(include_archived=show_archived,
                                   limit=state.gallery_limit + 1)
 more = len(refs) > state.gallery_limit
 refs = refs[: state.gallery_limit]
-if not refs:
+if not refs and not _shared.store().list_references(include_archived=True, limit=1) \
+        and not _shared.store().list_batches(limit=1):
+    st.info("**Start here.** The dashboard is empty. The way to a verdict, about ten minutes:  \n"
+            "1. drop a photo of a face above and press *Store photos*;  \n"
+            "2. on **Generate**, pick it and press the run button (without a key it is a free dry run);  \n"
+            "3. on **Review**, judge the two outputs of each group without seeing the model names;  \n"
+            "4. on **Leaderboard**, read who wins and how sure that is.", icon=":material/flag:")
+elif not refs:
     st.info("No reference photos yet: drop some above.", icon=":material/photo_library:")
 
 for start in range(0, len(refs), GALLERY_COLUMNS):
@@ -87,7 +96,8 @@ for start in range(0, len(refs), GALLERY_COLUMNS):
             else:
                 st.caption(f"(image not readable from {ref.storage_backend} storage)")
             st.markdown(f"**{ref.role}** · {ref.width}x{ref.height} · {_shared.human_bytes(ref.size_bytes)}")
-            st.caption(f"{ref.original_name or ref.id[:8]}  \n{_shared.short_time(ref.created_at)}"
+            st.caption(f"{_shared.short_name(ref.original_name) or ref.id[:8]}  \n"
+                       f"{_shared.short_time(ref.created_at)}"
                        + (f" by {ref.created_by}" if ref.created_by else "")
                        + ("  \n**archived**" if ref.archived_at else ""))
             if ref.archived_at is None and st.button("Archive", key=f"archive_{ref.id}",
@@ -99,3 +109,6 @@ for start in range(0, len(refs), GALLERY_COLUMNS):
 if more and st.button("Show more", icon=":material/expand_more:"):
     state.gallery_limit += GALLERY_PAGE
     st.rerun()
+
+_shared.next_step("generate.py", "build a batch on Generate",
+                  "Pick the photos there, choose options and models, and look at the exact payloads first.")

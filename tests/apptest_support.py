@@ -21,12 +21,18 @@ APP = ROOT / "dashboard" / "app.py"
 PAGES = ("upload.py", "generate.py", "compare.py", "history.py", "review.py", "leaderboard.py")
 
 
-def open_page(page: str | None = None, *, user: str | None = None, timeout: float = 60) -> AppTest:
-    """The whole app (navigation + sidebar) on `page`, run once, with no exception raised."""
+def open_page(page: str | None = None, *, user: str | None = None, timeout: float = 60,
+              query: dict[str, str] | None = None, clear_caches: bool = True) -> AppTest:
+    """The whole app (navigation + sidebar) on `page`, run once, with no exception raised.
+    `query` is the address's query parameters (as a reload of a bookmarked address brings them);
+    `clear_caches=False` opens a new session of the same server process (a reload)."""
     # caches are process-wide: a previous test's resources must not leak into this one
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    if clear_caches:
+        st.cache_data.clear()
+        st.cache_resource.clear()
     at = AppTest.from_file(str(APP), default_timeout=timeout)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
     if user is not None:
         at.session_state["user_name"] = user
     at.run()

@@ -111,11 +111,14 @@ def reviewed_keys(st: Store, batch_id: str, rater: str) -> set[str]:
 
 
 def queue(st: Store, batch_id: str, rater: str, *, include_reviewed: bool = False,
-          skip: Collection[str] = ()) -> ReviewQueue:
-    """The rater's items still to show in a batch, in order; `skip` holds item keys skipped."""
+          skip: Collection[str] = (), seen: Collection[str] = ()) -> ReviewQueue:
+    """The rater's items still to show in a batch, in order; `skip` holds item keys skipped,
+    `seen` the keys voted on in this sitting: with `include_reviewed` the queue goes through the
+    reviewed items once and moves on after each vote, instead of offering the first one again."""
     items = review_items(st, batch_id, rater)
     done = reviewed_keys(st, batch_id, rater)
-    todo = [i for i in items if (include_reviewed or i.key not in done) and i.key not in skip]
+    todo = [i for i in items if (include_reviewed or i.key not in done) and i.key not in skip
+            and i.key not in seen]
     reviewed = sum(i.key in done for i in items)
     skipped = sum(i.key in skip and (include_reviewed or i.key not in done) for i in items)
     return ReviewQueue(items=tuple(todo), total=len(items), reviewed=reviewed, skipped=skipped)

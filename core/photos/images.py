@@ -140,14 +140,40 @@ def normalise_upload(
             f"{name} is damaged or incomplete ({_short(e)}): it could not be decoded to the end. "
             "Re-export or re-download the original and upload that.") from None
 
+    metadata = _metadata_kinds(im)
     im = _upright(im, notes)
     im = _to_srgb_8bit(im, notes)
     if (width, height) != target:
         notes.append(f"downscaled from {width}x{height} to {target[0]}x{target[1]}")
     if im.size != target:  # after a JPEG draft the decoded size lies between the two
         im = im.resize(target, Image.Resampling.LANCZOS)
-    notes.append("metadata removed (EXIF, GPS, XMP, ICC, text)")
+    if metadata:  # said only of what the file carried: a clean photo gets no such note
+        notes.append(f"metadata removed ({', '.join(metadata)})")
     return _encode(im, fmt, notes)
+
+
+def _metadata_kinds(im: Image.Image) -> list[str]:
+    """The kinds of metadata the decoded file carries (EXIF, GPS, XMP, ICC profile, text), in that
+    order; the stored copy carries none of them."""
+    kinds = []
+    try:
+        exif = im.getexif()
+        gps = exif.get_ifd(0x8825) if exif else {}
+    except (OSError, ValueError, SyntaxError):
+        exif, gps = {}, {}
+    info = im.info
+    if exif or info.get("exif"):
+        kinds.append("EXIF")
+    if gps:
+        kinds.append("GPS")
+    if info.get("xmp") or info.get("XML:com.adobe.xmp"):
+        kinds.append("XMP")
+    if info.get("icc_profile"):
+        kinds.append("ICC profile")
+    text_keys = set(getattr(im, "text", None) or {}) if im.format == "PNG" else set()
+    if info.get("comment") or text_keys - {"XML:com.adobe.xmp"}:
+        kinds.append("text")
+    return kinds
 
 
 def read_photo_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:

@@ -96,7 +96,7 @@ def add_reference(store: Store, storage: Storage, data: bytes, *, role: str = "o
         if winner is None:
             raise StoreError(f"could not record reference photo {filename or ''}; nothing was kept, "
                              "try again.")
-        return dataclasses.replace(winner, notes=image.notes, existing=True)
+        return dataclasses.replace(winner, notes=(), existing=True)
     _settle(storage, intent)
     log.info("stored reference %s (sha256 %s) at %s:%s", reference_id, image.sha256[:12],
              storage.backend, path)
@@ -252,7 +252,8 @@ def _looks_like_image(head: bytes) -> bool:
 
 
 def _reuse(store: Store, storage: Storage, found: Reference, image: NormalisedImage) -> Reference:
-    notes = list(image.notes)
+    # what was done to this upload is moot unless its bytes are stored again (below)
+    notes: list[str] = []
     updates: dict[str, Any] = {}
     if found.archived_at is not None:
         updates["archived_at"] = None
@@ -270,6 +271,7 @@ def _reuse(store: Store, storage: Storage, found: Reference, image: NormalisedIm
             _settle(storage, intent)
             raise
         updates.update(storage_backend=storage.backend, storage_path=path, public_url=stored.public_url)
+        notes.extend(image.notes)
         notes.append(f"moved from {found.storage_backend} to {storage.backend} storage" if moved
                      else "stored file was missing: stored again")
     if updates:

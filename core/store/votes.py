@@ -47,6 +47,13 @@ class VotesMixin(_Base):
         return [build(StoredVote, r) for r in self._rows(_VOTE_SQL + where + "ORDER BY v.created_at, v.rowid",
                                                           params)]
 
+    def newest_voted_batch(self) -> str | None:
+        """The batch holding the most recent vote, or None when nobody has voted."""
+        for row in self._rows("SELECT g.batch_id FROM votes v JOIN groups g ON g.id = v.group_id "
+                              "ORDER BY v.created_at DESC, v.rowid DESC LIMIT 1", []):
+            return row["batch_id"]
+        return None
+
     def voted_pairs(self, batch_id: str, rater: str) -> set[tuple[str, str, str]]:
         """(group id, left endpoint, right endpoint) of every vote of `rater` (case-insensitive)
         in the batch."""

@@ -27,11 +27,14 @@ def _plan(at, ref_id, subjects=("Woman", "Robot"), seeds="1, 2"):
 
 def test_generate_smoke_defaults_to_both_models_and_says_dry_run():
     """Opening Generate: schnell and flux-2/lora/edit are preselected, the dry run is announced,
-    and an edit model without reference photos is explained instead of planned."""
+    and an edit model without reference photos is explained as the next step, not as an error in
+    command-line words."""
     at = open_page("generate.py")
     assert at.multiselect(key="gen_models").value == [SCHNELL, EDIT]
     assert "nothing to fal" in " ".join(texts(at.info))
-    assert any("references" in e and EDIT in e for e in texts(at.error))
+    assert not texts(at.error), texts(at.error)
+    assert any("pick at least one reference photo in step 1" in i and "FLUX.2 [dev] LoRA edit edits a photo" in i
+               for i in texts(at.info)), texts(at.info)
     assert not [b for b in at.button if b.key == "run"]
 
 

@@ -26,6 +26,9 @@ def _record(prompt="A Woman model, photorealistic", endpoint=SCHNELL, seed=1, **
 
 
 def _table(at):
+    """The history table with every column (the request id is one of the columns shown on demand)."""
+    if not at.toggle(key="hist_all_columns").value:
+        at.toggle(key="hist_all_columns").set_value(True).run()
     return at.dataframe[0].value
 
 

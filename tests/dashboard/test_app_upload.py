@@ -12,11 +12,15 @@ def _drop(at, files):
 
 
 def test_upload_page_smoke_empty_store():
-    """Empty store: the drop zone and an invitation to upload, no gallery cards."""
+    """Empty store: the drop zone and what to do first, from upload to the Leaderboard, no
+    gallery cards."""
     at = open_page("upload.py")
     assert texts(at.title) == ["Upload reference photos"]
     assert at.file_uploader[0].accept_multiple_files
-    assert any("No reference photos yet" in t for t in texts(at.info))
+    start = next(t for t in texts(at.info) if "Start here" in t)
+    assert ["Store photos", "Generate", "Review", "Leaderboard"] == [
+        w for w in ("Store photos", "Generate", "Review", "Leaderboard") if w in start]
+    assert start.index("Store photos") < start.index("Generate") < start.index("Review") < start.index("Leaderboard")
 
 
 def test_several_photos_are_stored_with_their_roles_and_uploader_name():

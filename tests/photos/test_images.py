@@ -245,3 +245,16 @@ def test_read_photo_file_missing_file(tmp_path):
     with pytest.raises(UploadRejected, match="cannot read .*nope.jpg: no such file") as info:
         read_photo_file(tmp_path / "nope.jpg")
     assert info.value.reason == "unreadable"
+
+
+def test_the_metadata_note_names_only_what_the_file_carried():
+    """A clean photo gets no "metadata removed" note; one with EXIF is told its EXIF went."""
+    clean = io.BytesIO()
+    Image.new("RGB", (640, 480), "red").save(clean, "JPEG")
+    assert not any("metadata" in n for n in normalise_upload(clean.getvalue(), filename="c.jpg").notes)
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"
+    tagged = io.BytesIO()
+    Image.new("RGB", (640, 480), "red").save(tagged, "JPEG", exif=exif.tobytes())
+    notes = normalise_upload(tagged.getvalue(), filename="t.jpg").notes
+    assert "metadata removed (EXIF)" in notes

@@ -1,0 +1,141 @@
+"""State that survives, in AppTest: the rater's name kept in the address (a reload is a new session
+with the same address), the Generate form kept as a draft across page changes and reloads, the
+current batch back after a reload, the Leaderboard opening on the voted batch, and batches left
+orphaned by a restart getting a runner when the dashboard starts."""
+from __future__ import annotations
+
+import time
+
+from core.batches import plans
+from core.catalog import registry
+from core.evaluation import review
+from core import store
+from tests.apptest_support import add_reference, assert_ok, open_page, records, texts, wait_finished
+from tests.review_support import EDIT, SCHNELL, completed_batch
+
+
+def _reload(at, page: str | None = None, **kw):
+    """A browser reload: a new session of the same server process, with the address it had."""
+    return open_page(page, query=dict(at.query_params), clear_caches=False, **kw)
+
+
+def test_the_name_is_put_in_the_address_and_comes_back_after_a_reload():
+    at = open_page("history.py")
+    assert "user" not in at.query_params
+    at.sidebar.text_input(key="user_name").set_value("Ana").run()
+    assert at.query_params["user"] == "Ana"
+    again = _reload(at, "review.py")
+    assert again.sidebar.text_input(key="user_name").value == "Ana"
+    assert not any("Type your name" in t for t in texts(again.info))
+    # clearing the name clears the address too: nothing is guessed afterwards
+    again.sidebar.text_input(key="user_name").set_value("").run()
+    assert "user" not in again.query_params
+    assert _reload(again).sidebar.text_input(key="user_name").value == ""
+
+
+def test_no_name_in_the_address_means_no_name():
+    at = open_page("review.py", query={"draft": "0" * 32})
+    assert at.sidebar.text_input(key="user_name").value == ""
+    assert any("Type your name in the sidebar" in t for t in texts(at.info))
+
+
+def _fill(at, ref_id):
+    at.multiselect(key="gen_refs").set_value([ref_id])
+    at.multiselect(key="opt_pose").set_value(["Standing", "Sitting"])
+    at.multiselect(key="gen_models").set_value([EDIT])
+    at.text_input(key="batch_name").set_value("kept").run()
+    at.number_input(key=f"param::{EDIT}::num_inference_steps").set_value(9).run()
+    at.radio(key="seed_mode").set_value("List").run()
+    at.text_input(key="seed_list").set_value("4, 5").run()
+
+
+def _assert_filled(at, ref_id):
+    assert at.multiselect(key="gen_refs").value == [ref_id]
+    assert at.multiselect(key="opt_pose").value == ["Standing", "Sitting"]
+    assert at.multiselect(key="gen_models").value == [EDIT]
+    assert at.text_input(key="batch_name").value == "kept"
+    assert at.number_input(key=f"param::{EDIT}::num_inference_steps").value == 9
+    assert at.text_input(key="seed_list").value == "4, 5"
+    assert not texts(at.error), texts(at.error)
+    assert at.button(key="run").label.startswith("Record dry run of 4 requests")
+
+
+def test_the_generate_form_survives_a_page_change_and_a_reload():
+    ref = add_reference("red")
+    at = open_page("generate.py")
+    _fill(at, ref.id)
+    _assert_filled(at, ref.id)
+    # to Upload (to add a photo, say) and back: the widgets were gone for a run, the values are not
+    at.switch_page("upload.py").run()
+    at.switch_page("generate.py").run()
+    assert_ok(at)
+    _assert_filled(at, ref.id)
+    # a reload is a new session: the draft named in the address brings the form back
+    assert "draft" in at.query_params
+    again = _reload(at, "generate.py")
+    _assert_filled(again, ref.id)
+    # another browser (no draft in its address) starts from the defaults
+    other = open_page("generate.py", clear_caches=False)
+    assert other.multiselect(key="gen_models").value == list(registry.DEFAULT_MODELS)
+    assert other.query_params["draft"] != at.query_params["draft"]
+
+
+def test_a_restored_draft_drops_what_no_longer_exists():
+    ref = add_reference("red")
+    at = open_page("generate.py")
+    _fill(at, ref.id)
+    records().archive_reference(ref.id)   # archived photos leave the picker
+    again = _reload(at, "generate.py")
+    assert_ok(again)
+    assert again.multiselect(key="gen_refs").value == []
+    assert again.text_input(key="batch_name").value == "kept"
+
+
+def test_the_current_batch_is_back_after_a_reload():
+    ref = add_reference("red")
+    at = open_page("generate.py", user="Ana")
+    _fill(at, ref.id)
+    at.button(key="run").click().run()
+    batch_id = at.session_state["active_batch"]
+    wait_finished(batch_id)
+    again = _reload(at, "generate.py")
+    assert again.session_state["active_batch"] == batch_id
+    assert any(h == "Current batch" for h in texts(again.subheader))
+    assert "4 of 4 payloads recorded" in again.progress[0].proto.text
+    # closing it is kept too
+    again.button(key="close_batch").click().run()
+    assert "active_batch" not in _reload(again, "generate.py").session_state
+
+
+def test_leaderboard_opens_on_the_batch_with_the_newest_vote_not_the_newest_batch():
+    voted, _, _ = completed_batch("voted")
+    conn = records()
+    item = review.queue(conn, voted.id, "ana").next
+    review.record_item_vote(conn, item, rater="ana", verdict="left")
+    completed_batch("newer, not reviewed")
+    at = open_page("leaderboard.py")
+    assert at.selectbox(key="lb_batch").value == voted.id
+    assert {m.label: m.value for m in at.metric}["Votes"] == "1"
+    assert not any("No votes yet" in t for t in texts(at.info))
+
+
+def test_an_orphaned_batch_gets_a_runner_when_the_dashboard_starts(monkeypatch):
+    """A dry-run batch left planned with no runner (the machine restarted) is resumed once, at the
+    first page view of the server process, when auto_resume is on."""
+    plan = plans.make_plan({"name": "orphan", "models": [SCHNELL], "seeds": [1, 2]})
+    conn = records()
+    batch = conn.create_batch(plan, dry_run=True)
+    assert store.runner_alive(conn.get_batch(batch.id)) is False
+    monkeypatch.setenv("DASHBOARD_AUTO_RESUME", "on")
+    at = open_page("history.py")
+    assert any("got a runner again" in c for c in texts(at.sidebar.caption))
+    assert wait_finished(batch.id).counts == {"dry_run": 2}
+
+
+def test_with_auto_resume_off_an_orphan_waits_for_a_person():
+    plan = plans.make_plan({"name": "orphan", "models": [SCHNELL], "seeds": [1]})
+    batch = records().create_batch(plan, dry_run=True)
+    open_page("history.py")
+    time.sleep(1.0)
+    assert records().batch_progress(batch.id).counts == {"planned": 1}
+    assert records().get_batch(batch.id).runner_pid is None
