@@ -24,6 +24,9 @@ Invariants:
 - SIGTERM, SIGINT and SIGHUP (when `handle_signals`): no new submit starts, submits in flight
   finish and store their ids, then the run ends with everything else resumable.
 - A batch is run by at most one live runner (`Store.claim_batch`: pid + heartbeat).
+- Before anything is sent, each reference photo of the requests to send is checked once
+  (`core.photos.references.check_reachable`): one fal could not fetch stops the batch with the
+  reason stored and nothing sent (the requests stay planned; accepted jobs are still followed).
 - `reference://` tokens become `data:` URIs only in the body handed to `FalClient.submit`.
 - Without FAL_KEY a batch is a dry run: payloads validated and recorded as `dry_run`.
 """
@@ -230,6 +233,7 @@ class _LiveRun:
         self.draining = threading.Event()   # a stop signal: send nothing new
         self._drain_reason: str | None = None
         self._in_flight = 0                 # POSTs under way
+        self._no_new_sends = False          # a reference fal could not fetch: send nothing
         self.stopped: str | None = None
         self.finished: queue.Queue[_FinishedJob | None] = queue.Queue()
         self.done = threading.Event()       # set when the last finisher has exited
@@ -253,9 +257,19 @@ class _LiveRun:
         from core.batches.fal import FalClient
         from core.store.blobs import open_storage
 
+        self._storage = open_storage(self.settings)
+        refused = self._unreachable_references()
+        if refused:
+            # nothing is sent (fal would pay for jobs that cannot see the photo); jobs fal already
+            # accepted are still followed, and the planned requests stay planned for a resume
+            self._note(refused)
+            self._no_new_sends = True
+            self.tasks = collections.deque(t for t in self.tasks if t.follow)
+            if not self.tasks:
+                self._storage.close()
+                return self.stopped
         if self._fal is None:
             self._fal = FalClient(self.settings)
-        self._storage = open_storage(self.settings)
         n = min(self.concurrency, len(self.tasks))
         # A job takes a slot (sender) from its submit until fal says COMPLETED; fetching its result
         # and images is a finisher's work, so the next job is submitted without waiting for them.
@@ -278,6 +292,27 @@ class _LiveRun:
                 self._fal.close()
             self._storage.close()
         return self.stopped
+
+    def _unreachable_references(self) -> str | None:
+        """Why the batch must not send (a reference fal could not fetch), or None. Each reference
+        of the requests to send is checked once, over one shared HTTP client."""
+        import httpx
+
+        from core.photos.references import REACHABLE_TIMEOUT_S, check_reachable
+
+        ids = dict.fromkeys(ref for t in self.tasks if not t.follow and t.record
+                            for ref in t.record.references)
+        if not ids or self.signals.cancel.is_set():
+            return None
+        with httpx.Client(timeout=REACHABLE_TIMEOUT_S) as client:
+            for ref_id in ids:
+                try:
+                    check_reachable(self.store.get_reference(ref_id), self._storage, client=client)
+                except DashboardError as e:
+                    log.error("batch %s: not sent: %s", self.batch_id, e)
+                    return (f"{e} No request of the batch was sent: fix the reference, then resume it with "
+                            f"`python -m core batch resume {self.batch_id}`.")
+        return None
 
     def _close_when_sent(self, senders: list[threading.Thread], finishers: int) -> None:
         for t in senders:
@@ -355,7 +390,8 @@ class _LiveRun:
 
     def _next(self, store: Store) -> _Task | None:
         with self.lock:
-            if not self.tasks and not self.signals.cancel.is_set() and not self.draining.is_set():
+            if (not self.tasks and not self.signals.cancel.is_set() and not self.draining.is_set()
+                    and not self._no_new_sends):
                 # requests added while this runner works (a re-run from History lands in the
                 # batch whose runner may be alive) are picked up before the runner exits
                 with contextlib.suppress(sqlite3.Error, StoreError):
