@@ -607,6 +607,8 @@ class _LiveRun:
                         return None
                     self.outage.failed()
                 tries += 1
+                log.warning("batch %s: request %s: %s could not be kept yet (%s); trying again",
+                            self.batch_id, rid, what, e)
                 if time.monotonic() >= deadline or self.signals.stop.is_set():
                     self._note(f"fal finished request {rid} but {what} could not be kept yet ({e}); "
                                f"resume the batch to fetch them: `python -m core batch resume {self.batch_id}`.")
