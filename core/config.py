@@ -28,6 +28,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "DASHBOARD_CONCURRENCY": (1, 64),
     "DASHBOARD_MAX_UPLOAD_BYTES": (1024, 500 * 1024 * 1024),
     "DASHBOARD_MAX_LONG_EDGE": (256, 8192),
+    "DASHBOARD_OUTAGE_LIMIT_S": (0, 24 * 3600),
 }
 # Supabase's own rule for bucket names (storage-api `isValidBucketName`): 1 to 63 characters.
 _BUCKET_NAME = re.compile(r"^(\w|!|-|\.|\*|'|\(|\)| |&|\$|@|=|;|:|\+|,|\?)+$", re.ASCII)

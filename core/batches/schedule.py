@@ -234,6 +234,7 @@ class _LiveRun:
         self._drain_reason: str | None = None
         self._in_flight = 0                 # POSTs under way
         self._no_new_sends = False          # a reference fal could not fetch: send nothing
+        self._unstored: set[str] = set()    # accepted jobs whose fal id only the journal holds
         self.stopped: str | None = None
         self.finished: queue.Queue[_FinishedJob | None] = queue.Queue()
         self.done = threading.Event()       # set when the last finisher has exited
@@ -291,6 +292,10 @@ class _LiveRun:
             if self._own_fal:
                 self._fal.close()
             self._storage.close()
+        if self._unstored:
+            self._note(f"the database refused to store fal's id for {len(self._unstored)} request(s); "
+                       f"they are kept in {self.journal.path}: resume the batch once the database works "
+                       f"(`python -m core batch resume {self.batch_id}`)")
         return self.stopped
 
     def _unreachable_references(self) -> str | None:
@@ -480,8 +485,8 @@ class _LiveRun:
             with self.lock:
                 self._in_flight -= 1
         if not stored:
-            self._note(f"the database refused to store fal's id for request {rec.id}; it is kept in "
-                       f"{self.journal.path} and followed; resume the batch once the database works")
+            with self.lock:
+                self._unstored.add(rec.id)
         if self.draining.is_set():
             return   # fal's id is stored: a resume follows it
         self._follow(store, rec.id, handle, sent_at=sent_at, queue_position=handle.queue_position)
@@ -573,6 +578,11 @@ class _LiveRun:
     def _finish(self, store: Store, job: _FinishedJob) -> None:
         status = job.finished.status
         rid = job.request_id
+        if rid in self._unstored and record.record_accepted(store, rid, job.handle, self.journal):
+            # the database refused fal's id at submit time (it went to the journal): store it now,
+            # so the finished row carries it whatever happens next
+            with self.lock:
+                self._unstored.discard(rid)
         output = self._riding_outages(
             store, rid, "its result", lambda: self._fal.result(job.handle),
             lambda e: record.result_failure(e, status=status, cancel_sent=job.finished.cancel_sent))
