@@ -28,6 +28,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "DASHBOARD_CONCURRENCY": (1, 64),
     "DASHBOARD_MAX_UPLOAD_BYTES": (1024, 500 * 1024 * 1024),
     "DASHBOARD_MAX_LONG_EDGE": (256, 8192),
+    "DASHBOARD_OUTAGE_LIMIT_S": (0, 24 * 3600),
 }
 # Supabase's own rule for bucket names (storage-api `isValidBucketName`): 1 to 63 characters.
 _BUCKET_NAME = re.compile(r"^(\w|!|-|\.|\*|'|\(|\)| |&|\$|@|=|;|:|\+|,|\?)+$", re.ASCII)
@@ -88,8 +89,19 @@ class Settings:
         }
 
     def ensure_dirs(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.images_dir.mkdir(parents=True, exist_ok=True)
+        """Create the data directory and its images folder. A data directory that exists but
+        cannot be written is left as it is: reads still work (the store opens read-only) and a
+        write says so; one that cannot be created at all is a ConfigError."""
+        for path in (self.data_dir, self.images_dir):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                if self.data_dir.is_dir():
+                    return
+                from core.errors import ConfigError
+
+                raise ConfigError(f"cannot create the data directory {self.data_dir} ({e.strerror}): "
+                                  "set DASHBOARD_DATA_DIR to a directory this user may write.") from None
 
 
 def _read_secrets(path: Path) -> dict[str, str]:

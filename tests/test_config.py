@@ -106,3 +106,10 @@ def test_cli_refuses_a_bad_setting_at_start_naming_it(monkeypatch, capsys, tmp_p
     monkeypatch.setenv("DASHBOARD_MAX_LONG_EDGE", "0")
     assert cli.main(["reference", "add", str(photo)]) == 2
     assert capsys.readouterr().err == "error: DASHBOARD_MAX_LONG_EDGE must be from 256 to 8192, got 0.\n"
+
+
+def test_the_outage_limit_is_read_and_checked(tmp_path):
+    """Setting DASHBOARD_OUTAGE_LIMIT_S once crashed every command with a KeyError."""
+    assert load_settings(env={"DASHBOARD_OUTAGE_LIMIT_S": "45"}, secrets_path=tmp_path / "none").outage_limit_s == 45
+    with pytest.raises(ConfigError, match="DASHBOARD_OUTAGE_LIMIT_S must be from 0 to 86400, got -1"):
+        load_settings(env={"DASHBOARD_OUTAGE_LIMIT_S": "-1"}, secrets_path=tmp_path / "none")

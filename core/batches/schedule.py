@@ -24,6 +24,9 @@ Invariants:
 - SIGTERM, SIGINT and SIGHUP (when `handle_signals`): no new submit starts, submits in flight
   finish and store their ids, then the run ends with everything else resumable.
 - A batch is run by at most one live runner (`Store.claim_batch`: pid + heartbeat).
+- Before anything is sent, each reference photo of the requests to send is checked once
+  (`core.photos.references.check_reachable`): one fal could not fetch stops the batch with the
+  reason stored and nothing sent (the requests stay planned; accepted jobs are still followed).
 - `reference://` tokens become `data:` URIs only in the body handed to `FalClient.submit`.
 - Without FAL_KEY a batch is a dry run: payloads validated and recorded as `dry_run`.
 """
@@ -238,6 +241,8 @@ class _LiveRun:
         self.draining = threading.Event()   # a stop signal: send nothing new
         self._drain_reason: str | None = None
         self._in_flight = 0                 # POSTs under way
+        self._no_new_sends = False          # a reference fal could not fetch: send nothing
+        self._unstored: set[str] = set()    # accepted jobs whose fal id only the journal holds
         self.stopped: str | None = None
         self.finished: queue.Queue[_FinishedJob | None] = queue.Queue()
         self.done = threading.Event()       # set when the last finisher has exited
@@ -261,9 +266,19 @@ class _LiveRun:
         from core.batches.fal import FalClient
         from core.store.blobs import open_storage
 
+        self._storage = open_storage(self.settings)
+        refused = self._unreachable_references()
+        if refused:
+            # nothing is sent (fal would pay for jobs that cannot see the photo); jobs fal already
+            # accepted are still followed, and the planned requests stay planned for a resume
+            self._note(refused)
+            self._no_new_sends = True
+            self.tasks = collections.deque(t for t in self.tasks if t.follow)
+            if not self.tasks:
+                self._storage.close()
+                return self.stopped
         if self._fal is None:
             self._fal = FalClient(self.settings)
-        self._storage = open_storage(self.settings)
         n = min(self.concurrency, len(self.tasks))
         # A job takes a slot (sender) from its submit until fal says COMPLETED; fetching its result
         # and images is a finisher's work, so the next job is submitted without waiting for them.
@@ -285,7 +300,32 @@ class _LiveRun:
             if self._own_fal:
                 self._fal.close()
             self._storage.close()
+        if self._unstored:
+            self._note(f"the database refused to store fal's id for {len(self._unstored)} request(s); "
+                       f"they are kept in {self.journal.path}: resume the batch once the database works "
+                       f"(`python -m core batch resume {self.batch_id}`)")
         return self.stopped
+
+    def _unreachable_references(self) -> str | None:
+        """Why the batch must not send (a reference fal could not fetch), or None. Each reference
+        of the requests to send is checked once, over one shared HTTP client."""
+        import httpx
+
+        from core.photos.references import REACHABLE_TIMEOUT_S, check_reachable
+
+        ids = dict.fromkeys(ref for t in self.tasks if not t.follow and t.record
+                            for ref in t.record.references)
+        if not ids or self.signals.cancel.is_set():
+            return None
+        with httpx.Client(timeout=REACHABLE_TIMEOUT_S) as client:
+            for ref_id in ids:
+                try:
+                    check_reachable(self.store.get_reference(ref_id), self._storage, client=client)
+                except DashboardError as e:
+                    log.error("batch %s: not sent: %s", self.batch_id, e)
+                    return (f"{e} No request of the batch was sent: fix the reference, then resume it with "
+                            f"`python -m core batch resume {self.batch_id}`.")
+        return None
 
     def _close_when_sent(self, senders: list[threading.Thread], finishers: int) -> None:
         for t in senders:
@@ -363,7 +403,8 @@ class _LiveRun:
 
     def _next(self, store: Store) -> _Task | None:
         with self.lock:
-            if not self.tasks and not self.signals.cancel.is_set() and not self.draining.is_set():
+            if (not self.tasks and not self.signals.cancel.is_set() and not self.draining.is_set()
+                    and not self._no_new_sends):
                 # requests added while this runner works (a re-run from History lands in the
                 # batch whose runner may be alive) are picked up before the runner exits
                 with contextlib.suppress(StoreUnavailable):
@@ -452,8 +493,8 @@ class _LiveRun:
             with self.lock:
                 self._in_flight -= 1
         if not stored:
-            self._note(f"the database refused to store fal's id for request {rec.id}; it is kept in "
-                       f"{self.journal.path} and followed; resume the batch once the database works")
+            with self.lock:
+                self._unstored.add(rec.id)
         if self.draining.is_set():
             return   # fal's id is stored: a resume follows it
         self._follow(store, rec.id, handle, sent_at=sent_at, queue_position=handle.queue_position)
@@ -545,6 +586,11 @@ class _LiveRun:
     def _finish(self, store: Store, job: _FinishedJob) -> None:
         status = job.finished.status
         rid = job.request_id
+        if rid in self._unstored and record.record_accepted(store, rid, job.handle, self.journal):
+            # the database refused fal's id at submit time (it went to the journal): store it now,
+            # so the finished row carries it whatever happens next
+            with self.lock:
+                self._unstored.discard(rid)
         output = self._riding_outages(
             store, rid, "its result", lambda: self._fal.result(job.handle),
             lambda e: record.result_failure(e, status=status, cancel_sent=job.finished.cancel_sent))
@@ -579,6 +625,8 @@ class _LiveRun:
                         return None
                     self.outage.failed()
                 tries += 1
+                log.warning("batch %s: request %s: %s could not be kept yet (%s); trying again",
+                            self.batch_id, rid, what, e)
                 if time.monotonic() >= deadline or self.signals.stop.is_set():
                     self._note(f"fal finished request {rid} but {what} could not be kept yet ({e}); "
                                f"resume the batch to fetch them: `python -m core batch resume {self.batch_id}`.")

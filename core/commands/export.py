@@ -5,15 +5,29 @@ page. pandas is imported only when this command runs.
 With `--comparison` (and optionally `--batch`): one row per group instead, each model's payload
 hash, image and fidelity metrics side by side, and the votes (core/evaluation/comparison.py); images whose
 metrics are still pending are measured first, so the file is complete.
+
+`--out` is checked before anything is read: never the database (or its -wal, -shm, lock files),
+nothing inside the data directory's folders, no directory, device or symlink; a missing parent
+directory is created. The file is written under a unique temporary name beside it and renamed
+when complete, so two exports to one path never mix and a failed one leaves no file.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.errors import DashboardError
+
 if TYPE_CHECKING:
+    from core.config import Settings
     from core.store import Store
+
+# SQLite refuses LIKE patterns over 50,000 bytes; a prompt filter is a few words
+MAX_TEXT = 1000
 
 
 def register(subparsers: Any) -> None:
@@ -38,24 +52,30 @@ def _export(args: argparse.Namespace) -> int:
     from core.config import load_settings
     from core.store import open_store
 
+    if args.text is not None and len(args.text) > MAX_TEXT:
+        raise DashboardError(f"--text is {len(args.text):,} characters long; give at most {MAX_TEXT} "
+                             "(the prompt text to look for).")
     settings = load_settings()
+    out = checked_out(args.out, settings)
     settings.ensure_dirs()
     st = open_store(settings.db_path)
-    f = store.HistoryFilter(endpoint=args.endpoint, status=args.status, batch_id=args.batch_id,
-                            date_from=args.date_from, date_to=args.date_to, text=args.text)
-    if args.batch_id:
-        st.get_batch(args.batch_id)
-    if args.comparison:
-        return _comparison(args, st, settings)
-    result = export.to_csv(st, args.out, f)
-    print(f"wrote {result.requests} requests ({result.rows} rows) to {result.path}")
-    return 0
+    try:
+        f = store.HistoryFilter(endpoint=args.endpoint, status=args.status, batch_id=args.batch_id,
+                                date_from=args.date_from, date_to=args.date_to, text=args.text)
+        if args.batch_id:
+            st.get_batch(args.batch_id)
+        if args.comparison:
+            return _comparison(args, st, settings, out)
+        result = write_atomically(out, lambda tmp: export.to_csv(st, tmp, f))
+        print(f"wrote {result.requests} requests ({result.rows} rows) to {out}")
+        return 0
+    finally:
+        st.close()
 
 
-def _comparison(args: argparse.Namespace, st: Store, settings: Any) -> int:
+def _comparison(args: argparse.Namespace, st: Store, settings: Any, out: Path) -> int:
     from core.evaluation import comparison
     from core.evaluation import fidelity
-    from core.errors import DashboardError
     from core.store.blobs import open_storage
 
     ignored = [name for name in ("endpoint", "status", "text", "date_from", "date_to") if getattr(args, name)]
@@ -63,9 +83,60 @@ def _comparison(args: argparse.Namespace, st: Store, settings: Any) -> int:
         raise DashboardError(f"--comparison exports whole groups; only --batch applies (drop "
                              f"{', '.join('--' + n.replace('date_', '') for n in ignored)}).")
     pending = st.pending_count(batch_id=args.batch_id)
-    if pending:
+    if pending and not st.read_only:
         print(f"measuring {pending} image(s) first...", flush=True)
         fidelity.compute_pending(st, open_storage(settings), batch_id=args.batch_id)
-    result = comparison.comparison_to_csv(st, args.out, batch_id=args.batch_id)
-    print(f"wrote {result.groups} groups x {len(result.models)} models to {result.path}")
+    result = write_atomically(out, lambda tmp: comparison.comparison_to_csv(st, tmp, batch_id=args.batch_id))
+    print(f"wrote {result.groups} groups x {len(result.models)} models to {out}")
     return 0
+
+
+def checked_out(out: Path, settings: Settings) -> Path:
+    """`out` as an absolute path an export may write, its parent directory created; a
+    DashboardError saying what to give instead otherwise."""
+    out = Path(os.path.abspath(out))
+    if out.is_symlink():
+        raise DashboardError(f"--out {out} is a symbolic link; give the path of a regular file.")
+    if out.is_dir():
+        raise DashboardError(f"--out {out} is a directory; give a file name, e.g. {out / 'history.csv'}.")
+    if out.exists() and not out.is_file():
+        raise DashboardError(f"--out {out} is a device or special file, not a regular file; "
+                             "give the path of a .csv file.")
+    data_dir = settings.data_dir.resolve()
+    real = out.parent.resolve() / out.name
+    if real.is_relative_to(data_dir):
+        inner = real.relative_to(data_dir)
+        if len(inner.parts) > 1 or inner.name.startswith(settings.db_path.name):
+            raise DashboardError(f"--out {out} is inside the dashboard's own files in {data_dir} "
+                                 "(database, images, logs); write the CSV somewhere else.")
+    if out.exists() and settings.db_path.exists() and os.path.samefile(out, settings.db_path):
+        raise DashboardError(f"--out {out} is the dashboard's database; write the CSV somewhere else.")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DashboardError(f"cannot create the directory {out.parent} for --out ({e.strerror}); "
+                             "give a path in a directory you may write.") from None
+    return out
+
+
+def write_atomically(out: Path, write: Callable[[Path], Any]) -> Any:
+    """`write(tmp)` to a unique temporary file beside `out`, then renamed over `out`: readers see
+    the old file or the whole new one, and two writers never mix their rows."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as e:
+        raise DashboardError(f"cannot write in {out.parent} ({e.strerror}); give another --out.") from None
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # what a plain open() would have given the file
+        result = write(tmp)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise DashboardError(f"could not write {out} ({e.strerror or e}); nothing was written "
+                             "there.") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return result

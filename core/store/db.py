@@ -3,6 +3,8 @@
 Invariants:
 - One file, `<data dir>/dashboard.db`, in WAL mode with a busy timeout, so several runner
   processes and the dashboard can read and write at once without "database is locked".
+- A data directory that cannot be written still serves reads (`is_read_only`); a file that is
+  not a dashboard database is refused with what to do, and never written to.
 - Migrations are named functions registered on `MIGRATIONS`, applied in order, each in one
   transaction with its record in `_sqlite_migrations`. Never edit or reorder an applied one:
   append a new `mNNN_...` function instead.
@@ -20,6 +22,10 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote
+
+from core.errors import StoreError
 
 # sqlite-utils imports pandas and numpy at import time when installed (~0.5 s of start-up), only
 # to map their scalar types to column types; nothing here hands it either. Hide them during that
@@ -45,36 +51,126 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+BUSY_TIMEOUT_S = 30.0   # how long a write waits for another connection's lock
+
+
 def connect(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Database:
     """A connection to the store at `path` (created if missing), migrated to the latest schema.
 
-    Each thread or process opens its own connection.
+    Each thread or process opens its own connection. A data directory that cannot be written
+    (a read-only mount, no permission) gives a read-only connection (`is_read_only`): reads work,
+    writes fail with SQLite's "readonly database". A file that is not a dashboard database
+    (corrupted, another program's, a directory or a device) raises StoreError, and nothing is
+    written to it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    # Switching a fresh file to WAL and migrating it take locks that busy_timeout does not wait
-    # for ("database is locked" when two processes open a new data dir at once): serialise
-    # them across processes with an advisory file lock; pending migrations are re-read under it.
-    with _file_lock(path.with_name(path.name + ".lock")):
-        conn.execute("PRAGMA journal_mode = WAL")
-        db = sqlite_utils.Database(conn)
-        if migrate:
-            migrate_db(db)
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA foreign_keys = ON")
+    _refuse_non_file(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_name(path.name + ".lock"), "a+b")   # noqa: SIM115 - closed below
+    except OSError as e:
+        if not path.is_file():
+            raise StoreError(f"cannot create the database {path} ({e.strerror}): set "
+                             "DASHBOARD_DATA_DIR to a directory this user may write.") from None
+        return _connect_read_only(path)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False,
+                           isolation_level=None)
+    try:
+        with lock:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            _refuse_foreign(conn, path)
+            # Switching a fresh file to WAL and migrating it take locks that busy_timeout does
+            # not wait for ("database is locked" when two processes open a new data dir at once):
+            # serialise them across processes with an advisory file lock; pending migrations are
+            # re-read under it.
+            with _file_lock(lock):
+                conn.execute("PRAGMA journal_mode = WAL")
+                db = sqlite_utils.Database(conn)
+                if migrate:
+                    migrate_db(db)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        if isinstance(e, sqlite3.OperationalError) and not _is_corruption(e):
+            raise
+        raise StoreError(_not_a_database(path, e)) from None
+    except BaseException:
+        conn.close()
+        raise
     return db
 
 
-@contextlib.contextmanager
-def _file_lock(lock_path: Path) -> Iterator[None]:
-    with open(lock_path, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+def is_read_only(db: sqlite_utils.Database) -> bool:
+    """True for a connection `connect` opened read-only (its data directory cannot be written)."""
+    return bool(db.execute("PRAGMA query_only").fetchone()[0])
+
+
+def _refuse_non_file(path: Path) -> None:
+    if path.exists() and not path.is_file():
+        raise StoreError(f"{path} is not a database file (a directory or a device): set "
+                         "DASHBOARD_DATA_DIR to the dashboard's data directory.")
+
+
+def _is_corruption(e: sqlite3.Error) -> bool:
+    text = str(e).lower()
+    return "not a database" in text or "malformed" in text or "corrupt" in text
+
+
+def _not_a_database(path: Path, e: BaseException) -> str:
+    return (f"{path} is not a usable dashboard database ({e}); it was left unchanged. Move it aside "
+            f"(`mv {path} {path}.broken`) to start with an empty history, or restore it from a backup.")
+
+
+def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a readable SQLite file that holds another program's tables (never migrate into it);
+    reading its schema is also where a damaged or non-SQLite file is first noticed."""
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if names and not names & {"_sqlite_migrations", "requests"}:
+        raise StoreError(f"{path} is an SQLite file of another program (tables: "
+                         f"{', '.join(sorted(names)[:5])}); it was left unchanged. Set "
+                         "DASHBOARD_DATA_DIR to the dashboard's data directory.")
+
+
+def _connect_read_only(path: Path) -> sqlite_utils.Database:
+    """The database of a data directory this process cannot write, for reading.
+
+    `mode=ro` needs the WAL index (-shm) to exist or be creatable; when it is neither, nobody can
+    be writing the file (a WAL writer needs that directory too), so it is opened immutable."""
+    quoted = quote(str(path.resolve()))
+    last: sqlite3.Error | None = None
+    for flags in ("mode=ro", "immutable=1"):
+        conn = sqlite3.connect(f"file:{quoted}?{flags}", uri=True, timeout=BUSY_TIMEOUT_S,
+                               check_same_thread=False, isolation_level=None)
         try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            conn.execute("PRAGMA query_only = ON")
+            _refuse_foreign(conn, path)
+            db = sqlite_utils.Database(conn)
+            pending = MIGRATIONS.pending(db)
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            if _is_corruption(e):
+                raise StoreError(_not_a_database(path, e)) from None
+            last = e
+            continue
+        except BaseException:
+            conn.close()
+            raise
+        if pending:
+            conn.close()
+            raise StoreError(f"the database {path} needs an upgrade but its directory is read-only: "
+                             "make the data directory writable and run any command once.")
+        return db
+    raise StoreError(f"cannot read the database {path} in a read-only directory ({last}).")
+
+
+@contextlib.contextmanager
+def _file_lock(f: BinaryIO) -> Iterator[None]:
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def migrate_db(db: sqlite_utils.Database) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import StoreUnavailable
 from core.store.aggregates import AggregatesMixin
 from core.store.batches import BatchesMixin
-from core.store.db import connect
+from core.store.db import connect, is_read_only
 from core.store.history import HistoryMixin
 from core.store.images import ImagesMixin
 from core.store.metrics import MetricsMixin
@@ -52,6 +52,11 @@ class Store(BatchesMixin, RequestsMixin, ImagesMixin, MetricsMixin, HistoryMixin
 
     `Store(db)` wraps an open `sqlite_utils.Database` (migrated by `connect`); `open_store`
     is the usual way in."""
+
+    @property
+    def read_only(self) -> bool:
+        """True when the data directory cannot be written: reads work, writes are refused."""
+        return is_read_only(self.db)
 
     def close(self) -> None:
         self.db.close()
