@@ -32,16 +32,38 @@ if TYPE_CHECKING:
     from core.config import Settings
 
 
+def refused(e: sqlite3.Error, where: Path | str) -> StoreUnavailable:
+    """The one message for a database that refused an operation for a reason that may pass."""
+    text = str(e)
+    if "readonly" in text.replace(" ", "").lower():
+        return StoreUnavailable(
+            f"the data directory {where} is read-only: this needs to write to it. Make it writable "
+            "(read-only commands such as `batch status` and `export` still work).")
+    if "locked" in text or "busy" in text:
+        return StoreUnavailable(f"the database in {where} stayed locked by another process ({text}); "
+                                "try again when it is done.")
+    if "full" in text:
+        return StoreUnavailable(f"the disk holding {where} is full ({text}); free some space and try again.")
+    return StoreUnavailable(f"the database in {where} refused the operation ({text}); if it is "
+                            "damaged, move dashboard.db aside and restore it from a backup.")
+
+
 def _translated(method: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def iterate(self: Store, *args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from method(self, *args, **kwargs)
+            except sqlite3.OperationalError as e:
+                raise refused(e, self._where) from e
+        return iterate
+
     @functools.wraps(method)
     def call(self: Store, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.OperationalError as e:
-            raise StoreUnavailable(
-                f"The database refused the operation ({e}): free disk space, wait for the process "
-                "holding it, or check that the data directory is writable; nothing was "
-                "half-written.") from e
+            raise refused(e, self._where) from e
     return call
 
 
@@ -61,6 +83,11 @@ class Store(BatchesMixin, RequestsMixin, ImagesMixin, MetricsMixin, HistoryMixin
     def close(self) -> None:
         self.db.close()
 
+    @property
+    def _where(self) -> Path:
+        """The data directory holding this store's file (for messages)."""
+        return Path(self.db.conn.execute("PRAGMA database_list").fetchone()[2] or ".").parent
+
     def __enter__(self) -> Store:
         return self
 
@@ -72,12 +99,14 @@ def open_store(path_or_settings: Path | str | Settings, *, migrate: bool = True)
     """A Store on the SQLite file at a path (or `settings.db_path`), created if missing and
     migrated to the latest schema unless `migrate=False`."""
     path = getattr(path_or_settings, "db_path", path_or_settings)
-    return Store(connect(path, migrate=migrate))
+    try:
+        return Store(connect(path, migrate=migrate))
+    except sqlite3.OperationalError as e:
+        raise refused(e, Path(path).parent) from e
 
 
 # SQLite's own errors stay behind this seam: a caller sees StoreUnavailable, never sqlite3
 for _name in dir(Store):
     _method = getattr(Store, _name)
-    if (not _name.startswith("_") and _name != "close" and inspect.isfunction(_method)
-            and not inspect.isgeneratorfunction(_method)):
+    if not _name.startswith("_") and _name != "close" and inspect.isfunction(_method):
         setattr(Store, _name, _translated(_method))
