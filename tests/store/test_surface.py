@@ -18,7 +18,7 @@ METHODS = {
     # batches and groups
     "create_batch", "get_batch", "list_batches", "get_groups", "batch_requests", "batch_progress",
     "unfinished_batches", "request_cancel", "claim_batch", "heartbeat", "release_batch",
-    "set_stop_reason", "mark_launched", "set_unreachable",
+    "set_stop_reason", "mark_launched", "set_unreachable", "newest_voted_batch", "read_only",
     # requests
     "record_request", "get_request", "mark_submitted", "mark_unsent", "mark_queued", "mark_running",
     "update_queue_position", "mark_completed", "mark_failed", "mark_cancelled", "mark_dry_run",
