@@ -87,6 +87,12 @@ def remember_user() -> None:
         st.query_params[USER_PARAM] = name
     elif not name and USER_PARAM in st.query_params:
         del st.query_params[USER_PARAM]
+    # adopted on any page: moving between pages drops the address's parameters, and a session
+    # that never opened Generate must still carry the draft id it was reloaded with
+    from core.batches import drafts
+
+    if not st.session_state.get("_draft_id") and drafts.valid_id(st.query_params.get(DRAFT_PARAM)):
+        st.session_state["_draft_id"] = st.query_params[DRAFT_PARAM]
     draft = st.session_state.get("_draft_id")
     if draft and st.query_params.get(DRAFT_PARAM) != draft:
         st.query_params[DRAFT_PARAM] = draft

@@ -52,7 +52,7 @@ def _rate_chart(frame: pd.DataFrame, *, colour: str | None = None, x: str = "mod
     enc = {"color": alt.Color(f"{colour}:N", title=None)} if colour else {}
     offset = {"xOffset": alt.XOffset(f"{colour}:N")} if colour else {}
     bars = base.mark_bar(opacity=0.75).encode(
-        x=alt.X(f"{x}:N", title=None, axis=alt.Axis(labelAngle=0)),
+        x=alt.X(f"{x}:N", title=None, axis=alt.Axis(labelAngle=0, labelLimit=0)),
         y=alt.Y("win rate:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title="win rate (bar: 95% Wilson interval)")),
         tooltip=[x, *( [colour] if colour else []), alt.Tooltip("win rate:Q", format=".0%"),
                  alt.Tooltip("low:Q", format=".0%"), alt.Tooltip("high:Q", format=".0%"), "wins", "losses", "ties"],
@@ -246,7 +246,7 @@ else:
                             for stat in ("median", "p90") if summary[stat] is not None])
     if not latency.empty:
         st.altair_chart(alt.Chart(latency).mark_bar().encode(
-            x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=0)), xOffset="statistic:N",
+            x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=0, labelLimit=0)), xOffset="statistic:N",
             y=alt.Y("seconds:Q"), color=alt.Color("statistic:N", title=None),
             column=alt.Column("phase:N", title=None),
             tooltip=["model", "phase", "statistic", alt.Tooltip("seconds:Q", format=".2f")],

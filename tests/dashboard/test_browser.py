@@ -1,7 +1,12 @@
-"""The main flow in a real browser: Debian's Chromium driven by Playwright against `streamlit run
-dashboard/app.py`, with fal and Supabase Storage replaced by their local stand-ins (real HTTP on
-loopback). Upload a reference, run a small live batch (1 variant x 1 seed x 2 models), find it in
-History and Compare, download the CSV; a screenshot of each page goes to tests/artifacts/.
+"""A new teammate's whole journey in a real browser at 1400 px: Debian's Chromium driven by
+Playwright against `streamlit run dashboard/app.py`, with fal and Supabase Storage replaced by their
+local stand-ins (real HTTP on loopback). First without a key: the first-run path, the name kept
+across a reload, an upload, a dry run built on a Generate form that survives a page change. Then
+the dashboard restarts live: the name, the form and the current batch are still there; a live
+batch runs against the fal stand-in with a reload in the middle; History and the CSV; Compare;
+Review with "Include groups I reviewed" on, moving group to group; the Leaderboard on the voted
+batch, its numbers in sight. Every request the browser makes goes to the dashboard's host only.
+A screenshot per step goes to tests/artifacts/.
 
 Skipped when `chromium` is not installed, unless CI is set: then it fails.
 """
@@ -16,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
@@ -59,11 +65,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture
 def fal_url(tmp_path):
-    """The fal stand-in, out of process as an operator would run it; its URL is its first line."""
+    """The fal stand-in, out of process as an operator would run it; its URL is its first line.
+    Each job takes 2 s, so a reload lands in the middle of the live batch."""
     with open(tmp_path / "fal.log", "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "tests.standins.fal_server", "--port", "0",
-                                 "--latency", "0.2", "--key", FAL_KEY], cwd=ROOT, stdout=subprocess.PIPE, stderr=err,
-                                text=True)
+                                 "--latency", "2.0", "--key", FAL_KEY], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=err, text=True)
         try:
             url = proc.stdout.readline().strip()
             assert url.startswith("http://127.0.0.1:"), f"fal stand-in did not start: {url!r}"
@@ -73,50 +80,77 @@ def fal_url(tmp_path):
             proc.stdout.close()
 
 
-@pytest.fixture
-def dashboard(tmp_path, fal_url, supabase_standin):
-    """`streamlit run dashboard/app.py` on a free port, live against the stand-ins."""
-    port = _free_port()
-    data_dir = tmp_path / "data"
-    env = {**os.environ, "FAL_KEY": FAL_KEY, "FAL_QUEUE_URL": fal_url, "FAL_RUN_URL": fal_url,
-           "SUPABASE_URL": supabase_standin.url, "SUPABASE_KEY": supabase_standin.key,
-           "SUPABASE_BUCKET": "references", "DASHBOARD_DATA_DIR": str(data_dir),
-           "DASHBOARD_SECRETS": str(tmp_path / "no-secrets.toml")}
-    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (closed in finally)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
+class Dashboard:
+    """`streamlit run dashboard/app.py` on one port and one data directory, started and restarted
+    by the test (dry run first, then live against the stand-ins)."""
+
+    def __init__(self, tmp_path: Path, fal: str, supabase) -> None:
+        self.tmp_path, self.fal, self.supabase = tmp_path, fal, supabase
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = tmp_path / "data"
+        self.proc: subprocess.Popen | None = None
+        self.log = open(tmp_path / "streamlit.log", "ab")  # noqa: SIM115 (closed in close)
+
+    def start(self, *, live: bool) -> None:
+        env = {**os.environ, "FAL_QUEUE_URL": self.fal, "FAL_RUN_URL": self.fal,
+               "SUPABASE_URL": self.supabase.url, "SUPABASE_KEY": self.supabase.key,
+               "SUPABASE_BUCKET": "references", "DASHBOARD_DATA_DIR": str(self.data_dir),
+               "DASHBOARD_SECRETS": str(self.tmp_path / "no-secrets.toml")}
+        env.pop("FAL_KEY", None)
+        if live:
+            env["FAL_KEY"] = FAL_KEY
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(self.port),
+             "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
-                    break
+                if httpx.get(f"{self.url}/_stcore/health", timeout=2).text == "ok":
+                    return
             except httpx.TransportError:
                 pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text())
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("streamlit did not start:\n" + (self.tmp_path / "streamlit.log").read_text())
             time.sleep(0.2)
-        yield url, data_dir
-    finally:
-        _stop(proc)
-        log.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        self.log.close()
 
 
 @pytest.fixture
-def page():
+def dashboard(tmp_path, fal_url, supabase_standin):
+    d = Dashboard(tmp_path, fal_url, supabase_standin)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+@pytest.fixture
+def browser_page():
+    """A page at 1400 px wide, and the host of every request it makes (http, https, ws)."""
     from playwright.sync_api import sync_playwright
 
+    hosts: set[str] = set()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 2000}, accept_downloads=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        context.on("request", lambda r: hosts.add(urlparse(r.url).hostname or "")
+                   if urlparse(r.url).scheme in ("http", "https", "ws", "wss") else None)
         pg = context.new_page()
+        pg.on("websocket", lambda ws: hosts.add(urlparse(ws.url).hostname or ""))
         pg.set_default_timeout(WAIT_MS)
         try:
-            yield pg
+            yield pg, hosts
         finally:
             browser.close()
 
@@ -141,86 +175,205 @@ def _images_loaded(pg, at_least: int) -> None:
 def _shot(pg, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     pg.wait_for_timeout(500)  # let the last rerun paint
-    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def test_main_flow_upload_run_history_compare_csv(dashboard, page):
-    """A new user uploads a photo, runs 1 variant x 1 seed x 2 models live (stand-in fal), sees
-    progress and results, finds both requests in History with the exact payloads, compares them
-    side by side, and downloads a CSV holding exactly those two requests."""
-    url, _ = dashboard
-    pg = page
+def _settled(pg) -> None:
+    """The app finished its run (no "running" indicator) and painted."""
+    pg.wait_for_function("""() => !document.querySelector('[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]')""")
+    pg.wait_for_timeout(300)
+
+
+def _page_ok(pg, name: str) -> None:
+    """No exception, no literal "None" in any text, and no table that needs sideways scrolling."""
+    _settled(pg)
+    assert pg.locator('[data-testid="stException"]').count() == 0, name
+    text = pg.locator('[data-testid="stMain"]').inner_text()
+    assert "None" not in text.replace("None of", ""), (name, text[:3000])
+    wide = pg.evaluate("""() => [...document.querySelectorAll('[data-testid="stDataFrame"] .dvn-scroller')]
+                                .filter(s => s.scrollWidth > s.clientWidth + 2).length""")
+    assert wide == 0, f"{name}: a table needs sideways scrolling at 1400 px"
+
+
+def _name_box(pg):
+    return pg.get_by_role("textbox", name="Your name")
+
+
+def test_a_new_teammate_goes_from_an_empty_dashboard_to_a_verdict(dashboard, browser_page):
+    from playwright.sync_api import expect
+
+    pg, hosts = browser_page
+    dashboard.start(live=False)
+    url = dashboard.url
+
+    # 1. first run: the empty dashboard says what to do first; the name survives a reload
     pg.goto(url)
     pg.get_by_text("Upload reference photos").wait_for()
-    assert pg.get_by_text("fal: live").is_visible()
-    pg.get_by_role("textbox", name="Your name").fill("Browser Tester")
-    pg.keyboard.press("Enter")
+    pg.get_by_text("Start here").wait_for()
+    pg.get_by_text("First steps").wait_for()
+    assert pg.get_by_text("Dry run").first.is_visible()
+    _name_box(pg).fill("Browser Tester")
+    _name_box(pg).press("Enter")
+    pg.wait_for_function("() => location.search.includes('user=Browser')")
+    pg.reload()
+    pg.get_by_text("Upload reference photos").wait_for()
+    _settled(pg)
+    assert _name_box(pg).input_value() == "Browser Tester"
+    _page_ok(pg, "upload (empty)")
+    _shot(pg, "01-first-run")
 
-    # Upload: the photo is stored in the (stand-in) Supabase bucket and appears in the gallery
+    # 2. upload: stored in the (stand-in) Supabase bucket, said in one sentence each
     pg.locator('[data-testid="stFileUploader"] input[type=file]').set_input_files(
         [{"name": "face.jpg", "mimeType": "image/jpeg", "buffer": _photo()}])
     pg.get_by_role("button", name="Store photos").click()
     pg.get_by_text("face.jpg stored as face").wait_for()
     pg.get_by_text("by Browser Tester").first.wait_for()
+    assert pg.get_by_text(". —").count() == 0
     _images_loaded(pg, 1)
-    _shot(pg, "upload")
+    _page_ok(pg, "upload")
+    _shot(pg, "02-upload")
 
-    # Generate: pick the photo; defaults are schnell + flux-2/lora/edit, one random seed
-    pg.get_by_role("link", name="Generate").click()
-    pg.get_by_role("heading", name="Generate").wait_for()
+    # 3. Generate, untouched: the next step in words, no red error; an out-of-range number is
+    # refused where the run button would be; the form survives a trip to Upload
+    _go_link(pg, "Generate")
+    assert pg.locator('[data-testid="stAlertContentError"]').count() == 0
+    pg.get_by_text("pick at least one reference photo in step 1").wait_for()
     pg.get_by_role("combobox", name="Reference photos (for the edit models)").click()
     pg.get_by_role("option", name="face · face.jpg").first.click()
     pg.keyboard.press("Escape")
-    pg.get_by_role("button", name="Send 2 requests to fal").wait_for()
-    pg.get_by_text("Exact payloads (2)").click()
-    pg.get_by_text('"image_urls"').first.wait_for()
-    pg.get_by_role("button", name="Send 2 requests to fal").click()
-    pg.get_by_text("2/2 done (completed 2)").wait_for()
-    _images_loaded(pg, 3)  # the picked reference + one result per model
-    pg.get_by_role("heading", name="Current batch").scroll_into_view_if_needed()
-    _shot(pg, "generate")
+    pg.get_by_role("button", name="Record dry run of 2 requests").wait_for()
+    pg.get_by_text("FLUX.2 [dev] LoRA edit — fal-ai/flux-2/lora/edit").click()
+    steps = pg.get_by_role("spinbutton", name="Num Inference Steps").last
+    steps.fill("999")
+    steps.press("Enter")
+    pg.get_by_text("Nothing can run until these are fixed").wait_for()
+    _settled(pg)
+    expect(pg.get_by_role("button", name="Record dry run of 2 requests")).to_have_count(0)
+    assert steps.input_value() == "999", "the out-of-range value stays in sight"
+    steps.fill("7")
+    steps.press("Enter")
+    pg.get_by_role("button", name="Record dry run of 2 requests").wait_for()
+    pg.get_by_role("textbox", name="Batch name").fill("first look")
+    pg.get_by_role("textbox", name="Batch name").press("Enter")
+    _settled(pg)
+    _go_link(pg, "Upload")
+    _go_link(pg, "Generate")
+    pg.get_by_role("button", name="Record dry run of 2 requests").wait_for()
+    assert pg.get_by_role("textbox", name="Batch name").input_value() == "first look"
+    _shot(pg, "03-generate-form")
 
-    # History: both requests, the detail of one, and the CSV of the filter
-    pg.get_by_role("link", name="History").click()
-    pg.get_by_role("heading", name="History").wait_for()
+    # 4. a dry run: recorded, labelled, never called sent or done
+    pg.get_by_role("button", name="Record dry run of 2 requests").click()
+    pg.get_by_text("2 of 2 payloads recorded").wait_for()
+    pg.get_by_text("Dry run: nothing was sent to fal").wait_for()
+    _page_ok(pg, "generate (dry run)")
+    _shot(pg, "04-dry-run")
+    _go_link(pg, "History")
     pg.get_by_text("2 requests", exact=True).wait_for()
+    pg.get_by_text("cost nothing").first.wait_for()
+    _page_ok(pg, "history (dry run)")
+    for title in ("Compare", "Review", "Leaderboard"):
+        _go_link(pg, title)
+        _page_ok(pg, f"{title} (dry run)")
+
+    # 5. the dashboard restarts live: a reload keeps the name, the form and the current batch
+    dashboard.stop()
+    dashboard.start(live=True)
+    pg.get_by_text("fal: live").wait_for()   # the page reconnected to the new server
+    _go_link(pg, "Generate")
+    pg.wait_for_function("() => location.search.includes('user=') && location.search.includes('draft=')")
+    pg.reload()
+    pg.get_by_text("fal: live").wait_for()
+    _settled(pg)
+    assert _name_box(pg).input_value() == "Browser Tester"
+    pg.get_by_role("heading", name="Current batch").wait_for()
+    pg.get_by_text("2 of 2 payloads recorded").wait_for()
+    assert pg.get_by_role("textbox", name="Batch name").input_value() == "first look"
+    _shot(pg, "05-after-restart")
+
+    # 6. a live batch, 3 seeds x 2 models, with a reload in the middle
+    pg.get_by_role("spinbutton", name="How many random seeds").fill("3")
+    pg.get_by_role("spinbutton", name="How many random seeds").press("Enter")
+    pg.get_by_role("textbox", name="Batch name").fill("live look")
+    pg.get_by_role("textbox", name="Batch name").press("Enter")
+    send = pg.get_by_role("button", name="Send 6 requests to fal")
+    send.wait_for()
+    send.click()
+    pg.get_by_text("of 6 answered by fal").first.wait_for()
+    pg.reload()
+    pg.get_by_role("heading", name="Current batch").wait_for()
+    pg.get_by_text("live look").first.wait_for()
+    pg.get_by_text("6 of 6 answered by fal: 6 completed").wait_for(timeout=120_000)
+    _settled(pg)
+    expect(pg.get_by_role("button", name="Cancel batch")).to_have_count(0)  # a finished batch offers none
+    _images_loaded(pg, 7)  # the picked reference + six results, one per request
+    _page_ok(pg, "generate (live)")
+    pg.get_by_role("heading", name="Current batch").scroll_into_view_if_needed()
+    _shot(pg, "06-live-batch")
+
+    # 7. History: the live requests, a detail, the CSV of the filter
+    _go_link(pg, "History")
+    pg.get_by_text("8 requests", exact=True).wait_for()
+    pg.get_by_role("combobox", name="Batch").click()
+    pg.get_by_role("option", name="live look").first.click()
+    pg.get_by_text("6 requests", exact=True).wait_for()
+    _settled(pg)
     pg.get_by_role("combobox", name="Open request").click()
     pg.get_by_role("option").first.click()
     pg.get_by_text("Payload, exactly as stored and sent").first.wait_for()
-    pg.get_by_role("button", name="Re-run this request").first.wait_for()
-    _images_loaded(pg, 1)
     with pg.expect_download() as download:
         pg.get_by_role("button", name="Download CSV").click()
     text = Path(download.value.path()).read_text(encoding="utf-8-sig")
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert len(rows) == 2, text[:2000]
+    assert len(rows) == 6, text[:2000]
     assert {r["endpoint"] for r in rows} == set(registry.DEFAULT_MODELS)
     assert {r["status"] for r in rows} == {"completed"}
-    assert all(r["image_storage_backend"] and r["image_idx"] == "0" for r in rows)
     assert "data:" not in text and FAL_KEY not in text
-    _shot(pg, "history")
+    _page_ok(pg, "history")
+    _shot(pg, "07-history")
 
-    # Compare: one group, the reference and both models' outputs side by side
-    pg.get_by_role("link", name="Compare").click()
-    pg.get_by_role("heading", name="Compare").wait_for()
-    pg.get_by_text("1 of 1 groups").wait_for()
-    pg.get_by_text("Reference", exact=True).wait_for()
+    # 8. Compare
+    _go_link(pg, "Compare")
+    pg.get_by_text("3 of 3 groups").wait_for()
     _images_loaded(pg, 3)
-    _shot(pg, "compare")
+    _page_ok(pg, "compare")
+    _shot(pg, "08-compare")
 
-    # Review: a blind vote, then the models are revealed
-    pg.get_by_role("link", name="Review").click()
-    pg.get_by_role("heading", name="Review").wait_for()
-    _images_loaded(pg, 3)  # the reference and two unnamed outputs
-    pg.get_by_role("button", name="Left better").click()
-    pg.get_by_text("Left was").wait_for()
-    _shot(pg, "review")
+    # 9. Review with "Include groups I reviewed" on: each vote moves on, never group 1 again
+    _go_link(pg, "Review")
+    pg.get_by_text("Include groups I reviewed").click()
+    seen = []
+    for n in (1, 2, 3):
+        pg.get_by_text(f"Group {n} of 3").wait_for()
+        _images_loaded(pg, 3)
+        seen.append(n)
+        pg.get_by_role("button", name="Left better").click()
+        pg.get_by_text("Left was").wait_for()
+        pg.keyboard.press("n")
+    pg.get_by_text("Nothing left to review in this batch").wait_for()
+    assert seen == [1, 2, 3]
+    _page_ok(pg, "review")
+    _shot(pg, "09-review")
 
-    # Leaderboard: the vote counts, with fidelity and cost sections
-    pg.get_by_role("link", name="Leaderboard").click()
-    pg.get_by_role("heading", name="Leaderboard").wait_for()
+    # 10. the Leaderboard opens on the voted batch, its numbers in sight
+    pg.get_by_role("link", name="Next: see who wins on the Leaderboard").first.click()
     pg.get_by_role("heading", name="Blind review").wait_for()
-    pg.get_by_role("heading", name="Cost and latency").wait_for()
-    pg.locator(".vega-embed canvas, .vega-embed svg").first.wait_for()   # the win-rate chart drew
-    pg.wait_for_timeout(1000)
-    _shot(pg, "leaderboard")
+    pg.locator(".vega-embed canvas, .vega-embed svg").first.wait_for()
+    _settled(pg)
+    votes = pg.locator('[data-testid="stMetric"]', has_text="Votes")
+    assert votes.locator('[data-testid="stMetricValue"]').inner_text() == "3"
+    best = pg.locator('[data-testid="stMetric"]', has_text="Best (Bradley-Terry)")
+    assert best.locator('[data-testid="stMetricValue"]').evaluate(
+        "e => e.scrollWidth <= e.clientWidth + 1"), "the best model's name is not cut"
+    _page_ok(pg, "leaderboard")
+    _shot(pg, "10-leaderboard")
+
+    # offline: nothing but the dashboard itself was contacted
+    assert hosts <= {"127.0.0.1"}, hosts
+    assert parse_qs(urlparse(pg.url).query).get("user") == ["Browser Tester"]
+
+
+def _go_link(pg, title: str) -> None:
+    """Open a page from the sidebar navigation and wait for it to settle."""
+    pg.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).click()
+    _settled(pg)
