@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from core.store.aggregates import AggregatesMixin
 from core.store.batches import BatchesMixin
+from core.store.contenders import ContendersMixin
 from core.store.db import connect
 from core.store.history import HistoryMixin
 from core.store.images import ImagesMixin
@@ -28,9 +29,9 @@ if TYPE_CHECKING:
 
 
 class Store(BatchesMixin, RequestsMixin, ImagesMixin, MetricsMixin, HistoryMixin, VotesMixin,
-            ReferencesMixin, AggregatesMixin):
+            ReferencesMixin, AggregatesMixin, ContendersMixin):
     """Every table of the dashboard, on one connection: batches and groups, requests, result
-    images and their metrics, history, votes, reference photos, and the comparison's reads.
+    images and their metrics, history, votes, reference photos, contenders, and the comparison's reads.
 
     `Store(db)` wraps an open `sqlite_utils.Database` (migrated by `connect`); `open_store`
     is the usual way in."""
