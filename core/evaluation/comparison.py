@@ -429,7 +429,7 @@ def _group_rows(st: Store, batch_id: str, batch_name: str, selection: Contenders
             row.update({
                 f"{p}_endpoint": req.endpoint, f"{p}_contender": selection.label(cid),
                 f"{p}_contender_id": cid,
-                f"{p}_settings": contenders_mod.describe(contender) if contender else None,
+                f"{p}_settings": _settings_text(contender, selection) if contender else None,
                 f"{p}_request_id": req.id, f"{p}_status": req.status,
                 f"{p}_payload_hash": req.payload_hash,
                 f"{p}_image_url": img.fal_url if img else None,
@@ -460,6 +460,18 @@ def _group_rows(st: Store, batch_id: str, batch_name: str, selection: Contenders
                 for v in votes) or None,
         })
         yield row
+
+
+def _settings_text(contender: Contender, selection: Contenders) -> str:
+    """Every setting the contender sends apart from defaults (`contenders.describe`), plus its
+    value on each swept axis even when that value is the default ("28 steps")."""
+    parts = contenders_mod.describe(contender).split(" · ")
+    for axis in selection.axes:
+        if axis.endpoint == contender.endpoint:
+            word = axis.label_of(contender)
+            if word not in parts:
+                parts.append(word)
+    return " · ".join(parts)
 
 
 def _winner_name(vote: StoredVote, selection: Contenders) -> str:
