@@ -160,7 +160,9 @@ def xy_grid(batch: store.Batch, groups: list[store.Group],  # noqa: ARG001 - the
     # default: the first two swept parameters, else the first two dimensions
     params = [k for k in keys if k.startswith("param:")]
     default_x = (params or keys)[0]
-    rest = [k for k in (params[1:] or keys) if k != default_x]
+    # Y: another swept parameter, else the model, a prompt option, the seed, the contender
+    rest = [k for k in [*params[1:], "model", *(k for k in keys if k.startswith("option:")), "seed", "contender"]
+            if k in dims and k != default_x]
     ax, ay = st.columns(2)
     x = ax.selectbox("X axis", keys, index=keys.index(default_x), format_func=lambda k: dims[k].title,
                      key=f"cmp_grid_x_{batch.id}")
