@@ -1,7 +1,8 @@
-"""Compare page: per group (one prompt variant and seed), the reference photos and each model's
-output side by side, with the prompt and each model's parameters; filtered by batch and option values.
-A model's output is the one rule of Review and the comparison CSV (`core.store.pick_output`): its
-newest completed request with a stored image, else its newest request, so a failure shows.
+"""Compare page: per group (one prompt variant and seed), the reference photos and each contender's
+output side by side, with the prompt and each one's parameters; filtered by batch and option values.
+A contender's output is the one rule of Review and the comparison CSV (`core.store.pick_output`):
+its newest completed request with a stored image, else its newest request, so a failure shows.
+The Grid tab lays a batch's outputs out on two things that vary in it (core/evaluation/grid.py).
 
 Structure: the batch and filter pickers sit above the tabs and produce the groups on view;
 each tab is one entry of `TABS` (a title and a function `(batch, groups, requests) -> None`),
@@ -14,7 +15,8 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from core.catalog import registry
+from core.catalog import contenders, registry
+from core.evaluation import grid
 from core import store
 from core.store import RequestStatus
 from core.errors import DashboardError
@@ -34,6 +36,7 @@ st.title("Compare")
 batch_id = _widgets.batch_picker(records, key="cmp_batch", icon=":material/compare:",
                                  empty="Nothing to compare yet: run a batch on the Generate page.")
 batch = records.get_batch(batch_id)
+labels = contenders.labels(records.contenders_in(batch_id=batch_id))
 
 groups = records.get_groups(batch_id)
 values: dict[str, list[str]] = {}
@@ -81,9 +84,8 @@ def _reference_tile(reference_id: str) -> None:
 
 
 def _model_cell(req: store.RequestRecord, images: list[store.ResultImage]) -> None:
-    # a re-run joins its original's group: labelled, so two columns of one model are told apart
-    st.markdown(f"**{endpoints[req.endpoint].label if req.endpoint in endpoints else req.endpoint}** "
-                f"{_widgets.status_badge(req.status)}"
+    name = endpoints[req.endpoint].label if req.endpoint in endpoints else req.endpoint
+    st.markdown(f"**{labels.get(req.contender_id or '', name)}** {_widgets.status_badge(req.status)}"
                 + (f" :gray-badge[re-run of {req.rerun_of[:8]}]" if req.rerun_of else ""))
     if images:
         for image in images:
@@ -123,12 +125,107 @@ def side_by_side(batch: store.Batch, groups: list[store.Group],
                     _model_cell(req, images[req.id])
 
 
+def _grid_png(batch_id: str, x: str, y: str | None, fixed: dict[str, str]) -> bytes:
+    """The grid as one PNG with its legend (runs on click, outside the script thread)."""
+    from core.store import open_store
+
+    own = open_store(_shared.settings().db_path)
+    try:
+        shown = grid.build(grid.batch_outputs(own, batch_id), x, y, fixed)
+        blobs = _shared.storage()
+
+        def load(output: grid.GridOutput) -> bytes | None:
+            image = output.image
+            if image is None or not image.storage_path or image.storage_backend != blobs.backend:
+                return None
+            return blobs.get(image.storage_path)
+
+        reference = None
+        if shown.reference_ids:
+            ref = own.get_reference(shown.reference_ids[0])
+            if ref.storage_backend == blobs.backend:
+                reference = blobs.get(ref.storage_path)
+        return grid.render_png(shown, load, reference=reference)
+    finally:
+        own.close()
+
+
+def xy_grid(batch: store.Batch, groups: list[store.Group],  # noqa: ARG001 - the tab signature
+            requests: dict[str, list[store.RequestRecord]]) -> None:
+    """Outputs on an X/Y grid: two things that vary in the batch on the axes, the rest held at one
+    value each; the reference photo beside it; a PNG of the grid with its legend."""
+    outputs = grid.batch_outputs(records, batch.id)
+    dims = {d.key: d for d in grid.dimensions(outputs)}
+    if not dims:
+        st.info("Nothing varies between the outputs of this batch yet: a grid needs at least two "
+                "contenders, prompt variants or seeds with results.", icon=":material/grid_on:")
+        return
+    keys = list(dims)
+    # default: the first two swept parameters, else the first two dimensions
+    params = [k for k in keys if k.startswith("param:")]
+    default_x = (params or keys)[0]
+    # Y: another swept parameter, else the model, a prompt option, the seed, the contender
+    rest = [k for k in [*params[1:], "model", *(k for k in keys if k.startswith("option:")), "seed", "contender"]
+            if k in dims and k != default_x]
+    ax, ay = st.columns(2)
+    x = ax.selectbox("X axis", keys, index=keys.index(default_x), format_func=lambda k: dims[k].title,
+                     key=f"cmp_grid_x_{batch.id}")
+    y_choices = ["", *(k for k in keys if k != x)]
+    y_default = rest[0] if rest and rest[0] != x else ""
+    y = ay.selectbox("Y axis", y_choices, index=y_choices.index(y_default) if y_default in y_choices else 0,
+                     format_func=lambda k: dims[k].title if k else "(none)", key=f"cmp_grid_y_{batch.id}") or None
+    holding = grid.held(x, y, list(dims.values()))
+    fixed: dict[str, str] = {}
+    if holding:
+        proposal = grid.build(outputs, x, y).fixed
+        cols = st.columns(min(4, len(holding)))
+        for n, d in enumerate(holding):
+            fixed[d.key] = cols[n % len(cols)].selectbox(
+                d.title.capitalize(), list(d.values), index=list(d.values).index(proposal[d.key]),
+                key=f"cmp_grid_fix_{batch.id}_{d.key}")
+    shown = grid.build(outputs, x, y, fixed)
+    refs = shown.reference_ids
+    widths = ([1] if refs else []) + ([1] if shown.y else []) + [2] * len(shown.x.values)
+    head = st.columns(widths)
+    offset = (1 if refs else 0) + (1 if shown.y else 0)
+    if refs:
+        head[0].markdown("**Reference**")
+    for col, value in zip(head[offset:], shown.x.values):
+        col.markdown(f"**{value}**")
+    for r, row in enumerate(shown.rows):
+        cols = st.columns(widths, vertical_alignment="center")
+        if refs and r == 0:
+            with cols[0]:
+                _reference_tile(refs[0])
+        if shown.y:
+            cols[offset - 1].markdown(f"**{shown.y_values[r]}**")
+        for col, c in zip(cols[offset:], row):
+            with col:
+                if c.output is None:
+                    st.caption("no output")
+                elif c.output.image is not None:
+                    _widgets.image_tile(c.output.image, caption=c.output.label
+                                        + (f" (+{c.more} more)" if c.more else ""))
+                else:
+                    st.caption(f"{c.output.label}: {str(c.output.request.status).replace('_', ' ')}, no image")
+    st.caption(f"X: {shown.x.title}" + (f" · Y: {shown.y.title}" if shown.y else "")
+               + (f" · held: {shown.caption()}" if shown.fixed else ""))
+    st.download_button("Download the grid as PNG", data=lambda: _grid_png(batch.id, x, y, dict(shown.fixed)),
+                       file_name=f"grid-{batch.id[:8]}.png", mime="image/png", icon=":material/download:",
+                       on_click="ignore", key=f"cmp_grid_png_{batch.id}")
+
+
 TABS: dict[str, Callable[[store.Batch, list[store.Group], dict[str, list[store.RequestRecord]]], None]] = {
     "Side by side": side_by_side,
     "Fidelity": _metrics_views.metrics_tab,
+    "Grid": xy_grid,
 }
 
-for tab, render in zip(st.tabs(list(TABS), key="cmp_tab"), TABS.values()):
+# the grid reads every output of the batch: it runs only while its tab is open
+LAZY = {"Grid"}
+for (title, render), tab in zip(TABS.items(), st.tabs(list(TABS), key="cmp_tab", on_change="rerun")):
+    if title in LAZY and not tab.open:
+        continue
     with tab:
         render(batch, page_groups, requests)
 

@@ -1,5 +1,8 @@
-"""Generate page: references x option values x seeds x models -> a batch, shown in full (count,
-estimated cost, exact payloads) before it is run, then run by a detached runner process.
+"""Generate page: references x option values x seeds x contenders -> a batch, shown in full
+(contenders, count, estimated cost, exact payloads) before it is run, then run by a detached runner
+process. A contender is a model at one parameter set: per model, several values of a numeric or
+enum parameter, or several LoRA sets, make one contender each (core/batches/sweeps.py turns the
+inputs into the plan's `sweep`).
 
 The batch keeps running when the tab is closed (`core.batches.service` starts a detached runner);
 this page only asks the service what the batch is doing. Unfinished batches are listed and can be
@@ -14,15 +17,16 @@ from __future__ import annotations
 
 import random
 
+import pandas as pd
 import streamlit as st
 
-from core.batches import explain, plans
+from core.batches import explain, plans, sweeps
 from core.catalog import prompts
 from core.catalog import registry
 from core.batches import service
 from core import store
 from core.store import RequestStatus
-from core.errors import DashboardError, PayloadError
+from core.errors import DashboardError, PayloadError, PlanError
 from dashboard import _shared, _widgets
 
 PREVIEW_PAYLOADS = 20
@@ -245,14 +249,85 @@ models = st.multiselect("Models", list(endpoints), key="gen_models",
 for key in draft:
     if key.startswith("param::"):
         _restore(key)
+
+
+def _sweep_inputs(m: str, fields: list[dict]) -> tuple[dict[str, list], list[str]]:
+    """Parameters given several values (one contender per combination), and problems typed."""
+    candidates = {f["name"]: f for f in fields if sweeps.sweepable(f)}
+    names = st.multiselect(
+        "Try several values of", list(candidates), key=f"gen_sweep::{m}",
+        format_func=lambda n: candidates[n]["title"], placeholder="no sweep: one parameter set",
+        help="Each value (and each combination of values) is its own contender, e.g. 7 and 28 steps.")
+    swept: dict[str, list] = {}
+    problems: list[str] = []
+    for name in names:
+        field = candidates[name]
+        hint = ", ".join(map(str, field["enum"])) if field["enum"] else "e.g. 7, 28"
+        text = st.text_input(f"{field['title']}: values, separated by commas", key=f"gen_sweep::{m}::{name}",
+                             placeholder=hint)
+        try:
+            swept[name] = sweeps.parse_values(field, text)
+        except PlanError as e:
+            problems.append(str(e))
+    return swept, problems
+
+
+def _lora_inputs(m: str, max_items: int | None) -> tuple[sweeps.LoraPlan | None, list[str]]:
+    """The LoRA editor: rows of path or URL, scale and set; used as one set or swept."""
+    st.markdown("**LoRAs**" + (f" (up to {max_items} per set)" if max_items else ""))
+    empty = pd.DataFrame({"path": pd.Series(dtype="str"), "scale": pd.Series(dtype="float"),
+                          "set": pd.Series(dtype="int")})
+    table = st.data_editor(empty, num_rows="dynamic", key=f"gen_loras::{m}", width="stretch", column_config={
+        "path": st.column_config.TextColumn("Path or URL", help="a .safetensors URL, a HuggingFace repo id "
+                                            "or a path fal can read", required=True),
+        "scale": st.column_config.NumberColumn("Scale", min_value=0.0, max_value=4.0, step=0.1, default=1.0),
+        "set": st.column_config.NumberColumn("Set", min_value=1, step=1, default=1,
+                                             help="rows with the same number form one LoRA set")})
+    rows = [sweeps.LoraRow(str(r["path"]), 1.0 if pd.isna(r["scale"]) else float(r["scale"]),
+                           1 if pd.isna(r["set"]) else int(r["set"]))
+            for _, r in table.iterrows() if isinstance(r["path"], str) and r["path"].strip()]
+    if not rows:
+        return None, []
+    modes = {"fixed": "Use these LoRAs", "scales": "Sweep their scale", "sets": "Sweep over the sets"}
+    mode = st.radio("LoRA sweep", list(modes), format_func=modes.get, horizontal=True, key=f"gen_lora_mode::{m}",
+                    label_visibility="collapsed")
+    scales = ""
+    if mode == "scales":
+        scales = st.text_input("Scales to try, separated by commas", key=f"gen_lora_scales::{m}",
+                               placeholder="e.g. 0.4, 0.8, 1.2")
+    include_none = mode != "fixed" and st.checkbox("Also without any LoRA", key=f"gen_lora_none::{m}")
+    try:
+        return sweeps.lora_plan(rows, mode=mode, scales=scales, include_none=include_none,
+                                max_items=max_items), []
+    except PlanError as e:
+        return None, [str(e)]
+
+
 params: dict[str, dict] = {}
+sweep: dict[str, dict[str, list]] = {}
 params_ok = True
 blocking: list[str] = []  # every problem that keeps the run button away, repeated in step 5
 for m in models:
     with st.expander(f"{endpoints[m].label} — {m} · {endpoints[m].mode}", icon=":material/tune:"):
         for note in endpoints[m].notes:
             st.caption(note)
-        changed, problems = _widgets.parameter_form(m, registry.parameter_fields(m))
+        fields = registry.parameter_fields(m)
+        max_items = sweeps.max_loras(endpoints[m].schema)
+        has_loras = any(f["name"] == "loras" for f in fields)
+        changed, problems = _widgets.parameter_form(m, [f for f in fields if f["name"] != "loras"])
+        swept, sweep_problems = _sweep_inputs(m, fields)
+        problems += sweep_problems
+        if has_loras:
+            lora_plan, lora_problems = _lora_inputs(m, max_items)
+            problems += lora_problems
+            if lora_plan is not None and lora_plan.fixed is not None:
+                changed["loras"] = lora_plan.fixed
+            if lora_plan is not None and lora_plan.sweep is not None:
+                swept["loras"] = lora_plan.sweep
+        for name in swept:  # a swept parameter is set by its sweep, not by the form
+            changed.pop(name, None)
+        if swept:
+            sweep[m] = swept
         try:
             # the would-be body, checked as it will be before sending
             registry.build_payload(
@@ -295,6 +370,8 @@ name = st.text_input("Batch name", key="batch_name", placeholder="untitled",
                      help="Shown in Compare and History next to the time the batch was created.")
 spec = {"name": name.strip() or "untitled", "references": picked,
         "options": options, "models": models, "params": params, "seeds": seeds}
+if sweep:
+    spec["sweep"] = sweep
 
 plan = None
 needing = explain.models_needing_references(models, picked)
@@ -324,13 +401,19 @@ if plan is not None:
     c3.metric("Estimated cost", f"${plan.estimated_cost:.3f}")
     c4.metric("Models", len(plan.models))
     st.caption(" · ".join(f"{endpoints[m].label}: ${c:.3f}" for m, c in plan.cost_by_model().items()))
+    if len(plan.contenders) > len(plan.models):
+        st.markdown(f"**{len(plan.contenders)} contenders** (a model at one set of parameters each)")
+        st.dataframe(pd.DataFrame([{"contender": line.label, "requests": line.requests,
+                                    "estimated cost": f"${line.estimated_cost:.3f}"}
+                                   for line in plan.contender_lines()]),
+                     hide_index=True, width="stretch", key="gen_contenders")
     for warning in plan.warnings:
         st.warning(warning, icon=":material/aspect_ratio:")
     with st.expander(f"Exact payloads ({plan.request_count})", icon=":material/data_object:"):
         st.caption("What each request's body will be, as stored. `reference://<id>` stands for a locally "
                    "stored photo: it becomes a data: URI only at send time, and is never stored.")
         for req in plan.requests[:PREVIEW_PAYLOADS]:
-            st.markdown(f"**{endpoints[req.endpoint].label}** · seed {req.seed} · ${req.estimated_cost:.4f} · "
+            st.markdown(f"**{plan.labels.get(req.contender.id, endpoints[req.endpoint].label)}** · seed {req.seed} · ${req.estimated_cost:.4f} · "
                         f"`{req.payload_hash[:15]}`")
             st.code(_shared.payload_json(req.payload), language="json")
         if plan.request_count > PREVIEW_PAYLOADS:

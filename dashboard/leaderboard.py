@@ -32,8 +32,11 @@ records = _shared.store()
 endpoints = {e.id: e for e in registry.list_endpoints()}
 
 
-def _label(endpoint: str) -> str:
-    return endpoints[endpoint].label if endpoint in endpoints else endpoint
+def _label(key: str) -> str:
+    """A contender's label (a model's, for a key that is an endpoint)."""
+    if key in selection.labels:
+        return selection.labels[key]
+    return endpoints[key].label if key in endpoints else key
 
 
 def _money(value: float | None) -> str:
@@ -92,6 +95,7 @@ def _aggregate(name: str, db_path: str, batch: str | None, version: tuple) -> An
 def _cached(name: str) -> Any:
     return _aggregate(name, str(_shared.settings().db_path), batch_id, version)
 _metrics_views.ensure_measured()
+selection: comparison.Contenders = _cached("selection_contenders")
 
 
 def _comparison_csv(db_path, batch) -> bytes:
@@ -112,7 +116,7 @@ dl.download_button(
 
 # ---------------------------------------------------------------------------- votes
 
-board = comparison.leaderboard(records, batch_id=batch_id)
+board = comparison.leaderboard(records, batch_id=batch_id, selection=selection)
 st.header("Blind review")
 if board.votes == 0:
     st.info("No votes yet: judge pairs on the Review page.", icon=":material/rate_review:")
@@ -133,6 +137,15 @@ else:
             "strength (BT)": st.column_config.NumberColumn(format="%.3f")}, key="lb_rates")
     st.caption("Win rate = wins / decisive votes; ties (both good, both bad) are counted beside it. The bar "
                "is the 95% Wilson interval (votes treated as independent). Bradley-Terry uses every pair.")
+    if board.intervals and len(board.intervals) > 2:
+        st.subheader("Strengths (Bradley-Terry)")
+        st.dataframe(pd.DataFrame([{
+            "contender": _label(s.model), "strength": s.strength, "95% interval": f"{s.low:.3f}–{s.high:.3f}",
+            "rank": f"{s.rank_low}" if s.rank_low == s.rank_high else f"{s.rank_low}–{s.rank_high}",
+            "votes": s.votes} for s in board.intervals]), hide_index=True, width="stretch", key="lb_strengths",
+            column_config={"strength": st.column_config.NumberColumn(format="%.3f")})
+        st.caption("Strengths sum to 1 over the contenders; the interval and the rank range come from 200 "
+                   "bootstrap resamples of whole groups. Overlapping intervals: the order is not settled yet.")
     if len(board.strengths) > 2:
         st.subheader("Head to head")
         st.dataframe(_shared.table(pd.DataFrame([{"model A": _label(a), "model B": _label(b), "A wins": aw,
@@ -156,6 +169,16 @@ else:
             "low": st.column_config.NumberColumn(format="percent"),
             "high": st.column_config.NumberColumn(format="percent")})
 
+    if board.axes:
+        st.subheader("What each setting buys (votes)")
+        st.caption("Only votes between two contenders that differ in this one setting and nothing else.")
+        for axis, axis_rates in board.axes.items():
+            st.markdown(f"**{axis}**")
+            st.dataframe(_rates_frame(axis_rates).rename(columns={"model": "value"}), hide_index=True,
+                         width="stretch", key=f"lb_axis_{axis}",
+                         column_config={k: st.column_config.NumberColumn(format="percent")
+                                        for k in ("win rate", "low", "high")})
+
     st.subheader("Agreement between raters")
     a = board.agreement
     if not a["groups"]:
@@ -168,6 +191,29 @@ else:
         c[3].metric("Cohen's kappa", "—" if a["cohen_kappa"] is None else f"{a['cohen_kappa']:.2f}")
         st.caption("Kappa: 1 = full agreement, 0 = what chance alone gives. Cohen's only when exactly two "
                    "raters judged every shared group.")
+
+# ---------------------------------------------------------------------------- swept settings
+
+axes = _cached("axis_summary")
+if axes:
+    st.header("What each setting buys")
+    st.caption("Per swept setting: win rate (votes between contenders differing in it alone), fidelity "
+               "to the reference, cost and latency over every output with that value.")
+    st.dataframe(pd.DataFrame([{
+        "setting": a.axis, "value": a.value, "contenders": a.contenders,
+        "win rate": None if a.win_rate is None or a.win_rate.n == 0 else a.win_rate.rate,
+        "95% interval": "—" if a.win_rate is None or a.win_rate.n == 0
+        else f"{a.win_rate.low:.0%}–{a.win_rate.high:.0%}",
+        "decisive votes": 0 if a.win_rate is None else a.win_rate.n,
+        "images": a.images, "same person": a.same_person_share,
+        "face distance (median)": a.face_distance_median, "per image": _money(a.cost_per_image),
+        "inference median s": a.inference_median_s, "total median s": a.total_median_s,
+    } for a in axes]), hide_index=True, width="stretch", key="lb_axes", column_config={
+        "win rate": st.column_config.NumberColumn(format="percent"),
+        "same person": st.column_config.NumberColumn(format="percent"),
+        "face distance (median)": st.column_config.NumberColumn(format="%.3f"),
+        "inference median s": st.column_config.NumberColumn(format="%.2f"),
+        "total median s": st.column_config.NumberColumn(format="%.2f")})
 
 # ---------------------------------------------------------------------------- fidelity
 
@@ -187,7 +233,7 @@ else:
             _metrics_views.ensure_measured()
             st.rerun()
     fid_frame = pd.DataFrame([{
-        "model": _label(f.endpoint), "images": f.images, "measured": f.measured,
+        "model": f.label or _label(f.endpoint), "images": f.images, "measured": f.measured,
         "same person": None if f.same_person_share is None else f.same_person_share,
         "faces compared": f.faces_compared, "no face in output": f.no_face_output,
         "face distance (median)": f.face_distance["median"], "phash (median)": f.phash_distance["median"],
@@ -203,7 +249,7 @@ else:
         "SSIM (median)": st.column_config.NumberColumn(format="%.3f")})
     frame = _cached("metrics_frame")
     metric = st.selectbox("Distribution of", list(METRICS), key="lb_metric", format_func=METRICS.get)
-    shown = frame[frame[metric].notna()].assign(model=lambda f: f["endpoint"].map(_label))
+    shown = frame[frame[metric].notna()].assign(model=lambda f: f["contender"])
     if shown.empty:
         st.caption("No measured value for this metric yet.")
     else:
@@ -223,7 +269,7 @@ if not costs:
     st.info("No requests yet.", icon=":material/payments:")
 else:
     cost_frame = pd.DataFrame([{
-        "model": _label(c.endpoint), "requests": c.requests, "completed": c.completed, "failed": c.failed,
+        "model": c.label or _label(c.endpoint), "requests": c.requests, "completed": c.completed, "failed": c.failed,
         "queue median s": c.queue_s["median"], "queue p90 s": c.queue_s["p90"],
         "inference median s": c.inference_s["median"], "inference p90 s": c.inference_s["p90"],
         "total median s": c.total_s["median"], "total p90 s": c.total_s["p90"],
@@ -240,7 +286,7 @@ else:
     st.caption("Costs are the estimates made when planning, not fal's bill. A preferred image is an output "
                "judged good (won, or both good) more often than not; per preferred image = cost of the "
                "reviewed outputs / preferred ones.")
-    latency = pd.DataFrame([{"model": _label(c.endpoint), "phase": phase, "statistic": stat,
+    latency = pd.DataFrame([{"model": c.label or _label(c.endpoint), "phase": phase, "statistic": stat,
                              "seconds": summary[stat]}
                             for c in costs for phase, summary in (("queue", c.queue_s), ("inference", c.inference_s))
                             for stat in ("median", "p90") if summary[stat] is not None])

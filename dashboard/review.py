@@ -1,6 +1,7 @@
-"""Review page: blind side-by-side verdicts, one group (and pair of models) at a time.
+"""Review page: blind side-by-side verdicts, one group (and pair of contenders) at a time.
 
-The reference photo and two outputs in a stable random left/right order, model names hidden;
+The reference photo and two outputs in a stable random left/right order, contenders (model and
+settings) hidden; with more than two contenders in a group, core chooses the pair that tells most;
 verdicts left better / right better / both good / both bad, an optional note; the models are
 revealed after the vote, then the next group. Keys: ← → ↑ (both good) ↓ (both bad), S skip,
 N next. Rules (which pairs, which outputs, never twice) live in core/evaluation/review.py.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.catalog import registry
+from core.catalog import contenders, registry
 from core.evaluation import review
 from core import store
 from core.errors import DashboardError
@@ -49,6 +50,12 @@ include = opt.toggle("Include groups I reviewed", key="rev_include",
 skipped: list[str] = state.setdefault("rev_skipped", {}).setdefault(batch_id, [])
 # items voted on in this sitting (per batch and toggle state): "include reviewed" walks past them
 seen: list[str] = state.setdefault("rev_seen", {}).setdefault(batch_id, [])
+labels = contenders.labels(records.contenders_in(batch_id=batch_id))
+
+
+def _who(contender_id: str | None, endpoint: str) -> str:
+    """A side's contender label (its model's label for a request stored without one)."""
+    return labels.get(contender_id or "", _label(endpoint))
 
 
 def _vote(item: review.ReviewItem, verdict: str) -> None:
@@ -115,13 +122,16 @@ if revealed and revealed["batch"] == batch_id:
     vote = records.get_vote(revealed["vote_id"])
     group = next(g for g in records.get_groups(batch_id) if g.id == vote.group_id)
     imgs = records.result_images([vote.left_request_id, vote.right_request_id])
-    winner = f"**{_label(vote.winner)}**" if vote.winner else vote.verdict.replace("_", " ")
-    st.success(f"Recorded: {winner}. Left was **{_label(vote.left_endpoint)}**, right was "
-               f"**{_label(vote.right_endpoint)}**.", icon=":material/visibility:")
+    left_name = _who(vote.left_contender, vote.left_endpoint)
+    right_name = _who(vote.right_contender, vote.right_endpoint)
+    winner = ({"left": f"**{left_name}**", "right": f"**{right_name}**"}.get(vote.verdict)
+              or vote.verdict.replace("_", " "))
+    st.success(f"Recorded: {winner}. Left was **{left_name}**, right was **{right_name}**.",
+               icon=":material/visibility:")
     st.button("Next group", key="rev_next", on_click=_next, shortcut="n", type="primary",
               icon=":material/skip_next:")
     _sides(group, imgs[vote.left_request_id][0], imgs[vote.right_request_id][0],
-           (f"Left: {_label(vote.left_endpoint)}", f"Right: {_label(vote.right_endpoint)}"))
+           (f"Left: {left_name}", f"Right: {right_name}"))
     st.stop()
 
 q = review.queue(records, batch_id, rater, include_reviewed=include, skip=set(skipped),

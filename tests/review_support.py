@@ -58,3 +58,35 @@ def completed_batch(name: str = "review", *, models=(SCHNELL, EDIT), options=Non
     groups = st.get_groups(batch.id)
     st.close()
     return batch, groups, by_group
+
+
+LORA = {"path": "https://example.com/loras/studio-style.safetensors", "scale": 0.8}
+# the README's example plan: schnell, and the edit model at 7 / 28 steps with and without a LoRA
+SWEEP_SPEC = {
+    "name": "steps and LoRA",
+    "options": {"subject": ["Woman model"], "pose": ["Standing", "Walking"], "aspect_ratio": ["3:4"]},
+    "models": [SCHNELL, EDIT],
+    "params": {EDIT: {"guidance_scale": 3.5}},
+    "sweep": {EDIT: {"num_inference_steps": [7, 28], "loras": [[], [LORA]]}},
+    "seeds": [11],
+}
+
+
+def completed_sweep_batch(name: str = "steps and LoRA"):
+    """The example sweep plan (2 variants x 1 seed x 5 contenders) with every request completed
+    and one stored image each. Returns (batch, groups in order, {group_id: {contender_id: request}})."""
+    s = load_settings()
+    s.ensure_dirs()
+    st = open_store(s.db_path)
+    storage = open_storage(s)
+    ref = references.add_reference(st, storage, png("red", (320, 320)), role="face",
+                                   filename="face.png", settings=s)
+    spec = {**SWEEP_SPEC, "name": name, "references": [ref.id]}
+    batch = st.create_batch(plans.make_plan(spec, store=st), dry_run=False)
+    by_group: dict[str, dict[str, store.RequestRecord]] = {}
+    for i, rec in enumerate(st.batch_requests(batch.id)):
+        by_group.setdefault(rec.group_id, {})[rec.contender_id] = rec
+        complete(st, storage, rec, COLOURS[i % len(COLOURS)], inference_s=1.0 + i)
+    groups = st.get_groups(batch.id)
+    st.close()
+    return batch, groups, by_group

@@ -3,7 +3,7 @@
 One row per request and result image (see core/export/history.py); the filters are those of the history
 page. pandas is imported only when this command runs.
 With `--comparison` (and optionally `--batch`): one row per group instead, each model's payload
-hash, image and fidelity metrics side by side, and the votes (core/evaluation/comparison.py); images whose
+hash, image and fidelity metrics side by side per contender (model and settings), and the votes (core/evaluation/comparison.py); images whose
 metrics are still pending are measured first, so the file is complete.
 
 `--out` is checked before anything is read: never the database (or its -wal, -shm, lock files),
@@ -87,7 +87,9 @@ def _comparison(args: argparse.Namespace, st: Store, settings: Any, out: Path) -
         print(f"measuring {pending} image(s) first...", flush=True)
         fidelity.compute_pending(st, open_storage(settings), batch_id=args.batch_id)
     result = write_atomically(out, lambda tmp: comparison.comparison_to_csv(st, tmp, batch_id=args.batch_id))
-    print(f"wrote {result.groups} groups x {len(result.models)} models to {out}")
+    print(f"wrote {result.groups} groups x {len(result.contenders)} contenders to {out}")
+    for label in result.contenders:
+        print(f"  {label}")
     return 0
 
 

@@ -5,6 +5,10 @@ Invariants:
   request without images (failed, cancelled, dry run) has one row with the image columns empty.
   So a spreadsheet filter on `image_idx` or `status` never has to split joined cells.
 - Prompt options are separate columns (`subject`, `purpose`, ... in `prompts.OPTION_KEYS` order).
+- Each request's contender (core/catalog/contenders.py) is named by `contender_id` and
+  `contender` (its label among the contenders of the export), and every parameter swept among
+  them has a column of its own at the end (`param_<name>`: the value the request sent, the
+  endpoint's default when it left it out, empty when its endpoint has no such parameter).
 - Spreadsheet-safe: a text cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is
   prefixed with `'` so no spreadsheet runs it as a formula; numeric columns stay numbers (a real
   negative number is never touched) and a text cell that is only a plain number is left as is.
@@ -27,8 +31,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from core import store
+from core.catalog import contenders
+from core.catalog.contenders import Contender
 from core.catalog.payloads import abbreviate, canonical_json
 from core.catalog.prompts import OPTION_KEYS
+from core.errors import DashboardError
 
 if TYPE_CHECKING:
     from core.store import HistoryRow, Store
@@ -37,7 +44,7 @@ CHUNK_SIZE = 5000
 
 _REQUEST_COLUMNS = (
     "request_id", "batch_id", "group_id", "rerun_of", "created_at", "submitted_at", "completed_at",
-    "endpoint", "status", "dry_run",
+    "endpoint", "contender_id", "contender", "status", "dry_run",
 )
 _AFTER_OPTIONS = (
     "prompt", "seed", "image_size", "reference_ids", "payload_hash", "payload", "fal_request_id",
@@ -70,7 +77,46 @@ class ExportResult:
     requests: int
 
 
-def _rows_of(r: HistoryRow) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class _Contenders:
+    """The contenders of an export: labels and the swept parameters' columns."""
+    by_id: dict[str, Contender]
+    labels: dict[str, str]
+    parameters: tuple[str, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(f"param_{p}" for p in self.parameters)
+
+    def cells(self, contender_id: str | None) -> dict[str, Any]:
+        c = self.by_id.get(contender_id or "")
+        out: dict[str, Any] = {"contender": self.labels.get(contender_id or "")}
+        for p in self.parameters:
+            value = None
+            if c is not None and p in _schema_parameters(c.endpoint):
+                value = c.value(p)
+            out[f"param_{p}"] = value if value is None or isinstance(value, (int, float, str)) \
+                else canonical_json(value)
+        return out
+
+
+def _schema_parameters(endpoint: str) -> frozenset[str]:
+    from core.catalog import registry
+
+    try:
+        return frozenset(registry.get_endpoint(endpoint).schema.get("properties", {}))
+    except DashboardError:
+        return frozenset()
+
+
+def _export_contenders(st: Store, f: store.HistoryFilter) -> _Contenders:
+    by_id = st.get_contenders(st.history_contender_ids(f))
+    axes = contenders.swept_axes(by_id.values())
+    return _Contenders(by_id, contenders.labels(by_id.values()),
+                       tuple(dict.fromkeys(a.parameter for a in axes)))
+
+
+def _rows_of(r: HistoryRow, named: _Contenders) -> list[dict[str, Any]]:
     """The CSV rows of one request: one per image, or one with empty image columns."""
     options = json.loads(r.options_json) if r.options_json else {}
     refs = json.loads(r.reference_ids) if r.reference_ids else []
@@ -80,7 +126,8 @@ def _rows_of(r: HistoryRow) -> list[dict[str, Any]]:
     base: dict[str, Any] = {
         "request_id": r.id, "batch_id": r.batch_id, "group_id": r.group_id,
         "rerun_of": r.rerun_of, "created_at": r.created_at, "submitted_at": r.submitted_at,
-        "completed_at": r.completed_at, "endpoint": r.endpoint, "status": r.status,
+        "completed_at": r.completed_at, "endpoint": r.endpoint, "contender_id": r.contender_id,
+        **named.cells(r.contender_id), "status": r.status,
         "dry_run": r.dry_run,
         **{key: options.get(key) for key in OPTION_KEYS},
         "prompt": r.prompt, "seed": r.seed, "image_size": r.image_size,
@@ -114,10 +161,11 @@ def safe_cell(value: Any) -> Any:
     return value
 
 
-def _frame(requests: list[HistoryRow]) -> pd.DataFrame:
-    rows = [row for r in requests for row in _rows_of(r)]
+def _frame(requests: list[HistoryRow], named: _Contenders) -> pd.DataFrame:
+    rows = [row for r in requests for row in _rows_of(r, named)]
+    columns = COLUMNS + named.columns
     data: dict[str, Any] = {}
-    for col in COLUMNS:
+    for col in columns:
         values = [row.get(col) for row in rows]
         if col in _INT_COLUMNS:
             data[col] = pd.array(values, dtype="Int64")
@@ -128,22 +176,23 @@ def _frame(requests: list[HistoryRow]) -> pd.DataFrame:
         else:
             # object, not pandas' inferred string dtype: no conversion, and neutralised as built
             data[col] = pd.array([safe_cell(v) for v in values], dtype=object)
-    return pd.DataFrame(data, columns=list(COLUMNS))
+    return pd.DataFrame(data, columns=list(columns))
 
 
 def _chunks(st: Store, f: store.HistoryFilter,
             chunk_size: int) -> Iterator[tuple[str, int, int]]:
     """(csv text, image rows, requests) per chunk; the first text starts with BOM and header."""
     first = True
+    named = _export_contenders(st, f)
     for rows in st.iter_history(f, chunk_size=chunk_size):
         buf = io.StringIO()
         if first:
             buf.write("\ufeff")
-        _frame(rows).to_csv(buf, header=first, index=False, lineterminator="\r\n")
+        _frame(rows, named).to_csv(buf, header=first, index=False, lineterminator="\r\n")
         first = False
         yield buf.getvalue(), sum(max(1, len(r.images)) for r in rows), len(rows)
     if first:
-        yield "\ufeff" + ",".join(COLUMNS) + "\r\n", 0, 0
+        yield "\ufeff" + ",".join(COLUMNS + named.columns) + "\r\n", 0, 0
 
 
 def iter_csv(st: Store, f: store.HistoryFilter | None = None, *,

@@ -22,9 +22,11 @@ def _batch_clause(batch_id: str | None, alias: str = "r") -> tuple[str, list[Any
 class AggregatesMixin(_Base):
     """Whole-selection reads for the comparison; nothing here writes."""
 
-    def group_outputs(self, batch_id: str, *, or_newest: bool = False) -> dict[str, dict[str, GroupOutput]]:
-        """Per group id, per endpoint: the model's output in the group (`values.pick_output`;
-        `or_newest` for the CSV, so a failure shows)."""
+    def group_outputs(self, batch_id: str, *, or_newest: bool = False,
+                      by_contender: bool = False) -> dict[str, dict[str, GroupOutput]]:
+        """Per group id, per endpoint (or per contender id, `by_contender`): the model's (the
+        contender's) output in the group (`values.pick_output`; `or_newest` for the CSV, so a
+        failure shows)."""
         candidates: dict[tuple[str, str], list[tuple[RequestRecord, ResultImage | None]]] = {}
         images = {row["request_id"]: image_from_row(row) for row in self._rows(
             "SELECT i.* FROM result_images i JOIN requests r ON r.id = i.request_id "
@@ -32,13 +34,14 @@ class AggregatesMixin(_Base):
         for row in self._rows("SELECT * FROM requests WHERE batch_id = ? AND group_id IS NOT NULL "
                               "ORDER BY created_at, rowid", [batch_id]):
             request = build(RequestRecord, row)
-            candidates.setdefault((row["group_id"], row["endpoint"]), []).append(
+            key = (row.get("contender_id") or row["endpoint"]) if by_contender else row["endpoint"]
+            candidates.setdefault((row["group_id"], key), []).append(
                 (request, images.get(request.id)))
         out: dict[str, dict[str, GroupOutput]] = {}
-        for (group_id, endpoint), options in candidates.items():
+        for (group_id, key), options in candidates.items():
             picked = pick_output(options, or_newest=or_newest)
             if picked is not None:
-                out.setdefault(group_id, {})[endpoint] = GroupOutput(group_id, endpoint, *picked)
+                out.setdefault(group_id, {})[key] = GroupOutput(group_id, picked[0].endpoint, *picked)
         return out
 
     def data_version(self, *, batch_id: str | None = None) -> tuple[Any, ...]:
@@ -56,7 +59,7 @@ class AggregatesMixin(_Base):
         where, params = _batch_clause(batch_id)
         cursor = self.db.execute(
             "SELECT r.id, r.endpoint, r.status, r.queue_time_s, r.inference_time_s, r.total_time_s, "
-            "r.estimated_cost, (SELECT count(*) FROM result_images i WHERE i.request_id = r.id) "
+            "r.estimated_cost, (SELECT count(*) FROM result_images i WHERE i.request_id = r.id), r.contender_id "
             f"FROM requests r WHERE 1{where} ORDER BY r.created_at, r.rowid", params)
         return [RequestCost._make(row) for row in cursor]
 
@@ -66,7 +69,7 @@ class AggregatesMixin(_Base):
         cursor = self.db.execute(
             "SELECT r.endpoint, r.group_id, r.id, i.id, i.face_status, i.face_distance, "
             "i.phash_distance, i.ciede2000, i.ssim, i.metrics_at, i.metrics_error, "
-            "coalesce(i.check_flags, '') FROM result_images i JOIN requests r ON r.id = i.request_id "
+            "coalesce(i.check_flags, ''), r.contender_id FROM result_images i JOIN requests r ON r.id = i.request_id "
             f"WHERE r.status = ?{where} ORDER BY r.created_at, r.rowid, i.idx",
             [RequestStatus.COMPLETED, *params])
         return [MetricRow._make(row) for row in cursor]

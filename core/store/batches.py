@@ -1,8 +1,8 @@
 """Batches and their groups: create a planned batch, read it, and the one-runner ownership rule.
 
 Invariants:
-- `create_batch` writes the batch, its groups and one `planned` request per planned request in
-  one transaction; nothing is sent here.
+- `create_batch` writes the batch, its groups, its contenders and one `planned` request per
+  planned request (naming its contender) in one transaction; nothing is sent here.
 - A batch is run by at most one live runner: `claim_batch` takes ownership atomically
   (BEGIN IMMEDIATE) when there is no owner, the owner's heartbeat is stale or its pid is dead on
   this host; otherwise it raises BatchBusy. Claiming clears the previous stop reason.
@@ -78,6 +78,7 @@ class BatchesMixin(_Base):
                     "reference_ids": canonical_json(list(g.reference_ids)), "created_at": created,
                 })
             self._insert_all("groups", groups)
+            self.save_contenders(req.contender for req in plan.requests)
             self._insert_all("requests", [{
                 "id": new_id(), "batch_id": batch_id, "group_id": group_ids[req.group_key],
                 "endpoint": req.endpoint, "prompt": req.prompt,
@@ -87,6 +88,7 @@ class BatchesMixin(_Base):
                 "payload_json": canonical_json(req.payload), "payload_hash": payload_hash(req.payload),
                 "status": RequestStatus.PLANNED, "dry_run": int(dry_run), "created_at": now(),
                 "estimated_cost": req.estimated_cost, "created_by": created_by, "attempts": 0,
+                "contender_id": req.contender.id,
             } for req in plan.requests])
         return self.get_batch(batch_id)
 

@@ -308,3 +308,32 @@ def m013_batch_runner_state(db: sqlite_utils.Database) -> None:
     when fal has been unreachable for it (the runner rides through outages and says so)."""
     db["batches"].add_column("launched_at", str)
     db["batches"].add_column("fal_unreachable_since", str)
+
+
+@MIGRATIONS()
+def m014_contenders(db: sqlite_utils.Database) -> None:
+    """What a comparison compares is a CONTENDER (core/catalog/contenders.py): an endpoint at one
+    parameter set. Each is stored once (`contenders`: id, endpoint, canonical params JSON) and
+    named on every request (`requests.contender_id`). Requests recorded before this migration
+    get theirs derived from their endpoint and stored payload, exactly as a new one would."""
+    from core.catalog import contenders
+
+    db["contenders"].create({"id": str, "endpoint": str, "params_json": str}, pk="id",
+                            not_null={"endpoint", "params_json"})
+    db["requests"].add_column("contender_id", str)
+    db.execute("CREATE INDEX IF NOT EXISTS idx_requests_batch_contender "
+               "ON requests(batch_id, contender_id)")
+    # keyset pages by rowid: no cursor stays open over the rows being updated
+    last = 0
+    while rows := db.execute("SELECT rowid, id, endpoint, payload_json FROM requests WHERE rowid > ? "
+                             "ORDER BY rowid LIMIT 5000", [last]).fetchall():
+        last = rows[-1][0]
+        found: dict[str, contenders.Contender] = {}
+        updates = []
+        for _, request_id, endpoint, payload_json in rows:
+            c = contenders.from_request(endpoint, payload_json)
+            found.setdefault(c.id, c)
+            updates.append((c.id, request_id))
+        db.conn.executemany("INSERT OR IGNORE INTO contenders (id, endpoint, params_json) VALUES (?, ?, ?)",
+                            [(c.id, c.endpoint, c.params_json) for c in found.values()])
+        db.conn.executemany("UPDATE requests SET contender_id = ? WHERE id = ?", updates)

@@ -96,6 +96,14 @@ class HistoryMixin(_Base):
             f"LIMIT ? OFFSET ?", [*params, f.page_size, (page - 1) * f.page_size]))
         return Page(rows=rows, total=total, page=page, page_size=f.page_size)
 
+    def history_contender_ids(self, f: HistoryFilter) -> list[str]:
+        """The contender ids of the requests matching `f` (ignoring page), in the order they
+        first appear: what the history export labels and spreads into columns."""
+        where, params = _history_where(f)
+        return [row[0] for row in self.db.execute(
+            f"SELECT contender_id, min(rowid) AS first FROM requests WHERE {where} "
+            "AND contender_id IS NOT NULL GROUP BY contender_id ORDER BY first", params)]
+
     def iter_history(self, f: HistoryFilter, *, chunk_size: int = 5000) -> Iterator[list[HistoryRow]]:
         """Every request matching `f` (ignoring page), newest first, in chunks of HistoryRow (the
         request columns the export reads, never response bodies or logs), each with its images

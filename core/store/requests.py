@@ -2,7 +2,8 @@
 
 Invariants:
 - `record_request` (and `create_batch`) write a `planned` row before anything leaves; every
-  later step is an update of that row.
+  later step is an update of that row. Every row names its contender (`contender_id`); a re-run
+  keeps the one of the request it repeats.
 - A stored payload is the exact body as canonical JSON plus its `payload_hash`. It never holds a
   `data:` URI (local reference photos appear as `reference://<id>`): writing one raises StoreError.
 - Status moves one way: planned -> submitted -> queued -> running -> completed | failed |
@@ -19,6 +20,8 @@ from typing import Any
 from core.catalog.payloads import (
     DiffEntry, PayloadDiff, abbreviate, canonical_json, diff_values, payload_hash,
 )
+from core.catalog import contenders
+from core.catalog.contenders import Contender
 from core.errors import StoreError
 from core.store._sql import _Base, build, check_payload, json_or_none, placeholders, seconds_between
 from core.store.db import new_id, now
@@ -39,11 +42,16 @@ class RequestsMixin(_Base):
                        seed: int | None = None, image_size: str | None = None,
                        reference_ids: Sequence[str] = (), estimated_cost: float | None = None,
                        dry_run: bool = False, rerun_of: str | None = None,
-                       created_by: str | None = None) -> RequestRecord:
-        """Write one `planned` request row, before anything is sent."""
+                       created_by: str | None = None,
+                       contender: Contender | None = None) -> RequestRecord:
+        """Write one `planned` request row, before anything is sent. Its contender is `contender`
+        when given (a re-run keeps its own), else derived from the endpoint and payload."""
         text = check_payload(payload)
         request_id = new_id()
+        if contender is None:
+            contender = contenders.from_request(endpoint, payload)
         with self._write_transaction():
+            self.save_contenders([contender])
             self._insert("requests", {
                 "id": request_id, "batch_id": batch_id, "group_id": group_id, "endpoint": endpoint,
                 "prompt": prompt if prompt is not None else payload.get("prompt"),
@@ -52,6 +60,7 @@ class RequestsMixin(_Base):
                 "payload_json": text, "payload_hash": payload_hash(payload),
                 "status": RequestStatus.PLANNED, "dry_run": int(dry_run), "created_at": now(),
                 "estimated_cost": estimated_cost, "rerun_of": rerun_of, "created_by": created_by, "attempts": 0,
+                "contender_id": contender.id,
             })
             if batch_id is not None:
                 self._write("UPDATE batches SET request_count = request_count + 1, "
@@ -192,11 +201,12 @@ class RequestsMixin(_Base):
             else:
                 # a re-run in a batch that was cancelled must not be cancelled on arrival
                 self._write("UPDATE batches SET cancel_requested = 0 WHERE id = ?", [batch_id])
+            kept = self.get_contenders([old.contender_id]).get(old.contender_id or "")
             return self.record_request(
                 endpoint=old.endpoint, payload=old.payload, batch_id=batch_id, group_id=old.group_id,
                 prompt=old.prompt, options=old.options, seed=old.seed, image_size=old.image_size,
                 reference_ids=old.references, estimated_cost=old.estimated_cost, dry_run=mode,
-                rerun_of=old.id, created_by=created_by)
+                rerun_of=old.id, created_by=created_by, contender=kept)
 
     def last_payload_sent(self) -> RequestRecord | None:
         """The newest request that actually left for fal, with its payload abbreviated (the old

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import StoreUnavailable
 from core.store.aggregates import AggregatesMixin
 from core.store.batches import BatchesMixin
+from core.store.contenders import ContendersMixin
 from core.store.db import connect, is_read_only
 from core.store.history import HistoryMixin
 from core.store.images import ImagesMixin
@@ -68,9 +69,9 @@ def _translated(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class Store(BatchesMixin, RequestsMixin, ImagesMixin, MetricsMixin, HistoryMixin, VotesMixin,
-            ReferencesMixin, AggregatesMixin):
+            ReferencesMixin, AggregatesMixin, ContendersMixin):
     """Every table of the dashboard, on one connection: batches and groups, requests, result
-    images and their metrics, history, votes, reference photos, and the comparison's reads.
+    images and their metrics, history, votes, reference photos, contenders, and the comparison's reads.
 
     `Store(db)` wraps an open `sqlite_utils.Database` (migrated by `connect`); `open_store`
     is the usual way in."""

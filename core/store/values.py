@@ -155,6 +155,8 @@ class RequestRecord(_OptionsAndReferences):
     rerun_of: str | None
     created_by: str | None
     attempts: int
+    # the contender (endpoint at one parameter set) the request belongs to; see Store.get_contenders
+    contender_id: str | None = None
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -279,6 +281,10 @@ class GroupOutput:
     def request_id(self) -> str:
         return self.request.id
 
+    @property
+    def contender_id(self) -> str | None:
+        return self.request.contender_id
+
 
 def pick_output(candidates: Iterable[tuple[RequestRecord, ResultImage | None]], *,
                 or_newest: bool = False) -> tuple[RequestRecord, ResultImage | None] | None:
@@ -378,6 +384,7 @@ class HistoryRow:
     estimated_cost: float | None
     error_type: str | None
     error_message: str | None
+    contender_id: str | None = None
     images: tuple[ResultImage, ...] = ()
 
 
@@ -418,6 +425,14 @@ class StoredVote:
     winner: str | None
     note: str | None
     created_at: str
+    # the contenders of both sides (their requests' `contender_id`)
+    left_contender: str | None = None
+    right_contender: str | None = None
+
+    @property
+    def winner_contender(self) -> str | None:
+        """The contender of the better side, None for a tie."""
+        return {"left": self.left_contender, "right": self.right_contender}.get(self.verdict)
 
     def describe(self) -> str:
         """The unblinded verdict in words, e.g. "left (fal-ai/flux/schnell) better"."""
@@ -438,6 +453,7 @@ class RequestCost(NamedTuple):
     total_time_s: float | None
     estimated_cost: float | None
     images: int
+    contender_id: str | None = None
 
 
 class MetricRow(NamedTuple):
@@ -455,3 +471,4 @@ class MetricRow(NamedTuple):
     metrics_at: str | None
     metrics_error: str | None
     check_flags: str
+    contender_id: str | None = None

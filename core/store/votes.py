@@ -12,7 +12,8 @@ from core.store.db import new_id, now
 from core.store.images import CHUNK
 from core.store.values import Group, StoredVote
 
-_VOTE_SQL = ("SELECT v.*, lr.endpoint AS left_endpoint, rr.endpoint AS right_endpoint FROM votes v "
+_VOTE_SQL = ("SELECT v.*, lr.endpoint AS left_endpoint, rr.endpoint AS right_endpoint, "
+             "lr.contender_id AS left_contender, rr.contender_id AS right_contender FROM votes v "
              "JOIN requests lr ON lr.id = v.left_request_id JOIN requests rr ON rr.id = v.right_request_id ")
 
 
@@ -55,10 +56,11 @@ class VotesMixin(_Base):
         return None
 
     def voted_pairs(self, batch_id: str, rater: str) -> set[tuple[str, str, str]]:
-        """(group id, left endpoint, right endpoint) of every vote of `rater` (case-insensitive)
-        in the batch."""
+        """(group id, left contender id, right contender id) of every vote of `rater`
+        (case-insensitive) in the batch."""
         rows = self.db.execute(
-            "SELECT v.group_id, lr.endpoint, rr.endpoint FROM votes v JOIN groups g ON g.id = v.group_id "
+            "SELECT v.group_id, coalesce(lr.contender_id, lr.endpoint), coalesce(rr.contender_id, rr.endpoint) "
+            "FROM votes v JOIN groups g ON g.id = v.group_id "
             "JOIN requests lr ON lr.id = v.left_request_id JOIN requests rr ON rr.id = v.right_request_id "
             "WHERE g.batch_id = ? AND v.rater = ? COLLATE NOCASE", [batch_id, rater]).fetchall()
         return {(g, a, b) for g, a, b in rows}

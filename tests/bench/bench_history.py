@@ -22,6 +22,7 @@ from core.store import db as dbmod
 from core.store import open_store
 from core import export
 from core import store
+from core.catalog import contenders
 from core.catalog.payloads import canonical_json, payload_hash
 
 POSES = ["Standing", "Walking", "Sitting", "Mirror selfie using iPhone", "Leaning against a wall",
@@ -37,6 +38,9 @@ def seed(d, rows: int) -> None:
     start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     batch_size = 200
     n = 0
+    # every request names its contender, as create_batch / record_request write it
+    known = {m: contenders.from_request(m, {"num_inference_steps": 7, "guidance_scale": 3.5}) for m in MODELS}
+    contender_ids = {m: c.id for m, c in known.items()}
     for b in itertools.count():
         if n >= rows:
             break
@@ -70,7 +74,7 @@ def seed(d, rows: int) -> None:
                 "error_type": None if status == "completed" else status,
                 "error_message": None if status == "completed" else "=HYPERLINK(\"x\") fal said no",
                 "response_json": canonical_json({"images": [{"url": "https://v3.fal.media/x.jpg"}]}),
-                "attempts": 1,
+                "attempts": 1, "contender_id": contender_ids[model],
             })
             if status == "completed":
                 imgs.append({"id": dbmod.new_id(), "request_id": rid, "idx": 0,
@@ -79,6 +83,7 @@ def seed(d, rows: int) -> None:
                              "height": 1024, "content_type": "image/jpeg", "size_bytes": 123456,
                              "nsfw": 0, "created_at": created.isoformat()})
         with d.db.atomic():
+            d.save_contenders(known.values())
             d.db["requests"].insert_all(reqs)
             d.db["result_images"].insert_all(imgs)
 

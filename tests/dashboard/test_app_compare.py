@@ -69,3 +69,45 @@ def test_filter_by_batch_switches_the_groups():
     at.selectbox(key="cmp_batch").set_value(second.id).run()
     assert [m for m in texts(at.markdown) if m.startswith("**A ")] == ["**A Robot model, photorealistic**"]
     assert any("No image yet" in c for c in texts(at.caption))
+
+
+def test_grid_tab_lays_out_steps_against_the_lora_set_with_legends_reference_and_png():
+    """The example sweep batch: the Grid tab offers what varies (contender, model, steps, LoRA set,
+    pose), starts with steps on X and the LoRA set on Y holding the edit model and one pose, shows
+    the reference beside four outputs with both legends, and offers the grid as one PNG."""
+    from tests.review_support import completed_sweep_batch
+
+    batch, groups, _ = completed_sweep_batch()
+    at = open_page("compare.py")
+    assert [t.label for t in at.tabs] == ["Side by side", "Fidelity", "Grid"]
+    at.session_state["cmp_tab"] = "Grid"
+    at.run()
+    assert not at.exception
+    x = at.selectbox(key=f"cmp_grid_x_{batch.id}")
+    y = at.selectbox(key=f"cmp_grid_y_{batch.id}")
+    assert (x.value, y.value) == ("param:num_inference_steps", "param:loras")
+    assert x.options == ["Contender", "Model", "num inference steps", "LoRA set", "pose"]
+    assert at.selectbox(key=f"cmp_grid_fix_{batch.id}_model").value == "FLUX.2 [dev] LoRA edit"
+    assert at.selectbox(key=f"cmp_grid_fix_{batch.id}_option:pose").value == "Standing"
+    shown = texts(at.markdown)
+    for legend in ("**7 steps**", "**28 steps**", "**no LoRA**", "**studio-style 0.8**", "**Reference**"):
+        assert legend in shown
+    grid_captions = [c for img in at.image for c in img.captions if "·" in c and "steps" in c]
+    assert "FLUX.2 [dev] LoRA edit · 28 steps · studio-style 0.8" in grid_captions
+    assert [b.label for b in at.get("download_button")] == ["Download the grid as PNG"]
+
+    # the other pose, and the contenders on X: five cells of the Walking group
+    at.selectbox(key=f"cmp_grid_x_{batch.id}").set_value("contender").run()
+    at.selectbox(key=f"cmp_grid_y_{batch.id}").set_value("").run()
+    at.selectbox(key=f"cmp_grid_fix_{batch.id}_option:pose").set_value("Walking").run()
+    assert not at.exception
+    assert "**FLUX.1 [schnell]**" in texts(at.markdown)
+    assert any("held: pose Walking" in c for c in texts(at.caption))
+
+
+def test_a_plain_two_model_batch_still_shows_side_by_side_with_model_names():
+    _completed_batch()
+    at = open_page("compare.py")
+    headers = [m for m in texts(at.markdown) if "badge" in m]
+    assert headers[:2] == ["**FLUX.1 [schnell]** :green-badge[completed]",
+                           "**FLUX.2 [dev] LoRA edit** :green-badge[completed]"]

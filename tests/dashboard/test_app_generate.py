@@ -165,3 +165,35 @@ def test_a_runner_that_stops_early_is_reported_with_its_reason_and_can_be_resume
     assert "The runner stopped before the batch finished" in warning and "FAL_KEY is not set" in warning
     assert at.button(key=f"resume_current_{batch.id}")
     assert conn.batch_progress(batch.id).counts == {"planned": 1}
+
+
+def test_several_values_of_a_parameter_make_contenders_listed_with_requests_and_cost():
+    """Typing "7, 28" for the edit model's steps makes two contenders of it: the plan lists three
+    (schnell, and the edit model at 7 and at 28 steps) with their requests and cost, and each
+    payload shown carries its own steps."""
+    ref = add_reference("red")
+    at = open_page("generate.py")
+    _plan(at, ref.id, subjects=("Woman",), seeds="1")
+    at.multiselect(key=f"gen_sweep::{EDIT}").set_value(["num_inference_steps"]).run()
+    at.text_input(key=f"gen_sweep::{EDIT}::num_inference_steps").set_value("7, 28").run()
+    assert not at.exception
+    assert _metric(at, "Requests") == "3"
+    table = next(d.value for d in at.dataframe if "contender" in d.value.columns)
+    assert list(table["contender"]) == ["FLUX.1 [schnell]", "FLUX.2 [dev] LoRA edit · 7 steps",
+                                        "FLUX.2 [dev] LoRA edit · 28 steps"]
+    assert list(table["requests"]) == [1, 1, 1]
+    bodies = [json.loads(c.value) for c in at.code]
+    assert sorted(b["num_inference_steps"] for b in bodies if "image_urls" in b) == [7, 28]
+
+
+def test_a_sweep_value_out_of_range_is_refused_with_the_parameter_and_value():
+    ref = add_reference("red")
+    at = open_page("generate.py")
+    _plan(at, ref.id, subjects=("Woman",), seeds="1")
+    at.multiselect(key=f"gen_sweep::{EDIT}").set_value(["num_inference_steps"]).run()
+    at.text_input(key=f"gen_sweep::{EDIT}::num_inference_steps").set_value("7, seven").run()
+    assert any("num_inference_steps" in e and "'seven'" in e for e in texts(at.error))
+    at.text_input(key=f"gen_sweep::{EDIT}::num_inference_steps").set_value("7, 99").run()
+    errors = " ".join(texts(at.error))
+    assert "num_inference_steps" in errors and "99" in errors
+    assert not [b for b in at.button if b.key == "run"]

@@ -138,7 +138,7 @@ def test_compare_has_a_fidelity_tab_with_each_images_metrics():
     batch, _, _ = completed_batch(options={"subject": ["Woman"]})
     fidelity.compute_pending(records(), open_storage(load_settings()))
     at = open_page("compare.py")
-    assert [t.label for t in at.tabs] == ["Side by side", "Fidelity"]
+    assert [t.label for t in at.tabs] == ["Side by side", "Fidelity", "Grid"]
     table = [d.value for d in at.dataframe if "face distance" in d.value.columns][0]
     assert sorted(table["model"]) == sorted(LABELS.values())
     assert set(table["face"]) == {"no_face_reference"}

@@ -32,6 +32,11 @@ def _vote_for(item: review.ReviewItem, winner: str | None, tie: str | None = Non
     return "left" if item.left.endpoint == winner else "right"
 
 
+def _contender_ids(st, batch) -> dict[str, str]:
+    """endpoint -> its contender id in a batch with one contender per model."""
+    return {c.endpoint: c.id for c in st.contenders_in(batch_id=batch.id)}
+
+
 @pytest.fixture
 def voted(settings):
     settings.ensure_dirs()
@@ -61,29 +66,32 @@ def test_win_rates_and_wilson_intervals_match_hand_computed_values(voted):
     """edit: 7 wins of 10 decisive -> 0.7, Wilson 95% [0.3968, 0.8922]; schnell: 3 of 10 ->
     [0.1078, 0.6032]; both report 2 ties (ana's both bad, bo's both good), not in n."""
     st, batch, *_ = voted
+    ids = _contender_ids(st, batch)
     board = comparison.leaderboard(st, batch_id=batch.id)
     assert (board.votes, board.raters, board.groups) == (12, 2, 10)
     edit, schnell = board.win_rates
-    assert (edit.model, edit.wins, edit.losses, edit.ties, edit.n) == (EDIT, 7, 3, 2, 10)
+    assert (edit.model, edit.wins, edit.losses, edit.ties, edit.n) == (ids[EDIT], 7, 3, 2, 10)
     assert edit.rate == pytest.approx(0.7)
     assert (edit.low, edit.high) == (pytest.approx(0.3968, abs=1e-4), pytest.approx(0.8922, abs=1e-4))
-    assert (schnell.model, schnell.wins, schnell.n) == (SCHNELL, 3, 10)
+    assert (schnell.model, schnell.wins, schnell.n) == (ids[SCHNELL], 3, 10)
     assert (schnell.low, schnell.high) == (pytest.approx(0.1078, abs=1e-4), pytest.approx(0.6032, abs=1e-4))
-    a, b = sorted((EDIT, SCHNELL))
-    assert board.pairwise == {(a, b): (7, 3, 2) if a == EDIT else (3, 7, 2)}
-    assert board.ranking == [EDIT, SCHNELL]
+    a, b = sorted((ids[EDIT], ids[SCHNELL]))
+    assert board.pairwise == {(a, b): (7, 3, 2) if a == ids[EDIT] else (3, 7, 2)}
+    assert board.ranking == [ids[EDIT], ids[SCHNELL]]
+    assert [s.model for s in board.intervals] == [ids[EDIT], ids[SCHNELL]]
 
 
 def test_breakdown_by_pose_shows_where_each_model_wins(voted):
     """Standing: edit 6 of 6 (ana 5 + bo 1) -> Wilson [0.6097, 1.0]; Sitting: edit 1 of 4 decisive
     -> [0.0456, 0.6994], ties 2."""
     st, batch, *_ = voted
+    edit_id = _contender_ids(st, batch)[EDIT]
     pose = comparison.leaderboard(st, batch_id=batch.id).breakdowns["pose"]
     assert set(pose) == {"Standing", "Sitting"}
-    standing = {r.model: r for r in pose["Standing"]}[EDIT]
+    standing = {r.model: r for r in pose["Standing"]}[edit_id]
     assert (standing.wins, standing.losses, standing.ties) == (6, 0, 0)
     assert (standing.low, standing.high) == (pytest.approx(0.6097, abs=1e-4), 1.0)
-    sitting = {r.model: r for r in pose["Sitting"]}[EDIT]
+    sitting = {r.model: r for r in pose["Sitting"]}[edit_id]
     assert (sitting.wins, sitting.losses, sitting.ties) == (1, 3, 2)
     assert (sitting.low, sitting.high) == (pytest.approx(0.0456, abs=1e-4), pytest.approx(0.6994, abs=1e-4))
     assert "style" not in comparison.leaderboard(st, batch_id=batch.id).breakdowns
@@ -144,8 +152,9 @@ def test_three_models_are_ranked_by_bradley_terry(settings):
         best = min((item.left.endpoint, item.right.endpoint), key=order.index)
         review.record_item_vote(st, item, rater="ana", verdict=_vote_for(item, best))
     board = comparison.leaderboard(st, batch_id=batch.id)
-    assert board.votes == 12 and board.ranking == order
-    assert [r.model for r in board.win_rates] == order
+    ids = _contender_ids(st, batch)
+    assert board.votes == 12 and board.ranking == [ids[m] for m in order]
+    assert [r.model for r in board.win_rates] == [ids[m] for m in order]
     assert len(board.pairwise) == 3
 
 
@@ -175,7 +184,7 @@ def test_comparison_csv_has_one_row_per_group_with_each_models_hash_image_metric
     text = comparison.comparison_csv_bytes(st, batch_id=batch.id).decode("utf-8")
     rows = _read(text)
     header = next(csv.reader(io.StringIO(text[1:])))
-    assert header == comparison.comparison_columns([SCHNELL, EDIT])
+    assert header == comparison.comparison_columns(["flux_schnell", "flux-2_lora_edit"])
     assert header[:8] == ["group_id", "batch_id", "batch_name", "prompt", "seed", "image_size",
                           "reference_ids", "subject"]
     assert {"flux_schnell_payload_hash", "flux-2_lora_edit_face_distance", "flux-2_lora_edit_ssim",
@@ -219,7 +228,7 @@ def test_comparison_command_measures_pending_first_so_the_file_is_complete(voted
                            "--out", str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "measuring 20 image(s) first" in done.stdout
-    assert f"wrote 10 groups x 2 models to {out}" in done.stdout
+    assert f"wrote 10 groups x 2 contenders to {out}" in done.stdout
     rows = _read(out.read_text(encoding="utf-8"))
     assert len(rows) == 10
     assert all(r["flux_schnell_face_status"] and r["flux-2_lora_edit_phash_distance"] for r in rows)

@@ -115,7 +115,7 @@ def test_requests_of_another_group_are_refused(st):
     with pytest.raises(StoreError, match="not in group"):
         review.record_vote(st, group_id=a.id, left_request_id=by_group[a.id][SCHNELL].id,
                            right_request_id=by_group[b.id][EDIT].id, rater="ana", verdict="left")
-    with pytest.raises(StoreError, match="same model"):
+    with pytest.raises(StoreError, match="same contender"):
         review.record_vote(st, group_id=a.id, left_request_id=by_group[a.id][SCHNELL].id,
                            right_request_id=by_group[a.id][SCHNELL].id, rater="ana", verdict="left")
 
@@ -129,7 +129,7 @@ def test_stats_votes_use_the_latest_verdict_per_rater_and_carry_the_options(st):
     review.record_item_vote(st, items[1], rater="ana", verdict="right")
     assert len(st.list_votes(batch_id=batch.id)) == 3
     votes = review.stats_votes(st, batch_id=batch.id)
-    assert [v.winner for v in votes] == [items[0].left.endpoint, items[1].right.endpoint]
+    assert [v.winner for v in votes] == [items[0].left.contender_id, items[1].right.contender_id]
     assert votes[0].factors["pose"] in ("Standing", "Sitting")
     assert {v.factors["pose"] for v in votes} == {"Standing", "Sitting"}
     rates = {r.model: r for r in stats.win_rates(votes)}
