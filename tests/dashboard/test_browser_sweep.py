@@ -22,8 +22,9 @@ pytestmark = pytest.mark.browser
 
 
 def test_sweep_batch_and_its_grid(dashboard, browser_page):
-    url, _ = dashboard
-    pg = browser_page
+    pg, _ = browser_page
+    dashboard.start(live=True)
+    url = dashboard.url
     try:
         _journey(url, pg)
     except Exception:
