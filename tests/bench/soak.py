@@ -215,6 +215,11 @@ def run_soak(cfg: Config, data_dir: Path, *, disk_full: bool = False, out=print)
         batches.append(batch.id)
         return batch.id
 
+    def in_post() -> set[str]:
+        """Requests marked `submitted` whose POST never got fal's answer."""
+        return {r.id for b in batches for r in store.batch_requests(b, statuses=("submitted",))
+                if not r.fal_request_id}
+
     def unfinished() -> list[str]:
         return [b for b in batches if not store.batch_progress(b).is_finished]
 
@@ -229,6 +234,7 @@ def run_soak(cfg: Config, data_dir: Path, *, disk_full: bool = False, out=print)
     try:
         for i in range(cfg.runs):
             todo = unfinished() or [new_batch()]
+            before = in_post()
             proc = runner(todo[0])
             chaos = _Chaos(rng, cfg, standin, db_path, data_dir, disk_full, counts)
             kill_at = rng.uniform(*cfg.kill_after)
@@ -251,10 +257,9 @@ def run_soak(cfg: Config, data_dir: Path, *, disk_full: bool = False, out=print)
                 counts["sigkill"] += 1
             elif sig is signal.SIGTERM:
                 counts["sigterm"] += 1
-                # a drained runner never leaves a POST unconfirmed
-                counts["term_unconfirmed"] += sum(
-                    1 for b in batches for r in store.batch_requests(b, statuses=("submitted",))
-                    if not r.fal_request_id)
+                # a drained runner never leaves a POST of its own unconfirmed (rows a SIGKILLed
+                # runner left are failed by the next runner that gets that far)
+                counts["term_unconfirmed"] += len(in_post() - before)
             out(f"run {i + 1}/{cfg.runs}: {sig.name if sig else 'ended by itself'} after "
                 f"{kill_at:.1f} s; fal accepted {standin.submissions} so far")
         # the end: no more trouble, every batch finished by a clean resume
