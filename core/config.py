@@ -29,6 +29,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "DASHBOARD_MAX_UPLOAD_BYTES": (1024, 500 * 1024 * 1024),
     "DASHBOARD_MAX_LONG_EDGE": (256, 8192),
     "DASHBOARD_OUTAGE_LIMIT_S": (0, 24 * 3600),
+    "DASHBOARD_METRICS_WORKERS": (1, 32),
 }
 # Supabase's own rule for bucket names (storage-api `isValidBucketName`): 1 to 63 characters.
 _BUCKET_NAME = re.compile(r"^(\w|!|-|\.|\*|'|\(|\)| |&|\$|@|=|;|:|\+|,|\?)+$", re.ASCII)
@@ -38,7 +39,7 @@ _NAMES = (
     "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_BUCKET",
     "DASHBOARD_DATA_DIR", "DASHBOARD_CONCURRENCY",
     "DASHBOARD_MAX_UPLOAD_BYTES", "DASHBOARD_MAX_LONG_EDGE",
-    "DASHBOARD_METRICS_WORKER", "DASHBOARD_OUTAGE_LIMIT_S", "DASHBOARD_AUTO_RESUME",
+    "DASHBOARD_METRICS_WORKER", "DASHBOARD_METRICS_WORKERS", "DASHBOARD_OUTAGE_LIMIT_S", "DASHBOARD_AUTO_RESUME",
 )
 
 
@@ -56,6 +57,9 @@ class Settings:
     max_long_edge: int = 2048
     # the detached fidelity-metrics worker (face identity needs dlib: a team may not want it)
     metrics_worker: bool = True
+    # processes that measure fidelity at once (each loads dlib's models, ~150 MB); see
+    # core.evaluation.fidelity.MeasuringPool and the README's measurements for the default
+    metrics_workers: int = 2
     # how long a batch rides through fal being unreachable before it stops (resumable)
     outage_limit_s: float = 600.0
     # the dashboard resumes, when it starts, batches a dead runner left unfinished
@@ -182,6 +186,7 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
         max_upload_bytes=get_int("DASHBOARD_MAX_UPLOAD_BYTES", 20 * 1024 * 1024),
         max_long_edge=get_int("DASHBOARD_MAX_LONG_EDGE", 2048),
         metrics_worker=get_bool("DASHBOARD_METRICS_WORKER", True),
+        metrics_workers=get_int("DASHBOARD_METRICS_WORKERS", 2),
         outage_limit_s=float(get_int("DASHBOARD_OUTAGE_LIMIT_S", 600)),
         auto_resume=get_bool("DASHBOARD_AUTO_RESUME", True),
     )

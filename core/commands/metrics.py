@@ -2,13 +2,18 @@
 reference and response checks, see core/evaluation/fidelity.py), in this process, and print a summary.
 
 `--retry-failed` and `--recompute outdated|all` make measured rows pending again first.
+`--workers N` measures in N processes (default `DASHBOARD_METRICS_WORKERS`; 1 measures in this one).
 `--worker` is what the dashboard and the batch runner start in the background: it holds the
-worker lock, follows live runners and exits when idle.
+worker lock, follows live runners and exits when idle, at a raised niceness (pages keep priority);
+SIGTERM lets it finish the images in flight and exit.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from contextlib import nullcontext
 from typing import Any
 
 
@@ -19,9 +24,31 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="measure again the images that failed")
     parser.add_argument("--recompute", choices=("outdated", "all"), default=None,
                         help="measure again images measured by an older metrics version, or all")
+    parser.add_argument("--workers", type=_workers, default=None, metavar="N",
+                        help="processes measuring at once (default: DASHBOARD_METRICS_WORKERS)")
     parser.add_argument("--quiet", action="store_true", help="only the summary")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(func=_metrics)
+
+
+def _workers(value: str) -> int:
+    from core.config import RANGES
+
+    low, high = RANGES["DASHBOARD_METRICS_WORKERS"]
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not low <= number <= high:
+        raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, got {value!r}")
+    return number
+
+
+def _stop_on_sigterm() -> threading.Event:
+    """An event SIGTERM sets: the worker then finishes what is in flight, stores it and exits."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
 
 
 def _metrics(args: argparse.Namespace) -> int:
@@ -33,8 +60,10 @@ def _metrics(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     settings.ensure_dirs()
+    workers = args.workers or settings.metrics_workers
     if args.worker:
-        report = fidelity.run_worker(settings)
+        fidelity.renice()
+        report = fidelity.run_worker(settings, workers=workers, stop=_stop_on_sigterm())
         if report is None:
             print("another metrics worker is running; it measures what is pending")
         else:
@@ -57,7 +86,9 @@ def _metrics(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{done}/{total}] {m.image_id[:8]} {m.summary()}", flush=True)
 
-    report = fidelity.compute_pending(st, open_storage(settings), batch_id=args.batch_id, on_image=show)
+    with fidelity.MeasuringPool(settings, workers) if workers > 1 else nullcontext() as pool:
+        report = fidelity.compute_pending(st, open_storage(settings), batch_id=args.batch_id,
+                                          on_image=show, pool=pool)
     print(f"measured {report.measured} image(s), {report.failed} with an error; "
           f"{report.remaining} pending")
     if report.failed:

@@ -42,6 +42,7 @@ from core.store.values import ImageMetrics  # the value lives with the row it re
 
 if TYPE_CHECKING:
     from core.store import Store
+    from core.store.metrics import ImageToMeasure
 
     from core.config import Settings
     from core.store.blobs import Storage
@@ -63,6 +64,9 @@ ASPECT_TOLERANCE = 0.02
 IDLE_EXIT_S = 10.0
 POLL_S = 1.0
 LOCK_NAME = "metrics-worker.lock"
+# Pool processes and the background worker run at this niceness: when the machine is busy, a page
+# (niceness 0) gets about ten times their share of a core.
+NICENESS = 10
 _REFERENCE_CACHE = 8
 
 # ---------------------------------------------------------------------------- values
@@ -153,29 +157,51 @@ def _reported(response: Any, idx: int) -> tuple[tuple[int, int] | None, int | No
 # ---------------------------------------------------------------------------- measuring
 
 
-class _References:
-    """Decoded reference photos of one pass, by id (a few at most: batches share references)."""
+@dataclass(frozen=True)
+class _RefLocation:
+    """Where a reference photo's bytes are, as the store said (or why it could not say)."""
+    reference_id: str
+    backend: str | None = None
+    path: str | None = None
+    error: str | None = None
 
-    def __init__(self, st: Store, storage: Storage):
-        self.st, self.storage = st, storage
+
+def _locate(st: Store, reference_id: str) -> _RefLocation:
+    from core.errors import DashboardError
+
+    try:
+        ref = st.get_reference(reference_id)
+    except DashboardError as e:
+        return _RefLocation(reference_id, error=str(e))
+    return _RefLocation(reference_id, ref.storage_backend, ref.storage_path)
+
+
+class _References:
+    """Prepared reference photos (`metrics.prepare_reference`: decoded, face descriptor, hashes) by
+    id, a few at most: a batch shares its references, so each is read and prepared once per process."""
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
         self._cache: OrderedDict[str, Any] = OrderedDict()
 
-    def get(self, reference_id: str) -> Any:
-        from core.photos import references
-        from core.errors import StorageError
+    def get(self, where: _RefLocation) -> Any:
+        from core.evaluation import metrics
+        from core.errors import StorageError, StoreError
 
-        if reference_id in self._cache:
-            self._cache.move_to_end(reference_id)
-            return self._cache[reference_id]
-        ref = self.st.get_reference(reference_id)
-        if ref.storage_backend != self.storage.backend:
-            raise StorageError(f"reference photo {reference_id} is stored in {ref.storage_backend}, "
+        if where.reference_id in self._cache:
+            self._cache.move_to_end(where.reference_id)
+            return self._cache[where.reference_id]
+        if where.error is not None:
+            raise StoreError(where.error)
+        if where.backend != self.storage.backend:
+            raise StorageError(f"reference photo {where.reference_id} is stored in {where.backend}, "
                                f"but this process uses {self.storage.backend} storage")
-        image = _decode(self.storage.get(ref.storage_path))
-        self._cache[reference_id] = image
+        assert where.path is not None
+        prepared = metrics.prepare_reference(_decode(self.storage.get(where.path)))
+        self._cache[where.reference_id] = prepared
         if len(self._cache) > _REFERENCE_CACHE:
             self._cache.popitem(last=False)
-        return image
+        return prepared
 
 
 def _decode(data: bytes) -> Any:
@@ -200,12 +226,20 @@ def measure_image(st: Store, storage: Storage, image_id: str, *,
 
     Raises StoreError for an unknown id; every other failure is recorded on the row.
     """
+    row = st.image_to_measure(image_id)
+    where = _locate(st, row.reference_ids[0]) if row.reference_ids else None
+    return st.save_image_metrics(_measure_row(row, where, storage, _refs or _References(storage)))
+
+
+def _measure_row(row: ImageToMeasure, where: _RefLocation | None, storage: Storage, refs: _References,
+                 *, failure: str | None = None) -> ImageMetrics:
+    """The outcome of checking and measuring one image, not yet stored; no SQL (it also runs in
+    the pool's processes). With `failure`, the metrics are not attempted and that error is recorded
+    (the response checks still are)."""
     from core.evaluation import metrics
     from core.catalog import registry
     from core.errors import DashboardError, StoreError
 
-    row = st.image_to_measure(image_id)
-    refs = _refs or _References(st, storage)
     payload = row.payload
     reported, seed_returned = _reported(row.response, row.idx)
     seed_sent = _int_or_none(payload.get("seed"))
@@ -226,16 +260,18 @@ def measure_image(st: Store, storage: Storage, image_id: str, *,
                            pixels=pixels, seed_sent=seed_sent, seed_returned=seed_returned,
                            nsfw=row.nsfw, readable=output is not None)
 
-    reference_id = row.reference_ids[0] if row.reference_ids else None
+    reference_id = where.reference_id if where else None
     values: dict[str, Any] = dict.fromkeys(("face_distance", "faces_reference", "faces_output",
                                             "phash_distance", "ciede2000", "ssim"))
     face_status = "error"
-    if output is not None:
-        if reference_id is None:
+    if output is not None and failure is not None:
+        error = failure
+    elif output is not None:
+        if where is None:
             face_status = "no_reference"
         else:
             try:
-                reference = refs.get(reference_id)
+                reference = refs.get(where)
                 try:
                     edit = registry.get_endpoint(row.endpoint).mode == "edit"
                 except DashboardError:
@@ -244,7 +280,7 @@ def measure_image(st: Store, storage: Storage, image_id: str, *,
             except DashboardError as e:
                 error = f"reference {reference_id}: {_short(e)}"
             except Exception as e:  # noqa: BLE001 - one odd image must not stall every later one
-                log.exception("measuring result image %s failed", image_id)
+                log.exception("measuring result image %s failed", row.image_id)
                 error = f"measuring failed: {e!r}"
             else:
                 face_status = fid.face.status
@@ -254,8 +290,8 @@ def measure_image(st: Store, storage: Storage, image_id: str, *,
                 if fid.face.detail:
                     error = fid.face.detail
     stamp = now()
-    return st.save_image_metrics(ImageMetrics(
-        image_id=image_id, request_id=row.request_id, **values,
+    return ImageMetrics(
+        image_id=row.image_id, request_id=row.request_id, **values,
         face_status=face_status, metrics_reference_id=reference_id,
         metrics_version=metrics.METRICS_VERSION, metrics_at=stamp, metrics_error=error,
         requested_width=check.requested[0] if check.requested else None,
@@ -263,7 +299,7 @@ def measure_image(st: Store, storage: Storage, image_id: str, *,
         pixel_width=pixels[0] if pixels else None, pixel_height=pixels[1] if pixels else None,
         seed_sent=check.seed_sent, seed_returned=check.seed_returned,
         check_flags=check.flags, checked_at=stamp,
-    ))
+    )
 
 
 def reset(st: Store, *, batch_id: str | None = None, failed: bool = False,
@@ -278,12 +314,18 @@ def reset(st: Store, *, batch_id: str | None = None, failed: bool = False,
 
 def compute_pending(st: Store, storage: Storage, *, batch_id: str | None = None,
                     limit: int | None = None, stop: threading.Event | None = None,
-                    on_image: Callable[[ImageMetrics], None] | None = None) -> PassReport:
-    """Measure what is pending now (oldest first), in this thread, until done, `limit` images,
-    or `stop` is set. Images that arrive meanwhile are left to the next pass."""
-    refs = _References(st, storage)
+                    on_image: Callable[[ImageMetrics], None] | None = None,
+                    pool: MeasuringPool | None = None) -> PassReport:
+    """Measure what is pending now (oldest first) until done, `limit` images, or `stop` is set:
+    in this thread, or in `pool`'s processes (this thread then only reads rows and stores
+    outcomes). Images that arrive meanwhile are left to the next pass."""
+    image_ids = st.pending_image_ids(batch_id=batch_id, limit=limit)
+    if pool is not None:
+        measured, failed = pool.measure(st, storage, image_ids, stop=stop, on_image=on_image)
+        return PassReport(measured=measured, failed=failed, remaining=st.pending_count(batch_id=batch_id))
+    refs = _References(storage)
     measured = failed = 0
-    for image_id in st.pending_image_ids(batch_id=batch_id, limit=limit):
+    for image_id in image_ids:
         if stop is not None and stop.is_set():
             break
         result = measure_image(st, storage, image_id, _refs=refs)
@@ -292,6 +334,143 @@ def compute_pending(st: Store, storage: Storage, *, batch_id: str | None = None,
         if on_image:
             on_image(result)
     return PassReport(measured=measured, failed=failed, remaining=st.pending_count(batch_id=batch_id))
+
+
+# ---------------------------------------------------------------------------- the pool
+
+
+def renice(niceness: int = NICENESS) -> None:
+    """Lower this process's priority to at least `niceness` (an unprivileged process can never
+    raise it again, so this is only called in processes that do nothing else)."""
+    current = os.nice(0)
+    if niceness > current:
+        os.nice(niceness - current)
+
+
+# The state of a pool process: its storage client and its prepared references.
+_child: tuple[Storage, _References] | None = None
+
+
+def _child_start(settings: Settings, niceness: int) -> None:
+    global _child
+    from core.store.blobs import open_storage
+
+    renice(niceness)
+    storage = open_storage(settings)
+    _child = (storage, _References(storage))
+
+
+def _child_measure(row: ImageToMeasure, where: _RefLocation | None) -> ImageMetrics:
+    """One image, in a pool process. The dlib models load on the first call, once per process."""
+    assert _child is not None, "not a pool process"
+    storage, refs = _child
+    return _measure_row(row, where, storage, refs)
+
+
+class MeasuringPool:
+    """Processes that measure result images while the caller reads rows and stores outcomes.
+
+    Processes, not threads: dlib and numpy hold the interpreter lock in places. Each process runs
+    at `niceness` (pages keep priority), starts on first use, loads the models once and keeps
+    them, with its prepared references, until `close`. Each process holds its own models and
+    references (about 150 MB each). A process that dies (dlib crash, out of memory) breaks the
+    pool: the images it was measuring are measured again one at a time in a new pool, and an
+    image that breaks it alone is recorded as failed, so a pass never loops on it.
+    """
+
+    def __init__(self, settings: Settings, workers: int, *, niceness: int = NICENESS,
+                 task: Callable[[ImageToMeasure, _RefLocation | None], ImageMetrics] = _child_measure):
+        if workers < 1:
+            raise ValueError("a pool needs at least one process")
+        self.settings, self.workers, self.niceness, self._task = settings, workers, niceness, task
+        self._executor: Any = None
+
+    def __enter__(self) -> MeasuringPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the processes (after the images they are measuring)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def _submit(self, row: ImageToMeasure, where: _RefLocation | None) -> Any:
+        if self._executor is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: a fresh interpreter, never a fork of a process with threads and connections
+            self._executor = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_child_start, initargs=(self.settings, self.niceness))
+        return self._executor.submit(self._task, row, where)
+
+    def measure(self, st: Store, storage: Storage, image_ids: list[str], *,
+                stop: threading.Event | None = None,
+                on_image: Callable[[ImageMetrics], None] | None = None) -> tuple[int, int]:
+        """Measure `image_ids` (in that order, two per process in flight) and store each outcome
+        as it arrives; returns (measured, failed). After `stop`, only what is in flight finishes."""
+        from collections import deque
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        queue = deque(image_ids)
+        places: dict[str, _RefLocation] = {}
+        suspects: set[str] = set()  # in flight when a process died: measured again, one at a time
+        inflight: dict[Any, tuple[ImageToMeasure, _RefLocation | None]] = {}
+        measured = failed = 0
+
+        def store(m: ImageMetrics) -> None:
+            nonlocal measured, failed
+            saved = st.save_image_metrics(m)
+            measured += 1
+            failed += saved.metrics_error is not None
+            if on_image:
+                on_image(saved)
+
+        def alone() -> bool:
+            return any(row.image_id in suspects for row, _ in inflight.values())
+
+        while True:
+            while (queue and not (stop is not None and stop.is_set()) and len(inflight) < 2 * self.workers
+                   and not alone() and not (queue[0] in suspects and inflight)):
+                row = st.image_to_measure(queue.popleft())
+                where = None
+                if row.reference_ids:
+                    rid = row.reference_ids[0]
+                    where = places[rid] if rid in places else places.setdefault(rid, _locate(st, rid))
+                inflight[self._submit(row, where)] = (row, where)
+            if not inflight:
+                break
+            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+            broken: BrokenProcessPool | None = None
+            for future in done:
+                try:
+                    result = future.result()
+                except BrokenProcessPool as e:
+                    broken = e
+                    continue
+                suspects.discard(inflight.pop(future)[0].image_id)
+                store(result)
+            if broken is None:
+                continue
+            # every job still in flight went down with the pool
+            crashed = list(inflight.values())
+            inflight.clear()
+            self.close()
+            log.warning("a measuring process died (%s) with %d image(s) in flight", broken, len(crashed))
+            for row, where in reversed(crashed):
+                if len(crashed) == 1:
+                    store(_measure_row(row, where, storage, _References(storage), failure=(
+                        "measuring failed: the measuring process died on this image "
+                        f"({_short(broken)}); retry with `python -m core metrics --retry-failed`")))
+                else:
+                    suspects.add(row.image_id)
+                    queue.appendleft(row.image_id)
+        return measured, failed
 
 
 # ---------------------------------------------------------------------------- the background worker
@@ -360,10 +539,14 @@ def start_background(settings: Settings, *, expect_results: bool = False) -> int
 
 
 def run_worker(settings: Settings, *, idle_exit: float = IDLE_EXIT_S, poll: float = POLL_S,
-               stop: threading.Event | None = None) -> PassReport | None:
+               stop: threading.Event | None = None, workers: int | None = None) -> PassReport | None:
     """The worker's body: hold the lock, measure pending images as they arrive, exit after
     `idle_exit` seconds with nothing pending and no live runner. None when another worker holds
-    the lock (it will see whatever is pending)."""
+    the lock (it will see whatever is pending).
+
+    With more than one worker (`settings.metrics_workers` unless given) the images are measured by
+    a `MeasuringPool` that lives as long as this function, so each process loads the models once;
+    with one, they are measured in this thread."""
     from core.store import open_store
     from core.store.blobs import open_storage
 
@@ -373,12 +556,14 @@ def run_worker(settings: Settings, *, idle_exit: float = IDLE_EXIT_S, poll: floa
         return None
     st = open_store(settings.db_path)
     storage = open_storage(settings)
+    workers = settings.metrics_workers if workers is None else workers
+    pool = MeasuringPool(settings, workers) if workers > 1 else None
     measured = failed = 0
     try:
         while True:
             idle_since = time.monotonic()
             while not stop.is_set():
-                report = compute_pending(st, storage, stop=stop)
+                report = compute_pending(st, storage, stop=stop, pool=pool)
                 measured += report.measured
                 failed += report.failed
                 if report.measured:
@@ -399,6 +584,8 @@ def run_worker(settings: Settings, *, idle_exit: float = IDLE_EXIT_S, poll: floa
             if fd is None:
                 break
     finally:
+        if pool is not None:
+            pool.close()
         if fd is not None:
             _unlock(fd)
         storage.close()

@@ -16,7 +16,10 @@ Invariants:
 - "No face found" is a result (`FaceResult.status`), never an exception; an image that cannot be
   decoded raises `MetricsError`; a dlib failure on a decoded image is status "error".
 - Models load once per process, lazily, under a lock; dlib's objects are not documented as
-  thread-safe, so inference runs under the same lock.
+  thread-safe, so inference runs under the same lock (resizing and hashing run outside it).
+- Work that depends on the reference alone (its face descriptor, perceptual hash, Lab colours and
+  grayscale copy for SSIM) is done once per reference: `prepare_reference` keeps it in a
+  `PreparedReference`, which `measure` accepts in place of the photo, with the same numbers.
 - Any change to a size, threshold, model or algorithm here changes stored numbers: bump
   `METRICS_VERSION`, which every `Fidelity` carries.
 """
@@ -69,6 +72,21 @@ class Fidelity:
     ciede2000: float
     ssim: float | None
     version: str = METRICS_VERSION
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedReference:
+    """What `measure` needs from a reference photo, computed once and compared with many outputs.
+
+    `face_error` is dlib's failure on the reference (then every output measures status "error").
+    Arrays are read-only: one prepared reference is shared by every output of a pass."""
+    descriptor: np.ndarray | None
+    faces: int
+    face_error: str | None
+    phash: object  # imagehash.ImageHash
+    lab: np.ndarray
+    ssim_size: tuple[int, int]
+    gray: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -149,6 +167,21 @@ def _main_face(rects, scores) -> int:
     return max(candidates, key=lambda i: (scores[i], rects[i].area(), -i))
 
 
+def _describe(img: Image.Image) -> tuple[np.ndarray | None, int]:
+    """`face_descriptor` of an RGB image without the cache (an output is measured once)."""
+    arr = _detection_copy(img)
+    with _lock:
+        models = _load_models()
+        rects, scores, _ = models.detector.run(arr, 1, 0.0)
+        if len(rects) == 0:
+            return None, 0
+        best = _main_face(rects, scores)
+        shape = models.predictor(arr, rects[best])
+        vec = np.array(models.encoder.compute_face_descriptor(arr, shape), dtype=np.float64)
+    vec.setflags(write=False)
+    return vec, len(rects)
+
+
 def face_descriptor(image: ImageInput) -> tuple[np.ndarray | None, int]:
     """The 128-d descriptor of the largest face (None when no face) and how many faces were found.
 
@@ -162,21 +195,12 @@ def face_descriptor(image: ImageInput) -> tuple[np.ndarray | None, int]:
         if cached is not None:
             _descriptors.move_to_end(key)
             return cached
-        models = _load_models()
-        arr = _detection_copy(img)
-        rects, scores, _ = models.detector.run(arr, 1, 0.0)
-        if len(rects) == 0:
-            result: tuple[np.ndarray | None, int] = (None, 0)
-        else:
-            best = _main_face(rects, scores)
-            shape = models.predictor(arr, rects[best])
-            vec = np.array(models.encoder.compute_face_descriptor(arr, shape), dtype=np.float64)
-            vec.setflags(write=False)
-            result = (vec, len(rects))
+    result = _describe(img)
+    with _lock:
         _descriptors[key] = result
         if len(_descriptors) > _DESCRIPTOR_CACHE_SIZE:
             _descriptors.popitem(last=False)
-        return result
+    return result
 
 
 def face_distance(reference: ImageInput, output: ImageInput) -> FaceResult:
@@ -198,10 +222,30 @@ def face_distance(reference: ImageInput, output: ImageInput) -> FaceResult:
     return FaceResult("ok", distance, is_same_person("ok", distance), ref_n, out_n)
 
 
+def _phash(img: Image.Image):
+    """imagehash's phash; it converts to grayscale first, so an "L" copy gives the same hash."""
+    import imagehash
+    return imagehash.phash(img)
+
+
+def _lab(img: Image.Image) -> np.ndarray:
+    from skimage.color import rgb2lab
+    return rgb2lab(np.asarray(img.resize((_COLOUR_SIZE, _COLOUR_SIZE), Image.Resampling.BOX), dtype=np.uint8))
+
+
+def _ssim_size(img: Image.Image) -> tuple[int, int]:
+    scale = _SSIM_LONG_EDGE / max(img.size)
+    return max(7, round(img.width * scale)), max(7, round(img.height * scale))
+
+
+def _ssim_gray(gray: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """`gray` is the image in mode "L"."""
+    return np.asarray(gray.resize(size, Image.Resampling.LANCZOS), dtype=np.float64) / 255.0
+
+
 def phash_distance(a: ImageInput, b: ImageInput) -> int:
     """Hamming distance (0-64) between perceptual hashes; 0 for identical images."""
-    import imagehash
-    return int(imagehash.phash(_to_rgb(a)) - imagehash.phash(_to_rgb(b)))
+    return int(_phash(_to_rgb(a)) - _phash(_to_rgb(b)))
 
 
 def ciede2000(a: ImageInput, b: ImageInput) -> float:
@@ -209,11 +253,8 @@ def ciede2000(a: ImageInput, b: ImageInput) -> float:
 
     Below ~2 is hard to see; above ~10 is a clearly different palette or layout.
     """
-    from skimage.color import deltaE_ciede2000, rgb2lab
-    size = (_COLOUR_SIZE, _COLOUR_SIZE)
-    labs = [rgb2lab(np.asarray(_to_rgb(x).resize(size, Image.Resampling.BOX), dtype=np.uint8))
-            for x in (a, b)]
-    return float(np.mean(deltaE_ciede2000(labs[0], labs[1])))
+    from skimage.color import deltaE_ciede2000
+    return float(np.mean(deltaE_ciede2000(_lab(_to_rgb(a)), _lab(_to_rgb(b)))))
 
 
 def ssim(a: ImageInput, b: ImageInput) -> float:
@@ -223,20 +264,67 @@ def ssim(a: ImageInput, b: ImageInput) -> float:
     """
     from skimage.metrics import structural_similarity
     img_a, img_b = _to_rgb(a), _to_rgb(b)
-    scale = _SSIM_LONG_EDGE / max(img_a.size)
-    size = (max(7, round(img_a.width * scale)), max(7, round(img_a.height * scale)))
-    grays = [np.asarray(x.convert("L").resize(size, Image.Resampling.LANCZOS), dtype=np.float64) / 255.0
-             for x in (img_a, img_b)]
-    return float(structural_similarity(grays[0], grays[1], data_range=1.0))
+    size = _ssim_size(img_a)
+    return float(structural_similarity(_ssim_gray(img_a.convert("L"), size),
+                                       _ssim_gray(img_b.convert("L"), size), data_range=1.0))
 
 
-def measure(reference: ImageInput, output: ImageInput, *, same_framing: bool) -> Fidelity:
-    """All fidelity metrics of `output` against `reference`. `same_framing` enables SSIM."""
-    ref, out = _to_rgb(reference), _to_rgb(output)
+def _readonly(arr: np.ndarray) -> np.ndarray:
+    arr.setflags(write=False)
+    return arr
+
+
+def prepare_reference(reference: ImageInput) -> PreparedReference:
+    """Everything `measure` computes from the reference alone, once (its face through the
+    descriptor cache). Raises `MetricsError` if bytes cannot be decoded."""
+    return _prepare(_to_rgb(reference))
+
+
+def _prepare(img: Image.Image) -> PreparedReference:
+    try:
+        descriptor, faces = face_descriptor(img)
+        face_error = None
+    except RuntimeError as exc:  # dlib reports its failures as RuntimeError
+        descriptor, faces, face_error = None, 0, f"dlib: {exc}"
+    gray = img.convert("L")
+    size = _ssim_size(img)
+    return PreparedReference(descriptor=descriptor, faces=faces, face_error=face_error, phash=_phash(gray),
+                             lab=_readonly(_lab(img)), ssim_size=size, gray=_readonly(_ssim_gray(gray, size)))
+
+
+def _face(ref: PreparedReference, out: Image.Image) -> FaceResult:
+    """`face_distance` against a prepared reference: same statuses, same order of checks."""
+    if ref.face_error is not None:
+        return FaceResult("error", None, None, 0, 0, detail=ref.face_error)
+    try:
+        out_vec, out_n = _describe(out)
+    except RuntimeError as exc:
+        return FaceResult("error", None, None, 0, 0, detail=f"dlib: {exc}")
+    if ref.descriptor is None:
+        return FaceResult("no_face_reference", None, None, ref.faces, out_n)
+    if out_vec is None:
+        return FaceResult("no_face_output", None, None, ref.faces, out_n)
+    distance = float(np.linalg.norm(ref.descriptor - out_vec))
+    return FaceResult("ok", distance, is_same_person("ok", distance), ref.faces, out_n)
+
+
+def measure(reference: ImageInput | PreparedReference, output: ImageInput, *,
+            same_framing: bool) -> Fidelity:
+    """All fidelity metrics of `output` against `reference`. `same_framing` enables SSIM.
+
+    Pass a `PreparedReference` to compare many outputs with one photo: the numbers are the same."""
+    from skimage.color import deltaE_ciede2000
+    from skimage.metrics import structural_similarity
+
+    ref_img = None if isinstance(reference, PreparedReference) else _to_rgb(reference)
+    out = _to_rgb(output)
+    ref = reference if isinstance(reference, PreparedReference) else _prepare(ref_img)
+    gray = out.convert("L")
     return Fidelity(
-        face=face_distance(ref, out),
-        phash_distance=phash_distance(ref, out),
-        ciede2000=ciede2000(ref, out),
-        ssim=ssim(ref, out) if same_framing else None,
+        face=_face(ref, out),
+        phash_distance=int(ref.phash - _phash(gray)),
+        ciede2000=float(np.mean(deltaE_ciede2000(ref.lab, _lab(out)))),
+        ssim=(float(structural_similarity(ref.gray, _ssim_gray(gray, ref.ssim_size), data_range=1.0))
+              if same_framing else None),
         version=METRICS_VERSION,
     )

@@ -357,3 +357,115 @@ def test_metrics_command_measures_pending_and_reports(env, settings):
     bad = subprocess.run([sys.executable, "-m", "core", "metrics", "--batch", "nope"], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "No batch with id 'nope'" in bad.stderr
+
+
+# ---------------------------------------------------------------------------- the measuring pool
+
+_NUMBERS = ("face_status", "face_distance", "faces_reference", "faces_output", "phash_distance",
+            "ciede2000", "ssim", "metrics_error", "check_flags", "metrics_reference_id",
+            "pixel_width", "pixel_height", "seed_sent", "seed_returned")
+
+
+def _logged_task(row, where):
+    """A pool task (it runs in the pool's processes, so it is importable by name) that notes, per
+    call, the process, its niceness and whether the models were already loaded, then measures
+    as the real task does; it kills its process on the image named by FID_TEST_CRASH."""
+    with open(os.environ["FID_TEST_LOG"], "a") as f:
+        f.write(f"{os.getpid()} {os.nice(0)} {int(metrics._models is not None)} {row.image_id}\n")
+    if row.image_id == os.environ.get("FID_TEST_CRASH"):
+        os._exit(3)
+    return fidelity._child_measure(row, where)
+
+
+def _numbers(st):
+    rows = st.image_metrics([r[0] for r in st.db.execute("SELECT id FROM result_images")])
+    return {i: tuple(getattr(m, c) for c in _NUMBERS) for i, m in rows.items()}
+
+
+def _four_images(st, storage, settings):
+    batch, _ = _batch(st, storage, settings, subjects=("Woman", "Man"))
+    faces = iter([_astronaut().filter(ImageFilter.GaussianBlur(2)), _astronaut().rotate(5),
+                  _gradient(), _astronaut().resize((700, 700))])
+    for rec in st.batch_requests(batch.id):
+        _complete(st, storage, rec, next(faces))
+    return batch
+
+
+def test_a_pool_stores_the_same_numbers_with_models_loaded_once_per_niced_process(env, settings, tmp_path,
+                                                                                  monkeypatch):
+    """Two pool processes measure four images (faces and not) to exactly the numbers one process
+    stores; each process loads dlib's models on its first image only and runs at the pool's
+    niceness, so pages keep priority."""
+    st, storage, _ = env
+    _four_images(st, storage, settings)
+    monkeypatch.setenv("FID_TEST_LOG", str(tmp_path / "calls.log"))
+    seen = []
+    with fidelity.MeasuringPool(settings, 2, task=_logged_task) as pool:
+        report = fidelity.compute_pending(st, storage, pool=pool, on_image=seen.append)
+    assert (report.measured, report.failed, report.remaining) == (4, 0, 0)
+    assert len(seen) == 4 and all(not m.pending for m in seen)
+    pooled = _numbers(st)
+
+    calls = [line.split() for line in (tmp_path / "calls.log").read_text().splitlines()]
+    assert sorted(c[3] for c in calls) == sorted(pooled), "every image measured once, in the pool"
+    pids = {c[0] for c in calls}
+    assert str(os.getpid()) not in pids and 1 <= len(pids) <= 2
+    for pid in pids:
+        loaded = [c[2] for c in calls if c[0] == pid]
+        assert loaded == ["0"] + ["1"] * (len(loaded) - 1), f"process {pid} loaded the models again"
+    assert all(int(c[1]) >= fidelity.NICENESS for c in calls)
+
+    assert fidelity.reset(st, everything=True) == 4
+    assert fidelity.compute_pending(st, storage).measured == 4  # in this process
+    assert _numbers(st) == pooled
+    assert sum(v[0] == "ok" for v in pooled.values()) == 3
+
+
+def test_a_pool_process_dying_on_an_image_fails_that_image_only(env, settings, tmp_path, monkeypatch):
+    """A process that dies (a dlib crash, the out-of-memory killer) breaks the pool: the images in
+    flight are measured again one at a time, the one that kills its process alone is recorded as
+    failed (retryable), every other image is measured, and the pass ends."""
+    st, storage, _ = env
+    _four_images(st, storage, settings)
+    victim = st.pending_image_ids()[1]
+    monkeypatch.setenv("FID_TEST_LOG", str(tmp_path / "calls.log"))
+    monkeypatch.setenv("FID_TEST_CRASH", victim)
+    with fidelity.MeasuringPool(settings, 2, task=_logged_task) as pool:
+        report = fidelity.compute_pending(st, storage, pool=pool)
+    assert (report.measured, report.failed, report.remaining) == (4, 1, 0)
+    got = st.image_metrics(list(_numbers(st)))
+    assert got[victim].face_status == "error"
+    assert "process died" in got[victim].metrics_error and "--retry-failed" in got[victim].metrics_error
+    assert got[victim].checked_at and got[victim].pixel_width, "the response checks are still stored"
+    assert all(m.metrics_error is None for i, m in got.items() if i != victim)
+    crashes = [line for line in (tmp_path / "calls.log").read_text().splitlines() if line.endswith(victim)]
+    assert len(crashes) <= 2, "the image that kills its process is tried at most twice"
+
+
+def test_a_stopped_pool_pass_finishes_what_is_in_flight_and_leaves_the_rest_pending(env, settings):
+    """Stopping (SIGTERM in the worker) ends a pass without half-written rows: what was submitted
+    is stored, the rest stays pending for the next worker."""
+    import threading
+
+    st, storage, _ = env
+    _four_images(st, storage, settings)
+    stop = threading.Event()
+    with fidelity.MeasuringPool(settings, 1) as pool:
+        report = fidelity.compute_pending(st, storage, pool=pool, stop=stop,
+                                          on_image=lambda m: stop.set())
+    assert 1 <= report.measured < 4 and report.measured + report.remaining == 4
+
+
+def test_the_pool_size_is_a_checked_setting(settings):
+    """DASHBOARD_METRICS_WORKERS: default 2, refused outside 1-32 with one line naming it; the
+    command's --workers is checked the same way."""
+    from core.errors import ConfigError
+
+    assert settings.metrics_workers == 2
+    assert load_settings(env={"DASHBOARD_METRICS_WORKERS": "3"}).metrics_workers == 3
+    for bad in ("0", "33", "two"):
+        with pytest.raises(ConfigError, match="DASHBOARD_METRICS_WORKERS"):
+            load_settings(env={"DASHBOARD_METRICS_WORKERS": bad})
+    out = subprocess.run([sys.executable, "-m", "core", "metrics", "--workers", "0"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--workers: must be a whole number from 1 to 32" in out.stderr
