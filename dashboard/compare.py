@@ -59,11 +59,7 @@ page_groups = shown[(page_no - 1) * GROUPS_PER_PAGE: page_no * GROUPS_PER_PAGE]
 st.caption(f"{len(shown)} of {len(groups)} groups (variant x seed)"
            + (f" · page {page_no} of {pages}" if pages > 1 else ""))
 
-group_ids = {g.id for g in page_groups}
-requests: dict[str, list[store.RequestRecord]] = {gid: [] for gid in group_ids}
-for r in records.batch_requests(batch_id):
-    if r.group_id in group_ids:
-        requests[r.group_id].append(r)
+requests: dict[str, list[store.RequestRecord]] = records.group_requests([g.id for g in page_groups])
 
 
 # ---------------------------------------------------------------------------- tabs

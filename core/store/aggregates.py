@@ -43,11 +43,20 @@ class AggregatesMixin(_Base):
 
     def data_version(self, *, batch_id: str | None = None) -> tuple[Any, ...]:
         """A cheap stamp that changes whenever requests, their final states, images, metrics or
-        votes of this selection can have changed: pages cache aggregates by it."""
-        where, params = _batch_clause(batch_id)
-        req = self._one(f"SELECT count(*), max(completed_at) FROM requests r WHERE 1{where}", params)
-        img = self._one("SELECT count(*), max(metrics_at), max(checked_at) FROM result_images")
-        votes = self._one("SELECT count(*), max(created_at) FROM votes")
+        votes of this selection can have changed: pages cache aggregates by it. Reads only the
+        selection (a batch: its requests, their images and its groups' votes, by index); over
+        every batch, counts and maxima that indexes answer without reading the tables."""
+        if batch_id is None:
+            req = self._one("SELECT count(*), max(completed_at) FROM requests")
+            img = self._one("SELECT count(*), (SELECT max(metrics_at) FROM result_images), "
+                            "(SELECT max(checked_at) FROM result_images) FROM result_images")
+            votes = self._one("SELECT count(*), max(created_at) FROM votes")
+            return (None, *req, *img, *votes)
+        req = self._one("SELECT count(*), max(completed_at) FROM requests WHERE batch_id = ?", [batch_id])
+        img = self._one("SELECT count(*), max(i.metrics_at), max(i.checked_at) FROM requests r "
+                        "JOIN result_images i ON i.request_id = r.id WHERE r.batch_id = ?", [batch_id])
+        votes = self._one("SELECT count(*), max(v.created_at) FROM groups g JOIN votes v ON v.group_id = g.id "
+                          "WHERE g.batch_id = ?", [batch_id])
         return (batch_id, *req, *img, *votes)
 
     def request_costs(self, *, batch_id: str | None = None) -> list[RequestCost]:
