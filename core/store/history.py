@@ -103,10 +103,12 @@ def _float_text(value: Any) -> Any:
 
 
 # The export's cells in file order: (name, SQL expression, kind).
-# - "text": free text (prompt, options, payload, fal's answers): guarded and quoted cell by cell.
-# - "plain": text the store writes from a closed alphabet (ids, times, hashes, statuses, paths):
-#   checked once per row; a row where any of them would need quoting or guarding takes the
-#   cell-by-cell path for all of them, so the result is the same, only slower, whatever they hold.
+# - "plain": text that seldom needs quotes or a guard (ids, times, hashes, options, fal's answers,
+#   errors): checked once per row; a row where any of them would need quoting or guarding takes
+#   the cell-by-cell path for all of them, so the result is the same, only slower, whatever they hold.
+# - "text": the prompt, which often holds commas: guarded and quoted cell by cell.
+# - "json": the payload, canonical JSON of an object (`check_payload`): it starts with `{` (never
+#   guarded) and holds no raw line break, so only a quote or a comma makes it need quotes.
 # - "int", "float", "bool": never quoted or guarded (a negative number stays a number).
 # Option values are text (plans refuse anything else); json_extract would give a number as is.
 _CELLS: tuple[tuple[str, str, str], ...] = (
@@ -116,21 +118,21 @@ _CELLS: tuple[tuple[str, str, str], ...] = (
     ("completed_at", "r.completed_at", "plain"), ("endpoint", "r.endpoint", "plain"),
     ("status", "r.status", "plain"),
     ("dry_run", "CASE WHEN r.dry_run THEN 'True' ELSE 'False' END", "bool"),
-    *((key, f"json_extract(NULLIF(r.options_json, ''), '$.{key}')", "text") for key in OPTION_KEYS),
+    *((key, f"json_extract(NULLIF(r.options_json, ''), '$.{key}')", "plain") for key in OPTION_KEYS),
     ("prompt", "r.prompt", "text"), ("seed", "r.seed", "int"), ("image_size", "r.image_size", "plain"),
     ("reference_ids", "CASE WHEN r.reference_ids IS NULL OR r.reference_ids IN ('', '[]') THEN NULL "
                       "ELSE (SELECT group_concat(value, ' ') FROM json_each(r.reference_ids)) END", "plain"),
     ("payload_hash", "r.payload_hash", "plain"),
     ("payload", "CASE WHEN instr(r.payload_json, 'data:') THEN _export_abbreviate_json(r.payload_json) "
-                "ELSE r.payload_json END", "text"),
+                "ELSE r.payload_json END", "json"),
     ("fal_request_id", "r.fal_request_id", "plain"),
     ("queue_time_s", "r.queue_time_s", "float"), ("inference_time_s", "r.inference_time_s", "float"),
     ("total_time_s", "r.total_time_s", "float"), ("http_status", "r.http_status", "int"),
     ("estimated_cost", "r.estimated_cost", "float"), ("error_type", "r.error_type", "plain"),
-    ("error_message", "r.error_message", "text"),
+    ("error_message", "r.error_message", "plain"),
     ("image_idx", "i.idx", "int"),
     ("image_fal_url", "CASE WHEN instr(i.fal_url, 'data:') THEN _export_abbreviate(i.fal_url) "
-                      "ELSE i.fal_url END", "text"),
+                      "ELSE i.fal_url END", "plain"),
     ("image_storage_backend", "i.storage_backend", "plain"),
     ("image_storage_path", "i.storage_path", "plain"), ("image_sha256", "i.sha256", "plain"),
     ("image_width", "i.width", "int"), ("image_height", "i.height", "int"),
@@ -144,13 +146,6 @@ _CELLS: tuple[tuple[str, str, str], ...] = (
 HISTORY_CELLS: tuple[str, ...] = tuple(name for name, _, _ in _CELLS)
 # what makes a field need quotes in a CSV line (Python's csv.QUOTE_MINIMAL, CRLF line ends)
 _QUOTE_WHEN = ',"\r\n'
-
-
-def _glob_any(chars: str, before: str = "") -> str:
-    """A GLOB pattern, as an SQL literal, matching text that holds `before` followed by any of
-    `chars` ('-' first in the class, where GLOB reads it literally)."""
-    ordered = ("-" if "-" in chars else "") + "".join(c for c in chars if c != "-")
-    return "'*" + (before + "[" + ordered + "]").replace("'", "''") + "*'"
 
 
 def _first_in(column: str, chars: str) -> str:
@@ -180,11 +175,11 @@ def _history_csv_sql(where: str, guard: TextGuard | None) -> str:
         if kind == "text" and first:
             name = f"CASE WHEN {_first_in(name, first)} THEN _export_guard({name}) ELSE {name} END AS {name}"
         guarded.append(name)
-    # one string holding every plain cell, each after a separator ('|', never itself a trigger)
-    guarded.append(f"printf('{'|%s' * len(plain)}', {', '.join(plain)}) AS _plain")
-    plain_ok = f"NOT _plain GLOB {_glob_any(_QUOTE_WHEN)}"
-    if first:
-        plain_ok += f" AND NOT _plain GLOB {_glob_any(first, before='|')}"
+    # the plain cells run together, and their first characters (printf's `!` counts characters)
+    guarded.append(f"printf('{'%s' * len(plain)}', {', '.join(plain)}) AS _plain")
+    guarded.append(f"printf('{'%!.1s' * len(plain)}', {', '.join(plain)}) AS _firsts")
+    plain_ok = " AND ".join([f"NOT instr(_plain, {_sql_char(c)})" for c in _QUOTE_WHEN]
+                            + [f"NOT instr(_firsts, {_sql_char(c)})" for c in first])
 
     def line(fast: bool) -> str:
         fields = []
@@ -194,6 +189,9 @@ def _history_csv_sql(where: str, guard: TextGuard | None) -> str:
                 if kind == "plain" and first:
                     value = f"(CASE WHEN {_first_in(name, first)} THEN _export_guard({name}) ELSE {name} END)"
                 fields.append(_quoted(value))
+            elif kind == "json":
+                fields.append(f"CASE WHEN instr({name}, '\"') OR instr({name}, ',') "
+                              f"THEN '\"' || replace({name}, '\"', '\"\"') || '\"' ELSE {name} END")
             elif kind == "float":
                 text = f"CAST({name} AS TEXT)"
                 # SQLite writes 15 significant digits; where that is not Python's text, ask Python

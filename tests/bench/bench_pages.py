@@ -129,13 +129,19 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--big-batch", type=int, default=4000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=None,
+                        help="keep the seeded data directory here and reuse it on the next run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["DASHBOARD_DATA_DIR"] = str(Path(tmp) / "data")
+        data = args.data or Path(tmp) / "data"
+        os.environ["DASHBOARD_DATA_DIR"] = str(data)
         os.environ["DASHBOARD_SECRETS"] = str(Path(tmp) / "none.toml")
         for name in ("FAL_KEY", "SUPABASE_URL", "SUPABASE_KEY"):
             os.environ.pop(name, None)
-        _fill(Path(tmp) / "data", args.rows, args.big_batch)
+        if (data / "dashboard.db").exists():
+            print(f"reusing the store in {data}")
+        else:
+            _fill(data, args.rows, args.big_batch)
         print(f"page render (AppTest, whole script incl. sidebar): cold / best of {args.runs} warm; "
               f"load average {_load()}")
         for page in ("upload.py", "generate.py", "compare.py", "history.py", "review.py", "leaderboard.py"):
