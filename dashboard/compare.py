@@ -64,8 +64,10 @@ page_groups = shown[(page_no - 1) * GROUPS_PER_PAGE: page_no * GROUPS_PER_PAGE]
 st.caption(f"{len(shown)} of {len(groups)} groups (variant x seed)"
            + (f" · page {page_no} of {pages}" if pages > 1 else ""))
 
-# each model's output in a group: the rule Review and the comparison CSV use (a failure shows)
-outputs = records.group_outputs(batch_id, or_newest=True)
+# each contender's output in a group: the rule Review and the comparison CSV use (a failure
+# shows), read for this page's groups only
+outputs = records.group_outputs(batch_id, or_newest=True, by_contender=True,
+                                group_ids=[g.id for g in page_groups])
 requests: dict[str, list[store.RequestRecord]] = {
     g.id: [o.request for o in outputs.get(g.id, {}).values()] for g in page_groups}
 

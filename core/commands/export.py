@@ -1,7 +1,7 @@
 """`python -m core export --out FILE.csv [filters]`: the request history as a spreadsheet-safe CSV.
 
 One row per request and result image (see core/export/history.py); the filters are those of the history
-page. pandas is imported only when this command runs.
+page. The history export needs no pandas (the comparison CSV imports it when asked).
 With `--comparison` (and optionally `--batch`): one row per group instead, each model's payload
 hash, image and fidelity metrics side by side per contender (model and settings), and the votes (core/evaluation/comparison.py); images whose
 metrics are still pending are measured first, so the file is complete.

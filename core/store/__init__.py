@@ -5,7 +5,7 @@ and they hand out the frozen values below.
 """
 from core.catalog.payloads import DiffEntry, PayloadDiff
 from core.store.batches import HEARTBEAT_STALE_S, runner_alive
-from core.store.history import MAX_PAGE_SIZE
+from core.store.history import HISTORY_CELLS, MAX_PAGE_SIZE, TextGuard
 from core.store.metrics import ImageToMeasure
 from core.store.store import Store, open_store
 from core.store.values import (
@@ -21,7 +21,6 @@ from core.store.values import (
     Group,
     GroupOutput,
     HistoryFilter,
-    HistoryRow,
     ImageMetrics,
     MetricRow,
     Page,
@@ -36,10 +35,10 @@ from core.store.values import (
 )
 
 __all__ = [
-    "ACTIVE_STATUSES", "BATCH_STATUSES", "FINAL_STATUSES", "HEARTBEAT_STALE_S", "MAX_PAGE_SIZE",
+    "ACTIVE_STATUSES", "BATCH_STATUSES", "FINAL_STATUSES", "HEARTBEAT_STALE_S", "HISTORY_CELLS", "MAX_PAGE_SIZE",
     "REFERENCE_ROLES", "REQUEST_STATUSES", "SAME_PERSON_THRESHOLD", "UNFINISHED_STATUSES",
-    "Batch", "BatchProgress", "DiffEntry", "Group", "GroupOutput", "HistoryFilter", "HistoryRow",
+    "Batch", "BatchProgress", "DiffEntry", "Group", "GroupOutput", "HistoryFilter",
     "ImageMetrics", "ImageToMeasure", "MetricRow", "Page", "PayloadDiff", "Reference",
-    "RequestCost", "RequestRecord", "RequestStatus", "ResultImage", "Store", "StoredVote",
+    "RequestCost", "RequestRecord", "RequestStatus", "ResultImage", "Store", "StoredVote", "TextGuard",
     "is_same_person", "open_store", "pick_output", "runner_alive",
 ]

@@ -6,9 +6,11 @@ candidates, for Review, Compare, the Leaderboard and the comparison CSV alike.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from core.store._sql import _Base, build
+from core.store._sql import _Base, build, placeholders
+from core.store.images import CHUNK
 from core.store.images import image_from_row
 from core.store.values import (
     GroupOutput, MetricRow, RequestCost, RequestRecord, RequestStatus, ResultImage, pick_output,
@@ -22,17 +24,21 @@ def _batch_clause(batch_id: str | None, alias: str = "r") -> tuple[str, list[Any
 class AggregatesMixin(_Base):
     """Whole-selection reads for the comparison; nothing here writes."""
 
-    def group_outputs(self, batch_id: str, *, or_newest: bool = False,
-                      by_contender: bool = False) -> dict[str, dict[str, GroupOutput]]:
+    def group_outputs(self, batch_id: str, *, or_newest: bool = False, by_contender: bool = False,
+                      group_ids: Sequence[str] | None = None) -> dict[str, dict[str, GroupOutput]]:
         """Per group id, per endpoint (or per contender id, `by_contender`): the model's (the
         contender's) output in the group (`values.pick_output`; `or_newest` for the CSV, so a
-        failure shows)."""
+        failure shows). `group_ids` reads only those groups (a page of Compare), by index."""
         candidates: dict[tuple[str, str], list[tuple[RequestRecord, ResultImage | None]]] = {}
+        if group_ids is not None:
+            ids = list(group_ids)[:CHUNK]
+            where, params = f"r.group_id IN ({placeholders(len(ids))})", ids
+        else:
+            where, params = "r.batch_id = ? AND r.group_id IS NOT NULL", [batch_id]
         images = {row["request_id"]: image_from_row(row) for row in self._rows(
-            "SELECT i.* FROM result_images i JOIN requests r ON r.id = i.request_id "
-            "WHERE r.batch_id = ? AND i.idx = 0", [batch_id])}
-        for row in self._rows("SELECT * FROM requests WHERE batch_id = ? AND group_id IS NOT NULL "
-                              "ORDER BY created_at, rowid", [batch_id]):
+            f"SELECT i.* FROM result_images i JOIN requests r ON r.id = i.request_id "
+            f"WHERE {where} AND i.idx = 0", params)}
+        for row in self._rows(f"SELECT * FROM requests r WHERE {where} ORDER BY created_at, rowid", params):
             request = build(RequestRecord, row)
             key = (row.get("contender_id") or row["endpoint"]) if by_contender else row["endpoint"]
             candidates.setdefault((row["group_id"], key), []).append(
@@ -46,11 +52,20 @@ class AggregatesMixin(_Base):
 
     def data_version(self, *, batch_id: str | None = None) -> tuple[Any, ...]:
         """A cheap stamp that changes whenever requests, their final states, images, metrics or
-        votes of this selection can have changed: pages cache aggregates by it."""
-        where, params = _batch_clause(batch_id)
-        req = self._one(f"SELECT count(*), max(completed_at) FROM requests r WHERE 1{where}", params)
-        img = self._one("SELECT count(*), max(metrics_at), max(checked_at) FROM result_images")
-        votes = self._one("SELECT count(*), max(created_at) FROM votes")
+        votes of this selection can have changed: pages cache aggregates by it. Reads only the
+        selection (a batch: its requests, their images and its groups' votes, by index); over
+        every batch, counts and maxima that indexes answer without reading the tables."""
+        if batch_id is None:
+            req = self._one("SELECT count(*), max(completed_at) FROM requests")
+            img = self._one("SELECT count(*), (SELECT max(metrics_at) FROM result_images), "
+                            "(SELECT max(checked_at) FROM result_images) FROM result_images")
+            votes = self._one("SELECT count(*), max(created_at) FROM votes")
+            return (None, *req, *img, *votes)
+        req = self._one("SELECT count(*), max(completed_at) FROM requests WHERE batch_id = ?", [batch_id])
+        img = self._one("SELECT count(*), max(i.metrics_at), max(i.checked_at) FROM requests r "
+                        "JOIN result_images i ON i.request_id = r.id WHERE r.batch_id = ?", [batch_id])
+        votes = self._one("SELECT count(*), max(v.created_at) FROM groups g JOIN votes v ON v.group_id = g.id "
+                          "WHERE g.batch_id = ?", [batch_id])
         return (batch_id, *req, *img, *votes)
 
     def request_costs(self, *, batch_id: str | None = None) -> list[RequestCost]:

@@ -357,38 +357,6 @@ class BatchProgress:
 
 
 @dataclass(frozen=True)
-class HistoryRow:
-    """One request as the history export reads it (never its response or logs), with its images."""
-    id: str
-    created_at: str
-    batch_id: str | None
-    group_id: str | None
-    rerun_of: str | None
-    submitted_at: str | None
-    completed_at: str | None
-    endpoint: str
-    status: str
-    dry_run: bool
-    options_json: str | None
-    prompt: str | None
-    seed: int | None
-    image_size: str | None
-    reference_ids: str | None
-    payload_hash: str
-    payload_json: str
-    fal_request_id: str | None
-    queue_time_s: float | None
-    inference_time_s: float | None
-    total_time_s: float | None
-    http_status: int | None
-    estimated_cost: float | None
-    error_type: str | None
-    error_message: str | None
-    contender_id: str | None = None
-    images: tuple[ResultImage, ...] = ()
-
-
-@dataclass(frozen=True)
 class Reference:
     """A stored reference photo (table `reference_photos`)."""
     id: str

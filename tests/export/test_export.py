@@ -129,7 +129,7 @@ def test_a_failed_export_leaves_no_file(d, tmp_path, monkeypatch):
         raise RuntimeError("disk full")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(store.Store, "iter_history", boom)
+    monkeypatch.setattr(store.Store, "iter_history_csv", boom)
     with pytest.raises(RuntimeError):
         export.to_csv(d, tmp_path / "x.csv")
     assert list(tmp_path.glob("x.csv*")) == []

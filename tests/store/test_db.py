@@ -45,8 +45,9 @@ EXPECTED: dict[str, dict[str, str]] = {
         "started_at": "TEXT", "completed_at": "TEXT", "queue_time_s": "REAL", "inference_time_s": "REAL",
         "total_time_s": "REAL", "http_status": "INTEGER", "error_type": "TEXT", "error_message": "TEXT",
         "estimated_cost": "REAL", "response_json": "TEXT", "logs_json": "TEXT", "rerun_of": "TEXT",
-        "created_by": "TEXT", "attempts": "INTEGER",
+        "created_by": "TEXT", "attempts": "INTEGER", "contender_id": "TEXT",
     },
+    "contenders": {"id": "TEXT", "endpoint": "TEXT", "params_json": "TEXT"},
     "result_images": {
         "id": "TEXT", "request_id": "TEXT", "idx": "INTEGER", "fal_url": "TEXT", "storage_backend": "TEXT",
         "storage_path": "TEXT", "sha256": "TEXT", "width": "INTEGER", "height": "INTEGER",
@@ -72,8 +73,10 @@ EXPECTED_INDEXES: dict[str, set[tuple[tuple[str, ...], bool]]] = {
     "requests": {(("batch_id", "created_at"), False), (("batch_id", "status"), False),
                  (("created_at",), False), (("endpoint", "created_at"), False),
                  (("fal_request_id",), False), (("group_id",), False), (("rerun_of",), False),
-                 (("status", "created_at"), False), (("submitted_at",), False)},
-    "result_images": {(("request_id",), False), (("request_id", "idx"), True)},
+                 (("status", "created_at"), False), (("submitted_at",), False),
+                 (("batch_id", "contender_id"), False), (("completed_at",), False)},
+    "result_images": {(("request_id",), False), (("request_id", "idx"), True),
+                      (("metrics_at",), False), (("checked_at",), False)},
     "votes": {(("group_id", "rater"), False), (("rater", "created_at"), False)},
 }
 
@@ -109,7 +112,8 @@ def test_the_store_values_name_every_column_of_their_table():
     assert names(RequestRecord) == set(EXPECTED["requests"])
     assert names(Reference, without=("notes", "existing")) == set(EXPECTED["reference_photos"])
     assert names(ResultImage, without=("metrics",)) | set(METRIC_COLUMNS) == set(EXPECTED["result_images"])
-    assert names(StoredVote, without=("left_endpoint", "right_endpoint")) == set(EXPECTED["votes"])
+    assert names(StoredVote, without=("left_endpoint", "right_endpoint", "left_contender", "right_contender",
+                                      "winner_contender")) == set(EXPECTED["votes"])
 
 
 def test_a_file_at_m001_is_upgraded_without_losing_rows(tmp_path):

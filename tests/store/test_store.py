@@ -301,10 +301,12 @@ def test_history_filters_combine(d, history):
         got(date_from="yesterday")
 
 
-def test_iter_history_chunks_cover_every_row_once(d, history):
+def test_iter_history_csv_chunks_cover_every_row_once(d, history):
     _, ids = history
-    seen = [r.id for chunk in d.iter_history(store.HistoryFilter(), chunk_size=5) for r in chunk]
-    assert seen == ids[::-1]
+    chunks = list(d.iter_history_csv(store.HistoryFilter(), chunk_size=5))
+    assert [len(c) for c in chunks[:-1]] == [5] * (len(chunks) - 1)
+    assert [request_id for chunk in chunks for request_id, _ in chunk] == ids[::-1]
+    assert all(line.startswith(request_id + ",") for chunk in chunks for request_id, line in chunk)
 
 
 def test_last_payload_sent_is_the_newest_sent_abbreviated(d):

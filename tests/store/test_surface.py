@@ -8,7 +8,7 @@ from core.store import Store
 EXPORTED = {
     "ACTIVE_STATUSES", "BATCH_STATUSES", "FINAL_STATUSES", "HEARTBEAT_STALE_S", "MAX_PAGE_SIZE",
     "REFERENCE_ROLES", "REQUEST_STATUSES", "SAME_PERSON_THRESHOLD", "UNFINISHED_STATUSES",
-    "Batch", "BatchProgress", "DiffEntry", "Group", "GroupOutput", "HistoryFilter", "HistoryRow",
+    "Batch", "BatchProgress", "DiffEntry", "Group", "GroupOutput", "HistoryFilter", "HISTORY_CELLS", "TextGuard",
     "ImageMetrics", "ImageToMeasure", "MetricRow", "Page", "PayloadDiff", "Reference",
     "RequestCost", "RequestRecord", "RequestStatus", "ResultImage", "Store", "StoredVote",
     "is_same_person", "open_store", "pick_output", "runner_alive",
@@ -18,7 +18,8 @@ METHODS = {
     # batches and groups
     "create_batch", "get_batch", "list_batches", "get_groups", "batch_requests", "batch_progress",
     "unfinished_batches", "request_cancel", "claim_batch", "heartbeat", "release_batch",
-    "set_stop_reason", "mark_launched", "set_unreachable", "newest_voted_batch", "read_only",
+    "set_stop_reason", "mark_launched", "set_unreachable", "contenders_in", "group_requests",
+    "get_contenders", "save_contenders", "newest_voted_batch", "read_only",
     # requests
     "record_request", "get_request", "mark_submitted", "mark_unsent", "mark_queued", "mark_running",
     "update_queue_position", "mark_completed", "mark_failed", "mark_cancelled", "mark_dry_run",
@@ -27,7 +28,7 @@ METHODS = {
     "add_result_image", "result_images", "image_to_measure", "save_image_metrics", "image_metrics",
     "pending_image_ids", "pending_count", "reset_metrics",
     # history
-    "count_history", "query_history", "iter_history",
+    "count_history", "query_history", "iter_history_csv", "history_contender_ids",
     # votes
     "add_vote", "get_vote", "list_votes", "voted_pairs", "groups_by_id",
     # reference photos
