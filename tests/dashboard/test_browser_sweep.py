@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.dashboard.test_browser import (  # noqa: F401 - fixtures are used by name
-    _images_loaded, _photo, _shot, browser_page, dashboard, fal_url,
+    _go_link, _images_loaded, _open_list, _photo, _shot, browser_page, dashboard, fal_url,
 )
 
 pytestmark = pytest.mark.browser
@@ -43,7 +43,7 @@ def _journey(url, pg) -> None:
     pg.get_by_text("face.jpg stored as face").wait_for()
 
     # Generate: the edit model at 7 and 28 steps, beside schnell: three contenders
-    pg.get_by_role("link", name="Generate").click()
+    _go_link(pg, "Generate")
     pg.get_by_role("heading", name="Generate").wait_for()
     pg.get_by_role("combobox", name="Reference photos (for the edit models)").click()
     pg.get_by_role("option", name="face · face.jpg").first.click()
@@ -52,7 +52,7 @@ def _journey(url, pg) -> None:
     pg.locator("summary", has_text="fal-ai/flux-2/lora/edit").click()
     pg.get_by_text("fal silently drops it").wait_for()  # the edit model's expander is open
     # only the open expander's widgets are in the accessibility tree
-    pg.get_by_role("combobox", name="Try several values of").click()
+    _open_list(pg, pg.get_by_role("combobox", name="Try several values of"))
     pg.get_by_role("option", name="Num Inference Steps").click()
     pg.keyboard.press("Escape")
     values = pg.get_by_role("textbox", name="Num Inference Steps: values, separated by commas")
@@ -65,10 +65,10 @@ def _journey(url, pg) -> None:
     run.scroll_into_view_if_needed()
     _shot(pg, "generate-sweep")
     run.click()
-    pg.get_by_text("3/3 done (completed 3)").wait_for()
+    pg.get_by_text("3 of 3 answered by fal: 3 completed").wait_for(timeout=120_000)
 
     # Compare: the grid, steps on X and the model on Y, the reference beside it
-    pg.get_by_role("link", name="Compare").click()
+    _go_link(pg, "Compare")
     pg.get_by_role("heading", name="Compare").wait_for()
     pg.get_by_role("tab", name="Grid").click()
     pg.get_by_text("X: num inference steps · Y: Model").wait_for()
