@@ -57,7 +57,7 @@ class Settings:
     max_long_edge: int = 2048
     # the detached fidelity-metrics worker (face identity needs dlib: a team may not want it)
     metrics_worker: bool = True
-    # processes that measure fidelity at once (each loads dlib's models, ~150 MB); see
+    # processes that measure fidelity at once (each loads dlib's models, ~190 MB); see
     # core.evaluation.fidelity.MeasuringPool and the README's measurements for the default
     metrics_workers: int = 2
     # how long a batch rides through fal being unreachable before it stops (resumable)

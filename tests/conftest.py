@@ -16,7 +16,7 @@ pytest_plugins: list[str] = ["tests.standins.supabase_fixtures", "tests.standins
 def isolated_env(tmp_path, monkeypatch):
     for name in ("FAL_KEY", "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_BUCKET",
                  "DASHBOARD_CONCURRENCY", "DASHBOARD_MAX_UPLOAD_BYTES", "DASHBOARD_MAX_LONG_EDGE",
-                 "DASHBOARD_OUTAGE_LIMIT_S"):
+                 "DASHBOARD_OUTAGE_LIMIT_S", "DASHBOARD_METRICS_WORKERS"):
         monkeypatch.delenv(name, raising=False)
     # no detached dlib worker outlives a test, and no page start resumes batches behind a test's
     # back; the tests of those features switch them on

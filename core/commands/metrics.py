@@ -2,7 +2,8 @@
 reference and response checks, see core/evaluation/fidelity.py), in this process, and print a summary.
 
 `--retry-failed` and `--recompute outdated|all` make measured rows pending again first.
-`--workers N` measures in N processes (default `DASHBOARD_METRICS_WORKERS`; 1 measures in this one).
+`--workers N` measures in N processes (default `DASHBOARD_METRICS_WORKERS`; 1 measures in this one),
+at this process's niceness (`nice -n 10 python -m core metrics` leaves pages their priority).
 `--worker` is what the dashboard and the batch runner start in the background: it holds the
 worker lock, follows live runners and exits when idle, at a raised niceness (pages keep priority);
 SIGTERM lets it finish the images in flight and exit.
@@ -86,7 +87,8 @@ def _metrics(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{done}/{total}] {m.image_id[:8]} {m.summary()}", flush=True)
 
-    with fidelity.MeasuringPool(settings, workers) if workers > 1 else nullcontext() as pool:
+    # asked for now, so not niced: the pool processes keep this process's niceness
+    with fidelity.MeasuringPool(settings, workers, niceness=0) if workers > 1 else nullcontext() as pool:
         report = fidelity.compute_pending(st, open_storage(settings), batch_id=args.batch_id,
                                           on_image=show, pool=pool)
     print(f"measured {report.measured} image(s), {report.failed} with an error; "

@@ -18,6 +18,11 @@ Invariants:
   directory). The worker measures whatever is pending, oldest first, keeps following while a
   batch has a live runner, and exits after `IDLE_EXIT_S` idle. Pending rows survive a restart:
   the next worker, `python -m core metrics` or a comparison export picks them up.
+- The worker measures in a `MeasuringPool` of `DASHBOARD_METRICS_WORKERS` processes (in itself
+  when that is 1), all at niceness `NICENESS`, so a busy machine still serves pages first. Only
+  the worker (or command) process touches the store: pool processes get a row and a reference's
+  location, and return the outcome. Each process loads the models once and prepares each
+  reference once (`metrics.prepare_reference`); the numbers do not depend on the pool size.
 - It writes only the metrics and check columns of `result_images`, and only through the store
   (`Store.save_image_metrics`, `Store.reset_metrics`); it holds no SQL.
 - Deterministic: the same stored bytes and reference give the same numbers (`core.evaluation.metrics`).
@@ -371,11 +376,12 @@ class MeasuringPool:
     """Processes that measure result images while the caller reads rows and stores outcomes.
 
     Processes, not threads: dlib and numpy hold the interpreter lock in places. Each process runs
-    at `niceness` (pages keep priority), starts on first use, loads the models once and keeps
-    them, with its prepared references, until `close`. Each process holds its own models and
-    references (about 150 MB each). A process that dies (dlib crash, out of memory) breaks the
-    pool: the images it was measuring are measured again one at a time in a new pool, and an
-    image that breaks it alone is recorded as failed, so a pass never loops on it.
+    at `niceness` or more (the caller's, if higher): the background worker's pool leaves pages
+    their priority; `python -m core metrics` passes 0. A process starts on first use, loads the
+    models once and keeps them, with its prepared references, until `close` (about 190 MB each).
+    A process that dies (dlib crash, out of memory) breaks the pool: the images it was measuring
+    are measured again one at a time in a new pool, and an image that breaks it alone is
+    recorded as failed, so a pass never loops on it.
     """
 
     def __init__(self, settings: Settings, workers: int, *, niceness: int = NICENESS,

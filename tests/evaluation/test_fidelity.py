@@ -469,3 +469,38 @@ def test_the_pool_size_is_a_checked_setting(settings):
     out = subprocess.run([sys.executable, "-m", "core", "metrics", "--workers", "0"], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "--workers: must be a whole number from 1 to 32" in out.stderr
+
+
+@pytest.mark.parametrize("output", ["blurred", "mirrored", "no_face", "rgba"])
+def test_a_prepared_reference_measures_what_each_metric_measures_on_the_photo(output):
+    """A pass prepares each reference once; every number must still equal the metric computed
+    from the two photos one by one (face, phash, CIEDE2000, SSIM)."""
+    from PIL import ImageOps
+
+    reference = _astronaut()
+    out = {"blurred": reference.filter(ImageFilter.GaussianBlur(2)).resize((1024, 1024)),
+           "mirrored": ImageOps.mirror(reference), "no_face": _gradient(),
+           "rgba": reference.rotate(4).convert("RGBA")}[output]
+    got = metrics.measure(metrics.prepare_reference(_png(reference)), out, same_framing=True)
+    assert got.face == metrics.face_distance(reference, out)
+    assert got.phash_distance == metrics.phash_distance(reference, out)
+    assert got.ciede2000 == metrics.ciede2000(reference, out)
+    assert got.ssim == metrics.ssim(reference, out)
+
+
+def test_a_reference_dlib_fails_on_gives_error_for_every_output(monkeypatch):
+    """dlib failing on the reference is remembered with the prepared reference: each output then
+    records status "error" with dlib's message, as measuring the photos directly does."""
+    class _Broken:
+        def run(self, *args):
+            raise RuntimeError("Unsupported image type")
+
+    real = metrics._load_models()
+    monkeypatch.setattr(metrics, "_models", metrics._Models(_Broken(), real.predictor, real.encoder))
+    monkeypatch.setattr(metrics, "_descriptors", type(metrics._descriptors)())
+    prepared = metrics.prepare_reference(_astronaut().rotate(2))
+    for out in (_astronaut(), _gradient()):
+        face = metrics.measure(prepared, out, same_framing=False).face
+        assert (face.status, face.faces_reference, face.faces_output) == ("error", 0, 0)
+        assert "Unsupported image type" in face.detail
+        assert face == metrics.face_distance(_astronaut().rotate(2), out)
