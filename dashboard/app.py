@@ -52,6 +52,10 @@ with st.sidebar:
         st.success("fal: **live** — runs are sent and billed.", icon=":material/cloud_done:")
     st.caption(f"Storage: {summary['storage']}")
     st.caption(f"Data: `{summary['data_dir']}`")
+    if _shared.store().read_only:
+        st.warning("**Read-only**: the data directory cannot be written. History, Compare and the "
+                   "Leaderboard work; uploads, runs and votes are refused until it is writable.",
+                   icon=":material/lock:")
     _shared.restore_user()
     st.text_input("Your name", key=_shared.USER_KEY, placeholder="e.g. Ana",
                   help="Recorded with what you upload, run and rate. Kept in this page's address "

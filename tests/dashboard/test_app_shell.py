@@ -44,3 +44,14 @@ def test_display_name_is_remembered_across_pages():
     at.switch_page("history.py").run()
     assert at.sidebar.text_input(key="user_name").value == "Ana"
     assert at.session_state["user_name"] == "Ana"
+
+
+def test_a_read_only_data_directory_is_said_in_the_sidebar(monkeypatch):
+    """The store opens read-only when the data directory cannot be written (tests/test_cli_bad_input.py
+    makes one for real); every page then says so instead of failing on the first write."""
+    from core.store import Store
+
+    monkeypatch.setattr(Store, "read_only", property(lambda self: True))
+    at = open_page("history.py")
+    assert not at.exception
+    assert any("Read-only" in w.value for w in at.sidebar.warning)
