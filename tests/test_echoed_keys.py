@@ -47,6 +47,7 @@ def test_keys_echoed_by_fal_and_supabase_are_found_nowhere(fal_standin, supabase
     supabase_env.fail("upload", "500", times=2)                     # storing result images
     fal_standin.inject("submit", "echo_auth", times=1)                # refused before acceptance
     fal_standin.inject("submit", "echo_auth", times=1, status=500)
+    fal_standin.inject("stream", "echo_auth", times=1)                # the status stream refuses: polls
     fal_standin.inject("status", "echo_auth", times=1)                # a job fal will not report on
     fal_standin.inject("result", "echo_auth", times=2, status=502)
     fal_standin.inject("file", "echo_auth", times=1, status=403)      # an image the CDN refuses

@@ -175,7 +175,8 @@ def test_30_random_kill_and_resume_cycles_lose_nothing_and_pay_nothing_twice(tmp
     assert report.sigkills + report.sigterms >= 20, summary
     assert report.lost == 0 and report.duplicates == 0, summary
     assert report.unconfirmed_after_sigterm == 0 and report.failed_other == 0, summary
-    assert report.unconfirmed <= report.sigkills, summary
+    # a SIGKILL can catch up to `concurrency` POSTs in flight; a SIGTERM drains them all
+    assert report.unconfirmed <= report.sigkills * 4, summary
     assert report.completed + report.unconfirmed == report.requests, summary
 
 

@@ -29,7 +29,7 @@ def test_each_group_of_two_models_is_one_item_with_both_outputs(st):
     for item in items:
         assert {item.left.endpoint, item.right.endpoint} == {SCHNELL, EDIT}
         assert item.left.request_id == by_group[item.group.id][item.left.endpoint].id
-        assert item.left.image.storage_path.endswith("/0.png")
+        assert item.left.image.storage_path.split("/")[-1].startswith("0-")
     assert [i.position for i in items] == [1, 2]
 
 
@@ -132,8 +132,8 @@ def test_stats_votes_use_the_latest_verdict_per_rater_and_carry_the_options(st):
     assert [v.winner for v in votes] == [items[0].left.contender_id, items[1].right.contender_id]
     assert votes[0].factors["pose"] in ("Standing", "Sitting")
     assert {v.factors["pose"] for v in votes} == {"Standing", "Sitting"}
-    rates = {r.model: r for r in stats.win_rates(votes)}
-    assert rates[SCHNELL].wins + rates[EDIT].wins == 2
+    rates = {r.model: r for r in stats.win_rates(votes)}     # per contender (here one per model)
+    assert len(rates) == 2 and sum(r.wins for r in rates.values()) == 2
 
 
 def test_votes_survive_a_new_connection(st, settings):
