@@ -391,6 +391,19 @@ def _four_images(st, storage, settings):
     return batch
 
 
+@pytest.fixture(autouse=True)
+def _no_main_script_for_spawned_processes(monkeypatch):
+    """Streamlit's AppTest (run earlier in the same session) leaves `__main__.__file__` pointing at
+    dashboard/app.py, and multiprocessing's spawn re-runs the parent's main script in every child:
+    the pool would start the dashboard page. In production the pool runs under `python -m core`,
+    whose main multiprocessing never re-runs."""
+    import sys
+
+    main = sys.modules["__main__"]
+    if getattr(main, "__spec__", None) is None:
+        monkeypatch.delattr(main, "__file__", raising=False)
+
+
 def test_a_pool_stores_the_same_numbers_with_models_loaded_once_per_niced_process(env, settings, tmp_path,
                                                                                   monkeypatch):
     """Two pool processes measure four images (faces and not) to exactly the numbers one process
