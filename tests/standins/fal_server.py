@@ -928,10 +928,12 @@ class _Handler(BaseHTTPRequestHandler):
         cut_after = int(fault.params.get("events", 1)) if fault is not None and fault.fault == "cut" else None
         self.send_response(200)
         for name, value in (("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
-                            ("Transfer-Encoding", "chunked"), ("x-fal-request-id", job.request_id)):
+                            ("Transfer-Encoding", "chunked"), ("x-fal-request-id", job.request_id),
+                            ("Connection", "close")):
             self.send_header(name, value)
         self.end_headers()
-        self.close_connection = True   # fal closes the stream after COMPLETED
+        # fal closes the stream after COMPLETED; saying so keeps a client from reusing the socket
+        self.close_connection = True
         sent, last = 0, None
         while self._epoch == self.standin._epoch and not self._client_gone():
             body = self._status_body(job, logs)
