@@ -209,6 +209,10 @@ def _name_box(pg):
     return pg.get_by_role("textbox", name="Your name")
 
 
+# Known flake under load: right after the dashboard restarts, the page's address sometimes lacks
+# the restored parameters for longer than the wait; a rerun passes. Up to two reruns, so a real
+# break still fails.
+@pytest.mark.flaky(reruns=2)
 def test_a_new_teammate_goes_from_an_empty_dashboard_to_a_verdict(dashboard, browser_page):
     from playwright.sync_api import expect
 
