@@ -35,13 +35,6 @@ def ensure_measured() -> None:
         st.caption(f"Metrics worker not started ({e}); run `python -m core metrics`.")
 
 
-def _label(endpoint: str) -> str:
-    try:
-        return registry.get_endpoint(endpoint).label
-    except DashboardError:
-        return endpoint
-
-
 def metrics_tab(batch: store.Batch, groups: list[store.Group],
                 requests: dict[str, list[store.RequestRecord]]) -> None:
     """Compare tab: per group on view, each model's fidelity to the reference and its checks."""
@@ -55,7 +48,7 @@ def metrics_tab(batch: store.Batch, groups: list[store.Group],
             for image in images[r.id]:
                 m = image.metrics
                 rows.append({
-                    "seed": g.seed, "model": _label(r.endpoint) + (" (re-run)" if r.rerun_of else ""),
+                    "seed": g.seed, "model": registry.endpoint_label(r.endpoint) + (" (re-run)" if r.rerun_of else ""),
                     "image": image.idx,
                     "face": m.face_status,
                     "face distance": m.face_distance,

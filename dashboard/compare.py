@@ -29,7 +29,6 @@ _GROUP_KEYS = ("prompt", "seed", "image_size", "image_urls", "image_url")
 
 state = st.session_state
 records = _shared.store()
-endpoints = {e.id: e for e in registry.list_endpoints()}
 
 st.title("Compare")
 
@@ -86,7 +85,7 @@ def _reference_tile(reference_id: str) -> None:
 
 
 def _model_cell(req: store.RequestRecord, images: list[store.ResultImage]) -> None:
-    name = endpoints[req.endpoint].label if req.endpoint in endpoints else req.endpoint
+    name = registry.endpoint_label(req.endpoint)
     st.markdown(f"**{labels.get(req.contender_id or '', name)}** {_widgets.status_badge(req.status)}"
                 + (f" :gray-badge[re-run of {req.rerun_of[:8]}]" if req.rerun_of else ""))
     if images:

@@ -111,7 +111,7 @@ varying = explain.varying_options(r.options for r in page.rows)
 table = pd.DataFrame([{
     "image": _thumb_uri(r.id),
     "created": _shared.short_time(r.created_at),
-    "model": endpoints[r.endpoint].label if r.endpoint in endpoints else r.endpoint,
+    "model": registry.endpoint_label(r.endpoint),
     "status": ("dry run — not sent" if r.status == RequestStatus.DRY_RUN
                else "cancelled — not sent" if r.status == RequestStatus.CANCELLED and explain.never_sent(r)
                else r.status),
@@ -158,7 +158,7 @@ with p2:
 def _label(r: store.RequestRecord) -> str:
     """Short enough not to be cut in the picker, and unique: the varying options (the pose…) and the
     id tell apart requests of one model and seed."""
-    model = endpoints[r.endpoint].label if r.endpoint in endpoints else r.endpoint
+    model = registry.endpoint_label(r.endpoint)
     opts = [f"{r.options[k]}" for k in varying if k in r.options]
     return " · ".join([r.id[:8], model, f"seed {r.seed}", *opts,
                        "dry run" if r.status == RequestStatus.DRY_RUN else r.status])
@@ -198,7 +198,7 @@ if detail_id and diff_id:
 if detail_id:
     r = records.get_request(detail_id)
     with st.container(border=True):
-        st.markdown(f"### {endpoints[r.endpoint].label if r.endpoint in endpoints else r.endpoint} "
+        st.markdown(f"### {registry.endpoint_label(r.endpoint)} "
                     f"{_widgets.status_badge(r.status)}")
         st.caption(f"request `{r.id}` · {r.endpoint} · created {_shared.short_time(r.created_at)}"
                    + (f" by {r.created_by}" if r.created_by else "")

@@ -29,14 +29,13 @@ METRICS = {"face_distance": f"Face distance (under {SAME_PERSON_THRESHOLD} = sam
 
 state = st.session_state
 records = _shared.store()
-endpoints = {e.id: e for e in registry.list_endpoints()}
 
 
 def _label(key: str) -> str:
     """A contender's label (a model's, for a key that is an endpoint)."""
     if key in selection.labels:
         return selection.labels[key]
-    return endpoints[key].label if key in endpoints else key
+    return registry.endpoint_label(key)
 
 
 def _money(value: float | None) -> str:

@@ -27,11 +27,6 @@ VERDICT_BUTTONS = (
 
 state = st.session_state
 records = _shared.store()
-endpoints = {e.id: e for e in registry.list_endpoints()}
-
-
-def _label(endpoint: str) -> str:
-    return endpoints[endpoint].label if endpoint in endpoints else endpoint
 
 
 st.title("Review")
@@ -55,7 +50,7 @@ labels = contenders.labels(records.contenders_in(batch_id=batch_id))
 
 def _who(contender_id: str | None, endpoint: str) -> str:
     """A side's contender label (its model's label for a request stored without one)."""
-    return labels.get(contender_id or "", _label(endpoint))
+    return labels.get(contender_id or "", registry.endpoint_label(endpoint))
 
 
 def _vote(item: review.ReviewItem, verdict: str) -> None:

@@ -210,6 +210,13 @@ def get_endpoint(endpoint_id: str) -> Endpoint:
     return _entry(endpoint_id).endpoint
 
 
+def endpoint_label(endpoint_id: str) -> str:
+    """The endpoint's readable label; an endpoint no longer in the registry (an old batch's)
+    shows as its id, so a page never fails on old rows."""
+    entry = _entries().get(endpoint_id)
+    return entry.endpoint.label if entry else endpoint_id
+
+
 def preset_params(endpoint_id: str) -> dict[str, Any]:
     """The team preset for this endpoint: each value its schema allows; a value it does not allow
     (e.g. 7 steps on flux/dev/image-to-image, range 10-50) is left out so the endpoint's default applies."""
