@@ -128,14 +128,11 @@ class RequestsMixin(_Base):
     def mark_completed(self, request_id: str, *, response: Any, http_status: int | None = 200,
                        inference_time_s: float | None = None, logs: Any = None) -> bool:
         """The result is in and its images are stored. Timings: total = submit -> now; queue time =
-        submit -> IN_PROGRESS seen, else total minus inference time."""
+        submit -> IN_PROGRESS seen, else total minus `inference_time_s` (fal's `timings.inference`,
+        read from the response by the fal client: the store does not parse fal's bodies)."""
         rec = self.get_request(request_id)
         done = now()
         total = seconds_between(rec.submitted_at, done)
-        if inference_time_s is None and isinstance(response, Mapping):
-            timings = response.get("timings")
-            if isinstance(timings, Mapping) and isinstance(timings.get("inference"), (int, float)):
-                inference_time_s = float(timings["inference"])
         queue_time = rec.queue_time_s
         if queue_time is None and total is not None and inference_time_s is not None:
             queue_time = max(0.0, round(total - inference_time_s, 6))

@@ -93,7 +93,8 @@ def test_detail_shows_payload_as_sent_response_abbreviated_timings_and_error():
     conn.mark_queued(r.id, fal_request_id="fal-123", status_url="http://x/s",
                       response_url="http://x/r", cancel_url="http://x/c")
     data_uri = "data:image/png;base64," + "A" * 4000
-    conn.mark_completed(r.id, response={"images": [{"url": data_uri}], "timings": {"inference": 1.5}})
+    conn.mark_completed(r.id, response={"images": [{"url": data_uri}], "timings": {"inference": 1.5}},
+                        inference_time_s=1.5)
 
     at = open_page("history.py")
     at.selectbox(key="hist_detail").set_value(r.id).run()

@@ -69,12 +69,12 @@ def test_lifecycle_records_each_step_and_timings(d):
                              cancel_url="http://c", queue_position=3)
     assert d.mark_running(rec.id, logs=[{"message": "step 1"}])
     response = {"images": [{"url": "https://x/1.jpg"}], "timings": {"inference": 0.8}}
-    assert d.mark_completed(rec.id, response=response)
+    assert d.mark_completed(rec.id, response=response, inference_time_s=0.8)
     got = d.get_request(rec.id)
     assert got.status == "completed" and got.is_final
     assert got.fal_request_id == "fal-1" and got.queue_position == 3 and got.cancel_url == "http://c"
     assert got.submitted_at <= got.queued_at <= got.started_at <= got.completed_at
-    assert got.inference_time_s == 0.8            # from the response timings
+    assert got.inference_time_s == 0.8
     assert got.queue_time_s is not None and got.queue_time_s >= 0
     assert got.total_time_s >= got.queue_time_s
     assert got.response == response and got.http_status == 200 and got.attempts == 1
