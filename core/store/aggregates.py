@@ -50,6 +50,21 @@ class AggregatesMixin(_Base):
                 out.setdefault(group_id, {})[key] = GroupOutput(group_id, picked[0].endpoint, *picked)
         return out
 
+    def output_contenders(self, batch_id: str) -> list[tuple[str, tuple[str, ...]]]:
+        """Every group of the batch in planning order, with the contenders (contender id, else
+        endpoint) that have an output in it by `values.pick_output`'s rule (a completed request
+        whose idx-0 image is stored), sorted: who Review can pair, without reading a request row."""
+        have: dict[str, list[str]] = {}
+        for group_id, key in self.db.execute(
+                "SELECT r.group_id, coalesce(nullif(r.contender_id, ''), r.endpoint) FROM requests r "
+                "JOIN result_images i ON i.request_id = r.id AND i.idx = 0 "
+                "WHERE r.batch_id = ? AND r.group_id IS NOT NULL AND r.status = ? "
+                "AND coalesce(i.storage_path, '') != '' GROUP BY 1, 2",
+                [batch_id, RequestStatus.COMPLETED]):
+            have.setdefault(group_id, []).append(key)
+        return [(g, tuple(sorted(have.get(g, ())))) for (g,) in self.db.execute(
+            "SELECT id FROM groups WHERE batch_id = ? ORDER BY created_at, rowid", [batch_id])]
+
     def data_version(self, *, batch_id: str | None = None) -> tuple[Any, ...]:
         """A cheap stamp that changes whenever requests, their final states, images, metrics or
         votes of this selection can have changed: pages cache aggregates by it. Reads only the

@@ -36,7 +36,7 @@ METHODS = {
     "reference_path_named",
     "archive_reference",
     # the comparison's reads
-    "group_outputs", "data_version", "request_costs", "metric_rows", "comparison_models",
+    "group_outputs", "output_contenders", "data_version", "request_costs", "metric_rows", "comparison_models",
     "batch_names", "count_groups",
     "close",
 }
