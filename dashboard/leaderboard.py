@@ -82,7 +82,7 @@ batch_id = None if choice == ALL else choice
 version = comparison.data_version(records, batch_id=batch_id)
 
 
-# The aggregates read every request and image of the selection: computed once per data version.
+# The figures read every vote, request and image of the selection once: computed once per data version.
 @st.cache_data(max_entries=16, show_spinner="Aggregating…")
 def _aggregate(name: str, db_path: str, batch: str | None, version: tuple) -> Any:  # noqa: ARG001 - cache key
     records = open_store(db_path, migrate=False)
@@ -95,7 +95,8 @@ def _aggregate(name: str, db_path: str, batch: str | None, version: tuple) -> An
 def _cached(name: str) -> Any:
     return _aggregate(name, str(_shared.settings().db_path), batch_id, version)
 _metrics_views.ensure_measured()
-selection: comparison.Contenders = _cached("selection_contenders")
+figures: comparison.Figures = _cached("figures")
+selection = figures.selection
 
 
 def _comparison_csv(db_path, batch) -> bytes:
@@ -116,7 +117,7 @@ dl.download_button(
 
 # ---------------------------------------------------------------------------- votes
 
-board = comparison.leaderboard(records, batch_id=batch_id, selection=selection)
+board = figures.board
 st.header("Blind review")
 if board.votes == 0:
     st.info("No votes yet: judge pairs on the Review page.", icon=":material/rate_review:")
@@ -194,7 +195,7 @@ else:
 
 # ---------------------------------------------------------------------------- swept settings
 
-axes = _cached("axis_summary")
+axes = figures.axes
 if axes:
     st.header("What each setting buys")
     st.caption("Per swept setting: win rate (votes between contenders differing in it alone), fidelity "
@@ -218,7 +219,7 @@ if axes:
 # ---------------------------------------------------------------------------- fidelity
 
 st.header("Fidelity to the reference")
-fid = _cached("fidelity_by_model")
+fid = figures.fidelity
 if not fid:
     st.info("No result images yet.", icon=":material/straighten:")
 else:
@@ -247,7 +248,7 @@ else:
         "face distance (median)": st.column_config.NumberColumn(format="%.3f"),
         "ΔE2000 (median)": st.column_config.NumberColumn(format="%.1f"),
         "SSIM (median)": st.column_config.NumberColumn(format="%.3f")})
-    frame = _cached("metrics_frame")
+    frame = figures.metrics
     metric = st.selectbox("Distribution of", list(METRICS), key="lb_metric", format_func=METRICS.get)
     shown = frame[frame[metric].notna()].assign(model=lambda f: f["contender"])
     if shown.empty:
@@ -264,7 +265,7 @@ else:
 # ---------------------------------------------------------------------------- cost and latency
 
 st.header("Cost and latency")
-costs = _cached("model_costs")
+costs = figures.costs
 if not costs:
     st.info("No requests yet.", icon=":material/payments:")
 else:

@@ -107,8 +107,10 @@ class Leaderboard:
 
 
 def leaderboard(st: Store, *, batch_id: str | None = None,
-                selection: Contenders | None = None) -> Leaderboard:
-    votes = review.stats_votes(st, batch_id=batch_id)
+                selection: Contenders | None = None,
+                votes: Sequence[stats.Vote] | None = None) -> Leaderboard:
+    """`votes`: the selection's `review.stats_votes` when already read (`figures`)."""
+    votes = review.stats_votes(st, batch_id=batch_id) if votes is None else list(votes)
     selection = selection or selection_contenders(st, batch_id=batch_id)
     breakdowns = {}
     for factor in BREAKDOWN_FACTORS:
@@ -180,10 +182,10 @@ def data_version(st: Store, *, batch_id: str | None = None) -> tuple[Any, ...]:
     return st.data_version(batch_id=batch_id)
 
 
-def _judgements(st: Store, batch_id: str | None) -> dict[str, list[int]]:
+def _judgements(latest: Sequence[StoredVote]) -> dict[str, list[int]]:
     """Per request id shown in a vote: [good, bad] counts over the latest votes."""
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for v in review.latest_votes(st.list_votes(batch_id=batch_id)):
+    for v in latest:
         for side, rid in (("left", v.left_request_id), ("right", v.right_request_id)):
             good = v.verdict == side or v.verdict == "both_good"
             out[rid][0 if good else 1] += 1
@@ -192,9 +194,13 @@ def _judgements(st: Store, batch_id: str | None) -> dict[str, list[int]]:
 
 def model_costs(st: Store, *, batch_id: str | None = None) -> list[ModelCost]:
     """Cost and latency per contender, in the order contenders first appear."""
-    rows = st.request_costs(batch_id=batch_id)
-    judged = _judgements(st, batch_id)
-    labels = _labels(st, batch_id, rows)
+    return _model_costs(st, st.request_costs(batch_id=batch_id),
+                        review.latest_votes(st.list_votes(batch_id=batch_id)))
+
+
+def _model_costs(st: Store, rows: Sequence[RequestCost], latest: Sequence[StoredVote]) -> list[ModelCost]:
+    judged = _judgements(latest)
+    labels = _labels(st, None, rows)
     by_model: dict[str, list[RequestCost]] = {}
     for row in rows:
         by_model.setdefault(row.contender_id or row.endpoint, []).append(row)
@@ -256,11 +262,14 @@ class ModelFidelity:
 def metrics_frame(st: Store, *, batch_id: str | None = None) -> pd.DataFrame:
     """One row per result image of completed requests: endpoint, ids and the stored metrics and
     checks (for charts). `same_person` is the store's rule (`is_same_person`)."""
+    return _metrics_frame(st, st.metric_rows(batch_id=batch_id))
+
+
+def _metrics_frame(st: Store, rows: Sequence[MetricRow]) -> pd.DataFrame:
     import pandas as pd
 
-    rows = st.metric_rows(batch_id=batch_id)
     frame = pd.DataFrame(rows, columns=list(MetricRow._fields))
-    labels = _labels(st, batch_id, rows)
+    labels = _labels(st, None, rows)
     frame["contender_id"] = frame["contender_id"].fillna(frame["endpoint"])
     frame["contender"] = [labels.get(c) or contenders_mod.model_label(e)
                           for c, e in zip(frame["contender_id"], frame["endpoint"])]
@@ -270,7 +279,11 @@ def metrics_frame(st: Store, *, batch_id: str | None = None) -> pd.DataFrame:
 
 
 def fidelity_by_model(st: Store, *, batch_id: str | None = None) -> list[ModelFidelity]:
-    frame = metrics_frame(st, batch_id=batch_id)
+    return fidelity_from_frame(metrics_frame(st, batch_id=batch_id))
+
+
+def fidelity_from_frame(frame: pd.DataFrame) -> list[ModelFidelity]:
+    """`fidelity_by_model` of the selection whose `metrics_frame` this is."""
     out = []
     for key, part in frame.groupby("contender_id", sort=False):
         ok = part[part["face_status"] == "ok"]
@@ -319,10 +332,15 @@ def axis_summary(st: Store, *, batch_id: str | None = None) -> list[AxisValue]:
     selection = selection_contenders(st, batch_id=batch_id)
     if not selection.axes:
         return []
-    votes = review.stats_votes(st, batch_id=batch_id)
+    return _axis_summary(selection, review.stats_votes(st, batch_id=batch_id),
+                         st.request_costs(batch_id=batch_id), st.metric_rows(batch_id=batch_id))
+
+
+def _axis_summary(selection: Contenders, votes: Sequence[stats.Vote], costs: Sequence[RequestCost],
+                  metrics: Sequence[MetricRow]) -> list[AxisValue]:
+    if not selection.axes:
+        return []
     settings = contenders_mod.settings(selection.items)
-    costs = st.request_costs(batch_id=batch_id)
-    metrics = st.metric_rows(batch_id=batch_id)
     out: list[AxisValue] = []
     for axis in selection.axes:
         title = _axis_title(axis, selection)
@@ -346,6 +364,35 @@ def axis_summary(st: Store, *, batch_id: str | None = None) -> list[AxisValue]:
                 inference_median_s=stats.summarise(r.inference_time_s for r in done)["median"],
                 total_median_s=stats.summarise(r.total_time_s for r in done)["median"]))
     return out
+
+
+# ---------------------------------------------------------------------------- the page's figures
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Everything the Leaderboard shows of a selection, each exactly as its own function gives
+    it (`selection_contenders`, `leaderboard`, `axis_summary`, `fidelity_by_model`,
+    `metrics_frame`, `model_costs`), from one read of the votes, requests and metrics."""
+    selection: Contenders
+    board: Leaderboard
+    axes: list[AxisValue]
+    fidelity: list[ModelFidelity]
+    metrics: pd.DataFrame
+    costs: list[ModelCost]
+
+
+def figures(st: Store, *, batch_id: str | None = None) -> Figures:
+    selection = selection_contenders(st, batch_id=batch_id)
+    latest = review.latest_votes(st.list_votes(batch_id=batch_id))
+    votes = review.stats_votes(st, batch_id=batch_id, latest=latest)
+    costs = st.request_costs(batch_id=batch_id)
+    metric_rows = st.metric_rows(batch_id=batch_id)
+    frame = _metrics_frame(st, metric_rows)
+    return Figures(
+        selection=selection, board=leaderboard(st, batch_id=batch_id, selection=selection, votes=votes),
+        axes=_axis_summary(selection, votes, costs, metric_rows), fidelity=fidelity_from_frame(frame),
+        metrics=frame, costs=_model_costs(st, costs, latest))
 
 
 # ---------------------------------------------------------------------------- comparison CSV

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -266,10 +266,12 @@ def latest_votes(votes: Iterable[StoredVote]) -> list[StoredVote]:
     return [v for v in votes if id(v) in keep]
 
 
-def stats_votes(st: Store, *, batch_id: str | None = None) -> list[stats.Vote]:
+def stats_votes(st: Store, *, batch_id: str | None = None,
+                latest: Sequence[StoredVote] | None = None) -> list[stats.Vote]:
     """The unblinded votes for `core.evaluation.stats` (their "models" are contender ids), each
-    rater's latest per item, with the group's prompt options as factors (pose, style, lighting, angle, aspect_ratio, ...)."""
-    votes = latest_votes(st.list_votes(batch_id=batch_id))
+    rater's latest per item, with the group's prompt options as factors (pose, style, lighting, angle, aspect_ratio, ...).
+    `latest`: the selection's `latest_votes` when already read."""
+    votes = latest_votes(st.list_votes(batch_id=batch_id)) if latest is None else list(latest)
     groups = st.groups_by_id(sorted({v.group_id for v in votes}))
     options = {gid: {k: str(v) for k, v in g.options.items() if v is not None} for gid, g in groups.items()}
     return [stats.vote_from_verdict(v.group_id, v.rater.casefold(), *vote_sides(v),
