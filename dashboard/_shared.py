@@ -174,7 +174,17 @@ def _warm() -> None:
     from core.catalog import registry
 
     registry.list_endpoints()
-    alt.Chart(pd.DataFrame({"x": [0]})).mark_point().encode(x="x:Q").to_dict()
+    # altair builds each channel's and mark's validator on first use: the Leaderboard's kinds
+    frame = pd.DataFrame({"m": ["a"], "v": [0.5], "lo": [0.4], "hi": [0.6], "k": ["x"]})
+    base = alt.Chart(frame)
+    alt.layer(
+        base.mark_bar().encode(x=alt.X("m:N", axis=alt.Axis(labelAngle=0)), y=alt.Y("v:Q", scale=alt.Scale(
+            domain=[0, 1])), color=alt.Color("k:N"), xOffset=alt.XOffset("k:N"),
+            tooltip=["m", alt.Tooltip("v:Q", format=".0%")]),
+        base.mark_rule().encode(x="m:N", y="lo:Q", y2="hi:Q"),
+    ).properties(height=10).to_dict()
+    base.mark_boxplot(extent="min-max").encode(x="m:N", y="v:Q").to_dict()
+    base.mark_bar().encode(x="m:N", y="v:Q", column=alt.Column("k:N")).properties(width=10).to_dict()
 
 
 @st.cache_resource(show_spinner=False)
