@@ -70,8 +70,7 @@ st.title("Leaderboard")
 batches = records.list_batches(limit=200)
 names = {ALL: "all batches", **{b.id: f"{b.name} · {_shared.short_time(b.created_at)}" for b in batches}}
 if state.get("lb_batch") not in names:
-    # the batch with the newest vote, else the newest batch: "all batches" aggregates the whole
-    # history (seconds at 100k requests)
+    # the batch with the newest vote, else the newest batch: the one being reviewed
     voted = records.newest_voted_batch()
     state.lb_batch = voted if voted in names else (batches[0].id if batches else ALL)
 pick, every, dl = st.columns([3, 1, 1], vertical_alignment="bottom")
@@ -82,7 +81,8 @@ batch_id = None if choice == ALL else choice
 version = comparison.data_version(records, batch_id=batch_id)
 
 
-# The figures read every vote, request and image of the selection once: computed once per data version.
+# The figures read every vote, request and image of the selection once (over every batch: each
+# batch's figures kept in the store, merged): computed once per data version.
 @st.cache_data(max_entries=16, show_spinner="Aggregating…")
 def _aggregate(name: str, db_path: str, batch: str | None, version: tuple) -> Any:  # noqa: ARG001 - cache key
     records = open_store(db_path, migrate=False)

@@ -37,7 +37,9 @@ METHODS = {
     "archive_reference",
     # the comparison's reads
     "group_outputs", "output_contenders", "data_version", "request_costs", "metric_rows", "comparison_models",
-    "batch_names", "count_groups",
+    "batch_names", "count_groups", "first_appearances",
+    # each batch's Leaderboard figures, for "all batches"
+    "batch_stamps", "stored_figures", "save_figures",
     "close",
 }
 
