@@ -165,26 +165,15 @@ def resume_orphans_once() -> str:
 
 
 def _warm() -> None:
-    """Import what the data pages need and build the model catalogue: about 2 s of one core at
-    100,000 requests' worth of pages, paid otherwise by whoever first opens the Leaderboard
-    (altair, its schema validator) or a page naming models (the endpoint schemas)."""
-    import altair as alt
-    import pandas as pd
+    """Import what the data pages need and build the model catalogue: about a second of one core,
+    paid otherwise by whoever first opens a page with a table (pandas) or naming models (the
+    endpoint schemas) after a server start."""
+    import pandas  # noqa: F401
+    import pyarrow  # noqa: F401
 
     from core.catalog import registry
 
     registry.list_endpoints()
-    # altair builds each channel's and mark's validator on first use: the Leaderboard's kinds
-    frame = pd.DataFrame({"m": ["a"], "v": [0.5], "lo": [0.4], "hi": [0.6], "k": ["x"]})
-    base = alt.Chart(frame)
-    alt.layer(
-        base.mark_bar().encode(x=alt.X("m:N", axis=alt.Axis(labelAngle=0)), y=alt.Y("v:Q", scale=alt.Scale(
-            domain=[0, 1])), color=alt.Color("k:N"), xOffset=alt.XOffset("k:N"),
-            tooltip=["m", alt.Tooltip("v:Q", format=".0%")]),
-        base.mark_rule().encode(x="m:N", y="lo:Q", y2="hi:Q"),
-    ).properties(height=10).to_dict()
-    base.mark_boxplot(extent="min-max").encode(x="m:N", y="v:Q").to_dict()
-    base.mark_bar().encode(x="m:N", y="v:Q", column=alt.Column("k:N")).properties(width=10).to_dict()
 
 
 @st.cache_resource(show_spinner=False)

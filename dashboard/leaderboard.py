@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -50,20 +49,33 @@ def _rates_frame(rates) -> pd.DataFrame:
     } for r in rates])
 
 
-def _rate_chart(frame: pd.DataFrame, *, colour: str | None = None, x: str = "model") -> alt.LayerChart:
-    base = alt.Chart(frame)
-    enc = {"color": alt.Color(f"{colour}:N", title=None)} if colour else {}
-    offset = {"xOffset": alt.XOffset(f"{colour}:N")} if colour else {}
-    bars = base.mark_bar(opacity=0.75).encode(
-        x=alt.X(f"{x}:N", title=None, axis=alt.Axis(labelAngle=0, labelLimit=0)),
-        y=alt.Y("win rate:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title="win rate (bar: 95% Wilson interval)")),
-        tooltip=[x, *( [colour] if colour else []), alt.Tooltip("win rate:Q", format=".0%"),
-                 alt.Tooltip("low:Q", format=".0%"), alt.Tooltip("high:Q", format=".0%"), "wins", "losses", "ties"],
-        **enc, **offset)
-    bars_ci = base.mark_rule(strokeWidth=2, color="black").encode(
-        x=alt.X(f"{x}:N"), y=alt.Y("low:Q", title=None), y2="high:Q", **offset)
-    half = alt.Chart(pd.DataFrame({"y": [0.5]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.Y("y:Q", title=None))
-    return alt.layer(bars, bars_ci, half).properties(height=260)
+def _n(field: str, **extra: Any) -> dict[str, Any]:
+    return {"field": field, "type": "nominal", **extra}
+
+
+def _q(field: str, **extra: Any) -> dict[str, Any]:
+    return {"field": field, "type": "quantitative", **extra}
+
+
+# Charts are Vega-Lite specs written out: altair would validate every channel on every rerun
+# (0.2-0.3 s per page view) for the same spec.
+def _rate_chart(*, colour: str | None = None, x: str = "model") -> dict[str, Any]:
+    """Win rates as bars with their Wilson interval as a rule, a dashed line at 50%."""
+    enc = {"color": _n(colour, title=None)} if colour else {}
+    offset = {"xOffset": _n(colour)} if colour else {}
+    tooltip = [_n(x), *([_n(colour)] if colour else []), _q("win rate", format=".0%"), _q("low", format=".0%"),
+               _q("high", format=".0%"), _q("wins"), _q("losses"), _q("ties")]
+    return {"height": 260, "layer": [
+        {"mark": {"type": "bar", "opacity": 0.75}, "encoding": {
+            "x": _n(x, title=None, axis={"labelAngle": 0, "labelLimit": 0}),
+            "y": _q("win rate", scale={"domain": [0, 1]},
+                    axis={"format": "%", "title": "win rate (bar: 95% Wilson interval)"}),
+            "tooltip": tooltip, **enc, **offset}},
+        {"mark": {"type": "rule", "color": "black", "strokeWidth": 2},
+         "encoding": {"x": _n(x), "y": _q("low", title=None), "y2": {"field": "high"}, **offset}},
+        {"data": {"values": [{"y": 0.5}]}, "mark": {"type": "rule", "strokeDash": [4, 4], "color": "gray"},
+         "encoding": {"y": _q("y", title=None)}},
+    ]}
 
 
 st.title("Leaderboard")
@@ -129,7 +141,7 @@ else:
     m[3].metric("Best (Bradley-Terry)", _label(board.ranking[0]) if board.ranking else "—")
     rates = _rates_frame(board.win_rates)
     rates["strength (BT)"] = [board.strengths.get(r.model) for r in board.win_rates]
-    st.altair_chart(_rate_chart(rates), width="stretch", key="lb_rates_chart")
+    st.vega_lite_chart(rates, _rate_chart(), width="stretch", key="lb_rates_chart")
     # full width under the chart: every column, the model names uncut, no sideways scrolling
     st.dataframe(_shared.table(rates.drop(columns=["low", "high"]).assign(
         **{"95% interval": [f"{lo:.0%}–{hi:.0%}" for lo, hi in zip(rates["low"], rates["high"])]})),
@@ -164,7 +176,8 @@ else:
             frame.insert(0, "value", value)
             parts.append(frame)
         by_value = pd.concat(parts, ignore_index=True)
-        st.altair_chart(_rate_chart(by_value, colour="model", x="value"), width="stretch", key="lb_factor_chart")
+        st.vega_lite_chart(by_value, _rate_chart(colour="model", x="value"), width="stretch",
+                           key="lb_factor_chart")
         st.dataframe(_shared.table(by_value), hide_index=True, width="stretch", key="lb_factor_table", column_config={
             "win rate": st.column_config.NumberColumn(format="percent"),
             "low": st.column_config.NumberColumn(format="percent"),
@@ -250,17 +263,19 @@ else:
         "SSIM (median)": st.column_config.NumberColumn(format="%.3f")})
     frame = figures.metrics
     metric = st.selectbox("Distribution of", list(METRICS), key="lb_metric", format_func=METRICS.get)
-    shown = frame[frame[metric].notna()].assign(model=lambda f: f["contender"])
+    measured = frame[metric].notna()
+    shown = pd.DataFrame({"model": frame["contender"][measured], metric: frame[metric][measured]})
     if shown.empty:
         st.caption("No measured value for this metric yet.")
     else:
-        chart = alt.Chart(shown).mark_boxplot(extent="min-max").encode(
-            x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=0)),
-            y=alt.Y(f"{metric}:Q", title=METRICS[metric]), color=alt.Color("model:N", legend=None))
+        box = {"mark": {"type": "boxplot", "extent": "min-max"}, "encoding": {
+            "x": _n("model", title=None, axis={"labelAngle": 0}), "y": _q(metric, title=METRICS[metric]),
+            "color": _n("model", legend=None)}}
         if metric == "face_distance":
-            chart = alt.layer(chart, alt.Chart(pd.DataFrame({"y": [SAME_PERSON_THRESHOLD]})).mark_rule(
-                strokeDash=[4, 4], color="red").encode(y="y:Q"))
-        st.altair_chart(chart.properties(height=260), width="stretch", key="lb_metric_chart")
+            box = {"layer": [box, {"data": {"values": [{"y": SAME_PERSON_THRESHOLD}]},
+                                   "mark": {"type": "rule", "strokeDash": [4, 4], "color": "red"},
+                                   "encoding": {"y": _q("y")}}]}
+        st.vega_lite_chart(shown, {"height": 260, **box}, width="stretch", key="lb_metric_chart")
 
 # ---------------------------------------------------------------------------- cost and latency
 
@@ -292,12 +307,11 @@ else:
                             for c in costs for phase, summary in (("queue", c.queue_s), ("inference", c.inference_s))
                             for stat in ("median", "p90") if summary[stat] is not None])
     if not latency.empty:
-        st.altair_chart(alt.Chart(latency).mark_bar().encode(
-            x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=0, labelLimit=0)), xOffset="statistic:N",
-            y=alt.Y("seconds:Q"), color=alt.Color("statistic:N", title=None),
-            column=alt.Column("phase:N", title=None),
-            tooltip=["model", "phase", "statistic", alt.Tooltip("seconds:Q", format=".2f")],
-        ).properties(height=220, width=220), key="lb_latency_chart")
+        st.vega_lite_chart(latency, {"height": 220, "width": 220, "mark": {"type": "bar"}, "encoding": {
+            "x": _n("model", title=None, axis={"labelAngle": 0, "labelLimit": 0}), "xOffset": _n("statistic"),
+            "y": _q("seconds"), "color": _n("statistic", title=None), "column": _n("phase", title=None),
+            "tooltip": [_n("model"), _n("phase"), _n("statistic"), _q("seconds", format=".2f")]}},
+            key="lb_latency_chart")
 
 _shared.next_step("generate.py", "try another batch on Generate",
                   "Change an option or a parameter where a model loses, run it, and review it again.")
