@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 from typing import Any
 
 import streamlit as st
@@ -161,6 +162,31 @@ def resume_orphans_once() -> str:
     restarted) get a runner again, unless `auto_resume` is off. Returns what to tell, or ""."""
     s = settings()
     return _resume_orphans(str(s.db_path), s)
+
+
+def _warm() -> None:
+    """Import what the data pages need and build the model catalogue: about a second of one core,
+    paid otherwise by whoever first opens a page with a table (pandas) or naming models (the
+    endpoint schemas) after a server start."""
+    import pandas  # noqa: F401
+    import pyarrow  # noqa: F401
+
+    from core.catalog import registry
+
+    registry.list_endpoints()
+
+
+@st.cache_resource(show_spinner=False)
+def _warming() -> threading.Thread:
+    thread = threading.Thread(target=_warm, name="dashboard-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_up() -> None:
+    """Once per server process, on its first page run: `_warm` in a background thread, so the
+    first visitor's page is not held up by it and the next page finds everything loaded."""
+    _warming()
 
 
 FIRST_STEPS = (

@@ -6,7 +6,8 @@ with whatever the person runs, uploads or rates. The name is kept in the browser
 query parameter of the address), so it survives reloads and dashboard restarts; the server never
 guesses it. Until someone has voted, the sidebar lists the first steps.
 
-Once per server process (not per page view) batches a runner left unfinished without a stated
+Once per server process (not per page view) the heavy imports of the data pages are loaded in a
+background thread (`_shared.warm_up`), and batches a runner left unfinished without a stated
 reason get a runner again (`core.batches.service.resume_orphans`), unless `auto_resume` is off.
 The favicon is an emoji, not a Material Symbols icon: Streamlit fetches those from a Google font
 host, and the dashboard contacts no host but itself.
@@ -61,6 +62,7 @@ with st.sidebar:
                   help="Recorded with what you upload, run and rate. Kept in this page's address "
                        "(?user=…), so a reload or a bookmark keeps it.")
     _shared.remember_user()
+    _shared.warm_up()
     resumed = _shared.resume_orphans_once()
     if resumed:
         st.caption(resumed)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -49,28 +48,40 @@ def _rates_frame(rates) -> pd.DataFrame:
     } for r in rates])
 
 
-def _rate_chart(frame: pd.DataFrame, *, colour: str | None = None, x: str = "model") -> alt.LayerChart:
-    base = alt.Chart(frame)
-    enc = {"color": alt.Color(f"{colour}:N", title=None)} if colour else {}
-    offset = {"xOffset": alt.XOffset(f"{colour}:N")} if colour else {}
-    bars = base.mark_bar(opacity=0.75).encode(
-        x=alt.X(f"{x}:N", title=None, axis=alt.Axis(labelAngle=0, labelLimit=0)),
-        y=alt.Y("win rate:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title="win rate (bar: 95% Wilson interval)")),
-        tooltip=[x, *( [colour] if colour else []), alt.Tooltip("win rate:Q", format=".0%"),
-                 alt.Tooltip("low:Q", format=".0%"), alt.Tooltip("high:Q", format=".0%"), "wins", "losses", "ties"],
-        **enc, **offset)
-    bars_ci = base.mark_rule(strokeWidth=2, color="black").encode(
-        x=alt.X(f"{x}:N"), y=alt.Y("low:Q", title=None), y2="high:Q", **offset)
-    half = alt.Chart(pd.DataFrame({"y": [0.5]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.Y("y:Q", title=None))
-    return alt.layer(bars, bars_ci, half).properties(height=260)
+def _n(field: str, **extra: Any) -> dict[str, Any]:
+    return {"field": field, "type": "nominal", **extra}
+
+
+def _q(field: str, **extra: Any) -> dict[str, Any]:
+    return {"field": field, "type": "quantitative", **extra}
+
+
+# Charts are Vega-Lite specs written out: altair would validate every channel on every rerun
+# (0.2-0.3 s per page view) for the same spec.
+def _rate_chart(*, colour: str | None = None, x: str = "model") -> dict[str, Any]:
+    """Win rates as bars with their Wilson interval as a rule, a dashed line at 50%."""
+    enc = {"color": _n(colour, title=None)} if colour else {}
+    offset = {"xOffset": _n(colour)} if colour else {}
+    tooltip = [_n(x), *([_n(colour)] if colour else []), _q("win rate", format=".0%"), _q("low", format=".0%"),
+               _q("high", format=".0%"), _q("wins"), _q("losses"), _q("ties")]
+    return {"height": 260, "layer": [
+        {"mark": {"type": "bar", "opacity": 0.75}, "encoding": {
+            "x": _n(x, title=None, axis={"labelAngle": 0, "labelLimit": 0}),
+            "y": _q("win rate", scale={"domain": [0, 1]},
+                    axis={"format": "%", "title": "win rate (bar: 95% Wilson interval)"}),
+            "tooltip": tooltip, **enc, **offset}},
+        {"mark": {"type": "rule", "color": "black", "strokeWidth": 2},
+         "encoding": {"x": _n(x), "y": _q("low", title=None), "y2": {"field": "high"}, **offset}},
+        {"data": {"values": [{"y": 0.5}]}, "mark": {"type": "rule", "strokeDash": [4, 4], "color": "gray"},
+         "encoding": {"y": _q("y", title=None)}},
+    ]}
 
 
 st.title("Leaderboard")
 batches = records.list_batches(limit=200)
 names = {ALL: "all batches", **{b.id: f"{b.name} · {_shared.short_time(b.created_at)}" for b in batches}}
 if state.get("lb_batch") not in names:
-    # the batch with the newest vote, else the newest batch: "all batches" aggregates the whole
-    # history (seconds at 100k requests)
+    # the batch with the newest vote, else the newest batch: the one being reviewed
     voted = records.newest_voted_batch()
     state.lb_batch = voted if voted in names else (batches[0].id if batches else ALL)
 pick, every, dl = st.columns([3, 1, 1], vertical_alignment="bottom")
@@ -81,7 +92,8 @@ batch_id = None if choice == ALL else choice
 version = comparison.data_version(records, batch_id=batch_id)
 
 
-# The aggregates read every request and image of the selection: computed once per data version.
+# The figures read every vote, request and image of the selection once (over every batch: each
+# batch's figures kept in the store, merged): computed once per data version.
 @st.cache_data(max_entries=16, show_spinner="Aggregating…")
 def _aggregate(name: str, db_path: str, batch: str | None, version: tuple) -> Any:  # noqa: ARG001 - cache key
     records = open_store(db_path, migrate=False)
@@ -94,7 +106,8 @@ def _aggregate(name: str, db_path: str, batch: str | None, version: tuple) -> An
 def _cached(name: str) -> Any:
     return _aggregate(name, str(_shared.settings().db_path), batch_id, version)
 _metrics_views.ensure_measured()
-selection: comparison.Contenders = _cached("selection_contenders")
+figures: comparison.Figures = _cached("figures")
+selection = figures.selection
 
 
 def _comparison_csv(db_path, batch) -> bytes:
@@ -115,7 +128,7 @@ dl.download_button(
 
 # ---------------------------------------------------------------------------- votes
 
-board = comparison.leaderboard(records, batch_id=batch_id, selection=selection)
+board = figures.board
 st.header("Blind review")
 if board.votes == 0:
     st.info("No votes yet: judge pairs on the Review page.", icon=":material/rate_review:")
@@ -127,7 +140,7 @@ else:
     m[3].metric("Best (Bradley-Terry)", _label(board.ranking[0]) if board.ranking else "—")
     rates = _rates_frame(board.win_rates)
     rates["strength (BT)"] = [board.strengths.get(r.model) for r in board.win_rates]
-    st.altair_chart(_rate_chart(rates), width="stretch", key="lb_rates_chart")
+    st.vega_lite_chart(rates, _rate_chart(), width="stretch", key="lb_rates_chart")
     # full width under the chart: every column, the model names uncut, no sideways scrolling
     st.dataframe(_shared.table(rates.drop(columns=["low", "high"]).assign(
         **{"95% interval": [f"{lo:.0%}–{hi:.0%}" for lo, hi in zip(rates["low"], rates["high"])]})),
@@ -162,7 +175,8 @@ else:
             frame.insert(0, "value", value)
             parts.append(frame)
         by_value = pd.concat(parts, ignore_index=True)
-        st.altair_chart(_rate_chart(by_value, colour="model", x="value"), width="stretch", key="lb_factor_chart")
+        st.vega_lite_chart(by_value, _rate_chart(colour="model", x="value"), width="stretch",
+                           key="lb_factor_chart")
         st.dataframe(_shared.table(by_value), hide_index=True, width="stretch", key="lb_factor_table", column_config={
             "win rate": st.column_config.NumberColumn(format="percent"),
             "low": st.column_config.NumberColumn(format="percent"),
@@ -193,7 +207,7 @@ else:
 
 # ---------------------------------------------------------------------------- swept settings
 
-axes = _cached("axis_summary")
+axes = figures.axes
 if axes:
     st.header("What each setting buys")
     st.caption("Per swept setting: win rate (votes between contenders differing in it alone), fidelity "
@@ -217,7 +231,7 @@ if axes:
 # ---------------------------------------------------------------------------- fidelity
 
 st.header("Fidelity to the reference")
-fid = _cached("fidelity_by_model")
+fid = figures.fidelity
 if not fid:
     st.info("No result images yet.", icon=":material/straighten:")
 else:
@@ -246,24 +260,26 @@ else:
         "face distance (median)": st.column_config.NumberColumn(format="%.3f"),
         "ΔE2000 (median)": st.column_config.NumberColumn(format="%.1f"),
         "SSIM (median)": st.column_config.NumberColumn(format="%.3f")})
-    frame = _cached("metrics_frame")
+    frame = figures.metrics
     metric = st.selectbox("Distribution of", list(METRICS), key="lb_metric", format_func=METRICS.get)
-    shown = frame[frame[metric].notna()].assign(model=lambda f: f["contender"])
+    measured = frame[metric].notna()
+    shown = pd.DataFrame({"model": frame["contender"][measured], metric: frame[metric][measured]})
     if shown.empty:
         st.caption("No measured value for this metric yet.")
     else:
-        chart = alt.Chart(shown).mark_boxplot(extent="min-max").encode(
-            x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=0)),
-            y=alt.Y(f"{metric}:Q", title=METRICS[metric]), color=alt.Color("model:N", legend=None))
+        box = {"mark": {"type": "boxplot", "extent": "min-max"}, "encoding": {
+            "x": _n("model", title=None, axis={"labelAngle": 0}), "y": _q(metric, title=METRICS[metric]),
+            "color": _n("model", legend=None)}}
         if metric == "face_distance":
-            chart = alt.layer(chart, alt.Chart(pd.DataFrame({"y": [SAME_PERSON_THRESHOLD]})).mark_rule(
-                strokeDash=[4, 4], color="red").encode(y="y:Q"))
-        st.altair_chart(chart.properties(height=260), width="stretch", key="lb_metric_chart")
+            box = {"layer": [box, {"data": {"values": [{"y": SAME_PERSON_THRESHOLD}]},
+                                   "mark": {"type": "rule", "strokeDash": [4, 4], "color": "red"},
+                                   "encoding": {"y": _q("y")}}]}
+        st.vega_lite_chart(shown, {"height": 260, **box}, width="stretch", key="lb_metric_chart")
 
 # ---------------------------------------------------------------------------- cost and latency
 
 st.header("Cost and latency")
-costs = _cached("model_costs")
+costs = figures.costs
 if not costs:
     st.info("No requests yet.", icon=":material/payments:")
 else:
@@ -290,12 +306,11 @@ else:
                             for c in costs for phase, summary in (("queue", c.queue_s), ("inference", c.inference_s))
                             for stat in ("median", "p90") if summary[stat] is not None])
     if not latency.empty:
-        st.altair_chart(alt.Chart(latency).mark_bar().encode(
-            x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=0, labelLimit=0)), xOffset="statistic:N",
-            y=alt.Y("seconds:Q"), color=alt.Color("statistic:N", title=None),
-            column=alt.Column("phase:N", title=None),
-            tooltip=["model", "phase", "statistic", alt.Tooltip("seconds:Q", format=".2f")],
-        ).properties(height=220, width=220), key="lb_latency_chart")
+        st.vega_lite_chart(latency, {"height": 220, "width": 220, "mark": {"type": "bar"}, "encoding": {
+            "x": _n("model", title=None, axis={"labelAngle": 0, "labelLimit": 0}), "xOffset": _n("statistic"),
+            "y": _q("seconds"), "color": _n("statistic", title=None), "column": _n("phase", title=None),
+            "tooltip": [_n("model"), _n("phase"), _n("statistic"), _q("seconds", format=".2f")]}},
+            key="lb_latency_chart")
 
 _shared.next_step("generate.py", "try another batch on Generate",
                   "Change an option or a parameter where a model loses, run it, and review it again.")

@@ -115,7 +115,7 @@ if err := state.pop("rev_error", None):
 revealed = state.get("rev_revealed")
 if revealed and revealed["batch"] == batch_id:
     vote = records.get_vote(revealed["vote_id"])
-    group = next(g for g in records.get_groups(batch_id) if g.id == vote.group_id)
+    group = records.groups_by_id([vote.group_id])[vote.group_id]
     imgs = records.result_images([vote.left_request_id, vote.right_request_id])
     left_name = _who(vote.left_contender, vote.left_endpoint)
     right_name = _who(vote.right_contender, vote.right_endpoint)
@@ -129,8 +129,8 @@ if revealed and revealed["batch"] == batch_id:
            (f"Left: {left_name}", f"Right: {right_name}"))
     st.stop()
 
-q = review.queue(records, batch_id, rater, include_reviewed=include, skip=set(skipped),
-                 seen=set(seen) if include else ())
+q = review.next_up(records, batch_id, rater, include_reviewed=include, skip=set(skipped),
+                   seen=set(seen) if include else ())
 if q.total == 0:
     st.info("This batch has no pair to review yet: a group needs completed results from at least two models.",
             icon=":material/rate_review:")

@@ -107,8 +107,10 @@ class Leaderboard:
 
 
 def leaderboard(st: Store, *, batch_id: str | None = None,
-                selection: Contenders | None = None) -> Leaderboard:
-    votes = review.stats_votes(st, batch_id=batch_id)
+                selection: Contenders | None = None,
+                votes: Sequence[stats.Vote] | None = None) -> Leaderboard:
+    """`votes`: the selection's `review.stats_votes` when already read (`figures`)."""
+    votes = review.stats_votes(st, batch_id=batch_id) if votes is None else list(votes)
     selection = selection or selection_contenders(st, batch_id=batch_id)
     breakdowns = {}
     for factor in BREAKDOWN_FACTORS:
@@ -180,10 +182,10 @@ def data_version(st: Store, *, batch_id: str | None = None) -> tuple[Any, ...]:
     return st.data_version(batch_id=batch_id)
 
 
-def _judgements(st: Store, batch_id: str | None) -> dict[str, list[int]]:
+def _judgements(latest: Sequence[StoredVote]) -> dict[str, list[int]]:
     """Per request id shown in a vote: [good, bad] counts over the latest votes."""
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for v in review.latest_votes(st.list_votes(batch_id=batch_id)):
+    for v in latest:
         for side, rid in (("left", v.left_request_id), ("right", v.right_request_id)):
             good = v.verdict == side or v.verdict == "both_good"
             out[rid][0 if good else 1] += 1
@@ -192,9 +194,13 @@ def _judgements(st: Store, batch_id: str | None) -> dict[str, list[int]]:
 
 def model_costs(st: Store, *, batch_id: str | None = None) -> list[ModelCost]:
     """Cost and latency per contender, in the order contenders first appear."""
-    rows = st.request_costs(batch_id=batch_id)
-    judged = _judgements(st, batch_id)
-    labels = _labels(st, batch_id, rows)
+    return _model_costs(st, st.request_costs(batch_id=batch_id),
+                        review.latest_votes(st.list_votes(batch_id=batch_id)))
+
+
+def _model_costs(st: Store, rows: Sequence[RequestCost], latest: Sequence[StoredVote]) -> list[ModelCost]:
+    judged = _judgements(latest)
+    labels = _labels(st, None, rows)
     by_model: dict[str, list[RequestCost]] = {}
     for row in rows:
         by_model.setdefault(row.contender_id or row.endpoint, []).append(row)
@@ -256,11 +262,14 @@ class ModelFidelity:
 def metrics_frame(st: Store, *, batch_id: str | None = None) -> pd.DataFrame:
     """One row per result image of completed requests: endpoint, ids and the stored metrics and
     checks (for charts). `same_person` is the store's rule (`is_same_person`)."""
+    return _metrics_frame(st, st.metric_rows(batch_id=batch_id))
+
+
+def _metrics_frame(st: Store, rows: Sequence[MetricRow]) -> pd.DataFrame:
     import pandas as pd
 
-    rows = st.metric_rows(batch_id=batch_id)
     frame = pd.DataFrame(rows, columns=list(MetricRow._fields))
-    labels = _labels(st, batch_id, rows)
+    labels = _labels(st, None, rows)
     frame["contender_id"] = frame["contender_id"].fillna(frame["endpoint"])
     frame["contender"] = [labels.get(c) or contenders_mod.model_label(e)
                           for c, e in zip(frame["contender_id"], frame["endpoint"])]
@@ -270,7 +279,11 @@ def metrics_frame(st: Store, *, batch_id: str | None = None) -> pd.DataFrame:
 
 
 def fidelity_by_model(st: Store, *, batch_id: str | None = None) -> list[ModelFidelity]:
-    frame = metrics_frame(st, batch_id=batch_id)
+    return fidelity_from_frame(metrics_frame(st, batch_id=batch_id))
+
+
+def fidelity_from_frame(frame: pd.DataFrame) -> list[ModelFidelity]:
+    """`fidelity_by_model` of the selection whose `metrics_frame` this is."""
     out = []
     for key, part in frame.groupby("contender_id", sort=False):
         ok = part[part["face_status"] == "ok"]
@@ -319,10 +332,15 @@ def axis_summary(st: Store, *, batch_id: str | None = None) -> list[AxisValue]:
     selection = selection_contenders(st, batch_id=batch_id)
     if not selection.axes:
         return []
-    votes = review.stats_votes(st, batch_id=batch_id)
+    return _axis_summary(selection, review.stats_votes(st, batch_id=batch_id),
+                         st.request_costs(batch_id=batch_id), st.metric_rows(batch_id=batch_id))
+
+
+def _axis_summary(selection: Contenders, votes: Sequence[stats.Vote], costs: Sequence[RequestCost],
+                  metrics: Sequence[MetricRow]) -> list[AxisValue]:
+    if not selection.axes:
+        return []
     settings = contenders_mod.settings(selection.items)
-    costs = st.request_costs(batch_id=batch_id)
-    metrics = st.metric_rows(batch_id=batch_id)
     out: list[AxisValue] = []
     for axis in selection.axes:
         title = _axis_title(axis, selection)
@@ -346,6 +364,281 @@ def axis_summary(st: Store, *, batch_id: str | None = None) -> list[AxisValue]:
                 inference_median_s=stats.summarise(r.inference_time_s for r in done)["median"],
                 total_median_s=stats.summarise(r.total_time_s for r in done)["median"]))
     return out
+
+
+# ---------------------------------------------------------------------------- the page's figures
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Everything the Leaderboard shows of a selection, each exactly as its own function gives
+    it (`selection_contenders`, `leaderboard`, `axis_summary`, `fidelity_by_model`,
+    `metrics_frame`, `model_costs`), from one read of the votes, requests and metrics."""
+    selection: Contenders
+    board: Leaderboard
+    axes: list[AxisValue]
+    fidelity: list[ModelFidelity]
+    metrics: pd.DataFrame
+    costs: list[ModelCost]
+
+
+def figures(st: Store, *, batch_id: str | None = None) -> Figures:
+    """The Leaderboard's figures of a batch, or of every batch (merged from each batch's stored
+    figures: `every_batch`)."""
+    if batch_id is None:
+        return every_batch(st)
+    selection = selection_contenders(st, batch_id=batch_id)
+    latest = review.latest_votes(st.list_votes(batch_id=batch_id))
+    votes = review.stats_votes(st, batch_id=batch_id, latest=latest)
+    costs = st.request_costs(batch_id=batch_id)
+    metric_rows = st.metric_rows(batch_id=batch_id)
+    frame = _metrics_frame(st, metric_rows)
+    return Figures(
+        selection=selection, board=leaderboard(st, batch_id=batch_id, selection=selection, votes=votes),
+        axes=_axis_summary(selection, votes, costs, metric_rows), fidelity=fidelity_from_frame(frame),
+        metrics=frame, costs=_model_costs(st, costs, latest))
+
+
+# ---------------------------------------------------------------------------- every batch, merged
+#
+# "All batches" is the sum of the batches: votes are per group and groups per batch, so a batch's
+# share of every figure is computed from its own rows alone (`_batch_part`: per contender counts,
+# sums and the values that medians and the distribution chart need) and kept in the store with
+# the batch's write stamp. A visit recomputes only the batches written since (a vote, a request
+# completing, a metric stored bump the stamp) and merges: counts add up, value lists are joined
+# in planning order, contenders are ordered by where they first appear.
+
+_PHASES = ("queue_time_s", "inference_time_s", "total_time_s")
+_METRICS = ("face_distance", "phash_distance", "ciede2000", "ssim")
+
+
+def _value(x: Any) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def _batch_part(st: Store, batch_key: str) -> dict[str, Any]:
+    """One batch's share of the figures over every batch (JSON-ready); `NO_BATCH` for requests
+    recorded without a batch."""
+    from core.store.figures import NO_BATCH
+
+    kw: dict[str, Any] = {"unbatched": True} if batch_key == NO_BATCH else {"batch_id": batch_key}
+    first_request, first_image = st.first_appearances(**kw)
+    judged = _judgements(review.latest_votes(st.list_votes(batch_id=batch_key))) if batch_key else {}
+    costs: dict[str, dict[str, Any]] = {}
+    for r in st.request_costs(**kw):
+        key = r.contender_id or r.endpoint
+        c = costs.get(key)
+        if c is None:
+            c = costs[key] = {"endpoint": r.endpoint, "contender_id": r.contender_id, "first": first_request[key],
+                              "requests": 0, "completed": 0, "failed": 0, "images": 0, "cost": 0.0,
+                              "reviewed": 0, "preferred": 0, "reviewed_cost": 0.0, **{p: [] for p in _PHASES}}
+        c["requests"] += 1
+        if r.status == RequestStatus.COMPLETED:
+            c["completed"] += 1
+            c["images"] += r.images
+            c["cost"] += r.estimated_cost or 0.0
+            for phase in _PHASES:
+                if _value(getattr(r, phase)):
+                    c[phase].append(getattr(r, phase))
+        elif r.status == RequestStatus.FAILED:
+            c["failed"] += 1
+        if r.id in judged:
+            c["reviewed"] += 1
+            c["reviewed_cost"] += r.estimated_cost or 0.0
+            c["preferred"] += judged[r.id][0] > judged[r.id][1]
+    fid: dict[str, dict[str, Any]] = {}
+    for m in st.metric_rows(**kw):
+        key = m.contender_id if m.contender_id is not None else m.endpoint
+        f = fid.get(key)
+        if f is None:
+            f = fid[key] = {"endpoint": m.endpoint, "first": first_image[key], "images": 0, "measured": 0,
+                            "pending": 0, "errors": 0, "faces_compared": 0, "same_person": 0,
+                            "no_face_output": 0, "surprises": 0, "faces": [],
+                            **{f"measured_{k}": [] for k in _METRICS[1:]}, **{f"all_{k}": [] for k in _METRICS}}
+        f["images"] += 1
+        pending = m.metrics_at is None
+        f["pending" if pending else "measured"] += 1
+        f["errors"] += m.metrics_error is not None
+        f["no_face_output"] += m.face_status == "no_face_output"
+        f["surprises"] += m.check_flags != ""
+        if m.face_status == "ok":
+            f["faces_compared"] += 1
+            f["same_person"] += is_same_person(m.face_status, m.face_distance) is True
+            if _value(m.face_distance):
+                f["faces"].append(m.face_distance)
+        for k in _METRICS:
+            v = getattr(m, k)
+            if _value(v):
+                f[f"all_{k}"].append(v)
+                if not pending and k != "face_distance":
+                    f[f"measured_{k}"].append(v)
+    return {"costs": costs, "fidelity": fid}
+
+
+def _encode(part: dict[str, Any]) -> str:
+    """A part as JSON text, each value list as base64 float64 bytes (exact, and read back without
+    parsing a number: 80,000 values decode in milliseconds)."""
+    import base64
+    import json
+
+    import numpy as np
+
+    def pack(item: dict[str, Any]) -> dict[str, Any]:
+        return {k: {"f8": base64.b64encode(np.asarray(v, dtype="<f8").tobytes()).decode("ascii")}
+                if isinstance(v, list) and k != "first" else v for k, v in item.items()}
+
+    return json.dumps({section: {key: pack(item) for key, item in part[section].items()}
+                       for section in ("costs", "fidelity")}, separators=(",", ":"))
+
+
+def _decode(text: str) -> dict[str, Any]:
+    """`_encode`'s text back, value lists as float64 arrays."""
+    import base64
+    import json
+
+    import numpy as np
+
+    def unpack(item: dict[str, Any]) -> dict[str, Any]:
+        return {k: np.frombuffer(base64.b64decode(v["f8"]), dtype="<f8") if isinstance(v, dict) else v
+                for k, v in item.items()}
+
+    raw = json.loads(text)
+    return {section: {key: unpack(item) for key, item in raw[section].items()} for section in raw}
+
+
+def _batch_parts(st: Store) -> list[dict[str, Any]]:
+    """Every batch's part: stored ones at their batch's current stamp, the others computed and
+    stored (not in a read-only data directory: then computed each time)."""
+    from core.errors import StoreUnavailable
+
+    stamps = st.batch_stamps()
+    stored = st.stored_figures(list(stamps))
+    parts, fresh = [], []
+    for batch_key, stamp in stamps.items():
+        kept = stored.get(batch_key)
+        if kept is not None and kept[0] == stamp:
+            parts.append(_decode(kept[1]))
+            continue
+        text = _encode(_batch_part(st, batch_key))
+        parts.append(_decode(text))
+        fresh.append((batch_key, stamp, text))
+    if fresh and not st.read_only:
+        try:
+            st.save_figures(fresh)
+        except StoreUnavailable:  # locked for long by a writer: the next visit stores them
+            pass
+    return parts
+
+
+def _merged(parts: Sequence[dict[str, Any]], section: str) -> dict[str, dict[str, Any]]:
+    """Per contender key, its parts over the batches, in the order contenders first appear."""
+    import numpy as np
+
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for part in parts:
+        for key, item in part[section].items():
+            found[key].append(item)
+    for items in found.values():
+        items.sort(key=lambda i: tuple(i["first"]))
+    order = sorted(found, key=lambda k: tuple(found[k][0]["first"]))
+    out: dict[str, dict[str, Any]] = {}
+    for key in order:
+        items = found[key]
+        merged = dict(items[0])
+        for name, value in items[0].items():
+            if name in ("endpoint", "contender_id", "first"):
+                continue
+            if isinstance(value, np.ndarray):
+                merged[name] = np.concatenate([item[name] for item in items])
+            else:
+                for item in items[1:]:   # in planning order, as the rows are summed
+                    value += item[name]
+                merged[name] = value
+        out[key] = merged
+    return out
+
+
+def _summarise(values: Any) -> dict:
+    """`stats.summarise` of the values (already free of None and NaN), as a float array."""
+    import numpy as np
+
+    return stats.summarise(np.asarray(values, dtype=float))
+
+
+def every_batch(st: Store) -> Figures:
+    """`figures` over every batch, each part exactly as its own function gives it over every
+    batch (`metrics` holds only the contender and metric columns, one value per row: the
+    distributions the page charts), merged from the batches' stored parts."""
+    import numpy as np
+    import pandas as pd
+
+    selection = selection_contenders(st)
+    latest = review.latest_votes(st.list_votes())
+    votes = review.stats_votes(st, latest=latest)
+    parts = _batch_parts(st)
+    costs, fid = _merged(parts, "costs"), _merged(parts, "fidelity")
+    # labelled as each function labels its rows: over the contenders those rows name
+    cost_labels = contenders_mod.labels(st.get_contenders([k for k, c in costs.items() if c["contender_id"]]).values())
+    labels = contenders_mod.labels(st.get_contenders(list(fid)).values())
+
+    def label(key: str, endpoint: str) -> str:
+        return labels.get(key) or contenders_mod.model_label(endpoint)
+
+    model_costs_ = [ModelCost(
+        endpoint=c["endpoint"], requests=c["requests"], completed=c["completed"], failed=c["failed"],
+        images=c["images"], queue_s=_summarise(c["queue_time_s"]),
+        inference_s=_summarise(c["inference_time_s"]), total_s=_summarise(c["total_time_s"]),
+        cost=round(c["cost"], 6), cost_per_image=round(c["cost"] / c["images"], 6) if c["images"] else None,
+        reviewed_outputs=c["reviewed"], preferred_outputs=c["preferred"],
+        cost_per_preferred_image=round(c["reviewed_cost"] / c["preferred"], 6) if c["preferred"] else None,
+        contender_id=c["contender_id"], label=cost_labels.get(key, contenders_mod.model_label(c["endpoint"])))
+        for key, c in costs.items()]
+    fidelity = [ModelFidelity(
+        endpoint=f["endpoint"], contender_id=key, label=label(key, f["endpoint"]), images=f["images"],
+        measured=f["measured"], pending=f["pending"], errors=f["errors"], faces_compared=f["faces_compared"],
+        same_person=f["same_person"], no_face_output=f["no_face_output"],
+        face_distance=_summarise(f["faces"]), phash_distance=_summarise(f["measured_phash_distance"]),
+        ciede2000=_summarise(f["measured_ciede2000"]), ssim=_summarise(f["measured_ssim"]),
+        surprises=f["surprises"]) for key, f in fid.items()]
+    columns: dict[str, list[Any]] = {"contender": [], **{k: [] for k in _METRICS}}
+    for key, f in fid.items():
+        for k in _METRICS:
+            n = len(f[f"all_{k}"])
+            columns["contender"].append(np.full(n, label(key, f["endpoint"]), dtype=object))
+            columns[k].append(np.asarray(f[f"all_{k}"], dtype=float))
+            for other in _METRICS:
+                if other != k:
+                    columns[other].append(np.full(n, np.nan))
+    distribution = pd.DataFrame({k: np.concatenate(v) if v else np.array([], dtype=object if k == "contender" else float)
+                                 for k, v in columns.items()})
+    axes = []
+    if selection.axes:
+        settings = contenders_mod.settings(selection.items)
+        for axis in selection.axes:
+            title = _axis_title(axis, selection)
+            rates = {r.model: r for r in stats.axis_breakdown(votes, settings, axis.parameter)}
+            members = [c for c in selection.items if c.endpoint == axis.endpoint]
+            for value in axis.labels:
+                ids = {c.id for c in members if axis.label_of(c) == value}
+                cs = [c for k, c in costs.items() if k in ids]
+                fs = [f for k, f in fid.items() if k in ids]
+                images = sum(c["images"] for c in cs)
+                cost = sum(c["cost"] for c in cs)
+                faces = np.concatenate([f["faces"] for f in fs]) if fs else np.array([])
+                same = sum(f["same_person"] for f in fs)
+                axes.append(AxisValue(
+                    axis=title, parameter=axis.parameter, endpoint=axis.endpoint, value=value,
+                    contenders=len(ids), win_rate=rates.get(value), requests=sum(c["requests"] for c in cs),
+                    completed=sum(c["completed"] for c in cs), images=images,
+                    same_person_share=same / len(faces) if len(faces) else None,
+                    face_distance_median=_summarise(faces)["median"],
+                    cost_per_image=round(cost / images, 6) if images else None,
+                    inference_median_s=_summarise(
+                        np.concatenate([c["inference_time_s"] for c in cs]) if cs else np.array([]))["median"],
+                    total_median_s=_summarise(
+                        np.concatenate([c["total_time_s"] for c in cs]) if cs else np.array([]))["median"]))
+    return Figures(selection=selection, board=leaderboard(st, selection=selection, votes=votes), axes=axes,
+                   fidelity=fidelity, metrics=distribution, costs=model_costs_)
 
 
 # ---------------------------------------------------------------------------- comparison CSV

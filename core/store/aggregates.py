@@ -17,7 +17,9 @@ from core.store.values import (
 )
 
 
-def _batch_clause(batch_id: str | None, alias: str = "r") -> tuple[str, list[Any]]:
+def _batch_clause(batch_id: str | None, alias: str = "r", unbatched: bool = False) -> tuple[str, list[Any]]:
+    if unbatched:
+        return f" AND {alias}.batch_id IS NULL", []
     return (f" AND {alias}.batch_id = ?", [batch_id]) if batch_id else ("", [])
 
 
@@ -50,6 +52,21 @@ class AggregatesMixin(_Base):
                 out.setdefault(group_id, {})[key] = GroupOutput(group_id, picked[0].endpoint, *picked)
         return out
 
+    def output_contenders(self, batch_id: str) -> list[tuple[str, tuple[str, ...]]]:
+        """Every group of the batch in planning order, with the contenders (contender id, else
+        endpoint) that have an output in it by `values.pick_output`'s rule (a completed request
+        whose idx-0 image is stored), sorted: who Review can pair, without reading a request row."""
+        have: dict[str, list[str]] = {}
+        for group_id, key in self.db.execute(
+                "SELECT r.group_id, coalesce(nullif(r.contender_id, ''), r.endpoint) FROM requests r "
+                "JOIN result_images i ON i.request_id = r.id AND i.idx = 0 "
+                "WHERE r.batch_id = ? AND r.group_id IS NOT NULL AND r.status = ? "
+                "AND coalesce(i.storage_path, '') != '' GROUP BY 1, 2",
+                [batch_id, RequestStatus.COMPLETED]):
+            have.setdefault(group_id, []).append(key)
+        return [(g, tuple(sorted(have.get(g, ())))) for (g,) in self.db.execute(
+            "SELECT id FROM groups WHERE batch_id = ? ORDER BY created_at, rowid", [batch_id])]
+
     def data_version(self, *, batch_id: str | None = None) -> tuple[Any, ...]:
         """A cheap stamp that changes whenever requests, their final states, images, metrics or
         votes of this selection can have changed: pages cache aggregates by it. Reads only the
@@ -68,19 +85,20 @@ class AggregatesMixin(_Base):
                           "WHERE g.batch_id = ?", [batch_id])
         return (batch_id, *req, *img, *votes)
 
-    def request_costs(self, *, batch_id: str | None = None) -> list[RequestCost]:
-        """Every request of the selection with its timings, estimated cost and image count, in
-        planning order."""
-        where, params = _batch_clause(batch_id)
+    def request_costs(self, *, batch_id: str | None = None, unbatched: bool = False) -> list[RequestCost]:
+        """Every request of the selection (`unbatched`: of no batch) with its timings, estimated
+        cost and image count, in planning order."""
+        where, params = _batch_clause(batch_id, unbatched=unbatched)
         cursor = self.db.execute(
             "SELECT r.id, r.endpoint, r.status, r.queue_time_s, r.inference_time_s, r.total_time_s, "
             "r.estimated_cost, (SELECT count(*) FROM result_images i WHERE i.request_id = r.id), r.contender_id "
             f"FROM requests r WHERE 1{where} ORDER BY r.created_at, r.rowid", params)
         return [RequestCost._make(row) for row in cursor]
 
-    def metric_rows(self, *, batch_id: str | None = None) -> list[MetricRow]:
-        """Every result image of the selection's completed requests with its stored metrics."""
-        where, params = _batch_clause(batch_id)
+    def metric_rows(self, *, batch_id: str | None = None, unbatched: bool = False) -> list[MetricRow]:
+        """Every result image of the selection's (`unbatched`: no batch's) completed requests with
+        its stored metrics."""
+        where, params = _batch_clause(batch_id, unbatched=unbatched)
         cursor = self.db.execute(
             "SELECT r.endpoint, r.group_id, r.id, i.id, i.face_status, i.face_distance, "
             "i.phash_distance, i.ciede2000, i.ssim, i.metrics_at, i.metrics_error, "
@@ -88,6 +106,23 @@ class AggregatesMixin(_Base):
             f"WHERE r.status = ?{where} ORDER BY r.created_at, r.rowid, i.idx",
             [RequestStatus.COMPLETED, *params])
         return [MetricRow._make(row) for row in cursor]
+
+    def first_appearances(self, *, batch_id: str | None = None, unbatched: bool = False
+                          ) -> tuple[dict[str, tuple[str, int]], dict[str, tuple[str, int]]]:
+        """Where each contender first appears in planning order, as (created_at, rowid): among the
+        requests (key: contender id, else endpoint, as `request_costs` are grouped) and among the
+        completed requests with an image (key as `metric_rows` are grouped)."""
+        where, params = _batch_clause(batch_id, unbatched=unbatched)
+
+        def first(key: str, condition: str, args: list[Any]) -> dict[str, tuple[str, int]]:
+            return {k: (c, n) for k, c, n in self.db.execute(
+                f"SELECT k, created_at, rowid FROM (SELECT {key} AS k, r.created_at, r.rowid, row_number() "
+                f"OVER (PARTITION BY {key} ORDER BY r.created_at, r.rowid) AS n FROM requests r "
+                f"WHERE {condition}{where}) WHERE n = 1", [*args, *params])}
+
+        return (first("coalesce(nullif(r.contender_id, ''), r.endpoint)", "1", []),
+                first("coalesce(r.contender_id, r.endpoint)", "r.status = ? AND EXISTS (SELECT 1 FROM "
+                      "result_images i WHERE i.request_id = r.id)", [RequestStatus.COMPLETED]))
 
     def comparison_models(self, *, batch_id: str | None = None) -> list[str]:
         """The endpoints with grouped requests in the selection, in the order they first appear."""

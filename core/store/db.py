@@ -346,3 +346,24 @@ def m015_version_indexes(db: sqlite_utils.Database) -> None:
     db["requests"].create_index(["completed_at"], if_not_exists=True)
     db["result_images"].create_index(["metrics_at"], if_not_exists=True)
     db["result_images"].create_index(["checked_at"], if_not_exists=True)
+
+
+@MIGRATIONS()
+def m016_batch_figures(db: sqlite_utils.Database) -> None:
+    """"All batches" on the Leaderboard merges each batch's figures (core/evaluation/comparison.py)
+    instead of reading 100,000 requests per visit. `batch_stamps` counts the writes to each batch's
+    requests, images and votes (triggers, so no writer can forget; '' = requests without a batch);
+    `batch_figures` keeps a batch's figures with the stamp they were computed at."""
+    db.execute("CREATE TABLE batch_stamps (batch_id TEXT PRIMARY KEY, stamp INTEGER NOT NULL)")
+    db.execute("CREATE TABLE batch_figures (batch_id TEXT PRIMARY KEY, stamp INTEGER NOT NULL, "
+               "figures TEXT NOT NULL)")
+    db.execute("INSERT INTO batch_stamps SELECT DISTINCT coalesce(batch_id, ''), 0 FROM requests")
+    bump = ("INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce({batch}, ''), 1) "
+            "ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1;")
+    request_batch = "(SELECT batch_id FROM requests WHERE id = {row}.request_id)"
+    group_batch = "(SELECT batch_id FROM groups WHERE id = {row}.group_id)"
+    for table, of in (("requests", "{row}.batch_id"), ("result_images", request_batch), ("votes", group_batch)):
+        for event, rows in (("INSERT", ("NEW",)), ("UPDATE", ("OLD", "NEW")), ("DELETE", ("OLD",))):
+            body = " ".join(bump.format(batch=of.format(row=r)) for r in rows)
+            db.execute(f"CREATE TRIGGER stamp_{table}_{event.lower()} AFTER {event} ON {table} "
+                       f"BEGIN {body} END")

@@ -22,6 +22,7 @@ from core.store.aggregates import AggregatesMixin
 from core.store.batches import BatchesMixin
 from core.store.contenders import ContendersMixin
 from core.store.db import connect, is_read_only
+from core.store.figures import FiguresMixin
 from core.store.history import HistoryMixin
 from core.store.images import ImagesMixin
 from core.store.metrics import MetricsMixin
@@ -69,7 +70,7 @@ def _translated(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class Store(BatchesMixin, RequestsMixin, ImagesMixin, MetricsMixin, HistoryMixin, VotesMixin,
-            ReferencesMixin, AggregatesMixin, ContendersMixin):
+            ReferencesMixin, AggregatesMixin, ContendersMixin, FiguresMixin):
     """Every table of the dashboard, on one connection: batches and groups, requests, result
     images and their metrics, history, votes, reference photos, contenders, and the comparison's reads.
 

@@ -263,3 +263,43 @@ def test_data_version_changes_with_votes_and_metrics_so_cached_pages_refresh(vot
     st.db.execute("UPDATE result_images SET metrics_at = '2999-01-01T00:00:00+00:00' WHERE rowid = "
                "(SELECT min(rowid) FROM result_images)")
     assert comparison.data_version(st, batch_id=batch.id) != after_vote
+
+
+def _same_figures(st, batch_id):
+    got = comparison.figures(st, batch_id=batch_id)
+    assert got.selection == comparison.selection_contenders(st, batch_id=batch_id)
+    assert got.board == comparison.leaderboard(st, batch_id=batch_id)
+    assert got.axes == comparison.axis_summary(st, batch_id=batch_id)
+    assert got.fidelity == comparison.fidelity_by_model(st, batch_id=batch_id)
+    assert got.costs == comparison.model_costs(st, batch_id=batch_id)
+    if batch_id is not None:  # over every batch: the distributions alone (tests/evaluation/test_every_batch.py)
+        assert got.metrics.equals(comparison.metrics_frame(st, batch_id=batch_id))
+    return got
+
+
+def test_the_pages_figures_read_once_are_each_functions_own(voted):
+    """The Leaderboard shows `figures` (votes, requests and metrics read once): every part must be
+    what its own function says, for the batch and for every batch, and follow a new vote."""
+    st, batch, groups, _by_group, _standing, _sitting = voted
+    completed_batch("another", seeds=(7,))
+    first = _same_figures(st, batch.id)
+    _same_figures(st, None)
+    item = review.review_items(st, batch.id, "cy")[0]
+    review.record_item_vote(st, item, rater="cy", verdict="both_good")
+    after = _same_figures(st, batch.id)
+    assert after.board.votes == first.board.votes + 1
+    assert sum(c.reviewed_outputs for c in after.costs) >= sum(c.reviewed_outputs for c in first.costs)
+
+
+def test_a_sweeps_figures_read_once_are_each_functions_own(settings):
+    from tests.review_support import completed_sweep_batch
+
+    batch, _groups, _ = completed_sweep_batch()
+    st = open_store(settings.db_path)
+    try:
+        for n, item in enumerate(review.review_items(st, batch.id, "ana")):
+            review.record_item_vote(st, item, rater="ana", verdict=review.VERDICTS[n % 4])
+        got = _same_figures(st, batch.id)
+        assert got.axes and got.board.intervals
+    finally:
+        st.close()

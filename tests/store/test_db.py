@@ -63,6 +63,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "id": "TEXT", "group_id": "TEXT", "rater": "TEXT", "left_request_id": "TEXT",
         "right_request_id": "TEXT", "verdict": "TEXT", "winner": "TEXT", "note": "TEXT", "created_at": "TEXT",
     },
+    "batch_stamps": {"batch_id": "TEXT", "stamp": "INTEGER"},
+    "batch_figures": {"batch_id": "TEXT", "stamp": "INTEGER", "figures": "TEXT"},
 }
 
 # the indexes reads rely on (history pages, pending metrics, dedup of photos and images)

@@ -36,8 +36,10 @@ METHODS = {
     "reference_path_named",
     "archive_reference",
     # the comparison's reads
-    "group_outputs", "data_version", "request_costs", "metric_rows", "comparison_models",
-    "batch_names", "count_groups",
+    "group_outputs", "output_contenders", "data_version", "request_costs", "metric_rows", "comparison_models",
+    "batch_names", "count_groups", "first_appearances",
+    # each batch's Leaderboard figures, for "all batches"
+    "batch_stamps", "stored_figures", "save_figures",
     "close",
 }
 

@@ -1,0 +1,137 @@
+"""'All batches' on the Leaderboard (`comparison.every_batch`): merged from each batch's figures,
+kept in the store at the batch's write stamp, and exactly what the functions say over every
+request, image and vote; a write to a batch (a vote, a request completing, a metric stored)
+makes that batch's figures be computed again, and only that batch's."""
+from __future__ import annotations
+
+import pytest
+
+from core.config import load_settings
+from core.evaluation import comparison, review
+from core.store import ImageMetrics, open_store
+from core.store.blobs import open_storage
+from tests.review_support import EDIT, SCHNELL, complete, completed_batch, completed_sweep_batch
+
+METRICS = ("face_distance", "phash_distance", "ciede2000", "ssim")
+
+
+@pytest.fixture
+def st(settings):
+    settings.ensure_dirs()
+    conn = open_store(settings.db_path)
+    yield conn
+    conn.close()
+
+
+def _distribution(frame, metric):
+    shown = frame[frame[metric].notna()]
+    return sorted(zip(shown["contender"], shown[metric]))
+
+
+def _exact(st) -> comparison.Figures:
+    """every_batch equals each function over every batch (the chart: the same values per contender)."""
+    got = comparison.every_batch(st)
+    assert got.selection == comparison.selection_contenders(st)
+    assert got.board == comparison.leaderboard(st)
+    assert got.costs == comparison.model_costs(st)
+    assert got.fidelity == comparison.fidelity_by_model(st)
+    assert got.axes == comparison.axis_summary(st)
+    whole = comparison.metrics_frame(st)
+    for metric in METRICS:
+        assert _distribution(got.metrics, metric) == _distribution(whole, metric), metric
+    assert comparison.figures(st).costs == got.costs     # the page's call for "all batches"
+    return got
+
+
+def _computed(monkeypatch) -> list[str]:
+    """The batches whose figures are computed (not read from the store) from now on."""
+    seen: list[str] = []
+    real = comparison._batch_part
+
+    def spy(st, batch_key):
+        seen.append(batch_key)
+        return real(st, batch_key)
+
+    monkeypatch.setattr(comparison, "_batch_part", spy)
+    return seen
+
+
+def _measure(st, request_id: str, distance: float) -> None:
+    (image,) = st.result_images([request_id])[request_id]
+    st.save_image_metrics(ImageMetrics(image.id, request_id, face_status="ok", face_distance=distance,
+                                       phash_distance=12, ciede2000=4.5, metrics_version="test",
+                                       metrics_at="2026-01-01T00:00:00+00:00"))
+
+
+def test_every_batch_is_exactly_the_figures_over_every_row(st):
+    """Two plain batches, a sweep with votes, measured and pending images, unfinished requests and
+    a request outside any batch: the same numbers as reading every row."""
+    first, first_groups, first_by = completed_batch("first", options={"subject": ["Woman", "Man", "Child"]})
+    completed_batch("half done", skip=(EDIT,))
+    sweep, _, _ = completed_sweep_batch()
+    for n, item in enumerate(review.review_items(st, sweep.id, "ana")):
+        review.record_item_vote(st, item, rater="ana", verdict=review.VERDICTS[n % 4])
+    for item in review.review_items(st, first.id, "bo"):
+        review.record_item_vote(st, item, rater="bo", verdict="left")
+    _measure(st, first_by[first_groups[0].id][SCHNELL].id, 0.41)
+    _measure(st, first_by[first_groups[1].id][EDIT].id, 0.72)
+    alone = st.record_request(endpoint=SCHNELL, payload={"prompt": "alone", "seed": 3}, estimated_cost=0.003)
+    complete(st, open_storage(load_settings()), alone, "pink", inference_s=2.5)
+    got = _exact(st)
+    assert got.axes and got.board.votes > 0 and any(f.measured for f in got.fidelity)
+    assert sum(c.requests for c in got.costs) == len(st.request_costs())
+
+
+def test_stored_figures_are_reused_until_their_batch_is_written(st, monkeypatch):
+    first, first_groups, first_by = completed_batch("first", options={"subject": ["Woman", "Man"]})
+    second, _, second_by = completed_batch("second", skip=(EDIT,))
+    _exact(st)
+    assert set(st.stored_figures([first.id, second.id])) == {first.id, second.id}
+    computed = _computed(monkeypatch)
+    _exact(st)
+    assert computed == [], "nothing was written: every batch's figures come from the store"
+
+    item = review.review_items(st, first.id, "cy")[0]
+    review.record_item_vote(st, item, rater="cy", verdict="both_good")        # a vote
+    after_vote = _exact(st)
+    assert computed == [first.id] and after_vote.board.votes == 1
+    assert sum(c.reviewed_outputs for c in after_vote.costs) == 2
+
+    computed.clear()
+    _measure(st, first_by[first_groups[0].id][EDIT].id, 0.33)                 # a metric stored
+    measured = _exact(st)
+    assert computed == [first.id] and sum(f.faces_compared for f in measured.fidelity) == 1
+
+    computed.clear()
+    late = next(r for g in second_by.values() for e, r in g.items() if e == EDIT)
+    complete(st, open_storage(load_settings()), late, "teal")                  # a request completing
+    done = _exact(st)
+    assert computed == [second.id]
+    assert sum(c.completed for c in done.costs) == sum(c.completed for c in after_vote.costs) + 1
+
+
+def test_a_write_stamps_its_own_batch_only(st):
+    first, first_groups, first_by = completed_batch("first")
+    second, _, _ = completed_batch("second")
+    before = st.batch_stamps()
+    assert set(before) == {first.id, second.id}
+    review.record_item_vote(st, review.review_items(st, first.id, "ana")[0], rater="ana", verdict="left")
+    after_vote = st.batch_stamps()
+    assert after_vote[first.id] > before[first.id] and after_vote[second.id] == before[second.id]
+    _measure(st, first_by[first_groups[0].id][SCHNELL].id, 0.5)
+    assert st.batch_stamps()[first.id] > after_vote[first.id]
+    assert st.batch_stamps()[second.id] == before[second.id]
+
+
+def test_a_store_that_refuses_writes_still_shows_every_batch(settings):
+    """A data directory that cannot be written (or a database locked for long): the figures are
+    computed each time and nothing is kept."""
+    first, _, _ = completed_batch("first")
+    ro = open_store(settings.db_path)
+    ro.db.execute("PRAGMA query_only = 1")
+    try:
+        figures = comparison.every_batch(ro)
+        assert figures.costs == comparison.model_costs(ro) and figures.costs
+        assert ro.stored_figures([first.id]) == {}
+    finally:
+        ro.close()
