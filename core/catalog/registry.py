@@ -6,6 +6,13 @@ Invariants:
 - Nothing leaves without `validate_payload`: every schema error is reported at once (not just the
   first), each message names the field, what is allowed and the endpoint. `build_payload` validates
   the body it returns.
+- A schema is checked (JSON Schema 2020-12) and compiled the first time its endpoint validates a
+  body, not when the registry loads: a batch pays for the endpoints it uses, not for all of them.
+- Bodies of one batch differ only in a few fields, so a body is judged field by field, each
+  (field, value) judged once per process, whenever the schema's top level only types, requires and
+  describes properties (`_DECOMPOSABLE`): then a body is valid exactly when every present field
+  is valid against its own property schema, which is how JSON Schema's `properties` keyword
+  judges it anyway. Anything else, or any doubt, goes through the whole-body check.
 - A key the endpoint does not accept is refused, although fal would accept it: fal's apps silently
   drop unknown keys, which is how `strength: 0.65` reached flux-2/lora/edit for months doing nothing.
 - References are strings: an http(s) URL, a `data:` URI, or a `reference://<id>` token (a stored
@@ -20,17 +27,19 @@ import copy
 import difflib
 import functools
 import json
+import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, PayloadError
 from core.catalog.payloads import REFERENCE_SCHEME, abbreviate
 from core.catalog.prompts import image_size_for
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 ENDPOINTS_PATH = Path(__file__).with_name("endpoints.toml")
 SCHEMAS_DIR = Path(__file__).with_name("schemas")
@@ -100,10 +109,72 @@ class Endpoint:
         return tuple(self.schema.get("properties", {}))
 
 
-@dataclass(frozen=True)
+# Top-level keywords under which a body's validity is the conjunction of its fields' validity:
+# `type: object` (a dict passes), `required` (checked by name), `properties` (each present field
+# against its own subschema), and keywords without any assertion. No `additionalProperties`,
+# `patternProperties`, `dependent*`, `if`, combinators or `unevaluated*`: those relate fields.
+_DECOMPOSABLE = frozenset({"type", "required", "properties", "$defs", "$schema", "$id", "title",
+                           "description", "examples", "default", "$comment"})
+_FIELD_VERDICTS_MAX = 20_000   # remembered (field, value) verdicts per endpoint, then forgotten
+
+
 class _Entry:
-    endpoint: Endpoint
-    validator: Draft202012Validator
+    """An endpoint and its validator, built (schema checked, then compiled) on first use."""
+
+    def __init__(self, endpoint: Endpoint, checked: dict[str, Any], schema_path: Path) -> None:
+        self.endpoint = endpoint
+        self._checked = checked
+        self._schema_path = schema_path
+        self._validator: Draft202012Validator | None = None
+        self._lock = threading.Lock()
+        top = checked
+        self._decomposable = (top.get("type") == "object" and set(top) <= _DECOMPOSABLE
+                              and isinstance(top.get("required", []), list))
+        self._verdicts: dict[tuple[str, str], bool] = {}
+
+    @property
+    def validator(self) -> Draft202012Validator:
+        if self._validator is None:
+            from jsonschema import Draft202012Validator
+            from jsonschema.exceptions import SchemaError
+
+            with self._lock:
+                if self._validator is None:
+                    try:
+                        Draft202012Validator.check_schema(self.endpoint.schema)
+                    except SchemaError as e:
+                        raise _bad(self.endpoint.id, f"schema {self._schema_path} is not a valid JSON "
+                                                     f"Schema: {e.message}") from e
+                    self._validator = Draft202012Validator(self._checked)
+        return self._validator
+
+    def surely_valid(self, body: dict[str, Any]) -> bool:
+        """True only when `body` passes the schema (then `iter_errors(body)` yields nothing);
+        False means "judge the whole body" (it may still be valid)."""
+        if not self._decomposable:
+            return False
+        if any(key not in body for key in self._checked.get("required", ())):
+            return False
+        props = self._checked["properties"]
+        verdicts = self._verdicts
+        for key, value in body.items():
+            sub = props.get(key)
+            if sub is None:
+                continue   # the schema allows other keys; validate_payload refuses them itself
+            try:
+                # the JSON text tells 1, 1.0 and true apart, as JSON Schema's types do
+                seen = (key, json.dumps(value, sort_keys=True, allow_nan=False))
+            except (TypeError, ValueError):
+                return False
+            verdict = verdicts.get(seen)
+            if verdict is None:
+                verdict = next(self.validator.descend(value, sub, path=key, schema_path=key), None) is None
+                if len(verdicts) >= _FIELD_VERDICTS_MAX:
+                    verdicts.clear()
+                verdicts[seen] = verdict
+            if not verdict:
+                return False
+        return True
 
 
 def _bad(endpoint_id: str, problem: str) -> ConfigError:
@@ -119,11 +190,7 @@ def _load_schema(endpoint_id: str, filename: str) -> dict[str, Any]:
     schema = document.get("input") if isinstance(document, dict) else None
     if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
         raise _bad(endpoint_id, f"schema {path} has no `input` object schema")
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as e:
-        raise _bad(endpoint_id, f"schema {path} is not a valid JSON Schema: {e.message}") from e
-    return schema
+    return schema   # checked as a JSON Schema when first used (_Entry.validator)
 
 
 def _make_entry(endpoint_id: str, raw: dict[str, Any]) -> _Entry:
@@ -176,7 +243,7 @@ def _make_entry(endpoint_id: str, raw: dict[str, Any]) -> _Entry:
         for side in ("width", "height"):
             image_size_def[side].pop("exclusiveMinimum", None)
             image_size_def[side].update(minimum=size_range[0], maximum=size_range[1])
-    return _Entry(endpoint, Draft202012Validator(checked))
+    return _Entry(endpoint, checked, SCHEMAS_DIR / raw["schema"])
 
 
 @functools.cache
@@ -277,9 +344,10 @@ def validate_payload(endpoint_id: str, body: Any) -> None:
         raise PayloadError(endpoint_id, [
             f"a request body for {endpoint_id} must be a JSON object, got {_json_type(body)}"])
     messages = [_unknown_key_message(endpoint, key) for key in body if key not in endpoint.accepted_keys]
-    errors = sorted(entry.validator.iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
-    for error in errors:
-        messages.extend(_describe_error(endpoint, entry.validator.schema, error))
+    if not entry.surely_valid(body):
+        errors = sorted(entry.validator.iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
+        for error in errors:
+            messages.extend(_describe_error(endpoint, entry.validator.schema, error))
     messages.extend(_reference_problems(endpoint, body))
     prompt = body.get("prompt")
     if isinstance(prompt, str) and not prompt.strip():

@@ -459,3 +459,51 @@ def test_parameter_fields_describe_range_default_enum_and_preset():
     assert (dev["strength"]["min"], dev["strength"]["max"], dev["strength"]["default"]) == (0.01, 1, 0.95)
     assert dev["num_inference_steps"]["preset"] is None
     json.dumps(parameter_fields(SCHNELL))  # plain data for pages and exports
+
+
+# --- judging a body field by field ---------------------------------------------------------------
+
+_PROBES = (None, True, False, 0, 1, 1.0, 1.5, -1, 7, 10**6, "", "x", "square_hd", "none", "jpeg", [], {},
+           ["http://a/b.png"], ["http://a/b.png"] * 9, {"width": 1024, "height": 1024},
+           {"width": 1, "height": 1}, {"width": 1024}, [{"path": "https://a/l.safetensors", "scale": 0.8}])
+
+
+@pytest.mark.parametrize("endpoint", [e.id for e in list_endpoints()])
+def test_a_body_judged_field_by_field_gets_the_whole_schemas_verdict(endpoint):
+    """The per-field shortcut says "valid" exactly when the whole-body check finds no error, for
+    every field of every endpoint set to values of every JSON type (in and out of range)."""
+    entry = registry._entry(endpoint)
+    base = build_payload(endpoint, prompt="a portrait", seed=1,
+                         image_urls=["http://a/b.png"] if get_endpoint(endpoint).image_key else ())
+    bodies = [base] + [{**base, key: value} for key in get_endpoint(endpoint).accepted_keys
+                       for value in _PROBES]
+    bodies += [{k: v for k, v in base.items() if k != key} for key in base]   # each field missing
+    shortcuts = 0
+    for body in bodies:
+        whole = not list(entry.validator.iter_errors(body))
+        assert entry.surely_valid(body) == whole, body
+        shortcuts += whole
+    assert shortcuts > len(_PROBES)   # the shortcut is taken, not just always declined
+
+
+def test_a_schema_that_relates_fields_is_always_judged_whole(monkeypatch):
+    entry = registry._entry(SCHNELL)
+    related = {**entry._checked, "additionalProperties": False}
+    strict = registry._Entry(entry.endpoint, related, entry._schema_path)
+    assert not strict.surely_valid({"prompt": "x"})
+    with pytest.raises(PayloadError):
+        monkeypatch.setattr(registry, "_entry", lambda _id: strict)
+        validate_payload(SCHNELL, {"prompt": "x", "extra": 1})
+
+
+def test_a_schema_file_that_is_not_a_json_schema_is_a_config_error_when_used(registry_file, tmp_path, monkeypatch):
+    shipped = registry.SCHEMAS_DIR
+    bad = json.loads((shipped / "fal-ai__flux__schnell.json").read_text())
+    bad["input"]["properties"]["num_images"]["minimum"] = "one"
+    monkeypatch.setattr(registry, "SCHEMAS_DIR", tmp_path)
+    (tmp_path / "fal-ai__flux__schnell.json").write_text(json.dumps(bad))
+    (tmp_path / "fal-ai__flux-2__lora__edit.json").write_text((shipped / "fal-ai__flux-2__lora__edit.json").read_text())
+    registry_file.write_text(_registry_text(), encoding="utf-8")
+    assert [e.id for e in list_endpoints()] == [SCHNELL, LORA_EDIT]   # listing does not check it
+    with pytest.raises(ConfigError, match="not a valid JSON Schema"):
+        validate_payload(SCHNELL, {"prompt": "x"})
