@@ -42,7 +42,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+from core._imports import hidden
+
+with hidden("click"):   # httpx's command-line client, unused (core/_imports.py)
+    import httpx
 
 from core.config import Settings, load_settings
 from core.errors import (

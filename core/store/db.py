@@ -49,18 +49,12 @@ def _migration(fn: Callable[[Any], None]) -> Callable[[Any], None]:
 
 
 def _import_sqlite_utils() -> Any:
-    # sqlite-utils imports pandas and numpy at import time when installed (~0.5 s), only to map
-    # their scalar types to column types; nothing here hands it either. Hide them during that
-    # import. They stay importable afterwards.
-    hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
-    sys.modules.update(dict.fromkeys(hidden))
-    try:
+    from core._imports import hidden
+
+    # nothing here hands sqlite-utils a pandas or numpy value (core/_imports.py)
+    with hidden("pandas", "numpy"):
         import sqlite_utils
         import sqlite_utils.migrations
-    finally:
-        for name in hidden:
-            if sys.modules.get(name, "") is None:
-                del sys.modules[name]
     return sqlite_utils
 
 
