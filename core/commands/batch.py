@@ -138,10 +138,19 @@ def _report(report: Any) -> int:
     return 1
 
 
+def _warm_up(settings: Any) -> None:
+    """A live run needs the TLS context for its first POST: build it while the plan is made."""
+    if not settings.dry_run:
+        from core.batches import fal
+
+        fal.warm_tls()
+
+
 def _run(args: argparse.Namespace) -> int:
     from core.batches import service
 
     settings, store = _settings_store()
+    _warm_up(settings)
     plan = _make_plan(args.plan, store, settings, upload=True)
     batch = service.record(store, plan, settings, concurrency=args.concurrency, created_by=args.created_by)
     print(f"batch {batch.id} {plan.name!r}: {_describe(plan)}", flush=True)
@@ -173,6 +182,7 @@ def _resume(args: argparse.Namespace) -> int:
     from core.errors import BatchBusy
 
     settings, store = _settings_store()
+    _warm_up(settings)
     ids = [args.batch_id] if args.batch_id else [b.id for b in store.unfinished_batches()]
     if args.batch_id:
         store.get_batch(args.batch_id)
