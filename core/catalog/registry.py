@@ -6,13 +6,18 @@ Invariants:
 - Nothing leaves without `validate_payload`: every schema error is reported at once (not just the
   first), each message names the field, what is allowed and the endpoint. `build_payload` validates
   the body it returns.
-- A schema is checked (JSON Schema 2020-12) and compiled the first time its endpoint validates a
-  body, not when the registry loads: a batch pays for the endpoints it uses, not for all of them.
+- A schema is checked (JSON Schema 2020-12) and compiled when jsonschema is first needed for its
+  endpoint, not when the registry loads (tests/catalog checks every shipped schema).
 - Bodies of one batch differ only in a few fields, so a body is judged field by field, each
   (field, value) judged once per process, whenever the schema's top level only types, requires and
   describes properties (`_DECOMPOSABLE`): then a body is valid exactly when every present field
   is valid against its own property schema, which is how JSON Schema's `properties` keyword
   judges it anyway. Anything else, or any doubt, goes through the whole-body check.
+- A field is judged by `_verdict`, which knows the few keywords fal's schemas use (types, bounds,
+  string enums, anyOf, local $ref, items, nested properties) with jsonschema's meaning, and
+  answers None for anything else; then jsonschema judges. jsonschema (0.1 s to import) is thus
+  loaded only to explain a refusal or for a keyword `_verdict` does not know; tests compare both
+  on every field of every endpoint.
 - A key the endpoint does not accept is refused, although fal would accept it: fal's apps silently
   drop unknown keys, which is how `strength: 0.65` reached flux-2/lora/edit for months doing nothing.
 - References are strings: an http(s) URL, a `data:` URI, or a `reference://<id>` token (a stored
@@ -116,6 +121,91 @@ class Endpoint:
 _DECOMPOSABLE = frozenset({"type", "required", "properties", "$defs", "$schema", "$id", "title",
                            "description", "examples", "default", "$comment"})
 _FIELD_VERDICTS_MAX = 20_000   # remembered (field, value) verdicts per endpoint, then forgotten
+# keywords that assert nothing (jsonschema also ignores unknown ones, e.g. fal's `x-...`)
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "deprecated",
+                          "readOnly", "writeOnly", "format", "$schema", "$id", "$defs"})
+_JSON_TYPE_CHECKS = {
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    # JSON Schema's integer is a number with no fractional part: 2.0 is one, True is not
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
+    or (isinstance(v, float) and v.is_integer()),
+}
+
+
+def _verdict(schema: Any, value: Any, root: dict[str, Any]) -> bool | None:
+    """Does `value` pass `schema` (2020-12)? None when the schema uses a keyword not known here."""
+    if schema is True or schema is False:
+        return schema
+    if not isinstance(schema, dict):
+        return None
+    ok = True
+    for keyword, arg in schema.items():
+        if keyword in _ANNOTATIONS or keyword.startswith("x-"):
+            continue
+        if keyword == "type":
+            names = arg if isinstance(arg, list) else [arg]
+            if any(n not in _JSON_TYPE_CHECKS for n in names):
+                return None
+            ok = ok and any(_JSON_TYPE_CHECKS[n](value) for n in names)
+        elif keyword in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+            if not _JSON_TYPE_CHECKS["number"](arg):
+                return None
+            if _JSON_TYPE_CHECKS["number"](value):
+                ok = ok and {"minimum": value >= arg, "maximum": value <= arg,
+                             "exclusiveMinimum": value > arg, "exclusiveMaximum": value < arg}[keyword]
+        elif keyword == "enum":
+            # strings compare as plain text; other enums (1 vs 1.0 vs true) are left to jsonschema
+            if not isinstance(arg, list) or not all(isinstance(a, str) for a in arg):
+                return None
+            ok = ok and isinstance(value, str) and value in arg
+        elif keyword in ("minItems", "maxItems"):
+            if isinstance(value, list):
+                ok = ok and (len(value) >= arg if keyword == "minItems" else len(value) <= arg)
+        elif keyword == "items":
+            if "prefixItems" in schema:
+                return None
+            if isinstance(value, list):
+                for item in value:
+                    v = _verdict(arg, item, root)
+                    if v is None:
+                        return None
+                    ok = ok and v
+        elif keyword == "anyOf":
+            branches = [_verdict(b, value, root) for b in arg]
+            if True in branches:
+                continue
+            if None in branches:
+                return None
+            ok = False
+        elif keyword == "$ref":
+            if not isinstance(arg, str) or not arg.startswith("#/$defs/") or "/" in arg[8:] or "~" in arg:
+                return None
+            target = root.get("$defs", {}).get(arg[8:])
+            if target is None:
+                return None
+            v = _verdict(target, value, root)
+            if v is None:
+                return None
+            ok = ok and v
+        elif keyword == "properties":
+            if isinstance(value, dict):
+                for name, sub in arg.items():
+                    if name in value:
+                        v = _verdict(sub, value[name], root)
+                        if v is None:
+                            return None
+                        ok = ok and v
+        elif keyword == "required":
+            if isinstance(value, dict):
+                ok = ok and all(name in value for name in arg)
+        else:
+            return None
+    return ok
 
 
 class _Entry:
@@ -168,13 +258,21 @@ class _Entry:
                 return False
             verdict = verdicts.get(seen)
             if verdict is None:
-                verdict = next(self.validator.descend(value, sub, path=key, schema_path=key), None) is None
+                verdict = self.field_valid(key, value)
                 if len(verdicts) >= _FIELD_VERDICTS_MAX:
                     verdicts.clear()
                 verdicts[seen] = verdict
             if not verdict:
                 return False
         return True
+
+    def field_valid(self, key: str, value: Any) -> bool:
+        """Does `value` pass the schema of property `key` (as the whole-body check judges it)?"""
+        sub = self._checked["properties"][key]
+        verdict = _verdict(sub, value, self._checked)
+        if verdict is None:
+            verdict = next(self.validator.descend(value, sub, path=key, schema_path=key), None) is None
+        return verdict
 
 
 def _bad(endpoint_id: str, problem: str) -> ConfigError:
@@ -289,13 +387,7 @@ def _preset_params(endpoint_id: str) -> tuple[tuple[str, Any], ...]:
     entry = _entry(endpoint_id)
     wanted = {**TEAM_PRESET, **entry.endpoint.preset}
     props = entry.endpoint.schema["properties"]
-    return tuple((k, v) for k, v in wanted.items() if k in props and not _field_errors(entry, k, v))
-
-
-def _field_errors(entry: _Entry, key: str, value: Any) -> list[ValidationError]:
-    # a one-field body misses the endpoint's required references: judge only the field itself
-    return [e for e in entry.validator.iter_errors({"prompt": "-", key: value})
-            if list(e.absolute_path)[:1] == [key]]
+    return tuple((k, v) for k, v in wanted.items() if k in props and entry.field_valid(k, v))
 
 
 def build_payload(endpoint_id: str, *, prompt: str, image_size: str | dict[str, int] | None = None,
