@@ -239,10 +239,12 @@ class RetryPolicy:
 
 
 def _log_send(endpoint: str, payload: Any) -> None:
-    """One JSON line per payload that leaves for fal, `data:` URIs abbreviated."""
-    logger.info(json.dumps({"event": "fal.send", "endpoint": endpoint,
-                            "payload_hash": payload_hash(payload), "payload": abbreviate(payload)},
-                           ensure_ascii=False, separators=(",", ":")))
+    """One JSON line per payload that leaves for fal, `data:` URIs abbreviated (built only when
+    INFO is logged: it is on the path of every POST)."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(json.dumps({"event": "fal.send", "endpoint": endpoint,
+                                "payload_hash": payload_hash(payload), "payload": abbreviate(payload)},
+                               ensure_ascii=False, separators=(",", ":")))
 
 
 def handle_from_row(endpoint: str, request_id: str, status_url: str | None,

@@ -88,10 +88,14 @@ class RunReport:
 def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: int | None = None,
               poll: PollPolicy = PollPolicy(), on_progress: ProgressCallback | None = None,
               progress_every: float = 1.0, fal: FalClient | None = None,
-              handle_signals: bool = False, stream: bool = True) -> RunReport:
+              handle_signals: bool = False, stream: bool = True,
+              on_sending: Callable[[], None] | None = None) -> RunReport:
     """Run (or resume) a batch in this process until every request is final, the batch is
     cancelled, or the run has to stop. BatchBusy if another live runner owns it. `stream`: follow
-    jobs through fal's status stream (polling when it fails); False polls only."""
+    jobs through fal's status stream (polling when it fails); False polls only. `on_sending()` is
+    called once, from the supervising thread, after fal accepted the run's first job: work that
+    only matters once results can arrive (the metrics worker) starts there, not before the first
+    POST."""
     settings = settings or load_settings()
     store = open_store(settings.db_path)
     stopped: str | None = None
@@ -113,7 +117,8 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
                 else:
                     run = _LiveRun(store, batch_id, settings,
                                    concurrency or batch.concurrency or settings.concurrency,
-                                   poll, on_progress, progress_every, fal, stream)
+                                   poll, on_progress, progress_every, fal, stream, on_sending)
+                    on_sending = None   # once per call, whatever the number of passes
                     with _signals_handled(run) if handle_signals else contextlib.nullcontext():
                         stopped = run.run()
             finally:
@@ -220,7 +225,7 @@ class _FinishedJob:
 class _LiveRun:
     def __init__(self, store: Store, batch_id: str, settings: Settings, concurrency: int,
                  poll: PollPolicy, on_progress: ProgressCallback | None, progress_every: float,
-                 fal: FalClient | None, stream: bool = True):
+                 fal: FalClient | None, stream: bool = True, on_sending: Callable[[], None] | None = None):
         self.store = store
         self.batch_id = batch_id
         self.settings = dataclasses.replace(settings, concurrency=max(1, concurrency))
@@ -246,6 +251,8 @@ class _LiveRun:
         self.stopped: str | None = None
         self.finished: queue.Queue[_FinishedJob | None] = queue.Queue()
         self.done = threading.Event()       # set when the last finisher has exited
+        self.on_sending = on_sending
+        self.accepted = threading.Event()   # fal accepted a job of this run
         self._live_finishers = 0
 
     # -- setup -------------------------------------------------------------------------------
@@ -364,6 +371,12 @@ class _LiveRun:
         shown_outage: Any = False
         while not self.done.wait(CHECK_CANCEL_EVERY_S):
             now = time.monotonic()
+            if self.on_sending is not None and self.accepted.is_set():
+                on_sending, self.on_sending = self.on_sending, None
+                try:
+                    on_sending()
+                except Exception:  # noqa: BLE001 - a helper that fails to start never stops the run
+                    log.exception("batch %s: on_sending failed", self.batch_id)
             if self.draining.is_set() and not self.signals.stop.is_set():
                 with self.lock:
                     in_flight = self._in_flight
@@ -490,6 +503,7 @@ class _LiveRun:
                 del body
             self.outage.recovered()
             stored = record.record_accepted(store, rec.id, handle, self.journal)
+            self.accepted.set()
         finally:
             with self.lock:
                 self._in_flight -= 1
