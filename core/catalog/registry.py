@@ -122,8 +122,10 @@ _DECOMPOSABLE = frozenset({"type", "required", "properties", "$defs", "$schema",
                            "description", "examples", "default", "$comment"})
 _FIELD_VERDICTS_MAX = 20_000   # remembered (field, value) verdicts per endpoint, then forgotten
 # keywords that assert nothing (jsonschema also ignores unknown ones, e.g. fal's `x-...`)
+# (`format` asserts nothing without a format checker, and the validator here has none; `$id`
+# is not among them: it moves the base of `$ref`, so a schema with one is left to jsonschema)
 _ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "deprecated",
-                          "readOnly", "writeOnly", "format", "$schema", "$id", "$defs"})
+                          "readOnly", "writeOnly", "format", "$schema", "$defs"})
 _JSON_TYPE_CHECKS = {
     "string": lambda v: isinstance(v, str),
     "boolean": lambda v: isinstance(v, bool),
