@@ -585,14 +585,18 @@ class _LiveRun:
     # -- finishers ---------------------------------------------------------------------------
 
     def _finisher(self) -> None:
-        store = open_store(self.settings.db_path, migrate=False)
+        store: Store | None = None
         try:
             while (job := self.finished.get()) is not None:
                 if self.signals.stop.is_set():
                     continue  # left queued/running in the store: a resume polls and finishes it
+                if store is None:
+                    # opened with the first result, not while the first POSTs leave
+                    store = open_store(self.settings.db_path, migrate=False)
                 self._guarded(store, job.request_id, lambda: self._finish(store, job))
         finally:
-            store.close()
+            if store is not None:
+                store.close()
             with self.lock:
                 self._live_finishers -= 1
                 if self._live_finishers == 0:
