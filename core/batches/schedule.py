@@ -371,12 +371,7 @@ class _LiveRun:
         shown_outage: Any = False
         while not self.done.wait(CHECK_CANCEL_EVERY_S):
             now = time.monotonic()
-            if self.on_sending is not None and self.accepted.is_set():
-                on_sending, self.on_sending = self.on_sending, None
-                try:
-                    on_sending()
-                except Exception:  # noqa: BLE001 - a helper that fails to start never stops the run
-                    log.exception("batch %s: on_sending failed", self.batch_id)
+            self._announce_sending()
             if self.draining.is_set() and not self.signals.stop.is_set():
                 with self.lock:
                     in_flight = self._in_flight
@@ -410,8 +405,18 @@ class _LiveRun:
                         self.on_progress(progress, self.outage)
                         last_seen = seen
                 last_report = now
+        self._announce_sending()   # a run that ended before the first look still had results
         with contextlib.suppress(StoreUnavailable):
             self.store.set_unreachable(self.batch_id, None)
+
+    def _announce_sending(self) -> None:
+        """`on_sending()` once, as soon as fal accepted a job of this run."""
+        if self.on_sending is not None and self.accepted.is_set():
+            on_sending, self.on_sending = self.on_sending, None
+            try:
+                on_sending()
+            except Exception:  # noqa: BLE001 - a helper that fails to start never stops the run
+                log.exception("batch %s: on_sending failed", self.batch_id)
 
     # -- senders -----------------------------------------------------------------------------
 

@@ -26,12 +26,10 @@ import fcntl
 import sqlite3
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
-
-from typing import TYPE_CHECKING, Any, Callable
 
 from core.errors import StoreError
 

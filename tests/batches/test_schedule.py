@@ -386,3 +386,12 @@ def test_on_sending_is_not_called_when_nothing_is_accepted(live, fal_standin):
     seen = []
     report = schedule.run_batch(batch.id, settings=settings, on_sending=lambda: seen.append(1))
     assert report.stopped and seen == []
+
+
+def test_on_sending_is_called_even_when_the_run_ends_before_the_supervisor_looks(live, fal_standin):
+    settings, d, make_batch = live
+    batch = make_batch(models=(SCHNELL,), poses=("Standing",))
+    fal_standin.set_latency(0.0)
+    seen = []
+    assert schedule.run_batch(batch.id, settings=settings, on_sending=lambda: seen.append(1)).finished
+    assert seen == [1]
