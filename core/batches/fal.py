@@ -25,6 +25,9 @@ Invariants:
 - Every outgoing payload is logged at INFO on logger "core.batches.fal" as one JSON line with
   `data:` URIs abbreviated (the store keeps the payload itself: History reads it from there).
 - Every error is a `core.errors.FalError` whose message says what happened and what to do.
+- The TLS context (its CA bundle: ~0.1 s of C code) is built once per process and shared by every
+  client; `warm_tls()` starts building it in a thread, which runs beside the caller's Python work
+  (OpenSSL releases the interpreter lock), so a runner's first POST does not wait for it.
 - A result of an unexpected shape (not JSON, not an object, `images` missing or not a list of
   objects with a `url`) raises FalBadResponse carrying the body: never a KeyError later on.
 """
@@ -36,13 +39,18 @@ import email.utils
 import json
 import logging
 import random
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+from core._imports import hidden
+
+with hidden("click"):   # httpx's command-line client, unused (core/_imports.py)
+    import httpx
 
 from core.config import Settings, load_settings
 from core.errors import (
@@ -62,7 +70,7 @@ from core.redact import redact
 __all__ = [
     "Completed", "DEFAULT_STREAM_TIMEOUT", "DEFAULT_TIMEOUT", "FalClient", "FalOutput", "InProgress",
     "MAX_DOWNLOAD_BYTES", "OutputImage", "QueueHandle", "Queued", "RetryPolicy", "Status",
-    "handle_from_row", "parse_output", "retry_reason",
+    "handle_from_row", "parse_output", "retry_reason", "tls_context", "warm_tls",
 ]
 
 logger = logging.getLogger("core.batches.fal")
@@ -231,10 +239,12 @@ class RetryPolicy:
 
 
 def _log_send(endpoint: str, payload: Any) -> None:
-    """One JSON line per payload that leaves for fal, `data:` URIs abbreviated."""
-    logger.info(json.dumps({"event": "fal.send", "endpoint": endpoint,
-                            "payload_hash": payload_hash(payload), "payload": abbreviate(payload)},
-                           ensure_ascii=False, separators=(",", ":")))
+    """One JSON line per payload that leaves for fal, `data:` URIs abbreviated (built only when
+    INFO is logged: it is on the path of every POST)."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(json.dumps({"event": "fal.send", "endpoint": endpoint,
+                                "payload_hash": payload_hash(payload), "payload": abbreviate(payload)},
+                               ensure_ascii=False, separators=(",", ":")))
 
 
 def handle_from_row(endpoint: str, request_id: str, status_url: str | None,
@@ -256,6 +266,29 @@ def _request_base(queue_url: str, endpoint: str, request_id: str) -> str:
 
 
 # --- the client ---------------------------------------------------------------------------------
+
+_TLS_LOCK = threading.Lock()
+_TLS: list[ssl.SSLContext] = []
+
+
+def tls_context() -> ssl.SSLContext:
+    """httpx's default TLS context (certifi's CAs, or SSL_CERT_FILE / SSL_CERT_DIR), built once."""
+    with _TLS_LOCK:
+        if not _TLS:
+            _TLS.append(httpx.create_ssl_context())
+        return _TLS[0]
+
+
+def warm_tls() -> None:
+    """Build `tls_context()` in the background; a failure is raised again by the next caller."""
+    def build() -> None:
+        try:
+            tls_context()
+        except Exception:  # noqa: BLE001 - tls_context() raises it again where it is used
+            pass
+
+    threading.Thread(target=build, name="tls-context", daemon=True).start()
+
 
 class FalClient:
     """Talks to fal over one pooled httpx.Client. Thread-safe; close it (or use `with`)."""
@@ -281,7 +314,7 @@ class FalClient:
         # No Authorization here on purpose: it is added per call to fal's own URLs only, so a
         # download from a CDN (or anywhere a result URL points) never carries the key.
         self._http = httpx.Client(
-            transport=transport, timeout=self._timeout, follow_redirects=False,
+            transport=transport, timeout=self._timeout, follow_redirects=False, verify=tls_context(),
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             headers={"User-Agent": "fal-model-dashboard"})
 

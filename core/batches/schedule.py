@@ -88,10 +88,14 @@ class RunReport:
 def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: int | None = None,
               poll: PollPolicy = PollPolicy(), on_progress: ProgressCallback | None = None,
               progress_every: float = 1.0, fal: FalClient | None = None,
-              handle_signals: bool = False, stream: bool = True) -> RunReport:
+              handle_signals: bool = False, stream: bool = True,
+              on_sending: Callable[[], None] | None = None) -> RunReport:
     """Run (or resume) a batch in this process until every request is final, the batch is
     cancelled, or the run has to stop. BatchBusy if another live runner owns it. `stream`: follow
-    jobs through fal's status stream (polling when it fails); False polls only."""
+    jobs through fal's status stream (polling when it fails); False polls only. `on_sending()` is
+    called once, from the supervising thread, after fal accepted the run's first job: work that
+    only matters once results can arrive (the metrics worker) starts there, not before the first
+    POST."""
     settings = settings or load_settings()
     store = open_store(settings.db_path)
     stopped: str | None = None
@@ -113,7 +117,8 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
                 else:
                     run = _LiveRun(store, batch_id, settings,
                                    concurrency or batch.concurrency or settings.concurrency,
-                                   poll, on_progress, progress_every, fal, stream)
+                                   poll, on_progress, progress_every, fal, stream, on_sending)
+                    on_sending = None   # once per call, whatever the number of passes
                     with _signals_handled(run) if handle_signals else contextlib.nullcontext():
                         stopped = run.run()
             finally:
@@ -220,7 +225,7 @@ class _FinishedJob:
 class _LiveRun:
     def __init__(self, store: Store, batch_id: str, settings: Settings, concurrency: int,
                  poll: PollPolicy, on_progress: ProgressCallback | None, progress_every: float,
-                 fal: FalClient | None, stream: bool = True):
+                 fal: FalClient | None, stream: bool = True, on_sending: Callable[[], None] | None = None):
         self.store = store
         self.batch_id = batch_id
         self.settings = dataclasses.replace(settings, concurrency=max(1, concurrency))
@@ -246,6 +251,8 @@ class _LiveRun:
         self.stopped: str | None = None
         self.finished: queue.Queue[_FinishedJob | None] = queue.Queue()
         self.done = threading.Event()       # set when the last finisher has exited
+        self.on_sending = on_sending
+        self.accepted = threading.Event()   # fal accepted a job of this run
         self._live_finishers = 0
 
     # -- setup -------------------------------------------------------------------------------
@@ -308,15 +315,16 @@ class _LiveRun:
 
     def _unreachable_references(self) -> str | None:
         """Why the batch must not send (a reference fal could not fetch), or None. Each reference
-        of the requests to send is checked once, over one shared HTTP client."""
-        import httpx
-
-        from core.photos.references import REACHABLE_TIMEOUT_S, check_reachable
-
+        of the requests to send is checked once, over one shared HTTP client. A batch without
+        references imports none of it (the photo code loads Pillow: 0.1 s before the first POST)."""
         ids = dict.fromkeys(ref for t in self.tasks if not t.follow and t.record
                             for ref in t.record.references)
         if not ids or self.signals.cancel.is_set():
             return None
+        import httpx
+
+        from core.photos.references import REACHABLE_TIMEOUT_S, check_reachable
+
         with httpx.Client(timeout=REACHABLE_TIMEOUT_S) as client:
             for ref_id in ids:
                 try:
@@ -363,6 +371,7 @@ class _LiveRun:
         shown_outage: Any = False
         while not self.done.wait(CHECK_CANCEL_EVERY_S):
             now = time.monotonic()
+            self._announce_sending()
             if self.draining.is_set() and not self.signals.stop.is_set():
                 with self.lock:
                     in_flight = self._in_flight
@@ -396,8 +405,18 @@ class _LiveRun:
                         self.on_progress(progress, self.outage)
                         last_seen = seen
                 last_report = now
+        self._announce_sending()   # a run that ended before the first look still had results
         with contextlib.suppress(StoreUnavailable):
             self.store.set_unreachable(self.batch_id, None)
+
+    def _announce_sending(self) -> None:
+        """`on_sending()` once, as soon as fal accepted a job of this run."""
+        if self.on_sending is not None and self.accepted.is_set():
+            on_sending, self.on_sending = self.on_sending, None
+            try:
+                on_sending()
+            except Exception:  # noqa: BLE001 - a helper that fails to start never stops the run
+                log.exception("batch %s: on_sending failed", self.batch_id)
 
     # -- senders -----------------------------------------------------------------------------
 
@@ -489,6 +508,7 @@ class _LiveRun:
                 del body
             self.outage.recovered()
             stored = record.record_accepted(store, rec.id, handle, self.journal)
+            self.accepted.set()
         finally:
             with self.lock:
                 self._in_flight -= 1
@@ -570,14 +590,18 @@ class _LiveRun:
     # -- finishers ---------------------------------------------------------------------------
 
     def _finisher(self) -> None:
-        store = open_store(self.settings.db_path, migrate=False)
+        store: Store | None = None
         try:
             while (job := self.finished.get()) is not None:
                 if self.signals.stop.is_set():
                     continue  # left queued/running in the store: a resume polls and finishes it
+                if store is None:
+                    # opened with the first result, not while the first POSTs leave
+                    store = open_store(self.settings.db_path, migrate=False)
                 self._guarded(store, job.request_id, lambda: self._finish(store, job))
         finally:
-            store.close()
+            if store is not None:
+                store.close()
             with self.lock:
                 self._live_finishers -= 1
                 if self._live_finishers == 0:

@@ -6,6 +6,18 @@ Invariants:
 - Nothing leaves without `validate_payload`: every schema error is reported at once (not just the
   first), each message names the field, what is allowed and the endpoint. `build_payload` validates
   the body it returns.
+- A schema is checked (JSON Schema 2020-12) and compiled when jsonschema is first needed for its
+  endpoint, not when the registry loads (tests/catalog checks every shipped schema).
+- Bodies of one batch differ only in a few fields, so a body is judged field by field, each
+  (field, value) judged once per process, whenever the schema's top level only types, requires and
+  describes properties (`_DECOMPOSABLE`): then a body is valid exactly when every present field
+  is valid against its own property schema, which is how JSON Schema's `properties` keyword
+  judges it anyway. Anything else, or any doubt, goes through the whole-body check.
+- A field is judged by `_verdict`, which knows the few keywords fal's schemas use (types, bounds,
+  string enums, anyOf, local $ref, items, nested properties) with jsonschema's meaning, and
+  answers None for anything else; then jsonschema judges. jsonschema (0.1 s to import) is thus
+  loaded only to explain a refusal or for a keyword `_verdict` does not know; tests compare both
+  on every field of every endpoint.
 - A key the endpoint does not accept is refused, although fal would accept it: fal's apps silently
   drop unknown keys, which is how `strength: 0.65` reached flux-2/lora/edit for months doing nothing.
 - References are strings: an http(s) URL, a `data:` URI, or a `reference://<id>` token (a stored
@@ -24,14 +36,15 @@ import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, PayloadError
 from core.catalog.payloads import REFERENCE_SCHEME, abbreviate
 from core.catalog.prompts import image_size_for
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 ENDPOINTS_PATH = Path(__file__).with_name("endpoints.toml")
 SCHEMAS_DIR = Path(__file__).with_name("schemas")
@@ -101,10 +114,167 @@ class Endpoint:
         return tuple(self.schema.get("properties", {}))
 
 
-@dataclass(frozen=True)
+# Top-level keywords under which a body's validity is the conjunction of its fields' validity:
+# `type: object` (a dict passes), `required` (checked by name), `properties` (each present field
+# against its own subschema), and keywords without any assertion. No `additionalProperties`,
+# `patternProperties`, `dependent*`, `if`, combinators or `unevaluated*`: those relate fields.
+_DECOMPOSABLE = frozenset({"type", "required", "properties", "$defs", "$schema", "$id", "title",
+                           "description", "examples", "default", "$comment"})
+_FIELD_VERDICTS_MAX = 20_000   # remembered (field, value) verdicts per endpoint, then forgotten
+# keywords that assert nothing (jsonschema also ignores unknown ones, e.g. fal's `x-...`)
+# (`format` asserts nothing without a format checker, and the validator here has none; `$id`
+# is not among them: it moves the base of `$ref`, so a schema with one is left to jsonschema)
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "deprecated",
+                          "readOnly", "writeOnly", "format", "$schema", "$defs"})
+_JSON_TYPE_CHECKS = {
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    # JSON Schema's integer is a number with no fractional part: 2.0 is one, True is not
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
+    or (isinstance(v, float) and v.is_integer()),
+}
+
+
+def _verdict(schema: Any, value: Any, root: dict[str, Any]) -> bool | None:
+    """Does `value` pass `schema` (2020-12)? None when the schema uses a keyword not known here."""
+    if schema is True or schema is False:
+        return schema
+    if not isinstance(schema, dict):
+        return None
+    ok = True
+    for keyword, arg in schema.items():
+        if keyword in _ANNOTATIONS or keyword.startswith("x-"):
+            continue
+        if keyword == "type":
+            names = arg if isinstance(arg, list) else [arg]
+            if any(n not in _JSON_TYPE_CHECKS for n in names):
+                return None
+            ok = ok and any(_JSON_TYPE_CHECKS[n](value) for n in names)
+        elif keyword in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+            if not _JSON_TYPE_CHECKS["number"](arg):
+                return None
+            if _JSON_TYPE_CHECKS["number"](value):
+                ok = ok and {"minimum": value >= arg, "maximum": value <= arg,
+                             "exclusiveMinimum": value > arg, "exclusiveMaximum": value < arg}[keyword]
+        elif keyword == "enum":
+            # strings compare as plain text; other enums (1 vs 1.0 vs true) are left to jsonschema
+            if not isinstance(arg, list) or not all(isinstance(a, str) for a in arg):
+                return None
+            ok = ok and isinstance(value, str) and value in arg
+        elif keyword in ("minItems", "maxItems"):
+            if isinstance(value, list):
+                ok = ok and (len(value) >= arg if keyword == "minItems" else len(value) <= arg)
+        elif keyword == "items":
+            if "prefixItems" in schema:
+                return None
+            if isinstance(value, list):
+                for item in value:
+                    v = _verdict(arg, item, root)
+                    if v is None:
+                        return None
+                    ok = ok and v
+        elif keyword == "anyOf":
+            branches = [_verdict(b, value, root) for b in arg]
+            if True in branches:
+                continue
+            if None in branches:
+                return None
+            ok = False
+        elif keyword == "$ref":
+            if not isinstance(arg, str) or not arg.startswith("#/$defs/") or "/" in arg[8:] or "~" in arg:
+                return None
+            target = root.get("$defs", {}).get(arg[8:])
+            if target is None:
+                return None
+            v = _verdict(target, value, root)
+            if v is None:
+                return None
+            ok = ok and v
+        elif keyword == "properties":
+            if isinstance(value, dict):
+                for name, sub in arg.items():
+                    if name in value:
+                        v = _verdict(sub, value[name], root)
+                        if v is None:
+                            return None
+                        ok = ok and v
+        elif keyword == "required":
+            if isinstance(value, dict):
+                ok = ok and all(name in value for name in arg)
+        else:
+            return None
+    return ok
+
+
 class _Entry:
-    endpoint: Endpoint
-    validator: Draft202012Validator
+    """An endpoint and its validator, built (schema checked, then compiled) on first use."""
+
+    def __init__(self, endpoint: Endpoint, checked: dict[str, Any], schema_path: Path) -> None:
+        self.endpoint = endpoint
+        self._checked = checked
+        self._schema_path = schema_path
+        self._validator: Draft202012Validator | None = None
+        self._lock = threading.Lock()
+        top = checked
+        self._decomposable = (top.get("type") == "object" and set(top) <= _DECOMPOSABLE
+                              and isinstance(top.get("required", []), list))
+        self._verdicts: dict[tuple[str, str], bool] = {}
+
+    @property
+    def validator(self) -> Draft202012Validator:
+        if self._validator is None:
+            from jsonschema import Draft202012Validator
+            from jsonschema.exceptions import SchemaError
+
+            with self._lock:
+                if self._validator is None:
+                    try:
+                        Draft202012Validator.check_schema(self.endpoint.schema)
+                    except SchemaError as e:
+                        raise _bad(self.endpoint.id, f"schema {self._schema_path} is not a valid JSON "
+                                                     f"Schema: {e.message}") from e
+                    self._validator = Draft202012Validator(self._checked)
+        return self._validator
+
+    def surely_valid(self, body: dict[str, Any]) -> bool:
+        """True only when `body` passes the schema (then `iter_errors(body)` yields nothing);
+        False means "judge the whole body" (it may still be valid)."""
+        if not self._decomposable:
+            return False
+        if any(key not in body for key in self._checked.get("required", ())):
+            return False
+        props = self._checked["properties"]
+        verdicts = self._verdicts
+        for key, value in body.items():
+            sub = props.get(key)
+            if sub is None:
+                continue   # the schema allows other keys; validate_payload refuses them itself
+            try:
+                # the JSON text tells 1, 1.0 and true apart, as JSON Schema's types do
+                seen = (key, json.dumps(value, sort_keys=True, allow_nan=False))
+            except (TypeError, ValueError):
+                return False
+            verdict = verdicts.get(seen)
+            if verdict is None:
+                verdict = self.field_valid(key, value)
+                if len(verdicts) >= _FIELD_VERDICTS_MAX:
+                    verdicts.clear()
+                verdicts[seen] = verdict
+            if not verdict:
+                return False
+        return True
+
+    def field_valid(self, key: str, value: Any) -> bool:
+        """Does `value` pass the schema of property `key` (as the whole-body check judges it)?"""
+        sub = self._checked["properties"][key]
+        verdict = _verdict(sub, value, self._checked)
+        if verdict is None:
+            verdict = next(self.validator.descend(value, sub, path=key, schema_path=key), None) is None
+        return verdict
 
 
 def _bad(endpoint_id: str, problem: str) -> ConfigError:
@@ -120,11 +290,7 @@ def _load_schema(endpoint_id: str, filename: str) -> dict[str, Any]:
     schema = document.get("input") if isinstance(document, dict) else None
     if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
         raise _bad(endpoint_id, f"schema {path} has no `input` object schema")
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as e:
-        raise _bad(endpoint_id, f"schema {path} is not a valid JSON Schema: {e.message}") from e
-    return schema
+    return schema   # checked as a JSON Schema when first used (_Entry.validator)
 
 
 def _make_entry(endpoint_id: str, raw: dict[str, Any]) -> _Entry:
@@ -177,7 +343,7 @@ def _make_entry(endpoint_id: str, raw: dict[str, Any]) -> _Entry:
         for side in ("width", "height"):
             image_size_def[side].pop("exclusiveMinimum", None)
             image_size_def[side].update(minimum=size_range[0], maximum=size_range[1])
-    return _Entry(endpoint, Draft202012Validator(checked))
+    return _Entry(endpoint, checked, SCHEMAS_DIR / raw["schema"])
 
 
 def _one_at_a_time(fn):
@@ -246,13 +412,7 @@ def _preset_params(endpoint_id: str) -> tuple[tuple[str, Any], ...]:
     entry = _entry(endpoint_id)
     wanted = {**TEAM_PRESET, **entry.endpoint.preset}
     props = entry.endpoint.schema["properties"]
-    return tuple((k, v) for k, v in wanted.items() if k in props and not _field_errors(entry, k, v))
-
-
-def _field_errors(entry: _Entry, key: str, value: Any) -> list[ValidationError]:
-    # a one-field body misses the endpoint's required references: judge only the field itself
-    return [e for e in entry.validator.iter_errors({"prompt": "-", key: value})
-            if list(e.absolute_path)[:1] == [key]]
+    return tuple((k, v) for k, v in wanted.items() if k in props and entry.field_valid(k, v))
 
 
 def build_payload(endpoint_id: str, *, prompt: str, image_size: str | dict[str, int] | None = None,
@@ -301,9 +461,10 @@ def validate_payload(endpoint_id: str, body: Any) -> None:
         raise PayloadError(endpoint_id, [
             f"a request body for {endpoint_id} must be a JSON object, got {_json_type(body)}"])
     messages = [_unknown_key_message(endpoint, key) for key in body if key not in endpoint.accepted_keys]
-    errors = sorted(entry.validator.iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
-    for error in errors:
-        messages.extend(_describe_error(endpoint, entry.validator.schema, error))
+    if not entry.surely_valid(body):
+        errors = sorted(entry.validator.iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
+        for error in errors:
+            messages.extend(_describe_error(endpoint, entry.validator.schema, error))
     messages.extend(_reference_problems(endpoint, body))
     prompt = body.get("prompt")
     if isinstance(prompt, str) and not prompt.strip():

@@ -61,11 +61,11 @@ def _positive(text: str) -> int:
     return value
 
 
-def _settings_store() -> tuple[Any, Any]:
+def _settings_store(settings: Any = None) -> tuple[Any, Any]:
     from core.config import load_settings
     from core.store import open_store
 
-    settings = load_settings()
+    settings = settings or load_settings()
     settings.ensure_dirs()
     return settings, open_store(settings.db_path)
 
@@ -138,10 +138,23 @@ def _report(report: Any) -> int:
     return 1
 
 
+def _warm_up() -> Any:
+    """Settings; for a live run, the TLS context its first POST needs starts building (in the
+    background) before the store is opened and the plan made."""
+    from core.config import load_settings
+
+    settings = load_settings()
+    if not settings.dry_run:
+        from core.batches import fal
+
+        fal.warm_tls()
+    return settings
+
+
 def _run(args: argparse.Namespace) -> int:
     from core.batches import service
 
-    settings, store = _settings_store()
+    settings, store = _settings_store(_warm_up())
     plan = _make_plan(args.plan, store, settings, upload=True)
     batch = service.record(store, plan, settings, concurrency=args.concurrency, created_by=args.created_by)
     print(f"batch {batch.id} {plan.name!r}: {_describe(plan)}", flush=True)
@@ -149,10 +162,10 @@ def _run(args: argparse.Namespace) -> int:
         print("DRY RUN: nothing sent (no FAL_KEY); payloads are validated and recorded as dry_run",
               flush=True)
     store.close()
-    if not batch.dry_run:
-        _measure_in_background(settings)
+    # the metrics worker starts once fal has accepted a job, not while this process starts up
     report = service.run_here(batch.id, settings, concurrency=args.concurrency,
-                              on_progress=_progress_printer(args.quiet))
+                              on_progress=_progress_printer(args.quiet),
+                              on_sending=None if batch.dry_run else lambda: _measure_in_background(settings))
     return _report(report)
 
 
@@ -172,7 +185,7 @@ def _resume(args: argparse.Namespace) -> int:
     from core.batches import service
     from core.errors import BatchBusy
 
-    settings, store = _settings_store()
+    settings, store = _settings_store(_warm_up())
     ids = [args.batch_id] if args.batch_id else [b.id for b in store.unfinished_batches()]
     if args.batch_id:
         store.get_batch(args.batch_id)

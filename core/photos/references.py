@@ -35,7 +35,10 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-import httpx
+from core._imports import hidden
+
+with hidden("click"):   # httpx's command-line client, unused (core/_imports.py)
+    import httpx
 
 from core.config import Settings, load_settings
 from core.store.db import new_id, now

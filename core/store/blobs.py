@@ -51,7 +51,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import httpx
+from core._imports import hidden
+
+with hidden("click"):   # httpx's command-line client, unused (core/_imports.py)
+    import httpx
 
 from core.errors import (
     BucketNotFound,

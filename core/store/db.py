@@ -5,9 +5,15 @@ Invariants:
   processes and the dashboard can read and write at once without "database is locked".
 - A data directory that cannot be written still serves reads (`is_read_only`); a file that is
   not a dashboard database is refused with what to do, and never written to.
-- Migrations are named functions registered on `MIGRATIONS`, applied in order, each in one
-  transaction with its record in `_sqlite_migrations`. Never edit or reorder an applied one:
-  append a new `mNNN_...` function instead.
+- Migrations are named functions registered with `@_migration`, applied in order (sqlite-utils'
+  `MIGRATIONS`), each in one transaction with its record in `_sqlite_migrations`. Never edit or
+  reorder an applied one: append a new `mNNN_...` function instead.
+- A brand-new file gets the latest schema in one transaction from `core/store/_schema.py` (the
+  statements the migrations leave in `sqlite_master`, and their names recorded as applied)
+  instead of replaying every migration; tests/store/test_db.py proves both give the same
+  schema, and a migration the snapshot does not list is replayed as usual.
+- sqlite-utils is loaded only when a migration has to run or a caller asks for more than the
+  store uses (`Database`): opening an up-to-date or brand-new file does not import it.
 - Times are ISO 8601 UTC text (`now()`), which sorts and compares as text.
 - The closed sets stored in text columns (request statuses, reference roles) are defined once,
   in core/store/values.py.
@@ -20,27 +26,103 @@ import fcntl
 import sqlite3
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
 from core.errors import StoreError
 
-# sqlite-utils imports pandas and numpy at import time when installed (~0.5 s of start-up), only
-# to map their scalar types to column types; nothing here hands it either. Hide them during that
-# import so `python -m core batch run` starts lean. They stay importable afterwards.
-_hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
-sys.modules.update(dict.fromkeys(_hidden))
-try:
+if TYPE_CHECKING:
     import sqlite_utils
-    from sqlite_utils.migrations import Migrations
-finally:
-    for _name in _hidden:
-        if sys.modules.get(_name, "") is None:
-            del sys.modules[_name]
 
-MIGRATIONS = Migrations("dashboard")
+MIGRATION_SET = "dashboard"
+_MIGRATIONS: list[Callable[[Any], None]] = []   # in order; see `_migration`
+
+
+def _migration(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Register a migration (applied in the order registered, named after the function)."""
+    _MIGRATIONS.append(fn)
+    return fn
+
+
+def _import_sqlite_utils() -> Any:
+    from core._imports import hidden
+
+    # nothing here hands sqlite-utils a pandas or numpy value (core/_imports.py)
+    with hidden("pandas", "numpy"):
+        import sqlite_utils
+        import sqlite_utils.migrations
+    return sqlite_utils
+
+
+def __getattr__(name: str) -> Any:
+    # `MIGRATIONS`, sqlite-utils' Migrations of the registered functions, is built on first use
+    if name == "MIGRATIONS":
+        sqlite_utils = _import_sqlite_utils()
+        migrations = sqlite_utils.migrations.Migrations(MIGRATION_SET)
+        for fn in _MIGRATIONS:
+            migrations()(fn)
+        globals()["MIGRATIONS"] = migrations
+        return migrations
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class Database:
+    """One SQLite connection as the store uses it: `execute`, `conn`, `atomic`, `close`, which
+    behave as sqlite-utils' `Database` does on an autocommit connection. Anything else
+    (`db["table"]`, `table_names()`, `query()`: migrations, tests, tools) goes to a
+    `sqlite_utils.Database` on the same connection, made on first use, so a runner that only
+    reads and writes rows never loads sqlite-utils (0.07-0.15 s of start-up)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._utils: sqlite_utils.Database | None = None
+        conn.execute("PRAGMA recursive_triggers = on")   # as sqlite-utils sets it
+
+    def execute(self, sql: str, parameters: Any = None) -> sqlite3.Cursor:
+        return self.conn.execute(sql) if parameters is None else self.conn.execute(sql, parameters)
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[Database]:
+        """A transaction; nested blocks use savepoints (sqlite-utils' `atomic`)."""
+        if self.conn.in_transaction:
+            savepoint = f"sp_{uuid.uuid4().hex}"
+            self.conn.execute(f"SAVEPOINT {savepoint}")
+            try:
+                yield self
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+                    self.conn.execute(f"RELEASE SAVEPOINT {savepoint}")
+                raise
+            self.conn.execute(f"RELEASE SAVEPOINT {savepoint}")
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield self
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @property
+    def utils(self) -> sqlite_utils.Database:
+        if self._utils is None:
+            self._utils = _import_sqlite_utils().Database(self.conn)
+        return self._utils
+
+    def __getitem__(self, table: str) -> Any:
+        return self.utils[table]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.utils, name)
 
 
 def now() -> str:
@@ -54,7 +136,7 @@ def new_id() -> str:
 BUSY_TIMEOUT_S = 30.0   # how long a write waits for another connection's lock
 
 
-def connect(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Database:
+def connect(path: Path | str, *, migrate: bool = True) -> Database:
     """A connection to the store at `path` (created if missing), migrated to the latest schema.
 
     Each thread or process opens its own connection. A data directory that cannot be written
@@ -85,7 +167,7 @@ def connect(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Database:
             # re-read under it.
             with _file_lock(lock):
                 conn.execute("PRAGMA journal_mode = WAL")
-                db = sqlite_utils.Database(conn)
+                db = Database(conn)
                 if migrate:
                     migrate_db(db)
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -101,7 +183,7 @@ def connect(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Database:
     return db
 
 
-def is_read_only(db: sqlite_utils.Database) -> bool:
+def is_read_only(db: Database) -> bool:
     """True for a connection `connect` opened read-only (its data directory cannot be written)."""
     return bool(db.execute("PRAGMA query_only").fetchone()[0])
 
@@ -132,7 +214,7 @@ def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
                          "DASHBOARD_DATA_DIR to the dashboard's data directory.")
 
 
-def _connect_read_only(path: Path) -> sqlite_utils.Database:
+def _connect_read_only(path: Path) -> Database:
     """The database of a data directory this process cannot write, for reading.
 
     `mode=ro` needs the WAL index (-shm) to exist or be creatable; when it is neither, nobody can
@@ -145,8 +227,8 @@ def _connect_read_only(path: Path) -> sqlite_utils.Database:
         try:
             conn.execute("PRAGMA query_only = ON")
             _refuse_foreign(conn, path)
-            db = sqlite_utils.Database(conn)
-            pending = MIGRATIONS.pending(db)
+            db = Database(conn)
+            pending = _pending(db)
         except sqlite3.DatabaseError as e:
             conn.close()
             if _is_corruption(e):
@@ -173,14 +255,55 @@ def _file_lock(f: BinaryIO) -> Iterator[None]:
         fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def migrate_db(db: sqlite_utils.Database) -> None:
-    """Apply pending migrations (each in its own transaction with its record)."""
-    if MIGRATIONS.pending(db):
-        MIGRATIONS.apply(db)
+def _applied_names(db: Database) -> list[str] | None:
+    """Names of the applied migrations, None when the file has no migrations table."""
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlite_migrations'"
+                      ).fetchone():
+        return None
+    return [r[0] for r in db.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ? "
+                                     "ORDER BY rowid", [MIGRATION_SET])]
 
 
-@MIGRATIONS()
-def m001_initial(db: sqlite_utils.Database) -> None:
+def _pending(db: Database) -> bool:
+    migrations = globals().get("MIGRATIONS")
+    if migrations is not None:   # built, or replaced by a test: it is the list that counts
+        return bool(migrations.pending(db))
+    done = set(_applied_names(db) or ())
+    return any(fn.__name__ not in done for fn in _MIGRATIONS)
+
+
+def migrate_db(db: Database) -> None:
+    """Bring the file to the latest schema: a brand-new one in one step from the snapshot
+    (`_create_latest`), an older one by applying its pending migrations (each in its own
+    transaction with its record)."""
+    if "MIGRATIONS" not in globals() and _create_latest(db):
+        return
+    if _pending(db):
+        migrations = sys.modules[__name__].MIGRATIONS
+        migrations.apply(db)
+
+
+def _create_latest(db: Database) -> bool:
+    """On a file without any table, create the schema the migrations would leave and record
+    them as applied, in one transaction; False (nothing done) when the file is not blank or the
+    snapshot does not cover every registered migration."""
+    from core.store import _schema
+
+    if [fn.__name__ for fn in _MIGRATIONS] != list(_schema.MIGRATIONS):
+        return False
+    with db.atomic():
+        if db.execute("SELECT 1 FROM sqlite_master").fetchone():
+            return False
+        for statement in _schema.STATEMENTS:
+            db.execute(statement)
+        applied = str(_dt.datetime.now(_dt.timezone.utc))   # as sqlite-utils records it
+        db.conn.executemany("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES (?, ?, ?)",
+                            [(MIGRATION_SET, name, applied) for name in _schema.MIGRATIONS])
+    return True
+
+
+@_migration
+def m001_initial(db: Any) -> None:
     db["reference_photos"].create(
         {
             "id": str, "sha256": str, "role": str, "owner": str, "original_name": str,
@@ -248,15 +371,15 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["result_images"].create_index(["request_id", "idx"], unique=True)
 
 
-@MIGRATIONS()
-def m002_history_indexes(db: sqlite_utils.Database) -> None:
+@_migration
+def m002_history_indexes(db: Any) -> None:
     """History by batch is shown newest first; re-runs are looked up by the request they repeat."""
     db["requests"].create_index(["batch_id", "created_at"], if_not_exists=True)
     db["requests"].create_index(["rerun_of"], if_not_exists=True)
 
 
-@MIGRATIONS()
-def m010_result_metrics(db: sqlite_utils.Database) -> None:
+@_migration
+def m010_result_metrics(db: Any) -> None:
     """Fidelity of each output to its group's first reference (core/evaluation/fidelity.py fills these in the
     background) and the checks of fal's answer against the request. A row is PENDING while
     `metrics_at` is null: the partial index keeps finding pending rows cheap whatever the table size."""
@@ -275,8 +398,8 @@ def m010_result_metrics(db: sqlite_utils.Database) -> None:
                "ON result_images(request_id) WHERE metrics_at IS NULL")
 
 
-@MIGRATIONS()
-def m011_votes(db: sqlite_utils.Database) -> None:
+@_migration
+def m011_votes(db: Any) -> None:
     """Blind review verdicts (core/evaluation/review.py): one row per rater's verdict on two outputs of a
     group, with the left/right order the rater saw; `winner` is the winning endpoint or null."""
     db["votes"].create(
@@ -293,16 +416,16 @@ def m011_votes(db: sqlite_utils.Database) -> None:
     db["votes"].create_index(["rater", "created_at"])
 
 
-@MIGRATIONS()
-def m012_batch_stop_reason(db: sqlite_utils.Database) -> None:
+@_migration
+def m012_batch_stop_reason(db: Any) -> None:
     """Why a batch's runner stopped before every request was final, written by the runner (not
     parsed from its log), and when; a runner that takes the batch again clears both."""
     db["batches"].add_column("stop_reason", str)
     db["batches"].add_column("stopped_at", str)
 
 
-@MIGRATIONS()
-def m013_batch_runner_state(db: sqlite_utils.Database) -> None:
+@_migration
+def m013_batch_runner_state(db: Any) -> None:
     """What a page needs to say what a batch's runner is doing, without reading its log: when a
     runner was last started for it (a runner not up yet is "starting", not "stopped"), and since
     when fal has been unreachable for it (the runner rides through outages and says so)."""
@@ -310,8 +433,8 @@ def m013_batch_runner_state(db: sqlite_utils.Database) -> None:
     db["batches"].add_column("fal_unreachable_since", str)
 
 
-@MIGRATIONS()
-def m014_contenders(db: sqlite_utils.Database) -> None:
+@_migration
+def m014_contenders(db: Any) -> None:
     """What a comparison compares is a CONTENDER (core/catalog/contenders.py): an endpoint at one
     parameter set. Each is stored once (`contenders`: id, endpoint, canonical params JSON) and
     named on every request (`requests.contender_id`). Requests recorded before this migration
@@ -339,8 +462,8 @@ def m014_contenders(db: sqlite_utils.Database) -> None:
         db.conn.executemany("UPDATE requests SET contender_id = ? WHERE id = ?", updates)
 
 
-@MIGRATIONS()
-def m015_version_indexes(db: sqlite_utils.Database) -> None:
+@_migration
+def m015_version_indexes(db: Any) -> None:
     """The Leaderboard's data version over every batch asks for the newest completion, measurement
     and check: indexes answer those maxima without reading the tables (100,000 requests)."""
     db["requests"].create_index(["completed_at"], if_not_exists=True)

@@ -115,11 +115,10 @@ def test_sigkill_mid_batch_then_resume_pays_each_request_once(fal_standin, tmp_p
     d.close()
 
 
-# Known flake: now and then a POST goes out on a keep-alive connection the stand-in has just
-# closed; the runner rightly refuses to resend it (submit_unconfirmed), so not every request
-# completes. Up to two reruns; a locked database would fail every run.
-@pytest.mark.flaky(reruns=2)
 def test_two_batches_at_once_and_a_busy_reader_never_see_a_locked_database(fal_standin, tmp_path):
+    """Two runners and a reader on one store: no "database is locked", every request completed.
+    (It once failed now and then with a submit_unconfirmed ReadError: the stand-in's listen
+    backlog of 5 overflowed and the kernel reset a connection carrying a POST; see _Server.)"""
     settings = load_settings()
     settings.ensure_dirs()
     fal_standin.set_latency(0.02)
@@ -159,7 +158,9 @@ def test_two_batches_at_once_and_a_busy_reader_never_see_a_locked_database(fal_s
         assert "locked" not in err.lower()
     assert errors == [] and reads > 0
     d = open_store(settings.db_path)
-    assert d.db.execute("SELECT count(*), sum(status = 'completed') FROM requests").fetchone() == (48, 48)
+    unfinished = d.db.execute("SELECT status, error_type, error_message FROM requests "
+                              "WHERE status != 'completed'").fetchall()
+    assert unfinished == [] and d.db.execute("SELECT count(*) FROM requests").fetchone()[0] == 48
     assert d.db.execute("SELECT count(*) FROM result_images").fetchone()[0] == 48
     d.close()
 

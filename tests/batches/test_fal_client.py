@@ -1027,3 +1027,14 @@ def test_errors_say_whether_fal_surely_never_received_the_submit(fal_standin, fa
         with pytest.raises(FalUnavailable) as gateway:
             client.submit(SCHNELL, {"prompt": "p"})
         assert gateway.value.not_sent
+
+
+def test_the_tls_context_is_built_once_verifies_certificates_and_can_be_warmed_in_the_background():
+    import ssl
+
+    from core.batches import fal as fal_module
+
+    fal_module.warm_tls()
+    context = fal_module.tls_context()
+    assert context is fal_module.tls_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname

@@ -360,3 +360,38 @@ def test_an_outage_of_every_fal_call_mid_batch_is_ridden_through_by_the_stream_f
     assert report.finished and report.stopped is None
     assert {r.status for r in d.batch_requests(batch.id)} == {"completed"}
     assert fal_standin.submissions == 6
+
+
+def test_on_sending_is_called_once_after_fal_accepted_the_first_job(live, fal_standin):
+    """`batch run` starts the metrics worker from this hook: never before a job exists at fal,
+    never twice."""
+    settings, d, make_batch = live
+    batch = make_batch(models=(SCHNELL,), poses=("Standing", "Walking", "Sitting"))
+    fal_standin.set_latency(0.3)
+    seen = []
+
+    def on_sending():
+        seen.append(d.db.execute("SELECT count(*) FROM requests WHERE batch_id = ? AND fal_request_id IS NOT NULL",
+                                 [batch.id]).fetchone()[0])
+
+    report = schedule.run_batch(batch.id, settings=settings, concurrency=1, on_sending=on_sending)
+    assert report.finished
+    assert len(seen) == 1 and seen[0] >= 1
+
+
+def test_on_sending_is_not_called_when_nothing_is_accepted(live, fal_standin):
+    settings, d, make_batch = live
+    batch = make_batch(models=(SCHNELL,))
+    fal_standin.set_key("another-key")   # every submit refused: nothing exists at fal
+    seen = []
+    report = schedule.run_batch(batch.id, settings=settings, on_sending=lambda: seen.append(1))
+    assert report.stopped and seen == []
+
+
+def test_on_sending_is_called_even_when_the_run_ends_before_the_supervisor_looks(live, fal_standin):
+    settings, d, make_batch = live
+    batch = make_batch(models=(SCHNELL,), poses=("Standing",))
+    fal_standin.set_latency(0.0)
+    seen = []
+    assert schedule.run_batch(batch.id, settings=settings, on_sending=lambda: seen.append(1)).finished
+    assert seen == [1]

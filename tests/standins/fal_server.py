@@ -610,6 +610,11 @@ def _data_uri_size(value: Any) -> tuple[int, int] | None:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a runner opening 16-32 connections at once
+    # overflowed it, and the kernel's SYN-cookie path then reset a connection the client had
+    # already written a POST to (a ReadError on a submit: possibly sent, never resent). fal's
+    # servers, like any production server (uvicorn 2048, nginx 511), accept far more.
+    request_queue_size = 1024
     standin: FalStandin
 
     def handle_error(self, request, client_address) -> None:

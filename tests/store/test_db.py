@@ -8,8 +8,10 @@ store that no longer matches its table.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from sqlite_utils.migrations import Migrations
@@ -177,3 +179,44 @@ def test_processes_opening_a_fresh_store_at_once_never_see_database_locked(tmp_p
         for p, (out, err) in zip(procs, results):
             assert p.returncode == 0, err
             assert set(EXPECTED) <= set(out.strip().split(","))
+
+
+def _master(conn) -> list[tuple]:
+    return conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+
+
+def test_a_brand_new_file_gets_exactly_the_schema_replaying_every_migration_gives(tmp_path):
+    """A blank file is created from core/store/_schema.py in one step: the same tables, columns,
+    indexes and statement text as replaying the migrations, and every migration recorded."""
+    from tests.store import schema_snapshot
+
+    assert (Path(db.__file__).with_name("_schema.py").read_text() == schema_snapshot.module_text()), \
+        "core/store/_schema.py is stale: run `python -m tests.store.schema_snapshot > core/store/_schema.py`"
+    replayed = tmp_path / "replayed.db"
+    schema_snapshot.replayed_schema(replayed)
+    fresh = db.connect(tmp_path / "fresh.db")
+    assert _master(fresh.conn) == _master(sqlite3.connect(replayed))
+    assert [m.name for m in db.MIGRATIONS.applied(fresh)] == [fn.__name__ for fn in db._MIGRATIONS]
+    assert db.MIGRATIONS.pending(fresh) == []
+
+
+def test_a_migration_the_snapshot_lacks_is_replayed_on_a_brand_new_file(tmp_path, monkeypatch):
+    def m999_extra(d):
+        d.execute("CREATE TABLE extra (id TEXT)")
+
+    monkeypatch.setattr(db, "_MIGRATIONS", [*db._MIGRATIONS, m999_extra])
+    if "MIGRATIONS" in vars(db):
+        monkeypatch.delattr(db, "MIGRATIONS")   # built from the registered list on first use
+    d = db.connect(tmp_path / "store.db")
+    assert "extra" in d.table_names() and _columns(d)["requests"] == EXPECTED["requests"]
+
+
+def test_opening_a_new_or_current_file_does_not_load_sqlite_utils(tmp_path):
+    """The runner's start-up: creating a store and writing to it needs only sqlite3."""
+    code = ("import sys; from core.store import open_store; st = open_store(sys.argv[1]); "
+            "st.heartbeat; st.db.execute('SELECT count(*) FROM requests').fetchone(); st.close(); "
+            "print('sqlite_utils' in sys.modules)")
+    path = tmp_path / "dashboard.db"
+    for _ in range(2):   # brand new, then up to date
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "False", out.stderr
