@@ -11,6 +11,7 @@ MIGRATIONS = (
     'm013_batch_runner_state',
     'm014_contenders',
     'm015_version_indexes',
+    'm016_batch_figures',
 )
 
 STATEMENTS = (
@@ -44,4 +45,15 @@ STATEMENTS = (
     'CREATE INDEX "idx_requests_completed_at"\n    ON "requests" ("completed_at")',
     'CREATE INDEX "idx_result_images_metrics_at"\n    ON "result_images" ("metrics_at")',
     'CREATE INDEX "idx_result_images_checked_at"\n    ON "result_images" ("checked_at")',
+    'CREATE TABLE batch_stamps (batch_id TEXT PRIMARY KEY, stamp INTEGER NOT NULL)',
+    'CREATE TABLE batch_figures (batch_id TEXT PRIMARY KEY, stamp INTEGER NOT NULL, figures TEXT NOT NULL)',
+    "CREATE TRIGGER stamp_requests_insert AFTER INSERT ON requests BEGIN INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce(NEW.batch_id, ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; END",
+    "CREATE TRIGGER stamp_requests_update AFTER UPDATE ON requests BEGIN INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce(OLD.batch_id, ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce(NEW.batch_id, ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; END",
+    "CREATE TRIGGER stamp_requests_delete AFTER DELETE ON requests BEGIN INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce(OLD.batch_id, ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; END",
+    "CREATE TRIGGER stamp_result_images_insert AFTER INSERT ON result_images BEGIN INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM requests WHERE id = NEW.request_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; END",
+    "CREATE TRIGGER stamp_result_images_update AFTER UPDATE ON result_images BEGIN INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM requests WHERE id = OLD.request_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM requests WHERE id = NEW.request_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; END",
+    "CREATE TRIGGER stamp_result_images_delete AFTER DELETE ON result_images BEGIN INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM requests WHERE id = OLD.request_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; END",
+    "CREATE TRIGGER stamp_votes_insert AFTER INSERT ON votes BEGIN INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM groups WHERE id = NEW.group_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; END",
+    "CREATE TRIGGER stamp_votes_update AFTER UPDATE ON votes BEGIN INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM groups WHERE id = OLD.group_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM groups WHERE id = NEW.group_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; END",
+    "CREATE TRIGGER stamp_votes_delete AFTER DELETE ON votes BEGIN INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM groups WHERE id = OLD.group_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; END",
 )

@@ -471,8 +471,8 @@ def m015_version_indexes(db: Any) -> None:
     db["result_images"].create_index(["checked_at"], if_not_exists=True)
 
 
-@MIGRATIONS()
-def m016_batch_figures(db: sqlite_utils.Database) -> None:
+@_migration
+def m016_batch_figures(db: Any) -> None:
     """"All batches" on the Leaderboard merges each batch's figures (core/evaluation/comparison.py)
     instead of reading 100,000 requests per visit. `batch_stamps` counts the writes to each batch's
     requests, images and votes (triggers, so no writer can forget; '' = requests without a batch);
