@@ -2,7 +2,9 @@
 
 Invariants:
 - Endpoints are data (core/catalog/endpoints.toml + the input JSON Schemas in core/catalog/schemas/), not if-chains;
-  the file is checked against each schema when first loaded (a mismatch is a `ConfigError`).
+  the file is checked against each schema when first loaded (a mismatch is a `ConfigError`). Each
+  schema is checked against JSON Schema's own meta-schema, and its validator built, when a body is
+  first validated: reading labels and fields (an export, a page) never imports jsonschema.
 - Nothing leaves without `validate_payload`: every schema error is reported at once (not just the
   first), each message names the field, what is allowed and the endpoint. `build_payload` validates
   the body it returns.
@@ -23,14 +25,15 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, PayloadError
 from core.catalog.payloads import REFERENCE_SCHEME, abbreviate
 from core.catalog.prompts import image_size_for
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 ENDPOINTS_PATH = Path(__file__).with_name("endpoints.toml")
 SCHEMAS_DIR = Path(__file__).with_name("schemas")
@@ -100,10 +103,24 @@ class Endpoint:
         return tuple(self.schema.get("properties", {}))
 
 
-@dataclass(frozen=True)
 class _Entry:
-    endpoint: Endpoint
-    validator: Draft202012Validator
+    """An endpoint and the validator of its bodies, built (and its schema checked) on first use."""
+
+    def __init__(self, endpoint: Endpoint, checked: dict[str, Any]) -> None:
+        self.endpoint = endpoint
+        self._checked = checked
+
+    @functools.cached_property
+    def validator(self) -> Draft202012Validator:
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        path = SCHEMAS_DIR / _registry_file()["endpoints"][self.endpoint.id]["schema"]
+        try:
+            Draft202012Validator.check_schema(self.endpoint.schema)
+        except SchemaError as e:
+            raise _bad(self.endpoint.id, f"schema {path} is not a valid JSON Schema: {e.message}") from e
+        return Draft202012Validator(self._checked)
 
 
 def _bad(endpoint_id: str, problem: str) -> ConfigError:
@@ -119,10 +136,6 @@ def _load_schema(endpoint_id: str, filename: str) -> dict[str, Any]:
     schema = document.get("input") if isinstance(document, dict) else None
     if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
         raise _bad(endpoint_id, f"schema {path} has no `input` object schema")
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as e:
-        raise _bad(endpoint_id, f"schema {path} is not a valid JSON Schema: {e.message}") from e
     return schema
 
 
@@ -176,7 +189,7 @@ def _make_entry(endpoint_id: str, raw: dict[str, Any]) -> _Entry:
         for side in ("width", "height"):
             image_size_def[side].pop("exclusiveMinimum", None)
             image_size_def[side].update(minimum=size_range[0], maximum=size_range[1])
-    return _Entry(endpoint, Draft202012Validator(checked))
+    return _Entry(endpoint, checked)
 
 
 @functools.cache
