@@ -346,3 +346,32 @@ def m015_version_indexes(db: sqlite_utils.Database) -> None:
     db["requests"].create_index(["completed_at"], if_not_exists=True)
     db["result_images"].create_index(["metrics_at"], if_not_exists=True)
     db["result_images"].create_index(["checked_at"], if_not_exists=True)
+
+
+@MIGRATIONS()
+def m016_export_lines(db: sqlite_utils.Database) -> None:
+    """The history export's CSV text of each final request, kept ready (core/store/history.py):
+    one row per export row (`idx` -1 for a request without images), the cells before the
+    contender's and after it, and the version of the format that wrote them (and an index on
+    requests in the export's order). Triggers delete a
+    request's lines whenever the request or one of its images is written, by any writer, so a
+    line never outlives its cells; the lines of the requests already final are written here."""
+    from core.store import history
+
+    # the export reads requests newest first, ties by id, and their lines by index: this index
+    # gives that order, so the stored lines are read in order and never sorted
+    db["requests"].create_index(["created_at", "id"], if_not_exists=True)
+    db.execute("CREATE TABLE export_lines (request_id TEXT NOT NULL, idx INTEGER NOT NULL, "
+               "version TEXT NOT NULL, head TEXT NOT NULL, tail TEXT NOT NULL, "
+               "PRIMARY KEY (request_id, idx))")
+    for event, table, key in (("UPDATE", "requests", "OLD.id"), ("DELETE", "requests", "OLD.id"),
+                              ("INSERT", "result_images", "NEW.request_id"),
+                              ("UPDATE", "result_images", "OLD.request_id"),
+                              ("DELETE", "result_images", "OLD.request_id")):
+        also = f" OR request_id = {key.replace('OLD', 'NEW')}" if event == "UPDATE" else ""
+        db.execute(f"CREATE TRIGGER export_lines_{table}_{event.lower()} AFTER {event} ON {table} "
+                   f"BEGIN DELETE FROM export_lines WHERE request_id = {key}{also}; END")
+    history.register_export_functions(db.conn)
+    stale = history.stale_export_lines(db)
+    for start in range(0, len(stale), 500):
+        history.write_export_lines(db, stale[start:start + 500])

@@ -66,6 +66,7 @@ class ImagesMixin(_Base):
         updates = ", ".join(f"{c} = excluded.{c}" for c in row if c not in ("request_id", "idx"))
         self._write(f"INSERT INTO result_images ({', '.join(cols)}) VALUES ({placeholders(len(cols))}) "
                     f"ON CONFLICT(request_id, idx) DO UPDATE SET {updates}", [new_id(), *row.values()])
+        self._keep_export_lines(request_id)   # stores nothing while the request is under way
         return image_from_row(next(self._rows(
             "SELECT * FROM result_images WHERE request_id = ? AND idx = ?", [request_id, idx])))
 
