@@ -352,18 +352,19 @@ def m015_version_indexes(db: sqlite_utils.Database) -> None:
 def m016_export_lines(db: sqlite_utils.Database) -> None:
     """The history export's CSV text of each final request, kept ready (core/store/history.py):
     one row per export row (`idx` -1 for a request without images), the cells before the
-    contender's and after it, and the version of the format that wrote them (and an index on
-    requests in the export's order). Triggers delete a
+    contender's and after it, and the version of the format that wrote them (in the key, so
+    "has lines of this version" is answered from the index; and an index on requests in the
+    export's order). Triggers delete a
     request's lines whenever the request or one of its images is written, by any writer, so a
     line never outlives its cells; the lines of the requests already final are written here."""
     from core.store import history
 
-    # the export reads requests newest first, ties by id, and their lines by index: this index
-    # gives that order, so the stored lines are read in order and never sorted
-    db["requests"].create_index(["created_at", "id"], if_not_exists=True)
+    # the export reads requests newest first, ties by id, then their lines: this index gives that
+    # order and the contender (the cells it joins in) without reading the requests' rows
+    db["requests"].create_index(["created_at", "id", "contender_id"], if_not_exists=True)
     db.execute("CREATE TABLE export_lines (request_id TEXT NOT NULL, idx INTEGER NOT NULL, "
                "version TEXT NOT NULL, head TEXT NOT NULL, tail TEXT NOT NULL, "
-               "PRIMARY KEY (request_id, idx))")
+               "PRIMARY KEY (request_id, version, idx))")
     for event, table, key in (("UPDATE", "requests", "OLD.id"), ("DELETE", "requests", "OLD.id"),
                               ("INSERT", "result_images", "NEW.request_id"),
                               ("UPDATE", "result_images", "OLD.request_id"),

@@ -261,8 +261,9 @@ def _history_csv_sql(where: str, n_contenders: int) -> str:
     (`where`'s, version).
 
     A compound SELECT ordered as a whole: SQLite merges its two parts, each in order, so the
-    stored lines come in index order (requests by `(created_at, id)`, lines by `idx`) and are
-    never sorted; the bytes are SQLite's own, never decoded into Python text."""
+    stored lines come in the order of an index (requests by `(created_at, id, contender_id)`,
+    whose rows are never read) and only the lines of requests created at the same moment are
+    sorted (by id, idx); the bytes are SQLite's own, never decoded into Python text."""
     values = ", ".join(["(?, ?)"] * n_contenders) if n_contenders else None
     contenders = f"VALUES {values}" if values else "SELECT NULL, NULL WHERE 0"
     computed = _parts_sql(f"({where}) AND NOT EXISTS (SELECT 1 FROM export_lines l "
@@ -327,10 +328,10 @@ class HistoryMixin(_Base):
         where, params = _history_where(f, "r")
         self._export_functions()
         pairs = [v for item in (contender_cells or {}).items() for v in item]
+        to_fill: list[str] = []
         cursor = self.db.conn.execute(
             _history_csv_sql(where, len(pairs) // 2),
             [*pairs, other_contender, *params, EXPORT_LINES_VERSION, *params, EXPORT_LINES_VERSION])
-        to_fill: list[str] = []
         try:
             while rows := cursor.fetchmany(chunk_size):
                 to_fill.extend(row[0] for row in rows if row[4])

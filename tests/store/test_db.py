@@ -77,7 +77,7 @@ EXPECTED_INDEXES: dict[str, set[tuple[tuple[str, ...], bool]]] = {
                  (("fal_request_id",), False), (("group_id",), False), (("rerun_of",), False),
                  (("status", "created_at"), False), (("submitted_at",), False),
                  (("batch_id", "contender_id"), False), (("completed_at",), False),
-                 (("created_at", "id"), False)},
+                 (("created_at", "id", "contender_id"), False)},
     "result_images": {(("request_id",), False), (("request_id", "idx"), True),
                       (("metrics_at",), False), (("checked_at",), False)},
     "votes": {(("group_id", "rater"), False), (("rater", "created_at"), False)},
