@@ -357,7 +357,7 @@ class HistoryMixin(_Base):
         held too long), the write that called this stands and an export builds the lines."""
         try:
             self.refresh_export_lines([request_id])
-        except sqlite3.Error as e:
+        except (sqlite3.Error, StoreError) as e:
             log.info("export lines of request %s not stored (%s)", request_id, e)
 
     def refresh_export_lines(self, request_ids: Sequence[str] | None = None) -> int:

@@ -175,3 +175,22 @@ def test_the_migration_stores_the_lines_of_requests_already_final(settings):
         assert _lines(again, pending.id) == []
     finally:
         again.close()
+
+
+def test_a_refused_line_write_never_fails_the_write_that_made_the_request_final(st, monkeypatch):
+    """The lines are a cache: when SQLite refuses them (a lock held too long, a full disk), the
+    request is still completed, and the export builds its lines (then stores them)."""
+    import sqlite3
+
+    from core.store import history
+
+    def refuse(db, request_ids):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(history, "write_export_lines", refuse)
+    rec = _final_with_image(st)
+    assert st.get_request(rec.id).status == "completed" and _lines(st, rec.id) == []
+    text = export.to_csv_bytes(st)       # the refill after it is refused too: still a whole file
+    assert rec.id.encode() in text
+    monkeypatch.undo()
+    assert export.to_csv_bytes(st) == text and _lines(st, rec.id)
