@@ -8,6 +8,12 @@ Invariants:
 - The export's lines are built by column in SQL (`_CELLS`), not row by row in Python: only a
   cell that needs rewriting (a `data:` URI, a guarded first character, a float SQLite would
   write differently from Python) reaches a Python function.
+- A final request's lines are built once and stored (`export_lines`, with the version of the
+  statement that built them); the export reads them as they are. A stored line never outlives
+  its cells: triggers (migration m016) delete a request's lines on ANY write to the request or
+  its images, whoever writes, and a line of another version is never read. Storing them is only
+  a matter of speed: a request without current lines is built by the export, with the same
+  bytes (tests/export/test_export_equivalence.py compares both with the former export).
 """
 from __future__ import annotations
 
@@ -252,31 +258,29 @@ _FINAL = tuple(sorted(FINAL_STATUSES))
 _FILL_CHUNK = 500
 
 
-def _history_csv_sql(where: str, n_contenders: int) -> str:
-    """The statement giving (request_id, CSV line as UTF-8 bytes, created_at, idx, fill) per
-    export row, newest request first, its images by index: the stored line of the current version
-    where the request has one (fill 0), else the line computed from its cells (fill 1 when the
-    request is final: its lines are missing and worth storing). Parameters: the contenders' (id,
-    fragment) pairs, the fragment for a request whose contender is not among them, then twice
-    (`where`'s, version).
+def _history_csv_sql(where: str) -> str:
+    """The statement giving, per export row, newest request first, its images by index:
+    (request_id, the CSV text before the contender's cells and a comma, contender_id, a comma and
+    the text after them, created_at, idx, fill), the texts as UTF-8 bytes (SQLite's own, never
+    decoded into Python text). The stored lines of the current version where the request has
+    them (fill 0), else the lines built from its cells (fill 1 when the request is final: its
+    lines are missing and worth storing). Parameters: twice (`where`'s, version).
 
     A compound SELECT ordered as a whole: SQLite merges its two parts, each in order, so the
     stored lines come in the order of an index (requests by `(created_at, id, contender_id)`,
     whose rows are never read) and only the lines of requests created at the same moment are
-    sorted (by id, idx); the bytes are SQLite's own, never decoded into Python text."""
-    values = ", ".join(["(?, ?)"] * n_contenders) if n_contenders else None
-    contenders = f"VALUES {values}" if values else "SELECT NULL, NULL WHERE 0"
+    sorted (by id, idx). The contender's cells are put in by the caller (a dict lookup per row,
+    whatever the number of contenders; a join in SQL scanned them all on every row)."""
     computed = _parts_sql(f"({where}) AND NOT EXISTS (SELECT 1 FROM export_lines l "
                           "WHERE l.request_id = r.id AND l.version = ?)")
-    return (f"WITH c(id, cells) AS ({contenders}), missing(cells) AS (SELECT ?) "
-            "SELECT r.id, CAST(l.head || ',' || coalesce(c.cells, missing.cells) || ',' || l.tail AS BLOB), "
-            "r.created_at, l.idx, 0 FROM requests r CROSS JOIN export_lines l ON l.request_id = r.id JOIN missing "
-            f"LEFT JOIN c ON c.id = r.contender_id WHERE ({where}) AND l.version = ? "
+    final = ", ".join(f"'{s}'" for s in _FINAL)
+    return ("SELECT r.id, CAST(l.head || ',' AS BLOB), r.contender_id, CAST(',' || l.tail AS BLOB), "
+            "r.created_at, l.idx, 0 FROM requests r CROSS JOIN export_lines l ON l.request_id = r.id "
+            f"WHERE ({where}) AND l.version = ? "
             "UNION ALL "
-            "SELECT p.request_id, CAST(p.head || ',' || coalesce(c.cells, missing.cells) || ',' || p.tail AS BLOB), "
-            f"p.created_at, p.idx, p.status IN ({', '.join(repr(str(s)) for s in _FINAL)}) "
-            f"FROM ({computed}) p JOIN missing LEFT JOIN c ON c.id = p.contender_id "
-            "ORDER BY 3 DESC, 1 DESC, 4")
+            "SELECT p.request_id, CAST(p.head || ',' AS BLOB), p.contender_id, CAST(',' || p.tail AS BLOB), "
+            f"p.created_at, p.idx, p.status IN ({final}) FROM ({computed}) p "
+            "ORDER BY 5 DESC, 1 DESC, 6")
 
 
 class HistoryMixin(_Base):
@@ -327,15 +331,15 @@ class HistoryMixin(_Base):
         under WAL the read never blocks a writer."""
         where, params = _history_where(f, "r")
         self._export_functions()
-        pairs = [v for item in (contender_cells or {}).items() for v in item]
+        cells = {cid: text.encode("utf-8") for cid, text in (contender_cells or {}).items()}
+        other = other_contender.encode("utf-8")
         to_fill: list[str] = []
-        cursor = self.db.conn.execute(
-            _history_csv_sql(where, len(pairs) // 2),
-            [*pairs, other_contender, *params, EXPORT_LINES_VERSION, *params, EXPORT_LINES_VERSION])
+        cursor = self.db.conn.execute(_history_csv_sql(where),
+                                      [*params, EXPORT_LINES_VERSION, *params, EXPORT_LINES_VERSION])
         try:
             while rows := cursor.fetchmany(chunk_size):
-                to_fill.extend(row[0] for row in rows if row[4])
-                yield [(row[0], row[1]) for row in rows]
+                to_fill.extend(row[0] for row in rows if row[6])
+                yield [(row[0], row[1] + cells.get(row[2], other) + row[3]) for row in rows]
         finally:
             cursor.close()
         if to_fill:
