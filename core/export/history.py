@@ -16,7 +16,7 @@ Invariants:
   abbreviated. Response bodies and logs are not exported.
 - Columnar and streamed: each final request's line is kept ready in the store, written when the
   request or its images change (`Store.refresh_export_lines`; the contender's cells, which depend
-  on the export, are joined in), and the other rows are built by column in SQL
+  on the export, are put in as it reads), and the other rows are built by column in SQL
   (`Store.iter_history_csv`: quoted exactly as Python's csv writer quotes, only the few cells to
   neutralise reaching `safe_cell`). Written chunk by chunk, so memory stays flat in the history
   size. pandas is not needed (nor imported) to export.
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 CHUNK_SIZE = 5000
 
 COLUMNS: tuple[str, ...] = HISTORY_CELLS   # before the `param_<name>` columns an export adds
-
 
 
 @dataclass(frozen=True)

@@ -264,15 +264,17 @@ def _history_csv_sql(where: str) -> str:
     the text after them, created_at, idx, fill), the texts as UTF-8 bytes (SQLite's own, never
     decoded into Python text). The stored lines of the current version where the request has
     them (fill 0), else the lines built from its cells (fill 1 when the request is final: its
-    lines are missing and worth storing). Parameters: twice (`where`'s, version).
+    lines are missing and worth storing). Parameters: `where`'s, version, version, `where`'s.
 
     A compound SELECT ordered as a whole: SQLite merges its two parts, each in order, so the
     stored lines come in the order of an index (requests by `(created_at, id, contender_id)`,
     whose rows are never read) and only the lines of requests created at the same moment are
     sorted (by id, idx). The contender's cells are put in by the caller (a dict lookup per row,
     whatever the number of contenders; a join in SQL scanned them all on every row)."""
-    computed = _parts_sql(f"({where}) AND NOT EXISTS (SELECT 1 FROM export_lines l "
-                          "WHERE l.request_id = r.id AND l.version = ?)")
+    # the requests without current lines, found from two indexes (never reading the requests'
+    # rows, a quarter of a second at 100,000), then only those looked up to build theirs
+    computed = _parts_sql("r.id IN (SELECT s.id FROM requests s WHERE NOT EXISTS (SELECT 1 FROM "
+                          f"export_lines l WHERE l.request_id = s.id AND l.version = ?)) AND ({where})")
     final = ", ".join(f"'{s}'" for s in _FINAL)
     return ("SELECT r.id, CAST(l.head || ',' AS BLOB), r.contender_id, CAST(',' || l.tail AS BLOB), "
             "r.created_at, l.idx, 0 FROM requests r CROSS JOIN export_lines l ON l.request_id = r.id "
@@ -335,7 +337,7 @@ class HistoryMixin(_Base):
         other = other_contender.encode("utf-8")
         to_fill: list[str] = []
         cursor = self.db.conn.execute(_history_csv_sql(where),
-                                      [*params, EXPORT_LINES_VERSION, *params, EXPORT_LINES_VERSION])
+                                      [*params, EXPORT_LINES_VERSION, EXPORT_LINES_VERSION, *params])
         try:
             while rows := cursor.fetchmany(chunk_size):
                 to_fill.extend(row[0] for row in rows if row[6])
