@@ -14,16 +14,17 @@ Invariants:
 - UTF-8 with a byte order mark, CRLF line ends, so Excel opens accents and emoji right.
 - No secret and no `data:` URI: no credentials are stored at all, and every `data:` URI is
   abbreviated. Response bodies and logs are not exported.
-- Columnar and streamed: the lines are built by column in SQL (`Store.iter_history_csv`: quoted
-  exactly as Python's csv writer quotes), only the few cells to neutralise reach `safe_cell`, and
-  they are written chunk by chunk, so memory stays flat in the history size. pandas is not
-  needed (nor imported) to export.
+- Columnar and streamed: each final request's line is kept ready in the store, written when the
+  request or its images change (`Store.refresh_export_lines`; the contender's cells, which depend
+  on the export, are put in as it reads), and the other rows are built by column in SQL
+  (`Store.iter_history_csv`: quoted exactly as Python's csv writer quotes, only the few cells to
+  neutralise reaching `safe_cell`). Written chunk by chunk, so memory stays flat in the history
+  size. pandas is not needed (nor imported) to export.
 """
 from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from core import store
 from core.catalog import contenders
 from core.catalog.payloads import canonical_json
 from core.errors import DashboardError
-from core.store import HISTORY_CELLS, TextGuard
+from core.store import HISTORY_CELLS, safe_cell
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -41,10 +42,6 @@ if TYPE_CHECKING:
 CHUNK_SIZE = 5000
 
 COLUMNS: tuple[str, ...] = HISTORY_CELLS   # before the `param_<name>` columns an export adds
-
-_DANGEROUS_FIRST = "=+-@\t\r"
-# "-5" or "+0.25" typed as text is read by a spreadsheet as a number, never as a formula
-_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)\Z")
 
 
 @dataclass(frozen=True)
@@ -54,16 +51,6 @@ class ExportResult:
     requests: int
 
 
-def safe_cell(value: Any) -> Any:
-    """A text cell no spreadsheet will run as a formula (see the module invariants)."""
-    if isinstance(value, str) and value[:1] in _DANGEROUS_FIRST and not _PLAIN_NUMBER.match(value):
-        return "'" + value
-    return value
-
-
-_GUARD = TextGuard(first=_DANGEROUS_FIRST, fix=safe_cell)
-
-
 @dataclass(frozen=True)
 class _Contenders:
     """The contenders of an export: the header's swept-parameter columns, and per contender
@@ -71,8 +58,10 @@ class _Contenders:
     columns: tuple[str, ...]
     fragments: dict[str, str]
 
-    def cells(self, contender_id: str | None) -> str:
-        return self.fragments.get(contender_id or "", "," * len(self.columns))
+    @property
+    def other(self) -> str:
+        """The cells of a request without a known contender: all empty."""
+        return "," * len(self.columns)
 
 
 def _schema_parameters(endpoint: str) -> frozenset[str]:
@@ -109,15 +98,17 @@ def _header(named: _Contenders) -> list[str]:
     return [*COLUMNS[:i], *named.columns, *COLUMNS[i:]]
 
 
-def _write(st: Store, f: store.HistoryFilter, out: IO[str], chunk_size: int) -> Iterator[tuple[int, int]]:
-    """Write BOM, header and rows to `out`; after each chunk, yield (rows, requests) so far."""
+def _write(st: Store, f: store.HistoryFilter, out: IO[bytes], chunk_size: int) -> Iterator[tuple[int, int]]:
+    """Write BOM, header and rows to `out` (UTF-8 bytes, as SQLite holds them: never decoded
+    and encoded again); after each chunk, yield (rows, requests) so far."""
     named = _export_contenders(st, f)
-    out.write("\ufeff" + ",".join(_header(named)) + "\r\n")
+    out.write(("\ufeff" + ",".join(_header(named)) + "\r\n").encode("utf-8"))
     rows = requests = 0
     last = None
-    for chunk in st.iter_history_csv(f, guard=_GUARD, contender_cells=named.cells, chunk_size=chunk_size):
-        out.write("\r\n".join([line for _, line in chunk]))
-        out.write("\r\n")
+    for chunk in st.iter_history_csv(f, contender_cells=named.fragments, other_contender=named.other,
+                                     chunk_size=chunk_size):
+        out.write(b"\r\n".join([line for _, line in chunk]))
+        out.write(b"\r\n")
         rows += len(chunk)
         for request_id, _ in chunk:      # a request's image rows are consecutive
             if request_id != last:
@@ -130,7 +121,12 @@ def iter_csv(st: Store, f: store.HistoryFilter | None = None, *,
              chunk_size: int = CHUNK_SIZE) -> Iterator[str]:
     """The CSV as text chunks (for streaming), one per `chunk_size` rows; the first starts with
     the BOM and the header (alone when nothing matches)."""
-    buf = io.StringIO()
+    for data in _chunks(st, f, chunk_size):
+        yield data.decode("utf-8")
+
+
+def _chunks(st: Store, f: store.HistoryFilter | None, chunk_size: int) -> Iterator[bytes]:
+    buf = io.BytesIO()
     for _ in _write(st, f or store.HistoryFilter(), buf, chunk_size):
         yield buf.getvalue()
         buf.seek(0)
@@ -147,7 +143,7 @@ def to_csv(st: Store, out: str | Path, f: store.HistoryFilter | None = None, *,
     tmp = out.with_name(out.name + ".part")
     rows = requests = 0
     try:
-        with open(tmp, "w", encoding="utf-8", newline="", buffering=1 << 20) as fh:
+        with open(tmp, "wb", buffering=1 << 20) as fh:
             for rows, requests in _write(st, f or store.HistoryFilter(), fh, chunk_size):
                 pass
         tmp.replace(out)
@@ -159,8 +155,8 @@ def to_csv(st: Store, out: str | Path, f: store.HistoryFilter | None = None, *,
 
 def to_csv_bytes(st: Store, f: store.HistoryFilter | None = None) -> bytes:
     """The whole CSV as bytes, for a page's deferred download button (Streamlit holds a download
-    in memory; this builds it chunk by chunk, without a second text copy)."""
+    in memory; this builds it chunk by chunk, with no text copy)."""
     buf = io.BytesIO()
-    for text in iter_csv(st, f):
-        buf.write(text.encode("utf-8"))
+    for _ in _write(st, f or store.HistoryFilter(), buf, CHUNK_SIZE):
+        pass
     return buf.getvalue()

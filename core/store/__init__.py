@@ -5,7 +5,7 @@ and they hand out the frozen values below.
 """
 from core.catalog.payloads import DiffEntry, PayloadDiff
 from core.store.batches import HEARTBEAT_STALE_S, runner_alive
-from core.store.history import HISTORY_CELLS, MAX_PAGE_SIZE, TextGuard
+from core.store.history import HISTORY_CELLS, MAX_PAGE_SIZE, safe_cell
 from core.store.metrics import ImageToMeasure
 from core.store.store import Store, open_store
 from core.store.values import (
@@ -39,6 +39,6 @@ __all__ = [
     "REFERENCE_ROLES", "REQUEST_STATUSES", "SAME_PERSON_THRESHOLD", "UNFINISHED_STATUSES",
     "Batch", "BatchProgress", "DiffEntry", "Group", "GroupOutput", "HistoryFilter",
     "ImageMetrics", "ImageToMeasure", "MetricRow", "Page", "PayloadDiff", "Reference",
-    "RequestCost", "RequestRecord", "RequestStatus", "ResultImage", "Store", "StoredVote", "TextGuard",
-    "is_same_person", "open_store", "pick_output", "runner_alive",
+    "RequestCost", "RequestRecord", "RequestStatus", "ResultImage", "Store", "StoredVote",
+    "is_same_person", "open_store", "pick_output", "runner_alive", "safe_cell",
 ]

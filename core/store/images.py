@@ -8,7 +8,7 @@ from typing import Any
 
 from core.store._sql import _Base, fast_build, placeholders
 from core.store.db import new_id, now
-from core.store.values import METRIC_COLUMNS, ImageMetrics, ResultImage
+from core.store.values import FINAL_STATUSES, METRIC_COLUMNS, ImageMetrics, ResultImage
 
 CHUNK = 500  # ids per IN (...): well under SQLite's bound-parameter limit
 _IMAGE_FIELDS = tuple(f.name for f in dataclasses.fields(ResultImage) if f.name != "metrics")
@@ -55,7 +55,7 @@ class ImagesMixin(_Base):
                          width: int | None, height: int | None, content_type: str | None,
                          size_bytes: int | None, nsfw: bool | None) -> ResultImage:
         """Record one output image; idempotent per (request, idx), so a resumed download overwrites."""
-        self.get_request(request_id)
+        request = self.get_request(request_id)
         row = {
             "request_id": request_id, "idx": idx, "fal_url": fal_url,
             "storage_backend": storage_backend, "storage_path": storage_path, "sha256": sha256,
@@ -66,6 +66,8 @@ class ImagesMixin(_Base):
         updates = ", ".join(f"{c} = excluded.{c}" for c in row if c not in ("request_id", "idx"))
         self._write(f"INSERT INTO result_images ({', '.join(cols)}) VALUES ({placeholders(len(cols))}) "
                     f"ON CONFLICT(request_id, idx) DO UPDATE SET {updates}", [new_id(), *row.values()])
+        if request.status in FINAL_STATUSES:   # else its lines are stored when it becomes final
+            self._keep_export_lines(request_id)
         return image_from_row(next(self._rows(
             "SELECT * FROM result_images WHERE request_id = ? AND idx = ?", [request_id, idx])))
 

@@ -71,6 +71,7 @@ class MetricsMixin(_Base):
                           [*values.values(), m.image_id])
         if cur.rowcount == 0:
             raise StoreError(f"No result image with id {m.image_id!r}.")
+        self._keep_export_lines(m.request_id)
         return self.image_metrics([m.image_id])[m.image_id]
 
     def image_metrics(self, image_ids: Sequence[str]) -> dict[str, ImageMetrics]:

@@ -26,7 +26,7 @@ from core.errors import StoreError
 from core.store._sql import _Base, build, check_payload, json_or_none, placeholders, seconds_between
 from core.store.db import new_id, now
 from core.store.values import (
-    ACTIVE_STATUSES, UNFINISHED_STATUSES, RequestRecord, RequestStatus,
+    ACTIVE_STATUSES, FINAL_STATUSES, UNFINISHED_STATUSES, RequestRecord, RequestStatus,
 )
 
 _ACTIVE = tuple(sorted(ACTIVE_STATUSES))
@@ -83,6 +83,8 @@ class RequestsMixin(_Base):
         if cur.rowcount == 0:
             self.get_request(request_id)  # StoreError when the id is unknown
             return False
+        if updates.get("status") in FINAL_STATUSES:
+            self._keep_export_lines(request_id)
         return True
 
     def mark_submitted(self, request_id: str) -> bool:

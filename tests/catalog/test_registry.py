@@ -128,6 +128,23 @@ def test_a_registry_entry_that_disagrees_with_its_schema_is_a_config_error(regis
         list_endpoints()
 
 
+def test_a_schema_that_is_not_json_schema_is_a_config_error_when_first_used(registry_file, monkeypatch):
+    """The meta-schema check waits for the first body to validate (reading labels never imports
+    jsonschema), and still refuses a broken schema file by name."""
+    schemas = registry_file.parent / "schemas"
+    schemas.mkdir()
+    for name in ("fal-ai__flux__schnell.json", "fal-ai__flux-2__lora__edit.json"):
+        (schemas / name).write_text((registry.SCHEMAS_DIR / name).read_text(encoding="utf-8"), encoding="utf-8")
+    broken = json.loads((schemas / "fal-ai__flux__schnell.json").read_text(encoding="utf-8"))
+    broken["input"]["properties"]["prompt"]["type"] = 5
+    (schemas / "fal-ai__flux__schnell.json").write_text(json.dumps(broken), encoding="utf-8")
+    monkeypatch.setattr(registry, "SCHEMAS_DIR", schemas)
+    registry_file.write_text(_registry_text(), encoding="utf-8")
+    assert get_endpoint(SCHNELL).label == "x"
+    with pytest.raises(ConfigError, match="fal-ai__flux__schnell.json is not a valid JSON Schema"):
+        validate_payload(SCHNELL, {"prompt": "a"})
+
+
 # --- preset ----------------------------------------------------------------------------------
 
 def test_team_preset_is_the_old_systems_settings():

@@ -97,16 +97,29 @@ def _cells(data: bytes, drop: tuple[str, ...] = ()) -> list[list[str]]:
     store.HistoryFilter(text="sum"),
     store.HistoryFilter(text="nothing matches this"),
 ], ids=["all", "endpoint", "completed", "failed", "text", "empty"])
-def test_the_columnar_export_writes_the_same_cells_as_the_former_one(fixture_store, tmp_path, flt):
+@pytest.mark.parametrize("lines", ["stored", "built"])
+def test_the_columnar_export_writes_the_same_cells_as_the_former_one(fixture_store, tmp_path, flt, lines):
     """Cell for cell the former export, plus the contender columns it did not have (checked in
-    tests/evaluation/test_contenders_compared.py); the same bytes on every path out."""
+    tests/evaluation/test_contenders_compared.py); the same bytes on every path out, whether the
+    final requests' lines are read as the store keeps them or built from the cells."""
     st, _ = fixture_store
+
+    def ready() -> None:
+        if lines == "stored":
+            st.refresh_export_lines()
+            assert st.refresh_export_lines() == 0
+        else:
+            st.db.execute("DELETE FROM export_lines")
+
     expected = legacy_csv_bytes(st, flt, chunk_size=7)
+    ready()
     result = export.to_csv(st, tmp_path / "new.csv", flt, chunk_size=5)
     written = (tmp_path / "new.csv").read_bytes()
     assert _cells(written, drop=("contender_id", "contender")) == _cells(expected)
     assert written.startswith(b"\xef\xbb\xbf") and b"\r\n" in written
+    ready()
     assert export.to_csv_bytes(st, flt) == written
+    ready()
     assert b"".join(t.encode() for t in export.iter_csv(st, flt, chunk_size=3)) == written
     assert result.rows == len(_cells(expected)) - 1
 

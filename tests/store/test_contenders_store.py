@@ -19,7 +19,8 @@ def _before_contenders(path):
     """A store migrated up to the migration before m014, as a dashboard of last week left it."""
     conn = db.connect(path, migrate=False)
     older = Migrations("dashboard")
-    older._migrations = [m for m in db.MIGRATIONS._migrations if m.name != "m014_contenders"]
+    names = [m.name for m in db.MIGRATIONS._migrations]
+    older._migrations = db.MIGRATIONS._migrations[:names.index("m014_contenders")]
     older.apply(conn)
     assert "contenders" not in conn.table_names()
     return conn

@@ -61,6 +61,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "pixel_width": "INTEGER", "pixel_height": "INTEGER", "seed_sent": "INTEGER",
         "seed_returned": "INTEGER", "check_flags": "TEXT", "checked_at": "TEXT",
     },
+    # the history export's ready CSV text of each final request (core/store/history.py)
+    "export_lines": {"request_id": "TEXT", "idx": "INTEGER", "version": "TEXT", "head": "TEXT", "tail": "TEXT"},
     "votes": {
         "id": "TEXT", "group_id": "TEXT", "rater": "TEXT", "left_request_id": "TEXT",
         "right_request_id": "TEXT", "verdict": "TEXT", "winner": "TEXT", "note": "TEXT", "created_at": "TEXT",
@@ -78,7 +80,8 @@ EXPECTED_INDEXES: dict[str, set[tuple[tuple[str, ...], bool]]] = {
                  (("created_at",), False), (("endpoint", "created_at"), False),
                  (("fal_request_id",), False), (("group_id",), False), (("rerun_of",), False),
                  (("status", "created_at"), False), (("submitted_at",), False),
-                 (("batch_id", "contender_id"), False), (("completed_at",), False)},
+                 (("batch_id", "contender_id"), False), (("completed_at",), False),
+                 (("created_at", "id", "contender_id"), False)},
     "result_images": {(("request_id",), False), (("request_id", "idx"), True),
                       (("metrics_at",), False), (("checked_at",), False)},
     "votes": {(("group_id", "rater"), False), (("rater", "created_at"), False)},

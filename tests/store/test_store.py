@@ -306,7 +306,7 @@ def test_iter_history_csv_chunks_cover_every_row_once(d, history):
     chunks = list(d.iter_history_csv(store.HistoryFilter(), chunk_size=5))
     assert [len(c) for c in chunks[:-1]] == [5] * (len(chunks) - 1)
     assert [request_id for chunk in chunks for request_id, _ in chunk] == ids[::-1]
-    assert all(line.startswith(request_id + ",") for chunk in chunks for request_id, line in chunk)
+    assert all(line.startswith(request_id.encode() + b",") for chunk in chunks for request_id, line in chunk)
 
 
 def test_last_payload_sent_is_the_newest_sent_abbreviated(d):

@@ -8,10 +8,10 @@ from core.store import Store
 EXPORTED = {
     "ACTIVE_STATUSES", "BATCH_STATUSES", "FINAL_STATUSES", "HEARTBEAT_STALE_S", "MAX_PAGE_SIZE",
     "REFERENCE_ROLES", "REQUEST_STATUSES", "SAME_PERSON_THRESHOLD", "UNFINISHED_STATUSES",
-    "Batch", "BatchProgress", "DiffEntry", "Group", "GroupOutput", "HistoryFilter", "HISTORY_CELLS", "TextGuard",
+    "Batch", "BatchProgress", "DiffEntry", "Group", "GroupOutput", "HistoryFilter", "HISTORY_CELLS",
     "ImageMetrics", "ImageToMeasure", "MetricRow", "Page", "PayloadDiff", "Reference",
     "RequestCost", "RequestRecord", "RequestStatus", "ResultImage", "Store", "StoredVote",
-    "is_same_person", "open_store", "pick_output", "runner_alive",
+    "is_same_person", "open_store", "pick_output", "runner_alive", "safe_cell",
 }
 
 METHODS = {
@@ -28,7 +28,7 @@ METHODS = {
     "add_result_image", "result_images", "image_to_measure", "save_image_metrics", "image_metrics",
     "pending_image_ids", "pending_count", "reset_metrics",
     # history
-    "count_history", "query_history", "iter_history_csv", "history_contender_ids",
+    "count_history", "query_history", "iter_history_csv", "history_contender_ids", "refresh_export_lines",
     # votes
     "add_vote", "get_vote", "list_votes", "voted_pairs", "groups_by_id",
     # reference photos
