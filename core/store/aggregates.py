@@ -6,6 +6,7 @@ candidates, for Review, Compare, the Leaderboard and the comparison CSV alike.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,10 +86,14 @@ class AggregatesMixin(_Base):
                           "WHERE g.batch_id = ?", [batch_id])
         return (batch_id, *req, *img, *votes)
 
-    def request_costs(self, *, batch_id: str | None = None, unbatched: bool = False) -> list[RequestCost]:
-        """Every request of the selection (`unbatched`: of no batch) with its timings, estimated
-        cost and image count, in planning order."""
+    def request_costs(self, *, batch_id: str | None = None, unbatched: bool = False,
+                      request_ids: Sequence[str] | None = None) -> list[RequestCost]:
+        """Every request of the selection (`unbatched`: of no batch; `request_ids`: only those,
+        by primary key) with its timings, estimated cost and image count, in planning order."""
         where, params = _batch_clause(batch_id, unbatched=unbatched)
+        if request_ids is not None:   # one bound JSON array: no chunks, so one planning order
+            where += " AND r.id IN (SELECT value FROM json_each(?))"
+            params = [*params, json.dumps(list(request_ids))]
         cursor = self.db.execute(
             "SELECT r.id, r.endpoint, r.status, r.queue_time_s, r.inference_time_s, r.total_time_s, "
             "r.estimated_cost, (SELECT count(*) FROM result_images i WHERE i.request_id = r.id), r.contender_id "

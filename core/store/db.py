@@ -367,3 +367,14 @@ def m016_batch_figures(db: sqlite_utils.Database) -> None:
             body = " ".join(bump.format(batch=of.format(row=r)) for r in rows)
             db.execute(f"CREATE TRIGGER stamp_{table}_{event.lower()} AFTER {event} ON {table} "
                        f"BEGIN {body} END")
+
+
+@MIGRATIONS()
+def m017_votes_leave_batch_stamps(db: sqlite_utils.Database) -> None:
+    """A batch's stored figures now hold only what its requests and images say (cost, latency,
+    fidelity); what votes say is computed from the votes table, which is small, on each visit. So
+    a vote no longer bumps its batch's stamp (a vote would otherwise recompute 4,000 requests'
+    figures), and the figures kept before, which counted reviewed outputs, are dropped."""
+    for event in ("insert", "update", "delete"):
+        db.execute(f"DROP TRIGGER IF EXISTS stamp_votes_{event}")
+    db.execute("DELETE FROM batch_figures")
