@@ -90,23 +90,35 @@ show_all = every.toggle("Show all columns", key="lb_all_columns",
                         help="The tables show the columns that decide by default; this adds the rest.")
 batch_id = None if choice == ALL else choice
 version = comparison.data_version(records, batch_id=batch_id)
+outputs_version = comparison.outputs_version(records, batch_id=batch_id) if batch_id else None
+
+
+# What a batch's requests and images say (cost, latency, fidelity) is kept by their write stamp,
+# which a vote leaves: after a vote only the votes are read again.
+@st.cache_data(max_entries=16, show_spinner=False)
+def _outputs(db_path: str, batch: str, outputs_version: tuple) -> comparison.Outputs:  # noqa: ARG001 - cache key
+    records = open_store(db_path, migrate=False)
+    try:
+        return comparison.batch_outputs(records, batch_id=batch)
+    finally:
+        records.close()
 
 
 # The figures read every vote, request and image of the selection once (over every batch: each
 # batch's figures kept in the store, merged): computed once per data version.
 @st.cache_data(max_entries=16, show_spinner="Aggregating…")
-def _aggregate(name: str, db_path: str, batch: str | None, version: tuple) -> Any:  # noqa: ARG001 - cache key
+def _figures(db_path: str, batch: str | None, version: tuple,  # noqa: ARG001 - cache key
+             outputs_version: tuple | None) -> comparison.Figures:
+    kept = _outputs(db_path, batch, outputs_version) if batch is not None else None
     records = open_store(db_path, migrate=False)
     try:
-        return getattr(comparison, name)(records, batch_id=batch)
+        return comparison.figures(records, batch_id=batch, outputs=kept)
     finally:
         records.close()
 
 
-def _cached(name: str) -> Any:
-    return _aggregate(name, str(_shared.settings().db_path), batch_id, version)
 _metrics_views.ensure_measured()
-figures: comparison.Figures = _cached("figures")
+figures = _figures(str(_shared.settings().db_path), batch_id, version, outputs_version)
 selection = figures.selection
 
 

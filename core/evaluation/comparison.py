@@ -38,7 +38,7 @@ import io
 import math
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -199,7 +199,11 @@ def model_costs(st: Store, *, batch_id: str | None = None) -> list[ModelCost]:
 
 
 def _model_costs(st: Store, rows: Sequence[RequestCost], latest: Sequence[StoredVote]) -> list[ModelCost]:
-    judged = _judgements(latest)
+    return _judged_costs(_unjudged_costs(st, rows), rows, latest)
+
+
+def _unjudged_costs(st: Store, rows: Sequence[RequestCost]) -> list[ModelCost]:
+    """`model_costs` before any vote is counted (no reviewed or preferred outputs)."""
     labels = _labels(st, None, rows)
     by_model: dict[str, list[RequestCost]] = {}
     for row in rows:
@@ -210,9 +214,6 @@ def _model_costs(st: Store, rows: Sequence[RequestCost], latest: Sequence[Stored
         done = [r for r in reqs if r.status == RequestStatus.COMPLETED]
         images = sum(r.images for r in done)
         cost = sum(r.estimated_cost or 0.0 for r in done)
-        reviewed = [r for r in reqs if r.id in judged]
-        preferred = sum(judged[r.id][0] > judged[r.id][1] for r in reviewed)
-        reviewed_cost = sum(r.estimated_cost or 0.0 for r in reviewed)
         out.append(ModelCost(
             endpoint=endpoint, requests=len(reqs), completed=len(done),
             failed=sum(r.status == RequestStatus.FAILED for r in reqs), images=images,
@@ -220,9 +221,28 @@ def _model_costs(st: Store, rows: Sequence[RequestCost], latest: Sequence[Stored
             inference_s=stats.summarise(r.inference_time_s for r in done),
             total_s=stats.summarise(r.total_time_s for r in done),
             cost=round(cost, 6), cost_per_image=round(cost / images, 6) if images else None,
-            reviewed_outputs=len(reviewed), preferred_outputs=preferred,
-            cost_per_preferred_image=round(reviewed_cost / preferred, 6) if preferred else None,
+            reviewed_outputs=0, preferred_outputs=0, cost_per_preferred_image=None,
             contender_id=reqs[0].contender_id, label=labels.get(key, contenders_mod.model_label(endpoint))))
+    return out
+
+
+def _judged_costs(costs: Sequence[ModelCost], rows: Sequence[RequestCost],
+                  latest: Sequence[StoredVote]) -> list[ModelCost]:
+    """`costs` with the outputs the latest votes reviewed and preferred counted. `rows`: at least
+    every request shown in those votes, in planning order (the cost sums add in that order)."""
+    judged = _judgements(latest)
+    counts: dict[str, list[Any]] = {}   # contender key -> [reviewed, preferred, reviewed cost]
+    for r in rows:
+        if r.id in judged:
+            c = counts.setdefault(r.contender_id or r.endpoint, [0, 0, 0])
+            c[0] += 1
+            c[1] += judged[r.id][0] > judged[r.id][1]
+            c[2] += r.estimated_cost or 0.0
+    out = []
+    for cost in costs:
+        reviewed, preferred, reviewed_cost = counts.get(cost.contender_id or cost.endpoint, (0, 0, 0))
+        out.append(replace(cost, reviewed_outputs=reviewed, preferred_outputs=preferred,
+                           cost_per_preferred_image=round(reviewed_cost / preferred, 6) if preferred else None))
     return out
 
 
@@ -338,13 +358,26 @@ def axis_summary(st: Store, *, batch_id: str | None = None) -> list[AxisValue]:
 
 def _axis_summary(selection: Contenders, votes: Sequence[stats.Vote], costs: Sequence[RequestCost],
                   metrics: Sequence[MetricRow]) -> list[AxisValue]:
-    if not selection.axes:
-        return []
+    return _axis_win_rates(_unvoted_axes(selection, costs, metrics), selection, votes)
+
+
+def _axis_win_rates(values: Sequence[AxisValue], selection: Contenders,
+                    votes: Sequence[stats.Vote]) -> list[AxisValue]:
+    """The axis values with their win rates over these votes."""
+    if not values:
+        return list(values)
     settings = contenders_mod.settings(selection.items)
+    rates = {axis.parameter: {r.model: r for r in stats.axis_breakdown(votes, settings, axis.parameter)}
+             for axis in selection.axes}
+    return [replace(v, win_rate=rates[v.parameter].get(v.value)) for v in values]
+
+
+def _unvoted_axes(selection: Contenders, costs: Sequence[RequestCost],
+                  metrics: Sequence[MetricRow]) -> list[AxisValue]:
+    """`axis_summary` before any vote is counted (no win rates)."""
     out: list[AxisValue] = []
     for axis in selection.axes:
         title = _axis_title(axis, selection)
-        rates = {r.model: r for r in stats.axis_breakdown(votes, settings, axis.parameter)}
         members = [c for c in selection.items if c.endpoint == axis.endpoint]
         for value in axis.labels:
             ids = {c.id for c in members if axis.label_of(c) == value}
@@ -357,7 +390,7 @@ def _axis_summary(selection: Contenders, votes: Sequence[stats.Vote], costs: Seq
             same = sum(bool(is_same_person(m.face_status, m.face_distance)) for m in faces)
             out.append(AxisValue(
                 axis=title, parameter=axis.parameter, endpoint=axis.endpoint, value=value,
-                contenders=len(ids), win_rate=rates.get(value), requests=len(reqs), completed=len(done),
+                contenders=len(ids), win_rate=None, requests=len(reqs), completed=len(done),
                 images=images, same_person_share=same / len(faces) if faces else None,
                 face_distance_median=stats.summarise(m.face_distance for m in faces)["median"],
                 cost_per_image=round(cost / images, 6) if images else None,
@@ -382,31 +415,65 @@ class Figures:
     costs: list[ModelCost]
 
 
-def figures(st: Store, *, batch_id: str | None = None) -> Figures:
-    """The Leaderboard's figures of a batch, or of every batch (merged from each batch's stored
-    figures: `every_batch`)."""
-    if batch_id is None:
-        return every_batch(st)
+@dataclass(frozen=True)
+class Outputs:
+    """A batch's figures that no vote changes: what its requests and images say (`figures`
+    without the votes). Pages keep it by `outputs_version`, so a vote recomputes only what the
+    votes say."""
+    batch_id: str
+    selection: Contenders
+    axes: list[AxisValue]        # win rates None
+    fidelity: list[ModelFidelity]
+    metrics: pd.DataFrame
+    costs: list[ModelCost]       # no reviewed or preferred outputs
+    requests: tuple[RequestCost, ...]   # the requests, for the votes' judged outputs
+
+
+def outputs_version(st: Store, *, batch_id: str) -> tuple[str, int | None]:
+    """A stamp of the batch's requests and images (its write stamp: SQLite triggers bump it on
+    every write to them; votes leave it)."""
+    return batch_id, st.batch_stamps().get(batch_id)
+
+
+def batch_outputs(st: Store, *, batch_id: str) -> Outputs:
+    """The batch's `Outputs`, from one read of its requests and metrics."""
     selection = selection_contenders(st, batch_id=batch_id)
-    latest = review.latest_votes(st.list_votes(batch_id=batch_id))
-    votes = review.stats_votes(st, batch_id=batch_id, latest=latest)
     costs = st.request_costs(batch_id=batch_id)
     metric_rows = st.metric_rows(batch_id=batch_id)
     frame = _metrics_frame(st, metric_rows)
+    return Outputs(batch_id=batch_id, selection=selection, axes=_unvoted_axes(selection, costs, metric_rows),
+                   fidelity=fidelity_from_frame(frame), metrics=frame, costs=_unjudged_costs(st, costs),
+                   requests=tuple(costs))
+
+
+def figures(st: Store, *, batch_id: str | None = None, outputs: Outputs | None = None) -> Figures:
+    """The Leaderboard's figures of a batch, or of every batch (merged from each batch's stored
+    figures: `every_batch`). `outputs`: the batch's `Outputs` when kept (then only the votes are
+    read)."""
+    if batch_id is None:
+        return every_batch(st)
+    if outputs is None:
+        outputs = batch_outputs(st, batch_id=batch_id)
+    elif outputs.batch_id != batch_id:
+        raise ValueError(f"outputs of batch {outputs.batch_id!r} given for batch {batch_id!r}")
+    selection = outputs.selection
+    latest = review.latest_votes(st.list_votes(batch_id=batch_id))
+    votes = review.stats_votes(st, batch_id=batch_id, latest=latest)
     return Figures(
         selection=selection, board=leaderboard(st, batch_id=batch_id, selection=selection, votes=votes),
-        axes=_axis_summary(selection, votes, costs, metric_rows), fidelity=fidelity_from_frame(frame),
-        metrics=frame, costs=_model_costs(st, costs, latest))
+        axes=_axis_win_rates(outputs.axes, selection, votes), fidelity=outputs.fidelity,
+        metrics=outputs.metrics, costs=_judged_costs(outputs.costs, outputs.requests, latest))
 
 
 # ---------------------------------------------------------------------------- every batch, merged
 #
-# "All batches" is the sum of the batches: votes are per group and groups per batch, so a batch's
-# share of every figure is computed from its own rows alone (`_batch_part`: per contender counts,
-# sums and the values that medians and the distribution chart need) and kept in the store with
-# the batch's write stamp. A visit recomputes only the batches written since (a vote, a request
-# completing, a metric stored bump the stamp) and merges: counts add up, value lists are joined
-# in planning order, contenders are ordered by where they first appear.
+# "All batches" is the sum of the batches: a batch's share of the figures its requests and images
+# give is computed from its own rows alone (`_batch_part`: per contender counts, sums and the
+# values that medians and the distribution chart need) and kept in the store with the batch's
+# write stamp. A visit recomputes only the batches written since (a request completing, a metric
+# stored bump the stamp; a vote does not) and merges: counts add up, value lists are joined in
+# planning order, contenders are ordered by where they first appear. What the votes say (win
+# rates, strengths, reviewed outputs) is computed from the votes each visit: they are few.
 
 _PHASES = ("queue_time_s", "inference_time_s", "total_time_s")
 _METRICS = ("face_distance", "phash_distance", "ciede2000", "ssim")
@@ -417,13 +484,12 @@ def _value(x: Any) -> bool:
 
 
 def _batch_part(st: Store, batch_key: str) -> dict[str, Any]:
-    """One batch's share of the figures over every batch (JSON-ready); `NO_BATCH` for requests
-    recorded without a batch."""
+    """One batch's share of the figures over every batch that no vote changes (JSON-ready);
+    `NO_BATCH` for requests recorded without a batch."""
     from core.store.figures import NO_BATCH
 
     kw: dict[str, Any] = {"unbatched": True} if batch_key == NO_BATCH else {"batch_id": batch_key}
     first_request, first_image = st.first_appearances(**kw)
-    judged = _judgements(review.latest_votes(st.list_votes(batch_id=batch_key))) if batch_key else {}
     costs: dict[str, dict[str, Any]] = {}
     for r in st.request_costs(**kw):
         key = r.contender_id or r.endpoint
@@ -431,7 +497,7 @@ def _batch_part(st: Store, batch_key: str) -> dict[str, Any]:
         if c is None:
             c = costs[key] = {"endpoint": r.endpoint, "contender_id": r.contender_id, "first": first_request[key],
                               "requests": 0, "completed": 0, "failed": 0, "images": 0, "cost": 0.0,
-                              "reviewed": 0, "preferred": 0, "reviewed_cost": 0.0, **{p: [] for p in _PHASES}}
+                              **{p: [] for p in _PHASES}}
         c["requests"] += 1
         if r.status == RequestStatus.COMPLETED:
             c["completed"] += 1
@@ -442,10 +508,6 @@ def _batch_part(st: Store, batch_key: str) -> dict[str, Any]:
                     c[phase].append(getattr(r, phase))
         elif r.status == RequestStatus.FAILED:
             c["failed"] += 1
-        if r.id in judged:
-            c["reviewed"] += 1
-            c["reviewed_cost"] += r.estimated_cost or 0.0
-            c["preferred"] += judged[r.id][0] > judged[r.id][1]
     fid: dict[str, dict[str, Any]] = {}
     for m in st.metric_rows(**kw):
         key = m.contender_id if m.contender_id is not None else m.endpoint
@@ -589,10 +651,12 @@ def every_batch(st: Store) -> Figures:
         images=c["images"], queue_s=_summarise(c["queue_time_s"]),
         inference_s=_summarise(c["inference_time_s"]), total_s=_summarise(c["total_time_s"]),
         cost=round(c["cost"], 6), cost_per_image=round(c["cost"] / c["images"], 6) if c["images"] else None,
-        reviewed_outputs=c["reviewed"], preferred_outputs=c["preferred"],
-        cost_per_preferred_image=round(c["reviewed_cost"] / c["preferred"], 6) if c["preferred"] else None,
+        reviewed_outputs=0, preferred_outputs=0, cost_per_preferred_image=None,
         contender_id=c["contender_id"], label=cost_labels.get(key, contenders_mod.model_label(c["endpoint"])))
         for key, c in costs.items()]
+    # what the votes say is read from them, not kept: only the requests they show are read
+    judged_ids = sorted({rid for v in latest for rid in (v.left_request_id, v.right_request_id)})
+    model_costs_ = _judged_costs(model_costs_, st.request_costs(request_ids=judged_ids), latest)
     fidelity = [ModelFidelity(
         endpoint=f["endpoint"], contender_id=key, label=label(key, f["endpoint"]), images=f["images"],
         measured=f["measured"], pending=f["pending"], errors=f["errors"], faces_compared=f["faces_compared"],
@@ -613,10 +677,8 @@ def every_batch(st: Store) -> Figures:
                                  for k, v in columns.items()})
     axes = []
     if selection.axes:
-        settings = contenders_mod.settings(selection.items)
         for axis in selection.axes:
             title = _axis_title(axis, selection)
-            rates = {r.model: r for r in stats.axis_breakdown(votes, settings, axis.parameter)}
             members = [c for c in selection.items if c.endpoint == axis.endpoint]
             for value in axis.labels:
                 ids = {c.id for c in members if axis.label_of(c) == value}
@@ -628,7 +690,7 @@ def every_batch(st: Store) -> Figures:
                 same = sum(f["same_person"] for f in fs)
                 axes.append(AxisValue(
                     axis=title, parameter=axis.parameter, endpoint=axis.endpoint, value=value,
-                    contenders=len(ids), win_rate=rates.get(value), requests=sum(c["requests"] for c in cs),
+                    contenders=len(ids), win_rate=None, requests=sum(c["requests"] for c in cs),
                     completed=sum(c["completed"] for c in cs), images=images,
                     same_person_share=same / len(faces) if len(faces) else None,
                     face_distance_median=_summarise(faces)["median"],
@@ -637,8 +699,9 @@ def every_batch(st: Store) -> Figures:
                         np.concatenate([c["inference_time_s"] for c in cs]) if cs else np.array([]))["median"],
                     total_median_s=_summarise(
                         np.concatenate([c["total_time_s"] for c in cs]) if cs else np.array([]))["median"]))
-    return Figures(selection=selection, board=leaderboard(st, selection=selection, votes=votes), axes=axes,
-                   fidelity=fidelity, metrics=distribution, costs=model_costs_)
+    return Figures(selection=selection, board=leaderboard(st, selection=selection, votes=votes),
+                   axes=_axis_win_rates(axes, selection, votes), fidelity=fidelity, metrics=distribution,
+                   costs=model_costs_)
 
 
 # ---------------------------------------------------------------------------- comparison CSV

@@ -13,6 +13,7 @@ MIGRATIONS = (
     'm015_version_indexes',
     'm016_batch_figures',
     'm017_export_lines',
+    'm018_votes_leave_batch_stamps',
 )
 
 STATEMENTS = (
@@ -54,9 +55,6 @@ STATEMENTS = (
     "CREATE TRIGGER stamp_result_images_insert AFTER INSERT ON result_images BEGIN INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM requests WHERE id = NEW.request_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; END",
     "CREATE TRIGGER stamp_result_images_update AFTER UPDATE ON result_images BEGIN INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM requests WHERE id = OLD.request_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM requests WHERE id = NEW.request_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; END",
     "CREATE TRIGGER stamp_result_images_delete AFTER DELETE ON result_images BEGIN INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM requests WHERE id = OLD.request_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; END",
-    "CREATE TRIGGER stamp_votes_insert AFTER INSERT ON votes BEGIN INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM groups WHERE id = NEW.group_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; END",
-    "CREATE TRIGGER stamp_votes_update AFTER UPDATE ON votes BEGIN INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM groups WHERE id = OLD.group_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM groups WHERE id = NEW.group_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; END",
-    "CREATE TRIGGER stamp_votes_delete AFTER DELETE ON votes BEGIN INSERT INTO batch_stamps (batch_id, stamp) VALUES (coalesce((SELECT batch_id FROM groups WHERE id = OLD.group_id), ''), 1) ON CONFLICT (batch_id) DO UPDATE SET stamp = stamp + 1; END",
     'CREATE INDEX "idx_requests_created_at_id_contender_id"\n    ON "requests" ("created_at", "id", "contender_id")',
     'CREATE TABLE export_lines (request_id TEXT NOT NULL, idx INTEGER NOT NULL, version TEXT NOT NULL, head TEXT NOT NULL, tail TEXT NOT NULL, PRIMARY KEY (request_id, version, idx))',
     'CREATE TRIGGER export_lines_requests_update AFTER UPDATE ON requests BEGIN DELETE FROM export_lines WHERE request_id = OLD.id OR request_id = NEW.id; END',

@@ -516,3 +516,14 @@ def m017_export_lines(db: Any) -> None:
         also = f" OR request_id = {key.replace('OLD', 'NEW')}" if event == "UPDATE" else ""
         db.execute(f"CREATE TRIGGER export_lines_{table}_{event.lower()} AFTER {event} ON {table} "
                    f"BEGIN DELETE FROM export_lines WHERE request_id = {key}{also}; END")
+
+
+@_migration
+def m018_votes_leave_batch_stamps(db: Any) -> None:
+    """A batch's stored figures now hold only what its requests and images say (cost, latency,
+    fidelity); what votes say is computed from the votes table, which is small, on each visit. So
+    a vote no longer bumps its batch's stamp (a vote would otherwise recompute 4,000 requests'
+    figures), and the figures kept before, which counted reviewed outputs, are dropped."""
+    for event in ("insert", "update", "delete"):
+        db.execute(f"DROP TRIGGER IF EXISTS stamp_votes_{event}")
+    db.execute("DELETE FROM batch_figures")

@@ -1,9 +1,9 @@
 """Each batch's Leaderboard figures, kept with the batch's write stamp (tables `batch_stamps`,
-`batch_figures`, migration m016): "all batches" merges them instead of reading every row.
+`batch_figures`, migrations m016 and m018): "all batches" merges them instead of reading every row.
 
-Invariant: a batch's stamp changes with every insert, update or delete of its requests, their
-images (metrics included) and its votes (SQLite triggers); stored figures are used only at the
-stamp they were computed at. The figures are opaque text here: core/evaluation/comparison.py
+Invariant: a batch's stamp changes with every insert, update or delete of its requests and their
+images (metrics included) (SQLite triggers); not with votes, which the stored figures do not
+hold. Stored figures are used only at the stamp they were computed at. The figures are opaque text here: core/evaluation/comparison.py
 computes, encodes and merges them.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ class FiguresMixin(_Base):
 
     def batch_stamps(self) -> dict[str, int]:
         """Every batch that holds requests (and `NO_BATCH`, for requests without one) with its
-        write stamp."""
+        write stamp (requests and images; votes leave it)."""
         return dict(self.db.execute("SELECT batch_id, stamp FROM batch_stamps"))
 
     def stored_figures(self, batch_ids: Sequence[str]) -> dict[str, tuple[int, str]]:

@@ -134,6 +134,30 @@ def test_leaderboard_for_one_batch_and_fidelity_after_background_measuring():
     assert batch.id != other.id
 
 
+def test_leaderboard_of_a_batch_shows_a_new_vote_and_a_new_metric_on_the_next_run():
+    """The page keeps what the batch's requests and images say apart from what the votes say:
+    a vote shows at once in the win rates and the reviewed outputs, a metric stored at once in
+    the fidelity table (neither is served stale from a cache)."""
+    batch, _, _ = completed_batch()
+    at = open_page("leaderboard.py")
+    at.selectbox(key="lb_batch").set_value(batch.id).run()
+    assert any("No votes yet" in t for t in texts(at.info))
+    conn = records()
+    item = review.review_items(conn, batch.id, "ana")[0]
+    review.record_item_vote(conn, item, rater="ana", verdict="left" if item.left.endpoint == EDIT else "right")
+    at.toggle(key="lb_all_columns").set_value(True).run()
+    assert_ok(at)
+    assert {m.label: m.value for m in at.metric}["Votes"] == "1"
+    costs = [d.value for d in at.dataframe if "preferred / reviewed" in d.value.columns][0]
+    assert dict(zip(costs["model"], costs["preferred / reviewed"])) == {LABELS[SCHNELL]: "0 / 1",
+                                                                       LABELS[EDIT]: "1 / 1"}
+    fidelity.compute_pending(conn, open_storage(load_settings()))
+    at.run()
+    assert_ok(at)
+    fid = [d.value for d in at.dataframe if "measured" in d.value.columns][0]
+    assert list(fid["measured"]) == [2, 2], "every image measured shows (two groups per model)"
+
+
 def test_compare_has_a_fidelity_tab_with_each_images_metrics():
     batch, _, _ = completed_batch(options={"subject": ["Woman"]})
     fidelity.compute_pending(records(), open_storage(load_settings()))

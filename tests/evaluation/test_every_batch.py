@@ -1,7 +1,8 @@
 """'All batches' on the Leaderboard (`comparison.every_batch`): merged from each batch's figures,
 kept in the store at the batch's write stamp, and exactly what the functions say over every
-request, image and vote; a write to a batch (a vote, a request completing, a metric stored)
-makes that batch's figures be computed again, and only that batch's."""
+request, image and vote; a write to a batch's requests or images (a request completing, a metric
+stored) makes that batch's figures be computed again, and only that batch's; a vote computes
+only what votes say. The same split for one batch: `batch_outputs`, kept by `outputs_version`."""
 from __future__ import annotations
 
 import pytest
@@ -94,8 +95,9 @@ def test_stored_figures_are_reused_until_their_batch_is_written(st, monkeypatch)
     item = review.review_items(st, first.id, "cy")[0]
     review.record_item_vote(st, item, rater="cy", verdict="both_good")        # a vote
     after_vote = _exact(st)
-    assert computed == [first.id] and after_vote.board.votes == 1
+    assert computed == [] and after_vote.board.votes == 1, "a vote leaves the stored figures"
     assert sum(c.reviewed_outputs for c in after_vote.costs) == 2
+    assert sum(c.preferred_outputs for c in after_vote.costs) == 2
 
     computed.clear()
     _measure(st, first_by[first_groups[0].id][EDIT].id, 0.33)                 # a metric stored
@@ -117,7 +119,7 @@ def test_a_write_stamps_its_own_batch_only(st):
     assert set(before) == {first.id, second.id}
     review.record_item_vote(st, review.review_items(st, first.id, "ana")[0], rater="ana", verdict="left")
     after_vote = st.batch_stamps()
-    assert after_vote[first.id] > before[first.id] and after_vote[second.id] == before[second.id]
+    assert after_vote == before, "votes are not in the stored figures: they leave the stamps"
     _measure(st, first_by[first_groups[0].id][SCHNELL].id, 0.5)
     assert st.batch_stamps()[first.id] > after_vote[first.id]
     assert st.batch_stamps()[second.id] == before[second.id]
@@ -135,3 +137,52 @@ def test_a_store_that_refuses_writes_still_shows_every_batch(settings):
         assert ro.stored_figures([first.id]) == {}
     finally:
         ro.close()
+
+
+def _batch_exact(st, batch_id: str, kept: comparison.Outputs) -> comparison.Figures:
+    """`figures` of a batch from kept outputs equals each function over the batch."""
+    got = comparison.figures(st, batch_id=batch_id, outputs=kept)
+    assert got.selection == comparison.selection_contenders(st, batch_id=batch_id)
+    assert got.board == comparison.leaderboard(st, batch_id=batch_id)
+    assert got.costs == comparison.model_costs(st, batch_id=batch_id)
+    assert got.fidelity == comparison.fidelity_by_model(st, batch_id=batch_id)
+    assert got.axes == comparison.axis_summary(st, batch_id=batch_id)
+    assert got.metrics.equals(comparison.metrics_frame(st, batch_id=batch_id))
+    return got
+
+
+def test_a_vote_leaves_a_batchs_outputs_and_a_metric_renews_them(st):
+    """The Leaderboard keeps a batch's `Outputs` by `outputs_version`: a vote leaves that version
+    (the kept outputs give exactly the figures after the vote: win rates, reviewed outputs), a
+    metric stored or a request completing changes it (outputs computed again)."""
+    sweep, groups, by = completed_sweep_batch()
+    other, _, _ = completed_batch("other")
+    version = comparison.outputs_version(st, batch_id=sweep.id)
+    kept = comparison.batch_outputs(st, batch_id=sweep.id)
+    before = _batch_exact(st, sweep.id, kept)
+    assert before.board.votes == 0 and all(a.win_rate is None for a in before.axes)
+
+    for n, item in enumerate(review.review_items(st, sweep.id, "ana")):
+        review.record_item_vote(st, item, rater="ana", verdict=review.VERDICTS[n % 4])
+    assert comparison.outputs_version(st, batch_id=sweep.id) == version
+    assert comparison.batch_outputs(st, batch_id=sweep.id).costs == kept.costs
+    voted = _batch_exact(st, sweep.id, kept)
+    assert voted.board.votes > 0 and any(a.win_rate is not None for a in voted.axes)
+    assert sum(c.reviewed_outputs for c in voted.costs) > 0
+
+    request_id = next(r.id for g in by.values() for r in g.values())
+    _measure(st, request_id, 0.4)                                              # a metric stored
+    assert comparison.outputs_version(st, batch_id=sweep.id) != version
+    assert comparison.outputs_version(st, batch_id=other.id)[1] is not None
+    renewed = comparison.batch_outputs(st, batch_id=sweep.id)
+    measured = _batch_exact(st, sweep.id, renewed)
+    assert sum(f.faces_compared for f in measured.fidelity) == sum(f.faces_compared for f in voted.fidelity) + 1
+    assert measured.fidelity != comparison.figures(st, batch_id=sweep.id, outputs=kept).fidelity, \
+        "the outputs kept before the metric no longer hold"
+
+
+def test_outputs_of_another_batch_are_refused(st):
+    first, _, _ = completed_batch("first")
+    second, _, _ = completed_batch("second")
+    with pytest.raises(ValueError, match="outputs of batch"):
+        comparison.figures(st, batch_id=second.id, outputs=comparison.batch_outputs(st, batch_id=first.id))

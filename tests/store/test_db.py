@@ -148,6 +148,21 @@ def test_a_store_from_before_the_stop_reason_is_upgraded_in_place(tmp_path):
     assert (batch.name, batch.stop_reason, batch.stopped_at) == ("old", None, None)
 
 
+def test_a_store_before_m018_drops_its_vote_stamps_and_the_figures_that_counted_votes(tmp_path):
+    """m018: the figures kept before counted reviewed outputs (votes), so they go; and a vote no
+    longer bumps its batch's stamp, while a request still does."""
+    path = tmp_path / "old.db"
+    old = db.connect(path, migrate=False)
+    db.MIGRATIONS.apply(old, stop_before="m018_votes_leave_batch_stamps")
+    old["batch_figures"].insert({"batch_id": "b1", "stamp": 3, "figures": "{}"})
+    old.close()
+    st = open_store(path)
+    assert _columns(st.db) == EXPECTED and st.stored_figures(["b1"]) == {}
+    triggers = {name for (name,) in st.db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    assert not any(t.startswith("stamp_votes_") for t in triggers)
+    assert {"stamp_requests_insert", "stamp_result_images_update"} <= triggers
+
+
 def test_a_failing_migration_rolls_back_and_stays_pending(tmp_path, monkeypatch):
     """A migration that raises halfway leaves neither its changes nor its record: the file stays
     at the previous schema and the next start tries it again."""

@@ -30,6 +30,16 @@ def test_group_requests_gives_each_asked_group_its_requests_in_planning_order(tw
     assert groups[1].id not in got                             # a group not asked is not read
 
 
+def test_request_costs_of_given_ids_are_those_rows_in_planning_order(two_batches):
+    """"All batches" reads the requests its votes show by id: over several batches, in the order
+    every request is planned (the order the cost sums add in), unknown ids left out."""
+    st, _, _ = two_batches
+    every = st.request_costs()
+    asked = [every[-1].id, every[0].id, "no-such-request", every[len(every) // 2].id]
+    assert st.request_costs(request_ids=asked) == [every[0], every[len(every) // 2], every[-1]]
+    assert st.request_costs(request_ids=[]) == []
+
+
 def test_a_batchs_data_version_follows_its_own_images_metrics_and_votes_only(two_batches):
     st, (batch, groups, by_group), (other, other_groups, other_by_group) = two_batches
     mine = st.data_version(batch_id=batch.id)
