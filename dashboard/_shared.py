@@ -161,9 +161,10 @@ def keep_draft_on_leaving() -> None:
     sees the form's values: Streamlit forgets a widget's value once a run ends without drawing it.
     Merged over the draft this session loaded or saved, so a key the cut-short run had not yet
     restored keeps its saved value."""
-    if "_draft" not in st.session_state or st.session_state.get("_draft_loaded") != st.session_state.get("_draft_id"):
+    state = st.session_state
+    if "_draft" not in state or state.get("_draft_loaded") != state.get("_draft_id"):
         return  # this session never showed the form: nothing of it to keep
-    save_draft({**st.session_state["_draft"], **draft_values()})
+    save_draft({**state["_draft"], **draft_values()})
 
 
 @st.cache_resource(show_spinner=False)

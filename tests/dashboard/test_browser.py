@@ -159,6 +159,8 @@ class _Runs:
         };
     })()"""
 
+    RAN_TO_THE_END = (ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_WITH_COMPILE_ERROR)
+
     def __init__(self) -> None:
         self.seq = 0
         self.asked = self.started = self.finished = -1  # the sequence number of the latest of each
@@ -194,7 +196,7 @@ class _Runs:
         if kind == "new_session":
             self.started, self.run_id = self._tick(), msg.metadata.run.script_run_id
         elif (kind == "script_finished" and msg.metadata.run.script_run_id == self.run_id
-              and msg.script_finished in (ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_WITH_COMPILE_ERROR)):
+              and msg.script_finished in self.RAN_TO_THE_END):
             self.finished = self._tick()
 
     def settled(self) -> bool:
@@ -262,9 +264,9 @@ def _settled(pg) -> None:
                              () => setTimeout(() => done(window.__streamSent || 0)))))""")
     deadline = time.monotonic() + WAIT_MS / 1000
     while runs.sent < sent or not runs.settled():  # the websocket's events reach us while Playwright waits
-        assert time.monotonic() < deadline, (f"no finished run in {WAIT_MS} ms after the last one asked for "
-                                             f"(asked {runs.asked}, started {runs.started}, finished {runs.finished}, "
-                                             f"frames sent {sent}, seen {runs.sent})")
+        assert time.monotonic() < deadline, (
+            f"no finished run in {WAIT_MS} ms after the last one asked for (asked {runs.asked}, started "
+            f"{runs.started}, finished {runs.finished}, frames sent {sent}, seen {runs.sent})")
         pg.wait_for_timeout(50)
     pg.wait_for_function("""() => document.querySelector('[data-testid="stApp"]')
                                   ?.getAttribute('data-test-script-state') === 'notRunning'""")
@@ -339,6 +341,7 @@ def test_a_new_teammate_goes_from_an_empty_dashboard_to_a_verdict(dashboard, bro
     pg.get_by_role("option", name="face · face.jpg").first.click()
     pg.keyboard.press("Escape")
     pg.get_by_role("button", name="Record dry run of 2 requests").wait_for()
+    _settled(pg)  # the pick's run has finished: it no longer redraws the widgets below
     pg.get_by_text("FLUX.2 [dev] LoRA edit — fal-ai/flux-2/lora/edit").click()
     steps = pg.get_by_role("spinbutton", name="Num Inference Steps").last
     steps.fill("999")
