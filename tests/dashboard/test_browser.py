@@ -286,12 +286,18 @@ def _page_ok(pg, name: str) -> None:
 
 def _open_list(pg, box) -> None:
     """Open a select box's list. Near the bottom of the page a click may leave the list closed
-    (no room below it): scroll first, and open it from the keyboard if the click did not."""
-    box.scroll_into_view_if_needed()
-    pg.mouse.wheel(0, 800)
+    (no room below it): the box goes to the middle of the window first, at once (a wheel scroll
+    still moving under the click made it miss now and then), and the list is opened from the
+    keyboard if the click did not open it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    box.evaluate("e => e.scrollIntoView({block: 'center', behavior: 'instant'})")
     box.click()
-    if not pg.get_by_role("option").count():
+    try:
+        pg.get_by_role("option").first.wait_for(timeout=5_000)
+    except PlaywrightTimeout:
         box.press("ArrowDown")
+        pg.get_by_role("option").first.wait_for()
 
 
 def _name_box(pg):
