@@ -19,6 +19,7 @@ import streamlit as st
 
 from core.config import Settings, load_settings
 from core.errors import DashboardError, PayloadError
+from core.catalog import prompts
 from core.catalog.payloads import abbreviate
 
 # the environment variables that shape Settings (see core/config.py); they key the caches
@@ -30,6 +31,9 @@ _ENV_NAMES = (
 USER_KEY = "user_name"
 USER_PARAM = "user"      # the address's query parameter that keeps the name in the browser
 DRAFT_PARAM = "draft"    # the address's query parameter naming this browser's Generate draft
+# what the Generate draft keeps besides every `param::<endpoint>::<name>` widget
+DRAFT_KEYS = ("gen_refs", *(f"opt_{k}" for k in prompts.CATALOG_KEYS), "opt_extra", "gen_models",
+              "seed_mode", "seed_n", "seed_list", "random_seeds", "batch_name", "active_batch")
 
 
 @st.cache_resource(show_spinner=False)
@@ -73,11 +77,22 @@ def user() -> str | None:
     return name or None
 
 
-def restore_user() -> None:
-    """Before the name box is drawn: a new browser session (a reload, a restarted dashboard) takes
-    the name the address carries. Nothing is guessed: no parameter, no name."""
+def adopt_address() -> None:
+    """The first thing every run does, before anything is drawn: a new browser session (a reload, a
+    restarted dashboard) takes the name and the draft id its address carries. Nothing is guessed:
+    no parameter, no name.
+
+    Not later, when the sidebar reaches the name box: a page change drops the address's parameters
+    (Streamlit's navigation does), and a page link clicked while a session's first run is still
+    drawing cuts that run short. Taken any later, a quick click after a reload or a restart lost
+    the name and started the form afresh under a new draft id. Before the navigation is drawn, no
+    click in this page can have come first."""
     if USER_KEY not in st.session_state and st.query_params.get(USER_PARAM):
         st.session_state[USER_KEY] = st.query_params[USER_PARAM][:100]
+    from core.batches import drafts
+
+    if not st.session_state.get("_draft_id") and drafts.valid_id(st.query_params.get(DRAFT_PARAM)):
+        st.session_state["_draft_id"] = st.query_params[DRAFT_PARAM]
 
 
 def remember_user() -> None:
@@ -88,12 +103,6 @@ def remember_user() -> None:
         st.query_params[USER_PARAM] = name
     elif not name and USER_PARAM in st.query_params:
         del st.query_params[USER_PARAM]
-    # adopted on any page: moving between pages drops the address's parameters, and a session
-    # that never opened Generate must still carry the draft id it was reloaded with
-    from core.batches import drafts
-
-    if not st.session_state.get("_draft_id") and drafts.valid_id(st.query_params.get(DRAFT_PARAM)):
-        st.session_state["_draft_id"] = st.query_params[DRAFT_PARAM]
     draft = st.session_state.get("_draft_id")
     if draft and st.query_params.get(DRAFT_PARAM) != draft:
         st.query_params[DRAFT_PARAM] = draft
@@ -135,6 +144,28 @@ def save_draft(values: dict) -> None:
         st.caption(str(e))
         return
     st.session_state["_draft"] = dict(values)
+
+
+def draft_values() -> dict:
+    """What the Generate draft keeps: every form widget's value, the random seeds and the current
+    batch, as this session holds them."""
+    state = st.session_state
+    keys = [k for k in DRAFT_KEYS if k in state]
+    keys += [k for k in state if isinstance(k, str) and k.startswith("param::")]
+    return {k: state[k] for k in keys}
+
+
+def keep_draft_on_leaving() -> None:
+    """In the run that leaves Generate, before the page it goes to: keep the form as the session
+    last held it. Generate saves its draft at the end of each of its runs, but a page link clicked
+    during one (just after typing a batch name, say) cuts it short, and this run is the last that
+    sees the form's values: Streamlit forgets a widget's value once a run ends without drawing it.
+    Merged over the draft this session loaded or saved, so a key the cut-short run had not yet
+    restored keeps its saved value."""
+    state = st.session_state
+    if "_draft" not in state or state.get("_draft_loaded") != state.get("_draft_id"):
+        return  # this session never showed the form: nothing of it to keep
+    save_draft({**state["_draft"], **draft_values()})
 
 
 @st.cache_resource(show_spinner=False)

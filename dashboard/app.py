@@ -27,6 +27,8 @@ import streamlit as st  # noqa: E402
 from core.errors import DashboardError  # noqa: E402
 from dashboard import _shared  # noqa: E402
 
+# the name and the draft id the address carries, taken before anything is drawn (see adopt_address)
+_shared.adopt_address()
 st.set_page_config(page_title="fal model comparison", page_icon="⚖️", layout="wide")
 
 pages = [
@@ -57,7 +59,6 @@ with st.sidebar:
         st.warning("**Read-only**: the data directory cannot be written. History, Compare and the "
                    "Leaderboard work; uploads, runs and votes are refused until it is writable.",
                    icon=":material/lock:")
-    _shared.restore_user()
     st.text_input("Your name", key=_shared.USER_KEY, placeholder="e.g. Ana",
                   help="Recorded with what you upload, run and rate. Kept in this page's address "
                        "(?user=…), so a reload or a bookmark keeps it.")
@@ -70,6 +71,9 @@ with st.sidebar:
 
 # whether this run arrived on the page from another one (or is a new session's first): a page that
 # restores a draft needs it, since Streamlit forgets or keeps stale widget values across pages
-st.session_state["_arrived"] = st.session_state.get("_on_page") != page.url_path
+left = st.session_state.get("_on_page")
+st.session_state["_arrived"] = left != page.url_path
 st.session_state["_on_page"] = page.url_path
+if left == "generate" and page.url_path != "generate":
+    _shared.keep_draft_on_leaving()
 page.run()

@@ -37,8 +37,6 @@ state = st.session_state
 settings = _shared.settings()
 records = _shared.store()
 draft = _shared.load_draft()
-FIXED_DRAFT_KEYS = ("gen_refs", *(f"opt_{k}" for k in prompts.CATALOG_KEYS), "opt_extra", "gen_models",
-                    "seed_mode", "seed_n", "seed_list", "random_seeds", "batch_name", "active_batch")
 
 
 def _restore(key: str, valid=lambda v: True, default=None) -> None:
@@ -52,12 +50,6 @@ def _restore(key: str, valid=lambda v: True, default=None) -> None:
     elif default is not None:
         state[key] = default
 
-
-def _draft_values() -> dict:
-    """What the draft keeps: every form widget's value, the random seeds and the current batch."""
-    keys = [k for k in FIXED_DRAFT_KEYS if k in state]
-    keys += [k for k in state if isinstance(k, str) and k.startswith("param::")]
-    return {k: state[k] for k in keys}
 
 st.title("Generate")
 if settings.dry_run:
@@ -450,10 +442,10 @@ if state.get("active_batch"):
             _shared.show_error(e)
         if st.button("Close", key="close_batch", icon=":material/close:"):
             del state.active_batch
-            _shared.save_draft(_draft_values())
+            _shared.save_draft(_shared.draft_values())
             st.rerun()
 
-_shared.save_draft(_draft_values())
+_shared.save_draft(_shared.draft_values())
 if state.get("active_batch"):
     _shared.next_step("compare.py", "compare the outputs side by side",
                       "Then Review judges them blind, and the Leaderboard counts the votes.")

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import time
 
+import streamlit as st
+
 from core.batches import plans
 from core.catalog import registry
 from core.evaluation import review
 from core import store
+from dashboard import _shared
 from tests.apptest_support import add_reference, assert_ok, open_page, records, texts, wait_finished
 from tests.review_support import EDIT, SCHNELL, completed_batch
 
@@ -78,6 +81,79 @@ def test_the_generate_form_survives_a_page_change_and_a_reload():
     other = open_page("generate.py", clear_caches=False)
     assert other.multiselect(key="gen_models").value == list(registry.DEFAULT_MODELS)
     assert other.query_params["draft"] != at.query_params["draft"]
+
+
+def _cut_short_at_first_call(monkeypatch, name: str) -> None:
+    """The next call of `_shared.<name>` ends the run there, as a page link clicked at that moment
+    does (Streamlit stops the run at its next element, keeping the session's state); later calls
+    behave as before."""
+    real = getattr(_shared, name)
+    calls = []
+
+    def stop_once(*args, **kwargs):
+        if not calls:
+            calls.append(name)
+            st.stop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_shared, name, stop_once)
+
+
+def _page_link_click(at, page: str):
+    """A click on the sidebar's link to `page`: Streamlit's navigation drops the address's
+    parameters; the app writes back what the session holds."""
+    for key in list(at.query_params):
+        del at.query_params[key]
+    return at.switch_page(page).run()
+
+
+def test_a_page_clicked_while_a_reload_is_still_drawing_keeps_the_name_and_the_draft(monkeypatch):
+    """A reload (or a restarted dashboard) whose first run is cut short by a page link clicked as
+    soon as the navigation shows, before the sidebar reaches the name box: the name and the draft
+    the address carried are kept, in the session and in the address, not lost with the run."""
+    ref = add_reference("red")
+    at = open_page("generate.py", user="Ana")
+    _fill(at, ref.id)
+    address = dict(at.query_params)
+    _cut_short_at_first_call(monkeypatch, "settings")  # the sidebar's first call, after the navigation
+    again = _reload(at)
+    assert not again.sidebar.text_input  # the run really stopped before the name box
+    _page_link_click(again, "generate.py")
+    assert_ok(again)
+    assert again.sidebar.text_input(key="user_name").value == "Ana"
+    assert again.query_params["user"] == "Ana"
+    assert again.query_params["draft"] == address["draft"]
+    _assert_filled(again, ref.id)
+
+
+def test_a_batch_name_typed_just_before_leaving_generate_is_kept(monkeypatch):
+    """A batch name typed, then another page clicked at once: the click cuts Generate's run short
+    before it saves the draft. The run that leaves Generate keeps the name, for the way back and
+    for a reload."""
+    ref = add_reference("red")
+    at = open_page("generate.py")
+    _fill(at, ref.id)
+    _cut_short_at_first_call(monkeypatch, "plan")  # building the plan comes after the batch name
+    at.text_input(key="batch_name").set_value("typed last").run()
+    assert "run" not in [b.key for b in at.button]  # the run really stopped before the end of the page
+    _page_link_click(at, "upload.py")
+    assert_ok(at)
+    _page_link_click(at, "generate.py")
+    assert_ok(at)
+    assert at.text_input(key="batch_name").value == "typed last"
+    assert at.multiselect(key="gen_refs").value == [ref.id]  # the rest of the form is kept too
+    assert _reload(at, "generate.py").text_input(key="batch_name").value == "typed last"
+
+
+def test_leaving_generate_keeps_nothing_for_a_session_that_never_showed_the_form():
+    """Leaving Generate saves the form only when the session loaded its draft: a draft id from the
+    address alone, in a session that never drew the form, never overwrites the draft."""
+    ref = add_reference("red")
+    at = open_page("generate.py")
+    _fill(at, ref.id)
+    again = _reload(at, "history.py")
+    _page_link_click(again, "upload.py")
+    assert _reload(again, "generate.py").text_input(key="batch_name").value == "kept"
 
 
 def test_a_restored_draft_drops_what_no_longer_exists():

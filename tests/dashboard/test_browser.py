@@ -26,6 +26,8 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 from PIL import Image
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from core.catalog import registry
 
@@ -135,23 +137,100 @@ def dashboard(tmp_path, fal_url, supabase_standin):
         d.close()
 
 
+class _Runs:
+    """The app's script runs as its websocket tells them: the browser asks for one (a
+    `rerun_script` message), the server starts it (`new_session`) and finishes it
+    (`script_finished`). Streamlit's own "running" icon shows only after half a second, so a
+    shorter run, or one not started yet, looked settled. Fragment runs (Generate's progress
+    polling) are left out: they never redraw the page around them.
+
+    The websocket's events reach the test a little after the page sent or took in a frame: the
+    page counts the frames it sent on its newest stream (COUNT_SENT), so a wait first lets this
+    count catch up with that one."""
+
+    COUNT_SENT = """(() => {
+        const send = WebSocket.prototype.send;
+        WebSocket.prototype.send = function (data) {
+            if (typeof data !== 'string' && this.url.includes('/_stcore/stream')) {
+                if (window.__stream !== this) { window.__stream = this; window.__streamSent = 0; }
+                window.__streamSent += 1;
+            }
+            return send.call(this, data);
+        };
+    })()"""
+
+    RAN_TO_THE_END = (ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_WITH_COMPILE_ERROR)
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.asked = self.started = self.finished = -1  # the sequence number of the latest of each
+        self.run_id = ""                                 # the latest started run
+        self.stream = None                               # the newest stream and the frames sent on it
+        self.sent = 0
+
+    def watch(self, ws) -> None:
+        if urlparse(ws.url).path.endswith("/_stcore/stream"):
+            self.stream, self.sent = ws, 0
+            ws.on("framesent", lambda payload: self._sent(ws, payload))
+            ws.on("framereceived", self._received)
+
+    def _tick(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _sent(self, ws, payload) -> None:
+        if isinstance(payload, bytes):
+            if ws is self.stream:
+                self.sent += 1
+            msg = BackMsg.FromString(payload)
+            if msg.WhichOneof("type") == "rerun_script" and not msg.rerun_script.fragment_id:
+                self.asked = self._tick()
+
+    def _received(self, payload) -> None:
+        if not isinstance(payload, bytes):
+            return
+        msg = ForwardMsg.FromString(payload)
+        if msg.metadata.run.fragment_ids:
+            return
+        kind = msg.WhichOneof("type")
+        if kind == "new_session":
+            self.started, self.run_id = self._tick(), msg.metadata.run.script_run_id
+        elif (kind == "script_finished" and msg.metadata.run.script_run_id == self.run_id
+              and msg.script_finished in self.RAN_TO_THE_END):
+            self.finished = self._tick()
+
+    def settled(self) -> bool:
+        """The last run asked for has started, and finished (not cut short by another)."""
+        return self.asked < self.started < self.finished
+
+
+_RUNS: dict[int, _Runs] = {}  # by id() of the page
+
+
 @pytest.fixture
 def browser_page():
     """A page at 1400 px wide, and the host of every request it makes (http, https, ws)."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     hosts: set[str] = set()
+    runs = _Runs()
+    expect.set_options(timeout=WAIT_MS)  # a first run after a restart, on a loaded machine, is slow
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
         context.on("request", lambda r: hosts.add(urlparse(r.url).hostname or "")
                    if urlparse(r.url).scheme in ("http", "https", "ws", "wss") else None)
+        context.add_init_script(_Runs.COUNT_SENT)
         pg = context.new_page()
         pg.on("websocket", lambda ws: hosts.add(urlparse(ws.url).hostname or ""))
+        pg.on("websocket", runs.watch)
         pg.set_default_timeout(WAIT_MS)
+        _RUNS[id(pg)] = runs
         try:
             yield pg, hosts
         finally:
+            _RUNS.pop(id(pg), None)
+            expect.set_options(timeout=5_000)
             browser.close()
 
 
@@ -174,14 +253,24 @@ def _images_loaded(pg, at_least: int) -> None:
 
 def _shot(pg, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    pg.wait_for_timeout(500)  # let the last rerun paint
+    _settled(pg)
     pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def _settled(pg) -> None:
-    """The app finished its run (no "running" indicator) and painted."""
-    pg.wait_for_function("""() => !document.querySelector('[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]')""")
-    pg.wait_for_timeout(300)
+    """The app finished the last run the page asked for, the page took it in, and painted."""
+    runs = _RUNS[id(pg)]
+    sent = pg.evaluate("""() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(
+                             () => setTimeout(() => done(window.__streamSent || 0)))))""")
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while runs.sent < sent or not runs.settled():  # the websocket's events reach us while Playwright waits
+        assert time.monotonic() < deadline, (
+            f"no finished run in {WAIT_MS} ms after the last one asked for (asked {runs.asked}, started "
+            f"{runs.started}, finished {runs.finished}, frames sent {sent}, seen {runs.sent})")
+        pg.wait_for_timeout(50)
+    pg.wait_for_function("""() => document.querySelector('[data-testid="stApp"]')
+                                  ?.getAttribute('data-test-script-state') === 'notRunning'""")
+    pg.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
 
 
 def _page_ok(pg, name: str) -> None:
@@ -197,24 +286,24 @@ def _page_ok(pg, name: str) -> None:
 
 def _open_list(pg, box) -> None:
     """Open a select box's list. Near the bottom of the page a click may leave the list closed
-    (no room below it): scroll first, and open it from the keyboard if the click did not."""
-    box.scroll_into_view_if_needed()
-    pg.mouse.wheel(0, 800)
+    (no room below it): the box goes to the middle of the window first, at once (a wheel scroll
+    still moving under the click made it miss now and then), and the list is opened from the
+    keyboard if the click did not open it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    box.evaluate("e => e.scrollIntoView({block: 'center', behavior: 'instant'})")
     box.click()
-    if not pg.get_by_role("option").count():
+    try:
+        pg.get_by_role("option").first.wait_for(timeout=5_000)
+    except PlaywrightTimeout:
         box.press("ArrowDown")
+        pg.get_by_role("option").first.wait_for()
 
 
 def _name_box(pg):
     return pg.get_by_role("textbox", name="Your name")
 
 
-# Open: on a clean clone the step after the dashboard restarts live (step 5) times out waiting
-# for the restored `user=`/`draft=` address parameters, three runs out of three, while it passes
-# in the development worktree. Until that is understood the journey runs and reports, but does
-# not fail CI; steps 1-4 and the sweep journey (test_browser_sweep.py) are unaffected.
-@pytest.mark.xfail(reason="step 5 (restart live) times out on a clean clone; under investigation",
-                   strict=False)
 def test_a_new_teammate_goes_from_an_empty_dashboard_to_a_verdict(dashboard, browser_page):
     from playwright.sync_api import expect
 
@@ -258,6 +347,7 @@ def test_a_new_teammate_goes_from_an_empty_dashboard_to_a_verdict(dashboard, bro
     pg.get_by_role("option", name="face · face.jpg").first.click()
     pg.keyboard.press("Escape")
     pg.get_by_role("button", name="Record dry run of 2 requests").wait_for()
+    _settled(pg)  # the pick's run has finished: it no longer redraws the widgets below
     pg.get_by_text("FLUX.2 [dev] LoRA edit — fal-ai/flux-2/lora/edit").click()
     steps = pg.get_by_role("spinbutton", name="Num Inference Steps").last
     steps.fill("999")
@@ -297,7 +387,7 @@ def test_a_new_teammate_goes_from_an_empty_dashboard_to_a_verdict(dashboard, bro
     dashboard.start(live=True)
     pg.goto(pg.url)                           # a teammate reopens the tab of the restarted server
     pg.get_by_text("fal: live").wait_for()
-    _go_link(pg, "Generate")
+    _go_link(pg, "Generate")                  # at once: the session's first run may still be drawing
     pg.wait_for_function("() => location.search.includes('user=') && location.search.includes('draft=')")
     pg.reload()
     pg.get_by_text("fal: live").wait_for()

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.dashboard.test_browser import (  # noqa: F401 - fixtures are used by name
-    _go_link, _images_loaded, _open_list, _photo, _shot, browser_page, dashboard, fal_url,
+    _go_link, _images_loaded, _open_list, _photo, _settled, _shot, browser_page, dashboard, fal_url,
 )
 
 pytestmark = pytest.mark.browser
@@ -48,7 +48,8 @@ def _journey(url, pg) -> None:
     pg.get_by_role("combobox", name="Reference photos (for the edit models)").click()
     pg.get_by_role("option", name="face · face.jpg").first.click()
     pg.keyboard.press("Escape")
-    _images_loaded(pg, 1)  # the picked reference: the page has settled, nothing moves under the click
+    _images_loaded(pg, 1)  # the picked reference
+    _settled(pg)  # the pick's run has finished: it no longer redraws (and closes) the lists below
     pg.locator("summary", has_text="fal-ai/flux-2/lora/edit").click()
     pg.get_by_text("fal silently drops it").wait_for()  # the edit model's expander is open
     # only the open expander's widgets are in the accessibility tree
