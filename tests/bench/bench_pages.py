@@ -139,6 +139,20 @@ def _load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def _timed(at, what: str) -> float:
+    """Seconds of one run of `at`; a page that raised ends the benchmark, naming `what`."""
+    t = time.perf_counter()
+    at.run()
+    elapsed = time.perf_counter() - t
+    if at.exception:
+        raise SystemExit(f"{what} raised: {[e.value for e in at.exception]}")
+    return elapsed
+
+
+def _best_of(at, runs: int, what: str) -> float:
+    return min(_timed(at, what) for _ in range(runs)) if runs else float("inf")
+
+
 def _render(page: str, runs: int, pick_all: bool = False) -> tuple[float, float]:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
@@ -149,24 +163,11 @@ def _render(page: str, runs: int, pick_all: bool = False) -> tuple[float, float]
     at.session_state["user_name"] = "bench"   # Review needs a rater
     at.run()
     at.switch_page(page)
-    t = time.perf_counter()
-    at.run()
-    cold = time.perf_counter() - t
-    if at.exception:
-        raise SystemExit(f"{page} raised: {[e.value for e in at.exception]}")
+    cold = _timed(at, page)
     if pick_all:   # the Leaderboard over every batch: the first run of that selection is the cold one
         at.selectbox(key="lb_batch").select("__all__")
-        t = time.perf_counter()
-        at.run()
-        cold = time.perf_counter() - t
-        if at.exception:
-            raise SystemExit(f"{page} (all batches) raised: {[e.value for e in at.exception]}")
-    warm = float("inf")
-    for _ in range(runs):
-        t = time.perf_counter()
-        at.run()
-        warm = min(warm, time.perf_counter() - t)
-    return cold, warm
+        cold = _timed(at, f"{page} (all batches)")
+    return cold, _best_of(at, runs, page)
 
 
 def _forget_batch_figures() -> bool:
@@ -203,23 +204,10 @@ def _after_a_vote(runs: int) -> tuple[float, float, float]:
         item = review.next_up(d, batch_id, "dora").next if hasattr(review, "next_up") \
             else review.queue(d, batch_id, "dora").next
         review.record_item_vote(d, item, rater="dora", verdict="left")
-    t = time.perf_counter()
-    at.run()
-    cold = time.perf_counter() - t
-    if at.exception:
-        raise SystemExit(f"leaderboard after a vote raised: {[e.value for e in at.exception]}")
-    warm = float("inf")
-    for _ in range(runs):
-        t = time.perf_counter()
-        at.run()
-        warm = min(warm, time.perf_counter() - t)
+    cold = _timed(at, "leaderboard after a vote")
+    warm = _best_of(at, runs, "leaderboard after a vote")
     at.selectbox(key="lb_batch").select("__all__")
-    t = time.perf_counter()
-    at.run()
-    every = time.perf_counter() - t
-    if at.exception:
-        raise SystemExit(f"all batches after a vote raised: {[e.value for e in at.exception]}")
-    return cold, warm, every
+    return cold, warm, _timed(at, "all batches after a vote")
 
 
 def main() -> None:

@@ -16,14 +16,6 @@ from tests.review_support import EDIT, SCHNELL, complete, completed_batch, compl
 METRICS = ("face_distance", "phash_distance", "ciede2000", "ssim")
 
 
-@pytest.fixture
-def st(settings):
-    settings.ensure_dirs()
-    conn = open_store(settings.db_path)
-    yield conn
-    conn.close()
-
-
 def _distribution(frame, metric):
     shown = frame[frame[metric].notna()]
     return sorted(zip(shown["contender"], shown[metric]))

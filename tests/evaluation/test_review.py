@@ -14,14 +14,6 @@ from core.store.blobs import open_storage
 from tests.review_support import EDIT, SCHNELL, THIRD, complete, completed_batch
 
 
-@pytest.fixture
-def st(settings):
-    settings.ensure_dirs()
-    conn = open_store(settings.db_path)
-    yield conn
-    conn.close()
-
-
 def test_each_group_of_two_models_is_one_item_with_both_outputs(st):
     batch, groups, by_group = completed_batch()
     items = review.review_items(st, batch.id, "ana")

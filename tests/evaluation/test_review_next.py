@@ -2,19 +2,8 @@
 (`review.queue`), built without reading every output of the batch."""
 from __future__ import annotations
 
-import pytest
-
 from core.evaluation import review
-from core.store import open_store
 from tests.review_support import EDIT, SCHNELL, THIRD, completed_batch, completed_sweep_batch
-
-
-@pytest.fixture
-def st(settings):
-    settings.ensure_dirs()
-    conn = open_store(settings.db_path)
-    yield conn
-    conn.close()
 
 
 def _agrees(st, batch_id: str, rater: str, **kw) -> review.ReviewNext:
