@@ -18,6 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import logging
 import re
@@ -192,6 +193,7 @@ _UDFS = {"_export_abbreviate": _abbreviate_text, "_export_abbreviate_json": _abb
          "_export_float": _float_text, "_export_guard": safe_cell}
 
 
+@functools.lru_cache(maxsize=64)
 def _parts_sql(where: str) -> str:
     """The statement giving, per export row of the requests matching `where` (alias `r`, images
     `i`), in no particular order: request_id, idx (the image index, -1 for a request without
