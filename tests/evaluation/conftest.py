@@ -11,3 +11,19 @@ def st(settings):
     conn = open_store(settings.db_path)
     yield conn
     conn.close()
+
+
+class _BrokenDetector:
+    def run(self, *args):
+        raise RuntimeError("Unsupported image type")
+
+
+@pytest.fixture
+def dlib_fails(monkeypatch):
+    """dlib's face detector raises (as it does on an image type it does not take), with the
+    descriptor cache emptied so nothing measured before is recalled."""
+    from core.evaluation import metrics
+
+    real = metrics._load_models()
+    monkeypatch.setattr(metrics, "_models", metrics._Models(_BrokenDetector(), real.predictor, real.encoder))
+    monkeypatch.setattr(metrics, "_descriptors", type(metrics._descriptors)())

@@ -501,16 +501,9 @@ def test_a_prepared_reference_measures_what_each_metric_measures_on_the_photo(ou
     assert got.ssim == metrics.ssim(reference, out)
 
 
-def test_a_reference_dlib_fails_on_gives_error_for_every_output(monkeypatch):
+def test_a_reference_dlib_fails_on_gives_error_for_every_output(dlib_fails):
     """dlib failing on the reference is remembered with the prepared reference: each output then
     records status "error" with dlib's message, as measuring the photos directly does."""
-    class _Broken:
-        def run(self, *args):
-            raise RuntimeError("Unsupported image type")
-
-    real = metrics._load_models()
-    monkeypatch.setattr(metrics, "_models", metrics._Models(_Broken(), real.predictor, real.encoder))
-    monkeypatch.setattr(metrics, "_descriptors", type(metrics._descriptors)())
     prepared = metrics.prepare_reference(_astronaut().rotate(2))
     for out in (_astronaut(), _gradient()):
         face = metrics.measure(prepared, out, same_framing=False).face

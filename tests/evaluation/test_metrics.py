@@ -188,15 +188,8 @@ def test_undecodable_bytes_raise_metrics_error(astronaut):
         metrics.face_descriptor(truncated)
 
 
-def test_dlib_failure_is_recorded_as_error_status(astronaut, monkeypatch):
+def test_dlib_failure_is_recorded_as_error_status(astronaut, dlib_fails):
     """A failure inside dlib must not kill a background measuring run: status "error" with detail."""
-    class _Broken:
-        def run(self, *args):
-            raise RuntimeError("Unsupported image type")
-
-    real = metrics._load_models()
-    monkeypatch.setattr(metrics, "_models", metrics._Models(_Broken(), real.predictor, real.encoder))
-    monkeypatch.setattr(metrics, "_descriptors", type(metrics._descriptors)())
     face = metrics.face_distance(astronaut, astronaut.rotate(3))
     assert face.status == "error"
     assert "Unsupported image type" in face.detail
