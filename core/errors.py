@@ -100,7 +100,17 @@ class BatchBusy(StoreError):
 class StoreUnavailable(StoreError):
     """The database refused an operation for a reason that may pass: locked by another process
     longer than the busy timeout, disk full, read-only, an I/O error. Nothing was half-written;
-    the same call may work later (the runner retries, then leaves the request resumable)."""
+    the same call may work later (the runner retries, then leaves the request resumable).
+    `reason`: "locked", "full", "read_only" or "other"; a full disk or a read-only directory
+    does not pass by itself, so a runner stops for it instead of retrying."""
+
+    def __init__(self, message: str = "", *, reason: str = "other"):
+        super().__init__(message)
+        self.reason = reason
+
+    @property
+    def needs_a_person(self) -> bool:
+        return self.reason in ("full", "read_only")
 
 class FalError(DashboardError):
     """`status_code` is the HTTP status when there was one; `request_id` fal's id when known;

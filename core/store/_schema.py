@@ -14,6 +14,7 @@ MIGRATIONS = (
     'm016_batch_figures',
     'm017_export_lines',
     'm018_votes_leave_batch_stamps',
+    'm019_in_doubt_and_launch_keys',
 )
 
 STATEMENTS = (
@@ -22,11 +23,11 @@ STATEMENTS = (
     'CREATE TABLE "reference_photos" (\n   "id" TEXT PRIMARY KEY,\n   "sha256" TEXT NOT NULL,\n   "role" TEXT NOT NULL,\n   "owner" TEXT,\n   "original_name" TEXT,\n   "content_type" TEXT NOT NULL,\n   "width" INTEGER,\n   "height" INTEGER,\n   "size_bytes" INTEGER,\n   "storage_backend" TEXT NOT NULL,\n   "storage_path" TEXT NOT NULL,\n   "public_url" TEXT,\n   "created_at" TEXT NOT NULL,\n   "created_by" TEXT,\n   "archived_at" TEXT\n)',
     'CREATE UNIQUE INDEX "idx_reference_photos_sha256"\n    ON "reference_photos" ("sha256")',
     'CREATE INDEX "idx_reference_photos_created_at"\n    ON "reference_photos" ("created_at")',
-    'CREATE TABLE "batches" (\n   "id" TEXT PRIMARY KEY,\n   "name" TEXT NOT NULL,\n   "created_at" TEXT NOT NULL,\n   "created_by" TEXT,\n   "plan_json" TEXT,\n   "status" TEXT NOT NULL,\n   "dry_run" INTEGER DEFAULT 0,\n   "concurrency" INTEGER,\n   "cancel_requested" INTEGER DEFAULT 0,\n   "runner_pid" INTEGER,\n   "runner_host" TEXT,\n   "heartbeat_at" TEXT,\n   "started_at" TEXT,\n   "finished_at" TEXT,\n   "request_count" INTEGER DEFAULT 0,\n   "estimated_cost" REAL\n, "stop_reason" TEXT, "stopped_at" TEXT, "launched_at" TEXT, "fal_unreachable_since" TEXT)',
+    'CREATE TABLE "batches" (\n   "id" TEXT PRIMARY KEY,\n   "name" TEXT NOT NULL,\n   "created_at" TEXT NOT NULL,\n   "created_by" TEXT,\n   "plan_json" TEXT,\n   "status" TEXT NOT NULL,\n   "dry_run" INTEGER DEFAULT 0,\n   "concurrency" INTEGER,\n   "cancel_requested" INTEGER DEFAULT 0,\n   "runner_pid" INTEGER,\n   "runner_host" TEXT,\n   "heartbeat_at" TEXT,\n   "started_at" TEXT,\n   "finished_at" TEXT,\n   "request_count" INTEGER DEFAULT 0,\n   "estimated_cost" REAL\n, "stop_reason" TEXT, "stopped_at" TEXT, "launched_at" TEXT, "fal_unreachable_since" TEXT, launch_key TEXT)',
     'CREATE INDEX "idx_batches_created_at"\n    ON "batches" ("created_at")',
     'CREATE TABLE "groups" (\n   "id" TEXT PRIMARY KEY,\n   "batch_id" TEXT REFERENCES "batches"("id"),\n   "variant_key" TEXT,\n   "prompt" TEXT NOT NULL,\n   "options_json" TEXT,\n   "seed" INTEGER,\n   "image_size" TEXT,\n   "reference_ids" TEXT,\n   "created_at" TEXT NOT NULL\n)',
     'CREATE INDEX "idx_groups_batch_id"\n    ON "groups" ("batch_id")',
-    'CREATE TABLE "requests" (\n   "id" TEXT PRIMARY KEY,\n   "batch_id" TEXT REFERENCES "batches"("id"),\n   "group_id" TEXT REFERENCES "groups"("id"),\n   "endpoint" TEXT NOT NULL,\n   "prompt" TEXT,\n   "options_json" TEXT,\n   "seed" INTEGER,\n   "image_size" TEXT,\n   "reference_ids" TEXT,\n   "payload_json" TEXT NOT NULL,\n   "payload_hash" TEXT NOT NULL,\n   "status" TEXT NOT NULL,\n   "dry_run" INTEGER DEFAULT 0,\n   "fal_request_id" TEXT,\n   "status_url" TEXT,\n   "response_url" TEXT,\n   "cancel_url" TEXT,\n   "queue_position" INTEGER,\n   "created_at" TEXT NOT NULL,\n   "submitted_at" TEXT,\n   "queued_at" TEXT,\n   "started_at" TEXT,\n   "completed_at" TEXT,\n   "queue_time_s" REAL,\n   "inference_time_s" REAL,\n   "total_time_s" REAL,\n   "http_status" INTEGER,\n   "error_type" TEXT,\n   "error_message" TEXT,\n   "estimated_cost" REAL,\n   "response_json" TEXT,\n   "logs_json" TEXT,\n   "rerun_of" TEXT REFERENCES "requests"("id"),\n   "created_by" TEXT,\n   "attempts" INTEGER DEFAULT 0\n, "contender_id" TEXT)',
+    'CREATE TABLE "requests" (\n   "id" TEXT PRIMARY KEY,\n   "batch_id" TEXT REFERENCES "batches"("id"),\n   "group_id" TEXT REFERENCES "groups"("id"),\n   "endpoint" TEXT NOT NULL,\n   "prompt" TEXT,\n   "options_json" TEXT,\n   "seed" INTEGER,\n   "image_size" TEXT,\n   "reference_ids" TEXT,\n   "payload_json" TEXT NOT NULL,\n   "payload_hash" TEXT NOT NULL,\n   "status" TEXT NOT NULL,\n   "dry_run" INTEGER DEFAULT 0,\n   "fal_request_id" TEXT,\n   "status_url" TEXT,\n   "response_url" TEXT,\n   "cancel_url" TEXT,\n   "queue_position" INTEGER,\n   "created_at" TEXT NOT NULL,\n   "submitted_at" TEXT,\n   "queued_at" TEXT,\n   "started_at" TEXT,\n   "completed_at" TEXT,\n   "queue_time_s" REAL,\n   "inference_time_s" REAL,\n   "total_time_s" REAL,\n   "http_status" INTEGER,\n   "error_type" TEXT,\n   "error_message" TEXT,\n   "estimated_cost" REAL,\n   "response_json" TEXT,\n   "logs_json" TEXT,\n   "rerun_of" TEXT REFERENCES "requests"("id"),\n   "created_by" TEXT,\n   "attempts" INTEGER DEFAULT 0\n, "contender_id" TEXT, resent_by TEXT, resent_at TEXT)',
     'CREATE INDEX "idx_requests_batch_id_status"\n    ON "requests" ("batch_id", "status")',
     'CREATE INDEX "idx_requests_endpoint_created_at"\n    ON "requests" ("endpoint", "created_at")',
     'CREATE INDEX "idx_requests_status_created_at"\n    ON "requests" ("status", "created_at")',
@@ -62,4 +63,5 @@ STATEMENTS = (
     'CREATE TRIGGER export_lines_result_images_insert AFTER INSERT ON result_images BEGIN DELETE FROM export_lines WHERE request_id = NEW.request_id; END',
     'CREATE TRIGGER export_lines_result_images_update AFTER UPDATE ON result_images BEGIN DELETE FROM export_lines WHERE request_id = OLD.request_id OR request_id = NEW.request_id; END',
     'CREATE TRIGGER export_lines_result_images_delete AFTER DELETE ON result_images BEGIN DELETE FROM export_lines WHERE request_id = OLD.request_id; END',
+    'CREATE UNIQUE INDEX idx_batches_launch_key ON batches (launch_key) WHERE launch_key IS NOT NULL',
 )

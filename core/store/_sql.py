@@ -100,6 +100,24 @@ def json_or_none(value: Any) -> str | None:
     return canonical_json(abbreviate(value))
 
 
+# the most of one fal answer kept on a request row; a larger one is kept as a summary
+RESPONSE_LIMIT = 256 * 1024
+
+
+def response_json(value: Any) -> str | None:
+    """A fal answer as stored on its request: the JSON itself (`data:` URIs abbreviated) when it
+    is at most `RESPONSE_LIMIT` characters, else a summary (`truncated`, its size, its SHA-256
+    and its first 4,000 characters), so no answer can grow the database without bound."""
+    text = json_or_none(value)
+    if text is None or len(text) <= RESPONSE_LIMIT:
+        return text
+    import hashlib
+
+    return canonical_json({"truncated": True, "chars": len(text),
+                           "sha256": hashlib.sha256(text.encode("utf-8", "replace")).hexdigest(),
+                           "head": text[:4000]})
+
+
 def placeholders(n: int) -> str:
     return ",".join("?" * n)
 

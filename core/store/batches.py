@@ -51,9 +51,15 @@ class BatchesMixin(_Base):
     """Rows of `batches` and `groups`."""
 
     def create_batch(self, plan: Plan, *, dry_run: bool, concurrency: int | None = None,
-                     created_by: str | None = None) -> Batch:
+                     created_by: str | None = None, launch_key: str | None = None) -> Batch:
         """Write a planned batch in one transaction: the batch, its groups and one `planned` row
-        per request. Nothing is sent here."""
+        per request. Nothing is sent here. With `launch_key` (what the person confirmed), a batch
+        already written under that key is returned instead: a double click, a reload during the
+        launch or a second tab never make a second batch."""
+        if launch_key is not None:
+            found = self.batch_by_launch_key(launch_key)
+            if found is not None:
+                return found
         if not plan.final:
             raise StoreError("This plan is a preview: its reference files are not uploaded yet. "
                              "Make it again with upload=True before recording the batch.")
@@ -62,8 +68,13 @@ class BatchesMixin(_Base):
         for req in plan.requests:
             check_payload(req.payload)
         with self._write_transaction():
+            if launch_key is not None:
+                found = self.batch_by_launch_key(launch_key)   # under the write lock: the truth
+                if found is not None:
+                    return found
             self._insert("batches", {
                 "id": batch_id, "name": plan.name, "created_at": created, "created_by": created_by,
+                "launch_key": launch_key,
                 "plan_json": canonical_json(plan.plan_json), "status": "planned",
                 "dry_run": int(dry_run), "concurrency": concurrency, "cancel_requested": 0,
                 "request_count": len(plan.requests), "estimated_cost": plan.estimated_cost,
@@ -92,6 +103,11 @@ class BatchesMixin(_Base):
                 "contender_id": req.contender.id,
             } for req in plan.requests])
         return self.get_batch(batch_id)
+
+    def batch_by_launch_key(self, launch_key: str) -> Batch | None:
+        for row in self._rows("SELECT * FROM batches WHERE launch_key = ?", [launch_key]):
+            return build(Batch, row)
+        return None
 
     def get_batch(self, batch_id: str) -> Batch:
         for row in self._rows("SELECT * FROM batches WHERE id = ?", [batch_id]):
@@ -144,10 +160,12 @@ class BatchesMixin(_Base):
                              dry_run=batch.dry_run, cancel_requested=batch.cancel_requested)
 
     def unfinished_batches(self) -> list[Batch]:
-        """Batches with at least one request not in a final state, oldest first."""
+        """Batches with work left for a runner (a request planned, being sent or at fal), oldest
+        first. Requests in doubt are not such work: only a person moves them on."""
+        work = tuple(s for s in _UNFINISHED if s != RequestStatus.IN_DOUBT)
         sql = ("SELECT * FROM batches b WHERE EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = b.id "
-               f"AND r.status IN ({placeholders(len(_UNFINISHED))})) ORDER BY created_at, id")
-        return [build(Batch, r) for r in self._rows(sql, _UNFINISHED)]
+               f"AND r.status IN ({placeholders(len(work))})) ORDER BY created_at, id")
+        return [build(Batch, r) for r in self._rows(sql, work)]
 
     def request_cancel(self, batch_id: str) -> Batch:
         """Ask the batch's runner to stop: it sends nothing more and cancels what fal still holds."""
@@ -193,7 +211,7 @@ class BatchesMixin(_Base):
             if progress.is_finished:
                 status = "cancelled" if progress.cancel_requested else "finished"
                 self._write("UPDATE batches SET status = ?, finished_at = ?, runner_pid = NULL, "
-                            "heartbeat_at = NULL WHERE id = ? AND runner_pid = ?",
+                            "heartbeat_at = NULL WHERE id = ? AND (runner_pid = ? OR runner_pid IS NULL)",
                             [status, now(), batch_id, pid])
             else:
                 self._write("UPDATE batches SET runner_pid = NULL, heartbeat_at = NULL "

@@ -301,6 +301,31 @@ def _record(storage: Storage, path: str, reason: str) -> str | None:
 
 # -- local ---------------------------------------------------------------------------------------
 
+PARTIAL_GRACE_S = 600.0   # a temporary file older than this belongs to no write still running
+
+
+def remove_partial_writes(folder: Path, *, patterns: tuple[str, ...] = (".*.part", ".*.tmp"),
+                          older_than_s: float = PARTIAL_GRACE_S, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files a killed write left in `folder` (`.<name>.part` of an image,
+    `.<name>.tmp` of an export), those older than `older_than_s`; the paths removed. A file
+    still being written by a live process is younger than the grace and left alone."""
+    removed: list[Path] = []
+    cutoff = time.time() - older_than_s
+    for pattern in patterns:
+        try:
+            found = list(folder.rglob(pattern) if recursive else folder.glob(pattern))
+        except OSError:
+            continue
+        for path in found:
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+            except OSError:
+                continue
+    return removed
+
+
 class LocalStorage:
     """Files under `root` (normally `<data dir>/images`). Not reachable by fal: see `core.photos.references.fal_url`."""
 

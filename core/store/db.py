@@ -147,6 +147,7 @@ def connect(path: Path | str, *, migrate: bool = True) -> Database:
     """
     path = Path(path)
     _refuse_non_file(path)
+    _refuse_emptied(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = open(path.with_name(path.name + ".lock"), "a+b")   # noqa: SIM115 - closed below
@@ -192,6 +193,35 @@ def _refuse_non_file(path: Path) -> None:
     if path.exists() and not path.is_file():
         raise StoreError(f"{path} is not a database file (a directory or a device): set "
                          "DASHBOARD_DATA_DIR to the dashboard's data directory.")
+
+
+# what a data directory holds once it has been used: an emptied database beside any of these
+# lost a history, and starting a new one over it would hide that
+_USED_MARKS = ("images", "recovery")
+
+
+def _refuse_emptied(path: Path) -> None:
+    """A 0-byte or truncated database file beside a used data directory is refused (never taken
+    for a new store): its history is gone from the file, and only a person can restore it."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return
+    if size >= 512:      # the smallest SQLite file is one 512-byte page: the usual checks follow
+        return
+    used = [name for name in _USED_MARKS if _has_files(path.parent / name)]
+    if used:
+        raise StoreError(f"{path} is {'empty' if not size else f'only {size} bytes'} although the data "
+                         f"directory holds {', '.join(used) or 'other files'}: the history was lost from "
+                         "the file. Restore it from a backup, or move the data directory aside "
+                         f"(`mv {path.parent} {path.parent}.damaged`) to start afresh; nothing was written.")
+
+
+def _has_files(folder: Path) -> bool:
+    try:
+        return any(p.is_file() for p in folder.rglob("*"))
+    except OSError:
+        return False
 
 
 def _is_corruption(e: sqlite3.Error) -> bool:
@@ -527,3 +557,15 @@ def m018_votes_leave_batch_stamps(db: Any) -> None:
     for event in ("insert", "update", "delete"):
         db.execute(f"DROP TRIGGER IF EXISTS stamp_votes_{event}")
     db.execute("DELETE FROM batch_figures")
+
+
+@_migration
+def m019_in_doubt_and_launch_keys(db: Any) -> None:
+    """Money safety: a request whose submit was never answered is `in_doubt` (a status value, no
+    column); who sent one again (or gave it up) is kept on the row, and a batch remembers the
+    launch key of what the person confirmed, unique, so a second click finds the first batch."""
+    db.execute("ALTER TABLE requests ADD COLUMN resent_by TEXT")
+    db.execute("ALTER TABLE requests ADD COLUMN resent_at TEXT")
+    db.execute("ALTER TABLE batches ADD COLUMN launch_key TEXT")
+    db.execute("CREATE UNIQUE INDEX idx_batches_launch_key ON batches (launch_key) "
+               "WHERE launch_key IS NOT NULL")

@@ -23,7 +23,15 @@ from core.catalog.payloads import (
 from core.catalog import contenders
 from core.catalog.contenders import Contender
 from core.errors import StoreError
-from core.store._sql import _Base, build, check_payload, json_or_none, placeholders, seconds_between
+from core.store._sql import (
+    _Base,
+    build,
+    check_payload,
+    json_or_none,
+    placeholders,
+    response_json,
+    seconds_between,
+)
 from core.store.db import new_id, now
 from core.store.values import (
     ACTIVE_STATUSES, FINAL_STATUSES, UNFINISHED_STATUSES, RequestRecord, RequestStatus,
@@ -103,14 +111,44 @@ class RequestsMixin(_Base):
         return self._transition(request_id, (RequestStatus.SUBMITTED,),
                                 {"status": RequestStatus.PLANNED, "submitted_at": None})
 
+    def mark_in_doubt(self, request_id: str, *, reason: str, http_status: int | None = None) -> bool:
+        """The submit's answer never came: fal may hold the job (see RequestStatus.IN_DOUBT)."""
+        return self._transition(request_id, (RequestStatus.SUBMITTED,), {
+            "status": RequestStatus.IN_DOUBT, "error_type": "in_doubt",
+            "error_message": abbreviate(reason), "http_status": http_status})
+
+    def send_again(self, request_id: str, *, by: str) -> bool:
+        """A person chose to send an in-doubt request again, knowing fal may run (and bill) it
+        twice: back to `planned`, with who chose it and when kept on the row."""
+        if not by or not by.strip():
+            raise StoreError("say who chooses to send it again (it may be paid twice).")
+        return self._transition(request_id, (RequestStatus.IN_DOUBT,), {
+            "status": RequestStatus.PLANNED, "submitted_at": None, "resent_by": by.strip(),
+            "resent_at": now(), "error_type": None, "error_message": None, "http_status": None})
+
+    def give_up(self, request_id: str, *, by: str) -> bool:
+        """A person gave up on an in-doubt request (found it in fal's history, or does not need
+        it): final as failed `submit_unconfirmed`, with who decided."""
+        if not by or not by.strip():
+            raise StoreError("say who gives the request up.")
+        rec = self.get_request(request_id)
+        done = now()
+        return self._transition(request_id, (RequestStatus.IN_DOUBT,), {
+            "status": RequestStatus.FAILED, "completed_at": done, "resent_by": by.strip(),
+            "resent_at": done, "total_time_s": seconds_between(rec.submitted_at, done),
+            "error_type": "submit_unconfirmed",
+            "error_message": abbreviate(f"given up by {by.strip()} while in doubt: {rec.error_message or ''}")})
+
     def mark_queued(self, request_id: str, *, fal_request_id: str, status_url: str | None,
                     response_url: str | None, cancel_url: str | None,
                     queue_position: int | None = None, http_status: int | None = 200) -> bool:
-        """fal accepted the job; its id and URLs are what a resumed runner polls."""
-        return self._transition(request_id, (RequestStatus.SUBMITTED,), {
+        """fal accepted the job; its id and URLs are what a resumed runner polls. A request in
+        doubt whose id turns up (the recovery journal) is settled here too."""
+        return self._transition(request_id, (RequestStatus.SUBMITTED, RequestStatus.IN_DOUBT), {
             "status": RequestStatus.QUEUED, "queued_at": now(), "fal_request_id": fal_request_id,
             "status_url": status_url, "response_url": response_url, "cancel_url": cancel_url,
             "queue_position": queue_position, "http_status": http_status,
+            "error_type": None, "error_message": None,
         })
 
     def mark_running(self, request_id: str, *, logs: Any = None) -> bool:
@@ -141,7 +179,7 @@ class RequestsMixin(_Base):
         updates: dict[str, Any] = {
             "status": RequestStatus.COMPLETED, "completed_at": done, "total_time_s": total,
             "queue_time_s": queue_time, "inference_time_s": inference_time_s,
-            "http_status": http_status, "response_json": json_or_none(response),
+            "http_status": http_status, "response_json": response_json(response),
             "error_type": None, "error_message": None,
         }
         if logs is not None:
@@ -159,7 +197,7 @@ class RequestsMixin(_Base):
             "total_time_s": seconds_between(rec.submitted_at, done),
             "inference_time_s": inference_time_s, "http_status": http_status,
             "error_type": error_type, "error_message": abbreviate(error_message),
-            "response_json": json_or_none(response),
+            "response_json": response_json(response),
         })
 
     def mark_cancelled(self, request_id: str, *, reason: str = "cancelled by user",

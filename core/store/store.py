@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import StoreUnavailable
+from core.errors import StoreError, StoreUnavailable
 from core.store.aggregates import AggregatesMixin
 from core.store.batches import BatchesMixin
 from core.store.contenders import ContendersMixin
-from core.store.db import connect, is_read_only
+from core.store.db import _is_corruption, connect, is_read_only
 from core.store.figures import FiguresMixin
 from core.store.history import HistoryMixin
 from core.store.images import ImagesMixin
@@ -40,14 +40,28 @@ def refused(e: sqlite3.Error, where: Path | str) -> StoreUnavailable:
     if "readonly" in text.replace(" ", "").lower():
         return StoreUnavailable(
             f"the data directory {where} is read-only: this needs to write to it. Make it writable "
-            "(read-only commands such as `batch status` and `export` still work).")
+            "(read-only commands such as `batch status` and `export` still work).", reason="read_only")
     if "locked" in text or "busy" in text:
         return StoreUnavailable(f"the database in {where} stayed locked by another process ({text}); "
-                                "try again when it is done.")
+                                "try again when it is done.", reason="locked")
     if "full" in text:
-        return StoreUnavailable(f"the disk holding {where} is full ({text}); free some space and try again.")
+        return StoreUnavailable(f"the disk holding {where} is full ({text}); free some space and try again.",
+                                reason="full")
     return StoreUnavailable(f"the database in {where} refused the operation ({text}); if it is "
                             "damaged, move dashboard.db aside and restore it from a backup.")
+
+
+def damaged(e: sqlite3.DatabaseError, where: Path | str) -> StoreError:
+    """The one message for a database file found damaged while in use (a corrupt page)."""
+    return StoreError(f"the database {Path(where) / 'dashboard.db'} is damaged ({e}): restore it from "
+                      f"a backup, or move the data directory aside (`mv {where} {where}.damaged`) to "
+                      "start with an empty history; nothing more was written to it.")
+
+
+def _translate(e: sqlite3.DatabaseError, where: Path) -> StoreError:
+    if isinstance(e, sqlite3.OperationalError) and not _is_corruption(e):
+        return refused(e, where)
+    return damaged(e, where) if _is_corruption(e) else refused(e, where)
 
 
 def _translated(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -56,16 +70,18 @@ def _translated(method: Callable[..., Any]) -> Callable[..., Any]:
         def iterate(self: Store, *args: Any, **kwargs: Any) -> Any:
             try:
                 yield from method(self, *args, **kwargs)
-            except sqlite3.OperationalError as e:
-                raise refused(e, self._where) from e
+            except (sqlite3.OperationalError, sqlite3.DatabaseError) as e:
+                raise _translate(e, self._where) from e
         return iterate
 
     @functools.wraps(method)
     def call(self: Store, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
-        except sqlite3.OperationalError as e:
-            raise refused(e, self._where) from e
+        except sqlite3.DatabaseError as e:
+            if type(e) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+                raise   # IntegrityError, ProgrammingError...: bugs, not the file
+            raise _translate(e, self._where) from e
     return call
 
 

@@ -17,10 +17,15 @@ from typing import Any, NamedTuple
 class RequestStatus(enum.StrEnum):
     """Where a request is. It moves one way: planned -> submitted (POST under way, no fal id yet)
     -> queued -> running -> completed | failed | cancelled, or planned -> dry_run (nothing sent).
+    A submit whose answer never came (the connection dropped after sending, a timeout, a 5xx from
+    fal, a runner killed inside the POST) is `in_doubt`: fal may hold the job and nobody knows its
+    id. It is neither done nor failed; only a person moves it on (send again, knowing it may be
+    paid twice, or give up), or a journaled fal id found later settles it as `queued`.
     A StrEnum: it compares equal to, and is stored as, its text."""
 
     PLANNED = "planned"
     SUBMITTED = "submitted"
+    IN_DOUBT = "in_doubt"
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -36,7 +41,7 @@ FINAL_STATUSES = frozenset({RequestStatus.COMPLETED, RequestStatus.FAILED, Reque
 # the job may exist at fal: a runner follows it (never sends it again)
 ACTIVE_STATUSES = frozenset({RequestStatus.SUBMITTED, RequestStatus.QUEUED, RequestStatus.RUNNING})
 # not final: a batch with one of these is unfinished
-UNFINISHED_STATUSES = frozenset({RequestStatus.PLANNED, *ACTIVE_STATUSES})
+UNFINISHED_STATUSES = frozenset({RequestStatus.PLANNED, RequestStatus.IN_DOUBT, *ACTIVE_STATUSES})
 
 REFERENCE_ROLES = ("face", "product", "background", "other")
 
@@ -82,6 +87,9 @@ class Batch:
     # when a runner was last started for the batch, and since when fal has not answered it
     launched_at: str | None = None
     fal_unreachable_since: str | None = None
+    # what the person confirmed when launching it (`Store.create_batch(launch_key=...)`): the
+    # same key again returns this batch instead of making a second paid one
+    launch_key: str | None = None
 
     @property
     def plan(self) -> dict[str, Any]:
@@ -157,6 +165,9 @@ class RequestRecord(_OptionsAndReferences):
     attempts: int
     # the contender (endpoint at one parameter set) the request belongs to; see Store.get_contenders
     contender_id: str | None = None
+    # who decided about it while it was in doubt (sent again, or gave it up), and when
+    resent_by: str | None = None
+    resent_at: str | None = None
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -349,6 +360,16 @@ class BatchProgress:
     @property
     def is_finished(self) -> bool:
         return self.total > 0 and self.done == self.total
+
+    @property
+    def in_doubt(self) -> int:
+        """Submits whose answer never came: fal may hold them (see RequestStatus)."""
+        return self.counts.get(RequestStatus.IN_DOUBT, 0)
+
+    @property
+    def settled(self) -> bool:
+        """Nothing is left for a runner: every request is final or in doubt (a person decides)."""
+        return self.total > 0 and self.done + self.in_doubt == self.total
 
     def summary(self) -> str:
         parts = [f"{s} {self.counts[s]}" for s in REQUEST_STATUSES if self.counts.get(s)]

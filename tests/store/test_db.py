@@ -32,7 +32,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "runner_pid": "INTEGER", "runner_host": "TEXT", "heartbeat_at": "TEXT", "started_at": "TEXT",
         "finished_at": "TEXT", "request_count": "INTEGER", "estimated_cost": "REAL",
         "stop_reason": "TEXT", "stopped_at": "TEXT",
-        "launched_at": "TEXT", "fal_unreachable_since": "TEXT",
+        "launched_at": "TEXT", "fal_unreachable_since": "TEXT", "launch_key": "TEXT",
     },
     "groups": {
         "id": "TEXT", "batch_id": "TEXT", "variant_key": "TEXT", "prompt": "TEXT", "options_json": "TEXT",
@@ -48,6 +48,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "total_time_s": "REAL", "http_status": "INTEGER", "error_type": "TEXT", "error_message": "TEXT",
         "estimated_cost": "REAL", "response_json": "TEXT", "logs_json": "TEXT", "rerun_of": "TEXT",
         "created_by": "TEXT", "attempts": "INTEGER", "contender_id": "TEXT",
+        "resent_by": "TEXT", "resent_at": "TEXT",
     },
     "contenders": {"id": "TEXT", "endpoint": "TEXT", "params_json": "TEXT"},
     "result_images": {
@@ -74,7 +75,7 @@ EXPECTED: dict[str, dict[str, str]] = {
 # the indexes reads rely on (history pages, pending metrics, dedup of photos and images)
 EXPECTED_INDEXES: dict[str, set[tuple[tuple[str, ...], bool]]] = {
     "reference_photos": {(("created_at",), False), (("sha256",), True)},
-    "batches": {(("created_at",), False)},
+    "batches": {(("created_at",), False), (("launch_key",), True)},
     "groups": {(("batch_id",), False)},
     "requests": {(("batch_id", "created_at"), False), (("batch_id", "status"), False),
                  (("created_at",), False), (("endpoint", "created_at"), False),

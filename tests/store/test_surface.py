@@ -16,12 +16,12 @@ EXPORTED = {
 
 METHODS = {
     # batches and groups
-    "create_batch", "get_batch", "list_batches", "get_groups", "batch_requests", "batch_progress",
+    "create_batch", "batch_by_launch_key", "get_batch", "list_batches", "get_groups", "batch_requests", "batch_progress",
     "unfinished_batches", "request_cancel", "claim_batch", "heartbeat", "release_batch",
     "set_stop_reason", "mark_launched", "set_unreachable", "contenders_in", "group_requests",
     "get_contenders", "save_contenders", "newest_voted_batch", "read_only",
     # requests
-    "record_request", "get_request", "mark_submitted", "mark_unsent", "mark_queued", "mark_running",
+    "record_request", "get_request", "mark_submitted", "mark_unsent", "mark_in_doubt", "send_again", "give_up", "mark_queued", "mark_running",
     "update_queue_position", "mark_completed", "mark_failed", "mark_cancelled", "mark_dry_run",
     "rerun_request", "last_payload_sent", "diff_payloads",
     # result images and their metrics
