@@ -90,6 +90,18 @@ _RAW_TEXT_LIMIT = 20_000
 # an error answer is read up to this much: enough for any JSON detail or gateway page
 _ERROR_BODY_LIMIT = 1024 * 1024
 _DOWNLOAD_CHUNK = 256 * 1024
+# What is read of an answer fal gives, by call: both the bytes on the wire (compressed) and the
+# bytes they inflate to are capped, so no answer (a 300 MB result, a gzip bomb) can exhaust memory.
+ANSWER_LIMITS = {"submit": 1024 * 1024, "status": 1024 * 1024, "cancel": 64 * 1024,
+                 "result": 48 * 1024 * 1024, "probe": 64 * 1024}
+STREAM_LINE_LIMIT = 1024 * 1024    # one line of the status stream
+# The longest any one call may take, whatever the server sends (a byte every 20 s passes every
+# per-read timeout): past it the call fails as a timeout (a submit is then in doubt).
+CALL_DEADLINE_S = {"submit": 60.0, "status": 60.0, "cancel": 60.0, "result": 180.0, "probe": 15.0,
+                   "download": 300.0}
+# A request id no job has: `probe()` asks its status, an answer that cannot start a job.
+_PROBE_ID = "00000000-0000-4000-8000-000000000000"
+_MAX_QUEUE_POSITION = 2 ** 31 - 1
 _CANCEL_ANSWERS = frozenset({"CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND", "OK"})
 
 
@@ -305,6 +317,8 @@ class FalClient:
         self._key = key if key is not None else settings.fal_key
         self._secrets: tuple[str, ...] = (self._key,) if self._key else ()
         self.queue_url = (queue_url or settings.fal_queue_url).rstrip("/")
+        self._origin = _origin(self.queue_url)
+        self._stop = threading.Event()   # `interrupt()`: every wait and read ends at once
         self.retry = retry
         self.max_download_bytes = max_download_bytes
         self._timeout = _as_timeout(timeout)
@@ -330,13 +344,28 @@ class FalClient:
     def close(self) -> None:
         self._http.close()
 
+    def interrupt(self) -> None:
+        """End every wait (retry backoff, Retry-After) and body read of this client at once: the
+        calls under way raise a FalError, later calls too (a submit not yet sent as not sent). The
+        answer of a submit already sent is still read (within its deadline): cutting it would
+        leave a job in doubt that fal is about to confirm."""
+        self._stop.set()
+
+    def carry_on(self) -> None:
+        """Undo `interrupt()`: a client handed to a new run works again."""
+        self._stop.clear()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._stop.is_set()
+
     # --- sending --------------------------------------------------------------------------------
 
     def submit(self, endpoint: str, payload: dict, *, headers: dict[str, str] | None = None) -> QueueHandle:
         """Queue a job: POST {queue_url}/{endpoint}. Follow the URLs in the returned handle."""
         url = f"{self.queue_url}/{_checked_endpoint(endpoint)}"
         extra = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
-        all_headers = {**extra, **self._auth_headers()}
+        all_headers = {**extra, **self._auth_headers(url)}
         _log_send(endpoint, payload)
         response = self._send("POST", url, what="submit", endpoint=endpoint, json=payload,
                               headers=all_headers, timeout=self._timeout, resend_safe=False)
@@ -349,13 +378,38 @@ class FalClient:
         base = _request_base(self.queue_url, endpoint, request_id)
         handle = QueueHandle(
             endpoint=endpoint, request_id=request_id,
-            status_url=body.get("status_url") or f"{base}/status",
-            response_url=body.get("response_url") or base,
-            cancel_url=body.get("cancel_url") or f"{base}/cancel",
-            queue_position=body.get("queue_position"))
+            status_url=self._own_url(body.get("status_url"), f"{base}/status", request_id),
+            response_url=self._own_url(body.get("response_url"), base, request_id),
+            cancel_url=self._own_url(body.get("cancel_url"), f"{base}/cancel", request_id),
+            queue_position=queue_position_of(body.get("queue_position")))
         logger.info(json.dumps({"event": "fal.queued", "endpoint": endpoint, "request_id": request_id,
                                 "queue_position": handle.queue_position}, separators=(",", ":")))
         return handle
+
+    def _own_url(self, given: Any, derived: str, request_id: str) -> str:
+        """A URL from fal's answer, kept only when it is on the configured queue host (the key
+        goes with every call to it); otherwise the URL fal's protocol derives, and a warning."""
+        if not isinstance(given, str) or not given:
+            return derived
+        if _origin(given) == self._origin:
+            return given
+        logger.warning(json.dumps({"event": "fal.foreign_url", "request_id": request_id,
+                                   "url": _short(redact(given, self._secrets))[:200],
+                                   "used": _short(derived)}, separators=(",", ":")))
+        return derived
+
+    def probe(self, endpoint: str) -> bool:
+        """Whether fal's queue answers, asked in a way that cannot start (or pay for) a job: the
+        status of a request id no job has. Any answer fal itself gives (404 included) is True;
+        no connection, a dropped one, a gateway page or a 5xx is False. One attempt, bounded."""
+        url = f"{_request_base(self.queue_url, _checked_endpoint(endpoint), _PROBE_ID)}/status"
+        try:
+            response = self._send("GET", url, what="probe", endpoint=endpoint,
+                                  headers=self._auth_headers(url), timeout=self._timeout,
+                                  resend_safe=True, answers=(400, 401, 403, 404, 405, 422), attempts=1)
+        except FalError:
+            return False
+        return response.status_code < 500
 
     # --- following a queued job -----------------------------------------------------------------
 
@@ -363,7 +417,8 @@ class FalClient:
         """GET the status URL: Queued(position) / InProgress / Completed(metrics, error)."""
         response = self._send("GET", handle.status_url, what="status", endpoint=handle.endpoint,
                               request_id=handle.request_id, params={"logs": "1"} if logs else None,
-                              headers=self._auth_headers(), timeout=self._timeout, resend_safe=True)
+                              headers=self._auth_headers(handle.status_url), timeout=self._timeout,
+                              resend_safe=True)
         body = _json_object(response, what="status", endpoint=handle.endpoint, secrets=self._secrets)
         return _parse_status(body, handle)
 
@@ -415,7 +470,7 @@ class FalClient:
         """Statuses from one status stream, as they arrive. Raises on anything unexpected."""
         split = urlsplit(handle.status_url)
         url = urlunsplit(split._replace(path=split.path.rstrip("/") + "/stream"))
-        headers = {**self._auth_headers(), "Accept": "text/event-stream"}
+        headers = {**self._auth_headers(url), "Accept": "text/event-stream"}
         with self._http.stream("GET", url, params={"logs": "1"} if logs else None, headers=headers,
                                timeout=self._stream_timeout) as response:
             if response.status_code != 200:
@@ -426,18 +481,39 @@ class FalClient:
             if not content_type.startswith("text/event-stream"):
                 raise FalServerError(f"fal's status stream answered {content_type or 'no content type'}, "
                                      "not text/event-stream.", request_id=handle.request_id)
-            for data in _sse_data(response.iter_lines()):
+            for data in _sse_data(self._stream_lines(response)):
                 body = json.loads(redact(data, self._secrets))
                 if not isinstance(body, dict):
                     raise FalServerError("a status stream event is not a JSON object.",
                                          request_id=handle.request_id)
                 yield _parse_status(body, handle)
 
+    def _stream_lines(self, response: httpx.Response) -> Iterator[str]:
+        """The lines of a status stream (CR, LF or CRLF ends one), none longer than
+        `STREAM_LINE_LIMIT`: a longer one raises FalBadResponse (the follower then polls)."""
+        pending = b""
+        for chunk in response.iter_bytes():
+            if self._stop.is_set():
+                return
+            pending += chunk
+            *lines, pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+            for line in lines:
+                if len(line) > STREAM_LINE_LIMIT:
+                    break
+                yield line.decode("utf-8", "replace")
+            else:
+                if len(pending) <= STREAM_LINE_LIMIT:
+                    continue
+            raise FalBadResponse(f"a line of fal's status stream is longer than {_size(STREAM_LINE_LIMIT)}; "
+                                 "the job is followed by polling instead.")
+        if pending:
+            yield pending.decode("utf-8", "replace")
+
     def result(self, handle: QueueHandle) -> FalOutput:
         """GET the response URL: the output parsed (`parse_output`), or the job's replayed error
         raised as a FalError; FalBadResponse (keeping the body) for an answer of the wrong shape."""
         response = self._send("GET", handle.response_url, what="result", endpoint=handle.endpoint,
-                              request_id=handle.request_id, headers=self._auth_headers(),
+                              request_id=handle.request_id, headers=self._auth_headers(handle.response_url),
                               timeout=self._timeout, resend_safe=True)
         if response.status_code == 202:
             raise FalError(f"fal request {handle.request_id} has not finished yet: "
@@ -446,7 +522,7 @@ class FalClient:
         text = redact(response.text, self._secrets)
         try:
             body = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise FalBadResponse(
                 f"fal's result for request {handle.request_id} is not JSON "
                 f"({response.headers.get('content-type') or 'no content type'}); the answer is kept "
@@ -462,7 +538,7 @@ class FalClient:
     def cancel(self, handle: QueueHandle) -> str:
         """PUT the cancel URL -> "CANCELLATION_REQUESTED", "ALREADY_COMPLETED" or "NOT_FOUND"."""
         response = self._send("PUT", handle.cancel_url, what="cancel", endpoint=handle.endpoint,
-                              request_id=handle.request_id, headers=self._auth_headers(),
+                              request_id=handle.request_id, headers=self._auth_headers(handle.cancel_url),
                               timeout=self._timeout, resend_safe=True,
                               answers=(400, 404))
         try:
@@ -520,7 +596,12 @@ class FalClient:
 
     # --- the one place requests are sent --------------------------------------------------------
 
-    def _auth_headers(self) -> dict[str, str]:
+    def _auth_headers(self, url: str) -> dict[str, str]:
+        """The key, for a URL on the configured queue host only (scheme, host and port)."""
+        if _origin(url) != self._origin:
+            raise FalError(f"refused to send the key to {_short(url)}: it is not fal's queue host "
+                           f"({self._origin}, from FAL_QUEUE_URL). The request keeps fal's id and "
+                           "stays resumable.")
         if not self._key:
             raise FalAuthError("no FAL_KEY is set: set FAL_KEY in the environment or in "
                                ".streamlit/secrets.toml to send requests (without it only dry runs work).")
@@ -529,17 +610,22 @@ class FalClient:
     def _send(self, method: str, url: str, *, what: str, endpoint: str | None,
               headers: dict[str, str] | None, timeout: httpx.Timeout, resend_safe: bool,
               request_id: str | None = None, json: Any = None, params: dict | None = None,
-              answers: tuple[int, ...] = (), consume: Callable[[httpx.Response], Any] | None = None
-              ) -> Any:
-        """Send, deciding each retry with `retry_reason` (this loop only sleeps and counts). A 2xx (or one of `answers`) is
-        returned read, or handed unread to `consume` (whose transport errors count as the
-        attempt's); everything else raises the mapped FalError. Error bodies are read up to
-        `_ERROR_BODY_LIMIT` only."""
+              answers: tuple[int, ...] = (), consume: Callable[[httpx.Response], Any] | None = None,
+              attempts: int | None = None) -> Any:
+        """Send, deciding each retry with `retry_reason` (this loop only sleeps and counts). A 2xx
+        (or one of `answers`) is returned read, or handed unread to `consume` (whose transport
+        errors count as the attempt's); everything else raises the mapped FalError. What is read
+        of a body is capped (`ANSWER_LIMITS`, error bodies at `_ERROR_BODY_LIMIT`) and each
+        attempt ends by `CALL_DEADLINE_S` whatever the server sends; `interrupt()` ends it too."""
         policy = self.retry
+        most = attempts or policy.max_attempts
         attempt = 0
         while True:
             attempt += 1
-            last = attempt >= policy.max_attempts
+            last = attempt >= most
+            if self._stop.is_set():
+                raise self._interrupted(what, endpoint, url, request_id, sent=False)
+            deadline = time.monotonic() + CALL_DEADLINE_S.get(what, 60.0)
             try:
                 request = self._http.build_request(method, url, json=json, params=params,
                                                    headers=headers, timeout=timeout)
@@ -548,12 +634,16 @@ class FalClient:
                     if streamed.status_code < 300 or streamed.status_code in answers:
                         if consume is not None:
                             return consume(streamed)
-                        streamed.read()
-                        return streamed
-                    response = _bounded(streamed, _ERROR_BODY_LIMIT)
+                        return self._read_bounded(streamed, ANSWER_LIMITS.get(what, _ERROR_BODY_LIMIT),
+                                                  deadline, what=what, url=url, request_id=request_id)
+                    response = self._read_bounded(streamed, _ERROR_BODY_LIMIT, deadline, what=what,
+                                                  url=url, request_id=request_id, cut=True)
                 finally:
                     streamed.close()
             except httpx.TransportError as e:
+                if self._stop.is_set() and (what != "submit" or isinstance(e, _NOT_SENT)):
+                    raise self._interrupted(what, endpoint, url, request_id,
+                                            sent=not isinstance(e, _NOT_SENT)) from None
                 reason = retry_reason(idempotent=resend_safe, error=e)
                 if reason and not last:
                     self._pause(what, url, reason, policy.backoff(attempt), attempt)
@@ -572,11 +662,49 @@ class FalClient:
             raise _error_from(response, what=what, endpoint=endpoint, request_id=request_id,
                               attempts=attempt, secrets=self._secrets)
 
+    def _read_bounded(self, response: httpx.Response, limit: int, deadline: float, *, what: str,
+                      url: str, request_id: str | None, cut: bool = False) -> httpx.Response:
+        """A read copy of a streamed answer: at most `limit` bytes, inflated and on the wire, read
+        before `deadline`. Past the limit, `cut` keeps the first `limit` bytes (an error page);
+        otherwise FalBadResponse (a 2xx answer too large to be what fal documents)."""
+        body = bytearray()
+        for chunk in response.iter_bytes(_DOWNLOAD_CHUNK):
+            if self._stop.is_set() and what != "submit":   # a submit's answer is waited for
+                raise httpx.ReadError("interrupted")
+            if time.monotonic() > deadline:
+                raise httpx.ReadTimeout(f"the answer took more than {CALL_DEADLINE_S.get(what, 60.0):.0f} s")
+            if len(body) + len(chunk) > limit or response.num_bytes_downloaded > limit:
+                if cut:
+                    body += chunk[:max(0, limit - len(body))]
+                    break
+                raise FalBadResponse(
+                    f"fal's answer to the {what} at {_short(url)} is larger than {_size(limit)} (the "
+                    "most this dashboard reads of it); only its size is kept. Try again later.",
+                    raw={"truncated": True, "read_bytes": len(body) + len(chunk)},
+                    status_code=response.status_code, request_id=request_id)
+            body += chunk
+        headers = [(k, v) for k, v in response.headers.multi_items()
+                   if k.lower() not in ("content-length", "content-encoding", "transfer-encoding")]
+        return httpx.Response(response.status_code, headers=headers, content=bytes(body),
+                              request=response.request)
+
+    def _interrupted(self, what: str, endpoint: str | None, url: str, request_id: str | None, *,
+                     sent: bool) -> FalError:
+        target = endpoint or _short(url)
+        if not sent:
+            return FalUnavailable(f"the {what} of {target} was not sent: the run is stopping.",
+                                  not_sent=True, request_id=request_id)
+        return FalTimeout(f"the {what} of {target} was cut short: the run is stopping.",
+                          request_id=request_id)
+
     def _pause(self, what: str, url: str, reason: str, delay: float, attempt: int) -> None:
         logger.warning(json.dumps({"event": "fal.retry", "what": what, "url": _short(url),
                                    "reason": reason, "attempt": attempt, "delay": round(delay, 3)},
                                   separators=(",", ":")))
-        self.retry.sleep(delay)
+        if self.retry.sleep is time.sleep:
+            self._stop.wait(delay)      # a stop ends the wait; the next attempt sees it
+        else:
+            self.retry.sleep(delay)     # tests inject a sleep that never waits
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -630,6 +758,28 @@ def _bounded(response: httpx.Response, limit: int) -> httpx.Response:
                           request=response.request)
 
 
+def _size(n: int) -> str:
+    return f"{n // (1024 * 1024)} MB" if n % (1024 * 1024) == 0 else f"{n} bytes"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port of a URL (default ports filled in), to compare hosts exactly."""
+    try:
+        split = urlsplit(url)
+        port = split.port or {"https": 443, "http": 80}.get(split.scheme.lower())
+    except ValueError:
+        return ("", url, None)
+    return (split.scheme.lower(), (split.hostname or "").lower(), port)
+
+
+def queue_position_of(value: Any) -> int | None:
+    """fal's `queue_position` when it is a plausible one (a non-negative integer that fits a
+    column), else None: an odd value is not worth failing a job fal accepted."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_QUEUE_POSITION:
+        return None
+    return value
+
+
 def _checked_endpoint(endpoint: str) -> str:
     parts = endpoint.split("/")
     if len(parts) < 2 or any(p in ("", ".", "..") for p in parts) or any(c in endpoint for c in "?#\\ "):
@@ -647,7 +797,7 @@ def _loads(response: httpx.Response, secrets: tuple[str, ...]) -> Any:
     """The JSON of a body with the secrets masked first (None when it is not JSON)."""
     try:
         return json.loads(redact(response.text, secrets))
-    except ValueError:
+    except (ValueError, RecursionError):   # not JSON, or nested deeper than Python parses
         return None
 
 
@@ -663,15 +813,25 @@ def _json_object(response: httpx.Response, *, what: str, endpoint: str | None,
 
 
 def _parse_status(body: dict, handle: QueueHandle) -> Status:
-    logs = tuple(body.get("logs") or ())
+    """A status body as a Status. Only `status` must be right (an unknown one raises, and is
+    asked again); `logs`, `metrics`, `queue_position`, `error` of an odd shape are dropped."""
+    raw_logs = body.get("logs")
+    logs = tuple(raw_logs) if isinstance(raw_logs, list) else ()
     state = body.get("status")
     if state == "IN_QUEUE":
-        return Queued(position=body.get("queue_position"), logs=logs)
+        return Queued(position=queue_position_of(body.get("queue_position")), logs=logs)
     if state == "IN_PROGRESS":
         return InProgress(logs=logs)
     if state == "COMPLETED":
-        return Completed(logs=logs, metrics=dict(body.get("metrics") or {}),
-                         error=body.get("error"), error_type=body.get("error_type"))
+        metrics = body.get("metrics")
+        metrics = {k: v for k, v in metrics.items() if isinstance(k, str)} if isinstance(metrics, dict) else {}
+        inference = metrics.get("inference_time")
+        if inference is not None and (isinstance(inference, bool) or not isinstance(inference, (int, float))):
+            metrics.pop("inference_time")
+        error, error_type = body.get("error"), body.get("error_type")
+        return Completed(logs=logs, metrics=metrics,
+                         error=None if error is None else str(error)[:2000],
+                         error_type=None if error_type is None else str(error_type)[:200])
     raise FalServerError(f"fal answered an unknown status {state!r} for request {handle.request_id}; "
                          "poll again later.", request_id=handle.request_id)
 
