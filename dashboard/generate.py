@@ -129,7 +129,7 @@ def _stopped_notice(batch_id: str, batch_state: service.Stopped) -> None:
 
 def _cancel_button(batch_id: str, progress: store.BatchProgress) -> bool:
     """True when the user just asked to cancel. A batch whose requests are all final offers none."""
-    if progress.is_finished:
+    if progress.settled:
         return False
     if progress.cancel_requested:
         st.caption("Cancel requested: nothing more is sent; what fal still holds is being cancelled.")
@@ -148,13 +148,13 @@ def _watch(batch_id: str) -> None:
     if _cancel_button(batch_id, progress):
         st.rerun(scope="fragment")
     _results(batch_id)
-    if isinstance(batch_state, (service.Finished, service.Cancelled, service.Stopped)):
+    if isinstance(batch_state, (service.Finished, service.Cancelled, service.Stopped, service.Undecided)):
         st.rerun()  # the whole page, once: a finished or stopped batch is drawn without polling
 
 
 def _show_batch(batch_id: str) -> None:
     batch_state = service.state(records, batch_id, settings)
-    if isinstance(batch_state, (service.Finished, service.Cancelled)):
+    if isinstance(batch_state, (service.Finished, service.Cancelled, service.Undecided)):
         _progress(batch_id)
         _results(batch_id)
     elif isinstance(batch_state, service.Stopped):
@@ -413,10 +413,20 @@ if plan is not None:
                        "recorded in History when the batch is created.")
     label = (f"Record dry run of {plan.request_count} requests (nothing is sent)" if settings.dry_run
              else f"Send {plan.request_count} requests to fal (about ${plan.estimated_cost:.3f})")
+    # one batch per intent: a second click, a reload or another tab finds the batch the first made;
+    # sending the very same batch again is its own, explicit intent
+    sent_before = service.already_launched(records, plan, settings, created_by=_shared.user())
+    repeat_of = None
+    if sent_before is not None and sent_before.id != state.get("active_batch"):
+        st.info(f"This exact batch was already sent as “{sent_before.name}” at "
+                f"{_shared.short_time(sent_before.created_at)}. Sending it again runs (and pays for) "
+                "every request a second time.", icon=":material/content_copy:")
+        label = "Send the same batch again" + ("" if settings.dry_run else f" (about ${plan.estimated_cost:.3f})")
+        repeat_of = sent_before.id
     if st.button(label, type="primary", icon=":material/play_arrow:", key="run"):
         try:
             batch = service.launch(records, plan, settings, created_by=_shared.user(),
-                                   concurrency=settings.concurrency)
+                                   concurrency=settings.concurrency, repeat_of=repeat_of)
             state.active_batch = batch.id
         except DashboardError as e:
             _shared.show_error(e)

@@ -207,6 +207,22 @@ if detail_id:
                    + (f" · re-run of `{r.rerun_of[:8]}`" if r.rerun_of else ""))
         if r.dry_run:
             st.info("Dry run: this payload was recorded, never sent to fal.", icon=":material/science:")
+        if r.status == RequestStatus.IN_DOUBT:
+            st.warning("In doubt: this request was sent but fal never answered, so fal may hold it and "
+                       "bill it. Look it up in fal's request history (fal.ai dashboard → Requests) "
+                       "first. Then either send it again, knowing it may be paid twice, or give it up.",
+                       icon=":material/help:")
+            again, give_up, _ = st.columns([2, 2, 3])
+            if again.button("Send again (may pay twice)", key="hist_doubt_again", icon=":material/warning:"):
+                sent = service.send_again(records, r.batch_id, _shared.settings(), by=_shared.user() or "dashboard",
+                                          request_ids=[r.id])
+                st.toast(f"{len(sent)} request sent again", icon=":material/replay:")
+                st.rerun()
+            if give_up.button("Give it up", key="hist_doubt_give_up", icon=":material/block:"):
+                service.give_up(records, r.batch_id, by=_shared.user() or "dashboard", request_ids=[r.id])
+                st.rerun()
+        if r.resent_by:
+            st.caption(f"Decided while in doubt by {r.resent_by} at {_shared.short_time(r.resent_at)}.")
         if r.status == RequestStatus.CANCELLED:
             st.info("Cancelled: " + ("it was never sent, so nothing was spent." if explain.never_sent(r)
                                      else "fal was asked to drop the job before it answered.")

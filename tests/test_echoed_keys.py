@@ -54,6 +54,7 @@ def test_keys_echoed_by_fal_and_supabase_are_found_nowhere(fal_standin, supabase
     outputs = [_cli("batch", "resume", batch.id, "--concurrency", "2")]
     outputs.append(_cli("batch", "status", batch.id))
     outputs.append(_cli("batch", "resume", batch.id))
+    outputs.append(_cli("batch", "doubt", batch.id))                 # the 500 submit is in doubt
     out = tmp_path / "history.csv"
     outputs.append(_cli("export", "--out", out))
     outputs.append(_cli("export", "--out", tmp_path / "cmp.csv", "--comparison", "--batch", batch.id))
@@ -62,7 +63,8 @@ def test_keys_echoed_by_fal_and_supabase_are_found_nowhere(fal_standin, supabase
     with open_store(settings.db_path) as d:
         reqs = d.batch_requests(batch.id)
         dump = "\n".join(d.db.conn.iterdump())
-    assert len(reqs) == 6 and all(r.is_final for r in reqs)
+    assert len(reqs) == 6 and all(r.is_final or r.status == "in_doubt" for r in reqs)
+    assert sum(r.status == "in_doubt" for r in reqs) == 1          # fal answered 500: never resent
     assert not any(fal_standin._faults.values()), "every injected echo was answered"
     # the echoes really reached what we keep, masked
     assert "Authorization: Key ***" in dump

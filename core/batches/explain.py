@@ -25,7 +25,8 @@ S = RequestStatus
 _STATUS_WORDS = (
     (S.COMPLETED, "completed"), (S.FAILED, "failed"), (S.CANCELLED, "cancelled (never sent)"),
     (S.DRY_RUN, "recorded as dry run"), (S.RUNNING, "running at fal"), (S.QUEUED, "queued at fal"),
-    (S.SUBMITTED, "being sent"), (S.PLANNED, "waiting to be sent"),
+    (S.SUBMITTED, "being sent"), (S.IN_DOUBT, "in doubt (sent, never answered)"),
+    (S.PLANNED, "waiting to be sent"),
 )
 
 
@@ -44,7 +45,7 @@ def progress_line(progress: BatchProgress) -> str:
         money = "dry run: nothing sent, nothing spent"
     else:
         head = f"{answered} of {progress.total} answered by fal"
-        if progress.is_finished:
+        if progress.settled:
             money = f"about ${progress.completed_cost:.3f} spent on completed requests"
             if progress.completed_cost != progress.estimated_cost:
                 money += f" (estimate for all {progress.total}: ${progress.estimated_cost:.3f})"
@@ -62,6 +63,11 @@ def outcome_notes(progress: BatchProgress) -> list[tuple[str, str]]:
     """(kind, sentence) notes under the progress of a batch: "warning" for failures a person should
     read, "info" for cancelled requests, which have no error to read."""
     notes = []
+    doubt = progress.in_doubt
+    if doubt:
+        notes.append(("warning", f"{_n(doubt, 'request')} in doubt: sent, but fal never answered, so it "
+                                 "may hold (and bill) them. Look them up in fal's request history, then "
+                                 "in History send them again (they may be paid twice) or give them up."))
     failed = progress.counts.get(S.FAILED, 0)
     cancelled = progress.counts.get(S.CANCELLED, 0)
     if failed:
@@ -81,8 +87,8 @@ def never_sent(request: RequestRecord) -> bool:
 
 
 def may_cancel(progress: BatchProgress) -> bool:
-    """Cancel makes sense while a request is not final and no cancel was asked for yet."""
-    return not progress.is_finished and not progress.cancel_requested
+    """Cancel makes sense while a runner has work left and no cancel was asked for yet."""
+    return not progress.settled and not progress.cancel_requested
 
 
 def results_caption(shown: int, completed: int, progress: BatchProgress) -> str:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from core.errors import FalError, FalRateLimited, FalServerError, FalTimeout, FalUnavailable
+from core.errors import FalBadResponse, FalError, FalRateLimited, FalServerError, FalTimeout, FalUnavailable
 
 if TYPE_CHECKING:
     from core.batches.fal import Completed, FalClient, QueueHandle
@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 TRANSIENT = (FalUnavailable, FalServerError, FalTimeout, FalRateLimited)
 # how long a follower reading the status stream goes without looking at cancel and stop
 CHECK_SIGNALS_S = 0.1
+# a status stream that brings no status for this long (keep-alive comments only) is checked by
+# one poll, and again after as long: a job fal finished is never held "running" by a silent stream
+STREAM_SILENCE_S = 20.0
+MAX_BAD_ANSWERS = 50   # unusable status answers in a row before a job is left to a resume
 
 
 def is_transient(e: BaseException) -> bool:
@@ -204,7 +208,7 @@ def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Si
            sent_at: float | None = None, queue_position: int | None = None, running: bool = False,
            on_queued: Callable[[int | None], None] = lambda position: None,
            on_running: Callable[[tuple[str, ...]], None] = lambda logs: None,
-           stream: bool = False) -> FollowOutcome:
+           stream: bool = False, stream_silence_s: float = STREAM_SILENCE_S) -> FollowOutcome:
     """Follow `handle` until fal says it is done, the run stops, or fal is unreachable too long.
 
     With `stream`, statuses come from fal's status stream while it lasts, then from polling.
@@ -214,8 +218,10 @@ def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Si
 
     start = sent_at if sent_at is not None else time.monotonic()
     cancel_sent = False
+    bad_answers = 0
     policy = cadence.policy
     events: queue.Queue | None = None
+    last_news = time.monotonic()
     if stream:
         events = queue.Queue()
         threading.Thread(target=_read_stream, args=(fal, handle, events), daemon=True,
@@ -236,10 +242,23 @@ def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Si
             # a cancel request or a stop wakes the follower within this bound
             try:
                 status = events.get(timeout=CHECK_SIGNALS_S)
+                last_news = time.monotonic()
             except queue.Empty:
                 if signals.stop.is_set():
                     return Lost("the run stopped before this job finished")
-                continue
+                if time.monotonic() - last_news < stream_silence_s:
+                    continue
+                # the stream says nothing: ask once (the stream is still read meanwhile)
+                last_news = time.monotonic()
+                try:
+                    status = fal.status(handle)
+                except FalError as e:
+                    if e.status_code == 404:
+                        return Gone(f"fal no longer knows request {handle.request_id} ({e}); "
+                                    "re-run it if its result is needed.")
+                    if is_transient(e):
+                        outage.failed()
+                    continue
             if isinstance(status, _StreamEnded):
                 events = None
                 continue
@@ -260,6 +279,14 @@ def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Si
                 if e.status_code == 404:
                     return Gone(f"fal no longer knows request {handle.request_id} ({e}); "
                                 "re-run it if its result is needed.")
+                if isinstance(e, FalBadResponse):
+                    # an answer of the wrong shape (too large, too deep): asked again later, and
+                    # the job is never given up for it
+                    bad_answers += 1
+                    if bad_answers >= MAX_BAD_ANSWERS:
+                        return Lost(f"fal's status answers for request {handle.request_id} keep being "
+                                    f"unusable ({e}); resume the batch later to follow it.")
+                    continue
                 if not is_transient(e):
                     return Lost(f"fal refused to report on request {handle.request_id}: {e}")
                 outage.failed()

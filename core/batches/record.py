@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -60,8 +61,8 @@ _ERROR_TYPES: tuple[tuple[type, str], ...] = (
     (FalServerError, "server_error"), (FalError, "fal_error"),
 )
 UNCONFIRMED_MESSAGE = ("The runner stopped while this request was being submitted, before fal confirmed "
-                       "it. It may have run (and been paid) at fal, so it was NOT sent again; re-run it "
-                       "by hand if its result is missing.")
+                       "it. It may have run (and been paid) at fal, so it was NOT sent again: look it up "
+                       "in fal's request history, then send it again (it may be paid twice) or give it up.")
 
 
 def error_type_of(e: BaseException) -> str:
@@ -113,17 +114,36 @@ class Resumable:
     reason: str
 
 
+@dataclass(frozen=True)
+class InDoubt:
+    """The submit may have reached fal and no answer says whether it was accepted: the request
+    is `in_doubt`, never sent again by itself. `outage` when the error also says fal (or the way
+    to it) is in trouble, so no new submit should start."""
+
+    reason: str
+    http_status: int | None = None
+    outage: bool = True
+
+
 Outcome = Failed | Cancelled | Resumable
 
 
-def submit_failure(e: FalError) -> Unsent | Failed:
-    """What a failed submit means. Sent again only when fal surely did not get it."""
+def submit_failure(e: FalError) -> Unsent | Failed | InDoubt:
+    """What a failed submit means (the rule and its sources: docs/fal.md, "A submit that
+    failed"). Sent again only when fal surely did not get it (no connection was made, 429, a
+    gateway page without fal's request id, a refused key); final when fal answered it with a
+    refusal (422, another 4xx); in doubt otherwise (a dropped or reset connection after sending, a
+    timeout, a 5xx fal gave an id, an answer of the wrong shape)."""
     if isinstance(e, (FalAuthError, FalRateLimited)) or e.not_sent:
         return Unsent(e)
     if isinstance(e, FalValidationError):
         return Failed("validation", str(e), e.status_code, {"detail": e.detail})
-    return Failed("submit_unconfirmed", f"{e} It may have run at fal; re-run it by hand if needed.",
-                  e.status_code)
+    code = e.status_code
+    if code is not None and 400 <= code < 500 and code != 408:
+        return Failed(error_type_of(e), str(e), code)
+    doubt = (f"{e} fal may have accepted it, so it was NOT sent again: look it up in fal's request "
+             "history, then send it again (it may be paid twice) or give it up.")
+    return InDoubt(doubt, code, outage=isinstance(e, (FalUnavailable, FalTimeout, FalServerError)))
 
 
 def result_failure(e: FalError, *, status: Completed, cancel_sent: bool) -> Outcome:
@@ -206,12 +226,29 @@ def keep_images(fal: FalClient, storage: Storage, request_id: str, output: FalOu
                 raise
             out.append(MissingImage(idx, img.url, str(e), nsfw))   # gone (404/410/403), too large...
             continue
-        out.append(_store(storage, request_id, idx, img, data, content_type, nsfw))
+        decoded = _decoded(data)
+        if decoded is None:
+            # an HTML page, a JSON error, a truncated file: whatever its Content-Type says
+            out.append(MissingImage(idx, img.url, f"the file at this URL is not an image ({content_type or 'no type'}, "
+                                    f"{len(data)} bytes; it does not decode)", nsfw))
+            continue
+        out.append(_store(storage, request_id, idx, img, data, decoded[0], nsfw, size=decoded[1:]))
     return tuple(out)
 
 
+def _decoded(data: bytes) -> tuple[str, int, int] | None:
+    """(content type, width, height) of bytes that decode as an image, else None."""
+    from core.photos.images import image_info
+
+    try:
+        content_type, width, height = image_info(data)
+    except DashboardError:
+        return None
+    return content_type, width, height
+
+
 def _store(storage: Storage, request_id: str, idx: int, img: Any, data: bytes, content_type: str,
-           nsfw: bool | None) -> KeptImage:
+           nsfw: bool | None, *, size: tuple[int, int] | None = None) -> KeptImage:
     sha = hashlib.sha256(data).hexdigest()
     path = f"results/{request_id}/{idx}-{sha[:16]}.{_EXT.get(content_type, 'bin')}"
     try:
@@ -220,6 +257,8 @@ def _store(storage: Storage, request_id: str, idx: int, img: Any, data: bytes, c
     except ObjectExists:
         backend = storage.backend   # the same bytes, kept by an earlier attempt
     width, height = img.width, img.height
+    if size is not None and not (isinstance(width, int) and isinstance(height, int)):
+        width, height = size
     if not (isinstance(width, int) and isinstance(height, int)):
         from core.photos.images import image_info
 
@@ -268,42 +307,94 @@ def record_result(store: Store, request_id: str, result: Result) -> str:
 
 
 class Journal:
-    """The batch's recovery journal: fal ids the database refused to take, one JSON line each.
+    """The batch's recovery journal: the fal id of every job fal accepted in a run, one JSON line
+    each, fsynced BEFORE the database is told (so a kill, a full disk or a locked database between
+    fal's answer and the row's update loses no paid job).
 
-    Written only when the database refuses (full disk, lock held too long); `replay` puts the ids
-    into the store on the next resume, before anything else is looked at."""
+    `reserve()` (at the start of a run) allocates `RESERVE` bytes on disk up front, and entries
+    are written into that space, so a disk that fills up during the run still takes them. `replay`
+    puts the ids into the store on the next run, before anything else is looked at; `close()`
+    removes the file once every id it holds is in the database."""
+
+    RESERVE = 512 * 1024   # ~2,000 entries; past it the file grows as usual
 
     def __init__(self, data_dir: Path, batch_id: str):
         self.path = data_dir / "recovery" / f"batch-{batch_id}.jsonl"
+        self._fd: int | None = None
+        self._offset = 0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> bool:
+        """Open the journal for this run with its space allocated; False if the disk refused
+        (entries are then appended as space allows)."""
+        with self._lock:
+            if self._fd is not None:
+                return True
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                log.error("could not open the recovery journal %s: %s", self.path, e)
+                return False
+            try:
+                existing = os.fstat(fd).st_size
+                if existing:   # entries a replay could not take: write after them
+                    data = os.pread(fd, existing, 0)
+                    self._offset = len(data.rstrip(b"\0"))
+                if existing < self.RESERVE:
+                    os.posix_fallocate(fd, 0, self.RESERVE)
+            except OSError as e:
+                log.warning("could not reserve space for the recovery journal %s: %s", self.path, e)
+            self._fd = fd
+            return True
 
     def add(self, request_id: str, handle: QueueHandle) -> bool:
-        line = json.dumps({"request_id": request_id, "endpoint": handle.endpoint,
-                           "fal_request_id": handle.request_id, "status_url": handle.status_url,
-                           "response_url": handle.response_url, "cancel_url": handle.cancel_url})
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            return True
-        except OSError as e:
-            log.error("could not journal fal id %s of request %s: %s", handle.request_id, request_id, e)
-            return False
+        line = (json.dumps({"request_id": request_id, "endpoint": handle.endpoint,
+                            "fal_request_id": handle.request_id, "status_url": handle.status_url,
+                            "response_url": handle.response_url, "cancel_url": handle.cancel_url})
+                + "\n").encode()
+        with self._lock:
+            try:
+                if self._fd is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    with open(self.path, "ab") as f:
+                        f.write(line)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    return True
+                os.pwrite(self._fd, line, self._offset)
+                os.fdatasync(self._fd)
+                self._offset += len(line)
+                return True
+            except OSError as e:
+                log.error("could not journal fal id %s of request %s: %s", handle.request_id, request_id, e)
+                return False
+
+    def close(self, *, keep: bool) -> None:
+        """End this run's journal: removed unless `keep` (some id is only here)."""
+        with self._lock:
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = None
+            if not keep:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
 
     def entries(self) -> Iterator[dict[str, Any]]:
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except (FileNotFoundError, UnicodeDecodeError):
+            text = self.path.read_bytes().rstrip(b"\0").decode("utf-8", "replace")
+        except FileNotFoundError:
             return
         for line in text.splitlines():
             with contextlib.suppress(ValueError):
-                entry = json.loads(line)
+                entry = json.loads(line.strip("\0"))
                 if isinstance(entry, dict) and entry.get("request_id") and entry.get("fal_request_id"):
                     yield entry
 
     def replay(self, store: Store) -> int:
-        """Store every journaled id whose request still waits for it; remove the journal."""
+        """Store every journaled id whose request still waits for it (`submitted`, or in doubt:
+        the id settles the doubt); remove the journal."""
         n = 0
         for e in self.entries():
             if store.mark_queued(e["request_id"], fal_request_id=e["fal_request_id"],
@@ -322,8 +413,8 @@ def write_retrying(fn: Any, *, attempts: int = 8, first_wait: float = 0.5, cap: 
         try:
             return fn()
         except StoreUnavailable as e:
-            if attempt == attempts - 1:
-                raise
+            if attempt == attempts - 1 or (e.needs_a_person and attempt >= 1):
+                raise   # a full disk or a read-only directory does not pass by waiting
             log.warning("store write failed (%s); retrying", e)
             time.sleep(min(cap, first_wait * 2 ** attempt))
     raise AssertionError("unreachable")
@@ -331,19 +422,19 @@ def write_retrying(fn: Any, *, attempts: int = 8, first_wait: float = 0.5, cap: 
 
 def record_accepted(store: Store, request_id: str, handle: QueueHandle, journal: Journal, *,
                     attempts: int = 8) -> bool:
-    """Store fal's id and URLs for a job it accepted. False when the database refused even after
-    retries: the id is then in the journal (if the disk allows) and the caller follows the job
-    from memory."""
+    """Store fal's id and URLs for a job it accepted: first in the journal (fsynced), then on the
+    row. False when the database refused even after retries (or failed in any other way): the
+    id is then in the journal only, and the caller follows the job from memory."""
+    journal.add(request_id, handle)
     try:
         write_retrying(lambda: store.mark_queued(
             request_id, fal_request_id=handle.request_id, status_url=handle.status_url,
             response_url=handle.response_url, cancel_url=handle.cancel_url,
             queue_position=handle.queue_position), attempts=attempts)
         return True
-    except StoreUnavailable as e:
-        log.error("could not store fal id %s of request %s (%s); journaled", handle.request_id,
-                  request_id, e)
-        journal.add(request_id, handle)
+    except Exception as e:  # noqa: BLE001 - whatever the database says, the id must not be lost
+        log.error("could not store fal id %s of request %s (%s); it is in %s", handle.request_id,
+                  request_id, e, journal.path)
         return False
 
 

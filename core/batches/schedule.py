@@ -13,16 +13,23 @@ Invariants:
 - Write before you send: every request row exists (`planned`) before its POST; it is marked
   `submitted` just before the POST leaves and `queued` with fal's id as soon as fal accepts.
 - Nothing is paid twice: a request left `submitted` without a fal id (the POST may have reached
-  fal) is never resent; it is failed as `submit_unconfirmed`. Only a submit fal surely did not
-  take goes back to `planned`.
-- Nothing accepted is lost: fal's id is stored with retries (or journaled, `record.Journal`); an
-  outage, a storage or database fault while following or finishing a job leaves it resumable.
-- Outages are ridden through: while fal is unreachable no new submit starts, and sending resumes
-  by itself when fal answers again. The run stops only for what a person must fix (a refused key),
-  a cancel, a signal, or an outage longer than `Settings.outage_limit_s`; the reason is stored on
-  the batch (`Store.set_stop_reason`).
-- SIGTERM, SIGINT and SIGHUP (when `handle_signals`): no new submit starts, submits in flight
-  finish and store their ids, then the run ends with everything else resumable.
+  fal) is never resent; it becomes `in_doubt` (record.submit_failure says which answers prove a
+  submit was not accepted; docs/fal.md gives the rule and its sources). Only a submit fal surely
+  did not take goes back to `planned`; a person may send an in-doubt one again, explicitly.
+- Nothing accepted is lost: fal's id is journaled (fsynced, `record.Journal`) before the row is
+  told; an outage, a storage or database fault while following or finishing a job leaves it
+  resumable; an odd answer is retried, never a reason to drop a job.
+- Outages are ridden through: the first failed call of any kind (no connection, a dropped or
+  reset one, a timeout, a gateway page, a 5xx) stops new submits at once; while it lasts, one
+  sender at a time probes fal with a call that cannot start a job (`FalClient.probe`), and
+  sending resumes by itself when fal answers. At most the submits already in flight can end in
+  doubt. The run stops only for what a person must fix (a refused key, a full disk), a cancel, a
+  signal, or an outage longer than `Settings.outage_limit_s`; the reason is stored on the batch
+  (`Store.set_stop_reason`).
+- A stop is a stop: one flag (`halted`) that every wait obeys (backoff, Retry-After, reads);
+  a run that was stopped is never followed by a second pass. SIGTERM, SIGINT and SIGHUP (when
+  `handle_signals`): no submit starts after the signal, submits in flight get `DRAIN_GRACE_S`
+  to store their ids (a cut one is in doubt), and the process is back within about 5 s.
 - A batch is run by at most one live runner (`Store.claim_batch`: pid + heartbeat).
 - Before anything is sent, each reference photo of the requests to send is checked once
   (`core.photos.references.check_reachable`): one fal could not fetch stops the batch with the
@@ -35,6 +42,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno
 import logging
 import queue
 import signal
@@ -67,6 +75,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_EVERY_S = 5.0
 CHECK_CANCEL_EVERY_S = 0.25
 MAX_RATE_LIMIT_RETRIES = 5
+MAX_RATE_LIMIT_WAIT_S = 60.0   # the longest one Retry-After is waited for
+DRAIN_GRACE_S = 2.5            # after a stop signal, how long submits in flight may take
+JOIN_GRACE_S = 1.5             # then, how long the workers get to return
 _SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 
 ProgressCallback = Callable[[BatchProgress, Outage], None]
@@ -127,8 +138,8 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
                 batch = record.write_retrying(lambda: store.release_batch(batch_id))
             # a re-run added between the workers' last look and the release above would be
             # refused by a new runner (BatchBusy while we held the batch): take it ourselves
-            if stopped or batch.cancel_requested or not store.batch_requests(batch_id, ("planned",)):
-                break
+            if stopped is not None or batch.cancel_requested or not store.batch_requests(batch_id, ("planned",)):
+                break   # a stopped run is never followed by a second pass
         progress = store.batch_progress(batch_id)
     finally:
         store.close()
@@ -163,10 +174,10 @@ def _signals_handled(run: _LiveRun):
 
 
 def _fail_unconfirmed(store: Store, batch_id: str) -> None:
-    """Requests left `submitted` without a fal id by a runner that died inside the POST."""
+    """Requests left `submitted` without a fal id by a runner that died inside the POST: in doubt."""
     for rec in store.batch_requests(batch_id, statuses=("submitted",)):
         if not rec.fal_request_id:
-            store.mark_failed(rec.id, error_type="submit_unconfirmed", error_message=record.UNCONFIRMED_MESSAGE)
+            store.mark_in_doubt(rec.id, reason=record.UNCONFIRMED_MESSAGE)
 
 
 def _without_key(store: Store, batch_id: str) -> str | None:
@@ -244,7 +255,11 @@ class _LiveRun:
         self.lock = threading.Lock()
         self.signals = Signals(cancel=threading.Event(), stop=threading.Event())
         self.draining = threading.Event()   # a stop signal: send nothing new
+        self.halted = threading.Event()     # THE stop: set by a signal or `_halt`; every wait obeys it
         self._drain_reason: str | None = None
+        self._drain_started: float | None = None
+        self._probe_lock = threading.Lock() # one probe of fal at a time during an outage
+        self._store_trouble_logged = 0.0
         self._in_flight = 0                 # POSTs under way
         self._no_new_sends = False          # a reference fal could not fetch: send nothing
         self._unstored: set[str] = set()    # accepted jobs whose fal id only the journal holds
@@ -262,6 +277,9 @@ class _LiveRun:
         if self.journal.replay(store):
             log.info("batch %s: fal ids recovered from %s", self.batch_id, self.journal.path)
         _fail_unconfirmed(store, self.batch_id)
+        from core.store.blobs import remove_partial_writes
+
+        remove_partial_writes(self.settings.images_dir)   # what a killed image write left
         for rec in store.batch_requests(self.batch_id, statuses=("submitted", "queued", "running")):
             self.tasks.append(_Task(rec.id, follow=True))
         for rec in store.batch_requests(self.batch_id, statuses=("planned",)):
@@ -286,6 +304,9 @@ class _LiveRun:
                 return self.stopped
         if self._fal is None:
             self._fal = FalClient(self.settings)
+        else:
+            self._fal.carry_on()   # a client given by the caller may come from a stopped run
+        self.journal.reserve()
         n = min(self.concurrency, len(self.tasks))
         # A job takes a slot (sender) from its submit until fal says COMPLETED; fetching its result
         # and images is a finisher's work, so the next job is submitted without waiting for them.
@@ -302,11 +323,20 @@ class _LiveRun:
             self._supervise()
         finally:
             self.signals.stop.set()
+            self.halted.set()
+            # a worker still inside a call after the grace is cut off (daemon threads): what it
+            # was doing stays resumable (a submit without an answer is in doubt at the next run)
+            deadline = time.monotonic() + (JOIN_GRACE_S if self.stopped else 3600.0)
             for t in (*senders, closer, *finishers):
-                t.join()
-            if self._own_fal:
+                t.join(max(0.0, deadline - time.monotonic()))
+            if any(t.is_alive() for t in (*senders, *finishers)):
+                self._fal.interrupt()
+                for t in (*senders, *finishers):
+                    t.join(max(0.0, deadline + 0.5 - time.monotonic()))
+            if self._own_fal and not any(t.is_alive() for t in (*senders, *finishers)):
                 self._fal.close()
             self._storage.close()
+            self.journal.close(keep=bool(self._unstored))
         if self._unstored:
             self._note(f"the database refused to store fal's id for {len(self._unstored)} request(s); "
                        f"they are kept in {self.journal.path}: resume the batch once the database works "
@@ -351,7 +381,10 @@ class _LiveRun:
             return
         self._drain_reason = (f"stopped by {signal_name}; nothing was lost: resume the batch with "
                               f"`python -m core batch resume {self.batch_id}`")
+        self._note(self._drain_reason)   # stored whatever happens next: no second pass
+        self._drain_started = time.monotonic()
         self.draining.set()
+        self.halted.set()
 
     def _note(self, reason: str) -> None:
         """Remember why requests are left unfinished (the first reason wins)."""
@@ -362,7 +395,10 @@ class _LiveRun:
     def _halt(self, reason: str) -> None:
         """Stop the whole run: nothing more is sent or polled; what is left stays resumable."""
         self._note(reason)
+        self.halted.set()
         self.signals.stop.set()
+        if self._fal is not None:
+            self._fal.interrupt()   # retry waits and reads under way end now
 
     def _supervise(self) -> None:
         """Heartbeat, cancel requests, signals, outages and progress, until the workers are done."""
@@ -375,7 +411,10 @@ class _LiveRun:
             if self.draining.is_set() and not self.signals.stop.is_set():
                 with self.lock:
                     in_flight = self._in_flight
-                if in_flight == 0:
+                waited = now - (self._drain_started or now)
+                if in_flight == 0 or waited > DRAIN_GRACE_S:
+                    # submits still in flight past the grace are cut: their rows stay
+                    # `submitted` and are in doubt at the next run (never sent again)
                     self._halt(self._drain_reason or "stopped by a signal")
             since = self.outage.since
             if since != shown_outage:
@@ -392,7 +431,11 @@ class _LiveRun:
                 self._halt(str(e))
                 continue
             except StoreUnavailable as e:
-                log.warning("batch %s: store unavailable (%s); carrying on", self.batch_id, e)
+                if e.needs_a_person:
+                    self._store_refused(e)
+                elif now - self._store_trouble_logged > 30.0:   # one line per 30 s, not per look
+                    self._store_trouble_logged = now
+                    log.warning("batch %s: store unavailable (%s); carrying on", self.batch_id, e)
                 continue
             if batch.cancel_requested and not self.signals.cancel.is_set():
                 log.info("batch %s: cancel requested", self.batch_id)
@@ -436,26 +479,42 @@ class _LiveRun:
             self._taken.add(task.request_id)
             return task
 
+    def _store_refused(self, e: StoreUnavailable | OSError) -> None:
+        """A full disk or a read-only data directory: nothing more can be recorded, so nothing
+        more is sent; the run stops in one line, every fal id kept (row or journal)."""
+        if not self.halted.is_set() or self.stopped is None:
+            log.error("batch %s: stopping: %s", self.batch_id, e)
+        self._halt(f"{e} Every job fal accepted keeps its id; once there is space, resume the batch "
+                   f"with `python -m core batch resume {self.batch_id}`.")
+
     def _guarded(self, store: Store, request_id: str, fn: Callable[[], None]) -> None:
         try:
             fn()
         except (StoreUnavailable, OSError) as e:
             # the store or the disk refused: the row keeps what it had and stays resumable
-            log.exception("batch %s: request %s left resumable", self.batch_id, request_id)
+            if (isinstance(e, StoreUnavailable) and e.needs_a_person) or \
+                    (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)):
+                self._store_refused(e)
+                return
+            log.error("batch %s: request %s left resumable: %s", self.batch_id, request_id, e)
             self._note(f"the database or disk refused a write ({e}); free space or wait for the lock, "
                        f"then resume the batch with `python -m core batch resume {self.batch_id}`")
         except Exception as e:  # noqa: BLE001 - a bug in one request must not stop the batch
             log.exception("batch %s: request %s failed unexpectedly", self.batch_id, request_id)
             with contextlib.suppress(Exception):
+                rec = store.get_request(request_id)
+                if rec.fal_request_id or rec.status not in ("planned",):
+                    # fal holds (or may hold) the job: never dropped for a bug of ours
+                    self._note(f"request {request_id} hit an unexpected error ({e!r}); it keeps what "
+                               f"fal knows: resume the batch with `python -m core batch resume {self.batch_id}`")
+                    return
                 store.mark_failed(request_id, error_type="runner_error",
                                error_message=f"unexpected error in the runner: {e!r}; re-run it")
 
     def _sender(self) -> None:
         store = open_store(self.settings.db_path, migrate=False)
         try:
-            while not self.signals.stop.is_set():
-                if self.draining.is_set():
-                    return
+            while not self.halted.is_set():
                 task = self._next(store)
                 if task is None:
                     return
@@ -468,19 +527,40 @@ class _LiveRun:
         finally:
             store.close()
 
+    def _wait_for_fal(self, endpoint: str) -> bool:
+        """While an outage lasts, wait; one sender at a time probes fal (a call that cannot start
+        a job) after the outage's backoff. True once fal answers, False when the run stops."""
+        while self.outage.active:
+            if self.halted.wait(self.outage.delay()):
+                return False
+            if not self._probe_lock.acquire(blocking=False):
+                continue   # another sender is probing: wait for its verdict
+            try:
+                if not self.outage.active:
+                    break
+                if self._fal.probe(endpoint):
+                    log.info("batch %s: fal answers again; sending resumes", self.batch_id)
+                    self.outage.recovered()
+                    break
+                self.outage.failed()
+                if self.outage.over():
+                    self._halt(f"fal unreachable for more than {self.outage.limit_s:.0f} s. The unsent "
+                               f"requests stay planned: resume the batch with "
+                               f"`python -m core batch resume {self.batch_id}`.")
+                    return False
+            finally:
+                self._probe_lock.release()
+        return not self.halted.is_set()
+
     def _send(self, store: Store, task: _Task) -> None:
         # the row as loaded at start: only this runner writes it, and mark_submitted below only
         # moves a row that is still `planned`
         rec = task.record or store.get_request(task.request_id)
         if rec.status != "planned":
             return
-        if self.outage.active:
-            # fal is unreachable: no new submit starts until the backoff has passed (then this
-            # submit is the probe that notices fal is back)
-            self.signals.stop.wait(self.outage.delay())
-            if self.signals.stop.is_set() or self.draining.is_set():
-                self._requeue(task)
-                return
+        if self.outage.active and not self._wait_for_fal(rec.endpoint):
+            self._requeue(task)
+            return
         body: dict[str, Any] = rec.payload
         if REFERENCE_SCHEME in rec.payload_json:
             from core.photos.references import resolve_payload
@@ -491,10 +571,14 @@ class _LiveRun:
                 store.mark_failed(rec.id, error_type="reference_unavailable", error_message=str(e))
                 return
         with self.lock:
-            if self.draining.is_set():
+            # checked under the lock, just before the POST: the first sign of an outage, a stop
+            # signal or a halt stops every submit that has not left yet
+            if self.halted.is_set() or self.outage.active:
+                self._taken.discard(task.request_id)
                 self.tasks.appendleft(task)
                 return
             self._in_flight += 1
+        wait = 0.0
         try:
             if not store.mark_submitted(rec.id):
                 return
@@ -502,7 +586,7 @@ class _LiveRun:
             try:
                 handle = self._fal.submit(rec.endpoint, body)
             except FalError as e:
-                self._submit_failed(store, task, e)
+                wait = self._submit_failed(store, task, e)
                 return
             finally:
                 del body
@@ -512,11 +596,15 @@ class _LiveRun:
         finally:
             with self.lock:
                 self._in_flight -= 1
+            if wait:
+                # outside the in-flight count: a stop does not wait for a rate limit to pass
+                self.halted.wait(wait)
+                self._requeue(task)
         if not stored:
             with self.lock:
                 self._unstored.add(rec.id)
-        if self.draining.is_set():
-            return   # fal's id is stored: a resume follows it
+        if self.halted.is_set():
+            return   # fal's id is stored (or journaled): a resume follows it
         self._follow(store, rec.id, handle, sent_at=sent_at, queue_position=handle.queue_position)
 
     def _requeue(self, task: _Task) -> None:
@@ -524,29 +612,43 @@ class _LiveRun:
             self._taken.discard(task.request_id)
             self.tasks.appendleft(task)
 
-    def _submit_failed(self, store: Store, task: _Task, e: FalError) -> None:
-        outcome = record.submit_failure(e)
-        if isinstance(outcome, record.Failed):
-            record.record_outcome(store, task.request_id, outcome)
-            return
-        store.mark_unsent(task.request_id)
-        if outcome.needs_a_person:
-            self._halt(f"{e} The unsent requests stay planned: resume the batch with "
-                       f"`python -m core batch resume {self.batch_id}`.")
-            return
-        if isinstance(e, FalRateLimited) and not e.not_sent and task.rate_limited < MAX_RATE_LIMIT_RETRIES:
-            task.rate_limited += 1
-            self.signals.stop.wait(e.retry_after if e.retry_after is not None else 2.0 ** task.rate_limited)
-            self._requeue(task)
-            return
-        # fal is unreachable (the submit surely never arrived): wait for it, then send again
+    def _outage_sign(self, e: FalError) -> None:
+        """A failed call that says fal (or the way to it) is in trouble: no new submit starts."""
         self.outage.failed()
         if self.outage.over():
             self._halt(f"fal unreachable for more than {self.outage.limit_s:.0f} s ({e}). The unsent "
                        f"requests stay planned: resume the batch with "
                        f"`python -m core batch resume {self.batch_id}`.")
-            return
+
+    def _submit_failed(self, store: Store, task: _Task, e: FalError) -> float:
+        """Record what a failed submit means; the seconds to wait before this sender goes on."""
+        outcome = record.submit_failure(e)
+        if isinstance(outcome, record.Failed):
+            record.record_outcome(store, task.request_id, outcome)
+            return 0.0
+        if isinstance(outcome, record.InDoubt):
+            # never sent again by itself; and it is the first sign of an outage (a dropped
+            # connection, a timeout, a 5xx): stop new submits now, not after the next one
+            store.mark_in_doubt(task.request_id, reason=outcome.reason, http_status=outcome.http_status)
+            if outcome.outage and not self.halted.is_set():
+                self._outage_sign(e)
+            return 0.0
+        store.mark_unsent(task.request_id)
+        if self.halted.is_set():
+            self._requeue(task)
+            return 0.0
+        if outcome.needs_a_person:
+            self._halt(f"{e} The unsent requests stay planned: resume the batch with "
+                       f"`python -m core batch resume {self.batch_id}`.")
+            return 0.0
+        if isinstance(e, FalRateLimited) and task.rate_limited < MAX_RATE_LIMIT_RETRIES:
+            task.rate_limited += 1   # requeued by the caller once the wait is over
+            wait = e.retry_after if e.retry_after is not None else 2.0 ** task.rate_limited
+            return min(MAX_RATE_LIMIT_WAIT_S, max(0.01, wait))
+        # fal is unreachable (the submit surely never arrived): wait for it, then send again
+        self._outage_sign(e)
         self._requeue(task)
+        return 0.0
 
     def _resume_follow(self, store: Store, task: _Task) -> None:
         from core.batches.fal import handle_from_row

@@ -11,7 +11,8 @@ Invariants:
 - `state` is the one answer to "what is this batch doing": `Starting` (launched, the runner not up
   yet, at most `START_GRACE_S`), `Running` (a live runner; `unreachable_since` while fal does not
   answer), `Stopped` (no live runner and requests left: its stored reason, or that it died),
-  `Finished` or `Cancelled`. The reason is stored by the runner, never parsed from its log.
+  `Undecided` (only requests in doubt are left: a person decides), `Finished` or `Cancelled`.
+- One batch per intent: `launch` is keyed by what the person confirmed (`launch_key`). The reason is stored by the runner, never parsed from its log.
 """
 from __future__ import annotations
 
@@ -63,7 +64,15 @@ class Cancelled:
     progress: BatchProgress
 
 
-BatchState = Starting | Running | Stopped | Finished | Cancelled
+@dataclass(frozen=True)
+class Undecided:
+    """Nothing is left for a runner, but `progress.in_doubt` submits were never answered: fal
+    may hold them. A person decides (send again, knowing it may be paid twice, or give up)."""
+
+    progress: BatchProgress
+
+
+BatchState = Starting | Running | Stopped | Finished | Cancelled | Undecided
 
 
 def runner_log(settings: Settings, batch_id: str) -> str:
@@ -81,16 +90,43 @@ def start_runner(store: Store, settings: Settings, batch_id: str, *, concurrency
 
 
 def record(store: Store, plan: Plan, settings: Settings, *, created_by: str | None = None,
-           concurrency: int | None = None) -> Batch:
+           concurrency: int | None = None, launch_key: str | None = None) -> Batch:
     """Write the batch (dry run when there is no FAL_KEY); nothing is sent."""
-    return store.create_batch(plan, dry_run=settings.dry_run, concurrency=concurrency, created_by=created_by)
+    return store.create_batch(plan, dry_run=settings.dry_run, concurrency=concurrency, created_by=created_by,
+                              launch_key=launch_key)
+
+
+def launch_key(plan: Plan, settings: Settings, *, created_by: str | None = None,
+               repeat_of: str | None = None) -> str:
+    """What a person confirms with Send, as one key: who, live or dry run, and every request's
+    endpoint and payload. The same key is the same intent (a double click, a reload during the
+    launch, a second tab); sending the same batch again on purpose names the batch it repeats."""
+    import hashlib
+    import json
+
+    intent = {"by": created_by or "", "dry_run": settings.dry_run, "repeat_of": repeat_of or "",
+              "requests": [[r.endpoint, r.payload_hash, r.group_key] for r in plan.requests]}
+    return hashlib.sha256(json.dumps(intent, sort_keys=True).encode()).hexdigest()
+
+
+def already_launched(store: Store, plan: Plan, settings: Settings, *,
+                     created_by: str | None = None) -> Batch | None:
+    """The batch this exact intent already made, if any (the page offers "send again" then)."""
+    return store.batch_by_launch_key(launch_key(plan, settings, created_by=created_by))
 
 
 def launch(store: Store, plan: Plan, settings: Settings, *, created_by: str | None = None,
-           concurrency: int | None = None) -> Batch:
-    """Record the batch, then start its detached runner."""
-    batch = record(store, plan, settings, created_by=created_by, concurrency=concurrency)
-    start_runner(store, settings, batch.id, concurrency=concurrency)
+           concurrency: int | None = None, repeat_of: str | None = None) -> Batch:
+    """Record the batch, then start its detached runner. Idempotent: the same intent (see
+    `launch_key`) returns the batch it made the first time and starts nothing more, so two
+    clicks, two tabs or a reload pay once."""
+    key = launch_key(plan, settings, created_by=created_by, repeat_of=repeat_of)
+    existing = store.batch_by_launch_key(key)
+    if existing is not None:
+        return existing
+    batch = record(store, plan, settings, created_by=created_by, concurrency=concurrency, launch_key=key)
+    if batch.launched_at is None:   # the one call that wrote it starts its runner
+        start_runner(store, settings, batch.id, concurrency=concurrency)
     return batch
 
 
@@ -133,6 +169,32 @@ def resume(store: Store, batch_id: str, settings: Settings, *, concurrency: int 
     return state(store, batch_id, settings)
 
 
+def send_again(store: Store, batch_id: str, settings: Settings, *, by: str,
+               request_ids: list[str] | None = None) -> list[str]:
+    """A person chose to send the batch's in-doubt requests (or those named) again, knowing fal
+    may run and bill them twice: recorded with who chose it, then a runner sends them."""
+    from core.store import RequestStatus
+
+    doubtful = [r.id for r in store.batch_requests(batch_id, (RequestStatus.IN_DOUBT,))
+                if request_ids is None or r.id in request_ids]
+    moved = [rid for rid in doubtful if store.send_again(rid, by=by)]
+    if moved and not runner_alive(store.get_batch(batch_id)):
+        start_runner(store, settings, batch_id)
+    return moved
+
+
+def give_up(store: Store, batch_id: str, *, by: str, request_ids: list[str] | None = None) -> list[str]:
+    """A person gave up the batch's in-doubt requests (or those named): final, with who decided."""
+    from core.store import RequestStatus
+
+    doubtful = [r.id for r in store.batch_requests(batch_id, (RequestStatus.IN_DOUBT,))
+                if request_ids is None or r.id in request_ids]
+    done = [rid for rid in doubtful if store.give_up(rid, by=by)]
+    if done and not runner_alive(store.get_batch(batch_id)):
+        store.release_batch(batch_id)   # every request final now: the batch is finished
+    return done
+
+
 def resume_orphans(store: Store, settings: Settings) -> list[str]:
     """Batches a runner left unfinished without saying why (it was killed, the machine restarted)
     get a runner again. A batch stopped for a stated reason waits for a person."""
@@ -154,6 +216,8 @@ def state(store: Store, batch_id: str, settings: Settings, *, now: _dt.datetime 
     progress = store.batch_progress(batch_id)
     if progress.is_finished:
         return Cancelled(progress) if batch.cancel_requested else Finished(progress)
+    if progress.settled and not runner_alive(batch):
+        return Undecided(progress)
     if runner_alive(batch):
         return Running(progress, batch.runner_pid, batch.fal_unreachable_since)
     log = runner_log(settings, batch_id)

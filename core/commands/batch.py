@@ -4,6 +4,13 @@
 `run` records the batch, then sends it, printing a progress line per second; exit 0 when every
 request reached a final state, 1 with a summary otherwise. Without FAL_KEY it is a dry run.
 `resume` continues a batch (default: every unfinished one) after a crash or a stop.
+`doubt` lists the requests whose submit fal never answered (in doubt: fal may hold them), and
+sends them again (`--send-again`, knowing each may be paid twice) or gives them up (`--give-up`),
+recorded with who decided (`--by`).
+
+Exit status of `run` and `resume`: 0 every request final; 3 finished except requests in doubt
+(a person decides: `batch doubt`); 1 stopped with requests left (resumable); 2 a usage or input
+error.
 
 Imports are lazy: this path never loads pandas, streamlit, supabase or scikit-image.
 """
@@ -44,6 +51,17 @@ def register(subparsers: Any) -> None:
     cancel = sub.add_parser("cancel", help="stop a batch: send nothing more, cancel what fal holds")
     cancel.add_argument("batch_id", metavar="BATCH_ID")
     cancel.set_defaults(func=_cancel)
+
+    doubt = sub.add_parser("doubt", help="requests whose submit fal never answered: list, send again or give up")
+    doubt.add_argument("batch_id", metavar="BATCH_ID")
+    doubt.add_argument("--request", action="append", dest="requests", metavar="REQUEST_ID",
+                       help="only this request (repeatable); default: every request in doubt")
+    action = doubt.add_mutually_exclusive_group()
+    action.add_argument("--send-again", action="store_true",
+                        help="send them again: fal may run (and bill) each one twice")
+    action.add_argument("--give-up", action="store_true", help="make them final (failed) without sending")
+    doubt.add_argument("--by", default=None, help="who decides (recorded; required with an action)")
+    doubt.set_defaults(func=_doubt)
 
     status = sub.add_parser("status", help="progress of one batch, or the latest batches")
     status.add_argument("batch_id", nargs="?", metavar="BATCH_ID")
@@ -124,6 +142,12 @@ def _report(report: Any) -> int:
 
     p = report.progress
     done_word = "DRY RUN finished" if report.dry_run else ("cancelled" if report.cancelled else "finished")
+    if p.settled and p.in_doubt and report.stopped is None:
+        print(f"batch {report.batch_id} finished EXCEPT {p.in_doubt} request(s) in doubt: {p.summary()}")
+        print(f"{p.in_doubt} submit(s) got no answer from fal (it may hold them, and bill them): look them "
+              f"up in fal's request history, then `python -m core batch doubt {report.batch_id} "
+              "--send-again --by NAME` (may pay twice) or `--give-up --by NAME`")
+        return 3
     if p.is_finished:
         print(f"batch {report.batch_id} {done_word}: {p.summary()}")
         failed = p.counts.get(RequestStatus.FAILED, 0)
@@ -226,6 +250,40 @@ def _cancel(args: argparse.Namespace) -> int:
         return 0
     print(f"batch {args.batch_id}: {type(state).__name__.lower()}: {state.progress.summary()}")
     return 0 if state.progress.is_finished else 1
+
+
+def _doubt(args: argparse.Namespace) -> int:
+    from core.batches import service
+    from core.errors import DashboardError
+    from core.store import RequestStatus
+
+    settings, store = _settings_store()
+    try:
+        doubtful = [r for r in store.batch_requests(args.batch_id, (RequestStatus.IN_DOUBT,))
+                    if not args.requests or r.id in args.requests]
+        if args.requests:
+            unknown = sorted(set(args.requests) - {r.id for r in doubtful})
+            if unknown:
+                raise DashboardError(f"not in doubt in batch {args.batch_id}: {', '.join(unknown)}")
+        if not (args.send_again or args.give_up):
+            if not doubtful:
+                print(f"batch {args.batch_id}: no request in doubt")
+            for r in doubtful:
+                print(f"{r.id}  {r.endpoint}  submitted {(r.submitted_at or '')[:19]}  {r.error_message or ''}")
+            return 0
+        if not args.by or not args.by.strip():
+            raise DashboardError("say who decides with --by NAME (it is recorded with each request)")
+        ids = [r.id for r in doubtful]
+        if args.send_again:
+            moved = service.send_again(store, args.batch_id, settings, by=args.by, request_ids=ids)
+            print(f"{len(moved)} request(s) sent again by {args.by.strip()} (each may be paid twice); "
+                  f"follow them with `python -m core batch status {args.batch_id}`")
+        else:
+            done = service.give_up(store, args.batch_id, by=args.by, request_ids=ids)
+            print(f"{len(done)} request(s) given up by {args.by.strip()}")
+    finally:
+        store.close()
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:

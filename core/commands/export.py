@@ -124,6 +124,10 @@ def checked_out(out: Path, settings: Settings) -> Path:
 def write_atomically(out: Path, write: Callable[[Path], Any]) -> Any:
     """`write(tmp)` to a unique temporary file beside `out`, then renamed over `out`: readers see
     the old file or the whole new one, and two writers never mix their rows."""
+    from core.store.blobs import remove_partial_writes
+
+    # what an export killed mid-write left beside the same file is removed first
+    remove_partial_writes(out.parent, patterns=(f".{out.name}.*.tmp",), recursive=False)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     except OSError as e:

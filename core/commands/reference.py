@@ -117,6 +117,8 @@ def _cleanup(args: argparse.Namespace) -> int:
     from core.photos.references import sweep_orphans
     from core.store.blobs import open_storage
 
+    from core.store.blobs import PARTIAL_GRACE_S, remove_partial_writes
+
     settings, store = _open_store()
     storage = open_storage(settings)
     try:
@@ -124,6 +126,9 @@ def _cleanup(args: argparse.Namespace) -> int:
     finally:
         storage.close()
         store.close()
+    grace = PARTIAL_GRACE_S if args.grace is None else args.grace
+    for path in remove_partial_writes(settings.images_dir, older_than_s=grace):
+        print(f"deleted {path} (a write that was killed before it finished)")
 
     for path in report.deleted:
         print(f"deleted {path}")

@@ -89,20 +89,23 @@ def test_sigkill_mid_batch_then_resume_pays_each_request_once(fal_standin, tmp_p
     assert fal_standin.submissions == 3
 
     report = schedule.run_batch(batch_id, settings=settings)      # the killed runner's pid is dead
-    assert report.finished
+    # not finished: the POSTs the kill cut are in doubt (never sent again by themselves)
+    assert not report.finished and report.progress.settled and report.progress.in_doubt == len(in_post)
     after = {r.id: r for r in d.batch_requests(batch_id)}
     for r in at_fal:
         assert after[r.id].status == "completed" and after[r.id].fal_request_id == r.fal_request_id
     for r in in_post:
-        assert (after[r.id].status, after[r.id].error_type) == ("failed", "submit_unconfirmed")
-    assert {after[r].status for r in after if after[r] not in in_post} <= {"completed", "failed"}
+        assert (after[r.id].status, after[r.id].error_type) == ("in_doubt", "in_doubt")
+    cut = {r.id for r in in_post}
+    assert {after[r].status for r in after if r not in cut} <= {"completed", "failed"}
     assert sum(a.status == "completed" for a in after.values()) == 12 - len(in_post)
 
-    # the unconfirmed ones never ran (the stand-in discarded them): re-run them by hand
+    # the ones in doubt never ran (the stand-in discarded them): a person sends them again
     for r in in_post:
-        d.rerun_request(r.id)
+        assert d.send_again(r.id, by="tester")
     assert schedule.run_batch(batch_id, settings=settings).finished
     final = d.batch_requests(batch_id)
+    assert {r.resent_by for r in final if r.id in {x.id for x in in_post}} == {"tester"}
     completed = [r for r in final if r.status == "completed"]
     assert len(completed) == 12
     assert {r.payload_hash for r in completed} == {r.payload_hash for r in before.values()}

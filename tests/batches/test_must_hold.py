@@ -6,7 +6,7 @@ the fal stand-in, a real SQLite file.
   line says "fal unreachable since HH:MM:SS, retrying".
 - SIGTERM while submits are in flight: the drained runner records every accepted job's id.
 - 30 random SIGKILL/SIGTERM + resume cycles: 0 duplicate submits, 0 lost (a POST cut by SIGKILL
-  is counted apart as `submit_unconfirmed`, never by SIGTERM).
+  is counted apart as in doubt, never by SIGTERM).
 - A write lock held past the busy timeout while fal accepts a job: fal's id is kept (journal,
   then the row) and the job completes, never becoming final as an error.
 """
@@ -188,7 +188,7 @@ def test_a_lock_held_past_the_busy_timeout_while_fal_accepts_keeps_fals_id(live_
     monkeypatch.setattr(store_db, "BUSY_TIMEOUT_S", 0.2)
     monkeypatch.setattr(record, "write_retrying", functools.partial(record.write_retrying, first_wait=0.02, cap=0.05))
     fal_standin.hold_submissions_after(0)          # the first POST waits inside fal
-    journal = record.Journal(settings.data_dir, batch.id).path
+    journal = record.Journal(settings.data_dir, batch.id)
     outcome: list = []
     runner = threading.Thread(target=lambda: outcome.append(
         schedule.run_batch(batch.id, settings=settings, concurrency=1)))
@@ -198,8 +198,8 @@ def test_a_lock_held_past_the_busy_timeout_while_fal_accepts_keeps_fals_id(live_
     locker.execute("BEGIN IMMEDIATE")              # another process holds the write lock...
     fal_standin.release()                          # ...while fal accepts the job
     try:
-        _wait(journal.exists, timeout=30, what="fal's id in the recovery journal")
-        (entry,) = [json.loads(line) for line in journal.read_text().splitlines()]
+        _wait(lambda: any(journal.entries()), timeout=30, what="fal's id in the recovery journal")
+        (entry,) = list(journal.entries())
         assert entry["fal_request_id"] in {x["request_id"] for x in fal_standin.received if x["accepted"]}
     finally:
         locker.execute("ROLLBACK")

@@ -15,7 +15,9 @@ from core.errors import (
     FalBadResponse,
     FalCancelled,
     FalError,
+    FalRateLimited,
     FalServerError,
+    FalTimeout,
     FalUnavailable,
     FalValidationError,
     StoreError,
@@ -154,13 +156,17 @@ def test_a_bad_answer_is_kept_with_the_failure(store):
 @pytest.mark.parametrize("error, expected", [
     (FalUnavailable("refused", not_sent=True), record.Unsent),
     (FalValidationError("bad", status_code=422, detail=[]), record.Failed),
-    (FalServerError("timeout after sending", status_code=504), record.Failed),
+    (FalServerError("timeout after sending", status_code=504), record.InDoubt),
+    (FalTimeout("no answer in time"), record.InDoubt),
+    (FalUnavailable("dropped after sending"), record.InDoubt),
+    (FalError("no such endpoint", status_code=404), record.Failed),
+    (FalRateLimited("429", retry_after=1.0), record.Unsent),
 ])
 def test_submit_failures_are_resent_only_when_fal_surely_never_got_them(error, expected):
     outcome = record.submit_failure(error)
     assert isinstance(outcome, expected)
-    if isinstance(outcome, record.Failed) and not isinstance(error, FalValidationError):
-        assert outcome.error_type == "submit_unconfirmed"
+    if isinstance(outcome, record.InDoubt):
+        assert "NOT sent again" in outcome.reason and outcome.outage
 
 
 def test_fal_id_refused_by_the_database_goes_to_the_journal_and_resume_replays_it(store, settings):

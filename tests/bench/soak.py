@@ -6,10 +6,11 @@ disk fills up. Then one clean resume finishes everything, and the figures are co
     .venv/bin/python -m tests.bench.soak [--runs 30] [--outage-max 12] [--seed N] [--no-disk-full]
 
 - requests lost: a job fal accepted (and bills) whose request did not end `completed`, or that no
-  request row knows, when that request was not failed as `submit_unconfirmed`. Must be 0.
+  request row knows, when that request is not in doubt (`in_doubt`, or given up as
+  `submit_unconfirmed`). Must be 0.
 - duplicate submits: (endpoint, payload) pairs fal accepted more than once. Must be 0.
-- unconfirmed submits: requests failed as `submit_unconfirmed` (the runner died inside the POST,
-  so the request was not sent again). Counted apart; a SIGTERM never leaves one (`after SIGTERM`).
+- unconfirmed submits: requests in doubt (the runner died inside the POST, so the request was
+  not sent again: `in_doubt`). Counted apart; a SIGTERM never leaves one (`after SIGTERM`).
 - the machine's load (1-minute load average) before and after.
 
 Outages last 1..`--outage-max` seconds (12 by default so a run takes a few minutes; 120 for the
@@ -221,7 +222,8 @@ def run_soak(cfg: Config, data_dir: Path, *, disk_full: bool = False, out=print)
                 if not r.fal_request_id}
 
     def unfinished() -> list[str]:
-        return [b for b in batches if not store.batch_progress(b).is_finished]
+        """Batches with work left for a runner (requests in doubt wait for a person)."""
+        return [b for b in batches if not store.batch_progress(b).settled]
 
     logs = data_dir.parent / "runner-logs"
     logs.mkdir(exist_ok=True)
@@ -279,7 +281,8 @@ def run_soak(cfg: Config, data_dir: Path, *, disk_full: bool = False, out=print)
 def _count(store, batches, standin, counts, cfg, load_before, started, disk_full) -> Report:
     rows = [r for b in batches for r in store.batch_requests(b)]
     by_fal_id = {r.fal_request_id: r for r in rows if r.fal_request_id}
-    unconfirmed = {(r.endpoint, r.payload_hash) for r in rows if r.error_type == "submit_unconfirmed"}
+    doubtful = [r for r in rows if r.status == "in_doubt" or r.error_type == "submit_unconfirmed"]
+    unconfirmed = {(r.endpoint, r.payload_hash) for r in doubtful}
     from core.catalog.payloads import payload_hash
 
     accepted = [x for x in standin.received if x["accepted"]]
@@ -291,14 +294,14 @@ def _count(store, batches, standin, counts, cfg, load_before, started, disk_full
         if row is None and (job["endpoint"], payload_hash(job["body"])) in unconfirmed:
             continue     # the runner died inside this POST: counted as unconfirmed
         lost += 1
-    lost += sum(1 for r in rows if not r.is_final)
+    lost += sum(1 for r in rows if not r.is_final and r.status != "in_doubt")
     per_payload = collections.Counter((x["endpoint"], payload_hash(x["body"])) for x in accepted)
     return Report(
         runs=cfg.runs, sigkills=counts["sigkill"], sigterms=counts["sigterm"],
         finished_alone=counts["alone"], requests=len(rows),
         completed=sum(r.status == "completed" for r in rows), accepted=len(accepted), lost=lost,
         duplicates=sum(n - 1 for n in per_payload.values() if n > 1),
-        unconfirmed=sum(r.error_type == "submit_unconfirmed" for r in rows),
+        unconfirmed=len(doubtful),
         unconfirmed_after_sigterm=counts["term_unconfirmed"],
         failed_other=sum(r.status == "failed" and r.error_type != "submit_unconfirmed" for r in rows),
         outages=counts["outages"], faults=counts["faults"], locks=counts["locks"],

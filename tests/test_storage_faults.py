@@ -1,0 +1,145 @@
+"""Storage faults on the command line (issue 21): an emptied or damaged database is refused in one
+line with what to do, for every command; what a killed write left behind is removed; requests in
+doubt are listed, sent again or given up, recorded with who decided."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.batches import plans
+from core.config import REPO_ROOT, load_settings
+from core.store import open_store
+
+SCHNELL = "fal-ai/flux/schnell"
+COMMANDS = (("batch", "status"), ("export", "--out", "{tmp}/x.csv"), ("reference", "list"),
+            ("batch", "run", "{tmp}/plan.json"), ("batch", "resume"), ("metrics",))
+
+
+def _cli(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=REPO_ROOT,
+                          env=dict(os.environ), capture_output=True, text=True, timeout=timeout)
+
+
+def _one_line(proc, *words):
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def _plan_file(tmp_path, poses=("Standing",)):
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"name": "p", "models": [SCHNELL], "options": {"pose": list(poses)}, "seeds": [1]}))
+    return path
+
+
+def _args(args, tmp_path):
+    return [a.format(tmp=tmp_path) for a in args]
+
+
+def test_an_emptied_database_beside_kept_images_is_refused_by_every_command(tmp_path):
+    settings = load_settings()
+    settings.ensure_dirs()
+    image = settings.images_dir / "results" / "r1" / "0-abc.png"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"\x89PNG kept image")
+    settings.db_path.write_bytes(b"")
+    _plan_file(tmp_path)
+    for args in COMMANDS:
+        _one_line(_cli(*_args(args, tmp_path)), "empty", "Restore it from a backup", "mv ")
+    assert settings.db_path.stat().st_size == 0          # nothing was written to it
+    # a data directory with nothing in it starts a new store as before
+    image.unlink()
+    assert _cli("batch", "status").returncode == 0
+
+
+def test_a_database_with_damaged_middle_pages_is_refused_in_one_line(tmp_path):
+    settings = load_settings()
+    settings.ensure_dirs()
+    with open_store(settings.db_path) as st:
+        poses = [f"pose {i}" for i in range(400)]
+        st.create_batch(plans.make_plan({"name": "big", "models": [SCHNELL], "options": {"pose": poses},
+                                         "seeds": [1]}, upload=False), dry_run=True)
+        st.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = settings.db_path.stat().st_size
+    assert size > 200_000
+    with open(settings.db_path, "r+b") as f:          # page 1 (the header) stays readable
+        f.seek(8192)
+        f.write(os.urandom(size - 16384))
+    _plan_file(tmp_path)
+    for args in (("export", "--out", "{tmp}/x.csv"), ("batch", "run", "{tmp}/plan.json")):
+        proc = _cli(*_args(args, tmp_path))
+        _one_line(proc, "dashboard.db", "restore it from a backup")
+
+
+def test_the_files_a_killed_write_left_are_removed_by_the_next_cleanup(tmp_path):
+    settings = load_settings()
+    settings.ensure_dirs()
+    folder = settings.images_dir / "results" / "r1"
+    folder.mkdir(parents=True)
+    stale, fresh = folder / ".0-abc.png.x1.part", folder / ".1-abc.png.x2.part"
+    stale.write_bytes(b"half an image")
+    fresh.write_bytes(b"being written now")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    kept = folder / "0-abc.png"
+    kept.write_bytes(b"a whole image")
+    proc = _cli("reference", "cleanup")
+    assert proc.returncode == 0, proc.stderr
+    assert not stale.exists() and fresh.exists() and kept.exists()
+    assert "killed" in proc.stdout
+
+
+def test_an_export_killed_mid_write_leaves_nothing_after_the_next_export(tmp_path):
+    out = tmp_path / "history.csv"
+    left = tmp_path / ".history.csv.abc123.tmp"
+    left.write_text("half a csv")
+    old = time.time() - 3600
+    os.utime(left, (old, old))
+    proc = _cli("export", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists() and not left.exists()
+
+
+def test_requests_in_doubt_are_listed_then_sent_again_or_given_up_with_who_decided(tmp_path):
+    settings = load_settings()
+    settings.ensure_dirs()
+    with open_store(settings.db_path) as st:
+        batch = st.create_batch(plans.make_plan({"name": "d", "models": [SCHNELL],
+                                                 "options": {"pose": ["Standing", "Walking"]}, "seeds": [1]},
+                                                upload=False), dry_run=True)
+        a, b = st.batch_requests(batch.id)
+        for r in (a, b):
+            st.mark_submitted(r.id)
+            st.mark_in_doubt(r.id, reason="no answer")
+    listed = _cli("batch", "doubt", batch.id)
+    assert listed.returncode == 0 and a.id in listed.stdout and b.id in listed.stdout
+    _one_line(_cli("batch", "doubt", batch.id, "--give-up"), "--by")
+    _one_line(_cli("batch", "doubt", batch.id, "--give-up", "--by", "x", "--request", "nope"), "nope")
+    gave = _cli("batch", "doubt", batch.id, "--give-up", "--by", "ana", "--request", a.id)
+    assert gave.returncode == 0 and "1 request(s) given up by ana" in gave.stdout
+    again = _cli("batch", "doubt", batch.id, "--send-again", "--by", "bo")
+    assert again.returncode == 0 and "1 request(s) sent again by bo" in again.stdout
+    with open_store(settings.db_path) as st:
+        ra, rb = st.get_request(a.id), st.get_request(b.id)
+    assert (ra.status, ra.resent_by) == ("failed", "ana")
+    assert rb.resent_by == "bo" and rb.status in ("planned", "dry_run")   # its runner may be done already
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 10])
+def test_a_tiny_database_alone_is_not_a_lost_history(tmp_path, content):
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True)
+    settings.db_path.write_bytes(content)
+    proc = _cli("batch", "status")
+    if content:
+        _one_line(proc, "not a usable dashboard database")
+    else:
+        assert proc.returncode == 0 and "no batch yet" in proc.stdout
