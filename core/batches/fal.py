@@ -42,6 +42,7 @@ import random
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +86,8 @@ MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024   # a result image larger than this is no
 _INGRESS_CODES = frozenset({502, 503, 504})
 # Raised before a single byte of the request left this machine: always safe to send again.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# what answers may be compressed with: only what `_inflated` decodes a bounded piece at a time
+ACCEPT_ENCODING = "gzip, deflate"
 # a non-JSON body kept with a FalBadResponse is cut here (an HTML page can be large)
 _RAW_TEXT_LIMIT = 20_000
 # an error answer is read up to this much: enough for any JSON detail or gateway page
@@ -330,7 +333,7 @@ class FalClient:
         self._http = httpx.Client(
             transport=transport, timeout=self._timeout, follow_redirects=False, verify=tls_context(),
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-            headers={"User-Agent": "fal-model-dashboard"})
+            headers={"User-Agent": "fal-model-dashboard", "Accept-Encoding": ACCEPT_ENCODING})
 
     def __repr__(self) -> str:
         return f"FalClient(queue_url={self.queue_url!r}, key={'set' if self._key else 'missing'})"
@@ -492,7 +495,7 @@ class FalClient:
         """The lines of a status stream (CR, LF or CRLF ends one), none longer than
         `STREAM_LINE_LIMIT`: a longer one raises FalBadResponse (the follower then polls)."""
         pending = b""
-        for chunk in response.iter_bytes():
+        for chunk in _inflated(response):
             if self._stop.is_set():
                 return
             pending += chunk
@@ -582,7 +585,7 @@ class FalClient:
         if declared.isdigit() and int(declared) > cap:
             raise self._too_large(f"the result file at {_short(url)}", f"declares {int(declared)} bytes")
         data = bytearray()
-        for chunk in response.iter_bytes(_DOWNLOAD_CHUNK):
+        for chunk in _inflated(response):
             if len(data) + len(chunk) > cap:
                 raise self._too_large(f"the result file at {_short(url)}", f"has more than {cap} bytes")
             data += chunk
@@ -668,7 +671,7 @@ class FalClient:
         before `deadline`. Past the limit, `cut` keeps the first `limit` bytes (an error page);
         otherwise FalBadResponse (a 2xx answer too large to be what fal documents)."""
         body = bytearray()
-        for chunk in response.iter_bytes(_DOWNLOAD_CHUNK):
+        for chunk in _inflated(response):
             if self._stop.is_set() and what != "submit":   # a submit's answer is waited for
                 raise httpx.ReadError("interrupted")
             if time.monotonic() > deadline:
@@ -745,10 +748,61 @@ def _as_timeout(value: httpx.Timeout | float) -> httpx.Timeout:
     return value if isinstance(value, httpx.Timeout) else httpx.Timeout(value)
 
 
+def _inflated(response: httpx.Response, piece: int = _DOWNLOAD_CHUNK) -> Iterator[bytes]:
+    """The body of a streamed `response`, decoded, in pieces of at most `piece` bytes: a gzip
+    answer is inflated `piece` bytes at a time (httpx's own decoder inflates a whole network read
+    at once: 64 KB of a gzip bomb is 64 MB), so a reader that stops at its limit never holds more
+    than the limit and one piece. Only the encodings we ask for (`ACCEPT_ENCODING`) are read."""
+    raw_pieces = _raw(response, piece)
+    if raw_pieces is None:   # a body already in memory (and decoded): a transport of a test
+        data = response.content
+        for at in range(0, len(data), piece):
+            yield data[at:at + piece]
+        return
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        yield from raw_pieces
+        return
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise FalBadResponse(f"fal answered in an encoding this dashboard does not read ({encoding[:40]!r}).",
+                             status_code=response.status_code)
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)   # a gzip or zlib header, either
+    try:
+        for raw in raw_pieces:
+            data = raw
+            while data:
+                out = inflater.decompress(data, piece)
+                if out:
+                    yield out
+                data = inflater.unconsumed_tail
+        rest = inflater.flush()
+    except zlib.error as e:
+        raise FalBadResponse(f"fal's {encoding} answer could not be decoded ({e}).",
+                             status_code=response.status_code) from None
+    for at in range(0, len(rest), piece):
+        yield rest[at:at + piece]
+
+
+def _raw(response: httpx.Response, piece: int) -> Iterator[bytes] | None:
+    """The response's undecoded body as it arrives, or None when it was read already."""
+    stream = response.iter_raw(piece)
+    try:
+        first = next(stream)
+    except StopIteration:
+        return iter(())
+    except httpx.StreamConsumed:
+        return None
+
+    def chained() -> Iterator[bytes]:
+        yield first
+        yield from stream
+    return chained()
+
+
 def _bounded(response: httpx.Response, limit: int) -> httpx.Response:
     """A read copy of a streamed `response` holding at most `limit` bytes of its body."""
     body = bytearray()
-    for chunk in response.iter_bytes(_DOWNLOAD_CHUNK):
+    for chunk in _inflated(response):
         body += chunk[:limit - len(body)]
         if len(body) >= limit:
             break
@@ -832,8 +886,9 @@ def _parse_status(body: dict, handle: QueueHandle) -> Status:
         return Completed(logs=logs, metrics=metrics,
                          error=None if error is None else str(error)[:2000],
                          error_type=None if error_type is None else str(error_type)[:200])
-    raise FalServerError(f"fal answered an unknown status {state!r} for request {handle.request_id}; "
-                         "poll again later.", request_id=handle.request_id)
+    # a bad answer, not an outage: the follower asks again (up to MAX_BAD_ANSWERS), sending goes on
+    raise FalBadResponse(f"fal answered an unknown status {str(state)[:100]!r} for request "
+                         f"{handle.request_id}; poll again later.", raw=body, request_id=handle.request_id)
 
 
 def _sse_data(lines: Iterable[str]) -> Iterator[str]:

@@ -208,13 +208,17 @@ def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Si
            sent_at: float | None = None, queue_position: int | None = None, running: bool = False,
            on_queued: Callable[[int | None], None] = lambda position: None,
            on_running: Callable[[tuple[str, ...]], None] = lambda logs: None,
-           stream: bool = False, stream_silence_s: float = STREAM_SILENCE_S) -> FollowOutcome:
+           stream: bool = False, stream_silence_s: float | None = None) -> FollowOutcome:
     """Follow `handle` until fal says it is done, the run stops, or fal is unreachable too long.
 
     With `stream`, statuses come from fal's status stream while it lasts, then from polling.
     `on_queued(position)` is called when the queue position changes, `on_running(logs)` once when
-    the job starts; both are how the caller records progress."""
+    the job starts; both are how the caller records progress. A stream silent for
+    `stream_silence_s` (default `STREAM_SILENCE_S`) is checked by one poll."""
     from core.batches.fal import Completed, InProgress, Queued
+
+    if stream_silence_s is None:
+        stream_silence_s = STREAM_SILENCE_S
 
     start = sent_at if sent_at is not None else time.monotonic()
     cancel_sent = False
