@@ -41,12 +41,16 @@ pages = [
 ]
 page = st.navigation(pages)
 
+try:
+    # settings, then the store: a bad setting or a damaged or emptied database is one clear
+    # message on every page (what to do included), never a traceback
+    settings = _shared.settings()
+    _shared.store()
+except DashboardError as e:
+    _shared.show_error(e)
+    st.stop()
+
 with st.sidebar:
-    try:
-        settings = _shared.settings()
-    except DashboardError as e:
-        _shared.show_error(e)
-        st.stop()
     summary = settings.public_summary()
     if settings.dry_run:
         st.warning("**Dry run**: no FAL_KEY, nothing is sent to fal. Payloads are built, "

@@ -323,6 +323,7 @@ class Journal:
         self._fd: int | None = None
         self._offset = 0
         self._lock = threading.Lock()
+        self._pending: set[str] = set()   # journaled, not yet confirmed on the row
 
     def reserve(self) -> bool:
         """Open the journal for this run with its space allocated; False if the disk refused
@@ -354,6 +355,7 @@ class Journal:
                             "response_url": handle.response_url, "cancel_url": handle.cancel_url})
                 + "\n").encode()
         with self._lock:
+            self._pending.add(request_id)
             try:
                 if self._fd is None:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -370,14 +372,21 @@ class Journal:
                 log.error("could not journal fal id %s of request %s: %s", handle.request_id, request_id, e)
                 return False
 
+    def stored(self, request_id: str) -> None:
+        """The row now carries the id journaled for `request_id`."""
+        with self._lock:
+            self._pending.discard(request_id)
+
     def close(self, *, keep: bool) -> None:
-        """End this run's journal: removed unless `keep` (some id is only here)."""
+        """End this run's journal: removed unless `keep`, or some id journaled is not yet on its
+        row (a worker still between the two writes when the run ended). An id journaled after
+        this goes to the file again, for the next run's replay."""
         with self._lock:
             if self._fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(self._fd)
                 self._fd = None
-            if not keep:
+            if not keep and not self._pending:
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
 
@@ -431,6 +440,7 @@ def record_accepted(store: Store, request_id: str, handle: QueueHandle, journal:
             request_id, fal_request_id=handle.request_id, status_url=handle.status_url,
             response_url=handle.response_url, cancel_url=handle.cancel_url,
             queue_position=handle.queue_position), attempts=attempts)
+        journal.stored(request_id)
         return True
     except Exception as e:  # noqa: BLE001 - whatever the database says, the id must not be lost
         log.error("could not store fal id %s of request %s (%s); it is in %s", handle.request_id,

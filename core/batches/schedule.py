@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime as _dt
 import dataclasses
 import errno
 import logging
@@ -76,8 +77,8 @@ HEARTBEAT_EVERY_S = 5.0
 CHECK_CANCEL_EVERY_S = 0.25
 MAX_RATE_LIMIT_RETRIES = 5
 MAX_RATE_LIMIT_WAIT_S = 60.0   # the longest one Retry-After is waited for
-DRAIN_GRACE_S = 2.5            # after a stop signal, how long submits in flight may take
-JOIN_GRACE_S = 1.5             # then, how long the workers get to return
+DRAIN_GRACE_S = 2.0            # after a stop signal, how long submits in flight may take
+JOIN_GRACE_S = 1.0             # then, how long the workers get to return
 _SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 
 ProgressCallback = Callable[[BatchProgress, Outage], None]
@@ -383,8 +384,11 @@ class _LiveRun:
                               f"`python -m core batch resume {self.batch_id}`")
         self._note(self._drain_reason)   # stored whatever happens next: no second pass
         self._drain_started = time.monotonic()
-        self.draining.set()
         self.halted.set()
+        self.draining.set()
+        # when the stop took effect (no submit starts after it), for whoever checks the run
+        log.warning("batch %s: %s received at %s; no new submit starts", self.batch_id, signal_name,
+                    _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"))
 
     def _note(self, reason: str) -> None:
         """Remember why requests are left unfinished (the first reason wins)."""
@@ -406,6 +410,9 @@ class _LiveRun:
         last_seen: tuple | None = None
         shown_outage: Any = False
         while not self.done.wait(CHECK_CANCEL_EVERY_S):
+            if self.signals.stop.is_set():
+                # halted: the workers get JOIN_GRACE_S to return (see `run`), not their reads' time
+                break
             now = time.monotonic()
             self._announce_sending()
             if self.draining.is_set() and not self.signals.stop.is_set():
@@ -582,6 +589,14 @@ class _LiveRun:
         try:
             if not store.mark_submitted(rec.id):
                 return
+            if self.halted.is_set() or self.outage.active:
+                # the stop (or an outage) came while the row was being written: this POST does
+                # not leave, and the row is planned again as it was
+                record.write_retrying(lambda: store.mark_unsent(rec.id))
+                with self.lock:
+                    self._taken.discard(task.request_id)
+                    self.tasks.appendleft(task)
+                return
             sent_at = time.monotonic()
             try:
                 handle = self._fal.submit(rec.endpoint, body)
@@ -751,12 +766,12 @@ class _LiveRun:
                         return None
                     self.outage.failed()
                 tries += 1
-                log.warning("batch %s: request %s: %s could not be kept yet (%s); trying again",
-                            self.batch_id, rid, what, e)
                 if time.monotonic() >= deadline or self.signals.stop.is_set():
                     self._note(f"fal finished request {rid} but {what} could not be kept yet ({e}); "
                                f"resume the batch to fetch them: `python -m core batch resume {self.batch_id}`.")
                     return None
+                log.warning("batch %s: request %s: %s could not be kept yet (%s); trying again",
+                            self.batch_id, rid, what, e)
                 self.signals.stop.wait(min(15.0, 0.5 * 2 ** min(tries, 5)))
                 continue
             if tries:
