@@ -325,6 +325,84 @@ def test_outage_answers_every_call_with_a_gateway_page_until_ended(fal_standin, 
     assert http.post(f"/{SCHNELL}", json={"prompt": "after"}).status_code == 200
 
 
+def test_each_outage_kind_fails_a_call_the_way_it_says(fal_standin, http):
+    fal_standin.outage(60, kind="fal", status=503)
+    answer = http.post(f"/{SCHNELL}", json={"prompt": "p"})
+    assert answer.status_code == 503 and "x-fal-request-id" in answer.headers   # fal itself answered
+    fal_standin.outage(60, kind="drop")
+    with pytest.raises(httpx.RemoteProtocolError):
+        http.post(f"/{SCHNELL}", json={"prompt": "p"})
+    fal_standin.outage(60, kind="reset")
+    with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+        http.post(f"/{SCHNELL}", json={"prompt": "p"})
+    fal_standin.outage(60, kind="hang")
+    with pytest.raises(httpx.ReadTimeout):
+        http.post(f"/{SCHNELL}", json={"prompt": "p"}, timeout=0.5)
+    fal_standin.end_outage()
+    assert fal_standin.submissions == 0 and fal_standin.stats()["outage_answers"] == 4
+    with pytest.raises(ValueError):
+        fal_standin.outage(1, kind="flood")
+
+
+def test_the_proxy_refuses_connections_then_listens_again_and_delays_what_it_forwards(fal_standin):
+    from tests.standins.tcp_proxy import TcpProxy
+
+    port = int(fal_standin.url.rsplit(":", 1)[1])
+    with TcpProxy(("127.0.0.1", port)) as proxy:
+        def post():   # a new connection each time
+            return httpx.post(f"{proxy.url}/{SCHNELL}", json={"prompt": "p"}, headers=AUTH, timeout=5)
+
+        assert post().status_code == 200
+        proxy.refuse(0.5)
+        with pytest.raises(httpx.ConnectError):
+            post()
+        time.sleep(0.7)
+        assert post().status_code == 200
+        proxy.delay = 0.4
+        began = time.monotonic()
+        assert post().status_code == 200
+        assert time.monotonic() - began >= 0.4
+    assert fal_standin.submissions == 3
+
+
+@pytest.mark.parametrize("where, fault, check", [
+    ("status", "odd_logs", lambda r: r.json()["logs"] == 5),
+    ("status", "odd_metrics", lambda r: r.json()["metrics"] == [1, 2, 3]),
+    ("status", "unknown_status", lambda r: r.json()["status"] == "REPLICATING"),
+    ("status", "deep", lambda r: r.content.startswith(b"[[[[") and len(r.content) == 400_000),
+    ("status", "gzip_bomb", lambda r: r.headers["content-encoding"] == "gzip"
+     and sum(len(c) for c in r.iter_raw()) < 2_000_000),
+])
+def test_odd_status_answers_are_what_they_say(fal_standin, http, where, fault, check):
+    sub = _submit(http)
+    fal_standin.inject(where, fault)
+    with httpx.Client(headers={**AUTH, "Accept-Encoding": "identity"}, timeout=30) as raw:
+        answer = raw.get(sub["status_url"]) if fault != "gzip_bomb" else None
+        if answer is None:
+            with raw.stream("GET", sub["status_url"]) as streamed:
+                assert check(streamed)
+            return
+    assert check(answer)
+
+
+def test_odd_submit_and_result_answers(fal_standin, http):
+    fal_standin.inject("submit", "huge_position")
+    assert '"queue_position": 1' + "0" * 400 in http.post(f"/{SCHNELL}", json={"prompt": "p"}).text
+    fal_standin.inject("submit", "foreign_urls", host="http://127.0.0.2:9")
+    sub = http.post(f"/{SCHNELL}", json={"prompt": "p"}).json()
+    assert all(sub[k].startswith("http://127.0.0.2:9/") for k in ("status_url", "response_url", "cancel_url"))
+    own = _submit(http)
+    _until(lambda: http.get(own["status_url"]).status_code == 200)
+    fal_standin.inject("result", "huge", size=5_000_000)
+    answer = http.get(own["response_url"])
+    assert len(answer.content) == 5_000_000 and answer.json()["images"]
+    fal_standin.inject("result", "echo_key_forms")
+    assert http.get(own["response_url"]).json()["debug"]["first"] == DEFAULT_KEY[:len(DEFAULT_KEY) // 2]
+    fal_standin.inject("file", "html")
+    page = httpx.get(answer.json()["images"][0]["url"])
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+
+
 def test_outage_ends_by_itself_and_reset_clears_it(fal_standin, http):
     fal_standin.outage(0.3, status=503)
     assert _is_gateway_page(http.post(f"/{SCHNELL}", json={"prompt": "p"}), 503)

@@ -1,5 +1,5 @@
-"""Storage faults on the command line (issue 21): an emptied or damaged database is refused in one
-line with what to do, for every command; what a killed write left behind is removed; requests in
+"""Storage faults (issue 21): an emptied or damaged database is refused in one line with what to
+do, by every command and page; what a killed write left behind is removed; requests in
 doubt are listed, sent again or given up, recorded with who decided."""
 from __future__ import annotations
 
@@ -77,6 +77,25 @@ def test_a_database_with_damaged_middle_pages_is_refused_in_one_line(tmp_path):
     for args in (("export", "--out", "{tmp}/x.csv"), ("batch", "run", "{tmp}/plan.json")):
         proc = _cli(*_args(args, tmp_path))
         _one_line(proc, "dashboard.db", "restore it from a backup")
+
+
+@pytest.mark.parametrize("page", ["upload.py", "generate.py", "history.py", "leaderboard.py"])
+def test_the_pages_refuse_an_emptied_database_in_one_message_without_a_traceback(tmp_path, page):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    st.cache_data.clear()        # process-wide: an earlier test's resources must not answer here
+    st.cache_resource.clear()
+    settings = load_settings()
+    settings.ensure_dirs()
+    (settings.images_dir / "kept.png").write_bytes(b"\x89PNG kept image")
+    settings.db_path.write_bytes(b"")
+    at = AppTest.from_file(str(REPO_ROOT / "dashboard" / "app.py"), default_timeout=60)
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    (error,) = at.error
+    assert "empty" in error.value and "Restore it from a backup" in error.value
+    assert settings.db_path.stat().st_size == 0
 
 
 def test_the_files_a_killed_write_left_are_removed_by_the_next_cleanup(tmp_path):

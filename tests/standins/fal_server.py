@@ -20,9 +20,25 @@ What it guarantees (the client's tests rely on each):
 - Auth `Authorization: Key <key>` on every app call (not on /files: that is the public CDN).
 - Bodies are validated against core/catalog/schemas/<endpoint>.json (Draft 2020-12); unknown keys are
   dropped like fal does, and remembered (`received[i]["dropped_keys"]`).
-- Outage mode (`outage(seconds)`, cleared by `end_outage()` or when the time is up): every call
-  but the test API (submit, status, stream, result, cancel, files) gets the ingress 502 HTML page
-  WITHOUT `x-fal-request-id`, and nothing is recorded or accepted, as when fal's gateway is down.
+- Outage mode (`outage(seconds, kind=, status=)`, cleared by `end_outage()` or when the time is
+  up): every call but the test API (submit, status, stream, result, cancel, files) meets the
+  outage, and nothing is recorded or accepted. Kinds (`OUTAGE_KINDS`): "ingress" (the gateway's
+  HTML page, `status` 502/503/504, WITHOUT `x-fal-request-id`), "fal" (fal's app answers a JSON
+  502/503/504 WITH `x-fal-request-id`), "drop" (the request is read, the connection closed
+  unanswered), "reset" (headers and part of the body, then a TCP reset), "hang" (no answer until
+  the outage ends, then closed: a read timeout for a client whose timeout is shorter). Refused
+  connections come from `tests/standins/tcp_proxy.py` in front of the stand-in, DNS failures
+  from `tests/standins/fake_dns` (see there).
+- Odd answers (`inject(where, kind)`, `SHAPE_FAULTS`): on status "odd_logs" (`"logs": 5`),
+  "odd_metrics" (`"metrics": [1, 2, 3]`), "unknown_status", "deep" (a `depth`-deep JSON array,
+  default 200,000), "gzip_bomb" (gzip that inflates to `size` bytes, default 1 GiB), "drip" (the
+  answer one byte every `every` s, default 20); on submit "huge_position" (`queue_position`
+  10**400) and "foreign_urls" (status/response/cancel URLs on `host`); on result "huge" (a valid
+  output padded to `size` bytes, default 300 MB, generated as it is sent), "echo_key_forms" (the
+  output echoes the key's halves, base64 and URL-encoded forms), "gzip_bomb", "drip"; on stream
+  "keepalive" (only `: ping` comments, never an event) and "endless_line" (one `data:` line that
+  never ends); on file "html" (200 text/html).
+- `advertise(url)`: answers name URLs under `url` (a proxy in front) instead of the stand-in's own.
 - A job is counted in `submissions` only once accepted; faults injected before acceptance, a 422,
   or a held submission whose client went away are never counted.
 - Jobs take `latency` seconds from the moment a worker takes them; with `capacity` K, jobs queue
@@ -40,6 +56,8 @@ import collections
 import io
 import json
 import random
+import struct
+import zlib
 import select
 import signal
 import socket
@@ -76,7 +94,13 @@ PALETTE = [(214, 69, 65), (52, 152, 219), (46, 204, 113), (241, 196, 15), (155, 
 
 WHERES = ("submit", "status", "stream", "result", "cancel", "file", "job")
 FAULTS = ("401", "422", "429", "500", "503", "502", "504", "ingress", "slow", "drop", "echo_auth")
-STREAM_FAULTS = ("cut", "named")
+STREAM_FAULTS = ("cut", "named", "keepalive", "endless_line")
+# answers of an unexpected shape or size, played by the route itself (see the module docstring)
+SHAPE_FAULTS = {"status": ("odd_logs", "odd_metrics", "unknown_status", "deep", "gzip_bomb", "drip"),
+                "submit": ("huge_position", "foreign_urls"),
+                "result": ("huge", "echo_key_forms", "gzip_bomb", "drip"),
+                "stream": (), "cancel": (), "job": (), "file": ("html",)}
+OUTAGE_KINDS = ("ingress", "fal", "drop", "reset", "hang")
 JOB_FAULTS = ("content_policy_violation", "runner_disconnected", "list_body", "missing_fields",
               "image_404")
 
@@ -265,6 +289,8 @@ class FalStandin:
             self._large_sent = 0
             self._outage_until: float | None = None
             self._outage_status = 502
+            self._outage_kind = "ingress"
+            self._public_url: str | None = None
             self._outage_answers = 0
             self.received: list[dict] = []
             self._accepted = 0
@@ -322,7 +348,8 @@ class FalStandin:
         fault = str(fault)
         if where not in WHERES:
             raise ValueError(f"where must be one of {WHERES}, got {where!r}")
-        allowed = JOB_FAULTS if where == "job" else FAULTS + (STREAM_FAULTS if where == "stream" else ())
+        allowed = JOB_FAULTS if where == "job" else (FAULTS + (STREAM_FAULTS if where == "stream" else ())
+                                                     + SHAPE_FAULTS[where])
         if fault not in allowed:
             raise ValueError(f"fault at {where} must be one of {allowed}, got {fault!r}")
         with self._lock:
@@ -350,12 +377,24 @@ class FalStandin:
             self._hold_seen = 0
             self._hold_gen += 1
 
-    def outage(self, seconds: float, *, status: int = 502) -> None:
-        """For the next `seconds`, answer every call (not the test API) with the gateway's
-        `status` page without x-fal-request-id; a new call replaces the previous outage."""
+    def outage(self, seconds: float, *, status: int = 502, kind: str = "ingress") -> None:
+        """For the next `seconds`, every call (not the test API) meets an outage of `kind` (see
+        `OUTAGE_KINDS`; `status` for "ingress" and "fal"); a new call replaces the previous one."""
+        if kind not in OUTAGE_KINDS:
+            raise ValueError(f"kind must be one of {OUTAGE_KINDS}, got {kind!r}")
         with self._lock:
             self._outage_until = time.monotonic() + float(seconds)
             self._outage_status = int(status)
+            self._outage_kind = kind
+
+    def advertise(self, url: str | None) -> None:
+        """Name URLs under `url` in answers (a proxy in front of the stand-in); None: our own."""
+        with self._lock:
+            self._public_url = url.rstrip("/") if url else None
+
+    @property
+    def public_url(self) -> str:
+        return self._public_url or self.url
 
     def end_outage(self) -> None:
         with self._lock:
@@ -537,7 +576,7 @@ class FalStandin:
                 name = f"{uuid.uuid4().hex}.{'jpg' if fmt == 'jpeg' else fmt}"
                 with self._lock:
                     self._files[name] = key
-                url = f"{self.url}/files/{name}"
+                url = f"{self.public_url}/files/{name}"
             image = {"url": url, "width": width, "height": height, "content_type": CONTENT_TYPES[fmt]}
             if not job.endpoint.legacy_images:
                 image.update(file_name=None, file_size=None)
@@ -592,6 +631,22 @@ class FalStandin:
         with self._images_lock:
             self._encoded[key] = data
         return data
+
+
+_BOMBS: dict[int, bytes] = {}
+
+
+def _gzip_bomb(size: int) -> bytes:
+    """gzip bytes (about size/1000 of them) that inflate to `size` zero bytes; made once per size."""
+    if size not in _BOMBS:
+        packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+        zeros, parts, left = bytes(1 << 20), [], size
+        while left > 0:
+            parts.append(packer.compress(zeros[:left]))
+            left -= min(left, len(zeros))
+        parts.append(packer.flush())
+        _BOMBS[size] = b"".join(parts)
+    return _BOMBS[size]
 
 
 def _data_uri_size(value: Any) -> tuple[int, int] | None:
@@ -657,6 +712,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         self._epoch = self.standin._epoch
+        self._shape: _Fault | None = None
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         split = urlsplit(self.path)
@@ -708,9 +764,35 @@ class _Handler(BaseHTTPRequestHandler):
             if standin._outage_until is None or time.monotonic() >= standin._outage_until:
                 return False
             standin._outage_answers += 1
-            code = standin._outage_status
-        self._ingress_page(code)
+            code, kind = standin._outage_status, standin._outage_kind
+        if kind == "ingress":
+            self._ingress_page(code)
+        elif kind == "fal":
+            body = ({"detail": "No runner could be allocated to handle the request.",
+                     "error_type": "runner_scheduling_failure"} if code == 503
+                    else {"detail": _REASONS.get(code, "Error")})
+            self._json(code, body, request_id=str(uuid.uuid4()))
+        elif kind == "drop":
+            raise _Drop()
+        elif kind == "reset":
+            self._reset_mid_body(code)
+        else:   # hang: nothing until the outage is over (or the client left), then closed
+            while standin.in_outage and not self._client_gone():
+                time.sleep(0.05)
+            raise _Drop()
         return True
+
+    def _reset_mid_body(self, code: int = 502) -> None:
+        """Headers promising a body, part of it, then a TCP reset (RST) instead of the rest."""
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "4096")
+        self.end_headers()
+        self.wfile.write(b'{"detail": "' + b"x" * 100)
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        raise _Drop()
 
     def _ingress_page(self, code: int) -> None:
         page = _INGRESS_HTML.format(code=code, reason=_REASONS.get(code, "Error")).encode()
@@ -735,8 +817,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is None:
             return False
         kind, params = fault.fault, fault.params
-        if kind in STREAM_FAULTS:
-            self._stream_fault = fault
+        if kind in STREAM_FAULTS or kind in SHAPE_FAULTS[where]:
+            self._stream_fault = self._shape = fault
             return False
         if kind == "slow":
             time.sleep(float(params.get("seconds", 1.0)))
@@ -825,8 +907,15 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Drop()
         job = self._accept(endpoint, body, record)
         urls = self._urls(job)
-        self._json(200, {"status": "IN_QUEUE", "request_id": job.request_id, **urls,
-                         "queue_position": self._position(job)}, request_id=job.request_id)
+        answer = {"status": "IN_QUEUE", "request_id": job.request_id, **urls,
+                  "queue_position": self._position(job)}
+        shape = self._shape.fault if self._shape else None
+        if shape == "huge_position":
+            answer["queue_position"] = 10**400
+        elif shape == "foreign_urls":
+            host = self._shape.params.get("host", "http://127.0.0.2:9").rstrip("/")
+            answer.update({name: url.replace(self.standin.public_url, host) for name, url in urls.items()})
+        self._json(200, answer, request_id=job.request_id)
 
     def _wait_if_held(self) -> bool:
         """Block while submissions are held; False when the client went away meanwhile."""
@@ -883,7 +972,7 @@ class _Handler(BaseHTTPRequestHandler):
         return job
 
     def _urls(self, job: _Job) -> dict[str, str]:
-        base = f"{self.standin.url}/{job.owner_app}/requests/{job.request_id}"
+        base = f"{self.standin.public_url}/{job.owner_app}/requests/{job.request_id}"
         return {"response_url": base, "status_url": f"{base}/status", "cancel_url": f"{base}/cancel"}
 
     def _position(self, job: _Job) -> int:
@@ -904,7 +993,83 @@ class _Handler(BaseHTTPRequestHandler):
         if job is None:
             return self._json(404, {"status": "NOT_FOUND"}, request_id=request_id)
         body = self._status_body(job, logs)
-        self._json(200 if body["status"] == "COMPLETED" else 202, body, request_id=job.request_id)
+        code = 200 if body["status"] == "COMPLETED" else 202
+        if self._shape is not None:
+            return self._odd(code, body, job.request_id)
+        self._json(code, body, request_id=job.request_id)
+
+    def _odd(self, code: int, body: dict, request_id: str) -> None:
+        """Answer `body` reshaped or resized as the injected shape fault says."""
+        kind, params = self._shape.fault, self._shape.params
+        if kind == "odd_logs":
+            body["logs"] = 5
+        elif kind == "odd_metrics":
+            body["metrics"] = [1, 2, 3]
+        elif kind == "unknown_status":
+            body["status"] = "REPLICATING"
+        elif kind == "echo_key_forms":
+            key = self.standin.key
+            half = len(key) // 2
+            body["debug"] = {"first": key[:half], "second": key[half:],
+                             "b64": base64.b64encode(key.encode()).decode(),
+                             "b64url": base64.urlsafe_b64encode(f"Key {key}".encode()).decode(),
+                             "quoted": quote(f"Key {key}", safe="")}
+        elif kind == "deep":
+            depth = int(params.get("depth", 200_000))
+            return self._send(code, b"[" * depth + b"]" * depth, "application/json",
+                              {"x-fal-request-id": request_id})
+        elif kind == "gzip_bomb":
+            return self._send(code, _gzip_bomb(int(params.get("size", 1 << 30))), "application/json",
+                              {"x-fal-request-id": request_id, "Content-Encoding": "gzip"})
+        elif kind == "drip":
+            return self._drip(code, json.dumps(body).encode(), float(params.get("every", 20.0)),
+                              request_id)
+        elif kind == "huge":
+            return self._huge(code, body, int(params.get("size", 300 * 1024 * 1024)), request_id)
+        self._json(code, body, request_id=request_id)
+
+    def _drip(self, code: int, data: bytes, every: float, request_id: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-fal-request-id", request_id)
+        self.end_headers()
+        self.close_connection = True
+        for i in range(len(data)):
+            self.wfile.write(data[i:i + 1])
+            self.wfile.flush()
+            if self._sleep_unless_gone(every):
+                return
+
+    def _sleep_unless_gone(self, seconds: float) -> bool:
+        """Wait `seconds`; True as soon as the client has gone (or the stand-in was reset)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self._client_gone() or self._epoch != self.standin._epoch:
+                return True
+            time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+        return False
+
+    def _huge(self, code: int, body: dict, size: int, request_id: str) -> None:
+        """`body` with a `padding` string that brings it to `size` bytes, generated as it is sent."""
+        head = json.dumps(body)[:-1].encode() + b', "padding": "'
+        tail = b'"}'
+        pad = max(0, size - len(head) - len(tail))
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(head) + pad + len(tail)))
+        self.send_header("x-fal-request-id", request_id)
+        self.end_headers()
+        self.close_connection = True
+        self.wfile.write(head)
+        chunk = b"a" * (1024 * 1024)
+        while pad > 0:
+            piece = chunk[:pad]
+            self.wfile.write(piece)
+            pad -= len(piece)
+            with self.standin._lock:
+                self.standin._large_sent += len(piece)
+        self.wfile.write(tail)
 
     def _status_body(self, job: _Job, logs: bool) -> dict:
         with self.standin._lock:
@@ -929,6 +1094,8 @@ class _Handler(BaseHTTPRequestHandler):
         if job is None:
             return self._json(404, {"status": "NOT_FOUND"}, request_id=request_id)
         fault = self._stream_fault
+        if fault is not None and fault.fault in ("keepalive", "endless_line"):
+            return self._odd_stream(fault, job.request_id)
         named = fault is not None and fault.fault == "named"
         cut_after = int(fault.params.get("events", 1)) if fault is not None and fault.fault == "cut" else None
         self.send_response(200)
@@ -961,6 +1128,27 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(0.02 if due is None else min(0.05, max(0.001, due - time.monotonic())))
         self._chunk(b"")
 
+    def _odd_stream(self, fault: _Fault, request_id: str) -> None:
+        """A stream that never yields an event: keep-alive comments only, or one endless line."""
+        self.send_response(200)
+        for name, value in (("Content-Type", "text/event-stream"), ("Transfer-Encoding", "chunked"),
+                            ("x-fal-request-id", request_id), ("Connection", "close")):
+            self.send_header(name, value)
+        self.end_headers()
+        self.close_connection = True
+        if fault.fault == "keepalive":
+            every = float(fault.params.get("every", 0.5))
+            while True:
+                self._chunk(b": ping\n\n")
+                if self._sleep_unless_gone(every):
+                    return
+        self._chunk(b"data: ")
+        chunk = b"x" * (256 * 1024)
+        while self._epoch == self.standin._epoch:
+            self._chunk(chunk)
+            with self.standin._lock:
+                self.standin._large_sent += len(chunk)
+
     def _chunk(self, data: bytes | memoryview) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode())
         self.wfile.write(data)
@@ -975,6 +1163,8 @@ class _Handler(BaseHTTPRequestHandler):
         if job.state != "COMPLETED":
             return self._json(400, {"detail": "Request is still in progress"}, request_id=request_id)
         code, body = self.standin._outcome(job)
+        if self._shape is not None and isinstance(body, dict):
+            return self._odd(code, dict(body), request_id)
         headers = {"X-Fal-Error-Type": body["error_type"]} if "error_type" in body else {}
         self._json(code, body, request_id=request_id, headers=headers)
 
@@ -1001,6 +1191,9 @@ class _Handler(BaseHTTPRequestHandler):
             large = self.standin._large.get(name)
         if large is not None:
             return self._large_file(*large)
+        if self._shape is not None and self._shape.fault == "html":
+            return self._send(200, b"<!doctype html><html><body><h1>Sign in</h1></body></html>",
+                              "text/html; charset=utf-8", {})
         if key is None:
             return self._send(404, b"Not Found", "text/plain", {})
         self._send(200, self.standin._encode(key), CONTENT_TYPES[key[2]], {})
@@ -1052,7 +1245,10 @@ class _Handler(BaseHTTPRequestHandler):
             elif action == "release":
                 standin.release()
             elif action == "outage":
-                standin.outage(args["seconds"], status=args.get("status", 502))
+                standin.outage(args["seconds"], status=args.get("status", 502),
+                               kind=args.get("kind", "ingress"))
+            elif action == "advertise":
+                standin.advertise(args.get("url"))
             elif action == "end_outage":
                 standin.end_outage()
             else:
@@ -1108,8 +1304,11 @@ class StandinControl:
     def release(self) -> None:
         self._post("release")
 
-    def outage(self, seconds: float, *, status: int = 502) -> None:
-        self._post("outage", seconds=seconds, status=status)
+    def outage(self, seconds: float, *, status: int = 502, kind: str = "ingress") -> None:
+        self._post("outage", seconds=seconds, status=status, kind=kind)
+
+    def advertise(self, url: str | None) -> None:
+        self._post("advertise", url=url)
 
     def end_outage(self) -> None:
         self._post("end_outage")
