@@ -204,6 +204,11 @@ def _read_stream(fal: FalClient, handle: QueueHandle, into: queue.Queue) -> None
     into.put(_StreamEnded())
 
 
+def _gone(handle: QueueHandle, e: FalError) -> Gone:
+    """fal answered 404 for a job it accepted: it no longer knows it."""
+    return Gone(f"fal no longer knows request {handle.request_id} ({e}); re-run it if its result is needed.")
+
+
 def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Signals, outage: Outage,
            sent_at: float | None = None, queue_position: int | None = None, running: bool = False,
            on_queued: Callable[[int | None], None] = lambda position: None,
@@ -258,8 +263,7 @@ def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Si
                     status = fal.status(handle)
                 except FalError as e:
                     if e.status_code == 404:
-                        return Gone(f"fal no longer knows request {handle.request_id} ({e}); "
-                                    "re-run it if its result is needed.")
+                        return _gone(handle, e)
                     if is_transient(e):
                         outage.failed()
                     continue
@@ -281,8 +285,7 @@ def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Si
                 status = fal.status(handle)
             except FalError as e:
                 if e.status_code == 404:
-                    return Gone(f"fal no longer knows request {handle.request_id} ({e}); "
-                                "re-run it if its result is needed.")
+                    return _gone(handle, e)
                 if isinstance(e, FalBadResponse):
                     # an answer of the wrong shape (too large, too deep): asked again later, and
                     # the job is never given up for it
