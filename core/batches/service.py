@@ -111,8 +111,16 @@ def launch_key(plan: Plan, settings: Settings, *, created_by: str | None = None,
 
 def already_launched(store: Store, plan: Plan, settings: Settings, *,
                      created_by: str | None = None) -> Batch | None:
-    """The batch this exact intent already made, if any (the page offers "send again" then)."""
-    return store.batch_by_launch_key(launch_key(plan, settings, created_by=created_by))
+    """The newest batch this exact intent made, if any (the page offers "send again" then): the
+    first one, or the latest of the batches sent again on purpose after it, so "send again"
+    can be chosen any number of times."""
+    batch = store.batch_by_launch_key(launch_key(plan, settings, created_by=created_by))
+    while batch is not None:
+        again = store.batch_by_launch_key(launch_key(plan, settings, created_by=created_by, repeat_of=batch.id))
+        if again is None:
+            return batch
+        batch = again
+    return None
 
 
 def launch(store: Store, plan: Plan, settings: Settings, *, created_by: str | None = None,

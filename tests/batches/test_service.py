@@ -42,6 +42,25 @@ def test_launch_records_then_runs_detached_and_state_follows_it(live, fal_standi
     assert fal_standin.submissions == 2
 
 
+def test_one_batch_per_intent_and_each_send_again_is_one_more(settings):
+    store = open_store(settings.db_path)
+    plan = plans.make_plan({"name": "intent", "models": ["fal-ai/flux/schnell"],
+                            "options": {"pose": ["Standing"]}, "seeds": [1]}, store=store)
+    first = service.launch(store, plan, settings, created_by="ana")
+    assert service.launch(store, plan, settings, created_by="ana").id == first.id    # a second click
+    made = [first.id]
+    for _ in range(2):   # "send the same batch again", twice on purpose: two more batches
+        latest = service.already_launched(store, plan, settings, created_by="ana")
+        assert latest.id == made[-1]
+        again = service.launch(store, plan, settings, created_by="ana", repeat_of=latest.id)
+        assert again.id not in made
+        made.append(again.id)
+        # a double click on "send again" is still one batch
+        assert service.launch(store, plan, settings, created_by="ana", repeat_of=latest.id).id == again.id
+    assert len(store.list_batches()) == 3
+    store.close()
+
+
 def test_a_runner_that_died_without_a_reason_is_stopped_after_the_grace_and_resumable(live):
     settings, store, plan = live
     batch = service.record(store, plan, settings)
