@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.redact import abbreviate
+
 
 class DashboardError(Exception):
     """Base of every error `core` raises on purpose."""
@@ -125,8 +127,6 @@ class FalError(DashboardError):
         self.request_id = request_id
         self.error_type = error_type
         # fal may echo a data: URI of the input in its detail; never carry it whole
-        from core.catalog.payloads import abbreviate
-
         super().__init__(abbreviate(message))
 
 

@@ -1,4 +1,10 @@
-"""Masking secrets in text that came from outside, before it reaches a message, a row or a log.
+"""What must never be shown whole: secrets in text that came from outside, and `data:` URIs.
+
+A leaf: it imports nothing of the project (core/errors.py depends on it).
+
+`abbreviate(obj)` shortens every `data:` URI in a value (whole strings or quoted inside text) to
+"data:<mime>;base64,…(<n> bytes, sha256 <first 12 hex>)", for logs, stored responses, errors,
+pages and exports.
 
 Some gateways echo the request's `Authorization` header in their error bodies, so any text a
 server answered may hold our key. `redact(text, secrets)` masks every given secret in it.
@@ -9,6 +15,9 @@ Invariants:
   `Bearer <secret>`, which become `Key ***` / `Bearer ***` (the reader still sees what leaked).
 - A fal key is `<key id>:<key secret>`; each half is masked on its own too (parts of at least
   `MIN_PART` characters), so an echo of either half leaks nothing.
+- A JWT-like secret (Supabase's service key: `header.payload.signature`) has each part split at
+  dots and whitespace masked on its own too (parts of at least `MIN_PART` characters): a server
+  may echo only the payload or the signature.
 - The two halves of each secret (split at its middle) are masked too, and so are the base64
   spellings (standard and URL-safe) of the secret, of `Key <secret>` (a Basic-style echo) and of
   each part, wherever they start in a longer base64 text: the characters that depend on the
@@ -20,12 +29,16 @@ Invariants:
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
+import hashlib
 import json
+import re
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import quote
 
-__all__ = ["MASK", "redact"]
+__all__ = ["MASK", "abbreviate", "describe_data_uri", "redact"]
 
 MASK = "***"
 MIN_SECRET = 4
@@ -45,8 +58,7 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
 @functools.lru_cache(maxsize=64)
 def _forms_of(secret: str) -> tuple[str, ...]:
     values = {secret}
-    if ":" in secret:
-        values.update(p for p in secret.split(":") if len(p) >= MIN_PART)
+    values.update(p for p in re.split(r"[:.\s]", secret) if len(p) >= MIN_PART)
     for value in list(values):
         half = len(value) // 2
         values.update(p for p in (value[:half], value[half:]) if len(p) >= MIN_PART)
@@ -80,3 +92,45 @@ def _forms(secrets: Iterable[str | None]) -> list[str]:
             continue
         forms.update(_forms_of(secret))
     return sorted(forms, key=len, reverse=True)
+
+
+_ABBREVIATED = re.compile(r"^data:[^;,]*;base64,…\((\d+ bytes, sha256 [0-9a-f]{12}|unparseable)\)$")
+_EMBEDDED = re.compile(r"data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,[A-Za-z0-9+/]+=*")
+_DATA_URI = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*?)(?P<b64>;base64)?,(?P<data>.*)$", re.S)
+
+
+def describe_data_uri(uri: str) -> str:
+    """"data:image/png;base64,…(1234 bytes, sha256 0123456789ab)" for a data URI."""
+    m = _DATA_URI.match(uri)
+    if not m:
+        return "data:;base64,…(unparseable)"
+    raw = m.group("data")
+    if m.group("b64"):
+        try:
+            data = base64.b64decode(raw, validate=False)
+        except (binascii.Error, ValueError):
+            data = raw.encode()
+    else:
+        data = raw.encode()
+    mime = m.group("mime") or "text/plain"
+    return f"data:{mime};base64,…({len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]})"
+
+
+def abbreviate(obj: Any) -> Any:
+    """A copy of `obj` with every `data:` URI abbreviated, whole strings or quoted inside text
+    (for logs, stored responses and errors, pages, exports)."""
+    if isinstance(obj, str):
+        if obj.startswith("data:"):
+            return obj if _is_abbreviated(obj) else describe_data_uri(obj)
+        # a data: URI quoted inside a longer text (e.g. fal's error `detail` echoing the input)
+        return _EMBEDDED.sub(lambda m: describe_data_uri(m.group(0)), obj) if "data:" in obj else obj
+    if isinstance(obj, dict):
+        return {k: abbreviate(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [abbreviate(v) for v in obj]
+    return obj
+
+
+def _is_abbreviated(uri: str) -> bool:
+    # already the short form (e.g. a stored response): abbreviating again would describe the summary
+    return bool(_ABBREVIATED.match(uri))

@@ -15,8 +15,8 @@ import streamlit as st
 
 from core.evaluation import fidelity
 from core.catalog import registry
-from core import store
-from core.store import SAME_PERSON_THRESHOLD
+from core.values import Batch, Group, RequestRecord
+from core.values import SAME_PERSON_THRESHOLD
 from core.errors import DashboardError
 from dashboard import _shared
 
@@ -35,8 +35,8 @@ def ensure_measured() -> None:
         st.caption(f"Metrics worker not started ({e}); run `python -m core metrics`.")
 
 
-def metrics_tab(batch: store.Batch, groups: list[store.Group],
-                requests: dict[str, list[store.RequestRecord]]) -> None:
+def metrics_tab(batch: Batch, groups: list[Group],
+                requests: dict[str, list[RequestRecord]]) -> None:
     """Compare tab: per group on view, each model's fidelity to the reference and its checks."""
     records = _shared.store()
     ensure_measured()

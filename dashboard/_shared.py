@@ -20,7 +20,7 @@ import streamlit as st
 from core.config import Settings, load_settings
 from core.errors import DashboardError, PayloadError
 from core.catalog import prompts
-from core.catalog.payloads import abbreviate
+from core.redact import abbreviate
 
 # the environment variables that shape Settings (see core/config.py); they key the caches
 _ENV_NAMES = (
@@ -49,7 +49,7 @@ def settings() -> Settings:
 
 @st.cache_resource(show_spinner=False)
 def _storage(s: Settings):
-    from core.store.blobs import open_storage
+    from core.blobs import open_storage
 
     return open_storage(s)
 

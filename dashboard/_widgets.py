@@ -97,7 +97,7 @@ def parameter_form(endpoint_id: str, fields: list[dict[str, Any]]) -> tuple[dict
 
 
 def image_tile(image, *, caption: str | None = None, size: int = _shared.THUMB_PX) -> None:
-    """One result image (store.ResultImage): a small stored thumbnail, else fal's URL, else a note."""
+    """One result image (ResultImage): a small stored thumbnail, else fal's URL, else a note."""
     thumb = _shared.thumbnail(image.storage_backend, image.storage_path, image.sha256 or image.id, size=size)
     if thumb:
         st.image(thumb, caption=caption, width="stretch")
@@ -109,7 +109,7 @@ def image_tile(image, *, caption: str | None = None, size: int = _shared.THUMB_P
 
 def status_badge(status: str, dry_run: bool = False) -> str:
     """Markdown badge for a request status (display only)."""
-    from core.store import RequestStatus as S
+    from core.values import RequestStatus as S
 
     colour = {S.COMPLETED: "green", S.FAILED: "red", S.CANCELLED: "gray", S.DRY_RUN: "violet",
               S.PLANNED: "blue", S.SUBMITTED: "orange", S.QUEUED: "orange", S.RUNNING: "orange"}
@@ -121,7 +121,6 @@ def batch_picker(records: Any, *, key: str, empty: str, icon: str, container: An
                  with_count: bool = True) -> str:
     """The batch selectbox of Compare and Review (newest first, the newest preselected); stops
     the page with `empty` when there is no batch yet."""
-    from core import store
 
     batches = records.list_batches(limit=200)
     if not batches:

@@ -17,8 +17,8 @@ import streamlit as st
 
 from core.catalog import contenders, registry
 from core.evaluation import grid
-from core import store
-from core.store import RequestStatus
+from core.values import Batch, Group, RequestRecord, ResultImage
+from core.values import RequestStatus
 from core.errors import DashboardError
 from core.catalog.prompts import OPTION_KEYS
 from dashboard import _metrics_views, _shared, _widgets
@@ -67,7 +67,7 @@ st.caption(f"{len(shown)} of {len(groups)} groups (variant x seed)"
 # shows), read for this page's groups only
 outputs = records.group_outputs(batch_id, or_newest=True, by_contender=True,
                                 group_ids=[g.id for g in page_groups])
-requests: dict[str, list[store.RequestRecord]] = {
+requests: dict[str, list[RequestRecord]] = {
     g.id: [o.request for o in outputs.get(g.id, {}).values()] for g in page_groups}
 
 
@@ -84,7 +84,7 @@ def _reference_tile(reference_id: str) -> None:
         st.image(thumb, caption=f"{ref.role} · {ref.original_name or ref.id[:8]}", width="stretch")
 
 
-def _model_cell(req: store.RequestRecord, images: list[store.ResultImage]) -> None:
+def _model_cell(req: RequestRecord, images: list[ResultImage]) -> None:
     name = registry.endpoint_label(req.endpoint)
     st.markdown(f"**{labels.get(req.contender_id or '', name)}** {_widgets.status_badge(req.status)}"
                 + (f" :gray-badge[re-run of {req.rerun_of[:8]}]" if req.rerun_of else ""))
@@ -104,8 +104,8 @@ def _model_cell(req: store.RequestRecord, images: list[store.ResultImage]) -> No
                + (f" · {req.inference_time_s:.1f} s" if req.inference_time_s else ""))
 
 
-def side_by_side(batch: store.Batch, groups: list[store.Group],
-                 requests: dict[str, list[store.RequestRecord]]) -> None:
+def side_by_side(batch: Batch, groups: list[Group],
+                 requests: dict[str, list[RequestRecord]]) -> None:
     """Reference | each model, one row per group, with the prompt and each model's parameters."""
     images = records.result_images([r.id for rs in requests.values() for r in rs])
     for g in groups:
@@ -151,8 +151,8 @@ def _grid_png(batch_id: str, x: str, y: str | None, fixed: dict[str, str]) -> by
         own.close()
 
 
-def xy_grid(batch: store.Batch, groups: list[store.Group],  # noqa: ARG001 - the tab signature
-            requests: dict[str, list[store.RequestRecord]]) -> None:
+def xy_grid(batch: Batch, groups: list[Group],  # noqa: ARG001 - the tab signature
+            requests: dict[str, list[RequestRecord]]) -> None:
     """Outputs on an X/Y grid: two things that vary in the batch on the axes, the rest held at one
     value each; the reference photo beside it; a PNG of the grid with its legend."""
     outputs = grid.batch_outputs(records, batch.id)
@@ -216,7 +216,7 @@ def xy_grid(batch: store.Batch, groups: list[store.Group],  # noqa: ARG001 - the
                        on_click="ignore", key=f"cmp_grid_png_{batch.id}")
 
 
-TABS: dict[str, Callable[[store.Batch, list[store.Group], dict[str, list[store.RequestRecord]]], None]] = {
+TABS: dict[str, Callable[[Batch, list[Group], dict[str, list[RequestRecord]]], None]] = {
     "Side by side": side_by_side,
     "Fidelity": _metrics_views.metrics_tab,
     "Grid": xy_grid,

@@ -24,8 +24,8 @@ from core.batches import explain, plans, sweeps
 from core.catalog import prompts
 from core.catalog import registry
 from core.batches import service
-from core import store
-from core.store import RequestStatus
+from core.values import BatchProgress, HistoryFilter
+from core.values import RequestStatus
 from core.errors import DashboardError, PayloadError, PlanError
 from dashboard import _shared, _widgets
 
@@ -60,7 +60,7 @@ if settings.dry_run:
 # ---------------------------------------------------------------------------- batch in progress
 
 def _results(batch_id: str) -> None:
-    page = records.query_history(store.HistoryFilter(batch_id=batch_id, status=RequestStatus.COMPLETED,
+    page = records.query_history(HistoryFilter(batch_id=batch_id, status=RequestStatus.COMPLETED,
                                                        page_size=RESULT_TILES))
     if not page.rows:
         return
@@ -79,7 +79,7 @@ def _results(batch_id: str) -> None:
         st.caption(note)
 
 
-def _progress(batch_id: str) -> store.BatchProgress:
+def _progress(batch_id: str) -> BatchProgress:
     batch = records.get_batch(batch_id)
     progress = records.batch_progress(batch_id)
     st.markdown(f"**{batch.name}** · {progress.total} requests · created "
@@ -127,7 +127,7 @@ def _stopped_notice(batch_id: str, batch_state: service.Stopped) -> None:
             st.rerun()
 
 
-def _cancel_button(batch_id: str, progress: store.BatchProgress) -> bool:
+def _cancel_button(batch_id: str, progress: BatchProgress) -> bool:
     """True when the user just asked to cancel. A batch whose requests are all final offers none."""
     if progress.settled:
         return False

@@ -19,8 +19,9 @@ import streamlit as st
 from core.catalog import registry
 from core.batches import explain, service
 from core.photos import references
-from core import store
-from core.store import REQUEST_STATUSES, RequestStatus
+from core.values import HistoryFilter, RequestRecord
+from core.values import REQUEST_STATUSES
+from core.values import RequestStatus
 from core.errors import DashboardError
 from dashboard import _shared, _widgets
 
@@ -74,7 +75,7 @@ date_from = dates[0] if len(dates) > 0 else None
 date_to = dates[1] if len(dates) > 1 else date_from
 
 page_size = state.get("hist_page_size", PAGE_SIZES[0])
-flt = store.HistoryFilter(endpoint=endpoint, status=status, batch_id=batch_id, date_from=date_from,
+flt = HistoryFilter(endpoint=endpoint, status=status, batch_id=batch_id, date_from=date_from,
                           date_to=date_to, text=text or None, surprises=surprises, page_size=page_size)
 # one pager per filter: a new filter starts on page 1 without writing to a widget's state
 page_key = "hist_page_" + hashlib.sha1(repr(flt).encode()).hexdigest()[:12]
@@ -155,7 +156,7 @@ with p2:
 
 # ---------------------------------------------------------------------------- detail and diff
 
-def _label(r: store.RequestRecord) -> str:
+def _label(r: RequestRecord) -> str:
     """Short enough not to be cut in the picker, and unique: the varying options (the pose…) and the
     id tell apart requests of one model and seed."""
     model = registry.endpoint_label(r.endpoint)

@@ -17,7 +17,8 @@ import streamlit as st
 from core.evaluation import comparison
 from core.evaluation import fidelity
 from core.catalog import registry
-from core.store import SAME_PERSON_THRESHOLD, open_store
+from core.store import open_store
+from core.values import SAME_PERSON_THRESHOLD
 from dashboard import _metrics_views, _shared
 
 ALL = "__all__"

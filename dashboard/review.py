@@ -14,7 +14,7 @@ import streamlit as st
 
 from core.catalog import contenders, registry
 from core.evaluation import review
-from core import store
+from core.values import Group, ResultImage
 from core.errors import DashboardError
 from dashboard import _shared, _widgets
 
@@ -80,7 +80,7 @@ def _start_over() -> None:
     seen.clear()
 
 
-def _reference(group: store.Group) -> None:
+def _reference(group: Group) -> None:
     st.markdown("**Reference**")
     if not group.references:
         st.caption("No reference photo (text-to-image only).")
@@ -95,7 +95,7 @@ def _reference(group: store.Group) -> None:
             st.image(thumb, width="stretch")
 
 
-def _sides(group: store.Group, left: store.ResultImage, right: store.ResultImage,
+def _sides(group: Group, left: ResultImage, right: ResultImage,
            captions: tuple[str, str] = ("Left", "Right")) -> None:
     st.markdown(f"**{group.prompt}**")
     st.caption(f"seed {group.seed} · {group.image_size}"

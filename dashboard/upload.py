@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.photos import references
-from core.store import REFERENCE_ROLES
+from core.values import REFERENCE_ROLES
 from core.errors import DashboardError
 from dashboard import _shared
 

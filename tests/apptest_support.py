@@ -12,9 +12,10 @@ from streamlit.testing.v1 import AppTest
 
 from core.photos import references
 from core import store
+from core.values import BatchProgress
 from core.config import load_settings
 from core.store import open_store
-from core.store.blobs import open_storage
+from core.blobs import open_storage
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "dashboard" / "app.py"
@@ -77,7 +78,7 @@ def add_reference(colour: str = "red", role: str = "face", created_by: str | Non
                                     filename=f"{colour}.jpg", created_by=created_by, settings=s)
 
 
-def wait_finished(batch_id: str, timeout: float = 60.0) -> store.BatchProgress:
+def wait_finished(batch_id: str, timeout: float = 60.0) -> BatchProgress:
     """Poll the store until the batch's runner process has made every request final."""
     conn = records()
     deadline = time.monotonic() + timeout

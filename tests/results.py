@@ -16,8 +16,9 @@ from typing import Any
 from PIL import Image
 
 from core.batches import record
-from core.batches.fal import parse_output
-from core.store import RequestRecord, Store
+from core.fal import parse_output
+from core.store import Store
+from core.values import RequestRecord
 
 
 class _CDN:

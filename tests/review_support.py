@@ -9,10 +9,10 @@ from PIL import Image
 from core.batches import plans
 from core.photos import references
 from core.catalog import registry
-from core import store
+from core.values import RequestRecord
 from core.config import load_settings
 from core.store import open_store
-from core.store.blobs import open_storage
+from core.blobs import open_storage
 from tests.results import record_result
 
 SCHNELL, EDIT = registry.DEFAULT_MODELS
@@ -26,7 +26,7 @@ def png(colour: str, size=(64, 64)) -> bytes:
     return buf.getvalue()
 
 
-def complete(st, storage, rec: store.RequestRecord, colour: str = "blue", *, inference_s: float = 1.0) -> None:
+def complete(st, storage, rec: RequestRecord, colour: str = "blue", *, inference_s: float = 1.0) -> None:
     """Mark `rec` completed with one stored 64x64 PNG result."""
     record_result(st, storage, rec.id, [png(colour)], inference_s=inference_s)
 
@@ -47,7 +47,7 @@ def completed_batch(name: str = "review", *, models=(SCHNELL, EDIT), options=Non
                                        filename="face.png", settings=s)
         spec["references"] = [ref.id]
     batch = st.create_batch(plans.make_plan(spec, store=st), dry_run=False)
-    by_group: dict[str, dict[str, store.RequestRecord]] = {}
+    by_group: dict[str, dict[str, RequestRecord]] = {}
     seen: dict[str, int] = {}
     for i, rec in enumerate(st.batch_requests(batch.id)):
         by_group.setdefault(rec.group_id, {})[rec.endpoint] = rec
@@ -83,7 +83,7 @@ def completed_sweep_batch(name: str = "steps and LoRA"):
                                    filename="face.png", settings=s)
     spec = {**SWEEP_SPEC, "name": name, "references": [ref.id]}
     batch = st.create_batch(plans.make_plan(spec, store=st), dry_run=False)
-    by_group: dict[str, dict[str, store.RequestRecord]] = {}
+    by_group: dict[str, dict[str, RequestRecord]] = {}
     for i, rec in enumerate(st.batch_requests(batch.id)):
         by_group.setdefault(rec.group_id, {})[rec.contender_id] = rec
         complete(st, storage, rec, COLOURS[i % len(COLOURS)], inference_s=1.0 + i)

@@ -17,7 +17,7 @@ from PIL import Image
 from core.batches import plans
 from core.config import REPO_ROOT, load_settings
 from core.store import open_store
-from core.store.blobs import open_storage
+from core.blobs import open_storage
 from tests.standins.fal_fixtures import DEFAULT_KEY
 
 SCHNELL = "fal-ai/flux/schnell"

@@ -13,9 +13,9 @@ from core.store import open_store
 from core import export
 from core.batches import plans
 from core.batches import schedule
-from core import store
+from core.values import HistoryFilter
 from core.config import load_settings
-from core.store.blobs import open_storage
+from core.blobs import open_storage
 from tests.standins.fal_fixtures import DEFAULT_KEY
 
 _BASE64_RUN = re.compile(r"base64,[A-Za-z0-9+/]{64,}")
@@ -48,7 +48,7 @@ def test_key_and_data_uris_never_reach_the_database_or_the_export(fal_standin, t
     assert sent, "the stand-in saw no edit request"
 
     dump = "\n".join(d.db.conn.iterdump())
-    csv_text = export.to_csv_bytes(d, store.HistoryFilter(batch_id=batch.id)).decode("utf-8-sig")
+    csv_text = export.to_csv_bytes(d, HistoryFilter(batch_id=batch.id)).decode("utf-8-sig")
     d.close()
     for where, text in (("database", dump), ("CSV export", csv_text)):
         assert DEFAULT_KEY not in text, f"the fal key is in the {where}"

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 
 from core.catalog import registry
 from core.errors import DashboardError
-from core.store import BatchProgress, RequestRecord, RequestStatus
+from core.values import BatchProgress, RequestRecord, RequestStatus
 
 S = RequestStatus
 

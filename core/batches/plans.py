@@ -51,7 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 from core.catalog import contenders as contenders_mod
 from core.catalog.contenders import Axis, Contender
-from core.catalog.payloads import abbreviate, canonical_json, payload_hash
+from core.catalog.payloads import canonical_json, payload_hash
+from core.redact import abbreviate
 from core.errors import DashboardError, PayloadError, PlanError, PromptError, UploadRejected
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.batches.follow import is_transient
+from core.fal.follow import is_transient
 from core.errors import (
     DashboardError,
     FalAuthError,
@@ -48,9 +48,10 @@ from core.errors import (
 )
 
 if TYPE_CHECKING:
-    from core.batches.fal import Completed, FalClient, FalOutput, QueueHandle
+    from core.fal.client import FalClient
+    from core.fal.values import Completed, FalOutput, QueueHandle
     from core.store import Store
-    from core.store.blobs import Storage
+    from core.blobs import Storage
 
 log = logging.getLogger(__name__)
 

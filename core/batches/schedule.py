@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.batches import record
-from core.batches.follow import Cadence, Finished, Gone, Lost, Outage, PollPolicy, Signals, follow
+from core.fal.follow import Cadence, Finished, Gone, Outage, PollPolicy, Signals, follow
 from core.catalog.payloads import REFERENCE_SCHEME
 from core.config import Settings, load_settings
 from core.errors import (
@@ -66,10 +66,12 @@ from core.errors import (
     StoreError,
     StoreUnavailable,
 )
-from core.store import BatchProgress, RequestRecord, Store, open_store
+from core.store import Store, open_store
+from core.values import BatchProgress, RequestRecord
 
 if TYPE_CHECKING:
-    from core.batches.fal import FalClient, QueueHandle
+    from core.fal.client import FalClient
+    from core.fal.values import QueueHandle
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +280,7 @@ class _LiveRun:
         if self.journal.replay(store):
             log.info("batch %s: fal ids recovered from %s", self.batch_id, self.journal.path)
         _fail_unconfirmed(store, self.batch_id)
-        from core.store.blobs import remove_partial_writes
+        from core.blobs import remove_partial_writes
 
         remove_partial_writes(self.settings.images_dir)   # what a killed image write left
         for rec in store.batch_requests(self.batch_id, statuses=("submitted", "queued", "running")):
@@ -289,8 +291,8 @@ class _LiveRun:
             return None
         if store.get_batch(self.batch_id).cancel_requested:
             self.signals.cancel.set()
-        from core.batches.fal import FalClient
-        from core.store.blobs import open_storage
+        from core.fal.client import FalClient
+        from core.blobs import open_storage
 
         self._storage = open_storage(self.settings)
         refused = self._unreachable_references()
@@ -666,7 +668,7 @@ class _LiveRun:
         return 0.0
 
     def _resume_follow(self, store: Store, task: _Task) -> None:
-        from core.batches.fal import handle_from_row
+        from core.fal.values import handle_from_row
 
         rec = store.get_request(task.request_id)
         if rec.is_final or not rec.fal_request_id:

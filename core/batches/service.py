@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 from core import processes
 from core.config import Settings
-from core.store import Batch, BatchProgress, RequestRecord, Store, runner_alive
+from core.store import Store, runner_alive
+from core.values import Batch, BatchProgress, RequestRecord
 
 if TYPE_CHECKING:
     from core.batches.plans import Plan
@@ -181,7 +182,7 @@ def send_again(store: Store, batch_id: str, settings: Settings, *, by: str,
                request_ids: list[str] | None = None) -> list[str]:
     """A person chose to send the batch's in-doubt requests (or those named) again, knowing fal
     may run and bill them twice: recorded with who chose it, then a runner sends them."""
-    from core.store import RequestStatus
+    from core.values import RequestStatus
 
     doubtful = [r.id for r in store.batch_requests(batch_id, (RequestStatus.IN_DOUBT,))
                 if request_ids is None or r.id in request_ids]
@@ -193,7 +194,7 @@ def send_again(store: Store, batch_id: str, settings: Settings, *, by: str,
 
 def give_up(store: Store, batch_id: str, *, by: str, request_ids: list[str] | None = None) -> list[str]:
     """A person gave up the batch's in-doubt requests (or those named): final, with who decided."""
-    from core.store import RequestStatus
+    from core.values import RequestStatus
 
     doubtful = [r.id for r in store.batch_requests(batch_id, (RequestStatus.IN_DOUBT,))
                 if request_ids is None or r.id in request_ids]

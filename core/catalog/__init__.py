@@ -4,7 +4,7 @@ parameter set). A new endpoint touches only this package.
 
     prompts      option catalogs (options.toml) -> prompt sentence and image_size
     registry     endpoints, payload building and validation, parameter fields, cost
-    payloads     canonical JSON, payload hashes, abbreviated data: URIs, JSON diffs
+    payloads     canonical JSON, payload hashes, JSON diffs
     contenders   stable ids and readable labels of endpoint + parameter sets
 """
 from core._surface import lazy
@@ -15,7 +15,7 @@ _EXPORTS = {
     "OPTION_KEYS": "prompts",
     "Endpoint": "registry", "get_endpoint": "registry", "list_endpoints": "registry",
     "build_payload": "registry", "validate_payload": "registry", "estimate_cost": "registry",
-    "canonical_json": "payloads", "payload_hash": "payloads", "abbreviate": "payloads",
+    "canonical_json": "payloads", "payload_hash": "payloads",
     "Contender": "contenders",
 }
 __all__ = sorted(_EXPORTS)

@@ -22,7 +22,7 @@ Invariants:
   drop unknown keys, which is how `strength: 0.65` reached flux-2/lora/edit for months doing nothing.
 - References are strings: an http(s) URL, a `data:` URI, or a `reference://<id>` token (a stored
   payload's placeholder for a local photo, turned into a data: URI only at send time).
-- Messages never carry a whole `data:` URI (`core.catalog.payloads.abbreviate`).
+- Messages never carry a whole `data:` URI (`core.redact.abbreviate`).
 - Every body of a comparison carries an `image_size` where the endpoint takes one (default square_hd,
   see core.catalog.prompts), so outputs share one shape instead of each endpoint's own default.
 """
@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, PayloadError
-from core.catalog.payloads import REFERENCE_SCHEME, abbreviate
+from core.catalog.payloads import REFERENCE_SCHEME
+from core.redact import abbreviate
 from core.catalog.prompts import image_size_for
 
 if TYPE_CHECKING:

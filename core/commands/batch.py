@@ -94,7 +94,7 @@ def _make_plan(path: Path, store: Any, settings: Any, *, upload: bool) -> Any:
     spec = load_plan_file(path)
     storage = None
     if upload and spec.get("references"):
-        from core.store.blobs import open_storage
+        from core.blobs import open_storage
 
         storage = open_storage(settings)
     return make_plan(spec, store=store, storage=storage, base_dir=path.parent, upload=upload,
@@ -138,7 +138,7 @@ def _progress_printer(quiet: bool) -> Any:
 
 
 def _report(report: Any) -> int:
-    from core.store import RequestStatus
+    from core.values import RequestStatus
 
     p = report.progress
     done_word = "DRY RUN finished" if report.dry_run else ("cancelled" if report.cancelled else "finished")
@@ -169,7 +169,7 @@ def _warm_up() -> Any:
 
     settings = load_settings()
     if not settings.dry_run:
-        from core.batches import fal
+        from core import fal
 
         fal.warm_tls()
     return settings
@@ -255,7 +255,7 @@ def _cancel(args: argparse.Namespace) -> int:
 def _doubt(args: argparse.Namespace) -> int:
     from core.batches import service
     from core.errors import DashboardError
-    from core.store import RequestStatus
+    from core.values import RequestStatus
 
     settings, store = _settings_store()
     try:

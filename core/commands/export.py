@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from core import export
-    from core import store
+    from core.values import HistoryFilter
     from core.config import load_settings
     from core.store import open_store
 
@@ -60,7 +60,7 @@ def _export(args: argparse.Namespace) -> int:
     settings.ensure_dirs()
     st = open_store(settings.db_path)
     try:
-        f = store.HistoryFilter(endpoint=args.endpoint, status=args.status, batch_id=args.batch_id,
+        f = HistoryFilter(endpoint=args.endpoint, status=args.status, batch_id=args.batch_id,
                                 date_from=args.date_from, date_to=args.date_to, text=args.text)
         if args.batch_id:
             st.get_batch(args.batch_id)
@@ -76,7 +76,7 @@ def _export(args: argparse.Namespace) -> int:
 def _comparison(args: argparse.Namespace, st: Store, settings: Any, out: Path) -> int:
     from core.evaluation import comparison
     from core.evaluation import fidelity
-    from core.store.blobs import open_storage
+    from core.blobs import open_storage
 
     ignored = [name for name in ("endpoint", "status", "text", "date_from", "date_to") if getattr(args, name)]
     if ignored:
@@ -124,7 +124,7 @@ def checked_out(out: Path, settings: Settings) -> Path:
 def write_atomically(out: Path, write: Callable[[Path], Any]) -> Any:
     """`write(tmp)` to a unique temporary file beside `out`, then renamed over `out`: readers see
     the old file or the whole new one, and two writers never mix their rows."""
-    from core.store.blobs import remove_partial_writes
+    from core.blobs import remove_partial_writes
 
     # what an export killed mid-write left beside the same file is removed first
     remove_partial_writes(out.parent, patterns=(f".{out.name}.*.tmp",), recursive=False)

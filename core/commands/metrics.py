@@ -54,10 +54,9 @@ def _stop_on_sigterm() -> threading.Event:
 
 def _metrics(args: argparse.Namespace) -> int:
     from core.evaluation import fidelity
-    from core import store
     from core.config import load_settings
     from core.store import open_store
-    from core.store.blobs import open_storage
+    from core.blobs import open_storage
 
     settings = load_settings()
     settings.ensure_dirs()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.store import REFERENCE_ROLES
+from core.values import REFERENCE_ROLES
 
 
 def register(subparsers: Any) -> None:
@@ -57,11 +57,11 @@ def _open_store() -> tuple[Any, Any]:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from core.catalog.payloads import abbreviate
+    from core.redact import abbreviate
     from core.config import load_settings
     from core.photos.images import read_photo_file
     from core.photos.references import add_reference, fal_url
-    from core.store.blobs import open_storage
+    from core.blobs import open_storage
 
     data = read_photo_file(args.path, load_settings().max_upload_bytes)
     settings, store = _open_store()
@@ -115,9 +115,9 @@ def _archive(args: argparse.Namespace) -> int:
 
 def _cleanup(args: argparse.Namespace) -> int:
     from core.photos.references import sweep_orphans
-    from core.store.blobs import open_storage
+    from core.blobs import open_storage
 
-    from core.store.blobs import PARTIAL_GRACE_S, remove_partial_writes
+    from core.blobs import PARTIAL_GRACE_S, remove_partial_writes
 
     settings, store = _open_store()
     storage = open_storage(settings)

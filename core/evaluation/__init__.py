@@ -10,7 +10,7 @@
 from core._surface import lazy
 
 _EXPORTS = {
-    "metrics": "", "fidelity": "", "review": "", "pairing": "", "stats": "", "comparison": "",
+    "metrics": "", "fidelity": "", "review": "", "pairing": "", "stats": "", "comparison": "", "grid": "",
     "start_background": "fidelity", "Vote": "stats",
 }
 __all__ = sorted(_EXPORTS)

@@ -50,7 +50,7 @@ from core.evaluation import review
 from core.evaluation import stats
 from core.export.history import safe_cell as _neutralise  # the history export's rule, reused as is
 from core.catalog.prompts import OPTION_KEYS
-from core.store.values import MetricRow, RequestCost, RequestStatus, StoredVote, is_same_person
+from core.values import MetricRow, RequestCost, RequestStatus, StoredVote, is_same_person
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -42,15 +42,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.store.db import now
-from core.store.values import ImageMetrics  # the value lives with the row it reads; importable here
+from core.values import now
+from core.values import ImageMetrics  # the value lives with the row it reads; importable here
 
 if TYPE_CHECKING:
     from core.store import Store
     from core.store.metrics import ImageToMeasure
 
     from core.config import Settings
-    from core.store.blobs import Storage
+    from core.blobs import Storage
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def _requested_size(endpoint: str, payload: Mapping[str, Any]) -> tuple[int, int
 def _reported(response: Any, idx: int) -> tuple[tuple[int, int] | None, int | None]:
     """(fal's width/height of image idx, the seed fal returned) from the stored response, read
     with the client's own parser; a response of another shape reports nothing."""
-    from core.batches.fal import parse_output
+    from core.fal.values import parse_output
     from core.errors import FalBadResponse
 
     try:
@@ -358,7 +358,7 @@ _child: tuple[Storage, _References] | None = None
 
 def _child_start(settings: Settings, niceness: int) -> None:
     global _child
-    from core.store.blobs import open_storage
+    from core.blobs import open_storage
 
     renice(niceness)
     storage = open_storage(settings)
@@ -554,7 +554,7 @@ def run_worker(settings: Settings, *, idle_exit: float = IDLE_EXIT_S, poll: floa
     a `MeasuringPool` that lives as long as this function, so each process loads the models once;
     with one, they are measured in this thread."""
     from core.store import open_store
-    from core.store.blobs import open_storage
+    from core.blobs import open_storage
 
     stop = stop or threading.Event()
     fd = _try_lock(settings)

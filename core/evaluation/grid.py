@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from core.catalog import contenders as contenders_mod
 from core.catalog.prompts import OPTION_KEYS
-from core.store.values import Group, RequestRecord, ResultImage
+from core.values import Group, RequestRecord, ResultImage
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage

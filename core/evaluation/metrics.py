@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import MetricsError
-from core.store.values import SAME_PERSON_THRESHOLD, is_same_person  # the one same-person rule
+from core.values import is_same_person  # the one same-person rule
 
 METRICS_VERSION = "1"
 

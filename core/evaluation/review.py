@@ -3,7 +3,7 @@
 A CONTENDER is an endpoint at one parameter set (core/catalog/contenders.py); a plain two-model
 batch has one contender per model. A REVIEW ITEM is one group (same prompt, seed and size) and the
 outputs of two of its contenders. Per contender the output is `Store.group_outputs(by_contender=
-True)` (the one rule, `store.pick_output`: its newest completed request in the group whose first
+True)` (the one rule, `pick_output`: its newest completed request in the group whose first
 image, idx 0, is stored). A group with k contenders gives every pair, k*(k-1)/2 items.
 
 Invariants:
@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.evaluation import pairing, stats
-from core import store
+from core.values import Group
 from core.errors import StoreError
-from core.store.values import GroupOutput, StoredVote  # importable here as before
+from core.values import GroupOutput, StoredVote  # importable here as before
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -51,7 +51,7 @@ Output = GroupOutput
 
 @dataclass(frozen=True)
 class ReviewItem:
-    group: store.Group
+    group: Group
     left: Output
     right: Output
     position: int  # 1-based, in the batch's review order

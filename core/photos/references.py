@@ -41,12 +41,12 @@ with hidden("click"):   # httpx's command-line client, unused (core/_imports.py)
     import httpx
 
 from core.config import Settings, load_settings
-from core.store.db import new_id, now
-from core.store.values import REFERENCE_ROLES, Reference  # Reference: importable here too
+from core.values import new_id, now
+from core.values import REFERENCE_ROLES, Reference  # Reference: importable here too
 from core.errors import StorageError, StoreError, UploadRejected
 from core.photos.images import NormalisedImage, normalise_upload
 from core.catalog.payloads import REFERENCE_SCHEME, reference_token
-from core.store.blobs import Storage, SweepReport, sweep, unique_path
+from core.blobs import Storage, SweepReport, sweep, unique_path
 
 if TYPE_CHECKING:
     from core.store import Store

@@ -19,9 +19,10 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from core.catalog.payloads import abbreviate, canonical_json
+from core.catalog.payloads import canonical_json
+from core.redact import abbreviate
 from core.errors import StoreError
-from core.store.values import Batch, RequestStatus
+from core.values import Batch, RequestStatus
 
 if TYPE_CHECKING:
     import sqlite3

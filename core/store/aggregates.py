@@ -13,7 +13,7 @@ from typing import Any
 from core.store._sql import _Base, build, placeholders
 from core.store.images import CHUNK
 from core.store.images import image_from_row
-from core.store.values import (
+from core.values import (
     GroupOutput, MetricRow, RequestCost, RequestRecord, RequestStatus, ResultImage, pick_output,
 )
 

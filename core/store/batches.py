@@ -22,9 +22,9 @@ from core.catalog.payloads import canonical_json, payload_hash
 from core.errors import BatchBusy, StoreError
 from core.processes import pid_alive
 from core.store._sql import _Base, build, check_payload, placeholders, seconds_between
-from core.store.db import new_id, now
+from core.values import new_id, now
 from core.store.images import CHUNK
-from core.store.values import (
+from core.values import (
     UNFINISHED_STATUSES, Batch, BatchProgress, Group, RequestRecord, RequestStatus,
 )
 

@@ -125,14 +125,6 @@ class Database:
         return getattr(self.utils, name)
 
 
-def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
-
-
 BUSY_TIMEOUT_S = 30.0   # how long a write waits for another connection's lock
 
 

@@ -27,11 +27,12 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from core.catalog.payloads import abbreviate, canonical_json
+from core.catalog.payloads import canonical_json
+from core.redact import abbreviate
 from core.catalog.prompts import OPTION_KEYS
 from core.errors import StoreError
 from core.store._sql import _Base, build
-from core.store.values import FINAL_STATUSES, REQUEST_STATUSES, HistoryFilter, Page, RequestRecord
+from core.values import FINAL_STATUSES, REQUEST_STATUSES, HistoryFilter, Page, RequestRecord
 
 MAX_PAGE_SIZE = 500
 log = logging.getLogger(__name__)

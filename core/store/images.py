@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.store._sql import _Base, fast_build, placeholders
-from core.store.db import new_id, now
-from core.store.values import FINAL_STATUSES, METRIC_COLUMNS, ImageMetrics, ResultImage
+from core.values import new_id, now
+from core.values import FINAL_STATUSES, METRIC_COLUMNS, ImageMetrics, ResultImage
 
 CHUNK = 500  # ids per IN (...): well under SQLite's bound-parameter limit
 _IMAGE_FIELDS = tuple(f.name for f in dataclasses.fields(ResultImage) if f.name != "metrics")

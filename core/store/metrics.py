@@ -17,7 +17,7 @@ from typing import Any
 from core.errors import StoreError
 from core.store._sql import _Base, placeholders
 from core.store.images import CHUNK, metrics_from_row
-from core.store.values import METRIC_COLUMNS, ImageMetrics
+from core.values import METRIC_COLUMNS, ImageMetrics
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from typing import Any
 
 from core.errors import StoreError
 from core.store._sql import _Base, build
-from core.store.db import now
-from core.store.values import Reference
+from core.values import now
+from core.values import Reference
 
 _UPDATABLE = frozenset({"storage_backend", "storage_path", "public_url", "archived_at"})
 

@@ -17,9 +17,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from core.catalog.payloads import (
-    DiffEntry, PayloadDiff, abbreviate, canonical_json, diff_values, payload_hash,
-)
+from core.catalog.payloads import DiffEntry, PayloadDiff, canonical_json, diff_values, payload_hash
+from core.redact import abbreviate
 from core.catalog import contenders
 from core.catalog.contenders import Contender
 from core.errors import StoreError
@@ -32,8 +31,8 @@ from core.store._sql import (
     response_json,
     seconds_between,
 )
-from core.store.db import new_id, now
-from core.store.values import (
+from core.values import new_id, now
+from core.values import (
     ACTIVE_STATUSES, FINAL_STATUSES, UNFINISHED_STATUSES, RequestRecord, RequestStatus,
 )
 

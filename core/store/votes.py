@@ -9,9 +9,9 @@ from typing import Any
 
 from core.errors import StoreError
 from core.store._sql import _Base, build, fast_build, placeholders
-from core.store.db import new_id, now
+from core.values import new_id, now
 from core.store.images import CHUNK
-from core.store.values import Group, StoredVote
+from core.values import Group, StoredVote
 
 # a StoredVote's fields in order, each read as is (no field needs `build`'s conversions), so the
 # Leaderboard's 1,000s of votes are built positionally

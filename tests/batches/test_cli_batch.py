@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 from core.store import open_store
-from core import store
 from core.config import REPO_ROOT, load_settings
 from core.catalog.payloads import canonical_json
 

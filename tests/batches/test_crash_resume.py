@@ -3,7 +3,6 @@ pays nothing twice on resume; two batches running at once while a reader hammers
 hit "database is locked"."""
 from __future__ import annotations
 
-import pytest
 
 import collections
 import json
@@ -17,7 +16,7 @@ import time
 from core.store import open_store
 from core import export
 from core.batches import schedule
-from core import store
+from core.values import HistoryFilter
 from core.config import REPO_ROOT, load_settings
 from core.catalog.payloads import payload_hash
 
@@ -139,9 +138,9 @@ def test_two_batches_at_once_and_a_busy_reader_never_see_a_locked_database(fal_s
                 for b in d.list_batches():
                     d.batch_progress(b.id)
                     d.unfinished_batches()
-                page = d.query_history(store.HistoryFilter(text="pose", page_size=20))
+                page = d.query_history(HistoryFilter(text="pose", page_size=20))
                 d.result_images([r.id for r in page.rows])
-                for _ in export.iter_csv(d, store.HistoryFilter(status="completed"), chunk_size=10):
+                for _ in export.iter_csv(d, HistoryFilter(status="completed"), chunk_size=10):
                     pass
                 reads += 1
         except BaseException as e:  # noqa: BLE001 - reported below

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.batches import drafts, explain
-from core.store import BatchProgress
+from core.values import BatchProgress
 
 
 def _progress(counts, *, dry_run=False, est=1.8, done_cost=0.225, cancel=False):

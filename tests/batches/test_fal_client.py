@@ -1,4 +1,4 @@
-"""core.batches.fal against the fal stand-in over real HTTP (httpx.MockTransport only for fine-grained cases).
+"""core.fal (the client, and the one status-following path) against the fal stand-in over real HTTP (httpx.MockTransport only for fine-grained cases).
 
 What must hold: the queue path works end to end; every fault ends in success after
 retries or in its named error; NO fault ever makes one job into two paid submissions; the key never
@@ -29,7 +29,7 @@ from core.errors import (
     FalUnavailable,
     FalValidationError,
 )
-from core.batches.fal import (
+from core.fal import (
     Completed,
     FalClient,
     FalOutput,
@@ -42,6 +42,7 @@ from core.batches.fal import (
     parse_output,
     retry_reason,
 )
+from core.fal.follow import Cadence, Finished, Gone, Outage, PollPolicy, Signals, follow
 from core.catalog.payloads import payload_hash
 from tests.standins.fal_server import DEFAULT_KEY
 
@@ -199,7 +200,6 @@ def test_parse_output_reads_flux2_and_schnell_shapes_into_typed_values():
         OutputImage("https://v3.fal.media/files/a/x.png", 1024, 768, "image/png", 812345),
         OutputImage("https://v3.fal.media/files/a/y.png", 1024, 768, "image/png", None))
     assert (flux2.seed, flux2.nsfw, flux2.inference_s) == (42, (False, True), 3.25)
-    assert flux2.nsfw_of(1) is True and flux2.nsfw_of(5) is None
     assert flux2.raw is FLUX2_OUTPUT
     schnell = parse_output(SCHNELL_OUTPUT)
     assert schnell.images == (OutputImage("https://v3.fal.media/files/b/z.jpeg", 576, 1024, "image/jpeg"),)
@@ -277,27 +277,34 @@ def test_result_that_is_not_json_raises_bad_response_with_the_text():
 
 # --- status stream ------------------------------------------------------------------------------
 
-def _statuses(client: FalClient, handle: QueueHandle, **kw) -> list:
-    """Every status stream_status yields; a hang fails the test instead of blocking it."""
+def _statuses(client: FalClient, handle: QueueHandle, *, poll_every: float = 0.1) -> list:
+    """What the one status-following path (`core.fal.follow.follow`, stream first, then polling)
+    reports: Queued(position) and InProgress(logs) as they change, then the final Completed, or
+    the Gone/Lost outcome. A hang fails the test instead of blocking it."""
     out: list = []
     done = threading.Event()
 
     def consume() -> None:
         try:
-            out.extend(client.stream_status(handle, **kw))
+            outcome = follow(client, handle, cadence=Cadence(PollPolicy(first=poll_every, proportion=0.0,
+                                                                         cap=poll_every)),
+                             signals=Signals(threading.Event(), threading.Event()), outage=Outage(30),
+                             on_queued=lambda position: out.append(Queued(position)),
+                             on_running=lambda logs: out.append(InProgress(logs)), stream=True)
+            out.append(outcome.status if isinstance(outcome, Finished) else outcome)
         except Exception as e:  # noqa: BLE001 - handed to the asserting thread
             out.append(e)
         finally:
             done.set()
 
     threading.Thread(target=consume, daemon=True).start()
-    assert done.wait(15), "stream_status did not end"
+    assert done.wait(15), "follow did not end"
     if out and isinstance(out[-1], Exception):
         raise out[-1]
     return out
 
 
-def test_stream_status_yields_each_change_from_the_stream_without_polling(fal_standin,
+def test_follow_takes_each_change_from_the_stream_without_polling(fal_standin,
                                                                           standin_fal_client):
     fal_standin.set_capacity(1)
     fal_standin.set_latency(0.3)
@@ -312,7 +319,7 @@ def test_stream_status_yields_each_change_from_the_stream_without_polling(fal_st
     assert requests["stream"] == 1 and "status" not in requests
 
 
-def test_stream_status_accepts_named_events_and_comments(fal_standin, standin_fal_client):
+def test_follow_reads_named_events_and_comments_on_the_stream(fal_standin, standin_fal_client):
     fal_standin.set_latency(0.2)
     fal_standin.inject("stream", "named")
     handle = standin_fal_client.submit(SCHNELL, {"prompt": "p"})
@@ -321,7 +328,7 @@ def test_stream_status_accepts_named_events_and_comments(fal_standin, standin_fa
     assert "status" not in fal_standin.stats()["requests"]
 
 
-def test_stream_status_reports_a_failed_job_as_completed_with_its_error(fal_standin,
+def test_follow_reports_a_failed_job_as_completed_with_its_error(fal_standin,
                                                                         standin_fal_client):
     fal_standin.inject("job", "content_policy_violation")
     handle = standin_fal_client.submit(SCHNELL, {"prompt": "forbidden"})
@@ -338,7 +345,7 @@ def test_stream_closed_early_falls_back_to_polling_until_completed(fal_standin, 
     fal_standin.set_latency(0.4)
     fal_standin.inject("stream", "cut", events=1, abrupt=abrupt)
     handle = standin_fal_client.submit(SCHNELL, {"prompt": "p"})
-    with caplog.at_level(logging.WARNING, logger="core.batches.fal"):
+    with caplog.at_level(logging.WARNING, logger="core.fal"):
         seen = _statuses(standin_fal_client, handle, poll_every=0.02)
     assert isinstance(seen[0], InProgress) and isinstance(seen[-1], Completed) and seen[-1].ok
     assert all(a != b for a, b in zip(seen, seen[1:]))     # polling yields changes only
@@ -356,12 +363,10 @@ def test_stream_errors_fall_back_to_polling(fal_standin, standin_fal_client, fau
     assert fal_standin.stats()["requests"]["status"] >= 1
 
 
-def test_stream_status_of_an_unknown_request_raises_what_polling_raises(fal_standin,
-                                                                        standin_fal_client):
+def test_following_an_unknown_request_ends_gone_as_fal_says(fal_standin, standin_fal_client):
     ghost = handle_from_row(SCHNELL, "no-such-id", None, None, None)
-    with pytest.raises(FalError, match="does not know request") as e:
-        _statuses(standin_fal_client, ghost)
-    assert e.value.status_code == 404
+    outcome = _statuses(standin_fal_client, ghost)[-1]
+    assert isinstance(outcome, Gone) and "no longer knows request no-such-id" in outcome.message
 
 
 def _stream_mock(body: bytes, *, content_type="text/event-stream", polls=None):
@@ -388,7 +393,7 @@ def test_stream_framing_variants_are_read_without_polling(body):
     polls: list = []
     handle = handle_from_row(SCHNELL, "r", None, None, None, queue_url="https://queue.fal.run")
     with _mock_client(_stream_mock(body, polls=polls), []) as client:
-        seen = list(client.stream_status(handle, sleep=lambda s: None))
+        seen = _statuses(client, handle, poll_every=0.0)
     assert [type(s) for s in seen] == [InProgress, Completed] and polls == []
 
 
@@ -402,7 +407,7 @@ def test_an_unreadable_stream_falls_back_to_polling(body, content_type):
     polls: list = []
     handle = handle_from_row(SCHNELL, "r", None, None, None, queue_url="https://queue.fal.run")
     with _mock_client(_stream_mock(body, content_type=content_type, polls=polls), []) as client:
-        seen = list(client.stream_status(handle, sleep=lambda s: None))
+        seen = _statuses(client, handle, poll_every=0.0)
     assert [type(s) for s in seen] == [Completed] and len(polls) == 1
 
 
@@ -733,10 +738,10 @@ def test_no_fault_ever_makes_two_submissions(fal_standin, fal_sleeps):
 
 def test_each_payload_is_logged_as_one_json_line_with_data_uris_abbreviated(standin_fal_client, caplog):
     payload = {"prompt": "p", "image_urls": [_png_data_uri()]}
-    with caplog.at_level(logging.INFO, logger="core.batches.fal"):
+    with caplog.at_level(logging.INFO, logger="core.fal"):
         standin_fal_client.submit("fal-ai/flux-2/edit", payload)
     sends = [json.loads(r.getMessage()) for r in caplog.records
-             if r.name == "core.batches.fal" and '"fal.send"' in r.getMessage()]
+             if r.name == "core.fal" and '"fal.send"' in r.getMessage()]
     assert len(sends) == 1
     line = sends[0]
     assert line["endpoint"] == "fal-ai/flux-2/edit"
@@ -1032,7 +1037,7 @@ def test_errors_say_whether_fal_surely_never_received_the_submit(fal_standin, fa
 def test_the_tls_context_is_built_once_verifies_certificates_and_can_be_warmed_in_the_background():
     import ssl
 
-    from core.batches import fal as fal_module
+    from core import fal as fal_module
 
     fal_module.warm_tls()
     context = fal_module.tls_context()

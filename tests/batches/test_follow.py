@@ -1,4 +1,4 @@
-"""Following one accepted job (core/batches/follow.py), without threads, a store or a server: a
+"""Following one accepted job (core/fal/follow.py), without threads, a store or a server: a
 scripted client answers each poll. What must hold: a job is followed to its end through any
 passing fault, given up (resumable) only past the outage limit or when the run stops, and fal's
 own "not found" is the only way a job is gone."""
@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from core.batches.fal import Completed, InProgress, QueueHandle, Queued
-from core.batches.follow import Cadence, Finished, Gone, Lost, Outage, PollPolicy, Signals, follow
+from core.fal import Completed, InProgress, QueueHandle, Queued
+from core.fal.follow import Cadence, Finished, Gone, Lost, Outage, PollPolicy, Signals, follow
 from core.errors import FalAuthError, FalError, FalServerError, FalUnavailable
 
 HANDLE = QueueHandle("fal-ai/flux/schnell", "req-1", "http://127.0.0.1:9/s", "http://127.0.0.1:9/r",
@@ -19,6 +19,8 @@ FAST = PollPolicy(first=0.0, proportion=0.0, cap=0.0)
 
 class Scripted:
     """Answers status polls from a list (a value is returned, an exception raised)."""
+
+    interrupted = False
 
     def __init__(self, answers, cancel_answer="CANCELLATION_REQUESTED"):
         self.answers = list(answers)
@@ -36,6 +38,9 @@ class Scripted:
     def cancel(self, handle):
         self.cancels += 1
         return self.cancel_answer
+
+    def redacted(self, text):
+        return text
 
 
 def _follow(client, *, outage=None, signals=None, **kw):

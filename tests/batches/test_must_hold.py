@@ -26,7 +26,7 @@ import threading
 import time
 
 from core.batches import plans, record, schedule
-from core.batches.fal import FalClient, RetryPolicy
+from core.fal import FalClient, RetryPolicy
 from core.catalog.payloads import payload_hash
 from core.config import REPO_ROOT, load_settings
 from core.store import db as store_db

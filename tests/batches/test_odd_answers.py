@@ -14,7 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from core.batches import follow, schedule
+from core.fal import follow
+from core.batches import schedule
 from tests.batches.test_schedule import SCHNELL, live, quick_fal  # noqa: F401 - fixtures by name
 from tests.standins.fal_server import DEFAULT_KEY
 

@@ -13,7 +13,7 @@ from core.store import open_store
 from core.batches import plans
 from core.catalog import contenders, registry
 from core.errors import PlanError
-from core.store.blobs import open_storage
+from core.blobs import open_storage
 from core.catalog.payloads import canonical_json
 
 SCHNELL = "fal-ai/flux/schnell"
@@ -195,7 +195,7 @@ def test_a_model_without_image_size_is_flagged_before_sending(tmp_path):
     silently not apply (the old backend's mismatch), so the plan says so."""
     from core.store import open_store
     from core.config import load_settings
-    from core.store.blobs import open_storage
+    from core.blobs import open_storage
 
     settings = load_settings()
     settings.ensure_dirs()

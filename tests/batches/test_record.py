@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from core.batches import record
-from core.batches.fal import Completed, FalOutput, OutputImage, QueueHandle
+from core.fal import Completed, FalOutput, OutputImage, QueueHandle
 from core.errors import (
     FalBadResponse,
     FalCancelled,
@@ -24,7 +24,7 @@ from core.errors import (
     StoreUnavailable,
 )
 from core.store import open_store
-from core.store.blobs import LocalStorage
+from core.blobs import LocalStorage
 
 SCHNELL = "fal-ai/flux/schnell"
 HANDLE = QueueHandle(SCHNELL, "fal-1", "http://127.0.0.1:9/s", "http://127.0.0.1:9/r", "http://127.0.0.1:9/c")

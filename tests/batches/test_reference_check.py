@@ -10,7 +10,7 @@ from PIL import Image
 from core.batches import plans, schedule
 from core.config import load_settings
 from core.store import open_store
-from core.store.blobs import open_storage
+from core.blobs import open_storage
 from tests.standins.supabase_fixtures import BUCKET
 
 SCHNELL = "fal-ai/flux/schnell"
@@ -76,7 +76,7 @@ def test_a_missing_reference_object_stops_the_batch_and_accepted_jobs_are_still_
     batch = _batch(tmp_path, d, settings, [("ana.jpg", (30, 90, 160))])
     reqs = d.batch_requests(batch.id)
     # one schnell job accepted by fal before the runner died
-    from core.batches.fal import FalClient
+    from core.fal import FalClient
 
     first = next(r for r in reqs if r.endpoint == SCHNELL)
     with FalClient(settings) as fal:

@@ -17,12 +17,11 @@ from core.store import open_store
 from core.batches import plans
 from core.batches import schedule, service
 from core import processes
-from core import store
 from core.config import load_settings
 from core.errors import BatchBusy
-from core.batches.fal import FalClient, RetryPolicy
+from core.fal import FalClient, RetryPolicy
 from core.catalog.payloads import payload_hash
-from core.store.blobs import open_storage
+from core.blobs import open_storage
 
 SCHNELL = "fal-ai/flux/schnell"
 EDIT = "fal-ai/flux-2/lora/edit"

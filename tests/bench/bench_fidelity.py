@@ -95,7 +95,7 @@ def seed(data_dir: Path, images: int) -> None:
     from core.config import load_settings
     from core.photos import references
     from core.store import open_store
-    from core.store.blobs import open_storage
+    from core.blobs import open_storage
 
     os.environ["DASHBOARD_DATA_DIR"] = str(data_dir)
     settings = load_settings()
@@ -283,12 +283,10 @@ def bench_throughput(images: int, workers: list[int], rounds: int, baseline: str
 
 def bench_reads(variants: int, seeds: int) -> None:
     from core.evaluation import comparison
-    from core.evaluation import fidelity
     from core.batches import plans
     from core.evaluation import review
-    from core import store
-    from core.store import db as dbmod
     from core.config import load_settings
+    from core import values
     from core.store import open_store
 
     settings = load_settings()
@@ -302,12 +300,12 @@ def bench_reads(variants: int, seeds: int) -> None:
                             "options": {"subject": subjects[:per], "pose": poses, "lighting": lights}})
     t = time.perf_counter()
     batch = st.create_batch(plan, dry_run=False)
-    now = dbmod.now()
+    now = values.now()
     with st.db.atomic():
         st.db.execute("UPDATE requests SET status = 'completed', inference_time_s = 1.5, queue_time_s = 0.3, "
                    "total_time_s = 2.0 WHERE batch_id = ?", [batch.id])
         st.db["result_images"].insert_all(
-            {"id": dbmod.new_id(), "request_id": rid, "idx": 0, "fal_url": "https://v3.fal.media/x.jpg",
+            {"id": values.new_id(), "request_id": rid, "idx": 0, "fal_url": "https://v3.fal.media/x.jpg",
              "storage_backend": "local", "storage_path": f"results/{rid}/0.jpg", "width": 1024,
              "height": 1024, "created_at": now, "face_status": "no_reference", "phash_distance": 30,
              "ciede2000": 12.0, "metrics_at": now, "metrics_version": "1", "check_flags": ""}
@@ -316,7 +314,7 @@ def bench_reads(variants: int, seeds: int) -> None:
     with st.db.atomic():
         for rater in ("ana", "bo"):
             for item in items[: len(items) // 2]:
-                st.db["votes"].insert({"id": dbmod.new_id(), "group_id": item.group.id, "rater": rater,
+                st.db["votes"].insert({"id": values.new_id(), "group_id": item.group.id, "rater": rater,
                                     "left_request_id": item.left.request_id,
                                     "right_request_id": item.right.request_id,
                                     "verdict": "left", "winner": item.left.endpoint, "created_at": now})

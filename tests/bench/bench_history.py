@@ -18,10 +18,10 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from core.store import db as dbmod
+from core import values
 from core.store import open_store
 from core import export
-from core import store
+from core.values import HistoryFilter
 from core.catalog import contenders
 from core.catalog.payloads import canonical_json, payload_hash
 
@@ -44,7 +44,7 @@ def seed(d, rows: int) -> None:
     for b in itertools.count():
         if n >= rows:
             break
-        batch_id = dbmod.new_id()
+        batch_id = values.new_id()
         d.db["batches"].insert({"id": batch_id, "name": f"bench {b}", "created_at": start.isoformat(),
                              "status": "finished", "dry_run": 0, "request_count": batch_size})
         reqs, imgs = [], []
@@ -61,13 +61,13 @@ def seed(d, rows: int) -> None:
             if model.endswith("edit"):
                 payload["image_urls"] = ["reference://" + "ab" * 16]
             status = rng.choice(STATUSES)
-            rid = dbmod.new_id()
+            rid = values.new_id()
             reqs.append({
                 "id": rid, "batch_id": batch_id, "endpoint": model, "prompt": prompt,
                 "options_json": canonical_json(opts), "seed": payload["seed"], "image_size": "portrait_16_9",
                 "reference_ids": "[]", "payload_json": canonical_json(payload),
                 "payload_hash": payload_hash(payload), "status": status, "dry_run": 0,
-                "fal_request_id": dbmod.new_id(), "created_at": created.isoformat(timespec="microseconds"),
+                "fal_request_id": values.new_id(), "created_at": created.isoformat(timespec="microseconds"),
                 "submitted_at": created.isoformat(), "completed_at": created.isoformat(),
                 "queue_time_s": 0.4, "inference_time_s": 1.2, "total_time_s": 1.9, "http_status": 200,
                 "estimated_cost": 0.003 if model.endswith("schnell") else 0.042,
@@ -77,7 +77,7 @@ def seed(d, rows: int) -> None:
                 "attempts": 1, "contender_id": contender_ids[model],
             })
             if status == "completed":
-                imgs.append({"id": dbmod.new_id(), "request_id": rid, "idx": 0,
+                imgs.append({"id": values.new_id(), "request_id": rid, "idx": 0,
                              "fal_url": "https://v3.fal.media/files/abc/x.jpg", "storage_backend": "local",
                              "storage_path": f"results/{rid}/0.jpg", "sha256": "0" * 64, "width": 576,
                              "height": 1024, "content_type": "image/jpeg", "size_bytes": 123456,
@@ -116,7 +116,7 @@ def main() -> None:
               f"{time.perf_counter() - t:.1f} s ({path.stat().st_size / 1e6:.0f} MB)")
         some_batch = d.db.execute("SELECT batch_id FROM requests LIMIT 1 OFFSET 5000").fetchone()[0]
         print("history page (50 rows + total), best of 5:")
-        H = store.HistoryFilter
+        H = HistoryFilter
         timed("no filter, page 1", lambda: d.query_history(H()))
         timed("no filter, page 1000", lambda: d.query_history(H(page=1000)))
         timed("endpoint", lambda: d.query_history(H(endpoint=MODELS[1])))

@@ -45,10 +45,9 @@ def _fill(data_dir: Path, rows: int, big_batch: int) -> None:
     from core.batches import plans
     from core.photos import references
     from core.catalog import registry
-    from core import store
     from core.config import load_settings
     from core.store import open_store
-    from core.store.blobs import open_storage
+    from core.blobs import open_storage
     from tests.bench.bench_history import seed
 
     settings = load_settings()

@@ -2,7 +2,8 @@
 import base64
 import hashlib
 
-from core.catalog.payloads import abbreviate, canonical_json, diff_values, payload_hash, reference_ids_in, reference_token
+from core.catalog.payloads import canonical_json, diff_values, payload_hash, reference_ids_in, reference_token
+from core.redact import abbreviate
 
 
 def test_canonical_json_is_key_order_independent_and_hash_is_versioned():

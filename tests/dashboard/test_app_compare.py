@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from core.batches import plans
 from core.catalog import registry
-from core import store
 from core.config import load_settings
-from core.store.blobs import open_storage
+from core.blobs import open_storage
 from tests.results import record_result
 from tests.apptest_support import add_reference, records, open_page, photo, texts
 

@@ -9,8 +9,7 @@ import json
 
 from core.batches import plans
 from core.catalog import registry
-from core import store
-from core.catalog.payloads import abbreviate
+from core.redact import abbreviate
 from dashboard import _shared
 from tests.apptest_support import records, open_page, texts, wait_finished
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from core.evaluation import fidelity
 from core.evaluation import review
 from core.config import load_settings
-from core.store.blobs import open_storage
+from core.blobs import open_storage
 from tests.apptest_support import all_text, assert_ok, records, open_page, texts
 from tests.review_support import EDIT, SCHNELL, completed_batch
 

@@ -2,7 +2,6 @@
 gallery of stored references; the "already there" notice; archiving."""
 from __future__ import annotations
 
-from core.photos import references
 from tests.apptest_support import add_reference, records, open_page, photo, texts
 
 

@@ -13,7 +13,7 @@ from core.batches import plans, service
 from core.evaluation import review
 from core.photos import references
 from core.config import load_settings
-from core.store.blobs import open_storage
+from core.blobs import open_storage
 from tests.apptest_support import (PAGES, add_reference, all_text, assert_ok, open_page, photo, records, texts,
                                    wait_finished)
 from tests.review_support import EDIT, SCHNELL, completed_batch

@@ -18,10 +18,9 @@ import pytest
 from core.evaluation import comparison
 from core.evaluation import fidelity
 from core.evaluation import review
-from core import store
 from core.config import REPO_ROOT, load_settings
 from core.store import open_store
-from core.store.blobs import open_storage
+from core.blobs import open_storage
 from tests.review_support import EDIT, SCHNELL, THIRD, completed_batch
 
 

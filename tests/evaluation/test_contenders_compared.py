@@ -4,7 +4,6 @@ PNG (core/evaluation/review.py, comparison.py, grid.py)."""
 from __future__ import annotations
 
 import io
-import itertools
 
 import pytest
 from PIL import Image
@@ -12,7 +11,7 @@ from PIL import Image
 from core.config import load_settings
 from core.evaluation import comparison, grid, review
 from core.store import open_store
-from core.store.blobs import open_storage
+from core.blobs import open_storage
 from tests.review_support import completed_batch, completed_sweep_batch
 
 

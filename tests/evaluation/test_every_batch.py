@@ -9,8 +9,9 @@ import pytest
 
 from core.config import load_settings
 from core.evaluation import comparison, review
-from core.store import ImageMetrics, open_store
-from core.store.blobs import open_storage
+from core.store import open_store
+from core.values import ImageMetrics
+from core.blobs import open_storage
 from tests.review_support import EDIT, SCHNELL, complete, completed_batch, completed_sweep_batch
 
 METRICS = ("face_distance", "phash_distance", "ciede2000", "ssim")

@@ -19,16 +19,17 @@ import pytest
 from PIL import Image, ImageFilter
 from skimage import data
 
+from core.values import SAME_PERSON_THRESHOLD
 from core.evaluation import fidelity
 from core.evaluation import metrics
 from core.batches import plans
 from core.photos import references
 from core.catalog import registry
 from core.batches import schedule
-from core import store
+from core.values import HistoryFilter
 from core.config import REPO_ROOT, load_settings
 from core.store import open_store
-from core.store.blobs import open_storage
+from core.blobs import open_storage
 from tests.results import record_result
 
 SCHNELL, EDIT = registry.DEFAULT_MODELS
@@ -125,7 +126,7 @@ def test_a_size_mismatch_from_the_fal_standin_is_flagged(env, fal_standin, monke
     assert (edit.pixel_width, edit.pixel_height) == (576, 1024)
     assert edit.seed_sent == edit.seed_returned == 1 and edit.checked_at
     # and the history can show only the surprising requests
-    page = st.query_history(store.HistoryFilter(batch_id=batch.id, surprises=True))
+    page = st.query_history(HistoryFilter(batch_id=batch.id, surprises=True))
     assert [r.endpoint for r in page.rows] == [SCHNELL]
 
 
@@ -160,7 +161,7 @@ def test_pending_images_get_fidelity_against_the_groups_first_reference(env):
     got = st.image_metrics([edit_id, schnell_id])
     edit, schnell = got[edit_id], got[schnell_id]
     assert edit.face_status == "ok" and edit.same_person is True
-    assert 0 < edit.face_distance < metrics.SAME_PERSON_THRESHOLD
+    assert 0 < edit.face_distance < SAME_PERSON_THRESHOLD
     assert edit.ssim is not None and edit.ssim > 0.5
     assert edit.metrics_reference_id == ref.id and edit.metrics_version == metrics.METRICS_VERSION
     assert schnell.face_status == "no_face_output" and schnell.face_distance is None

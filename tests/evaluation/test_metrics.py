@@ -16,6 +16,7 @@ import pytest
 from PIL import Image, ImageFilter, ImageOps
 from skimage import data
 
+from core.values import SAME_PERSON_THRESHOLD
 from core.evaluation import metrics
 from core.errors import DashboardError, MetricsError
 
@@ -80,7 +81,7 @@ def test_same_person_survives_ordinary_changes(astronaut, change):
         other = astronaut.resize((1400, 1400), Image.Resampling.LANCZOS)
     face = metrics.face_distance(astronaut, other)
     assert face.status == "ok"
-    assert 0.0 < face.distance < metrics.SAME_PERSON_THRESHOLD
+    assert 0.0 < face.distance < SAME_PERSON_THRESHOLD
     assert face.same_person is True
 
 
@@ -89,7 +90,7 @@ def test_a_different_person_is_not_the_same_person(astronaut, index):
     """Faces of other people (LFW crops) measure above dlib's 0.6 threshold."""
     face = metrics.face_distance(astronaut, _lfw_face(index))
     assert face.status == "ok"
-    assert face.distance > metrics.SAME_PERSON_THRESHOLD
+    assert face.distance > SAME_PERSON_THRESHOLD
     assert face.same_person is False
 
 
@@ -140,7 +141,7 @@ def test_the_largest_face_is_compared(astronaut):
     astro_vec, _ = metrics.face_descriptor(astronaut)
     assert count >= 2
     assert np.linalg.norm(vec - lfw_vec) < 0.3
-    assert np.linalg.norm(vec - astro_vec) > metrics.SAME_PERSON_THRESHOLD
+    assert np.linalg.norm(vec - astro_vec) > SAME_PERSON_THRESHOLD
 
 
 def test_exif_orientation_is_applied(astronaut):

@@ -6,11 +6,10 @@ import pytest
 
 from core.evaluation import review
 from core.evaluation import stats
-from core import store
 from core.config import load_settings
 from core.store import open_store
 from core.errors import StoreError
-from core.store.blobs import open_storage
+from core.blobs import open_storage
 from tests.review_support import EDIT, SCHNELL, THIRD, complete, completed_batch
 
 

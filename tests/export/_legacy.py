@@ -15,9 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from core.catalog.payloads import abbreviate, canonical_json
+from core.catalog.payloads import canonical_json
+from core.redact import abbreviate
 from core.catalog.prompts import OPTION_KEYS
-from core.store import HistoryFilter, Store
+from core.store import Store
+from core.values import HistoryFilter
 from core.store.history import _history_where
 from core.store.images import image_from_row
 

@@ -9,6 +9,7 @@ import pytest
 
 from core import export
 from core import store
+from core.values import HistoryFilter
 from core.catalog.payloads import canonical_json
 
 SCHNELL = "fal-ai/flux/schnell"
@@ -97,13 +98,13 @@ def test_no_data_uri_leaves_in_the_csv(d, tmp_path):
 def test_filters_match_the_history_page(d, tmp_path):
     a = _completed(d, images=1, endpoint=EDIT)
     b = _completed(d, images=0, endpoint=SCHNELL, prompt="Golden hour portrait")
-    f = store.HistoryFilter(endpoint=SCHNELL)
+    f = HistoryFilter(endpoint=SCHNELL)
     export.to_csv(d, tmp_path / "f.csv", f)
     _, rows = _read(tmp_path / "f.csv")
     assert [r["request_id"] for r in rows] == [b.id]
-    export.to_csv(d, tmp_path / "t.csv", store.HistoryFilter(text="golden"))
+    export.to_csv(d, tmp_path / "t.csv", HistoryFilter(text="golden"))
     assert [r["request_id"] for r in _read(tmp_path / "t.csv")[1]] == [b.id]
-    export.to_csv(d, tmp_path / "s.csv", store.HistoryFilter(status="failed"))
+    export.to_csv(d, tmp_path / "s.csv", HistoryFilter(status="failed"))
     raw, rows = _read(tmp_path / "s.csv")
     assert rows == [] and raw.decode("utf-8-sig").startswith("request_id,")   # header only
     assert a.id != b.id

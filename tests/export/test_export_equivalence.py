@@ -11,7 +11,7 @@ import io
 import pytest
 
 from core import export
-from core import store
+from core.values import HistoryFilter
 from core.catalog.payloads import canonical_json
 from tests.export._legacy import legacy_csv_bytes
 
@@ -90,12 +90,12 @@ def _cells(data: bytes, drop: tuple[str, ...] = ()) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("flt", [
-    store.HistoryFilter(),
-    store.HistoryFilter(endpoint=EDIT),
-    store.HistoryFilter(status="completed"),
-    store.HistoryFilter(status="failed"),
-    store.HistoryFilter(text="sum"),
-    store.HistoryFilter(text="nothing matches this"),
+    HistoryFilter(),
+    HistoryFilter(endpoint=EDIT),
+    HistoryFilter(status="completed"),
+    HistoryFilter(status="failed"),
+    HistoryFilter(text="sum"),
+    HistoryFilter(text="nothing matches this"),
 ], ids=["all", "endpoint", "completed", "failed", "text", "empty"])
 @pytest.mark.parametrize("lines", ["stored", "built"])
 def test_the_columnar_export_writes_the_same_cells_as_the_former_one(fixture_store, tmp_path, flt, lines):

@@ -122,7 +122,7 @@ def test_huge_sparse_file_is_refused_from_its_size(run, tmp_path, monkeypatch):
 
 
 def test_cleanup_reports_and_removes_objects_left_without_a_row(run, photo, settings):
-    from core.store.blobs import open_storage
+    from core.blobs import open_storage
 
     storage = open_storage(settings)
     storage.put("team/orphan.jpg", b"\xff\xd8\xff", "image/jpeg")
@@ -141,7 +141,7 @@ def test_cleanup_says_when_the_key_may_not_delete(run, monkeypatch, insert_only_
     monkeypatch.setenv("SUPABASE_URL", supabase_standin.url)
     monkeypatch.setenv("SUPABASE_KEY", insert_only_key)
     from core.config import load_settings
-    from core.store.blobs import open_storage
+    from core.blobs import open_storage
 
     storage = open_storage(load_settings())
     storage.put("team/x.jpg", b"\xff\xd8\xff", "image/jpeg")

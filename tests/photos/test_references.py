@@ -39,7 +39,7 @@ from core.photos.references import (
     sweep_orphans,
 )
 from core.store import Store
-from core.store.blobs import JOURNAL_NAME, CleanupJournal, LocalStorage, SupabaseStorage, open_storage
+from core.blobs import JOURNAL_NAME, CleanupJournal, LocalStorage, SupabaseStorage, open_storage
 from tests.corpus import BY_NAME, CASES, Accept, build
 from tests.standins.supabase_fixtures import BUCKET
 from tests.standins.supabase_server import StoredBlob
@@ -395,7 +395,7 @@ import os, sys
 from core.config import load_settings
 from core.photos import references
 from core.store import Store, open_store
-from core.store.blobs import open_storage
+from core.blobs import open_storage
 
 Store.insert_reference = lambda self, ref: os._exit(9)   # killed right after the object was written
 settings = load_settings()

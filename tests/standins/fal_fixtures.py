@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from core.config import load_settings
-from core.batches.fal import FalClient, RetryPolicy
+from core.fal import FalClient, RetryPolicy
 from tests.standins.fal_server import DEFAULT_KEY, FalStandin
 
 

@@ -36,7 +36,7 @@ def supabase_env(supabase_standin, monkeypatch):
 @pytest.fixture
 def cleanup_journal(isolated_env):
     """The journal `open_storage` would use for this test's data directory."""
-    from core.store.blobs import JOURNAL_NAME, CleanupJournal
+    from core.blobs import JOURNAL_NAME, CleanupJournal
 
     return CleanupJournal(isolated_env / JOURNAL_NAME)
 
@@ -44,7 +44,7 @@ def cleanup_journal(isolated_env):
 @pytest.fixture
 def supabase_storage(supabase_standin, cleanup_journal):
     """A SupabaseStorage (real `supabase` client, service-role key) on the stand-in, bucket "references"."""
-    from core.store.blobs import SupabaseStorage
+    from core.blobs import SupabaseStorage
 
     storage = SupabaseStorage(supabase_standin.url, supabase_standin.key, BUCKET, journal=cleanup_journal)
     try:
@@ -63,7 +63,7 @@ def insert_only_key(supabase_standin):
 @pytest.fixture
 def insert_only_storage(supabase_standin, insert_only_key, cleanup_journal):
     """A SupabaseStorage with the insert-only key on an existing public bucket "references"."""
-    from core.store.blobs import SupabaseStorage
+    from core.blobs import SupabaseStorage
 
     supabase_standin.add_bucket(BUCKET, public=True)
     storage = SupabaseStorage(supabase_standin.url, insert_only_key, BUCKET, journal=cleanup_journal)

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 from sqlite_utils.migrations import Migrations
 
-from core.store import Batch, Group, Reference, RequestRecord, ResultImage, StoredVote, db, open_store
-from core.store.values import METRIC_COLUMNS
+from core import values
+from core.store import db, open_store
+from core.values import Batch, Group, Reference, RequestRecord, ResultImage, StoredVote
+from core.values import METRIC_COLUMNS
 
 EXPECTED: dict[str, dict[str, str]] = {
     "reference_photos": {
@@ -130,7 +132,7 @@ def test_a_file_at_m001_is_upgraded_without_losing_rows(tmp_path):
     raw = db.connect(path, migrate=False)
     db.MIGRATIONS.apply(raw, stop_before="m002_history_indexes")
     raw["requests"].insert({"id": "r1", "endpoint": "fal-ai/flux/schnell", "payload_json": "{}",
-                            "payload_hash": "v1:x", "status": "planned", "created_at": db.now()})
+                            "payload_hash": "v1:x", "status": "planned", "created_at": values.now()})
     raw.close()
     st = open_store(path)
     assert _columns(st.db) == EXPECTED and st.get_request("r1").status == "planned"
@@ -141,7 +143,7 @@ def test_a_store_from_before_the_stop_reason_is_upgraded_in_place(tmp_path):
     path = tmp_path / "old.db"
     old = db.connect(path, migrate=False)
     db.MIGRATIONS.apply(old, stop_before="m012_batch_stop_reason")
-    old["batches"].insert({"id": "b1", "name": "old", "created_at": db.now(), "status": "finished"})
+    old["batches"].insert({"id": "b1", "name": "old", "created_at": values.now(), "status": "finished"})
     old.close()
     st = open_store(path)
     assert _columns(st.db) == EXPECTED

@@ -10,7 +10,8 @@ import re
 import pytest
 
 from core import export
-from core.store import HistoryFilter, ImageMetrics, db as dbmod
+from core import values
+from core.values import HistoryFilter, ImageMetrics
 from core.store.history import _CELLS, EXPORT_LINES_VERSION
 
 
@@ -122,7 +123,7 @@ def test_a_cell_written_by_hand_is_never_exported_from_a_stale_line(st, table, a
 def test_rows_inserted_or_deleted_by_hand_are_exported_as_they_are(st):
     rec = _final_with_image(st)
     st.db.execute("INSERT INTO result_images (id, request_id, idx, fal_url, created_at) VALUES (?, ?, 3, ?, ?)",
-                  [dbmod.new_id(), rec.id, "https://by.hand/3.png", dbmod.now()])
+                  [values.new_id(), rec.id, "https://by.hand/3.png", values.now()])
     text = export.to_csv_bytes(st)
     assert b"https://by.hand/3.png" in text and text == _built(st)
     st.db.execute("DELETE FROM result_images WHERE request_id = ?", [rec.id])

@@ -14,7 +14,8 @@ import pytest
 
 from core.batches import plans
 from core.errors import StoreError
-from core.store import RequestStatus, open_store
+from core.store import open_store
+from core.values import RequestStatus
 
 SCHNELL = "fal-ai/flux/schnell"
 

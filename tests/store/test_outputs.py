@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from core.batches import plans
-from core.store import RequestStatus
-from core.store.blobs import open_storage
+from core.values import RequestStatus
+from core.blobs import open_storage
 from tests.results import record_result
 
 SCHNELL = "fal-ai/flux/schnell"

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from core.config import load_settings
+from core.redact import redact
 from core.errors import (
     BucketNotFound,
     ObjectExists,
@@ -17,13 +18,12 @@ from core.errors import (
     StoragePermissionError,
     UnsupportedContentType,
 )
-from core.store.blobs import (
+from core.blobs import (
     JOURNAL_NAME,
     CleanupJournal,
     LocalStorage,
     Storage,
     SupabaseStorage,
-    mask_secret,
     open_storage,
     sweep,
     unique_path,
@@ -487,9 +487,9 @@ def test_an_echoed_key_never_appears_in_a_message(supabase_standin, setup):
     _assert_no_part_of(key, text)
 
 
-def test_mask_secret_hides_the_key_and_its_pieces():
+def test_redact_hides_the_supabase_key_and_its_pieces():
     key = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
     text = f"bad {key} / payload {key.split('.')[1]} / sig {key.split('.')[2]}"
-    masked = mask_secret(text, key)
+    masked = redact(text, [key])
     _assert_no_part_of(key, masked)
     assert masked.startswith("bad ***")

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from core.store import db as dbmod
+from core import values
 from core.processes import pid_alive
 from core.batches import plans
-from core import store
+from core.values import HistoryFilter
 from core.errors import BatchBusy, StoreError
 from core.catalog.payloads import canonical_json, payload_hash
 
@@ -193,7 +193,7 @@ def test_claim_refuses_a_live_owner_and_takes_over_a_stale_or_dead_one(d):
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     d.db.execute("UPDATE batches SET runner_pid = ?, heartbeat_at = ? WHERE id = ?",
-              [proc.pid, dbmod.now(), batch.id])
+              [proc.pid, values.now(), batch.id])
     assert d.claim_batch(batch.id).runner_pid == os.getpid()
 
 
@@ -204,7 +204,7 @@ def test_a_killed_but_unreaped_runner_counts_as_dead(d):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         d.db.execute("UPDATE batches SET runner_pid = ?, runner_host = ?, heartbeat_at = ? WHERE id = ?",
-                  [proc.pid, __import__("socket").gethostname(), dbmod.now(), batch.id])
+                  [proc.pid, __import__("socket").gethostname(), values.now(), batch.id])
         with pytest.raises(BatchBusy):
             d.claim_batch(batch.id)
         proc.kill()
@@ -269,18 +269,18 @@ def history(d):
 
 def test_history_pages_newest_first_with_total(d, history):
     _, ids = history
-    first = d.query_history(store.HistoryFilter(page_size=5))
+    first = d.query_history(HistoryFilter(page_size=5))
     assert first.total == 12 and first.pages == 3
     assert [r.id for r in first.rows] == ids[::-1][:5]
-    last = d.query_history(store.HistoryFilter(page=3, page_size=5))
+    last = d.query_history(HistoryFilter(page=3, page_size=5))
     assert [r.id for r in last.rows] == ids[::-1][10:]
     with pytest.raises(StoreError, match="page_size"):
-        d.query_history(store.HistoryFilter(page_size=10_000))
+        d.query_history(HistoryFilter(page_size=10_000))
 
 
 def test_history_filters_combine(d, history):
     batch, ids = history
-    H = store.HistoryFilter
+    H = HistoryFilter
 
     def got(**kw):
         return {r.id for r in d.query_history(H(page_size=100, **kw)).rows}
@@ -303,7 +303,7 @@ def test_history_filters_combine(d, history):
 
 def test_iter_history_csv_chunks_cover_every_row_once(d, history):
     _, ids = history
-    chunks = list(d.iter_history_csv(store.HistoryFilter(), chunk_size=5))
+    chunks = list(d.iter_history_csv(HistoryFilter(), chunk_size=5))
     assert [len(c) for c in chunks[:-1]] == [5] * (len(chunks) - 1)
     assert [request_id for chunk in chunks for request_id, _ in chunk] == ids[::-1]
     assert all(line.startswith(request_id.encode() + b",") for chunk in chunks for request_id, line in chunk)

@@ -6,12 +6,8 @@ import core.store
 from core.store import Store
 
 EXPORTED = {
-    "ACTIVE_STATUSES", "BATCH_STATUSES", "FINAL_STATUSES", "HEARTBEAT_STALE_S", "MAX_PAGE_SIZE",
-    "REFERENCE_ROLES", "REQUEST_STATUSES", "SAME_PERSON_THRESHOLD", "UNFINISHED_STATUSES",
-    "Batch", "BatchProgress", "DiffEntry", "Group", "GroupOutput", "HistoryFilter", "HISTORY_CELLS",
-    "ImageMetrics", "ImageToMeasure", "MetricRow", "Page", "PayloadDiff", "Reference",
-    "RequestCost", "RequestRecord", "RequestStatus", "ResultImage", "Store", "StoredVote",
-    "is_same_person", "open_store", "pick_output", "runner_alive", "safe_cell",
+    "HEARTBEAT_STALE_S", "HISTORY_CELLS", "MAX_PAGE_SIZE", "ImageToMeasure", "Store", "open_store",
+    "runner_alive", "safe_cell",
 }
 
 METHODS = {

@@ -1,5 +1,5 @@
-"""Following one job that fal has accepted, until it ends. No store here: `follow` returns what
-happened and the scheduler records it (`core.batches.record`).
+"""Following one job that fal has accepted, until it ends: the one status-following path. No
+store here: `follow` returns what happened and the scheduler records it (`core.batches.record`).
 
 Invariants:
 - An accepted job is paid: nothing here gives it up for a passing fault. A status poll that fails
@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import collections
 import datetime as _dt
+import json
+import logging
 import queue
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from core.errors import FalBadResponse, FalError, FalRateLimited, FalServerError, FalTimeout, FalUnavailable
 
-if TYPE_CHECKING:
-    from core.batches.fal import Completed, FalClient, QueueHandle
+from core.fal.client import FalClient
+from core.fal.values import Completed, InProgress, QueueHandle, Queued
+
+logger = logging.getLogger("core.fal")
 
 # errors that say nothing about the job itself: asking again later may succeed
 TRANSIENT = (FalUnavailable, FalServerError, FalTimeout, FalRateLimited)
@@ -192,15 +195,17 @@ class _StreamEnded:
 
 
 def _read_stream(fal: FalClient, handle: QueueHandle, into: queue.Queue) -> None:
-    from core.batches.fal import Completed
-
+    reason = "the stream ended before COMPLETED"
     try:
         for status in fal.status_events(handle):
             into.put(status)
             if isinstance(status, Completed):
                 return
-    except Exception:  # noqa: BLE001 - any stream failure: the follower polls instead
-        pass
+    except Exception as e:  # noqa: BLE001 - any stream failure: the follower polls instead
+        reason = f"{type(e).__name__}: {e}"
+    if not fal.interrupted:
+        logger.warning(json.dumps({"event": "fal.stream_fallback", "request_id": handle.request_id,
+                                   "reason": fal.redacted(reason)[:300]}, separators=(",", ":")))
     into.put(_StreamEnded())
 
 
@@ -220,8 +225,6 @@ def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Si
     `on_queued(position)` is called when the queue position changes, `on_running(logs)` once when
     the job starts; both are how the caller records progress. A stream silent for
     `stream_silence_s` (default `STREAM_SILENCE_S`) is checked by one poll."""
-    from core.batches.fal import Completed, InProgress, Queued
-
     if stream_silence_s is None:
         stream_silence_s = STREAM_SILENCE_S
 

@@ -1,6 +1,8 @@
-"""The values the store hands out: frozen dataclasses, built from rows inside core/store only.
+"""The project's values: the frozen records every layer passes around, and the rules that read one.
 
-A caller never sees a row dict or a cursor: what crosses the store is one of these. The closed
+A leaf: this module imports nothing of the project, so every layer may depend on it. The store
+builds these from rows (a caller never sees a row dict or a cursor) and takes the `New*` records
+as its input; plans build those. The closed
 sets of the schema (request statuses, reference roles) and the rules that read a stored value
 the same way everywhere (the same-person threshold, a model's output in a group) live here too.
 """
@@ -9,9 +11,20 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import json
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+
+def now() -> str:
+    """The current time as the store writes it: UTC ISO 8601 with microseconds."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def new_id() -> str:
+    """A new record id: 32 hex digits of a random UUID."""
+    return uuid.uuid4().hex
 
 
 class RequestStatus(enum.StrEnum):
