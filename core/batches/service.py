@@ -17,11 +17,13 @@ Invariants:
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from core import processes
+from core.blobs import Storage
 from core.config import Settings
 from core.store import Store, runner_alive
 from core.values import Batch, BatchProgress, RequestRecord
@@ -88,6 +90,20 @@ def start_runner(store: Store, settings: Settings, batch_id: str, *, concurrency
     if concurrency:
         args += ["--concurrency", str(concurrency)]
     return processes.spawn(settings, args, log_name=f"batch-{batch_id}")
+
+
+def plan_batch(spec: Mapping[str, Any], *, store: Store | None, storage: Storage | None = None,
+               base_dir: str | Path | None = None, upload: bool = True,
+               max_reference_bytes: int | None = None) -> Plan:
+    """A plan for `spec` (a plan file's JSON or the Generate form), references resolved: ids looked
+    up in `store`, files read from disk (relative to `base_dir`). With `upload`, new reference files
+    are then stored (`core.photos.references.add_reference`, deduplicated) and the plan names them
+    by id; without it, the plan is a preview (`final` False). Nothing is uploaded for a plan that is
+    refused."""
+    from core.batches import plans
+
+    kw = {} if max_reference_bytes is None else {"max_reference_bytes": max_reference_bytes}
+    return plans.make_plan(spec, store=store, storage=storage, base_dir=base_dir, upload=upload, **kw)
 
 
 def record(store: Store, plan: Plan, settings: Settings, *, created_by: str | None = None,
