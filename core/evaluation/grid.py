@@ -30,12 +30,11 @@ from typing import TYPE_CHECKING
 
 from core.catalog import contenders as contenders_mod
 from core.catalog.prompts import OPTION_KEYS
+from core.store import Store
 from core.values import Group, RequestRecord, ResultImage
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # PIL is imported when a grid is drawn, not with the page
     from PIL import Image as PILImage
-
-    from core.store import Store
 
 CONTENDER, MODEL, SEED = "contender", "model", "seed"
 NOT_APPLICABLE = "—"
@@ -91,12 +90,12 @@ class Grid:
         return " · ".join(f"{_short_title(k)} {v}" for k, v in self.fixed.items())
 
 
-def batch_outputs(st: Store, batch_id: str) -> list[GridOutput]:
+def batch_outputs(store: Store, batch_id: str) -> list[GridOutput]:
     """Every output of the batch (per group and contender), groups in planning order, with its
     coordinates on every dimension."""
-    groups = st.get_groups(batch_id)
-    outputs = st.group_outputs(batch_id, by_contender=True)
-    contenders = st.contenders_in(batch_id=batch_id)
+    groups = store.get_groups(batch_id)
+    outputs = store.group_outputs(batch_id, by_contender=True)
+    contenders = store.contenders_in(batch_id=batch_id)
     labels = contenders_mod.labels(contenders)
     by_id = {c.id: c for c in contenders}
     axes = contenders_mod.swept_axes(contenders)

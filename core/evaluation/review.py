@@ -31,29 +31,21 @@ import hashlib
 import itertools
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from core.evaluation import pairing, stats
-from core.values import Group
 from core.errors import StoreError
-from core.values import GroupOutput, StoredVote  # importable here as before
-
-if TYPE_CHECKING:
-    from core.store import Store
+from core.store import Store
+from core.values import Group, GroupOutput, StoredVote
 
 VERDICTS = stats.VERDICTS
 MAX_NOTE = 2000
 
 
-# One model's output in a group: the request and the image shown.
-Output = GroupOutput
-
-
 @dataclass(frozen=True)
 class ReviewItem:
     group: Group
-    left: Output
-    right: Output
+    left: GroupOutput
+    right: GroupOutput
     position: int  # 1-based, in the batch's review order
 
     @property
@@ -81,7 +73,7 @@ def item_key(group_id: str, contender_a: str, contender_b: str) -> str:
     return f"{group_id}|{a}|{b}"
 
 
-def _side(output: Output) -> str:
+def _side(output: GroupOutput) -> str:
     """The contender id of an output (its endpoint for a request stored without one)."""
     return output.contender_id or output.endpoint
 
@@ -104,7 +96,7 @@ def left_first(rater: str, group_id: str, endpoint_a: str, endpoint_b: str) -> b
 # ---------------------------------------------------------------------------- items
 
 
-def _ordered(rater: str, group_id: str, a: Output, b: Output) -> tuple[Output, Output]:
+def _ordered(rater: str, group_id: str, a: GroupOutput, b: GroupOutput) -> tuple[GroupOutput, GroupOutput]:
     """(left, right) as this rater sees the pair (see the module invariants)."""
     if a.endpoint != b.endpoint:
         name_a, name_b = a.endpoint, b.endpoint
@@ -114,13 +106,13 @@ def _ordered(rater: str, group_id: str, a: Output, b: Output) -> tuple[Output, O
     return (first, second) if left_first(rater, group_id, name_a, name_b) else (second, first)
 
 
-def review_items(st: Store, batch_id: str, rater: str) -> list[ReviewItem]:
+def review_items(store: Store, batch_id: str, rater: str) -> list[ReviewItem]:
     """Every item of the batch in review order (groups in planning order, pairs by contender id),
     with sides as this rater sees them."""
     rater = _rater(rater)
-    outputs = st.group_outputs(batch_id, by_contender=True)
+    outputs = store.group_outputs(batch_id, by_contender=True)
     items: list[ReviewItem] = []
-    for group in st.get_groups(batch_id):
+    for group in store.get_groups(batch_id):
         by_contender = outputs.get(group.id, {})
         for a, b in itertools.combinations(sorted(by_contender), 2):
             left, right = _ordered(rater, group.id, by_contender[a], by_contender[b])
@@ -128,26 +120,26 @@ def review_items(st: Store, batch_id: str, rater: str) -> list[ReviewItem]:
     return items
 
 
-def reviewed_keys(st: Store, batch_id: str, rater: str) -> set[str]:
+def reviewed_keys(store: Store, batch_id: str, rater: str) -> set[str]:
     """Item keys this rater has judged in the batch."""
-    return {item_key(g, a, b) for g, a, b in st.voted_pairs(batch_id, _rater(rater))}
+    return {item_key(g, a, b) for g, a, b in store.voted_pairs(batch_id, _rater(rater))}
 
 
-def queue(st: Store, batch_id: str, rater: str, *, include_reviewed: bool = False,
+def queue(store: Store, batch_id: str, rater: str, *, include_reviewed: bool = False,
           skip: Collection[str] = (), seen: Collection[str] = ()) -> ReviewQueue:
     """The rater's items still to show in a batch, in order; `skip` holds item keys skipped,
     `seen` the keys voted on in this sitting: with `include_reviewed` the queue goes through the
     reviewed items once and moves on after each vote, instead of offering the first one again.
     In the first group with something left, a group of more than two contenders puts the pair
     `pairing` chooses first."""
-    items = review_items(st, batch_id, rater)
-    done = reviewed_keys(st, batch_id, rater)
+    items = review_items(store, batch_id, rater)
+    done = reviewed_keys(store, batch_id, rater)
     todo = [i for i in items if (include_reviewed or i.key not in done) and i.key not in skip
             and i.key not in seen]
     reviewed = sum(i.key in done for i in items)
     skipped = sum(i.key in skip and (include_reviewed or i.key not in done) for i in items)
     if todo:
-        todo = _next_pair_first(st, batch_id, rater, todo)
+        todo = _next_pair_first(store, batch_id, rater, todo)
     return ReviewQueue(items=tuple(todo), total=len(items), reviewed=reviewed, skipped=skipped)
 
 
@@ -162,17 +154,17 @@ class ReviewNext:
     remaining: int
 
 
-def next_up(st: Store, batch_id: str, rater: str, *, include_reviewed: bool = False,
+def next_up(store: Store, batch_id: str, rater: str, *, include_reviewed: bool = False,
             skip: Collection[str] = (), seen: Collection[str] = ()) -> ReviewNext:
     """`queue`'s next item and counts, reading only what they need: which contenders have an
     output in each group (`Store.output_contenders`, no request rows) and the outputs of the one
     group shown, so a visit costs the same at 40 or 40,000 outputs in the batch."""
     rater = _rater(rater)
-    done = reviewed_keys(st, batch_id, rater)
+    done = reviewed_keys(store, batch_id, rater)
     skip, seen = set(skip), set(seen)
     total = reviewed = skipped = remaining = 0
     first: tuple[str, list[tuple[int, str, str]]] | None = None
-    for group_id, sides in st.output_contenders(batch_id):
+    for group_id, sides in store.output_contenders(batch_id):
         for a, b in itertools.combinations(sides, 2):
             total += 1
             key = item_key(group_id, a, b)
@@ -189,14 +181,14 @@ def next_up(st: Store, batch_id: str, rater: str, *, include_reviewed: bool = Fa
     if first is None:
         return ReviewNext(None, total, reviewed, skipped, remaining)
     group_id, pairs = first
-    group = st.groups_by_id([group_id])[group_id]
-    outputs = st.group_outputs(batch_id, by_contender=True, group_ids=[group_id]).get(group_id, {})
+    group = store.groups_by_id([group_id])[group_id]
+    outputs = store.group_outputs(batch_id, by_contender=True, group_ids=[group_id]).get(group_id, {})
     items = [ReviewItem(group, *_ordered(rater, group_id, outputs[a], outputs[b]), position)
              for position, a, b in pairs]
-    return ReviewNext(_next_pair_first(st, batch_id, rater, items)[0], total, reviewed, skipped, remaining)
+    return ReviewNext(_next_pair_first(store, batch_id, rater, items)[0], total, reviewed, skipped, remaining)
 
 
-def _next_pair_first(st: Store, batch_id: str, rater: str, todo: list[ReviewItem]) -> list[ReviewItem]:
+def _next_pair_first(store: Store, batch_id: str, rater: str, todo: list[ReviewItem]) -> list[ReviewItem]:
     """`todo` with the pair `pairing.choose_from_counts` picks moved to the front of its group
     (the first group in `todo`), when that group has more than two contenders left to pair."""
     group_id = todo[0].group.id
@@ -209,7 +201,7 @@ def _next_pair_first(st: Store, batch_id: str, rater: str, todo: list[ReviewItem
     # every pair of these contenders not offered now (judged or skipped) is excluded
     excluded = [(a, b) for n, a in enumerate(contenders) for b in contenders[n + 1:]
                 if frozenset((a, b)) not in offered]
-    votes = stats_votes(st, batch_id=batch_id)
+    votes = stats_votes(store, batch_id=batch_id)
     choice = pairing.choose_pair(contenders, votes, excluded, seed=f"{rater.casefold()}\x00{group_id}")
     if choice is None:
         return todo
@@ -221,13 +213,13 @@ def _next_pair_first(st: Store, batch_id: str, rater: str, todo: list[ReviewItem
 # ---------------------------------------------------------------------------- votes
 
 
-def record_vote(st: Store, *, group_id: str, left_request_id: str, right_request_id: str,
+def record_vote(store: Store, *, group_id: str, left_request_id: str, right_request_id: str,
                 rater: str, verdict: str, note: str | None = None) -> StoredVote:
     """Store one verdict on two outputs of a group, with the side order the rater saw."""
     rater = _rater(rater)
     if verdict not in VERDICTS:
         raise StoreError(f"Unknown verdict {verdict!r}; one of {', '.join(VERDICTS)}.")
-    left, right = st.get_request(left_request_id), st.get_request(right_request_id)
+    left, right = store.get_request(left_request_id), store.get_request(right_request_id)
     for side in (left, right):
         if side.group_id != group_id:
             raise StoreError(f"Request {side.id} is not in group {group_id}; reload the review page.")
@@ -236,13 +228,13 @@ def record_vote(st: Store, *, group_id: str, left_request_id: str, right_request
                          "compares two.")
     note = (note or "").strip()[:MAX_NOTE] or None
     winner = {"left": left.endpoint, "right": right.endpoint}.get(verdict)
-    return st.add_vote(group_id=group_id, rater=rater, left_request_id=left.id,
+    return store.add_vote(group_id=group_id, rater=rater, left_request_id=left.id,
                        right_request_id=right.id, verdict=verdict, winner=winner, note=note)
 
 
-def record_item_vote(st: Store, item: ReviewItem, *, rater: str, verdict: str,
+def record_item_vote(store: Store, item: ReviewItem, *, rater: str, verdict: str,
                      note: str | None = None) -> StoredVote:
-    return record_vote(st, group_id=item.group.id, left_request_id=item.left.request_id,
+    return record_vote(store, group_id=item.group.id, left_request_id=item.left.request_id,
                        right_request_id=item.right.request_id, rater=rater, verdict=verdict, note=note)
 
 
@@ -266,13 +258,13 @@ def latest_votes(votes: Iterable[StoredVote]) -> list[StoredVote]:
     return [v for v in votes if id(v) in keep]
 
 
-def stats_votes(st: Store, *, batch_id: str | None = None,
+def stats_votes(store: Store, *, batch_id: str | None = None,
                 latest: Sequence[StoredVote] | None = None) -> list[stats.Vote]:
     """The unblinded votes for `core.evaluation.stats` (their "models" are contender ids), each
     rater's latest per item, with the group's prompt options as factors (pose, style, lighting, angle, aspect_ratio, ...).
     `latest`: the selection's `latest_votes` when already read."""
-    votes = latest_votes(st.list_votes(batch_id=batch_id)) if latest is None else list(latest)
-    groups = st.groups_by_id(sorted({v.group_id for v in votes}))
+    votes = latest_votes(store.list_votes(batch_id=batch_id)) if latest is None else list(latest)
+    groups = store.groups_by_id(sorted({v.group_id for v in votes}))
     options = {gid: {k: str(v) for k, v in g.options.items() if v is not None} for gid, g in groups.items()}
     return [stats.vote_from_verdict(v.group_id, v.rater.casefold(), *vote_sides(v),
                                     v.verdict, options.get(v.group_id, {})) for v in votes]

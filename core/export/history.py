@@ -28,16 +28,13 @@ import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from core.values import HistoryFilter
 from core.catalog import contenders
 from core.catalog.payloads import canonical_json
 from core.errors import DashboardError
-from core.store import HISTORY_CELLS, safe_cell
-
-if TYPE_CHECKING:
-    from core.store import Store
+from core.store import HISTORY_CELLS, Store, safe_cell
 
 CHUNK_SIZE = 5000
 
@@ -79,8 +76,8 @@ def _csv_fragment(cells: Sequence[Any]) -> str:
     return buf.getvalue()
 
 
-def _export_contenders(st: Store, f: HistoryFilter) -> _Contenders:
-    by_id = st.get_contenders(st.history_contender_ids(f))
+def _export_contenders(store: Store, f: HistoryFilter) -> _Contenders:
+    by_id = store.get_contenders(store.history_contender_ids(f))
     labels = contenders.labels(by_id.values())
     parameters = tuple(dict.fromkeys(a.parameter for a in contenders.swept_axes(by_id.values())))
     fragments = {}
@@ -98,14 +95,14 @@ def _header(named: _Contenders) -> list[str]:
     return [*COLUMNS[:i], *named.columns, *COLUMNS[i:]]
 
 
-def _write(st: Store, f: HistoryFilter, out: IO[bytes], chunk_size: int) -> Iterator[tuple[int, int]]:
+def _write(store: Store, f: HistoryFilter, out: IO[bytes], chunk_size: int) -> Iterator[tuple[int, int]]:
     """Write BOM, header and rows to `out` (UTF-8 bytes, as SQLite holds them: never decoded
     and encoded again); after each chunk, yield (rows, requests) so far."""
-    named = _export_contenders(st, f)
+    named = _export_contenders(store, f)
     out.write(("\ufeff" + ",".join(_header(named)) + "\r\n").encode("utf-8"))
     rows = requests = 0
     last = None
-    for chunk in st.iter_history_csv(f, contender_cells=named.fragments, other_contender=named.other,
+    for chunk in store.iter_history_csv(f, contender_cells=named.fragments, other_contender=named.other,
                                      chunk_size=chunk_size):
         out.write(b"\r\n".join([line for _, line in chunk]))
         out.write(b"\r\n")
@@ -117,17 +114,17 @@ def _write(st: Store, f: HistoryFilter, out: IO[bytes], chunk_size: int) -> Iter
         yield rows, requests
 
 
-def iter_csv(st: Store, f: HistoryFilter | None = None, *,
+def iter_csv(store: Store, f: HistoryFilter | None = None, *,
              chunk_size: int = CHUNK_SIZE) -> Iterator[str]:
     """The CSV as text chunks (for streaming), one per `chunk_size` rows; the first starts with
     the BOM and the header (alone when nothing matches)."""
-    for data in _chunks(st, f, chunk_size):
+    for data in _chunks(store, f, chunk_size):
         yield data.decode("utf-8")
 
 
-def _chunks(st: Store, f: HistoryFilter | None, chunk_size: int) -> Iterator[bytes]:
+def _chunks(store: Store, f: HistoryFilter | None, chunk_size: int) -> Iterator[bytes]:
     buf = io.BytesIO()
-    for _ in _write(st, f or HistoryFilter(), buf, chunk_size):
+    for _ in _write(store, f or HistoryFilter(), buf, chunk_size):
         yield buf.getvalue()
         buf.seek(0)
         buf.truncate()
@@ -135,7 +132,7 @@ def _chunks(st: Store, f: HistoryFilter | None, chunk_size: int) -> Iterator[byt
         yield buf.getvalue()
 
 
-def to_csv(st: Store, out: str | Path, f: HistoryFilter | None = None, *,
+def to_csv(store: Store, out: str | Path, f: HistoryFilter | None = None, *,
            chunk_size: int = CHUNK_SIZE) -> ExportResult:
     """Write the filtered history to `out` (through a temporary name then renamed, so a failed
     export never leaves a half-written file under the requested name)."""
@@ -144,7 +141,7 @@ def to_csv(st: Store, out: str | Path, f: HistoryFilter | None = None, *,
     rows = requests = 0
     try:
         with open(tmp, "wb", buffering=1 << 20) as fh:
-            for rows, requests in _write(st, f or HistoryFilter(), fh, chunk_size):
+            for rows, requests in _write(store, f or HistoryFilter(), fh, chunk_size):
                 pass
         tmp.replace(out)
     except BaseException:
@@ -153,10 +150,10 @@ def to_csv(st: Store, out: str | Path, f: HistoryFilter | None = None, *,
     return ExportResult(path=out, rows=rows, requests=requests)
 
 
-def to_csv_bytes(st: Store, f: HistoryFilter | None = None) -> bytes:
+def to_csv_bytes(store: Store, f: HistoryFilter | None = None) -> bytes:
     """The whole CSV as bytes, for a page's deferred download button (Streamlit holds a download
     in memory; this builds it chunk by chunk, with no text copy)."""
     buf = io.BytesIO()
-    for _ in _write(st, f or HistoryFilter(), buf, CHUNK_SIZE):
+    for _ in _write(store, f or HistoryFilter(), buf, CHUNK_SIZE):
         pass
     return buf.getvalue()
