@@ -34,12 +34,16 @@ RANGES: dict[str, tuple[int, int]] = {
 # Supabase's own rule for bucket names (storage-api `isValidBucketName`): 1 to 63 characters.
 _BUCKET_NAME = re.compile(r"^(\w|!|-|\.|\*|'|\(|\)| |&|\$|@|=|;|:|\+|,|\?)+$", re.ASCII)
 
-_NAMES = (
+# Every setting, once. Each is read from the environment, then from secrets.toml (but
+# DASHBOARD_SECRETS, which names that file, only from the environment); the README's settings table has a row for each
+# (tests/test_config.py), and the dashboard's cached Settings are keyed on all of them.
+SETTINGS = (
     "FAL_KEY", "FAL_RUN_URL", "FAL_QUEUE_URL",
     "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_BUCKET",
     "DASHBOARD_DATA_DIR", "DASHBOARD_CONCURRENCY",
     "DASHBOARD_MAX_UPLOAD_BYTES", "DASHBOARD_MAX_LONG_EDGE",
     "DASHBOARD_METRICS_WORKER", "DASHBOARD_METRICS_WORKERS", "DASHBOARD_OUTAGE_LIMIT_S", "DASHBOARD_AUTO_RESUME",
+    "DASHBOARD_SECRETS",
 )
 
 
@@ -118,7 +122,7 @@ def _read_secrets(path: Path) -> dict[str, str]:
         from core.errors import ConfigError
 
         raise ConfigError(f"{path} is not valid TOML ({e}); fix or remove it.") from None
-    return {k: str(v) for k, v in raw.items() if k in _NAMES and not isinstance(v, dict)}
+    return {k: str(v) for k, v in raw.items() if k in SETTINGS and not isinstance(v, dict)}
 
 
 def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None = None) -> Settings:

@@ -113,3 +113,20 @@ def test_the_outage_limit_is_read_and_checked(tmp_path):
     assert load_settings(env={"DASHBOARD_OUTAGE_LIMIT_S": "45"}, secrets_path=tmp_path / "none").outage_limit_s == 45
     with pytest.raises(ConfigError, match="DASHBOARD_OUTAGE_LIMIT_S must be from 0 to 86400, got -1"):
         load_settings(env={"DASHBOARD_OUTAGE_LIMIT_S": "-1"}, secrets_path=tmp_path / "none")
+
+
+def test_every_setting_has_a_row_in_the_readme_settings_table():
+    """A new setting that a teammate cannot find in the README is a setting nobody sets (datasette's
+    test_docs does the same for its settings): each name in `config.SETTINGS` is in the first
+    column of a row of the README's settings table."""
+    import re
+    from pathlib import Path
+
+    from core.config import REPO_ROOT, SETTINGS
+
+    readme = Path(REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| name | what it does | default |", 1)[1].split("\n\n", 1)[0]
+    documented = {name for row in table.splitlines()[2:]
+                  for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
+    missing = [name for name in SETTINGS if name not in documented]
+    assert not missing, f"settings without a row in the README's settings table: {missing}"
