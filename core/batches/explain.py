@@ -91,6 +91,14 @@ def may_cancel(progress: BatchProgress) -> bool:
     return not progress.settled and not progress.cancel_requested
 
 
+def cancel_note(progress: BatchProgress) -> str:
+    """In place of the Cancel button once a cancel was asked for and the batch is not settled yet,
+    or ""."""
+    if progress.cancel_requested and not progress.settled:
+        return "Cancel requested: nothing more is sent; what fal still holds is being cancelled."
+    return ""
+
+
 def results_caption(shown: int, completed: int, progress: BatchProgress) -> str:
     """Under the thumbnails: how many of the completed results are shown, and where the rest are."""
     if completed <= shown:
