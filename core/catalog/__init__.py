@@ -3,14 +3,15 @@ JSON Schemas in schemas/), the payloads built from them, and contenders (an endp
 parameter set). A new endpoint touches only this package.
 
     prompts      option catalogs (options.toml) -> prompt sentence and image_size
-    registry     endpoints, payload building and validation, parameter fields, cost
+    registry     endpoints, payload building, validate_payload (before sending), parameter fields, cost
+    validation   a body or one field judged by its endpoint's JSON Schema (jsonschema), and why not
     payloads     canonical JSON, payload hashes, JSON diffs
     contenders   stable ids and readable labels of endpoint + parameter sets
 """
 from core._surface import lazy
 
 _EXPORTS = {
-    "prompts": "", "registry": "", "payloads": "", "contenders": "",
+    "prompts": "", "registry": "", "validation": "", "payloads": "", "contenders": "",
     "PromptOptions": "prompts", "build_prompt": "prompts", "image_size_for": "prompts",
     "OPTION_KEYS": "prompts",
     "Endpoint": "registry", "get_endpoint": "registry", "list_endpoints": "registry",

@@ -145,6 +145,20 @@ def test_a_schema_that_is_not_json_schema_is_a_config_error_when_first_used(regi
         validate_payload(SCHNELL, {"prompt": "a"})
 
 
+def test_a_schema_file_that_is_not_a_json_schema_is_a_config_error_when_used(registry_file, tmp_path, monkeypatch):
+    """A keyword with a wrong argument (`minimum: "one"`) is caught by the meta-schema check too."""
+    shipped = registry.SCHEMAS_DIR
+    bad = json.loads((shipped / "fal-ai__flux__schnell.json").read_text())
+    bad["input"]["properties"]["num_images"]["minimum"] = "one"
+    monkeypatch.setattr(registry, "SCHEMAS_DIR", tmp_path)
+    (tmp_path / "fal-ai__flux__schnell.json").write_text(json.dumps(bad))
+    (tmp_path / "fal-ai__flux-2__lora__edit.json").write_text((shipped / "fal-ai__flux-2__lora__edit.json").read_text())
+    registry_file.write_text(_registry_text(), encoding="utf-8")
+    assert [e.id for e in list_endpoints()] == [SCHNELL, LORA_EDIT]   # listing does not check it
+    with pytest.raises(ConfigError, match="not a valid JSON Schema"):
+        validate_payload(SCHNELL, {"prompt": "x", "num_images": 1})
+
+
 # --- preset ----------------------------------------------------------------------------------
 
 def test_team_preset_is_the_old_systems_settings():
@@ -478,86 +492,3 @@ def test_parameter_fields_describe_range_default_enum_and_preset():
     assert (dev["strength"]["min"], dev["strength"]["max"], dev["strength"]["default"]) == (0.01, 1, 0.95)
     assert dev["num_inference_steps"]["preset"] is None
     json.dumps(parameter_fields(SCHNELL))  # plain data for pages and exports
-
-
-# --- judging a body field by field ---------------------------------------------------------------
-
-_PROBES = (None, True, False, 0, 1, 1.0, 2.0, 1.5, -0.5, -1, 4, 5, 7, 20, 21, 50, 51, 10**6, 1e308, "", "x",
-           "square_hd", "Square_HD", "none", "regular", "jpeg", "png", [], {}, [1], [None], ["x"],
-           ["http://a/b.png"], ["http://a/b.png"] * 9, {"width": 1024, "height": 1024},
-           {"width": 1024.0, "height": 512}, {"width": 1, "height": 1}, {"width": 1024}, {"width": "1024", "height": 1},
-           [{"path": "https://a/l.safetensors", "scale": 0.8}], [{"path": 1}], [{"scale": 0.5}],
-           [{"path": "https://a/l.safetensors", "scale": "high"}])
-
-
-@pytest.mark.parametrize("endpoint", [e.id for e in list_endpoints()])
-def test_each_field_is_judged_as_jsonschema_judges_it(endpoint):
-    """`_verdict` against jsonschema on every property of every endpoint, for values of every JSON
-    type in and out of range; on the shipped schemas it never has to defer to jsonschema."""
-    entry = registry._entry(endpoint)
-    for key, sub in entry._checked["properties"].items():
-        for value in _PROBES:
-            mine = registry._verdict(sub, value, entry._checked)
-            theirs = next(entry.validator.descend(value, sub, path=key, schema_path=key), None) is None
-            assert mine == theirs, (key, value)
-
-
-@pytest.mark.parametrize("endpoint", [e.id for e in list_endpoints()])
-def test_a_body_judged_field_by_field_gets_the_whole_schemas_verdict(endpoint):
-    """The per-field shortcut says "valid" exactly when the whole-body check finds no error, for
-    every field of every endpoint set to values of every JSON type (in and out of range)."""
-    entry = registry._entry(endpoint)
-    base = build_payload(endpoint, prompt="a portrait", seed=1,
-                         image_urls=["http://a/b.png"] if get_endpoint(endpoint).image_key else ())
-    bodies = [base] + [{**base, key: value} for key in get_endpoint(endpoint).accepted_keys
-                       for value in _PROBES]
-    bodies += [{k: v for k, v in base.items() if k != key} for key in base]   # each field missing
-    shortcuts = 0
-    for body in bodies:
-        whole = not list(entry.validator.iter_errors(body))
-        assert entry.surely_valid(body) == whole, body
-        shortcuts += whole
-    assert shortcuts > len(_PROBES)   # the shortcut is taken, not just always declined
-
-
-def test_a_schema_that_relates_fields_is_always_judged_whole(monkeypatch):
-    entry = registry._entry(SCHNELL)
-    related = {**entry._checked, "additionalProperties": False}
-    strict = registry._Entry(entry.endpoint, related, entry._schema_path)
-    assert not strict.surely_valid({"prompt": "x"})
-    with pytest.raises(PayloadError):
-        monkeypatch.setattr(registry, "_entry", lambda _id: strict)
-        validate_payload(SCHNELL, {"prompt": "x", "extra": 1})
-
-
-def test_a_schema_file_that_is_not_a_json_schema_is_a_config_error_when_used(registry_file, tmp_path, monkeypatch):
-    shipped = registry.SCHEMAS_DIR
-    bad = json.loads((shipped / "fal-ai__flux__schnell.json").read_text())
-    bad["input"]["properties"]["num_images"]["minimum"] = "one"
-    monkeypatch.setattr(registry, "SCHEMAS_DIR", tmp_path)
-    (tmp_path / "fal-ai__flux__schnell.json").write_text(json.dumps(bad))
-    (tmp_path / "fal-ai__flux-2__lora__edit.json").write_text((shipped / "fal-ai__flux-2__lora__edit.json").read_text())
-    registry_file.write_text(_registry_text(), encoding="utf-8")
-    assert [e.id for e in list_endpoints()] == [SCHNELL, LORA_EDIT]   # listing does not check it
-    with pytest.raises(ConfigError, match="not a valid JSON Schema"):
-        validate_payload(SCHNELL, {"prompt": "x", "num_images": 1})
-
-
-@pytest.mark.parametrize("endpoint", [e.id for e in list_endpoints()])
-def test_every_shipped_schema_is_a_valid_json_schema(endpoint):
-    """Checked here for every endpoint; at run time only when jsonschema is needed (a refusal
-    to explain, or a keyword the field-by-field judge does not know)."""
-    from jsonschema import Draft202012Validator
-
-    Draft202012Validator.check_schema(get_endpoint(endpoint).schema)
-    Draft202012Validator.check_schema(registry._entry(endpoint)._checked)
-
-
-def test_a_valid_plan_is_judged_without_loading_jsonschema():
-    """jsonschema takes 0.1 s to import: a batch that is valid never needs it."""
-    code = ("import sys, json; from core.batches.plans import make_plan; "
-            "plan = make_plan({'name': 'n', 'models': ['fal-ai/flux/schnell', 'fal-ai/flux-2', "
-            "'fal-ai/flux-2/lora'], 'seeds': [1, 2], 'options': {'pose': ['Standing', 'Walking']}}); "
-            "print(len(plan.requests), 'jsonschema' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["12", "False"], out.stderr
