@@ -20,7 +20,6 @@ HASH_VERSION = "v1"
 REFERENCE_SCHEME = "reference://"
 
 
-
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -31,24 +30,6 @@ def payload_hash(obj: Any) -> str:
 
 def reference_token(reference_id: str) -> str:
     return f"{REFERENCE_SCHEME}{reference_id}"
-
-
-def reference_ids_in(obj: Any) -> list[str]:
-    """The reference ids named by `reference://` tokens anywhere in a payload, in order."""
-    found: list[str] = []
-
-    def walk(o: Any) -> None:
-        if isinstance(o, str) and o.startswith(REFERENCE_SCHEME):
-            found.append(o[len(REFERENCE_SCHEME):])
-        elif isinstance(o, dict):
-            for v in o.values():
-                walk(v)
-        elif isinstance(o, (list, tuple)):
-            for v in o:
-                walk(v)
-
-    walk(obj)
-    return found
 
 
 @dataclass(frozen=True)

@@ -158,13 +158,13 @@ class BodySchema:
                     out.append(f"`{full}` is required by {eid} ({self._describe_schema(sub)})")
             return out
         if keyword in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-            return [f"`{name}` = {show(value)} is out of range for {eid}: allowed {_range_text(schema)}"]
+            return [f"`{name}` = {_show(value)} is out of range for {eid}: allowed {_range_text(schema)}"]
         if keyword == "enum":
-            return [f"`{name}` = {show(value)} is not accepted by {eid}: allowed "
+            return [f"`{name}` = {_show(value)} is not accepted by {eid}: allowed "
                     + ", ".join(str(v) for v in error.validator_value)]
         if keyword == "type":
             return [f"`{name}` must be {self._describe_schema(schema)} for {eid}, "
-                    f"got {show(value)} ({json_type(value)})"]
+                    f"got {_show(value)} ({json_type(value)})"]
         if keyword == "maxItems":
             if name == self.image_key:
                 return [f"`{name}` has {len(value)} images but {eid} uses at most {self.max_images} "
@@ -177,8 +177,8 @@ class BodySchema:
         if keyword in ("anyOf", "oneOf"):
             return self._describe_alternatives(error, name)
         # keywords our schemas do not use today: still name field, rule and endpoint, never the raw value
-        return [f"`{name}` = {show(value)} breaks the `{keyword}` rule of {eid} "
-                f"({show(error.validator_value)})"]
+        return [f"`{name}` = {_show(value)} breaks the `{keyword}` rule of {eid} "
+                f"({_show(error.validator_value)})"]
 
     def _describe_alternatives(self, error: ValidationError, name: str) -> list[str]:
         """anyOf: when exactly one branch has the value's type and fails deeper inside (a {"width",
@@ -192,7 +192,7 @@ class BodySchema:
         if len(right_type) == 1 and all(len(s.relative_path) > 0 for s in right_type[0]):
             return [m for sub in right_type[0] for m in self._describe_error(sub)]
         allowed = self._describe_schema(error.schema if isinstance(error.schema, dict) else {})
-        return [f"`{name}` must be {allowed} for {self.endpoint_id}, got {show(error.instance)} "
+        return [f"`{name}` must be {allowed} for {self.endpoint_id}, got {_show(error.instance)} "
                 f"({json_type(error.instance)})"]
 
     def _describe_schema(self, schema: dict[str, Any]) -> str:
@@ -226,7 +226,7 @@ class BodySchema:
             if not isinstance(ref, str):
                 continue  # the schema's type error already names it
             if not ref.startswith(_REFERENCE_PREFIXES) or ref in _REFERENCE_PREFIXES:
-                problems.append(f"`{name}` = {show(ref)} is not a usable reference for {self.endpoint_id}: "
+                problems.append(f"`{name}` = {_show(ref)} is not a usable reference for {self.endpoint_id}: "
                                 f"give an http(s) URL, a data: URI or a reference://<id> token")
         return problems
 
@@ -262,7 +262,7 @@ def json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def show(value: Any, limit: int = 80) -> str:
+def _show(value: Any, limit: int = 80) -> str:
     """A value as a message quotes it: JSON, a data: URI abbreviated, at most `limit` characters."""
     text = json.dumps(abbreviate(value), ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -2,7 +2,7 @@
 import base64
 import hashlib
 
-from core.catalog.payloads import canonical_json, diff_values, payload_hash, reference_ids_in, reference_token
+from core.catalog.payloads import REFERENCE_SCHEME, canonical_json, diff_values, payload_hash, reference_token
 from core.redact import abbreviate
 
 
@@ -33,9 +33,9 @@ def test_abbreviating_twice_keeps_the_first_summary():
     assert abbreviate(abbreviate("data:garbage")) == abbreviate("data:garbage")
 
 
-def test_reference_tokens_round_trip():
-    body = {"image_urls": [reference_token("abc"), "https://x.test/y.png", reference_token("def")]}
-    assert reference_ids_in(body) == ["abc", "def"]
+def test_a_reference_token_names_the_stored_reference():
+    """A stored payload names a local photo as reference://<id>; send time turns it into data:."""
+    assert reference_token("abc") == REFERENCE_SCHEME + "abc" == "reference://abc"
 
 
 def test_data_uri_quoted_inside_an_error_text_is_abbreviated():
