@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-from core.batches import plans
+from core.batches import service
 from core.photos import references
 from core.catalog import registry
 from core.values import RequestRecord
@@ -46,7 +46,7 @@ def completed_batch(name: str = "review", *, models=(SCHNELL, EDIT), options=Non
         ref = references.add_reference(st, storage, png("red", (320, 320)), role="face",
                                        filename="face.png", settings=s)
         spec["references"] = [ref.id]
-    batch = st.create_batch(plans.make_plan(spec, store=st), dry_run=False)
+    batch = st.create_batch(service.plan_batch(spec, store=st).new_batch(), dry_run=False)
     by_group: dict[str, dict[str, RequestRecord]] = {}
     seen: dict[str, int] = {}
     for i, rec in enumerate(st.batch_requests(batch.id)):
@@ -82,7 +82,7 @@ def completed_sweep_batch(name: str = "steps and LoRA"):
     ref = references.add_reference(st, storage, png("red", (320, 320)), role="face",
                                    filename="face.png", settings=s)
     spec = {**SWEEP_SPEC, "name": name, "references": [ref.id]}
-    batch = st.create_batch(plans.make_plan(spec, store=st), dry_run=False)
+    batch = st.create_batch(service.plan_batch(spec, store=st).new_batch(), dry_run=False)
     by_group: dict[str, dict[str, RequestRecord]] = {}
     for i, rec in enumerate(st.batch_requests(batch.id)):
         by_group.setdefault(rec.group_id, {})[rec.contender_id] = rec

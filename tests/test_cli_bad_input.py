@@ -49,7 +49,7 @@ def history(tmp_path):
     spec = {"name": "kept", "models": [SCHNELL, "fal-ai/flux-2"], "options": {"pose": ["Standing", "Walking"]},
             "seeds": [3]}
     with open_store(settings.db_path) as d:
-        batch = d.create_batch(plans.make_plan(spec), dry_run=True)
+        batch = d.create_batch(plans.make_plan(spec).new_batch(), dry_run=True)
     assert schedule.run_batch(batch.id, settings=settings).finished
 
     def intact():

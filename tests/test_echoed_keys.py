@@ -14,7 +14,7 @@ import sys
 
 from PIL import Image
 
-from core.batches import plans
+from core.batches import service
 from core.config import REPO_ROOT, load_settings
 from core.store import open_store
 from core.blobs import open_storage
@@ -39,7 +39,7 @@ def test_keys_echoed_by_fal_and_supabase_are_found_nowhere(fal_standin, supabase
             "seeds": [5], "references": ["face.jpg"]}
     with open_store(settings.db_path) as d:
         storage = open_storage(settings)
-        batch = d.create_batch(plans.make_plan(spec, store=d, storage=storage, base_dir=tmp_path),
+        batch = d.create_batch(service.plan_batch(spec, store=d, storage=storage, base_dir=tmp_path).new_batch(),
                                dry_run=False)
         storage.close()
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from core.store import open_store
 from core import export
-from core.batches import plans
+from core.batches import service
 from core.batches import schedule
 from core.values import HistoryFilter
 from core.config import load_settings
@@ -34,8 +34,8 @@ def test_key_and_data_uris_never_reach_the_database_or_the_export(fal_standin, t
     (tmp_path / "face.jpg").write_bytes(_photo())
     spec = {"name": "leaks", "references": ["face.jpg"], "options": {"pose": ["Standing", "Walking"]},
             "models": ["fal-ai/flux/schnell", "fal-ai/flux-2/lora/edit"], "seeds": [7]}
-    plan = plans.make_plan(spec, store=d, storage=open_storage(settings), base_dir=tmp_path)
-    batch = d.create_batch(plan, dry_run=settings.dry_run)
+    plan = service.plan_batch(spec, store=d, storage=open_storage(settings), base_dir=tmp_path)
+    batch = d.create_batch(plan.new_batch(), dry_run=settings.dry_run)
     echoed = "data:image/jpeg;base64," + base64.b64encode(_photo()).decode()
     fal_standin.inject("submit", "422", times=1, detail=f"could not read image_urls[0]: {echoed}")
 

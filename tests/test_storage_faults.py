@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from core.batches import plans
+from core.batches import service
 from core.config import REPO_ROOT, load_settings
 from core.store import open_store
 from tests.test_cli_bad_input import _cli, _refused
@@ -50,8 +50,8 @@ def test_a_database_with_damaged_middle_pages_is_refused_in_refused(tmp_path):
     settings.ensure_dirs()
     with open_store(settings.db_path) as st:
         poses = [f"pose {i}" for i in range(400)]
-        st.create_batch(plans.make_plan({"name": "big", "models": [SCHNELL], "options": {"pose": poses},
-                                         "seeds": [1]}, upload=False), dry_run=True)
+        st.create_batch(service.plan_batch({"name": "big", "models": [SCHNELL], "options": {"pose": poses},
+                                         "seeds": [1]}, store=None, upload=False).new_batch(), dry_run=True)
         st.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     size = settings.db_path.stat().st_size
     assert size > 200_000
@@ -116,9 +116,8 @@ def test_requests_in_doubt_are_listed_then_sent_again_or_given_up_with_who_decid
     settings = load_settings()
     settings.ensure_dirs()
     with open_store(settings.db_path) as st:
-        batch = st.create_batch(plans.make_plan({"name": "d", "models": [SCHNELL],
-                                                 "options": {"pose": ["Standing", "Walking"]}, "seeds": [1]},
-                                                upload=False), dry_run=True)
+        batch = st.create_batch(service.plan_batch({"name": "d", "models": [SCHNELL],
+                                                 "options": {"pose": ["Standing", "Walking"]}, "seeds": [1]}, store=None, upload=False).new_batch(), dry_run=True)
         a, b = st.batch_requests(batch.id)
         for r in (a, b):
             st.mark_submitted(r.id)

@@ -1,8 +1,10 @@
 """Batches: what a batch will send, sending it through fal's queue, and the service that pages
 and the command line call.
 
-    plans      a plan file or form -> every payload, validated, counted and priced (nothing written)
-    service    launch, rerun, cancel, resume, and `state` (Starting/Running/Stopped/Finished/Cancelled)
+    plan_file  reading a plan file safely, and the value checks of every plan input
+    plans      a spec and its resolved references -> every payload, validated, counted and priced (pure)
+    service    plan_batch (references resolved and uploaded), launch, rerun, cancel, resume, and
+               `state` (Starting/Running/Stopped/Finished/Cancelled)
     schedule   the runner: bounded concurrency, outages ridden through, signals drained
     record     fal's answers and errors -> request statuses; `record_result` writes a result
     explain    what a batch's state means in words, and what may be done to it (cancel, resume)
@@ -14,8 +16,8 @@ The fal client the runner sends through is `core.fal`.
 from core._surface import lazy
 
 _EXPORTS = {
-    "plans": "", "service": "", "schedule": "", "record": "", "drafts": "", "explain": "", "sweeps": "",
-    "Plan": "plans", "make_plan": "plans", "load_plan_file": "plans",
+    "plans": "", "service": "", "schedule": "", "record": "", "drafts": "", "explain": "", "sweeps": "", "plan_file": "",
+    "Plan": "plans", "make_plan": "plans", "load_plan_file": "plan_file", "plan_batch": "service",
     "launch": "service", "rerun": "service", "cancel": "service", "resume": "service",
     "state": "service", "BatchState": "service", "Starting": "service", "Running": "service",
     "Stopped": "service", "Finished": "service", "Cancelled": "service",

@@ -23,16 +23,19 @@ Invariants:
   plan is refused at once in bounded memory.
 - Text-to-image models get no references; edit models get every reference of the plan (more than
   the endpoint uses is a PlanError, never a silent drop).
-- Every contender is validated (`registry.build_payload`) before anything is written, each swept
+- Every contender is validated (`registry.build_payload`) with placeholder references, each swept
   value on its own first so a refusal names the endpoint, the parameter and the value; every body
-  is validated again as it is built. A bad plan raises PlanError naming the field, and no
-  reference is uploaded, no row written.
-- Plan input is refused with one PlanError line, never a traceback: a plan file must be a regular
-  file of at most `MAX_PLAN_BYTES`, UTF-8, JSON nested at most `MAX_DEPTH` deep, without NaN or
-  Infinity, lone surrogates, keys given twice or texts over `MAX_TEXT` characters; the same value
-  checks apply to a spec given as a dict (the Generate page).
+  is validated again as it is built. A bad plan raises PlanError naming the field, so the service
+  uploads no reference and writes no row for it.
+- Plan input passes the checks of `core.batches.plan_file` (one PlanError line, never a
+  traceback), a spec given as a dict (the Generate page) as much as a plan file.
+- Planning is pure: `make_plan` is a function of the spec and its references, already resolved
+  by the batches service (`service.plan_batch`, which reads files and uploads them). Nothing here
+  reads a file, writes a row or uploads a photo.
 - Stored payloads name local references as `reference://<id>` (`references.payload_url`); the
-  `data:` URI is built only at send time.
+  `data:` URI is built only at send time. A plan whose new reference files are not stored yet
+  is a preview (`final` False) whose payloads carry `reference://pending-N`.
+- `Plan.new_batch()` is what the store records (`core.store.inputs.NewBatch`).
 """
 from __future__ import annotations
 
@@ -40,62 +43,25 @@ import functools
 import itertools
 import json
 import math
-import os
 import random
-import re
-import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from core.batches.plan_file import PLAN_KEYS, check_values
 from core.catalog import contenders as contenders_mod
+from core.catalog import prompts, registry
 from core.catalog.contenders import Axis, Contender
 from core.catalog.payloads import canonical_json, payload_hash
+from core.catalog.registry import Endpoint
+from core.errors import PayloadError, PlanError, PromptError
 from core.redact import abbreviate
-from core.errors import DashboardError, PayloadError, PlanError, PromptError, UploadRejected
+from core.store.inputs import NewBatch, NewGroup, NewRequest
 
-if TYPE_CHECKING:
-    from core.store import Store
-
-PLAN_KEYS = ("name", "references", "options", "models", "params", "sweep", "seeds")
 MAX_REQUESTS = 10_000
 MAX_SEED = 2**32 - 1
-MAX_PLAN_BYTES = 1024 * 1024          # a 10,000-request plan is a few KB; this bounds the read
-MAX_DEPTH = 32                        # a plan is 5 levels deep; a LoRA sweep 6
-MAX_TEXT = 4096                       # characters of one text value (a signed LoRA URL fits)
-MAX_REFERENCE_BYTES = 20 * 1024 * 1024  # the upload limit's default; add_reference applies the setting
 _PENDING = "reference://pending-"
 _GROUP_PARAMS = contenders_mod.GROUP_FIELDS  # set by the plan for every contender of a group
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-
-
-@dataclass(frozen=True)
-class PlannedGroup:
-    key: str
-    variant_key: str
-    options: Mapping[str, str]
-    prompt: str
-    seed: int
-    image_size: str
-    reference_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class PlannedRequest:
-    group_key: str
-    endpoint: str
-    payload: Mapping[str, Any] = field(repr=False)
-    payload_hash: str
-    estimated_cost: float
-    prompt: str
-    options: Mapping[str, str]
-    seed: int
-    image_size: str
-    reference_ids: tuple[str, ...]
-    contender: Contender
 
 
 @dataclass(frozen=True)
@@ -119,8 +85,8 @@ class Plan:
     models: tuple[str, ...]
     seeds: tuple[int, ...]
     reference_ids: tuple[str, ...]
-    groups: tuple[PlannedGroup, ...]
-    requests: tuple[PlannedRequest, ...]
+    groups: tuple[NewGroup, ...]
+    requests: tuple[NewRequest, ...]
     estimated_cost: float
     plan_json: Mapping[str, Any] = field(repr=False)
     final: bool = True
@@ -143,8 +109,6 @@ class Plan:
     @property
     def warnings(self) -> tuple[str, ...]:
         """What the user should know before sending (nothing here stops the plan)."""
-        from core.catalog import registry
-
         out = []
         for m in self.models:
             if not registry.get_endpoint(m).takes_image_size:
@@ -152,6 +116,11 @@ class Plan:
                            "not the aspect ratio in the prompt, so it will not match the other "
                            "models' shape in a comparison.")
         return tuple(out)
+
+    def new_batch(self) -> NewBatch:
+        """What the store records for this plan (`Store.create_batch`)."""
+        return NewBatch(name=self.name, plan_json=self.plan_json, groups=self.groups,
+                        requests=self.requests, estimated_cost=self.estimated_cost, final=self.final)
 
     def cost_by_model(self) -> dict[str, float]:
         out: dict[str, float] = {m: 0.0 for m in self.models}
@@ -177,168 +146,98 @@ class Plan:
 
 
 @dataclass(frozen=True)
-class _Ref:
-    """A reference of the plan: an existing id, or a file read from disk (not uploaded yet)."""
+class PlanReference:
+    """One entry of a plan's `references`, resolved by the batches service before planning: a
+    stored reference (`id` and the `payload_url` its payloads name), or a file read from disk and
+    not stored yet (`id` None: the plan is then a preview, with `reference://pending-N`)."""
 
     field_name: str
-    id: str | None
-    data: bytes | None
-    filename: str | None
-    size: tuple[int, int] | None
-
-
-# ---------------------------------------------------------------------------- reading input
-
-
-def load_plan_file(path: str | Path) -> dict[str, Any]:
-    """The JSON object of a plan file; PlanError (one line) if it cannot be read or used."""
-    path = Path(path)
-    data = _read_capped(path, MAX_PLAN_BYTES, f"plan file {path}")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise PlanError(f"plan file {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
-                        f"{e.start}): save it as UTF-8") from None
-    depth = _json_depth(text)
-    if depth > MAX_DEPTH:
-        raise PlanError(f"plan file {path} nests JSON {depth} levels deep; a plan needs at most "
-                        f"{MAX_DEPTH}: check the file is the plan you meant")
-    try:
-        # NaN, Infinity and 1e999 parse as floats here; `_check_values` refuses them by field name
-        spec = json.loads(text, object_pairs_hook=_unique_keys)
-    except PlanError as e:
-        raise PlanError(f"plan file {path}: {e}") from None
-    except RecursionError:  # the depth check above should make this unreachable
-        raise PlanError(f"plan file {path} nests JSON too deep") from None
-    except ValueError as e:
-        raise PlanError(f"plan file {path} is not valid JSON: {e}") from None
-    if not isinstance(spec, dict):
-        raise PlanError(f"plan file {path} must hold a JSON object with keys {', '.join(PLAN_KEYS)}")
-    try:
-        _check_values(spec)
-    except PlanError as e:
-        raise PlanError(f"plan file {path}: {e}") from None
-    return spec
-
-
-def _read_capped(path: Path, cap: int, what: str) -> bytes:
-    """At most `cap` bytes of a regular file; anything else (a FIFO, a device, a directory, a
-    larger file) is a PlanError before more than `cap` + 1 bytes are read."""
-    try:
-        # O_NONBLOCK: opening a FIFO for reading must not wait for a writer
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise PlanError(f"cannot read {what}: {e.strerror or e}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise PlanError(f"{what} is not a regular file (a directory, FIFO or device): "
-                            "give the path of a file")
-        if info.st_size > cap:
-            raise PlanError(f"{what} is {_size(info.st_size)}, over the {_size(cap)} limit")
-        chunks: list[bytes] = []
-        left = cap + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
-        if len(data) > cap:  # the file grew after fstat
-            raise PlanError(f"{what} is over the {_size(cap)} limit")
-        return data
-    except OSError as e:
-        raise PlanError(f"cannot read {what}: {e.strerror or e}") from None
-    finally:
-        os.close(fd)
-
-
-def _size(n: int) -> str:
-    for unit, factor in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
-        if n >= factor:
-            return f"{n / factor:.1f} {unit}"
-    return f"{n} bytes"
-
-
-def _json_depth(text: str) -> int:
-    """The deepest nesting of arrays and objects in JSON text, without recursing (strings are
-    skipped, so brackets quoted inside texts do not count)."""
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
-    if not brackets:
-        return 0
-    steps = map({"[": 1, "{": 1, "]": -1, "}": -1}.__getitem__, brackets)
-    return max(itertools.accumulate(steps))
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise PlanError(f"the key {key!r} is given twice in one object: keep one")
-        out[key] = value
-    return out
-
-
-def _check_values(spec: Any) -> None:
-    """Refuse what JSON (or a dict from a form) can carry but a request must not: NaN and Infinity,
-    lone surrogates, over-long texts, non-text keys, nesting deeper than MAX_DEPTH, non-JSON values.
-    Walks with an explicit stack, never recursion."""
-    stack: list[tuple[Any, str, int]] = [(spec, "", 0)]
-    while stack:
-        value, where, depth = stack.pop()
-        name = f"`{where}`" if where else "the plan"
-        if depth > MAX_DEPTH:
-            raise PlanError(f"{name} nests deeper than {MAX_DEPTH} levels")
-        if isinstance(value, str):
-            _check_text(value, name)
-        elif isinstance(value, bool) or value is None or isinstance(value, int):
-            continue
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                shown = "NaN" if math.isnan(value) else ("-" if value < 0 else "") + "Infinity"
-                raise PlanError(f"{name} is {shown}, not a number a request can carry: give a finite number")
-        elif isinstance(value, Mapping):
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    raise PlanError(f"{name} has a key {key!r} that is not text")
-                _check_text(key, f"a key of {name}")
-                stack.append((item, f"{where}.{key}" if where else key, depth + 1))
-        elif isinstance(value, (list, tuple)):
-            for i, item in enumerate(value):
-                stack.append((item, f"{where}[{i}]", depth + 1))
-        else:
-            raise PlanError(f"{name} is a {type(value).__name__}, not a JSON value")
-
-
-def _check_text(text: str, name: str) -> None:
-    if len(text) > MAX_TEXT:
-        raise PlanError(f"{name} is {len(text)} characters long, over the limit of {MAX_TEXT}")
-    bad = _SURROGATE.search(text)
-    if bad:
-        raise PlanError(f"{name} holds a lone surrogate (\\u{ord(bad.group()):04x} at character "
-                        f"{bad.start()}), which is not text: fix the escape sequence")
+    size: tuple[int, int]
+    id: str | None = None
+    payload_url: str | None = None
+    data: bytes | None = field(default=None, repr=False)
+    filename: str | None = None
 
 
 # ---------------------------------------------------------------------------- the plan
 
 
-def make_plan(spec: Mapping[str, Any], *, store: Store | None = None, storage: Any = None,
-              base_dir: str | Path | None = None, upload: bool = True,
-              max_reference_bytes: int = MAX_REFERENCE_BYTES) -> Plan:
-    """Validate a plan spec and build every payload; with `upload`, reference files are then
-    uploaded through `references.add_reference` (deduplicated) and named by id.
+def make_plan(spec: Mapping[str, Any], *, references: Sequence[PlanReference] = ()) -> Plan:
+    """Validate a plan spec and build every payload: a pure function of the spec and its
+    references, already resolved (`core.batches.service.plan_batch` looks ids up, reads files and
+    uploads them). A reference not stored yet makes the plan a preview (`final` False).
 
-    `base_dir` resolves relative reference paths (the plan file's folder). `store` is needed when the
-    plan names references (ids are looked up, files uploaded); `storage` when files are uploaded.
-    `max_reference_bytes` bounds the read of a reference file (pass the configured upload limit).
-    """
-    from core.catalog import prompts
-    from core.catalog import registry
-
+    Raises PlanError (one line naming the field) for anything the plan cannot send."""
     if not isinstance(spec, Mapping):
         raise PlanError("a plan must be a JSON object with keys " + ", ".join(PLAN_KEYS))
-    _check_values(spec)
+    shape = plan_shape(spec)
+    models, endpoints = shape.models, shape.endpoints
+    if references and not shape.edit_models:
+        # text-to-image only: references would be unused; say so rather than upload for nothing
+        raise PlanError("`references` are given but no model in `models` edits images; "
+                        "add an edit model or remove the references")
+    refs = list(references)
+    for m in shape.edit_models:
+        if not refs:
+            raise PlanError(f"`references`: {m} edits reference photos; give at least one "
+                            "(a file path or a reference id)")
+        if len(refs) > endpoints[m].max_images:
+            raise PlanError(f"`references` has {len(refs)} photos but {m} uses at most "
+                            f"{endpoints[m].max_images}; fal would silently drop the rest, "
+                            "so remove some or split the batch")
+    placeholders = [f"{_PENDING}{i}" for i in range(len(refs))]
+    # every contender validated (each swept value first) before any reference is uploaded
+    image_sizes = _image_sizes(shape.option_axes)
+    settings = _contender_settings(models, shape.params, shape.sweep, endpoints, placeholders, image_sizes)
+    contenders = tuple(c for c, _ in settings)
+    if len(set(contenders)) != len(contenders):
+        twins = [contenders_mod.describe(c) for c in contenders if contenders.count(c) > 1]
+        raise PlanError(f"`sweep` makes the same contender twice ({twins[0]}): a swept value equals "
+                        "another once defaults apply; list each setting once")
+
+    final = all(r.id is not None for r in refs)
+    # two files can be the same photo once normalised (the upload returned one id twice)
+    unique: dict[str, tuple[str, tuple[int, int]]] = {}
+    for i, r in enumerate(refs):
+        if r.id is not None:
+            unique.setdefault(r.id, (r.payload_url or f"reference://{r.id}", r.size))
+        else:
+            unique[f"pending-{i}"] = (f"{_PENDING}{i}", r.size)
+    ref_ids = tuple(unique)
+    payload_refs = [u for u, _ in unique.values()]
+    sizes = [z for _, z in unique.values()]
+    groups, requests, total = _build(settings, shape.seeds, shape.option_axes, endpoints, sizes,
+                                     payload_refs, ref_ids=ref_ids)
+    stored: dict[str, Any] = {"name": shape.name, "references": list(ref_ids),
+                              "options": spec.get("options", {}), "models": list(models),
+                              "params": shape.params, "seeds": list(shape.seeds)}
+    if "sweep" in spec:
+        stored["sweep"] = {m: {p: list(v) for p, v in axes} for m, axes in shape.sweep.items()}
+    return Plan(name=shape.name, models=models, seeds=shape.seeds, reference_ids=ref_ids,
+                groups=groups, requests=requests, estimated_cost=total, plan_json=stored, final=final,
+                contenders=contenders)
+
+
+@dataclass(frozen=True)
+class PlanShape:
+    """A spec's fields, each checked, before any reference is read or any body built."""
+
+    name: str
+    models: tuple[str, ...]
+    endpoints: Mapping[str, Endpoint]
+    edit_models: tuple[str, ...]
+    seeds: tuple[int, ...]
+    params: dict[str, dict[str, Any]]
+    sweep: dict[str, tuple[tuple[str, tuple[Any, ...]], ...]]
+    option_axes: list[tuple[str, list[str]]]
+
+
+def plan_shape(spec: Mapping[str, Any]) -> PlanShape:
+    """Every field of `spec` checked, and the request count against `MAX_REQUESTS` from the
+    counts alone (bounded memory): PlanError for the first problem, before references are read."""
+    if not isinstance(spec, Mapping):
+        raise PlanError("a plan must be a JSON object with keys " + ", ".join(PLAN_KEYS))
+    check_values(spec)
     unknown = [k for k in spec if k not in PLAN_KEYS]
     if unknown:
         raise PlanError(f"unknown plan field{'s' if len(unknown) > 1 else ''} "
@@ -346,15 +245,14 @@ def make_plan(spec: Mapping[str, Any], *, store: Store | None = None, storage: A
     name = spec.get("name")
     if not isinstance(name, str) or not name.strip():
         raise PlanError("`name` must be a non-empty text naming the batch")
-    models = _models(spec.get("models"), registry)
+    models = _models(spec.get("models"))
     seeds = _seeds(spec.get("seeds", None))
     params = _params(spec.get("params", {}), models)
     sweep = _sweep(spec.get("sweep"), models, params)
-    option_axes = _option_axes(spec.get("options", {}), prompts)
+    option_axes = _option_axes(spec.get("options", {}))
     endpoints = {m: registry.get_endpoint(m) for m in models}
-    edit_models = [m for m in models if endpoints[m].mode == "edit"]
+    edit_models = tuple(m for m in models if endpoints[m].mode == "edit")
 
-    # bounded: the size is known from the counts, before a reference is read or a body built
     variant_count = math.prod(len(values) for _, values in option_axes)
     per_model = {m: math.prod(len(values) for _, values in sweep.get(m, ())) for m in models}
     contender_count = sum(per_model.values())
@@ -364,64 +262,13 @@ def make_plan(spec: Mapping[str, Any], *, store: Store | None = None, storage: A
                         f"{_n(len(seeds), 'seed')} x {_n(contender_count, 'contender')}), over the "
                         f"limit of {MAX_REQUESTS:,}: "
                         "use fewer option values, seeds, models or swept values, or split it")
-
-    refs = _references(spec.get("references", []), store=store, base_dir=base_dir,
-                       needed=bool(edit_models), max_bytes=max_reference_bytes)
-    for m in edit_models:
-        if not refs:
-            raise PlanError(f"`references`: {m} edits reference photos; give at least one "
-                            "(a file path or a reference id)")
-        if len(refs) > endpoints[m].max_images:
-            raise PlanError(f"`references` has {len(refs)} photos but {m} uses at most "
-                            f"{endpoints[m].max_images}; fal would silently drop the rest, "
-                            "so remove some or split the batch")
-    sizes = [r.size or (1024, 1024) for r in refs]
-    placeholders = [f"{_PENDING}{i}" for i in range(len(refs))]
-    # every contender validated (each swept value first) before any reference is uploaded
-    image_sizes = _image_sizes(option_axes, prompts)
-    settings = _contender_settings(models, params, sweep, endpoints, placeholders, image_sizes, registry)
-    contenders = tuple(c for c, _ in settings)
-    if len(set(contenders)) != len(contenders):
-        twins = [contenders_mod.describe(c) for c in contenders if contenders.count(c) > 1]
-        raise PlanError(f"`sweep` makes the same contender twice ({twins[0]}): a swept value equals "
-                        "another once defaults apply; list each setting once")
-
-    ref_ids: list[str] = []
-    payload_refs: list[str] = []
-    final = True
-    for i, r in enumerate(refs):
-        if r.id is not None:
-            ref_ids.append(r.id)
-            payload_refs.append(_payload_url(r.id, store))
-        elif upload:
-            rid = _upload(r, store, storage)
-            ref_ids.append(rid)
-            payload_refs.append(_payload_url(rid, store))
-        else:
-            final = False
-            ref_ids.append(f"pending-{i}")
-            payload_refs.append(f"{_PENDING}{i}")
-    # two files can be the same photo once normalised: add_reference returned one id twice
-    unique = {rid: (url, size) for rid, url, size in zip(ref_ids, payload_refs, sizes)}
-    ref_ids = list(unique)
-    payload_refs = [u for u, _ in unique.values()]
-    sizes = [z for _, z in unique.values()]
-    groups, requests, total = _build(settings, seeds, option_axes, endpoints, sizes,
-                                     payload_refs, registry, prompts, ref_ids=tuple(ref_ids))
-    stored: dict[str, Any] = {"name": name.strip(), "references": ref_ids,
-                              "options": spec.get("options", {}), "models": list(models),
-                              "params": params, "seeds": list(seeds)}
-    if "sweep" in spec:
-        stored["sweep"] = {m: {p: list(v) for p, v in axes} for m, axes in sweep.items()}
-    return Plan(name=name.strip(), models=models, seeds=seeds, reference_ids=tuple(ref_ids),
-                groups=groups, requests=requests, estimated_cost=total, plan_json=stored, final=final,
-                contenders=contenders)
+    return PlanShape(name.strip(), models, endpoints, edit_models, seeds, params, sweep, option_axes)
 
 
 # ---------------------------------------------------------------------------- fields
 
 
-def _models(value: Any, registry: Any) -> tuple[str, ...]:
+def _models(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise PlanError("`models` must be a non-empty list of fal endpoint ids, e.g. "
                         + json.dumps(list(registry.DEFAULT_MODELS)))
@@ -502,14 +349,14 @@ def _sweep(value: Any, models: Sequence[str],
             for i, v in enumerate(values):
                 text = canonical_json(v)
                 if text in seen:
-                    raise PlanError(f"{where} lists {_show(v)} twice")
+                    raise PlanError(f"{where} lists {show(v)} twice")
                 seen.add(text)
             parsed.append((param, tuple(values)))
         out[endpoint] = tuple(parsed)
     return out
 
 
-def _option_axes(value: Any, prompts: Any) -> list[tuple[str, list[str]]]:
+def _option_axes(value: Any) -> list[tuple[str, list[str]]]:
     """Each option's normalised values, in OPTION_KEYS order (the variants are their product)."""
     if not isinstance(value, Mapping):
         raise PlanError("`options` must be an object {option: [values]}, e.g. "
@@ -530,7 +377,7 @@ def _option_axes(value: Any, prompts: Any) -> list[tuple[str, list[str]]]:
         seen: set[str] = set()
         for i, v in enumerate(values):
             if not isinstance(v, str):
-                raise PlanError(f"`options.{key}[{i}]` must be text, got {_show(v)}")
+                raise PlanError(f"`options.{key}[{i}]` must be text, got {show(v)}")
             try:
                 norm = prompts.PromptOptions.from_mapping({key: v}).as_dict().get(key)
             except PromptError as e:
@@ -552,82 +399,17 @@ def _variants(option_axes: Sequence[tuple[str, list[str]]]) -> Iterator[dict[str
         yield dict(zip(keys, combo))
 
 
-def _image_sizes(option_axes: Sequence[tuple[str, list[str]]], prompts: Any) -> list[str]:
+def _image_sizes(option_axes: Sequence[tuple[str, list[str]]]) -> list[str]:
     ratios = dict(option_axes).get("aspect_ratio", [None])
     return list(dict.fromkeys(prompts.image_size_for(r) for r in ratios))
-
-
-def _references(value: Any, *, store: Any, base_dir: str | Path | None, needed: bool,
-                max_bytes: int) -> list[_Ref]:
-    if not isinstance(value, list):
-        raise PlanError("`references` must be a list of image file paths or reference ids")
-    if not value:
-        return []
-    if not needed:
-        # text-to-image only: references would be unused; say so rather than upload for nothing
-        raise PlanError("`references` are given but no model in `models` edits images; "
-                        "add an edit model or remove the references")
-    refs: list[_Ref] = []
-    for i, item in enumerate(value):
-        name = f"references[{i}]"
-        if not isinstance(item, str) or not item.strip():
-            raise PlanError(f"`{name}` must be a file path or a reference id, got {_show(item)}")
-        path = Path(item).expanduser()
-        if not path.is_absolute() and base_dir is not None:
-            path = Path(base_dir) / path
-        if os.path.lexists(path):
-            # a path that exists is read as a file (capped, regular files only), never as an id
-            data = _read_capped(path, max_bytes, f"`{name}` ({path})")
-            from core.photos.images import image_info
-
-            try:
-                _, w, h = image_info(data)
-            except UploadRejected as e:
-                raise PlanError(f"`{name}`: {path} is not a usable image: {e}") from None
-            refs.append(_Ref(name, None, data, path.name, (w, h)))
-            continue
-        if store is None:
-            raise PlanError(f"`{name}`: no file {path} (and no store to look up a reference id)")
-        ref = _get_reference(store, item.strip())
-        if ref is None:
-            raise PlanError(f"`{name}`: {item!r} is neither an existing file nor a reference id")
-        refs.append(_Ref(name, ref.id, None, None, (ref.width, ref.height)))
-    ids = [r.id for r in refs if r.id]
-    if len(set(ids)) != len(ids):
-        raise PlanError("`references` names the same reference twice")
-    return refs
-
-
-def _get_reference(store: Any, reference_id: str) -> Any:
-    try:
-        return store.get_reference(reference_id)
-    except DashboardError:
-        return None
-
-
-def _upload(ref: _Ref, store: Any, storage: Any) -> str:
-    from core.photos import references
-
-    if store is None or storage is None:
-        raise PlanError(f"`{ref.field_name}`: uploading {ref.filename} needs the store and storage")
-    try:
-        stored = references.add_reference(store, storage, ref.data, role="other", filename=ref.filename)
-    except UploadRejected as e:
-        raise PlanError(f"`{ref.field_name}`: {ref.filename} was refused: {e}") from None
-    return stored.id
-
-
-def _payload_url(reference_id: str, store: Any) -> str:
-    from core.photos import references
-
-    return references.payload_url(store.get_reference(reference_id))
 
 
 def _n(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'s' if count != 1 else ''}"
 
 
-def _show(value: Any, limit: int = 80) -> str:
+def show(value: Any, limit: int = 80) -> str:
+    """A value as short JSON for a message (`data:` URIs abbreviated)."""
     text = json.dumps(abbreviate(value), ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -637,9 +419,8 @@ def _show(value: Any, limit: int = 80) -> str:
 
 def _contender_settings(models: Sequence[str], params: Mapping[str, Mapping[str, Any]],
                         sweep: Mapping[str, Sequence[tuple[str, Sequence[Any]]]],
-                        endpoints: Mapping[str, Any], placeholders: Sequence[str],
-                        image_sizes: Sequence[str], registry: Any,
-                        ) -> list[tuple[Contender, dict[str, Any]]]:
+                        endpoints: Mapping[str, Endpoint], placeholders: Sequence[str],
+                        image_sizes: Sequence[str]) -> list[tuple[Contender, dict[str, Any]]]:
     """(contender, the params to send) per contender, in planning order. Each is validated with a
     stand-in group (every image size of the plan, placeholder references) so a refusal comes
     before anything is uploaded: the model's params first, then each swept value on its own
@@ -667,7 +448,7 @@ def _contender_settings(models: Sequence[str], params: Mapping[str, Mapping[str,
                 try:
                     check(m, {**base, param: v})
                 except PayloadError as e:
-                    raise PlanError(f"`sweep.{m}.{param}[{i}]` = {_show(v)} is refused for {m}: "
+                    raise PlanError(f"`sweep.{m}.{param}[{i}]` = {show(v)} is refused for {m}: "
                                     + "; ".join(e.messages)) from None
         for combo in itertools.product(*[values for _, values in axes]):
             chosen = dict(zip([p for p, _ in axes], combo))
@@ -675,7 +456,7 @@ def _contender_settings(models: Sequence[str], params: Mapping[str, Mapping[str,
             try:
                 body = check(m, sent)
             except PayloadError as e:
-                raise PlanError(f"`sweep.{m}`: the combination {_show(chosen)} is refused: "
+                raise PlanError(f"`sweep.{m}`: the combination {show(chosen)} is refused: "
                                 + "; ".join(e.messages)) from None
             out.append((contenders_mod.from_request(m, body), sent))
     return out
@@ -689,11 +470,11 @@ def _variant_key(options: Mapping[str, str]) -> str:
 
 
 def _build(settings: Sequence[tuple[Contender, Mapping[str, Any]]], seeds: Sequence[int],
-           option_axes: Sequence[tuple[str, list[str]]], endpoints: Mapping[str, Any],
-           sizes: Sequence[tuple[int, int]], payload_refs: Sequence[str], registry: Any, prompts: Any,
-           ref_ids: tuple[str, ...] = ()) -> tuple[tuple[PlannedGroup, ...], tuple[PlannedRequest, ...], float]:
-    groups: list[PlannedGroup] = []
-    requests: list[PlannedRequest] = []
+           option_axes: Sequence[tuple[str, list[str]]], endpoints: Mapping[str, Endpoint],
+           sizes: Sequence[tuple[int, int]], payload_refs: Sequence[str],
+           ref_ids: tuple[str, ...] = ()) -> tuple[tuple[NewGroup, ...], tuple[NewRequest, ...], float]:
+    groups: list[NewGroup] = []
+    requests: list[NewRequest] = []
     total = 0.0
     for options in _variants(option_axes):
         prompt = prompts.build_prompt(options)
@@ -701,7 +482,7 @@ def _build(settings: Sequence[tuple[Contender, Mapping[str, Any]]], seeds: Seque
         vkey = _variant_key(options)
         for seed in seeds:
             gkey = f"{vkey}#{seed}"
-            groups.append(PlannedGroup(key=gkey, variant_key=vkey, options=options, prompt=prompt,
+            groups.append(NewGroup(key=gkey, variant_key=vkey, options=options, prompt=prompt,
                                        seed=seed, image_size=image_size, reference_ids=ref_ids))
             for contender, sent in settings:
                 m = contender.endpoint
@@ -714,7 +495,7 @@ def _build(settings: Sequence[tuple[Contender, Mapping[str, Any]]], seeds: Seque
                     raise PlanError(f"`models ({m})`, group {gkey}: " + "; ".join(e.messages)) from None
                 cost = registry.estimate_cost(m, body, input_sizes=list(sizes) if edit else None)
                 total += cost
-                requests.append(PlannedRequest(
+                requests.append(NewRequest(
                     group_key=gkey, endpoint=m, payload=body, payload_hash=payload_hash(body),
                     estimated_cost=cost, prompt=prompt, options=options, seed=seed,
                     image_size=image_size, reference_ids=ref_ids if edit else (), contender=contender))

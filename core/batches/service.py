@@ -17,21 +17,26 @@ Invariants:
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core import processes
+from core.batches import plans
+from core.batches.plan_file import read_capped
+from core.batches.plans import Plan, PlanReference
 from core.blobs import Storage
 from core.config import Settings
+from core.errors import DashboardError, PlanError, UploadRejected
 from core.store import Store, runner_alive
 from core.values import Batch, BatchProgress, RequestRecord
 
 if TYPE_CHECKING:
-    from core.batches.plans import Plan
     from core.batches.schedule import ProgressCallback, RunReport
 
+MAX_REFERENCE_BYTES = 20 * 1024 * 1024  # the upload limit's default (DASHBOARD_MAX_UPLOAD_BYTES)
 # a runner just started has not claimed its batch yet: it is "starting", not "stopped", this long
 START_GRACE_S = 15.0
 
@@ -94,22 +99,83 @@ def start_runner(store: Store, settings: Settings, batch_id: str, *, concurrency
 
 def plan_batch(spec: Mapping[str, Any], *, store: Store | None, storage: Storage | None = None,
                base_dir: str | Path | None = None, upload: bool = True,
-               max_reference_bytes: int | None = None) -> Plan:
-    """A plan for `spec` (a plan file's JSON or the Generate form), references resolved: ids looked
-    up in `store`, files read from disk (relative to `base_dir`). With `upload`, new reference files
-    are then stored (`core.photos.references.add_reference`, deduplicated) and the plan names them
-    by id; without it, the plan is a preview (`final` False). Nothing is uploaded for a plan that is
-    refused."""
-    from core.batches import plans
+               max_reference_bytes: int = MAX_REFERENCE_BYTES) -> Plan:
+    """A plan for `spec` (a plan file's JSON or the Generate form), its references resolved: ids
+    looked up in `store`, files read from disk (relative to `base_dir`, at most
+    `max_reference_bytes` each). With `upload`, new reference files are then stored
+    (`core.photos.references.add_reference`, deduplicated) and the plan names them by id; without
+    it, the plan is a preview (`final` False). A plan that is refused uploads nothing: the spec is
+    planned in full with the files still pending before the first upload."""
+    shape = plans.plan_shape(spec)
+    refs = _read_references(spec.get("references", []), store=store, base_dir=base_dir,
+                            needed=bool(shape.edit_models), max_bytes=max_reference_bytes)
+    plan = plans.make_plan(spec, references=refs)
+    if plan.final or not upload:
+        return plan
+    if store is None or storage is None:
+        pending = next(r for r in refs if r.id is None)
+        raise PlanError(f"`{pending.field_name}`: uploading {pending.filename} needs the store and storage")
+    return plans.make_plan(spec, references=[r if r.id is not None else _upload(r, store, storage)
+                                             for r in refs])
 
-    kw = {} if max_reference_bytes is None else {"max_reference_bytes": max_reference_bytes}
-    return plans.make_plan(spec, store=store, storage=storage, base_dir=base_dir, upload=upload, **kw)
+
+def _read_references(value: Any, *, store: Store | None, base_dir: str | Path | None, needed: bool,
+                     max_bytes: int) -> list[PlanReference]:
+    """Each entry of a plan's `references`: an existing file (read, capped, checked to be an
+    image; never taken for an id) or a stored reference's id."""
+    # Pillow loads only for a plan with references: `batch status` and `cancel` start without it
+    from core.photos import references
+    from core.photos.images import image_info
+
+    if not isinstance(value, list):
+        raise PlanError("`references` must be a list of image file paths or reference ids")
+    if not needed:
+        # nothing edits images: the entries are not read; the plan refuses them by count
+        return [PlanReference(f"references[{i}]", (0, 0)) for i in range(len(value))]
+    refs: list[PlanReference] = []
+    for i, item in enumerate(value):
+        name = f"references[{i}]"
+        if not isinstance(item, str) or not item.strip():
+            raise PlanError(f"`{name}` must be a file path or a reference id, got {plans.show(item)}")
+        path = Path(item).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+        if os.path.lexists(path):
+            data = read_capped(path, max_bytes, f"`{name}` ({path})")
+            try:
+                _, w, h = image_info(data)
+            except UploadRejected as e:
+                raise PlanError(f"`{name}`: {path} is not a usable image: {e}") from None
+            refs.append(PlanReference(name, (w, h), data=data, filename=path.name))
+            continue
+        if store is None:
+            raise PlanError(f"`{name}`: no file {path} (and no store to look up a reference id)")
+        try:
+            ref = store.get_reference(item.strip())
+        except DashboardError:
+            raise PlanError(f"`{name}`: {item!r} is neither an existing file nor a reference id") from None
+        refs.append(PlanReference(name, (ref.width, ref.height), id=ref.id,
+                                  payload_url=references.payload_url(ref)))
+    ids = [r.id for r in refs if r.id]
+    if len(set(ids)) != len(ids):
+        raise PlanError("`references` names the same reference twice")
+    return refs
+
+
+def _upload(ref: PlanReference, store: Store, storage: Storage) -> PlanReference:
+    from core.photos import references
+
+    try:
+        stored = references.add_reference(store, storage, ref.data or b"", role="other", filename=ref.filename)
+    except UploadRejected as e:
+        raise PlanError(f"`{ref.field_name}`: {ref.filename} was refused: {e}") from None
+    return PlanReference(ref.field_name, ref.size, id=stored.id, payload_url=references.payload_url(stored))
 
 
 def record(store: Store, plan: Plan, settings: Settings, *, created_by: str | None = None,
            concurrency: int | None = None, launch_key: str | None = None) -> Batch:
     """Write the batch (dry run when there is no FAL_KEY); nothing is sent."""
-    return store.create_batch(plan, dry_run=settings.dry_run, concurrency=concurrency, created_by=created_by,
+    return store.create_batch(plan.new_batch(), dry_run=settings.dry_run, concurrency=concurrency, created_by=created_by,
                               launch_key=launch_key)
 
 

@@ -21,7 +21,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:   # annotations only: the command line imports what a command runs, when it runs
+    from core.batches.plans import Plan
+    from core.config import Settings
+    from core.store import Store
 
 
 def register(subparsers: Any) -> None:
@@ -88,8 +93,9 @@ def _settings_store(settings: Any = None) -> tuple[Any, Any]:
     return settings, open_store(settings.db_path)
 
 
-def _make_plan(path: Path, store: Any, settings: Any, *, upload: bool) -> Any:
-    from core.batches.plans import load_plan_file, make_plan
+def _make_plan(path: Path, store: Store, settings: Settings, *, upload: bool) -> Plan:
+    from core.batches.plan_file import load_plan_file
+    from core.batches.service import plan_batch
 
     spec = load_plan_file(path)
     storage = None
@@ -97,11 +103,11 @@ def _make_plan(path: Path, store: Any, settings: Any, *, upload: bool) -> Any:
         from core.blobs import open_storage
 
         storage = open_storage(settings)
-    return make_plan(spec, store=store, storage=storage, base_dir=path.parent, upload=upload,
-                     max_reference_bytes=settings.max_upload_bytes)
+    return plan_batch(spec, store=store, storage=storage, base_dir=path.parent, upload=upload,
+                      max_reference_bytes=settings.max_upload_bytes)
 
 
-def _describe(plan: Any) -> str:
+def _describe(plan: Plan) -> str:
     """The plan's one-line size and cost, then one line per contender (its label, requests, cost)."""
     lines = [plan.summary()]
     lines += [f"  {line.label}: {line.requests} requests, ${line.estimated_cost:.3f}" for line in plan.contender_lines()]

@@ -16,7 +16,7 @@ import datetime as _dt
 import os
 import socket
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.catalog.payloads import canonical_json, payload_hash
 from core.errors import BatchBusy, StoreError
@@ -24,12 +24,11 @@ from core.processes import pid_alive
 from core.store._sql import _Base, build, check_payload, placeholders, seconds_between
 from core.values import new_id, now
 from core.store.images import CHUNK
+from core.store.inputs import NewBatch
 from core.values import (
     UNFINISHED_STATUSES, Batch, BatchProgress, Group, RequestRecord, RequestStatus,
 )
 
-if TYPE_CHECKING:
-    from core.batches.plans import Plan
 
 HEARTBEAT_STALE_S = 30.0
 _UNFINISHED = tuple(sorted(UNFINISHED_STATUSES))
@@ -50,7 +49,7 @@ def runner_alive(batch: Batch, *, stale_after: float = HEARTBEAT_STALE_S) -> boo
 class BatchesMixin(_Base):
     """Rows of `batches` and `groups`."""
 
-    def create_batch(self, plan: Plan, *, dry_run: bool, concurrency: int | None = None,
+    def create_batch(self, batch: NewBatch, *, dry_run: bool, concurrency: int | None = None,
                      created_by: str | None = None, launch_key: str | None = None) -> Batch:
         """Write a planned batch in one transaction: the batch, its groups and one `planned` row
         per request. Nothing is sent here. With `launch_key` (what the person confirmed), a batch
@@ -60,12 +59,12 @@ class BatchesMixin(_Base):
             found = self.batch_by_launch_key(launch_key)
             if found is not None:
                 return found
-        if not plan.final:
+        if not batch.final:
             raise StoreError("This plan is a preview: its reference files are not uploaded yet. "
-                             "Make it again with upload=True before recording the batch.")
+                             "Plan it again with upload (`service.plan_batch(..., upload=True)`) before recording it.")
         created = now()
         batch_id = new_id()
-        for req in plan.requests:
+        for req in batch.requests:
             check_payload(req.payload)
         with self._write_transaction():
             if launch_key is not None:
@@ -73,15 +72,15 @@ class BatchesMixin(_Base):
                 if found is not None:
                     return found
             self._insert("batches", {
-                "id": batch_id, "name": plan.name, "created_at": created, "created_by": created_by,
+                "id": batch_id, "name": batch.name, "created_at": created, "created_by": created_by,
                 "launch_key": launch_key,
-                "plan_json": canonical_json(plan.plan_json), "status": "planned",
+                "plan_json": canonical_json(batch.plan_json), "status": "planned",
                 "dry_run": int(dry_run), "concurrency": concurrency, "cancel_requested": 0,
-                "request_count": len(plan.requests), "estimated_cost": plan.estimated_cost,
+                "request_count": len(batch.requests), "estimated_cost": batch.estimated_cost,
             })
             group_ids: dict[str, str] = {}
             groups = []
-            for g in plan.groups:
+            for g in batch.groups:
                 group_ids[g.key] = new_id()
                 groups.append({
                     "id": group_ids[g.key], "batch_id": batch_id, "variant_key": g.variant_key,
@@ -90,7 +89,7 @@ class BatchesMixin(_Base):
                     "reference_ids": canonical_json(list(g.reference_ids)), "created_at": created,
                 })
             self._insert_all("groups", groups)
-            self.save_contenders(req.contender for req in plan.requests)
+            self.save_contenders(req.contender for req in batch.requests)
             self._insert_all("requests", [{
                 "id": new_id(), "batch_id": batch_id, "group_id": group_ids[req.group_key],
                 "endpoint": req.endpoint, "prompt": req.prompt,
@@ -101,7 +100,7 @@ class BatchesMixin(_Base):
                 "status": RequestStatus.PLANNED, "dry_run": int(dry_run), "created_at": now(),
                 "estimated_cost": req.estimated_cost, "created_by": created_by, "attempts": 0,
                 "contender_id": req.contender.id,
-            } for req in plan.requests])
+            } for req in batch.requests])
         return self.get_batch(batch_id)
 
     def batch_by_launch_key(self, launch_key: str) -> Batch | None:

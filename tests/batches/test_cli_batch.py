@@ -113,7 +113,7 @@ def test_cancel_of_a_batch_nobody_runs_cancels_it_here(tmp_path):
     d = open_store(load_settings().db_path)
     from core.batches import plans
 
-    batch = d.create_batch(plans.make_plan(json.loads(_plan(tmp_path).read_text())), dry_run=False)
+    batch = d.create_batch(plans.make_plan(json.loads(_plan(tmp_path).read_text())).new_batch(), dry_run=False)
     done = _run("batch", "cancel", batch.id)
     assert done.returncode == 0, done.stderr
     assert "cancelled: 4/4 done (cancelled 4)" in done.stdout

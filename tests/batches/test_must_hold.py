@@ -226,6 +226,6 @@ def live_settings(fal_standin):
     settings.ensure_dirs()
     d = open_store(settings.db_path)
     spec = {"name": "must", "models": MODELS, "options": {"pose": ["Standing", "Walking", "Sitting"]}, "seeds": [2]}
-    batch = d.create_batch(plans.make_plan(spec), dry_run=False)
+    batch = d.create_batch(plans.make_plan(spec).new_batch(), dry_run=False)
     yield dataclasses.replace(settings), d, batch
     d.close()

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from core.store import open_store
-from core.batches import plans
+from core.batches import plan_file, plans, service
 from core.catalog import contenders, registry
 from core.errors import PlanError
 from core.blobs import open_storage
@@ -53,7 +53,7 @@ def _nothing_written(d, storage_root):
 
 def test_plan_counts_groups_and_payloads(env, settings):
     d, storage, tmp = env
-    plan = plans.make_plan(_spec(), store=d, storage=storage, base_dir=tmp)
+    plan = service.plan_batch(_spec(), store=d, storage=storage, base_dir=tmp)
     assert plan.final and plan.request_count == 2 * 2 * 2 * 2 and len(plan.groups) == 8
     (ref_id,) = plan.reference_ids
     by_group: dict[str, list] = {}
@@ -79,7 +79,7 @@ def test_plan_counts_groups_and_payloads(env, settings):
 
 def test_cost_is_the_sum_of_registry_estimates(env):
     d, storage, tmp = env
-    plan = plans.make_plan(_spec(), store=d, storage=storage, base_dir=tmp)
+    plan = service.plan_batch(_spec(), store=d, storage=storage, base_dir=tmp)
     expected = sum(registry.estimate_cost(r.endpoint, dict(r.payload),
                                           input_sizes=[(600, 800)] if r.endpoint == EDIT else None)
                    for r in plan.requests)
@@ -94,15 +94,15 @@ def test_cost_is_the_sum_of_registry_estimates(env):
 def test_file_references_are_uploaded_once_and_ids_accepted(env):
     d, storage, tmp = env
     (tmp / "same.jpg").write_bytes(_jpeg())
-    plan = plans.make_plan(_spec(references=["face.jpg", "same.jpg"]), store=d, storage=storage, base_dir=tmp)
+    plan = service.plan_batch(_spec(references=["face.jpg", "same.jpg"]), store=d, storage=storage, base_dir=tmp)
     assert len(plan.reference_ids) == 1 and d.db["reference_photos"].count == 1   # deduplicated
-    again = plans.make_plan(_spec(references=[plan.reference_ids[0]]), store=d, storage=storage, base_dir=tmp)
+    again = service.plan_batch(_spec(references=[plan.reference_ids[0]]), store=d, storage=storage, base_dir=tmp)
     assert again.reference_ids == plan.reference_ids and d.db["reference_photos"].count == 1
 
 
 def test_preview_uploads_nothing(env):
     d, storage, tmp = env
-    plan = plans.make_plan(_spec(), store=d, storage=storage, base_dir=tmp, upload=False)
+    plan = service.plan_batch(_spec(), store=d, storage=storage, base_dir=tmp, upload=False)
     assert not plan.final and plan.request_count == 16
     assert any(r.payload.get("image_urls") == ["reference://pending-0"] for r in plan.requests)
     _nothing_written(d, tmp / "data" / "images")
@@ -147,7 +147,7 @@ def test_bad_plans_name_the_field_and_write_nothing(env, over, field):
     d, storage, tmp = env
     (tmp / "notes.txt").write_text("not an image")
     with pytest.raises(PlanError) as e:
-        plans.make_plan(_spec(**over), store=d, storage=storage, base_dir=tmp)
+        service.plan_batch(_spec(**over), store=d, storage=storage, base_dir=tmp)
     assert field in str(e.value)
     _nothing_written(d, tmp / "data" / "images")
 
@@ -156,8 +156,7 @@ def test_a_bad_parameter_stops_the_plan_before_the_reference_is_uploaded(env, se
     """Every payload is validated before anything is written: the file reference stays on disk."""
     d, storage, tmp = env
     with pytest.raises(PlanError, match="num_inference_steps"):
-        plans.make_plan(_spec(params={EDIT: {"num_inference_steps": 500}}), store=d, storage=storage,
-                        base_dir=tmp)
+        service.plan_batch(_spec(params={EDIT: {"num_inference_steps": 500}}), store=d, storage=storage, base_dir=tmp)
     _nothing_written(d, settings.images_dir)
 
 
@@ -165,12 +164,12 @@ def test_plan_file_errors(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(PlanError, match="not valid JSON"):
-        plans.load_plan_file(bad)
+        plan_file.load_plan_file(bad)
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(PlanError, match="JSON object"):
-        plans.load_plan_file(tmp_path / "list.json")
+        plan_file.load_plan_file(tmp_path / "list.json")
     with pytest.raises(PlanError, match="cannot read"):
-        plans.load_plan_file(tmp_path / "absent.json")
+        plan_file.load_plan_file(tmp_path / "absent.json")
 
 
 def test_too_large_a_plan_is_refused():
@@ -182,8 +181,8 @@ def test_too_large_a_plan_is_refused():
 
 def test_recorded_batch_keeps_the_plan_with_ids(env):
     d, storage, tmp = env
-    plan = plans.make_plan(_spec(), store=d, storage=storage, base_dir=tmp)
-    batch = d.create_batch(plan, dry_run=True)
+    plan = service.plan_batch(_spec(), store=d, storage=storage, base_dir=tmp)
+    batch = d.create_batch(plan.new_batch(), dry_run=True)
     assert batch.plan["references"] == list(plan.reference_ids)
     assert json.loads(batch.plan_json)["models"] == [SCHNELL, EDIT]
     stored = {r.payload_hash for r in d.batch_requests(batch.id)}
@@ -208,11 +207,11 @@ def test_a_model_without_image_size_is_flagged_before_sending(tmp_path):
     (tmp_path / "ref.jpg").write_bytes(buf.getvalue())
     spec = {"name": "w", "references": ["ref.jpg"], "options": {"aspect_ratio": ["9:16"]},
             "models": ["fal-ai/flux/schnell", "fal-ai/flux/dev/image-to-image"], "seeds": [1]}
-    plan = plans.make_plan(spec, store=d, storage=open_storage(settings), base_dir=tmp_path)
+    plan = service.plan_batch(spec, store=d, storage=open_storage(settings), base_dir=tmp_path)
     (warning,) = plan.warnings
     assert "fal-ai/flux/dev/image-to-image" in warning and "image_size" in warning
     spec["models"] = ["fal-ai/flux/schnell", "fal-ai/flux-2/lora/edit"]
-    assert plans.make_plan(spec, store=d, storage=open_storage(settings), base_dir=tmp_path).warnings == ()
+    assert service.plan_batch(spec, store=d, storage=open_storage(settings), base_dir=tmp_path).warnings == ()
     d.close()
 
 
@@ -235,7 +234,7 @@ def _example(**over):
 
 def test_the_readme_sweep_makes_ten_requests_in_two_groups_of_five_contenders(env):
     d, storage, tmp = env
-    plan = plans.make_plan(_example(), store=d, storage=storage, base_dir=tmp)
+    plan = service.plan_batch(_example(), store=d, storage=storage, base_dir=tmp)
     assert plan.request_count == 10 and len(plan.groups) == 2 and len(plan.contenders) == 5
     assert plan.summary().startswith("10 requests = 2 variants x 1 seed x 5 contenders")
     assert [line.label for line in plan.contender_lines()] == [
@@ -268,7 +267,7 @@ def test_the_readme_sweep_makes_ten_requests_in_two_groups_of_five_contenders(en
 
 def test_a_plan_without_sweep_stores_and_sends_what_it_did_before(env):
     d, storage, tmp = env
-    plan = plans.make_plan(_spec(), store=d, storage=storage, base_dir=tmp)
+    plan = service.plan_batch(_spec(), store=d, storage=storage, base_dir=tmp)
     assert "sweep" not in plan.plan_json and len(plan.contenders) == 2
     assert [line.label for line in plan.contender_lines()] == ["FLUX.1 [schnell]", "FLUX.2 [dev] LoRA edit"]
     assert plan.axes == ()
@@ -276,8 +275,8 @@ def test_a_plan_without_sweep_stores_and_sends_what_it_did_before(env):
 
 def test_sweep_recorded_batch_keeps_every_planned_body(env):
     d, storage, tmp = env
-    plan = plans.make_plan(_example(), store=d, storage=storage, base_dir=tmp)
-    batch = d.create_batch(plan, dry_run=True)
+    plan = service.plan_batch(_example(), store=d, storage=storage, base_dir=tmp)
+    batch = d.create_batch(plan.new_batch(), dry_run=True)
     assert json.loads(batch.plan_json)["sweep"] == plan.plan_json["sweep"]
     stored = sorted(r.payload_hash for r in d.batch_requests(batch.id))
     assert stored == sorted(r.payload_hash for r in plan.requests) and len(set(stored)) == 10
@@ -305,7 +304,7 @@ def test_sweep_recorded_batch_keeps_every_planned_body(env):
 def test_bad_sweeps_are_refused_naming_endpoint_parameter_and_value(env, sweep, expected):
     d, storage, tmp = env
     with pytest.raises(PlanError) as e:
-        plans.make_plan(_example(sweep=sweep), store=d, storage=storage, base_dir=tmp)
+        service.plan_batch(_example(sweep=sweep), store=d, storage=storage, base_dir=tmp)
     assert expected in str(e.value)
     _nothing_written(d, tmp / "data" / "images")
 
@@ -314,8 +313,7 @@ def test_a_swept_parameter_of_another_endpoint_is_checked_against_that_endpoint(
     """fal-ai/flux/dev/image-to-image has `strength`; the same sweep on FLUX.2 is refused above."""
     d, storage, tmp = env
     i2i = "fal-ai/flux/dev/image-to-image"
-    plan = plans.make_plan(_example(models=[i2i], params={}, sweep={i2i: {"strength": [0.6, 0.7]}}),
-                           store=d, storage=storage, base_dir=tmp, upload=False)
+    plan = service.plan_batch(_example(models=[i2i], params={}, sweep={i2i: {"strength": [0.6, 0.7]}}), store=d, storage=storage, base_dir=tmp, upload=False)
     assert [line.label for line in plan.contender_lines()] == [
         "FLUX.1 [dev] image-to-image · strength 0.6", "FLUX.1 [dev] image-to-image · strength 0.7"]
 
@@ -354,7 +352,7 @@ def test_sweeps_multiply_with_seeds_and_variants():
 def _load(tmp_path, content: bytes | str):
     path = tmp_path / "plan.json"
     path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-    return plans.load_plan_file(path)
+    return plan_file.load_plan_file(path)
 
 
 def _one_line(e: pytest.ExceptionInfo) -> str:
@@ -393,19 +391,19 @@ def test_plan_files_that_are_not_regular_files_or_too_large_are_refused(tmp_path
     import os
 
     with pytest.raises(PlanError, match="not a regular file") as e:
-        plans.load_plan_file(tmp_path)
+        plan_file.load_plan_file(tmp_path)
     _one_line(e)
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
     with pytest.raises(PlanError, match="not a regular file"):  # returns at once, no writer needed
-        plans.load_plan_file(fifo)
+        plan_file.load_plan_file(fifo)
     with pytest.raises(PlanError, match="not a regular file"):
-        plans.load_plan_file("/dev/zero")
+        plan_file.load_plan_file("/dev/zero")
     big = tmp_path / "big.json"
     with big.open("wb") as f:  # sparse: 6 GB on paper, nothing on disk
         f.truncate(6 * 2**30)
     with pytest.raises(PlanError, match=r"is 6\.0 GB, over the 1\.0 MB limit"):
-        plans.load_plan_file(big)
+        plan_file.load_plan_file(big)
 
 
 def test_nan_and_friends_in_a_spec_dict_are_refused_before_anything_is_built():
@@ -428,12 +426,12 @@ def test_nan_and_friends_in_a_spec_dict_are_refused_before_anything_is_built():
 def test_a_reference_that_is_a_device_or_too_large_is_refused_without_reading_it(env, tmp_path):
     d, storage, tmp = env
     with pytest.raises(PlanError, match=r"`references\[0\]` \(/dev/zero\) is not a regular file"):
-        plans.make_plan(_spec(references=["/dev/zero"]), store=d, storage=storage, base_dir=tmp)
+        service.plan_batch(_spec(references=["/dev/zero"]), store=d, storage=storage, base_dir=tmp)
     big = tmp / "huge.jpg"
     with big.open("wb") as f:
         f.truncate(6 * 2**30)
     with pytest.raises(PlanError, match=r"is 6\.0 GB, over the 20\.0 MB limit"):
-        plans.make_plan(_spec(references=["huge.jpg"]), store=d, storage=storage, base_dir=tmp)
+        service.plan_batch(_spec(references=["huge.jpg"]), store=d, storage=storage, base_dir=tmp)
     _nothing_written(d, tmp / "data" / "images")
 
 
@@ -449,8 +447,8 @@ def test_the_fal_standin_receives_exactly_the_planned_sweep_bodies(fal_standin, 
     d = open_store(settings.db_path)
     (tmp_path / "face.jpg").write_bytes(_jpeg())
     try:
-        plan = plans.make_plan(_example(), store=d, storage=open_storage(settings), base_dir=tmp_path)
-        batch = d.create_batch(plan, dry_run=settings.dry_run)
+        plan = service.plan_batch(_example(), store=d, storage=open_storage(settings), base_dir=tmp_path)
+        batch = d.create_batch(plan.new_batch(), dry_run=settings.dry_run)
         report = schedule.run_batch(batch.id, settings=settings, concurrency=4)
         assert report.finished and {r.status for r in d.batch_requests(batch.id)} == {"completed"}
     finally:

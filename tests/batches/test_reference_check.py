@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from core.batches import plans, schedule
+from core.batches import schedule, service
 from core.config import load_settings
 from core.store import open_store
 from core.blobs import open_storage
@@ -30,10 +30,10 @@ def _batch(tmp_path, d, settings, photos):
             "seeds": [1], "references": [name for name, _ in photos]}
     storage = open_storage(settings)
     try:
-        plan = plans.make_plan(spec, store=d, storage=storage, base_dir=tmp_path)
+        plan = service.plan_batch(spec, store=d, storage=storage, base_dir=tmp_path)
     finally:
         storage.close()
-    return d.create_batch(plan, dry_run=settings.dry_run)
+    return d.create_batch(plan.new_batch(), dry_run=settings.dry_run)
 
 
 def test_a_bucket_switched_to_private_stops_the_batch_before_anything_is_sent(

@@ -46,8 +46,8 @@ def live(fal_standin, tmp_path):
                 "seeds": list(seeds), **extra}
         if any(m == EDIT for m in models):
             spec.setdefault("references", ["face.jpg"])
-        plan = plans.make_plan(spec, store=d, storage=open_storage(settings), base_dir=tmp_path)
-        return d.create_batch(plan, dry_run=settings.dry_run)
+        plan = service.plan_batch(spec, store=d, storage=open_storage(settings), base_dir=tmp_path)
+        return d.create_batch(plan.new_batch(), dry_run=settings.dry_run)
 
     yield settings, d, make_batch
     d.close()
@@ -114,7 +114,7 @@ def test_dry_run_sends_nothing(settings):
     """No FAL_KEY: payloads validated and recorded as dry_run; fal (port 9 here) never contacted."""
     d = open_store(settings.db_path)
     plan = plans.make_plan({"name": "dry", "models": [SCHNELL, "fal-ai/flux-2"], "seeds": [1, 2]})
-    batch = d.create_batch(plan, dry_run=settings.dry_run)
+    batch = d.create_batch(plan.new_batch(), dry_run=settings.dry_run)
     assert batch.dry_run
     report = schedule.run_batch(batch.id, settings=settings)
     assert report.dry_run and report.finished

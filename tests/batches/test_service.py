@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from core.batches import plans, service
+from core.batches import service
 from core.config import load_settings
 from core.store import open_store
 
@@ -27,7 +27,7 @@ def live(fal_standin):
     store = open_store(settings.db_path)
     spec = {"name": "svc", "models": ["fal-ai/flux/schnell"], "options": {"pose": ["Standing", "Walking"]},
             "seeds": [1]}
-    plan = plans.make_plan(spec, store=store)
+    plan = service.plan_batch(spec, store=store)
     yield settings, store, plan
     store.close()
 
@@ -44,7 +44,7 @@ def test_launch_records_then_runs_detached_and_state_follows_it(live, fal_standi
 
 def test_one_batch_per_intent_and_each_send_again_is_one_more(settings):
     store = open_store(settings.db_path)
-    plan = plans.make_plan({"name": "intent", "models": ["fal-ai/flux/schnell"],
+    plan = service.plan_batch({"name": "intent", "models": ["fal-ai/flux/schnell"],
                             "options": {"pose": ["Standing"]}, "seeds": [1]}, store=store)
     first = service.launch(store, plan, settings, created_by="ana")
     assert service.launch(store, plan, settings, created_by="ana").id == first.id    # a second click

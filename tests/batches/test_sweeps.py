@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.batches import plans, sweeps
+from core.batches import service, sweeps
 from core.catalog import registry
 from core.errors import PlanError
 from tests.review_support import EDIT
@@ -70,9 +70,9 @@ def test_a_lora_sweep_from_the_editor_plans_one_contender_per_set(tmp_path):
     rows = [sweeps.LoraRow(A, 1.0)]
     spec = {"name": "scales", "models": [EDIT], "references": ["face.jpg"], "seeds": [1],
             "sweep": {EDIT: {"loras": sweeps.lora_plan(rows, mode="scales", scales="0.5, 1").sweep}}}
-    plan = plans.make_plan(spec, base_dir=tmp_path, upload=False)
+    plan = service.plan_batch(spec, store=None, base_dir=tmp_path, upload=False)
     assert [line.label for line in plan.contender_lines()] == ["FLUX.2 [dev] LoRA edit · a 0.5",
                                                                "FLUX.2 [dev] LoRA edit · a 1"]
     bad = {**spec, "sweep": {EDIT: {"loras": sweeps.lora_plan(rows, mode="scales", scales="0.5, 9").sweep}}}
     with pytest.raises(PlanError, match=r"`sweep\.fal-ai/flux-2/lora/edit\.loras\[1\]` = .*9"):
-        plans.make_plan(bad, base_dir=tmp_path, upload=False)
+        service.plan_batch(bad, store=None, base_dir=tmp_path, upload=False)

@@ -212,7 +212,7 @@ def run_soak(cfg: Config, data_dir: Path, *, disk_full: bool = False, out=print)
         poses = [f"soak pose {n}-{k}" for k in range(max(1, cfg.requests // len(MODELS)))]
         plan = plans.make_plan({"name": f"soak {n}", "models": MODELS, "options": {"pose": poses},
                                 "seeds": [n + 1]})
-        batch = store.create_batch(plan, dry_run=False, concurrency=cfg.concurrency)
+        batch = store.create_batch(plan.new_batch(), dry_run=False, concurrency=cfg.concurrency)
         batches.append(batch.id)
         return batch.id
 

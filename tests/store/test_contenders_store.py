@@ -86,7 +86,7 @@ def test_create_batch_writes_each_planned_contender_once_in_planning_order(st):
     plan = plans.make_plan({"name": "steps", "models": [SCHNELL, "fal-ai/flux-2"],
                             "options": {"subject": ["Woman"]}, "seeds": [1],
                             "sweep": {"fal-ai/flux-2": {"num_inference_steps": [7, 28]}}})
-    batch = st.create_batch(plan, dry_run=True)
+    batch = st.create_batch(plan.new_batch(), dry_run=True)
     requests = st.batch_requests(batch.id)
     assert len(plan.contenders) == 3
     assert [r.contender_id for r in requests] == [c.id for c in plan.contenders]

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from core.batches import plans
+from core.batches import service
 from core.errors import StoreError
 from core.store import open_store
 from core.values import RequestStatus
@@ -21,12 +21,11 @@ SCHNELL = "fal-ai/flux/schnell"
 
 
 def _plan(name="doubt", poses=("Standing", "Walking")):
-    return plans.make_plan({"name": name, "models": [SCHNELL], "options": {"pose": list(poses)}, "seeds": [1]},
-                           upload=False)
+    return service.plan_batch({"name": name, "models": [SCHNELL], "options": {"pose": list(poses)}, "seeds": [1]}, store=None, upload=False)
 
 
 def _batch_in_doubt(st):
-    batch = st.create_batch(_plan(), dry_run=False)
+    batch = st.create_batch(_plan().new_batch(), dry_run=False)
     first, second = st.batch_requests(batch.id)
     st.mark_submitted(first.id)
     assert st.mark_in_doubt(first.id, reason="the connection dropped after sending")
@@ -92,7 +91,7 @@ def test_one_launch_key_makes_one_batch_even_from_two_threads(settings):
     def launch():
         try:
             with open_store(settings.db_path) as st:
-                got.append(st.create_batch(plan, dry_run=True, launch_key="k1").id)
+                got.append(st.create_batch(plan.new_batch(), dry_run=True, launch_key="k1").id)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -106,5 +105,5 @@ def test_one_launch_key_makes_one_batch_even_from_two_threads(settings):
     assert not errors and len(set(got)) == 1
     with open_store(settings.db_path) as st:
         assert len(st.list_batches()) == 1 and st.batch_by_launch_key("k1").id == got[0]
-        other = st.create_batch(plan, dry_run=True, launch_key="k2")
+        other = st.create_batch(plan.new_batch(), dry_run=True, launch_key="k2")
         assert other.id != got[0] and len(st.list_batches()) == 2

@@ -28,7 +28,7 @@ def _png(colour: str) -> bytes:
 def group(st, settings):
     """One group with one planned SCHNELL request: (batch, group id, that request, storage)."""
     settings.ensure_dirs()
-    batch = st.create_batch(plans.make_plan({"name": "o", "models": [SCHNELL], "seeds": [1]}), dry_run=False)
+    batch = st.create_batch(plans.make_plan({"name": "o", "models": [SCHNELL], "seeds": [1]}).new_batch(), dry_run=False)
     (rec,) = st.batch_requests(batch.id)
     return batch, rec.group_id, rec, open_storage(settings)
 

@@ -137,7 +137,7 @@ def test_result_images_are_recorded_once_per_index(d):
 
 def test_create_batch_writes_batch_groups_and_planned_requests(d):
     plan = _plan(models=[SCHNELL, "fal-ai/flux-2"])
-    batch = d.create_batch(plan, dry_run=True, concurrency=4, created_by="ana")
+    batch = d.create_batch(plan.new_batch(), dry_run=True, concurrency=4, created_by="ana")
     assert (batch.request_count, batch.dry_run, batch.status, batch.concurrency) == (8, True, "planned", 4)
     assert batch.estimated_cost == pytest.approx(plan.estimated_cost)
     assert batch.plan["seeds"] == [1, 2]
@@ -161,12 +161,12 @@ def test_a_preview_plan_cannot_be_recorded(d):
     plan = plans.Plan(name="p", models=(SCHNELL,), seeds=(1,), reference_ids=(), groups=(), requests=(),
                       estimated_cost=0.0, plan_json={}, final=False)
     with pytest.raises(StoreError, match="preview"):
-        d.create_batch(plan, dry_run=True)
+        d.create_batch(plan.new_batch(), dry_run=True)
 
 
 def test_progress_finish_and_unfinished_batches(d):
-    batch = d.create_batch(_plan(), dry_run=False)
-    other = d.create_batch(_plan(), dry_run=False)
+    batch = d.create_batch(_plan().new_batch(), dry_run=False)
+    other = d.create_batch(_plan().new_batch(), dry_run=False)
     reqs = d.batch_requests(batch.id)
     for r in reqs[:3]:
         d.mark_cancelled(r.id)
@@ -180,7 +180,7 @@ def test_progress_finish_and_unfinished_batches(d):
 
 
 def test_claim_refuses_a_live_owner_and_takes_over_a_stale_or_dead_one(d):
-    batch = d.create_batch(_plan(), dry_run=False)
+    batch = d.create_batch(_plan().new_batch(), dry_run=False)
     d.claim_batch(batch.id)
     # our own pid is alive and the heartbeat fresh: a second runner is refused
     with pytest.raises(BatchBusy, match="batch cancel"):
@@ -200,7 +200,7 @@ def test_claim_refuses_a_live_owner_and_takes_over_a_stale_or_dead_one(d):
 def test_a_killed_but_unreaped_runner_counts_as_dead(d):
     """A runner child killed while its parent never waited is a zombie: kill(0) succeeds on it,
     but it runs nothing, so the batch can be taken over."""
-    batch = d.create_batch(_plan(), dry_run=False)
+    batch = d.create_batch(_plan().new_batch(), dry_run=False)
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         d.db.execute("UPDATE batches SET runner_pid = ?, runner_host = ?, heartbeat_at = ? WHERE id = ?",
@@ -220,7 +220,7 @@ def test_a_killed_but_unreaped_runner_counts_as_dead(d):
 
 def test_stop_reason_is_kept_until_a_runner_claims_the_batch_again(d):
     """The runner writes why it stopped; the next claim (a resume) starts clean; None clears it."""
-    batch = d.create_batch(_plan(), dry_run=False)
+    batch = d.create_batch(_plan().new_batch(), dry_run=False)
     assert d.get_batch(batch.id).stop_reason is None
     stopped = d.set_stop_reason(batch.id, "fal refused the key: check FAL_KEY, then resume")
     assert stopped.stop_reason.startswith("fal refused") and stopped.stopped_at
@@ -233,7 +233,7 @@ def test_stop_reason_is_kept_until_a_runner_claims_the_batch_again(d):
 
 
 def test_heartbeat_fails_once_another_runner_took_over(d):
-    batch = d.create_batch(_plan(), dry_run=False)
+    batch = d.create_batch(_plan().new_batch(), dry_run=False)
     d.claim_batch(batch.id)
     d.heartbeat(batch.id)
     d.db.execute("UPDATE batches SET runner_pid = 1 WHERE id = ?", [batch.id])
@@ -242,7 +242,7 @@ def test_heartbeat_fails_once_another_runner_took_over(d):
 
 
 def test_request_cancel_sets_the_flag(d):
-    batch = d.create_batch(_plan(), dry_run=False)
+    batch = d.create_batch(_plan().new_batch(), dry_run=False)
     assert d.request_cancel(batch.id).cancel_requested
     assert d.batch_progress(batch.id).cancel_requested
 
@@ -253,7 +253,7 @@ def test_request_cancel_sets_the_flag(d):
 @pytest.fixture
 def history(d):
     """12 requests over 3 days, 2 endpoints, mixed statuses; created_at set explicitly."""
-    batch = d.create_batch(_plan(seeds=[1]), dry_run=False)  # 2 requests
+    batch = d.create_batch(_plan(seeds=[1]).new_batch(), dry_run=False)  # 2 requests
     ids = [r.id for r in d.batch_requests(batch.id)]
     for i in range(10):
         endpoint = SCHNELL if i % 2 else EDIT
@@ -339,7 +339,7 @@ def test_diff_payloads_reports_nested_added_removed_changed(d):
 
 
 def test_rerun_makes_a_new_planned_row_linked_to_the_old_one(d):
-    batch = d.create_batch(_plan(seeds=[1]), dry_run=False)
+    batch = d.create_batch(_plan(seeds=[1]).new_batch(), dry_run=False)
     old = d.batch_requests(batch.id)[0]
     d.mark_failed(old.id, error_type="x", error_message="y")
     d.request_cancel(batch.id)
