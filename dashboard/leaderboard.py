@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.evaluation import comparison
+from core.evaluation import tally
+from core.export import comparison
 from core.evaluation import fidelity
 from core.catalog import registry
 from core.store import open_store
@@ -90,17 +91,17 @@ choice = pick.selectbox("Batch", list(names), key="lb_batch", format_func=names.
 show_all = every.toggle("Show all columns", key="lb_all_columns",
                         help="The tables show the columns that decide by default; this adds the rest.")
 batch_id = None if choice == ALL else choice
-version = comparison.data_version(records, batch_id=batch_id)
-outputs_version = comparison.outputs_version(records, batch_id=batch_id) if batch_id else None
+version = tally.data_version(records, batch_id=batch_id)
+outputs_version = tally.outputs_version(records, batch_id=batch_id) if batch_id else None
 
 
 # What a batch's requests and images say (cost, latency, fidelity) is kept by their write stamp,
 # which a vote leaves: after a vote only the votes are read again.
 @st.cache_data(max_entries=16, show_spinner=False)
-def _outputs(db_path: str, batch: str, outputs_version: tuple) -> comparison.Outputs:  # noqa: ARG001 - cache key
+def _outputs(db_path: str, batch: str, outputs_version: tuple) -> tally.Outputs:  # noqa: ARG001 - cache key
     records = open_store(db_path, migrate=False)
     try:
-        return comparison.batch_outputs(records, batch_id=batch)
+        return tally.batch_outputs(records, batch_id=batch)
     finally:
         records.close()
 
@@ -109,11 +110,11 @@ def _outputs(db_path: str, batch: str, outputs_version: tuple) -> comparison.Out
 # batch's figures kept in the store, merged): computed once per data version.
 @st.cache_data(max_entries=16, show_spinner="Aggregating…")
 def _figures(db_path: str, batch: str | None, version: tuple,  # noqa: ARG001 - cache key
-             outputs_version: tuple | None) -> comparison.Figures:
+             outputs_version: tuple | None) -> tally.Figures:
     kept = _outputs(db_path, batch, outputs_version) if batch is not None else None
     records = open_store(db_path, migrate=False)
     try:
-        return comparison.figures(records, batch_id=batch, outputs=kept)
+        return tally.figures(records, batch_id=batch, outputs=kept)
     finally:
         records.close()
 
@@ -126,7 +127,7 @@ selection = figures.selection
 def _comparison_csv(db_path, batch) -> bytes:
     records = open_store(db_path)  # runs on click, outside the script thread: its own connection
     try:
-        return comparison.comparison_csv_bytes(records, batch_id=batch)
+        return comparison.to_csv_bytes(records, batch_id=batch)
     finally:
         records.close()
 

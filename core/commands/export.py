@@ -3,7 +3,7 @@
 One row per request and result image (see core/export/history.py); the filters are those of the history
 page. The history export needs no pandas (the comparison CSV imports it when asked).
 With `--comparison` (and optionally `--batch`): one row per group instead, each model's payload
-hash, image and fidelity metrics side by side per contender (model and settings), and the votes (core/evaluation/comparison.py); images whose
+hash, image and fidelity metrics side by side per contender (model and settings), and the votes (core/export/comparison.py); images whose
 metrics are still pending are measured first, so the file is complete.
 
 `--out` is checked before anything is read: never the database (or its -wal, -shm, lock files),
@@ -18,13 +18,11 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from core.config import Settings
 from core.errors import DashboardError
-
-if TYPE_CHECKING:
-    from core.config import Settings
-    from core.store import Store
+from core.store import Store
 
 # SQLite refuses LIKE patterns over 50,000 bytes; a prompt filter is a few words
 MAX_TEXT = 1000
@@ -58,35 +56,35 @@ def _export(args: argparse.Namespace) -> int:
     settings = load_settings()
     out = checked_out(args.out, settings)
     settings.ensure_dirs()
-    st = open_store(settings.db_path)
+    store = open_store(settings.db_path)
     try:
         f = HistoryFilter(endpoint=args.endpoint, status=args.status, batch_id=args.batch_id,
                                 date_from=args.date_from, date_to=args.date_to, text=args.text)
         if args.batch_id:
-            st.get_batch(args.batch_id)
+            store.get_batch(args.batch_id)
         if args.comparison:
-            return _comparison(args, st, settings, out)
-        result = write_atomically(out, lambda tmp: export.to_csv(st, tmp, f))
+            return _comparison(args, store, settings, out)
+        result = write_atomically(out, lambda tmp: export.to_csv(store, tmp, f))
         print(f"wrote {result.requests} requests ({result.rows} rows) to {out}")
         return 0
     finally:
-        st.close()
+        store.close()
 
 
-def _comparison(args: argparse.Namespace, st: Store, settings: Any, out: Path) -> int:
-    from core.evaluation import comparison
+def _comparison(args: argparse.Namespace, store: Store, settings: Settings, out: Path) -> int:
     from core.evaluation import fidelity
+    from core.export import comparison
     from core.blobs import open_storage
 
     ignored = [name for name in ("endpoint", "status", "text", "date_from", "date_to") if getattr(args, name)]
     if ignored:
         raise DashboardError(f"--comparison exports whole groups; only --batch applies (drop "
                              f"{', '.join('--' + n.replace('date_', '') for n in ignored)}).")
-    pending = st.pending_count(batch_id=args.batch_id)
-    if pending and not st.read_only:
+    pending = store.pending_count(batch_id=args.batch_id)
+    if pending and not store.read_only:
         print(f"measuring {pending} image(s) first...", flush=True)
-        fidelity.compute_pending(st, open_storage(settings), batch_id=args.batch_id)
-    result = write_atomically(out, lambda tmp: comparison.comparison_to_csv(st, tmp, batch_id=args.batch_id))
+        fidelity.compute_pending(store, open_storage(settings), batch_id=args.batch_id)
+    result = write_atomically(out, lambda tmp: comparison.to_csv(store, tmp, batch_id=args.batch_id))
     print(f"wrote {result.groups} groups x {len(result.contenders)} contenders to {out}")
     for label in result.contenders:
         print(f"  {label}")

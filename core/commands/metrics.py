@@ -17,6 +17,8 @@ import threading
 from contextlib import nullcontext
 from typing import Any
 
+from core.values import ImageMetrics
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("metrics", help="measure pending result images (fidelity, response checks)",
@@ -53,7 +55,7 @@ def _stop_on_sigterm() -> threading.Event:
 
 
 def _metrics(args: argparse.Namespace) -> int:
-    from core.evaluation import fidelity
+    from core.evaluation import fidelity, pool
     from core.config import load_settings
     from core.store import open_store
     from core.blobs import open_storage
@@ -62,7 +64,7 @@ def _metrics(args: argparse.Namespace) -> int:
     settings.ensure_dirs()
     workers = args.workers or settings.metrics_workers
     if args.worker:
-        fidelity.renice()
+        pool.renice()
         report = fidelity.run_worker(settings, workers=workers, stop=_stop_on_sigterm())
         if report is None:
             print("another metrics worker is running; it measures what is pending")
@@ -70,26 +72,26 @@ def _metrics(args: argparse.Namespace) -> int:
             print(f"metrics worker done: {report.measured} measured ({report.failed} failed), "
                   f"{report.remaining} pending")
         return 0
-    st = open_store(settings.db_path)
+    store = open_store(settings.db_path)
     if args.batch_id:
-        st.get_batch(args.batch_id)
-    reset = fidelity.reset(st, batch_id=args.batch_id, failed=args.retry_failed,
+        store.get_batch(args.batch_id)
+    reset = fidelity.reset(store, batch_id=args.batch_id, failed=args.retry_failed,
                            outdated=args.recompute == "outdated", everything=args.recompute == "all")
     if reset:
         print(f"{reset} image(s) to measure again")
-    total = st.pending_count(batch_id=args.batch_id)
+    total = store.pending_count(batch_id=args.batch_id)
     done = 0
 
-    def show(m: fidelity.ImageMetrics) -> None:
+    def show(m: ImageMetrics) -> None:
         nonlocal done
         done += 1
         if not args.quiet:
             print(f"[{done}/{total}] {m.image_id[:8]} {m.summary()}", flush=True)
 
     # asked for now, so not niced: the pool processes keep this process's niceness
-    with fidelity.MeasuringPool(settings, workers, niceness=0) if workers > 1 else nullcontext() as pool:
-        report = fidelity.compute_pending(st, open_storage(settings), batch_id=args.batch_id,
-                                          on_image=show, pool=pool)
+    with pool.MeasuringPool(settings, workers, niceness=0) if workers > 1 else nullcontext() as processes:
+        report = fidelity.compute_pending(store, open_storage(settings), batch_id=args.batch_id,
+                                          on_image=show, pool=processes)
     print(f"measured {report.measured} image(s), {report.failed} with an error; "
           f"{report.remaining} pending")
     if report.failed:

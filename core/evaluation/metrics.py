@@ -41,8 +41,6 @@ from core.values import is_same_person  # the one same-person rule
 
 METRICS_VERSION = "1"
 
-FACE_STATUSES = ("ok", "no_face_reference", "no_face_output", "error")
-
 # 800 px keeps HOG detection near 0.2 s on this class of machine (1024 px: ~0.5 s) while a
 # portrait's face stays far above the ~40 px the once-upsampled detector needs.
 _DETECT_LONG_EDGE = 800

@@ -1,4 +1,14 @@
-"""CSV exports: the request history (one row per request and image), spreadsheet-safe and streamed."""
-from core.export.history import CHUNK_SIZE, COLUMNS, ExportResult, iter_csv, to_csv, to_csv_bytes  # noqa: F401
+"""CSV exports, spreadsheet-safe and streamed.
 
-__all__ = ["CHUNK_SIZE", "COLUMNS", "ExportResult", "iter_csv", "to_csv", "to_csv_bytes"]
+    history      the request history: one row per request and image, by the history page's filter
+    comparison   the comparison: one row per group, the contenders side by side with metrics and votes
+"""
+from core._surface import lazy
+
+_EXPORTS = {
+    "history": "", "comparison": "",
+    "CHUNK_SIZE": "history", "COLUMNS": "history", "ExportResult": "history",
+    "iter_csv": "history", "to_csv": "history", "to_csv_bytes": "history",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy(__name__, _EXPORTS)

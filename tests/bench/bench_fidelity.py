@@ -282,7 +282,9 @@ def bench_throughput(images: int, workers: list[int], rounds: int, baseline: str
 
 
 def bench_reads(variants: int, seeds: int) -> None:
-    from core.evaluation import comparison
+    from core.evaluation import leaderboard
+    from core.export import comparison
+    from tests.evaluation import _oracles as oracles
     from core.batches import plans
     from core.evaluation import review
     from core.config import load_settings
@@ -330,11 +332,11 @@ def bench_reads(variants: int, seeds: int) -> None:
         print(f"  {label:<44} {best * 1000:8.0f} ms")
 
     timed("review.queue (Review page, every rerun)", lambda: review.queue(st, batch.id, "ana"))
-    timed("comparison.leaderboard", lambda: comparison.leaderboard(st, batch_id=batch.id))
-    timed("comparison.model_costs", lambda: comparison.model_costs(st, batch_id=batch.id))
-    timed("comparison.fidelity_by_model", lambda: comparison.fidelity_by_model(st, batch_id=batch.id))
+    timed("comparison.leaderboard", lambda: leaderboard.leaderboard(st, batch_id=batch.id))
+    timed("comparison.model_costs", lambda: oracles.model_costs(st, batch_id=batch.id))
+    timed("comparison.fidelity_by_model", lambda: oracles.fidelity_by_model(st, batch_id=batch.id))
     timed("fidelity.pending_count (whole table)", lambda: st.pending_count())
-    timed("comparison CSV (bytes)", lambda: comparison.comparison_csv_bytes(st, batch_id=batch.id), repeat=1)
+    timed("comparison CSV (bytes)", lambda: comparison.to_csv_bytes(st, batch_id=batch.id), repeat=1)
     st.close()
 
 
@@ -355,7 +357,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["DASHBOARD_DATA_DIR"] = str(Path(tmp) / "data")
         bench_measure()
-        from core.evaluation.fidelity import NICENESS
+        from core.evaluation.pool import NICENESS
 
         bench_throughput(args.images, [int(n) for n in args.workers.split(",")], args.rounds,
                          None if args.baseline == "none" else args.baseline,

@@ -173,10 +173,10 @@ def _forget_batch_figures() -> bool:
     """Drop the per-batch figures "all batches" keeps in the store (where this version keeps
     them): the first visit ever, or after an upgrade."""
     from core.config import load_settings
-    from core.evaluation import comparison
+    from core.evaluation import tally
     from core.store import open_store
 
-    if not hasattr(comparison, "every_batch"):   # a version that keeps none (for before/after runs)
+    if not hasattr(tally, "every_batch"):   # a version that keeps none (for before/after runs)
         return False
     with open_store(load_settings().db_path) as d:
         d.db.execute("DELETE FROM batch_figures")

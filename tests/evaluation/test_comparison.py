@@ -1,4 +1,4 @@
-"""Leaderboard, cost/latency, fidelity per model and the comparison CSV (core/evaluation/comparison.py), on a
+"""Leaderboard, cost/latency, fidelity per model and the comparison CSV (core/evaluation/leaderboard.py, tally.py; core/export/comparison.py), on a
 stored batch with stored votes; the expected numbers are computed by hand in each docstring.
 
 The fixture: 10 groups (pose Standing x seeds 1-5, pose Sitting x seeds 1-5), two models.
@@ -15,12 +15,12 @@ import sys
 
 import pytest
 
-from core.evaluation import comparison
-from core.evaluation import fidelity
-from core.evaluation import review
+from core.evaluation import fidelity, leaderboard, review, tally
+from core.export import comparison
 from core.config import REPO_ROOT, load_settings
 from core.store import open_store
 from core.blobs import open_storage
+from tests.evaluation import _oracles as oracles
 from tests.review_support import EDIT, SCHNELL, THIRD, completed_batch
 
 
@@ -66,7 +66,7 @@ def test_win_rates_and_wilson_intervals_match_hand_computed_values(voted):
     [0.1078, 0.6032]; both report 2 ties (ana's both bad, bo's both good), not in n."""
     st, batch, *_ = voted
     ids = _contender_ids(st, batch)
-    board = comparison.leaderboard(st, batch_id=batch.id)
+    board = leaderboard.leaderboard(st, batch_id=batch.id)
     assert (board.votes, board.raters, board.groups) == (12, 2, 10)
     edit, schnell = board.win_rates
     assert (edit.model, edit.wins, edit.losses, edit.ties, edit.n) == (ids[EDIT], 7, 3, 2, 10)
@@ -85,7 +85,7 @@ def test_breakdown_by_pose_shows_where_each_model_wins(voted):
     -> [0.0456, 0.6994], ties 2."""
     st, batch, *_ = voted
     edit_id = _contender_ids(st, batch)[EDIT]
-    pose = comparison.leaderboard(st, batch_id=batch.id).breakdowns["pose"]
+    pose = leaderboard.leaderboard(st, batch_id=batch.id).breakdowns["pose"]
     assert set(pose) == {"Standing", "Sitting"}
     standing = {r.model: r for r in pose["Standing"]}[edit_id]
     assert (standing.wins, standing.losses, standing.ties) == (6, 0, 0)
@@ -93,7 +93,7 @@ def test_breakdown_by_pose_shows_where_each_model_wins(voted):
     sitting = {r.model: r for r in pose["Sitting"]}[edit_id]
     assert (sitting.wins, sitting.losses, sitting.ties) == (1, 3, 2)
     assert (sitting.low, sitting.high) == (pytest.approx(0.0456, abs=1e-4), pytest.approx(0.6994, abs=1e-4))
-    assert "style" not in comparison.leaderboard(st, batch_id=batch.id).breakdowns
+    assert "style" not in leaderboard.leaderboard(st, batch_id=batch.id).breakdowns
 
 
 def test_agreement_between_raters_by_hand(voted):
@@ -101,7 +101,7 @@ def test_agreement_between_raters_by_hand(voted):
     categories edit 2/4, schnell 1/4, both good 1/4 -> Pe = 0.375, kappa = 0.125/0.625 = 0.2.
     Cohen: po 0.5, pe = 0.5 x 0.5 (edit for both) = 0.25 -> 1/3."""
     st, batch, *_ = voted
-    agreement = comparison.leaderboard(st, batch_id=batch.id).agreement
+    agreement = leaderboard.leaderboard(st, batch_id=batch.id).agreement
     assert (agreement["groups"], agreement["unanimous"]) == (2, 1)
     assert agreement["unanimous_share"] == pytest.approx(0.5)
     assert agreement["fleiss_kappa"] == pytest.approx(0.2)
@@ -115,7 +115,7 @@ def test_cost_and_latency_per_model_by_hand(voted):
     (5 Standing + 1 Sitting win; the group with one loss and one both good is a tie, not preferred)
     -> $0.42 / 6 = $0.07."""
     st, batch, *_ = voted
-    costs = {c.endpoint: c for c in comparison.model_costs(st, batch_id=batch.id)}
+    costs = {c.endpoint: c for c in oracles.model_costs(st, batch_id=batch.id)}
     schnell, edit = costs[SCHNELL], costs[EDIT]
     assert (schnell.requests, schnell.completed, schnell.failed, schnell.images) == (10, 10, 0, 10)
     assert schnell.inference_s["median"] == pytest.approx(5.5)
@@ -134,9 +134,9 @@ def test_no_votes_no_ranking_and_unreviewed_costs_stay_open(settings):
     settings.ensure_dirs()
     batch, _, _ = completed_batch()
     st = open_store(settings.db_path)
-    board = comparison.leaderboard(st, batch_id=batch.id)
+    board = leaderboard.leaderboard(st, batch_id=batch.id)
     assert board.votes == 0 and board.win_rates == () and board.strengths == {}
-    cost = comparison.model_costs(st, batch_id=batch.id)[0]
+    cost = oracles.model_costs(st, batch_id=batch.id)[0]
     assert cost.preferred_outputs == 0 and cost.cost_per_preferred_image is None
 
 
@@ -150,7 +150,7 @@ def test_three_models_are_ranked_by_bradley_terry(settings):
     for item in review.review_items(st, batch.id, "ana"):
         best = min((item.left.endpoint, item.right.endpoint), key=order.index)
         review.record_item_vote(st, item, rater="ana", verdict=_vote_for(item, best))
-    board = comparison.leaderboard(st, batch_id=batch.id)
+    board = leaderboard.leaderboard(st, batch_id=batch.id)
     ids = _contender_ids(st, batch)
     assert board.votes == 12 and board.ranking == [ids[m] for m in order]
     assert [r.model for r in board.win_rates] == [ids[m] for m in order]
@@ -159,16 +159,16 @@ def test_three_models_are_ranked_by_bradley_terry(settings):
 
 def test_fidelity_per_model_counts_measured_and_pending(voted, settings):
     st, batch, *_ = voted
-    before = {f.endpoint: f for f in comparison.fidelity_by_model(st, batch_id=batch.id)}
+    before = {f.endpoint: f for f in oracles.fidelity_by_model(st, batch_id=batch.id)}
     assert before[SCHNELL].pending == 10 and before[SCHNELL].measured == 0
     fidelity.compute_pending(st, open_storage(settings), batch_id=batch.id)
-    after = {f.endpoint: f for f in comparison.fidelity_by_model(st, batch_id=batch.id)}
+    after = {f.endpoint: f for f in oracles.fidelity_by_model(st, batch_id=batch.id)}
     assert after[EDIT].measured == 10 and after[EDIT].pending == 0 and after[EDIT].errors == 0
     # the reference is a plain red square: no face to compare, recorded as such
     assert after[EDIT].faces_compared == 0
     assert after[EDIT].phash_distance["n"] == 10 and after[EDIT].ssim["n"] == 10
     assert after[SCHNELL].ssim["n"] == 0, "SSIM only for edit outputs (same framing)"
-    frame = comparison.metrics_frame(st, batch_id=batch.id)
+    frame = oracles.metrics_frame(st, batch_id=batch.id)
     assert len(frame) == 20 and set(frame["face_status"]) == {"no_face_reference"}
 
 
@@ -180,10 +180,10 @@ def _read(text: str) -> list[dict[str, str]]:
 def test_comparison_csv_has_one_row_per_group_with_each_models_hash_image_metrics_and_votes(voted, settings):
     st, batch, groups, by_group, standing, sitting = voted
     fidelity.compute_pending(st, open_storage(settings), batch_id=batch.id)
-    text = comparison.comparison_csv_bytes(st, batch_id=batch.id).decode("utf-8")
+    text = comparison.to_csv_bytes(st, batch_id=batch.id).decode("utf-8")
     rows = _read(text)
     header = next(csv.reader(io.StringIO(text[1:])))
-    assert header == comparison.comparison_columns(["flux_schnell", "flux-2_lora_edit"])
+    assert header == comparison.columns(["flux_schnell", "flux-2_lora_edit"])
     assert header[:8] == ["group_id", "batch_id", "batch_name", "prompt", "seed", "image_size",
                           "reference_ids", "subject"]
     assert {"flux_schnell_payload_hash", "flux-2_lora_edit_face_distance", "flux-2_lora_edit_ssim",
@@ -214,7 +214,7 @@ def test_comparison_csv_is_spreadsheet_safe(settings):
     st = open_store(settings.db_path)
     item = review.review_items(st, batch.id, "@evil")[0]
     review.record_item_vote(st, item, rater="@evil", verdict="both_good")
-    row = _read(comparison.comparison_csv_bytes(st, batch_id=batch.id).decode("utf-8"))[0]
+    row = _read(comparison.to_csv_bytes(st, batch_id=batch.id).decode("utf-8"))[0]
     assert row["batch_name"] == "'=2+3"
     assert row["vote_detail"] == "'@evil: both good"
     assert comparison._cell(-0.5) == -0.5 and comparison._cell(None) == ""
@@ -243,7 +243,7 @@ def test_export_of_every_batch_unions_the_models(settings):
     completed_batch("one", models=(SCHNELL,), options={"subject": ["Woman"]})
     completed_batch("two", models=(SCHNELL, EDIT), options={"subject": ["Man"]})
     st = open_store(settings.db_path)
-    rows = _read(comparison.comparison_csv_bytes(st).decode("utf-8"))
+    rows = _read(comparison.to_csv_bytes(st).decode("utf-8"))
     assert [r["batch_name"] for r in rows] == ["one", "two"]
     assert rows[0]["flux-2_lora_edit_request_id"] == "" and rows[1]["flux-2_lora_edit_request_id"]
     assert st.get_groups(rows[0]["batch_id"])[0].id == rows[0]["group_id"]
@@ -253,26 +253,26 @@ def test_data_version_changes_with_votes_and_metrics_so_cached_pages_refresh(vot
     """The Leaderboard caches its aggregates by this stamp: a new vote or a measured image must
     change it, or the page would show stale figures."""
     st, batch, groups, _by_group, _standing, _sitting = voted
-    before = comparison.data_version(st, batch_id=batch.id)
-    assert comparison.data_version(st, batch_id=batch.id) == before
+    before = tally.data_version(st, batch_id=batch.id)
+    assert tally.data_version(st, batch_id=batch.id) == before
     item = review.review_items(st, batch.id, "cy")[0]
     review.record_item_vote(st, item, rater="cy", verdict="left")
-    after_vote = comparison.data_version(st, batch_id=batch.id)
+    after_vote = tally.data_version(st, batch_id=batch.id)
     assert after_vote != before
     st.db.execute("UPDATE result_images SET metrics_at = '2999-01-01T00:00:00+00:00' WHERE rowid = "
                "(SELECT min(rowid) FROM result_images)")
-    assert comparison.data_version(st, batch_id=batch.id) != after_vote
+    assert tally.data_version(st, batch_id=batch.id) != after_vote
 
 
 def _same_figures(st, batch_id):
-    got = comparison.figures(st, batch_id=batch_id)
-    assert got.selection == comparison.selection_contenders(st, batch_id=batch_id)
-    assert got.board == comparison.leaderboard(st, batch_id=batch_id)
-    assert got.axes == comparison.axis_summary(st, batch_id=batch_id)
-    assert got.fidelity == comparison.fidelity_by_model(st, batch_id=batch_id)
-    assert got.costs == comparison.model_costs(st, batch_id=batch_id)
+    got = tally.figures(st, batch_id=batch_id)
+    assert got.selection == leaderboard.selection_contenders(st, batch_id=batch_id)
+    assert got.board == leaderboard.leaderboard(st, batch_id=batch_id)
+    assert got.axes == oracles.axis_summary(st, batch_id=batch_id)
+    assert got.fidelity == oracles.fidelity_by_model(st, batch_id=batch_id)
+    assert got.costs == oracles.model_costs(st, batch_id=batch_id)
     if batch_id is not None:  # over every batch: the distributions alone (tests/evaluation/test_every_batch.py)
-        assert got.metrics.equals(comparison.metrics_frame(st, batch_id=batch_id))
+        assert got.metrics.equals(oracles.metrics_frame(st, batch_id=batch_id))
     return got
 
 

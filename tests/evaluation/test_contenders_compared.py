@@ -1,6 +1,6 @@
 """Comparing contenders (a model at its settings) through the real store: review pair choice with
 five contenders, the leaderboard's strengths and swept-axis breakdown, and the X/Y grid with its
-PNG (core/evaluation/review.py, comparison.py, grid.py)."""
+PNG (core/evaluation/review.py, leaderboard.py, grid.py, core/export/comparison.py)."""
 from __future__ import annotations
 
 import io
@@ -9,9 +9,11 @@ import pytest
 from PIL import Image
 
 from core.config import load_settings
-from core.evaluation import comparison, grid, review
+from core.evaluation import grid, leaderboard, review
+from core.export import comparison
 from core.store import open_store
 from core.blobs import open_storage
+from tests.evaluation import _oracles as oracles
 from tests.review_support import completed_batch, completed_sweep_batch
 
 
@@ -25,7 +27,7 @@ def sweep(settings):
 
 
 def _labels(st, batch):
-    return comparison.selection_contenders(st, batch_id=batch.id).labels
+    return leaderboard.selection_contenders(st, batch_id=batch.id).labels
 
 
 def _vote_for(item, better: str) -> str:
@@ -91,7 +93,7 @@ def test_leaderboard_reads_what_each_swept_setting_buys(sweep):
         else:
             verdict = "left" if score[a] > score[b] else "right"
         review.record_item_vote(st, item, rater="ana", verdict=verdict)
-    board = comparison.leaderboard(st, batch_id=batch.id)
+    board = leaderboard.leaderboard(st, batch_id=batch.id)
     assert set(board.axes) == {"7 vs 28 steps", "with vs without the LoRA (studio-style 0.8)"}
     steps = {r.model: r for r in board.axes["7 vs 28 steps"]}
     # per group: 2 pairs differ in steps alone (with and without the LoRA) -> 4 votes
@@ -103,7 +105,7 @@ def test_leaderboard_reads_what_each_swept_setting_buys(sweep):
     assert all(s.low <= s.strength <= s.high for s in board.intervals)
     assert labels[board.ranking[-1]] == "FLUX.1 [schnell]"
 
-    summary = {(a.axis, a.value): a for a in comparison.axis_summary(st, batch_id=batch.id)}
+    summary = {(a.axis, a.value): a for a in oracles.axis_summary(st, batch_id=batch.id)}
     assert set(summary) == {("7 vs 28 steps", "7 steps"), ("7 vs 28 steps", "28 steps"),
                             ("with vs without the LoRA (studio-style 0.8)", "no LoRA"),
                             ("with vs without the LoRA (studio-style 0.8)", "studio-style 0.8")}
@@ -117,10 +119,10 @@ def test_a_plain_two_model_batch_reads_as_before(settings):
     settings.ensure_dirs()
     batch, _, _ = completed_batch()
     st = open_store(settings.db_path)
-    selection = comparison.selection_contenders(st, batch_id=batch.id)
+    selection = leaderboard.selection_contenders(st, batch_id=batch.id)
     assert list(selection.labels.values()) == ["FLUX.1 [schnell]", "FLUX.2 [dev] LoRA edit"]
-    assert selection.axes == () and comparison.axis_summary(st, batch_id=batch.id) == []
-    assert [c.label for c in comparison.model_costs(st, batch_id=batch.id)] == list(selection.labels.values())
+    assert selection.axes == () and oracles.axis_summary(st, batch_id=batch.id) == []
+    assert [c.label for c in oracles.model_costs(st, batch_id=batch.id)] == list(selection.labels.values())
     assert comparison.contender_prefixes(selection) == {
         c.id: p for c, p in zip(selection.items, ("flux_schnell", "flux-2_lora_edit"))}
     st.close()

@@ -1,4 +1,4 @@
-"""'All batches' on the Leaderboard (`comparison.every_batch`): merged from each batch's figures,
+"""'All batches' on the Leaderboard (`tally.every_batch`): merged from each batch's figures,
 kept in the store at the batch's write stamp, and exactly what the functions say over every
 request, image and vote; a write to a batch's requests or images (a request completing, a metric
 stored) makes that batch's figures be computed again, and only that batch's; a vote computes
@@ -8,10 +8,11 @@ from __future__ import annotations
 import pytest
 
 from core.config import load_settings
-from core.evaluation import comparison, review
+from core.evaluation import batch_parts, leaderboard, review, tally
 from core.store import open_store
 from core.values import ImageMetrics
 from core.blobs import open_storage
+from tests.evaluation import _oracles as oracles
 from tests.review_support import EDIT, SCHNELL, complete, completed_batch, completed_sweep_batch
 
 METRICS = ("face_distance", "phash_distance", "ciede2000", "ssim")
@@ -22,31 +23,31 @@ def _distribution(frame, metric):
     return sorted(zip(shown["contender"], shown[metric]))
 
 
-def _exact(st) -> comparison.Figures:
+def _exact(st) -> tally.Figures:
     """every_batch equals each function over every batch (the chart: the same values per contender)."""
-    got = comparison.every_batch(st)
-    assert got.selection == comparison.selection_contenders(st)
-    assert got.board == comparison.leaderboard(st)
-    assert got.costs == comparison.model_costs(st)
-    assert got.fidelity == comparison.fidelity_by_model(st)
-    assert got.axes == comparison.axis_summary(st)
-    whole = comparison.metrics_frame(st)
+    got = tally.every_batch(st)
+    assert got.selection == leaderboard.selection_contenders(st)
+    assert got.board == leaderboard.leaderboard(st)
+    assert got.costs == oracles.model_costs(st)
+    assert got.fidelity == oracles.fidelity_by_model(st)
+    assert got.axes == oracles.axis_summary(st)
+    whole = oracles.metrics_frame(st)
     for metric in METRICS:
         assert _distribution(got.metrics, metric) == _distribution(whole, metric), metric
-    assert comparison.figures(st).costs == got.costs     # the page's call for "all batches"
+    assert tally.figures(st).costs == got.costs     # the page's call for "all batches"
     return got
 
 
 def _computed(monkeypatch) -> list[str]:
     """The batches whose figures are computed (not read from the store) from now on."""
     seen: list[str] = []
-    real = comparison._batch_part
+    real = batch_parts._batch_part
 
     def spy(st, batch_key):
         seen.append(batch_key)
         return real(st, batch_key)
 
-    monkeypatch.setattr(comparison, "_batch_part", spy)
+    monkeypatch.setattr(batch_parts, "_batch_part", spy)
     return seen
 
 
@@ -125,22 +126,22 @@ def test_a_store_that_refuses_writes_still_shows_every_batch(settings):
     ro = open_store(settings.db_path)
     ro.db.execute("PRAGMA query_only = 1")
     try:
-        figures = comparison.every_batch(ro)
-        assert figures.costs == comparison.model_costs(ro) and figures.costs
+        figures = tally.every_batch(ro)
+        assert figures.costs == oracles.model_costs(ro) and figures.costs
         assert ro.stored_figures([first.id]) == {}
     finally:
         ro.close()
 
 
-def _batch_exact(st, batch_id: str, kept: comparison.Outputs) -> comparison.Figures:
+def _batch_exact(st, batch_id: str, kept: tally.Outputs) -> tally.Figures:
     """`figures` of a batch from kept outputs equals each function over the batch."""
-    got = comparison.figures(st, batch_id=batch_id, outputs=kept)
-    assert got.selection == comparison.selection_contenders(st, batch_id=batch_id)
-    assert got.board == comparison.leaderboard(st, batch_id=batch_id)
-    assert got.costs == comparison.model_costs(st, batch_id=batch_id)
-    assert got.fidelity == comparison.fidelity_by_model(st, batch_id=batch_id)
-    assert got.axes == comparison.axis_summary(st, batch_id=batch_id)
-    assert got.metrics.equals(comparison.metrics_frame(st, batch_id=batch_id))
+    got = tally.figures(st, batch_id=batch_id, outputs=kept)
+    assert got.selection == leaderboard.selection_contenders(st, batch_id=batch_id)
+    assert got.board == leaderboard.leaderboard(st, batch_id=batch_id)
+    assert got.costs == oracles.model_costs(st, batch_id=batch_id)
+    assert got.fidelity == oracles.fidelity_by_model(st, batch_id=batch_id)
+    assert got.axes == oracles.axis_summary(st, batch_id=batch_id)
+    assert got.metrics.equals(oracles.metrics_frame(st, batch_id=batch_id))
     return got
 
 
@@ -150,27 +151,27 @@ def test_a_vote_leaves_a_batchs_outputs_and_a_metric_renews_them(st):
     metric stored or a request completing changes it (outputs computed again)."""
     sweep, groups, by = completed_sweep_batch()
     other, _, _ = completed_batch("other")
-    version = comparison.outputs_version(st, batch_id=sweep.id)
-    kept = comparison.batch_outputs(st, batch_id=sweep.id)
+    version = tally.outputs_version(st, batch_id=sweep.id)
+    kept = tally.batch_outputs(st, batch_id=sweep.id)
     before = _batch_exact(st, sweep.id, kept)
     assert before.board.votes == 0 and all(a.win_rate is None for a in before.axes)
 
     for n, item in enumerate(review.review_items(st, sweep.id, "ana")):
         review.record_item_vote(st, item, rater="ana", verdict=review.VERDICTS[n % 4])
-    assert comparison.outputs_version(st, batch_id=sweep.id) == version
-    assert comparison.batch_outputs(st, batch_id=sweep.id).costs == kept.costs
+    assert tally.outputs_version(st, batch_id=sweep.id) == version
+    assert tally.batch_outputs(st, batch_id=sweep.id).costs == kept.costs
     voted = _batch_exact(st, sweep.id, kept)
     assert voted.board.votes > 0 and any(a.win_rate is not None for a in voted.axes)
     assert sum(c.reviewed_outputs for c in voted.costs) > 0
 
     request_id = next(r.id for g in by.values() for r in g.values())
     _measure(st, request_id, 0.4)                                              # a metric stored
-    assert comparison.outputs_version(st, batch_id=sweep.id) != version
-    assert comparison.outputs_version(st, batch_id=other.id)[1] is not None
-    renewed = comparison.batch_outputs(st, batch_id=sweep.id)
+    assert tally.outputs_version(st, batch_id=sweep.id) != version
+    assert tally.outputs_version(st, batch_id=other.id)[1] is not None
+    renewed = tally.batch_outputs(st, batch_id=sweep.id)
     measured = _batch_exact(st, sweep.id, renewed)
     assert sum(f.faces_compared for f in measured.fidelity) == sum(f.faces_compared for f in voted.fidelity) + 1
-    assert measured.fidelity != comparison.figures(st, batch_id=sweep.id, outputs=kept).fidelity, \
+    assert measured.fidelity != tally.figures(st, batch_id=sweep.id, outputs=kept).fidelity, \
         "the outputs kept before the metric no longer hold"
 
 
@@ -178,4 +179,4 @@ def test_outputs_of_another_batch_are_refused(st):
     first, _, _ = completed_batch("first")
     second, _, _ = completed_batch("second")
     with pytest.raises(ValueError, match="outputs of batch"):
-        comparison.figures(st, batch_id=second.id, outputs=comparison.batch_outputs(st, batch_id=first.id))
+        tally.figures(st, batch_id=second.id, outputs=tally.batch_outputs(st, batch_id=first.id))

@@ -20,7 +20,7 @@ from PIL import Image, ImageFilter
 from skimage import data
 
 from core.values import SAME_PERSON_THRESHOLD
-from core.evaluation import fidelity
+from core.evaluation import checks, fidelity, measuring, pool
 from core.evaluation import metrics
 from core.batches import plans
 from core.photos import references
@@ -85,22 +85,22 @@ def _image_id(st, request_id):
 
 def test_check_response_flags_each_surprise_by_name():
     """Each way fal's answer can differ from the request has its own code; a faithful answer has none."""
-    ok = fidelity.check_response(requested=(576, 1024), reported=(576, 1024), pixels=(576, 1024),
+    ok = checks.check_response(requested=(576, 1024), reported=(576, 1024), pixels=(576, 1024),
                                  seed_sent=7, seed_returned=7, nsfw=False)
-    assert ok.flags == () and not ok.surprising
-    square = fidelity.check_response(requested=(576, 1024), reported=(1024, 1024), pixels=(1024, 1024),
+    assert ok.flags == ()
+    square = checks.check_response(requested=(576, 1024), reported=(1024, 1024), pixels=(1024, 1024),
                                      seed_sent=7, seed_returned=7, nsfw=False)
     assert square.flags == ("size_mismatch", "aspect_mismatch")
-    rounded = fidelity.check_response(requested=(1000, 1000), reported=None, pixels=(1008, 1008),
+    rounded = checks.check_response(requested=(1000, 1000), reported=None, pixels=(1008, 1008),
                                       seed_sent=None, seed_returned=3, nsfw=None)
     assert rounded.flags == ("size_mismatch",), "same shape, other size: not an aspect surprise"
-    lying = fidelity.check_response(requested=None, reported=(512, 512), pixels=(1024, 1024),
+    lying = checks.check_response(requested=None, reported=(512, 512), pixels=(1024, 1024),
                                     seed_sent=7, seed_returned=8, nsfw=True)
     assert lying.flags == ("reported_size_wrong", "seed_mismatch", "nsfw")
-    silent = fidelity.check_response(requested=(512, 512), reported=None, pixels=None, seed_sent=7,
+    silent = checks.check_response(requested=(512, 512), reported=None, pixels=None, seed_sent=7,
                                      seed_returned=None, nsfw=False, readable=False)
     assert silent.flags == ("seed_missing", "unreadable")
-    assert set(silent.flags) | set(lying.flags) | set(square.flags) <= set(fidelity.CHECK_FLAGS)
+    assert set(silent.flags) | set(lying.flags) | set(square.flags) <= set(checks.CHECK_FLAGS)
 
 
 def test_a_size_mismatch_from_the_fal_standin_is_flagged(env, fal_standin, monkeypatch):
@@ -177,7 +177,7 @@ def test_identical_output_measures_zero(env):
     rec = _by_endpoint(st, batch.id)[EDIT]
     # the stored reference is normalised (re-encoded): the same pixels are the stored ones
     _complete(st, storage, rec, Image.open(io.BytesIO(storage.get(ref.storage_path))))
-    m = fidelity.measure_image(st, storage, _image_id(st, rec.id))
+    m = measuring.measure_image(st, storage, _image_id(st, rec.id))
     assert m.face_distance == 0.0 and m.phash_distance == 0 and m.ssim == pytest.approx(1.0)
 
 
@@ -187,7 +187,7 @@ def test_group_without_reference_records_no_reference(env):
     batch = st.create_batch(plan, dry_run=False)
     rec = st.batch_requests(batch.id)[0]
     _complete(st, storage, rec, _gradient())
-    m = fidelity.measure_image(st, storage, _image_id(st, rec.id))
+    m = measuring.measure_image(st, storage, _image_id(st, rec.id))
     assert m.face_status == "no_reference" and m.metrics_error is None and not m.pending
     assert m.phash_distance is None and m.check_flags == ()
 
@@ -375,7 +375,7 @@ def _logged_task(row, where):
         f.write(f"{os.getpid()} {os.nice(0)} {int(metrics._models is not None)} {row.image_id}\n")
     if row.image_id == os.environ.get("FID_TEST_CRASH"):
         os._exit(3)
-    return fidelity._child_measure(row, where)
+    return pool._child_measure(row, where)
 
 
 def _numbers(st):
@@ -414,8 +414,8 @@ def test_a_pool_stores_the_same_numbers_with_models_loaded_once_per_niced_proces
     _four_images(st, storage, settings)
     monkeypatch.setenv("FID_TEST_LOG", str(tmp_path / "calls.log"))
     seen = []
-    with fidelity.MeasuringPool(settings, 2, task=_logged_task) as pool:
-        report = fidelity.compute_pending(st, storage, pool=pool, on_image=seen.append)
+    with pool.MeasuringPool(settings, 2, task=_logged_task) as processes:
+        report = fidelity.compute_pending(st, storage, pool=processes, on_image=seen.append)
     assert (report.measured, report.failed, report.remaining) == (4, 0, 0)
     assert len(seen) == 4 and all(not m.pending for m in seen)
     pooled = _numbers(st)
@@ -427,7 +427,7 @@ def test_a_pool_stores_the_same_numbers_with_models_loaded_once_per_niced_proces
     for pid in pids:
         loaded = [c[2] for c in calls if c[0] == pid]
         assert loaded == ["0"] + ["1"] * (len(loaded) - 1), f"process {pid} loaded the models again"
-    assert all(int(c[1]) >= fidelity.NICENESS for c in calls)
+    assert all(int(c[1]) >= pool.NICENESS for c in calls)
 
     assert fidelity.reset(st, everything=True) == 4
     assert fidelity.compute_pending(st, storage).measured == 4  # in this process
@@ -444,8 +444,8 @@ def test_a_pool_process_dying_on_an_image_fails_that_image_only(env, settings, t
     victim = st.pending_image_ids()[1]
     monkeypatch.setenv("FID_TEST_LOG", str(tmp_path / "calls.log"))
     monkeypatch.setenv("FID_TEST_CRASH", victim)
-    with fidelity.MeasuringPool(settings, 2, task=_logged_task) as pool:
-        report = fidelity.compute_pending(st, storage, pool=pool)
+    with pool.MeasuringPool(settings, 2, task=_logged_task) as processes:
+        report = fidelity.compute_pending(st, storage, pool=processes)
     assert (report.measured, report.failed, report.remaining) == (4, 1, 0)
     got = st.image_metrics(list(_numbers(st)))
     assert got[victim].face_status == "error"
@@ -464,8 +464,8 @@ def test_a_stopped_pool_pass_finishes_what_is_in_flight_and_leaves_the_rest_pend
     st, storage, _ = env
     _four_images(st, storage, settings)
     stop = threading.Event()
-    with fidelity.MeasuringPool(settings, 1) as pool:
-        report = fidelity.compute_pending(st, storage, pool=pool, stop=stop,
+    with pool.MeasuringPool(settings, 1) as processes:
+        report = fidelity.compute_pending(st, storage, pool=processes, stop=stop,
                                           on_image=lambda m: stop.set())
     assert 1 <= report.measured < 4 and report.measured + report.remaining == 4
 
