@@ -1,5 +1,6 @@
-"""Reads across tables for the comparison (core/evaluation/comparison.py) and review: each
-model's output in a group, cost and latency rows, metric rows, and a data version to cache by.
+"""Reads across tables for the Leaderboard and its figures (core/evaluation/leaderboard.py,
+tally.py), the comparison CSV and review: each model's output in a group, cost and latency rows,
+metric rows, and a data version to cache by.
 
 Invariant: "a model's output in a group" is `values.pick_output` applied to `group_outputs`'s
 candidates, for Review, Compare, the Leaderboard and the comparison CSV alike.
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.store._sql import _Base, build, placeholders
+from core.store.boundary import sqlite_boundary
 from core.store.images import CHUNK
 from core.store.images import image_from_row
 from core.values import (
@@ -27,6 +29,7 @@ def _batch_clause(batch_id: str | None, alias: str = "r", unbatched: bool = Fals
 class AggregatesMixin(_Base):
     """Whole-selection reads for the comparison; nothing here writes."""
 
+    @sqlite_boundary
     def group_outputs(self, batch_id: str, *, or_newest: bool = False, by_contender: bool = False,
                       group_ids: Sequence[str] | None = None) -> dict[str, dict[str, GroupOutput]]:
         """Per group id, per endpoint (or per contender id, `by_contender`): the model's (the
@@ -53,6 +56,7 @@ class AggregatesMixin(_Base):
                 out.setdefault(group_id, {})[key] = GroupOutput(group_id, picked[0].endpoint, *picked)
         return out
 
+    @sqlite_boundary
     def output_contenders(self, batch_id: str) -> list[tuple[str, tuple[str, ...]]]:
         """Every group of the batch in planning order, with the contenders (contender id, else
         endpoint) that have an output in it by `values.pick_output`'s rule (a completed request
@@ -68,6 +72,7 @@ class AggregatesMixin(_Base):
         return [(g, tuple(sorted(have.get(g, ())))) for (g,) in self.db.execute(
             "SELECT id FROM groups WHERE batch_id = ? ORDER BY created_at, rowid", [batch_id])]
 
+    @sqlite_boundary
     def data_version(self, *, batch_id: str | None = None) -> tuple[Any, ...]:
         """A cheap stamp that changes whenever requests, their final states, images, metrics or
         votes of this selection can have changed: pages cache aggregates by it. Reads only the
@@ -87,6 +92,7 @@ class AggregatesMixin(_Base):
                           "WHERE g.batch_id = ?", [batch_id])
         return (batch_id, *req, *votes)
 
+    @sqlite_boundary
     def request_costs(self, *, batch_id: str | None = None, unbatched: bool = False,
                       request_ids: Sequence[str] | None = None) -> list[RequestCost]:
         """Every request of the selection (`unbatched`: of no batch; `request_ids`: only those,
@@ -101,6 +107,7 @@ class AggregatesMixin(_Base):
             f"FROM requests r WHERE 1{where} ORDER BY r.created_at, r.rowid", params)
         return [RequestCost._make(row) for row in cursor]
 
+    @sqlite_boundary
     def metric_rows(self, *, batch_id: str | None = None, unbatched: bool = False) -> list[MetricRow]:
         """Every result image of the selection's (`unbatched`: no batch's) completed requests with
         its stored metrics."""
@@ -113,6 +120,7 @@ class AggregatesMixin(_Base):
             [RequestStatus.COMPLETED, *params])
         return [MetricRow._make(row) for row in cursor]
 
+    @sqlite_boundary
     def first_appearances(self, *, batch_id: str | None = None, unbatched: bool = False
                           ) -> tuple[dict[str, tuple[str, int]], dict[str, tuple[str, int]]]:
         """Where each contender first appears in planning order, as (created_at, rowid): among the
@@ -130,6 +138,7 @@ class AggregatesMixin(_Base):
                 first("coalesce(r.contender_id, r.endpoint)", "r.status = ? AND EXISTS (SELECT 1 FROM "
                       "result_images i WHERE i.request_id = r.id)", [RequestStatus.COMPLETED]))
 
+    @sqlite_boundary
     def comparison_models(self, *, batch_id: str | None = None) -> list[str]:
         """The endpoints with grouped requests in the selection, in the order they first appear."""
         where, params = _batch_clause(batch_id)
@@ -138,6 +147,7 @@ class AggregatesMixin(_Base):
                                params).fetchall()
         return [r[0] for r in rows]
 
+    @sqlite_boundary
     def batch_names(self, batch_id: str | None = None) -> list[tuple[str, str]]:
         """(id, name) of one batch, or of every batch oldest first."""
         if batch_id:
@@ -145,6 +155,7 @@ class AggregatesMixin(_Base):
                                                           [batch_id])]
         return [(r[0], r[1]) for r in self.db.execute("SELECT id, name FROM batches ORDER BY created_at, id")]
 
+    @sqlite_boundary
     def count_groups(self, *, batch_id: str | None = None) -> int:
         where, params = _batch_clause(batch_id, "g")
         return self._one(f"SELECT count(*) FROM groups g WHERE 1{where}", params)[0]

@@ -22,6 +22,7 @@ from core.catalog.payloads import canonical_json, payload_hash
 from core.errors import BatchBusy, StoreError
 from core.processes import pid_alive
 from core.store._sql import _Base, build, check_payload, placeholders, seconds_between
+from core.store.boundary import sqlite_boundary
 from core.values import new_id, now
 from core.store.images import CHUNK
 from core.store.inputs import NewBatch
@@ -49,6 +50,7 @@ def runner_alive(batch: Batch, *, stale_after: float = HEARTBEAT_STALE_S) -> boo
 class BatchesMixin(_Base):
     """Rows of `batches` and `groups`."""
 
+    @sqlite_boundary
     def create_batch(self, batch: NewBatch, *, dry_run: bool, concurrency: int | None = None,
                      created_by: str | None = None, launch_key: str | None = None) -> Batch:
         """Write a planned batch in one transaction: the batch, its groups and one `planned` row
@@ -103,25 +105,30 @@ class BatchesMixin(_Base):
             } for req in batch.requests])
         return self.get_batch(batch_id)
 
+    @sqlite_boundary
     def batch_by_launch_key(self, launch_key: str) -> Batch | None:
         for row in self._rows("SELECT * FROM batches WHERE launch_key = ?", [launch_key]):
             return build(Batch, row)
         return None
 
+    @sqlite_boundary
     def get_batch(self, batch_id: str) -> Batch:
         for row in self._rows("SELECT * FROM batches WHERE id = ?", [batch_id]):
             return build(Batch, row)
         raise StoreError(f"No batch with id {batch_id!r}; list batches with `python -m core batch status`.")
 
+    @sqlite_boundary
     def list_batches(self, *, limit: int = 50, offset: int = 0) -> list[Batch]:
         """Newest first."""
         return [build(Batch, r) for r in self._rows(
             "SELECT * FROM batches ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", [limit, offset])]
 
+    @sqlite_boundary
     def get_groups(self, batch_id: str) -> list[Group]:
         return [build(Group, r) for r in self._rows(
             "SELECT * FROM groups WHERE batch_id = ? ORDER BY created_at, rowid", [batch_id])]
 
+    @sqlite_boundary
     def batch_requests(self, batch_id: str, statuses: Collection[str] | None = None) -> list[RequestRecord]:
         """The requests of a batch in planning order, optionally only those in `statuses`."""
         sql = "SELECT * FROM requests WHERE batch_id = ?"
@@ -131,6 +138,7 @@ class BatchesMixin(_Base):
             params += sorted(statuses)
         return [build(RequestRecord, r) for r in self._rows(sql + " ORDER BY created_at, rowid", params)]
 
+    @sqlite_boundary
     def group_requests(self, group_ids: Collection[str]) -> dict[str, list[RequestRecord]]:
         """Per group id asked for, its requests in planning order (an empty list for a group
         without any): what Compare shows for one page of groups, read by the group index
@@ -144,6 +152,7 @@ class BatchesMixin(_Base):
                 out[row["group_id"]].append(build(RequestRecord, row))
         return out
 
+    @sqlite_boundary
     def batch_progress(self, batch_id: str) -> BatchProgress:
         batch = self.get_batch(batch_id)
         counts: dict[str, int] = {}
@@ -158,6 +167,7 @@ class BatchesMixin(_Base):
                              estimated_cost=round(est, 6), completed_cost=round(done_cost, 6),
                              dry_run=batch.dry_run, cancel_requested=batch.cancel_requested)
 
+    @sqlite_boundary
     def unfinished_batches(self) -> list[Batch]:
         """Batches with work left for a runner (a request planned, being sent or at fal), oldest
         first. Requests in doubt are not such work: only a person moves them on."""
@@ -166,12 +176,14 @@ class BatchesMixin(_Base):
                f"AND r.status IN ({placeholders(len(work))})) ORDER BY created_at, id")
         return [build(Batch, r) for r in self._rows(sql, work)]
 
+    @sqlite_boundary
     def request_cancel(self, batch_id: str) -> Batch:
         """Ask the batch's runner to stop: it sends nothing more and cancels what fal still holds."""
         self.get_batch(batch_id)
         self._write("UPDATE batches SET cancel_requested = 1 WHERE id = ?", [batch_id])
         return self.get_batch(batch_id)
 
+    @sqlite_boundary
     def claim_batch(self, batch_id: str, *, pid: int | None = None,
                     stale_after: float = HEARTBEAT_STALE_S) -> Batch:
         """Make the caller (`pid`, default this process) the batch's runner, or raise BatchBusy.
@@ -192,6 +204,7 @@ class BatchesMixin(_Base):
                 [pid, socket.gethostname(), stamp, "running", stamp, batch_id])
         return self.get_batch(batch_id)
 
+    @sqlite_boundary
     def heartbeat(self, batch_id: str, *, pid: int | None = None) -> Batch:
         """Refresh the owner's heartbeat; BatchBusy if another runner took the batch over."""
         pid = os.getpid() if pid is None else pid
@@ -202,6 +215,7 @@ class BatchesMixin(_Base):
                             "another runner took it over.")
         return self.get_batch(batch_id)
 
+    @sqlite_boundary
     def release_batch(self, batch_id: str, *, pid: int | None = None) -> Batch:
         """Give up ownership; the batch is `finished` / `cancelled` if every request is final."""
         pid = os.getpid() if pid is None else pid
@@ -217,6 +231,7 @@ class BatchesMixin(_Base):
                             "WHERE id = ? AND runner_pid = ?", [batch_id, pid])
         return self.get_batch(batch_id)
 
+    @sqlite_boundary
     def set_stop_reason(self, batch_id: str, reason: str | None) -> Batch:
         """Record why the batch's runner stopped (and when); None clears both."""
         self.get_batch(batch_id)
@@ -224,6 +239,7 @@ class BatchesMixin(_Base):
                     [reason, None if reason is None else now(), batch_id])
         return self.get_batch(batch_id)
 
+    @sqlite_boundary
     def mark_launched(self, batch_id: str) -> Batch:
         """A runner is being started for the batch: it is "starting" until it claims the batch;
         an earlier stop reason no longer applies."""
@@ -232,6 +248,7 @@ class BatchesMixin(_Base):
                     "WHERE id = ?", [now(), batch_id])
         return self.get_batch(batch_id)
 
+    @sqlite_boundary
     def set_unreachable(self, batch_id: str, since: _dt.datetime | None) -> None:
         """Since when fal has not answered the batch's runner (None: it answers)."""
         value = None if since is None else since.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")

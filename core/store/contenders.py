@@ -15,12 +15,14 @@ from typing import Any
 
 from core.catalog.contenders import Contender
 from core.store._sql import _Base, placeholders
+from core.store.boundary import sqlite_boundary
 from core.store.images import CHUNK
 
 
 class ContendersMixin(_Base):
     """Rows of `contenders`, and which contenders a selection of requests holds."""
 
+    @sqlite_boundary
     def save_contenders(self, contenders: Iterable[Contender]) -> None:
         """Store each contender once (call inside the transaction that writes its requests)."""
         rows = {c.id: (c.id, c.endpoint, c.params_json) for c in contenders}
@@ -30,6 +32,7 @@ class ContendersMixin(_Base):
                     "INSERT OR IGNORE INTO contenders (id, endpoint, params_json) VALUES (?, ?, ?)",
                     list(rows.values()))
 
+    @sqlite_boundary
     def get_contenders(self, contender_ids: Sequence[str]) -> dict[str, Contender]:
         """The stored contenders with these ids (unknown ids are left out), in the order asked."""
         ids: list[Any] = list(dict.fromkeys(i for i in contender_ids if i))
@@ -42,6 +45,7 @@ class ContendersMixin(_Base):
                 found[cid] = Contender(id=cid, endpoint=endpoint, params=json.loads(params_json))
         return {i: found[i] for i in ids if i in found}
 
+    @sqlite_boundary
     def contenders_in(self, *, batch_id: str | None = None) -> list[Contender]:
         """The contenders of a batch's grouped requests (or of every batch), in the order they
         first appear (planning order)."""

@@ -32,6 +32,7 @@ from core.redact import abbreviate
 from core.catalog.prompts import OPTION_KEYS
 from core.errors import StoreError
 from core.store._sql import _Base, build
+from core.store.boundary import sqlite_boundary
 from core.values import FINAL_STATUSES, REQUEST_STATUSES, HistoryFilter, Page, RequestRecord
 
 MAX_PAGE_SIZE = 500
@@ -291,10 +292,12 @@ def _history_csv_sql(where: str) -> str:
 class HistoryMixin(_Base):
     """Filtered reads of `requests` (and their `result_images`) for History and the CSV export."""
 
+    @sqlite_boundary
     def count_history(self, f: HistoryFilter) -> int:
         where, params = _history_where(f)
         return self._one(f"SELECT count(*) FROM requests WHERE {where}", params)[0]
 
+    @sqlite_boundary
     def query_history(self, f: HistoryFilter) -> Page:
         """One page of requests matching `f`, newest first, and the total count."""
         if not 1 <= f.page_size <= MAX_PAGE_SIZE:
@@ -307,6 +310,7 @@ class HistoryMixin(_Base):
             f"LIMIT ? OFFSET ?", [*params, f.page_size, (page - 1) * f.page_size]))
         return Page(rows=rows, total=total, page=page, page_size=f.page_size)
 
+    @sqlite_boundary
     def history_contender_ids(self, f: HistoryFilter) -> list[str]:
         """The contender ids of the requests matching `f` (ignoring page), in the order they
         first appear: what the history export labels and spreads into columns."""
@@ -315,6 +319,7 @@ class HistoryMixin(_Base):
             f"SELECT contender_id, min(rowid) AS first FROM requests WHERE {where} "
             "AND contender_id IS NOT NULL GROUP BY contender_id ORDER BY first", params)]
 
+    @sqlite_boundary
     def iter_history_csv(self, f: HistoryFilter, *, contender_cells: Mapping[str, str] | None = None,
                          other_contender: str = "", chunk_size: int = 5000) -> Iterator[list[tuple[str, bytes]]]:
         """Every request matching `f` (ignoring page) as lines of CSV, `(request_id, line)` with
@@ -369,6 +374,7 @@ class HistoryMixin(_Base):
         except (sqlite3.Error, StoreError) as e:
             log.info("export lines of request %s not stored (%s)", request_id, e)
 
+    @sqlite_boundary
     def refresh_export_lines(self, request_ids: Sequence[str] | None = None) -> int:
         """Write the stored CSV lines of the given final requests (all final requests whose lines
         are missing or of another version when None); returns how many requests were written.

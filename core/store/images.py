@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.store._sql import _Base, fast_build, placeholders
+from core.store.boundary import sqlite_boundary
 from core.values import new_id, now
 from core.values import FINAL_STATUSES, METRIC_COLUMNS, ImageMetrics, ResultImage
 
@@ -50,6 +51,7 @@ def image_from_tuple(row: Sequence[Any]) -> ResultImage:
 class ImagesMixin(_Base):
     """Rows of `result_images` as the runner writes them (the metrics columns: MetricsMixin)."""
 
+    @sqlite_boundary
     def add_result_image(self, request_id: str, *, idx: int, fal_url: str | None,
                          storage_backend: str | None, storage_path: str | None, sha256: str | None,
                          width: int | None, height: int | None, content_type: str | None,
@@ -71,6 +73,7 @@ class ImagesMixin(_Base):
         return image_from_row(next(self._rows(
             "SELECT * FROM result_images WHERE request_id = ? AND idx = ?", [request_id, idx])))
 
+    @sqlite_boundary
     def result_images(self, request_ids: Sequence[str]) -> dict[str, list[ResultImage]]:
         """Images per request id, in output order (every id present, possibly with no images)."""
         out: dict[str, list[ResultImage]] = {rid: [] for rid in request_ids}

@@ -16,6 +16,7 @@ from typing import Any
 
 from core.errors import StoreError
 from core.store._sql import _Base, placeholders
+from core.store.boundary import sqlite_boundary
 from core.store.images import CHUNK, metrics_from_row
 from core.values import METRIC_COLUMNS, ImageMetrics
 
@@ -46,6 +47,7 @@ def _scope(batch_id: str | None) -> tuple[str, list[Any]]:
 class MetricsMixin(_Base):
     """The metrics and check columns of `result_images`."""
 
+    @sqlite_boundary
     def image_to_measure(self, image_id: str) -> ImageToMeasure:
         for row in self._rows(
                 "SELECT i.id, i.request_id, i.idx, i.storage_backend, i.storage_path, i.nsfw, "
@@ -63,6 +65,7 @@ class MetricsMixin(_Base):
                 reference_ids=tuple(json.loads(row["group_refs"] or row["request_refs"] or "[]")))
         raise StoreError(f"No result image with id {image_id!r}.")
 
+    @sqlite_boundary
     def save_image_metrics(self, m: ImageMetrics) -> ImageMetrics:
         """Store the outcome of measuring one image (every metrics column, `m.metrics_at` set)."""
         values = {c: getattr(m, c) for c in METRIC_COLUMNS}
@@ -74,6 +77,7 @@ class MetricsMixin(_Base):
         self._keep_export_lines(m.request_id)
         return self.image_metrics([m.image_id])[m.image_id]
 
+    @sqlite_boundary
     def image_metrics(self, image_ids: Sequence[str]) -> dict[str, ImageMetrics]:
         """Stored metrics per result image id (ids that do not exist are left out)."""
         out: dict[str, ImageMetrics] = {}
@@ -85,6 +89,7 @@ class MetricsMixin(_Base):
                 out[row["id"]] = metrics_from_row(row, row["id"], row["request_id"])
         return out
 
+    @sqlite_boundary
     def pending_image_ids(self, *, batch_id: str | None = None, limit: int | None = None) -> list[str]:
         """Result images never measured (or reset), oldest first."""
         extra, params = _scope(batch_id)
@@ -95,10 +100,12 @@ class MetricsMixin(_Base):
             params.append(limit)
         return [r[0] for r in self.db.execute(sql, params).fetchall()]
 
+    @sqlite_boundary
     def pending_count(self, *, batch_id: str | None = None) -> int:
         extra, params = _scope(batch_id)
         return self._one(f"SELECT count(*) FROM result_images i WHERE i.metrics_at IS NULL{extra}", params)[0]
 
+    @sqlite_boundary
     def reset_metrics(self, *, batch_id: str | None = None, failed: bool = False,
                       other_version_than: str | None = None, everything: bool = False) -> int:
         """Make measured rows pending again: those that failed, those measured by another

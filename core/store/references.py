@@ -11,6 +11,7 @@ from typing import Any
 
 from core.errors import StoreError
 from core.store._sql import _Base, build
+from core.store.boundary import sqlite_boundary
 from core.values import now
 from core.values import Reference
 
@@ -20,6 +21,7 @@ _UPDATABLE = frozenset({"storage_backend", "storage_path", "public_url", "archiv
 class ReferencesMixin(_Base):
     """Rows of `reference_photos`."""
 
+    @sqlite_boundary
     def insert_reference(self, ref: Reference) -> Reference | None:
         """Write a new reference row; None when a reference with its sha256 already exists."""
         row = {f: getattr(ref, f) for f in (
@@ -38,17 +40,20 @@ class ReferencesMixin(_Base):
                              f"database ({e}); nothing was kept, try again.") from None
         return self.get_reference(ref.id)
 
+    @sqlite_boundary
     def get_reference(self, reference_id: str) -> Reference:
         for row in self._rows("SELECT * FROM reference_photos WHERE id = ?", [reference_id]):
             return build(Reference, row)
         raise StoreError(f"no reference photo with id {reference_id!r}; "
                          "`python -m core reference list --all` shows them.")
 
+    @sqlite_boundary
     def reference_by_sha(self, sha256: str) -> Reference | None:
         for row in self._rows("SELECT * FROM reference_photos WHERE sha256 = ?", [sha256]):
             return build(Reference, row)
         return None
 
+    @sqlite_boundary
     def list_references(self, *, include_archived: bool = False, limit: int | None = None,
                         offset: int = 0) -> list[Reference]:
         """Newest first."""
@@ -65,6 +70,7 @@ class ReferencesMixin(_Base):
             params.append(offset)
         return [build(Reference, r) for r in self._rows(sql, params)]
 
+    @sqlite_boundary
     def update_reference(self, reference_id: str, **fields: Any) -> Reference:
         """Change where a reference is stored (`storage_backend`, `storage_path`, `public_url`)
         or its `archived_at`."""
@@ -76,6 +82,7 @@ class ReferencesMixin(_Base):
                         [*fields.values(), reference_id])
         return self.get_reference(reference_id)
 
+    @sqlite_boundary
     def archive_reference(self, reference_id: str) -> Reference:
         """Hide a reference from the default list (once; archiving again keeps the first date)."""
         self.get_reference(reference_id)
@@ -83,6 +90,7 @@ class ReferencesMixin(_Base):
                     [now(), reference_id])
         return self.get_reference(reference_id)
 
+    @sqlite_boundary
     def reference_path_named(self, backend: str, path: str) -> bool:
         """Whether a reference row names this stored object (the orphan sweep's question)."""
         return bool(list(self._rows("SELECT 1 FROM reference_photos WHERE storage_backend = ? "

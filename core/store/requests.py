@@ -31,6 +31,7 @@ from core.store._sql import (
     response_json,
     seconds_between,
 )
+from core.store.boundary import sqlite_boundary
 from core.values import new_id, now
 from core.values import (
     ACTIVE_STATUSES, FINAL_STATUSES, UNFINISHED_STATUSES, RequestRecord, RequestStatus,
@@ -43,6 +44,7 @@ _UNFINISHED = tuple(sorted(UNFINISHED_STATUSES))
 class RequestsMixin(_Base):
     """Rows of `requests` (re-runs also read `batches`: `get_batch` comes from BatchesMixin)."""
 
+    @sqlite_boundary
     def record_request(self, *, endpoint: str, payload: Mapping[str, Any],
                        batch_id: str | None = None, group_id: str | None = None,
                        prompt: str | None = None, options: Mapping[str, Any] | None = None,
@@ -76,6 +78,7 @@ class RequestsMixin(_Base):
                             "ELSE status END WHERE id = ?", [estimated_cost or 0.0, batch_id])
         return self.get_request(request_id)
 
+    @sqlite_boundary
     def get_request(self, request_id: str) -> RequestRecord:
         for row in self._rows("SELECT * FROM requests WHERE id = ?", [request_id]):
             return build(RequestRecord, row)
@@ -94,6 +97,7 @@ class RequestsMixin(_Base):
             self._keep_export_lines(request_id)
         return True
 
+    @sqlite_boundary
     def mark_submitted(self, request_id: str) -> bool:
         """The POST is about to leave: from here on the job MAY exist at fal."""
         cur = self._write("UPDATE requests SET status = ?, submitted_at = ?, "
@@ -104,18 +108,21 @@ class RequestsMixin(_Base):
             return False
         return True
 
+    @sqlite_boundary
     def mark_unsent(self, request_id: str) -> bool:
         """Back to `planned` after a submit that fal surely did not accept (refused key, 429, no
         connection): nothing exists at fal, so sending it later cannot run it twice."""
         return self._transition(request_id, (RequestStatus.SUBMITTED,),
                                 {"status": RequestStatus.PLANNED, "submitted_at": None})
 
+    @sqlite_boundary
     def mark_in_doubt(self, request_id: str, *, reason: str, http_status: int | None = None) -> bool:
         """The submit's answer never came: fal may hold the job (see RequestStatus.IN_DOUBT)."""
         return self._transition(request_id, (RequestStatus.SUBMITTED,), {
             "status": RequestStatus.IN_DOUBT, "error_type": "in_doubt",
             "error_message": abbreviate(reason), "http_status": http_status})
 
+    @sqlite_boundary
     def send_again(self, request_id: str, *, by: str) -> bool:
         """A person chose to send an in-doubt request again, knowing fal may run (and bill) it
         twice: back to `planned`, with who chose it and when kept on the row."""
@@ -125,6 +132,7 @@ class RequestsMixin(_Base):
             "status": RequestStatus.PLANNED, "submitted_at": None, "resent_by": by.strip(),
             "resent_at": now(), "error_type": None, "error_message": None, "http_status": None})
 
+    @sqlite_boundary
     def give_up(self, request_id: str, *, by: str) -> bool:
         """A person gave up on an in-doubt request (found it in fal's history, or does not need
         it): final as failed `submit_unconfirmed`, with who decided."""
@@ -138,6 +146,7 @@ class RequestsMixin(_Base):
             "error_type": "submit_unconfirmed",
             "error_message": abbreviate(f"given up by {by.strip()} while in doubt: {rec.error_message or ''}")})
 
+    @sqlite_boundary
     def mark_queued(self, request_id: str, *, fal_request_id: str, status_url: str | None,
                     response_url: str | None, cancel_url: str | None,
                     queue_position: int | None = None, http_status: int | None = 200) -> bool:
@@ -150,6 +159,7 @@ class RequestsMixin(_Base):
             "error_type": None, "error_message": None,
         })
 
+    @sqlite_boundary
     def mark_running(self, request_id: str, *, logs: Any = None) -> bool:
         """fal reported IN_PROGRESS; the queue time is submit -> now."""
         rec = self.get_request(request_id)
@@ -160,10 +170,12 @@ class RequestsMixin(_Base):
             updates["logs_json"] = json_or_none(logs)
         return self._transition(request_id, (RequestStatus.QUEUED,), updates)
 
+    @sqlite_boundary
     def update_queue_position(self, request_id: str, position: int | None) -> None:
         self._write("UPDATE requests SET queue_position = ? WHERE id = ? AND status = ?",
                     [position, request_id, RequestStatus.QUEUED])
 
+    @sqlite_boundary
     def mark_completed(self, request_id: str, *, response: Any, http_status: int | None = 200,
                        inference_time_s: float | None = None, logs: Any = None) -> bool:
         """The result is in and its images are stored. Timings: total = submit -> now; queue time =
@@ -185,6 +197,7 @@ class RequestsMixin(_Base):
             updates["logs_json"] = json_or_none(logs)
         return self._transition(request_id, _ACTIVE, updates)
 
+    @sqlite_boundary
     def mark_failed(self, request_id: str, *, error_type: str, error_message: str,
                     http_status: int | None = None, response: Any = None,
                     inference_time_s: float | None = None) -> bool:
@@ -199,6 +212,7 @@ class RequestsMixin(_Base):
             "response_json": response_json(response),
         })
 
+    @sqlite_boundary
     def mark_cancelled(self, request_id: str, *, reason: str = "cancelled by user",
                        http_status: int | None = None) -> bool:
         rec = self.get_request(request_id)
@@ -209,11 +223,13 @@ class RequestsMixin(_Base):
             "error_type": "cancelled", "error_message": reason, "http_status": http_status,
         })
 
+    @sqlite_boundary
     def mark_dry_run(self, request_id: str) -> bool:
         """Built and validated, recorded, and deliberately not sent (no FAL_KEY)."""
         return self._transition(request_id, (RequestStatus.PLANNED,),
                                 {"status": RequestStatus.DRY_RUN, "dry_run": 1, "completed_at": now()})
 
+    @sqlite_boundary
     def rerun_request(self, request_id: str, *, created_by: str | None = None,
                       dry_run: bool | None = None) -> RequestRecord:
         """A new `planned` row with the same endpoint and payload, linked by `rerun_of`, in the
@@ -244,6 +260,7 @@ class RequestsMixin(_Base):
                 reference_ids=old.references, estimated_cost=old.estimated_cost, dry_run=mode,
                 rerun_of=old.id, created_by=created_by, contender=kept)
 
+    @sqlite_boundary
     def last_payload_sent(self) -> RequestRecord | None:
         """The newest request that actually left for fal, with its payload abbreviated (the old
         `/api/debug/last-prompt`)."""
@@ -253,6 +270,7 @@ class RequestsMixin(_Base):
             return build(RequestRecord, row)
         return None
 
+    @sqlite_boundary
     def diff_payloads(self, a_id: str, b_id: str) -> PayloadDiff:
         """What changed from request `a` to request `b` (payloads, with data: URIs abbreviated)."""
         a, b = self.get_request(a_id), self.get_request(b_id)

@@ -9,6 +9,7 @@ from typing import Any
 
 from core.errors import StoreError
 from core.store._sql import _Base, build, fast_build, placeholders
+from core.store.boundary import sqlite_boundary
 from core.values import new_id, now
 from core.store.images import CHUNK
 from core.values import Group, StoredVote
@@ -29,6 +30,7 @@ def _vote(row: Sequence[Any]) -> StoredVote:
 class VotesMixin(_Base):
     """Rows of `votes`."""
 
+    @sqlite_boundary
     def add_vote(self, *, group_id: str, rater: str, left_request_id: str, right_request_id: str,
                  verdict: str, winner: str | None, note: str | None) -> StoredVote:
         vote_id = new_id()
@@ -39,11 +41,13 @@ class VotesMixin(_Base):
         })
         return self.get_vote(vote_id)
 
+    @sqlite_boundary
     def get_vote(self, vote_id: str) -> StoredVote:
         for row in self.db.execute(_VOTE_SQL + "WHERE v.id = ?", [vote_id]):
             return _vote(row)
         raise StoreError(f"No vote with id {vote_id!r}.")
 
+    @sqlite_boundary
     def list_votes(self, *, batch_id: str | None = None, rater: str | None = None) -> list[StoredVote]:
         """Votes oldest first, optionally of one batch and/or one rater (case-insensitive)."""
         clauses, params = [], []
@@ -57,6 +61,7 @@ class VotesMixin(_Base):
         return [_vote(row) for row in self.db.execute(_VOTE_SQL + where + "ORDER BY v.created_at, v.rowid",
                                                       params)]
 
+    @sqlite_boundary
     def newest_voted_batch(self) -> str | None:
         """The batch holding the most recent vote, or None when nobody has voted."""
         for row in self._rows("SELECT g.batch_id FROM votes v JOIN groups g ON g.id = v.group_id "
@@ -64,6 +69,7 @@ class VotesMixin(_Base):
             return row["batch_id"]
         return None
 
+    @sqlite_boundary
     def voted_pairs(self, batch_id: str, rater: str) -> set[tuple[str, str, str]]:
         """(group id, left contender id, right contender id) of every vote of `rater`
         (case-insensitive) in the batch."""
@@ -74,6 +80,7 @@ class VotesMixin(_Base):
             "WHERE g.batch_id = ? AND v.rater = ? COLLATE NOCASE", [batch_id, rater]).fetchall()
         return {(g, a, b) for g, a, b in rows}
 
+    @sqlite_boundary
     def groups_by_id(self, group_ids: Sequence[str]) -> dict[str, Group]:
         """The groups with these ids (unknown ids are left out)."""
         out: dict[str, Group] = {}

@@ -217,7 +217,7 @@ def test_a_brand_new_file_gets_exactly_the_schema_replaying_every_migration_give
     schema_snapshot.replayed_schema(replayed)
     fresh = db.connect(tmp_path / "fresh.db")
     assert _master(fresh.conn) == _master(sqlite3.connect(replayed))
-    assert [m.name for m in db.MIGRATIONS.applied(fresh)] == [fn.__name__ for fn in db._MIGRATIONS]
+    assert [m.name for m in db.MIGRATIONS.applied(fresh)] == [fn.__name__ for fn in db.REGISTERED]
     assert db.MIGRATIONS.pending(fresh) == []
 
 
@@ -225,7 +225,7 @@ def test_a_migration_the_snapshot_lacks_is_replayed_on_a_brand_new_file(tmp_path
     def m999_extra(d):
         d.execute("CREATE TABLE extra (id TEXT)")
 
-    monkeypatch.setattr(db, "_MIGRATIONS", [*db._MIGRATIONS, m999_extra])
+    monkeypatch.setattr(db, "REGISTERED", [*db.REGISTERED, m999_extra])
     if "MIGRATIONS" in vars(db):
         monkeypatch.delattr(db, "MIGRATIONS")   # built from the registered list on first use
     d = db.connect(tmp_path / "store.db")

@@ -76,7 +76,8 @@ def test_without_a_stored_image_review_has_no_output_and_the_csv_shows_the_newes
 
 def test_review_and_the_comparison_csv_pick_the_same_output(st, settings):
     """The rule is shared: the request Review shows is the one the CSV row names."""
-    from core.evaluation import comparison, review
+    from core.evaluation import review
+    from core.export import comparison
     from tests.review_support import completed_batch
 
     batch, groups, by_group = completed_batch(models=(SCHNELL, THIRD), options={"subject": ["Woman"]})
@@ -86,5 +87,5 @@ def test_review_and_the_comparison_csv_pick_the_same_output(st, settings):
     (item,) = review.review_items(st, batch.id, "ana")
     shown = {item.left.endpoint: item.left.request_id, item.right.endpoint: item.right.request_id}
     assert shown[SCHNELL] == newer.id
-    csv_text = "".join(comparison.iter_comparison_csv(st, batch_id=batch.id))
+    csv_text = "".join(comparison.iter_csv(st, batch_id=batch.id))
     assert newer.id in csv_text and old.id not in csv_text

@@ -1,52 +1,37 @@
-"""The store's declared surface (as httpx's test_exported_members): what `core.store` exports and
-which methods a Store has. Renaming or dropping one breaks callers, so it must be deliberate."""
+"""The store's surface, derived from its modules (as httpx's test_exported_members): what
+`core.store` exports resolves and lives in the store package; every public method of a Store comes
+from exactly one table mixin and carries the SQLite-error boundary, so no caller ever meets a
+sqlite3 error; and the store imports nothing of batches, photos or evaluation (test_architecture)."""
 from __future__ import annotations
+
+import inspect
 
 import core.store
 from core.store import Store
+from core.store.boundary import sqlite_boundary
 
-EXPORTED = {
-    "HEARTBEAT_STALE_S", "HISTORY_CELLS", "MAX_PAGE_SIZE", "ImageToMeasure", "Store", "open_store",
-    "runner_alive", "safe_cell",
-}
-
-METHODS = {
-    # batches and groups
-    "create_batch", "batch_by_launch_key", "get_batch", "list_batches", "get_groups", "batch_requests", "batch_progress",
-    "unfinished_batches", "request_cancel", "claim_batch", "heartbeat", "release_batch",
-    "set_stop_reason", "mark_launched", "set_unreachable", "contenders_in", "group_requests",
-    "get_contenders", "save_contenders", "newest_voted_batch", "read_only",
-    # requests
-    "record_request", "get_request", "mark_submitted", "mark_unsent", "mark_in_doubt", "send_again", "give_up", "mark_queued", "mark_running",
-    "update_queue_position", "mark_completed", "mark_failed", "mark_cancelled", "mark_dry_run",
-    "rerun_request", "last_payload_sent", "diff_payloads",
-    # result images and their metrics
-    "add_result_image", "result_images", "image_to_measure", "save_image_metrics", "image_metrics",
-    "pending_image_ids", "pending_count", "reset_metrics",
-    # history
-    "count_history", "query_history", "iter_history_csv", "history_contender_ids", "refresh_export_lines",
-    # votes
-    "add_vote", "get_vote", "list_votes", "voted_pairs", "groups_by_id",
-    # reference photos
-    "insert_reference", "get_reference", "reference_by_sha", "list_references", "update_reference",
-    "reference_path_named",
-    "archive_reference",
-    # the comparison's reads
-    "group_outputs", "output_contenders", "data_version", "request_costs", "metric_rows", "comparison_models",
-    "batch_names", "count_groups", "first_appearances",
-    # each batch's Leaderboard figures, for "all batches"
-    "batch_stamps", "stored_figures", "save_figures",
-    "close",
-}
+MIXINS = [c for c in Store.__mro__[1:] if c.__name__.endswith("Mixin")]
 
 
-def test_core_store_exports_exactly_its_declared_names():
-    assert set(core.store.__all__) == EXPORTED
-    assert all(hasattr(core.store, name) for name in EXPORTED)
+def test_core_store_exports_only_what_the_store_package_defines():
+    for name in core.store.__all__:
+        value = getattr(core.store, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert value.__module__.startswith("core.store."), f"core.store.{name} comes from {value.__module__}"
 
 
-def test_a_store_has_exactly_the_declared_methods():
-    assert {n for n in dir(Store) if not n.startswith("_")} == METHODS
+def test_every_public_method_comes_from_one_mixin_and_carries_the_boundary():
+    homes: dict[str, list[str]] = {}
+    for mixin in MIXINS:
+        for name, member in vars(mixin).items():
+            if not name.startswith("_") and inspect.isfunction(member):
+                homes.setdefault(name, []).append(mixin.__name__)
+                assert hasattr(member, "__wrapped__"), f"{mixin.__name__}.{name} lacks @sqlite_boundary"
+    twice = {n: h for n, h in homes.items() if len(h) > 1}
+    assert not twice, f"defined by two mixins (one silently wins): {twice}"
+    public = {n for n in dir(Store) if not n.startswith("_") and inspect.isfunction(getattr(Store, n))}
+    assert public - {"close"} == set(homes), "a Store method outside the table mixins"
+    assert sqlite_boundary.__module__ == "core.store.boundary"
 
 
 def test_sqlite_errors_stay_behind_the_store_as_store_unavailable(settings):
