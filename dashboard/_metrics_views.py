@@ -18,7 +18,7 @@ from core.catalog import registry
 from core.values import Batch, Group, RequestRecord
 from core.values import SAME_PERSON_THRESHOLD
 from core.errors import DashboardError
-from dashboard import _shared
+from dashboard import _format, _resources
 
 _TRIGGER_EVERY_S = 15.0
 
@@ -30,7 +30,7 @@ def ensure_measured() -> None:
         return
     st.session_state["_metrics_triggered_at"] = time.monotonic()
     try:
-        fidelity.start_background(_shared.settings())
+        fidelity.start_background(_resources.settings())
     except (OSError, DashboardError) as e:  # the page still works; metrics stay pending
         st.caption(f"Metrics worker not started ({e}); run `python -m core metrics`.")
 
@@ -38,10 +38,10 @@ def ensure_measured() -> None:
 def metrics_tab(batch: Batch, groups: list[Group],
                 requests: dict[str, list[RequestRecord]]) -> None:
     """Compare tab: per group on view, each model's fidelity to the reference and its checks."""
-    records = _shared.store()
+    store = _resources.store()
     ensure_measured()
     reqs = [r for g in groups for r in requests.get(g.id, [])]
-    images = records.result_images([r.id for r in reqs])
+    images = store.result_images([r.id for r in reqs])
     rows = []
     for g in groups:
         for r in requests.get(g.id, []):
@@ -79,7 +79,7 @@ def metrics_tab(batch: Batch, groups: list[Group],
                      help="The numbers that decide are shown by default; this adds the size check, "
                           "measuring errors and the prompt."):
         frame = frame.drop(columns=["size", "error", "prompt"])
-    st.dataframe(_shared.table(frame), hide_index=True, width="stretch", column_config={
+    st.dataframe(_format.table(frame), hide_index=True, width="stretch", column_config={
         "face distance": st.column_config.NumberColumn(format="%.3f"),
         "ΔE2000": st.column_config.NumberColumn(format="%.1f"),
         "SSIM": st.column_config.NumberColumn(format="%.3f"),

@@ -7,7 +7,7 @@ query parameter of the address), so it survives reloads and dashboard restarts; 
 guesses it. Until someone has voted, the sidebar lists the first steps.
 
 Once per server process (not per page view) the heavy imports of the data pages are loaded in a
-background thread (`_shared.warm_up`), and batches a runner left unfinished without a stated
+background thread (`_warmup.warm_up`), and batches a runner left unfinished without a stated
 reason get a runner again (`core.batches.service.resume_orphans`), unless `auto_resume` is off.
 The favicon is an emoji, not a Material Symbols icon: Streamlit fetches those from a Google font
 host, and the dashboard contacts no host but itself.
@@ -25,10 +25,10 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from core.errors import DashboardError  # noqa: E402
-from dashboard import _shared  # noqa: E402
+from dashboard import _draft, _format, _identity, _onboarding, _resources, _resume, _warmup  # noqa: E402
 
 # the name and the draft id the address carries, taken before anything is drawn (see adopt_address)
-_shared.adopt_address()
+_identity.adopt_address()
 st.set_page_config(page_title="fal model comparison", page_icon="⚖️", layout="wide")
 
 pages = [
@@ -44,10 +44,10 @@ page = st.navigation(pages)
 try:
     # settings, then the store: a bad setting or a damaged or emptied database is one clear
     # message on every page (what to do included), never a traceback
-    settings = _shared.settings()
-    _shared.store()
+    settings = _resources.settings()
+    _resources.store()
 except DashboardError as e:
-    _shared.show_error(e)
+    _format.show_error(e)
     st.stop()
 
 with st.sidebar:
@@ -59,25 +59,25 @@ with st.sidebar:
         st.success("fal: **live** — runs are sent and billed.", icon=":material/cloud_done:")
     st.caption(f"Storage: {summary['storage']}")
     st.caption(f"Data: `{summary['data_dir']}`")
-    if _shared.store().read_only:
+    if _resources.store().read_only:
         st.warning("**Read-only**: the data directory cannot be written. History, Compare and the "
                    "Leaderboard work; uploads, runs and votes are refused until it is writable.",
                    icon=":material/lock:")
-    st.text_input("Your name", key=_shared.USER_KEY, placeholder="e.g. Ana",
+    st.text_input("Your name", key=_identity.USER_KEY, placeholder="e.g. Ana",
                   help="Recorded with what you upload, run and rate. Kept in this page's address "
                        "(?user=…), so a reload or a bookmark keeps it.")
-    _shared.remember_user()
-    _shared.warm_up()
-    resumed = _shared.resume_orphans_once()
+    _identity.remember_user()
+    _warmup.warm_up()
+    resumed = _resume.resume_orphans_once()
     if resumed:
         st.caption(resumed)
-    _shared.first_steps()
+    _onboarding.first_steps()
 
 # whether this run arrived on the page from another one (or is a new session's first): a page that
 # restores a draft needs it, since Streamlit forgets or keeps stale widget values across pages
 left = st.session_state.get("_on_page")
-st.session_state["_arrived"] = left != page.url_path
+st.session_state[_draft.ARRIVED] = left != page.url_path
 st.session_state["_on_page"] = page.url_path
 if left == "generate" and page.url_path != "generate":
-    _shared.keep_draft_on_leaving()
+    _draft.keep_on_leaving()
 page.run()

@@ -21,23 +21,23 @@ from core.values import Batch, Group, RequestRecord, ResultImage
 from core.values import RequestStatus
 from core.errors import DashboardError
 from core.catalog.prompts import OPTION_KEYS
-from dashboard import _metrics_views, _shared, _widgets
+from dashboard import _format, _metrics_views, _onboarding, _resources, _widgets
 
 GROUPS_PER_PAGE = 8
 # keys the builder sets per group: shown once in the row header, not repeated per model
 _GROUP_KEYS = ("prompt", "seed", "image_size", "image_urls", "image_url")
 
 state = st.session_state
-records = _shared.store()
+store = _resources.store()
 
 st.title("Compare")
 
-batch_id = _widgets.batch_picker(records, key="cmp_batch", icon=":material/compare:",
+batch_id = _widgets.batch_picker(store, key="cmp_batch", icon=":material/compare:",
                                  empty="Nothing to compare yet: run a batch on the Generate page.")
-batch = records.get_batch(batch_id)
-labels = contenders.labels(records.contenders_in(batch_id=batch_id))
+batch = store.get_batch(batch_id)
+labels = contenders.labels(store.contenders_in(batch_id=batch_id))
 
-groups = records.get_groups(batch_id)
+groups = store.get_groups(batch_id)
 values: dict[str, list[str]] = {}
 for g in groups:
     for k, v in g.options.items():
@@ -65,7 +65,7 @@ st.caption(f"{len(shown)} of {len(groups)} groups (variant x seed)"
 
 # each contender's output in a group: the rule Review and the comparison CSV use (a failure
 # shows), read for this page's groups only
-outputs = records.group_outputs(batch_id, or_newest=True, by_contender=True,
+outputs = store.group_outputs(batch_id, or_newest=True, by_contender=True,
                                 group_ids=[g.id for g in page_groups])
 requests: dict[str, list[RequestRecord]] = {
     g.id: [o.request for o in outputs.get(g.id, {}).values()] for g in page_groups}
@@ -75,11 +75,11 @@ requests: dict[str, list[RequestRecord]] = {
 
 def _reference_tile(reference_id: str) -> None:
     try:
-        ref = records.get_reference(reference_id)
+        ref = store.get_reference(reference_id)
     except DashboardError:
         st.caption(f"(reference {reference_id[:8]} not found)")
         return
-    thumb = _shared.thumbnail(ref.storage_backend, ref.storage_path, ref.sha256)
+    thumb = _resources.thumbnail(ref.storage_backend, ref.storage_path, ref.sha256)
     if thumb:
         st.image(thumb, caption=f"{ref.role} · {ref.original_name or ref.id[:8]}", width="stretch")
 
@@ -100,14 +100,14 @@ def _model_cell(req: RequestRecord, images: list[ResultImage]) -> None:
     else:
         st.caption("No image yet.")
     params = {k: v for k, v in req.payload.items() if k not in _GROUP_KEYS}
-    st.caption(" · ".join(f"{k} {_shared.cell(v)}" for k, v in sorted(params.items()))
+    st.caption(" · ".join(f"{k} {_format.cell(v)}" for k, v in sorted(params.items()))
                + (f" · {req.inference_time_s:.1f} s" if req.inference_time_s else ""))
 
 
 def side_by_side(batch: Batch, groups: list[Group],
                  requests: dict[str, list[RequestRecord]]) -> None:
     """Reference | each model, one row per group, with the prompt and each model's parameters."""
-    images = records.result_images([r.id for rs in requests.values() for r in rs])
+    images = store.result_images([r.id for rs in requests.values() for r in rs])
     for g in groups:
         with st.container(border=True):
             st.markdown(f"**{g.prompt}**")
@@ -130,10 +130,10 @@ def _grid_png(batch_id: str, x: str, y: str | None, fixed: dict[str, str]) -> by
     """The grid as one PNG with its legend (runs on click, outside the script thread)."""
     from core.store import open_store
 
-    own = open_store(_shared.settings().db_path)
+    store = open_store(_resources.settings().db_path)
     try:
-        shown = grid.build(grid.batch_outputs(own, batch_id), x, y, fixed)
-        blobs = _shared.storage()
+        shown = grid.build(grid.batch_outputs(store, batch_id), x, y, fixed)
+        blobs = _resources.storage()
 
         def load(output: grid.GridOutput) -> bytes | None:
             image = output.image
@@ -143,19 +143,19 @@ def _grid_png(batch_id: str, x: str, y: str | None, fixed: dict[str, str]) -> by
 
         reference = None
         if shown.reference_ids:
-            ref = own.get_reference(shown.reference_ids[0])
+            ref = store.get_reference(shown.reference_ids[0])
             if ref.storage_backend == blobs.backend:
                 reference = blobs.get(ref.storage_path)
         return grid.render_png(shown, load, reference=reference)
     finally:
-        own.close()
+        store.close()
 
 
 def xy_grid(batch: Batch, groups: list[Group],  # noqa: ARG001 - the tab signature
             requests: dict[str, list[RequestRecord]]) -> None:
     """Outputs on an X/Y grid: two things that vary in the batch on the axes, the rest held at one
     value each; the reference photo beside it; a PNG of the grid with its legend."""
-    outputs = grid.batch_outputs(records, batch.id)
+    outputs = grid.batch_outputs(store, batch.id)
     dims = {d.key: d for d in grid.dimensions(outputs)}
     if not dims:
         st.info("Nothing varies between the outputs of this batch yet: a grid needs at least two "
@@ -233,5 +233,5 @@ for (title, render), tab in zip(TABS.items(), st.tabs(list(TABS), key="cmp_tab",
 if pages > 1:
     st.pagination(pages, key=page_key)
 
-_shared.next_step("review.py", "judge these outputs blind on Review",
+_onboarding.next_step("review.py", "judge these outputs blind on Review",
                   "Model names are hidden until you vote; the Leaderboard counts the votes.")

@@ -23,37 +23,37 @@ from core.values import HistoryFilter, RequestRecord
 from core.values import REQUEST_STATUSES
 from core.values import RequestStatus
 from core.errors import DashboardError
-from dashboard import _shared, _widgets
+from dashboard import _format, _identity, _onboarding, _resources, _widgets
 
 PAGE_SIZES = (25, 50, 100)
 TABLE_THUMB_PX = 96
 DETAIL_THUMB_PX = 512
 
 state = st.session_state
-records = _shared.store()
+store = _resources.store()
 endpoints = {e.id: e for e in registry.list_endpoints()}
 
 st.title("History")
 
-last = records.last_payload_sent()
+last = store.last_payload_sent()
 with st.expander("Last payload sent to fal", icon=":material/send:", expanded=False):
     if last is None:
         st.caption("Nothing has been sent to fal yet (dry runs are recorded, never sent).")
     else:
-        st.caption(f"{last.endpoint} · submitted {_shared.short_time(last.submitted_at)} · request `{last.id}`")
+        st.caption(f"{last.endpoint} · submitted {_format.short_time(last.submitted_at)} · request `{last.id}`")
         try:
             # what left: a local photo's reference://<id> became a data: URI at send time
-            sent = references.resolve_payload(last.payload, records, _shared.storage())
+            sent = references.resolve_payload(last.payload, store, _resources.storage())
         except DashboardError as e:
             sent = last.payload
             st.caption(f"A reference photo could not be read ({e}); shown as stored.")
-        st.code(_shared.payload_json(sent), language="json")
+        st.code(_format.payload_json(sent), language="json")
 
 
 # ---------------------------------------------------------------------------- filters
 
-batches = records.list_batches(limit=200)
-batch_names = {b.id: f"{b.name} · {_shared.short_time(b.created_at)}" for b in batches}
+batches = store.list_batches(limit=200)
+batch_names = {b.id: f"{b.name} · {_format.short_time(b.created_at)}" for b in batches}
 f1, f2, f3, f4, f5 = st.columns([2, 1.6, 2.2, 2.1, 2])
 endpoint = f1.selectbox("Model", [None, *endpoints], key="hist_endpoint",
                         format_func=lambda e: "all models" if e is None else endpoints[e].label)
@@ -80,7 +80,7 @@ flt = HistoryFilter(endpoint=endpoint, status=status, batch_id=batch_id, date_fr
 # one pager per filter: a new filter starts on page 1 without writing to a widget's state
 page_key = "hist_page_" + hashlib.sha1(repr(flt).encode()).hexdigest()[:12]
 flt = dataclasses.replace(flt, page=state.get(page_key, 1))
-page = records.query_history(flt)
+page = store.query_history(flt)
 state.hist_filter = flt  # what the CSV download exports, exactly the rows shown (all pages)
 
 
@@ -90,19 +90,19 @@ head, dl = st.columns([3, 1], vertical_alignment="bottom")
 head.markdown(f"**{page.total}** request{'s' if page.total != 1 else ''}"
               + (f" · page {page.page} of {page.pages}" if page.pages > 1 else ""))
 dl.download_button(
-    "Download CSV", data=lambda: _shared.history_csv(_shared.settings().db_path, flt), file_name=f"history-{dt.date.today()}.csv",
+    "Download CSV", data=lambda: _resources.history_csv(_resources.settings().db_path, flt), file_name=f"history-{dt.date.today()}.csv",
     mime="text/csv", icon=":material/download:", on_click="ignore", key="hist_csv",
     help="Every request matching the filters (all pages), one row per result image.")
 
-images = records.result_images([r.id for r in page.rows])
+images = store.result_images([r.id for r in page.rows])
 
 
 def _thumb_uri(request_id: str) -> str | None:
     for image in images[request_id][:1]:
-        data = _shared.thumbnail(image.storage_backend, image.storage_path, image.sha256 or image.id,
+        data = _resources.thumbnail(image.storage_backend, image.storage_path, image.sha256 or image.id,
                                  size=TABLE_THUMB_PX)
         if data:
-            return _shared.data_uri(data)
+            return _format.data_uri(data)
         if image.fal_url and image.fal_url.startswith("http"):
             return image.fal_url
     return None
@@ -111,7 +111,7 @@ def _thumb_uri(request_id: str) -> str | None:
 varying = explain.varying_options(r.options for r in page.rows)
 table = pd.DataFrame([{
     "image": _thumb_uri(r.id),
-    "created": _shared.short_time(r.created_at),
+    "created": _format.short_time(r.created_at),
     "model": registry.endpoint_label(r.endpoint),
     "status": ("dry run — not sent" if r.status == RequestStatus.DRY_RUN
                else "cancelled — not sent" if r.status == RequestStatus.CANCELLED and explain.never_sent(r)
@@ -129,7 +129,7 @@ if page.rows:
         table = table.drop(columns=["by", "id"])
     if not varying:
         table = table.drop(columns=["options"])
-    st.dataframe(_shared.table(table), hide_index=True, row_height=TABLE_THUMB_PX // 2 + 8, column_config={
+    st.dataframe(_format.table(table), hide_index=True, row_height=TABLE_THUMB_PX // 2 + 8, column_config={
         "image": st.column_config.ImageColumn("image", width="small"),
         "created": st.column_config.TextColumn("created", width="small"),
         "prompt": st.column_config.TextColumn("prompt", width="medium"),
@@ -168,7 +168,7 @@ def _label(r: RequestRecord) -> str:
 by_id = {r.id: r for r in page.rows}
 if state.get("hist_detail") and state.hist_detail not in by_id:
     try:
-        by_id[state.hist_detail] = records.get_request(state.hist_detail)  # opened, then paged away
+        by_id[state.hist_detail] = store.get_request(state.hist_detail)  # opened, then paged away
     except DashboardError:
         del state.hist_detail
 if not by_id:
@@ -183,25 +183,25 @@ diff_id = other.selectbox("Diff its payload with", [i for i in by_id if i != det
                           placeholder="choose another request", disabled=detail_id is None)
 
 if detail_id and diff_id:
-    d = records.diff_payloads(detail_id, diff_id)
+    d = store.diff_payloads(detail_id, diff_id)
     with st.container(border=True):
         st.markdown(f"**Payload diff** `{detail_id[:8]}` → `{diff_id[:8]}`")
         if d.same:
             st.success("Same payload (same endpoint and body).", icon=":material/check:")
         else:
             st.dataframe(pd.DataFrame(
-                [{"change": "changed", "field": e.path, "before": _shared.cell(e.old), "after": _shared.cell(e.new)}
+                [{"change": "changed", "field": e.path, "before": _format.cell(e.old), "after": _format.cell(e.new)}
                  for e in d.changed]
-                + [{"change": "added", "field": e.path, "before": "", "after": _shared.cell(e.new)} for e in d.added]
-                + [{"change": "removed", "field": e.path, "before": _shared.cell(e.old), "after": ""}
+                + [{"change": "added", "field": e.path, "before": "", "after": _format.cell(e.new)} for e in d.added]
+                + [{"change": "removed", "field": e.path, "before": _format.cell(e.old), "after": ""}
                    for e in d.removed]), hide_index=True, width="stretch")
 
 if detail_id:
-    r = records.get_request(detail_id)
+    r = store.get_request(detail_id)
     with st.container(border=True):
         st.markdown(f"### {registry.endpoint_label(r.endpoint)} "
                     f"{_widgets.status_badge(r.status)}")
-        st.caption(f"request `{r.id}` · {r.endpoint} · created {_shared.short_time(r.created_at)}"
+        st.caption(f"request `{r.id}` · {r.endpoint} · created {_format.short_time(r.created_at)}"
                    + (f" by {r.created_by}" if r.created_by else "")
                    + (f" · batch {batch_names.get(r.batch_id, r.batch_id)}" if r.batch_id else "")
                    + (f" · fal id `{r.fal_request_id}`" if r.fal_request_id else "")
@@ -215,15 +215,15 @@ if detail_id:
                        icon=":material/help:")
             again, give_up, _ = st.columns([2, 2, 3])
             if again.button("Send again (may pay twice)", key="hist_doubt_again", icon=":material/warning:"):
-                sent = service.send_again(records, r.batch_id, _shared.settings(), by=_shared.user() or "dashboard",
+                sent = service.send_again(store, r.batch_id, _resources.settings(), by=_identity.user() or "dashboard",
                                           request_ids=[r.id])
                 st.toast(f"{len(sent)} request sent again", icon=":material/replay:")
                 st.rerun()
             if give_up.button("Give it up", key="hist_doubt_give_up", icon=":material/block:"):
-                service.give_up(records, r.batch_id, by=_shared.user() or "dashboard", request_ids=[r.id])
+                service.give_up(store, r.batch_id, by=_identity.user() or "dashboard", request_ids=[r.id])
                 st.rerun()
         if r.resent_by:
-            st.caption(f"Decided while in doubt by {r.resent_by} at {_shared.short_time(r.resent_at)}.")
+            st.caption(f"Decided while in doubt by {r.resent_by} at {_format.short_time(r.resent_at)}.")
         if r.status == RequestStatus.CANCELLED:
             st.info("Cancelled: " + ("it was never sent, so nothing was spent." if explain.never_sent(r)
                                      else "fal was asked to drop the job before it answered.")
@@ -234,15 +234,15 @@ if detail_id:
         m = st.columns(6)
         m[0].metric("Estimated cost", "nothing (not sent)" if explain.never_sent(r) else
                     "—" if r.estimated_cost is None else f"${r.estimated_cost:.4f}")
-        m[1].metric("Queue", _shared.seconds(r.queue_time_s))
-        m[2].metric("Inference", _shared.seconds(r.inference_time_s))
-        m[3].metric("Total", _shared.seconds(r.total_time_s))
+        m[1].metric("Queue", _format.seconds(r.queue_time_s))
+        m[2].metric("Inference", _format.seconds(r.inference_time_s))
+        m[3].metric("Total", _format.seconds(r.total_time_s))
         m[4].metric("HTTP", r.http_status or "—")
         m[5].metric("Attempts", r.attempts)
         st.markdown(f"**Prompt:** {r.prompt}")
         st.caption(f"seed {r.seed} · image size {r.image_size} · options "
                    + (", ".join(f"{k}: {v}" for k, v in r.options.items()) or "none"))
-        imgs = records.result_images([r.id])[r.id]
+        imgs = store.result_images([r.id])[r.id]
         if imgs:
             for col, image in zip(st.columns(4), imgs):  # a quarter width each, even for one image
                 with col:
@@ -255,26 +255,26 @@ if detail_id:
                         and r.submitted_at else
                         "**Payload, exactly as stored** — never sent" if explain.never_sent(r) else
                         "**Payload, exactly as stored** — not sent yet")
-            st.code(_shared.payload_json(r.payload_json), language="json")
+            st.code(_format.payload_json(r.payload_json), language="json")
             st.caption(f"hash `{r.payload_hash}`")
         with right:
             st.markdown("**Response**")
             if r.response_json:
-                st.code(_shared.payload_json(r.response_json), language="json")
+                st.code(_format.payload_json(r.response_json), language="json")
             else:
                 st.caption("No response (yet)." if not r.dry_run else "No response: nothing was sent.")
             if r.logs_json:
                 with st.expander("fal logs"):
-                    st.code(_shared.payload_json(r.logs_json), language="json")
+                    st.code(_format.payload_json(r.logs_json), language="json")
         if st.button("Re-run this request", icon=":material/replay:", key="hist_rerun",
                      help="Same endpoint and payload, as a new request linked to this one."):
             try:
-                new = service.rerun(records, r.id, _shared.settings(), created_by=_shared.user())
+                new = service.rerun(store, r.id, _resources.settings(), created_by=_identity.user())
             except DashboardError as e:
-                _shared.show_error(e)
+                _format.show_error(e)
             else:
                 st.success(f"Re-run started as request `{new.id[:8]}`"
                            + (" (dry run: nothing is sent)." if new.dry_run else "."), icon=":material/replay:")
 
-_shared.next_step("compare.py", "compare the outputs side by side",
+_onboarding.next_step("compare.py", "compare the outputs side by side",
                   "Then Review judges them blind.")

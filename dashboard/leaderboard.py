@@ -20,7 +20,7 @@ from core.evaluation import fidelity
 from core.catalog import registry
 from core.store import open_store
 from core.values import SAME_PERSON_THRESHOLD
-from dashboard import _metrics_views, _shared
+from dashboard import _format, _metrics_views, _onboarding, _resources
 
 ALL = "__all__"
 FACTOR_LABELS = {"pose": "Pose", "style": "Style", "lighting": "Lighting", "angle": "Angle",
@@ -29,7 +29,7 @@ METRICS = {"face_distance": f"Face distance (under {SAME_PERSON_THRESHOLD} = sam
            "ciede2000": "Colour difference (CIEDE2000)", "ssim": "SSIM (edit outputs only)"}
 
 state = st.session_state
-records = _shared.store()
+store = _resources.store()
 
 
 def _label(key: str) -> str:
@@ -80,30 +80,30 @@ def _rate_chart(*, colour: str | None = None, x: str = "model") -> dict[str, Any
 
 
 st.title("Leaderboard")
-batches = records.list_batches(limit=200)
-names = {ALL: "all batches", **{b.id: f"{b.name} · {_shared.short_time(b.created_at)}" for b in batches}}
+batches = store.list_batches(limit=200)
+names = {ALL: "all batches", **{b.id: f"{b.name} · {_format.short_time(b.created_at)}" for b in batches}}
 if state.get("lb_batch") not in names:
     # the batch with the newest vote, else the newest batch: the one being reviewed
-    voted = records.newest_voted_batch()
+    voted = store.newest_voted_batch()
     state.lb_batch = voted if voted in names else (batches[0].id if batches else ALL)
 pick, every, dl = st.columns([3, 1, 1], vertical_alignment="bottom")
 choice = pick.selectbox("Batch", list(names), key="lb_batch", format_func=names.get)
 show_all = every.toggle("Show all columns", key="lb_all_columns",
                         help="The tables show the columns that decide by default; this adds the rest.")
 batch_id = None if choice == ALL else choice
-version = tally.data_version(records, batch_id=batch_id)
-outputs_version = tally.outputs_version(records, batch_id=batch_id) if batch_id else None
+version = tally.data_version(store, batch_id=batch_id)
+outputs_version = tally.outputs_version(store, batch_id=batch_id) if batch_id else None
 
 
 # What a batch's requests and images say (cost, latency, fidelity) is kept by their write stamp,
 # which a vote leaves: after a vote only the votes are read again.
 @st.cache_data(max_entries=16, show_spinner=False)
 def _outputs(db_path: str, batch: str, outputs_version: tuple) -> tally.Outputs:  # noqa: ARG001 - cache key
-    records = open_store(db_path, migrate=False)
+    store = open_store(db_path, migrate=False)
     try:
-        return tally.batch_outputs(records, batch_id=batch)
+        return tally.batch_outputs(store, batch_id=batch)
     finally:
-        records.close()
+        store.close()
 
 
 # The figures read every vote, request and image of the selection once (over every batch: each
@@ -112,28 +112,28 @@ def _outputs(db_path: str, batch: str, outputs_version: tuple) -> tally.Outputs:
 def _figures(db_path: str, batch: str | None, version: tuple,  # noqa: ARG001 - cache key
              outputs_version: tuple | None) -> tally.Figures:
     kept = _outputs(db_path, batch, outputs_version) if batch is not None else None
-    records = open_store(db_path, migrate=False)
+    store = open_store(db_path, migrate=False)
     try:
-        return tally.figures(records, batch_id=batch, outputs=kept)
+        return tally.figures(store, batch_id=batch, outputs=kept)
     finally:
-        records.close()
+        store.close()
 
 
 _metrics_views.ensure_measured()
-figures = _figures(str(_shared.settings().db_path), batch_id, version, outputs_version)
+figures = _figures(str(_resources.settings().db_path), batch_id, version, outputs_version)
 selection = figures.selection
 
 
 def _comparison_csv(db_path, batch) -> bytes:
-    records = open_store(db_path)  # runs on click, outside the script thread: its own connection
+    store = open_store(db_path)  # runs on click, outside the script thread: its own connection
     try:
-        return comparison.to_csv_bytes(records, batch_id=batch)
+        return comparison.to_csv_bytes(store, batch_id=batch)
     finally:
-        records.close()
+        store.close()
 
 
 dl.download_button(
-    "Comparison CSV", data=lambda: _comparison_csv(_shared.settings().db_path, batch_id),
+    "Comparison CSV", data=lambda: _comparison_csv(_resources.settings().db_path, batch_id),
     file_name=f"comparison-{dt.date.today()}.csv", mime="text/csv", icon=":material/download:",
     on_click="ignore", key="lb_csv",
     help="One row per group: options, each model's payload hash, image URL and metrics, and the votes. "
@@ -156,7 +156,7 @@ else:
     rates["strength (BT)"] = [board.strengths.get(r.model) for r in board.win_rates]
     st.vega_lite_chart(rates, _rate_chart(), width="stretch", key="lb_rates_chart")
     # full width under the chart: every column, the model names uncut, no sideways scrolling
-    st.dataframe(_shared.table(rates.drop(columns=["low", "high"]).assign(
+    st.dataframe(_format.table(rates.drop(columns=["low", "high"]).assign(
         **{"95% interval": [f"{lo:.0%}–{hi:.0%}" for lo, hi in zip(rates["low"], rates["high"])]})),
         hide_index=True, width="stretch", column_config={
             "win rate": st.column_config.NumberColumn(format="percent"),
@@ -174,7 +174,7 @@ else:
                    "bootstrap resamples of whole groups. Overlapping intervals: the order is not settled yet.")
     if len(board.strengths) > 2:
         st.subheader("Head to head")
-        st.dataframe(_shared.table(pd.DataFrame([{"model A": _label(a), "model B": _label(b), "A wins": aw,
+        st.dataframe(_format.table(pd.DataFrame([{"model A": _label(a), "model B": _label(b), "A wins": aw,
                                                   "B wins": bw, "ties": t}
                                                  for (a, b), (aw, bw, t) in board.pairwise.items()])),
                      hide_index=True, width="stretch", key="lb_pairs")
@@ -191,7 +191,7 @@ else:
         by_value = pd.concat(parts, ignore_index=True)
         st.vega_lite_chart(by_value, _rate_chart(colour="model", x="value"), width="stretch",
                            key="lb_factor_chart")
-        st.dataframe(_shared.table(by_value), hide_index=True, width="stretch", key="lb_factor_table", column_config={
+        st.dataframe(_format.table(by_value), hide_index=True, width="stretch", key="lb_factor_table", column_config={
             "win rate": st.column_config.NumberColumn(format="percent"),
             "low": st.column_config.NumberColumn(format="percent"),
             "high": st.column_config.NumberColumn(format="percent")})
@@ -255,7 +255,7 @@ else:
         st.caption(f"{pending} image(s) are being measured in the background; reload to see them.")
     if errors:
         if st.button(f"Measure the {errors} failed image(s) again", key="lb_retry", icon=":material/refresh:"):
-            fidelity.reset(records, batch_id=batch_id, failed=True)
+            fidelity.reset(store, batch_id=batch_id, failed=True)
             state.pop("_metrics_triggered_at", None)
             _metrics_views.ensure_measured()
             st.rerun()
@@ -269,7 +269,7 @@ else:
     } for f in fid])
     if not show_all:
         fid_frame = fid_frame.drop(columns=["faces compared", "no face in output", "errors"])
-    st.dataframe(_shared.table(fid_frame), hide_index=True, width="stretch", key="lb_fidelity", column_config={
+    st.dataframe(_format.table(fid_frame), hide_index=True, width="stretch", key="lb_fidelity", column_config={
         "same person": st.column_config.NumberColumn(format="percent"),
         "face distance (median)": st.column_config.NumberColumn(format="%.3f"),
         "ΔE2000 (median)": st.column_config.NumberColumn(format="%.1f"),
@@ -309,7 +309,7 @@ else:
     if not show_all:  # the money and the typical wait; the rest behind "Show all columns"
         cost_frame = cost_frame[["model", "completed", "failed", "total median s", "total p90 s",
                                  "cost (est.)", "per image", "per preferred image"]]
-    st.dataframe(_shared.table(cost_frame), hide_index=True, width="stretch", key="lb_costs", column_config={
+    st.dataframe(_format.table(cost_frame), hide_index=True, width="stretch", key="lb_costs", column_config={
         f"{k} {s} s": st.column_config.NumberColumn(format="%.2f")
         for k in ("queue", "inference", "total") for s in ("median", "p90")})
     st.caption("Costs are the estimates made when planning, not fal's bill. A preferred image is an output "
@@ -326,5 +326,5 @@ else:
             "tooltip": [_n("model"), _n("phase"), _n("statistic"), _q("seconds", format=".2f")]}},
             key="lb_latency_chart")
 
-_shared.next_step("generate.py", "try another batch on Generate",
+_onboarding.next_step("generate.py", "try another batch on Generate",
                   "Change an option or a parameter where a model loses, run it, and review it again.")

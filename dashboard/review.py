@@ -16,7 +16,7 @@ from core.catalog import contenders, registry
 from core.evaluation import review
 from core.values import Group, ResultImage
 from core.errors import DashboardError
-from dashboard import _shared, _widgets
+from dashboard import _identity, _onboarding, _resources, _widgets
 
 VERDICT_BUTTONS = (
     ("left", "Left better", "left", ":material/arrow_back:"),
@@ -26,18 +26,18 @@ VERDICT_BUTTONS = (
 )
 
 state = st.session_state
-records = _shared.store()
+store = _resources.store()
 
 
 st.title("Review")
-rater = _shared.user()
+rater = _identity.user()
 if not rater:
     st.info("Type your name in the sidebar first: votes are recorded with it, and you are never shown "
             "a group you already judged.", icon=":material/badge:")
     st.stop()
 
 top, opt = st.columns([3, 1], vertical_alignment="bottom")
-batch_id = _widgets.batch_picker(records, key="rev_batch", icon=":material/rate_review:", container=top,
+batch_id = _widgets.batch_picker(store, key="rev_batch", icon=":material/rate_review:", container=top,
                                  with_count=False,
                                  empty="Nothing to review yet: run a batch on the Generate page.")
 include = opt.toggle("Include groups I reviewed", key="rev_include",
@@ -45,7 +45,7 @@ include = opt.toggle("Include groups I reviewed", key="rev_include",
 skipped: list[str] = state.setdefault("rev_skipped", {}).setdefault(batch_id, [])
 # items voted on in this sitting (per batch and toggle state): "include reviewed" walks past them
 seen: list[str] = state.setdefault("rev_seen", {}).setdefault(batch_id, [])
-labels = contenders.labels(records.contenders_in(batch_id=batch_id))
+labels = contenders.labels(store.contenders_in(batch_id=batch_id))
 
 
 def _who(contender_id: str | None, endpoint: str) -> str:
@@ -55,7 +55,7 @@ def _who(contender_id: str | None, endpoint: str) -> str:
 
 def _vote(item: review.ReviewItem, verdict: str) -> None:
     try:
-        vote = review.record_item_vote(records, item, rater=rater, verdict=verdict,
+        vote = review.record_item_vote(store, item, rater=rater, verdict=verdict,
                                        note=state.get(f"rev_note_{item.key}"))
     except DashboardError as e:
         state.rev_error = str(e)
@@ -86,11 +86,11 @@ def _reference(group: Group) -> None:
         st.caption("No reference photo (text-to-image only).")
     for rid in group.references[:1]:
         try:
-            ref = records.get_reference(rid)
+            ref = store.get_reference(rid)
         except DashboardError:
             st.caption(f"(reference {rid[:8]} not found)")
             continue
-        thumb = _shared.thumbnail(ref.storage_backend, ref.storage_path, ref.sha256, size=512)
+        thumb = _resources.thumbnail(ref.storage_backend, ref.storage_path, ref.sha256, size=512)
         if thumb:
             st.image(thumb, width="stretch")
 
@@ -114,9 +114,9 @@ if err := state.pop("rev_error", None):
 
 revealed = state.get("rev_revealed")
 if revealed and revealed["batch"] == batch_id:
-    vote = records.get_vote(revealed["vote_id"])
-    group = records.groups_by_id([vote.group_id])[vote.group_id]
-    imgs = records.result_images([vote.left_request_id, vote.right_request_id])
+    vote = store.get_vote(revealed["vote_id"])
+    group = store.groups_by_id([vote.group_id])[vote.group_id]
+    imgs = store.result_images([vote.left_request_id, vote.right_request_id])
     left_name = _who(vote.left_contender, vote.left_endpoint)
     right_name = _who(vote.right_contender, vote.right_endpoint)
     winner = ({"left": f"**{left_name}**", "right": f"**{right_name}**"}.get(vote.verdict)
@@ -129,7 +129,7 @@ if revealed and revealed["batch"] == batch_id:
            (f"Left: {left_name}", f"Right: {right_name}"))
     st.stop()
 
-q = review.next_up(records, batch_id, rater, include_reviewed=include, skip=set(skipped),
+q = review.next_up(store, batch_id, rater, include_reviewed=include, skip=set(skipped),
                    seen=set(seen) if include else ())
 if q.total == 0:
     st.info("This batch has no pair to review yet: a group needs completed results from at least two models.",
@@ -145,7 +145,7 @@ if item is None:
         st.button("Show skipped groups again", key="rev_unskip", on_click=_show_again)
     if include and seen:
         st.button("Go through the reviewed groups again", key="rev_restart", on_click=_start_over)
-    _shared.next_step("leaderboard.py", "see who wins on the Leaderboard",
+    _onboarding.next_step("leaderboard.py", "see who wins on the Leaderboard",
                       "Your votes count there at once, with how sure the result is.")
     st.stop()
 
@@ -159,5 +159,5 @@ cols[-1].button("Skip", key="rev_skip", on_click=_skip, args=(item.key,), shortc
                 icon=":material/redo:", width="stretch")
 st.text_input("Note (optional)", key=f"rev_note_{item.key}", placeholder="what decided it")
 _sides(item.group, item.left.image, item.right.image)
-_shared.next_step("leaderboard.py", "see who wins on the Leaderboard",
+_onboarding.next_step("leaderboard.py", "see who wins on the Leaderboard",
                   "Every vote counts there at once, with how sure the result is.")

@@ -11,7 +11,7 @@ import streamlit as st
 from core.photos import references
 from core.values import REFERENCE_ROLES
 from core.errors import DashboardError
-from dashboard import _shared
+from dashboard import _format, _identity, _onboarding, _resources
 
 GALLERY_PAGE = 24
 GALLERY_COLUMNS = 6
@@ -35,7 +35,7 @@ if files:
         for f in files:
             name_col, size_col, role_col = st.columns([4, 1, 2], vertical_alignment="center")
             name_col.write(f.name)
-            size_col.caption(_shared.human_bytes(f.size))
+            size_col.caption(_format.human_bytes(f.size))
             role_col.selectbox("Role", REFERENCE_ROLES, key=f"role_{f.file_id}",
                                label_visibility="collapsed")
         stored = st.form_submit_button("Store photos", type="primary", icon=":material/save:")
@@ -44,8 +44,8 @@ if files:
         for f in files:
             try:
                 ref = references.add_reference(
-                    _shared.store(), _shared.storage(), f.getvalue(), role=state[f"role_{f.file_id}"],
-                    filename=f.name, created_by=_shared.user(), settings=_shared.settings())
+                    _resources.store(), _resources.storage(), f.getvalue(), role=state[f"role_{f.file_id}"],
+                    filename=f.name, created_by=_identity.user(), settings=_resources.settings())
                 outcomes.append((f.name, ref, None))
             except DashboardError as e:
                 outcomes.append((f.name, None, str(e)))
@@ -60,12 +60,12 @@ for name, ref, error in state.upload_outcomes:
         st.error(f"{text} Nothing was stored.", icon=":material/block:")
     elif ref.existing:
         by = f" by {ref.created_by}" if ref.created_by else ""
-        st.info(f"**{name}** was already there (uploaded {_shared.short_time(ref.created_at)}{by}, "
-                f"role {ref.role}): nothing new was stored." + _shared.notes_text(ref.notes),
+        st.info(f"**{name}** was already there (uploaded {_format.short_time(ref.created_at)}{by}, "
+                f"role {ref.role}): nothing new was stored." + _format.notes_text(ref.notes),
                 icon=":material/content_copy:")
     else:
         st.success(f"**{name}** stored as {ref.role}, {ref.width}x{ref.height}."
-                   + _shared.notes_text(ref.notes), icon=":material/check_circle:")
+                   + _format.notes_text(ref.notes), icon=":material/check_circle:")
 
 st.divider()
 head, toggle = st.columns([3, 1], vertical_alignment="bottom")
@@ -73,12 +73,12 @@ head.subheader("Stored references")
 show_archived = toggle.toggle("Show archived", key="show_archived")
 state.setdefault("gallery_limit", GALLERY_PAGE)
 
-refs = _shared.store().list_references(include_archived=show_archived,
+refs = _resources.store().list_references(include_archived=show_archived,
                                   limit=state.gallery_limit + 1)
 more = len(refs) > state.gallery_limit
 refs = refs[: state.gallery_limit]
-if not refs and not _shared.store().list_references(include_archived=True, limit=1) \
-        and not _shared.store().list_batches(limit=1):
+if not refs and not _resources.store().list_references(include_archived=True, limit=1) \
+        and not _resources.store().list_batches(limit=1):
     st.info("**Start here.** The dashboard is empty. The way to a verdict, about ten minutes:  \n"
             "1. drop a photo of a face above and press *Store photos*;  \n"
             "2. on **Generate**, pick it and press the run button (without a key it is a free dry run);  \n"
@@ -90,25 +90,25 @@ elif not refs:
 for start in range(0, len(refs), GALLERY_COLUMNS):
     for col, ref in zip(st.columns(GALLERY_COLUMNS), refs[start:start + GALLERY_COLUMNS]):
         with col.container(border=True):
-            thumb = _shared.thumbnail(ref.storage_backend, ref.storage_path, ref.sha256)
+            thumb = _resources.thumbnail(ref.storage_backend, ref.storage_path, ref.sha256)
             if thumb:
                 st.image(thumb, width="stretch")
             else:
                 st.caption(f"(image not readable from {ref.storage_backend} storage)")
-            st.markdown(f"**{ref.role}** · {ref.width}x{ref.height} · {_shared.human_bytes(ref.size_bytes)}")
-            st.caption(f"{_shared.short_name(ref.original_name) or ref.id[:8]}  \n"
-                       f"{_shared.short_time(ref.created_at)}"
+            st.markdown(f"**{ref.role}** · {ref.width}x{ref.height} · {_format.human_bytes(ref.size_bytes)}")
+            st.caption(f"{_format.short_name(ref.original_name) or ref.id[:8]}  \n"
+                       f"{_format.short_time(ref.created_at)}"
                        + (f" by {ref.created_by}" if ref.created_by else "")
                        + ("  \n**archived**" if ref.archived_at else ""))
             if ref.archived_at is None and st.button("Archive", key=f"archive_{ref.id}",
                                                      icon=":material/archive:",
                                                      help="Hide from pickers; runs that used it keep it."):
-                _shared.store().archive_reference(ref.id)
+                _resources.store().archive_reference(ref.id)
                 st.rerun()
 
 if more and st.button("Show more", icon=":material/expand_more:"):
     state.gallery_limit += GALLERY_PAGE
     st.rerun()
 
-_shared.next_step("generate.py", "build a batch on Generate",
+_onboarding.next_step("generate.py", "build a batch on Generate",
                   "Pick the photos there, choose options and models, and look at the exact payloads first.")

@@ -10,7 +10,7 @@ import json
 from core.batches import plans
 from core.catalog import registry
 from core.redact import abbreviate
-from dashboard import _shared
+from dashboard import _resources
 from tests.apptest_support import records, open_page, texts, wait_finished
 
 SCHNELL, EDIT = registry.DEFAULT_MODELS
@@ -62,7 +62,7 @@ def test_filters_by_model_status_and_prompt_text():
 
 def test_filter_by_batch():
     plan = plans.make_plan({"name": "only this", "models": [SCHNELL], "seeds": [1, 2]})
-    batch = records().create_batch(plan, dry_run=True)
+    batch = records().create_batch(plan.new_batch(), dry_run=True)
     _record()
     at = open_page("history.py")
     at.selectbox(key="hist_batch").set_value(batch.id).run()
@@ -138,7 +138,7 @@ def test_diff_of_two_requests_lists_changed_fields():
 
 def test_rerun_creates_a_linked_request_that_the_runner_records():
     plan = plans.make_plan({"name": "rerun me", "models": [SCHNELL], "seeds": [5]})
-    batch = records().create_batch(plan, dry_run=True)
+    batch = records().create_batch(plan.new_batch(), dry_run=True)
     old = records().batch_requests(batch.id)[0]
     at = open_page("history.py", user="Ana")
     at.selectbox(key="hist_detail").set_value(old.id).run()
@@ -158,7 +158,7 @@ def test_csv_download_exports_exactly_the_filtered_rows_of_all_pages(settings):
     at.text_input(key="hist_text").set_value("walking").run()
     assert len(_table(at)) == 25
     assert at.download_button(key="hist_csv").label == "Download CSV"
-    data = _shared.history_csv(settings.db_path, at.session_state["hist_filter"])
+    data = _resources.history_csv(settings.db_path, at.session_state["hist_filter"])
     rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
     assert sorted(r["request_id"] if "request_id" in r else r["id"] for r in rows) == sorted(walking)
 

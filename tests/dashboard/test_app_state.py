@@ -4,6 +4,7 @@ current batch back after a reload, the Leaderboard opening on the voted batch, a
 orphaned by a restart getting a runner when the dashboard starts."""
 from __future__ import annotations
 
+import json
 import time
 
 import streamlit as st
@@ -12,7 +13,7 @@ from core.batches import plans
 from core.catalog import registry
 from core.evaluation import review
 from core import store
-from dashboard import _shared
+from dashboard import _resources
 from tests.apptest_support import add_reference, assert_ok, open_page, records, texts, wait_finished
 from tests.review_support import EDIT, SCHNELL, completed_batch
 
@@ -84,10 +85,10 @@ def test_the_generate_form_survives_a_page_change_and_a_reload():
 
 
 def _cut_short_at_first_call(monkeypatch, name: str) -> None:
-    """The next call of `_shared.<name>` ends the run there, as a page link clicked at that moment
+    """The next call of `_resources.<name>` ends the run there, as a page link clicked at that moment
     does (Streamlit stops the run at its next element, keeping the session's state); later calls
     behave as before."""
-    real = getattr(_shared, name)
+    real = getattr(_resources, name)
     calls = []
 
     def stop_once(*args, **kwargs):
@@ -96,7 +97,7 @@ def _cut_short_at_first_call(monkeypatch, name: str) -> None:
             st.stop()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(_shared, name, stop_once)
+    monkeypatch.setattr(_resources, name, stop_once)
 
 
 def _page_link_click(at, page: str):
@@ -200,7 +201,7 @@ def test_an_orphaned_batch_gets_a_runner_when_the_dashboard_starts(monkeypatch):
     first page view of the server process, when auto_resume is on."""
     plan = plans.make_plan({"name": "orphan", "models": [SCHNELL], "seeds": [1, 2]})
     conn = records()
-    batch = conn.create_batch(plan, dry_run=True)
+    batch = conn.create_batch(plan.new_batch(), dry_run=True)
     assert store.runner_alive(conn.get_batch(batch.id)) is False
     monkeypatch.setenv("DASHBOARD_AUTO_RESUME", "on")
     at = open_page("history.py")
@@ -210,8 +211,52 @@ def test_an_orphaned_batch_gets_a_runner_when_the_dashboard_starts(monkeypatch):
 
 def test_with_auto_resume_off_an_orphan_waits_for_a_person():
     plan = plans.make_plan({"name": "orphan", "models": [SCHNELL], "seeds": [1]})
-    batch = records().create_batch(plan, dry_run=True)
+    batch = records().create_batch(plan.new_batch(), dry_run=True)
     open_page("history.py")
     time.sleep(1.0)
     assert records().batch_progress(batch.id).counts == {"planned": 1}
     assert records().get_batch(batch.id).runner_pid is None
+
+
+LORA_URL = "https://example.com/loras/watercolour.safetensors"
+
+
+def _sweep_and_lora(at):
+    """Two step counts for the edit model, and one LoRA row used as a set: 2 contenders of it."""
+    at.multiselect(key=f"gen_sweep::{EDIT}").set_value(["num_inference_steps"]).run()
+    at.text_input(key=f"gen_sweep::{EDIT}::num_inference_steps").set_value("7, 28").run()
+    # AppTest has no data editor: the edit arrives in the widget's state, as the browser sends it
+    at.session_state[f"gen_loras::{EDIT}"] = {
+        "edited_rows": {}, "deleted_rows": [], "added_rows": [{"path": LORA_URL, "scale": 0.8, "set": 1}]}
+    at.run()
+
+
+def _assert_sweep_and_lora(at):
+    assert_ok(at)
+    assert at.multiselect(key=f"gen_sweep::{EDIT}").value == ["num_inference_steps"]
+    assert at.text_input(key=f"gen_sweep::{EDIT}::num_inference_steps").value == "7, 28"
+    assert not texts(at.error), texts(at.error)
+    # 2 poses x 2 seeds x 2 step counts of the edit model, every one of them with the LoRA
+    assert at.button(key="run").label.startswith("Record dry run of 8 requests")
+    bodies = [json.loads(c.value) for c in at.code]
+    assert sorted({b["num_inference_steps"] for b in bodies}) == [7, 28]
+    assert all(b["loras"] == [{"path": LORA_URL, "scale": 0.8}] for b in bodies), bodies
+
+
+def test_a_sweep_and_a_lora_set_survive_a_page_change_and_a_reload():
+    """The sweep's parameters and values and the LoRA table are form values like any other: a
+    page change and a reload (a new session, the draft named in the address) bring them back,
+    and the plan is the same."""
+    ref = add_reference("red")
+    at = open_page("generate.py")
+    _fill(at, ref.id)
+    _sweep_and_lora(at)
+    _assert_sweep_and_lora(at)
+    at.switch_page("upload.py").run()
+    at.switch_page("generate.py").run()
+    _assert_sweep_and_lora(at)
+    again = _reload(at, "generate.py")
+    _assert_sweep_and_lora(again)
+    # and a further edit on the restored table still applies once (no row doubled)
+    again.run()
+    _assert_sweep_and_lora(again)
