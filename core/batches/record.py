@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.fal.follow import is_transient
 from core.errors import (
@@ -47,11 +47,10 @@ from core.errors import (
     StoreUnavailable,
 )
 
-if TYPE_CHECKING:
-    from core.fal.client import FalClient
-    from core.fal.values import Completed, FalOutput, QueueHandle
-    from core.store import Store
-    from core.blobs import Storage
+from core.fal.client import FalClient
+from core.fal.values import Completed, FalOutput, QueueHandle
+from core.store import Store
+from core.blobs.storage import Storage
 
 log = logging.getLogger(__name__)
 

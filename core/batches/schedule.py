@@ -51,7 +51,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.batches import record
 from core.fal.follow import Cadence, Finished, Gone, Outage, PollPolicy, Signals, follow
@@ -69,9 +69,8 @@ from core.errors import (
 from core.store import Store, open_store
 from core.values import BatchProgress, RequestRecord
 
-if TYPE_CHECKING:
-    from core.fal.client import FalClient
-    from core.fal.values import QueueHandle
+from core.fal.client import FalClient
+from core.fal.values import QueueHandle
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +279,7 @@ class _LiveRun:
         if self.journal.replay(store):
             log.info("batch %s: fal ids recovered from %s", self.batch_id, self.journal.path)
         _fail_unconfirmed(store, self.batch_id)
-        from core.blobs import remove_partial_writes
+        from core.blobs.local import remove_partial_writes
 
         remove_partial_writes(self.settings.images_dir)   # what a killed image write left
         for rec in store.batch_requests(self.batch_id, statuses=("submitted", "queued", "running")):
@@ -292,7 +291,7 @@ class _LiveRun:
         if store.get_batch(self.batch_id).cancel_requested:
             self.signals.cancel.set()
         from core.fal.client import FalClient
-        from core.blobs import open_storage
+        from core.blobs.backend import open_storage
 
         self._storage = open_storage(self.settings)
         refused = self._unreachable_references()

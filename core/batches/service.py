@@ -27,7 +27,7 @@ from core import processes
 from core.batches import plans
 from core.batches.plan_file import read_capped
 from core.batches.plans import Plan, PlanReference
-from core.blobs import Storage
+from core.blobs.storage import Storage
 from core.config import Settings
 from core.errors import DashboardError, PlanError, UploadRejected
 from core.store import Store, runner_alive

@@ -100,7 +100,7 @@ def _make_plan(path: Path, store: Store, settings: Settings, *, upload: bool) ->
     spec = load_plan_file(path)
     storage = None
     if upload and spec.get("references"):
-        from core.blobs import open_storage
+        from core.blobs.backend import open_storage
 
         storage = open_storage(settings)
     return plan_batch(spec, store=store, storage=storage, base_dir=path.parent, upload=upload,

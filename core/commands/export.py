@@ -74,7 +74,7 @@ def _export(args: argparse.Namespace) -> int:
 def _comparison(args: argparse.Namespace, store: Store, settings: Settings, out: Path) -> int:
     from core.evaluation import fidelity
     from core.export import comparison
-    from core.blobs import open_storage
+    from core.blobs.backend import open_storage
 
     ignored = [name for name in ("endpoint", "status", "text", "date_from", "date_to") if getattr(args, name)]
     if ignored:
@@ -122,7 +122,7 @@ def checked_out(out: Path, settings: Settings) -> Path:
 def write_atomically(out: Path, write: Callable[[Path], Any]) -> Any:
     """`write(tmp)` to a unique temporary file beside `out`, then renamed over `out`: readers see
     the old file or the whole new one, and two writers never mix their rows."""
-    from core.blobs import remove_partial_writes
+    from core.blobs.local import remove_partial_writes
 
     # what an export killed mid-write left beside the same file is removed first
     remove_partial_writes(out.parent, patterns=(f".{out.name}.*.tmp",), recursive=False)

@@ -58,7 +58,7 @@ def _metrics(args: argparse.Namespace) -> int:
     from core.evaluation import fidelity, pool
     from core.config import load_settings
     from core.store import open_store
-    from core.blobs import open_storage
+    from core.blobs.backend import open_storage
 
     settings = load_settings()
     settings.ensure_dirs()

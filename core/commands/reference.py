@@ -61,7 +61,7 @@ def _add(args: argparse.Namespace) -> int:
     from core.config import load_settings
     from core.photos.images import read_photo_file
     from core.photos.references import add_reference, fal_url
-    from core.blobs import open_storage
+    from core.blobs.backend import open_storage
 
     data = read_photo_file(args.path, load_settings().max_upload_bytes)
     settings, store = _open_store()
@@ -115,9 +115,9 @@ def _archive(args: argparse.Namespace) -> int:
 
 def _cleanup(args: argparse.Namespace) -> int:
     from core.photos.references import sweep_orphans
-    from core.blobs import open_storage
+    from core.blobs.backend import open_storage
 
-    from core.blobs import PARTIAL_GRACE_S, remove_partial_writes
+    from core.blobs.local import PARTIAL_GRACE_S, remove_partial_writes
 
     settings, store = _open_store()
     storage = open_storage(settings)

@@ -31,7 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core import processes
-from core.blobs import Storage, open_storage
+from core.blobs.backend import open_storage
+from core.blobs.storage import Storage
 from core.config import Settings
 from core.evaluation import measuring
 from core.evaluation.pool import MeasuringPool

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from core.blobs import Storage
+from core.blobs.storage import Storage
 from core.catalog import registry
 from core.errors import DashboardError, MetricsError, StorageError, StoreError
 from core.evaluation import checks

@@ -19,7 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from core.blobs import Storage, open_storage
+from core.blobs.backend import open_storage
+from core.blobs.storage import Storage
 from core.config import Settings
 from core.evaluation import measuring
 from core.store import ImageToMeasure, Store

@@ -33,7 +33,7 @@ import hashlib
 import json
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core._imports import hidden
 
@@ -46,10 +46,10 @@ from core.values import REFERENCE_ROLES, Reference  # Reference: importable here
 from core.errors import StorageError, StoreError, UploadRejected
 from core.photos.images import NormalisedImage, normalise_upload
 from core.catalog.payloads import REFERENCE_SCHEME, reference_token
-from core.blobs import Storage, SweepReport, sweep, unique_path
+from core.blobs.journal import SweepReport
+from core.blobs.storage import Storage, sweep, unique_path
 
-if TYPE_CHECKING:
-    from core.store import Store
+from core.store import Store
 
 log = logging.getLogger(__name__)
 

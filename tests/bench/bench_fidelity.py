@@ -91,7 +91,7 @@ def bench_measure() -> None:
 
 def seed(data_dir: Path, images: int) -> None:
     """A store with `images` stored result images, all pending, in `data_dir`."""
-    from core.batches import plans
+    from core.batches import service
     from core.config import load_settings
     from core.photos import references
     from core.store import open_store
@@ -105,10 +105,10 @@ def seed(data_dir: Path, images: int) -> None:
     reference, output = _images()
     ref = references.add_reference(st, storage, _jpeg(reference), role="face", filename="a.jpg",
                                    settings=settings)
-    plan = plans.make_plan({"name": "bench", "references": [ref.id],
+    plan = service.plan_batch({"name": "bench", "references": [ref.id],
                             "models": ["fal-ai/flux/schnell", "fal-ai/flux-2/lora/edit"],
                             "seeds": list(range(1, images // 2 + 1))}, store=st)
-    batch = st.create_batch(plan, dry_run=False)
+    batch = st.create_batch(plan.new_batch(), dry_run=False)
     for i, rec in enumerate(st.batch_requests(batch.id)):
         body = _jpeg(output.rotate(i))
         path = f"results/{rec.id}/0.jpg"
@@ -301,7 +301,7 @@ def bench_reads(variants: int, seeds: int) -> None:
     plan = plans.make_plan({"name": "big", "models": ["fal-ai/flux/schnell", "fal-ai/flux-2"], "seeds": list(range(1, seeds + 1)),
                             "options": {"subject": subjects[:per], "pose": poses, "lighting": lights}})
     t = time.perf_counter()
-    batch = st.create_batch(plan, dry_run=False)
+    batch = st.create_batch(plan.new_batch(), dry_run=False)
     now = values.now()
     with st.db.atomic():
         st.db.execute("UPDATE requests SET status = 'completed', inference_time_s = 1.5, queue_time_s = 0.3, "

@@ -42,7 +42,7 @@ def _jpeg(colour: tuple[int, int, int], size=(576, 1024)) -> bytes:
 
 
 def _fill(data_dir: Path, rows: int, big_batch: int) -> None:
-    from core.batches import plans
+    from core.batches import service
     from core.photos import references
     from core.catalog import registry
     from core.config import load_settings
@@ -62,14 +62,14 @@ def _fill(data_dir: Path, rows: int, big_batch: int) -> None:
                                    filename="face.jpg", settings=settings)
     t = time.perf_counter()
     seeds = max(1, big_batch // (2 * 50))
-    plan = plans.make_plan({
+    plan = service.plan_batch({
         "name": "big recent batch", "references": [ref.id],
         "options": {"subject": ["Woman", "Man", "Young Woman", "Mature Man", "Athletic Woman"],
                     "pose": ["Standing", "Walking", "Sitting", "Arms crossed", "Full-body",
                              "Looking away", "Hands in pockets", "Close-up portrait", "Candid laughing",
                              "Over-the-shoulder look"]},
         "models": list(registry.DEFAULT_MODELS), "seeds": list(range(seeds))}, store=d, storage=storage)
-    batch = d.create_batch(plan, dry_run=False)
+    batch = d.create_batch(plan.new_batch(), dry_run=False)
     # completed, with one real image each: bulk SQL, the runner's per-row updates would take minutes
     image = _jpeg((90, 140, 200))
     sha = hashlib.sha256(image).hexdigest()

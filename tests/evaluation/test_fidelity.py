@@ -22,7 +22,7 @@ from skimage import data
 from core.values import SAME_PERSON_THRESHOLD
 from core.evaluation import checks, fidelity, measuring, pool
 from core.evaluation import metrics
-from core.batches import plans
+from core.batches import plans, service
 from core.photos import references
 from core.catalog import registry
 from core.batches import schedule
@@ -53,10 +53,10 @@ def _gradient(size=(1024, 1024)) -> Image.Image:
 def _batch(st, storage, settings, *, aspect="1:1", subjects=("Woman",), seeds=(1,)):
     ref = references.add_reference(st, storage, _png(_astronaut()), role="face", filename="astro.png",
                                    settings=settings)
-    plan = plans.make_plan({"name": "fid", "references": [ref.id], "models": [SCHNELL, EDIT],
+    plan = service.plan_batch({"name": "fid", "references": [ref.id], "models": [SCHNELL, EDIT],
                             "options": {"subject": list(subjects), "aspect_ratio": [aspect]},
                             "seeds": list(seeds)}, store=st)
-    return st.create_batch(plan, dry_run=False), ref
+    return st.create_batch(plan.new_batch(), dry_run=False), ref
 
 
 def _complete(st, storage, rec, image: Image.Image, *, response_extra=None, nsfw=False):
@@ -184,7 +184,7 @@ def test_identical_output_measures_zero(env):
 def test_group_without_reference_records_no_reference(env):
     st, storage, settings = env
     plan = plans.make_plan({"name": "t2i", "models": [SCHNELL], "seeds": [1]})
-    batch = st.create_batch(plan, dry_run=False)
+    batch = st.create_batch(plan.new_batch(), dry_run=False)
     rec = st.batch_requests(batch.id)[0]
     _complete(st, storage, rec, _gradient())
     m = measuring.measure_image(st, storage, _image_id(st, rec.id))
