@@ -1,7 +1,11 @@
 """The rules of the layout, checked on the source (so a change that breaks one fails here, with
 the file named):
 - imports point one way: dashboard -> core; core never imports streamlit or the dashboard;
-- only the store package holds SQL (it is the seam behind which another engine could go);
+- inside core, down one stack: leaves (values, redact) <- errors <- config <- catalog <- store,
+  blobs, fal <- photos <- batches, evaluation, export <- commands; nothing imports upward;
+- the module graph has no cycle, counting imports inside functions and under TYPE_CHECKING;
+- only the store package holds SQL (it is the seam behind which another engine could go), and it
+  imports nothing of batches, photos, evaluation or the fal client;
 - a page never starts a process, parses a log or talks SQL: it calls core's services."""
 from __future__ import annotations
 
@@ -45,6 +49,112 @@ def _sql_strings(tree: ast.AST) -> list[str]:
     return found
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports anywhere in its source (top level, inside
+    functions, under TYPE_CHECKING): `from pkg import sub` counts as an import of `pkg.sub`."""
+    modules = {_module_name(p): p for p in _sources("core")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name in modules)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                for alias in node.names:
+                    full = f"{base}.{alias.name}"
+                    deps.add(full if full in modules else base)
+        graph[name] = {d for d in deps if d in modules and d != name}
+    return graph
+
+
+GRAPH = _graph()
+LEAVES = ("core.values", "core.redact", "core._imports", "core._surface")
+STACK = [LEAVES, ("core.errors",), ("core.config", "core.processes"), ("core.catalog",),
+         ("core.store", "core.blobs", "core.fal"), ("core.photos",),
+         ("core.batches", "core.evaluation", "core.export"), ("core.commands", "core.cli", "core.__main__", "core")]
+
+
+def _rank(module: str) -> int:
+    best = None
+    for rank, tops in enumerate(STACK):
+        for top in tops:
+            if (module == top or module.startswith(top + ".")) and (best is None or len(top) > best[1]):
+                best = (rank, len(top))
+    assert best is not None, f"{module} has no place in the stack: add its package to STACK"
+    return best[0]
+
+
+def test_the_module_graph_has_no_cycle():
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:   # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(GRAPH[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(GRAPH):
+        if module not in index:
+            visit(module)
+    assert not cycles, f"import cycles: {cycles}"
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_imports_point_down_the_stack(module):
+    up = sorted(d for d in GRAPH[module] if _rank(d) > _rank(module))
+    assert not up, f"{module} imports {up}, above it in the stack"
+
+
+@pytest.mark.parametrize("leaf", ["core.values", "core.redact"])
+def test_the_leaves_import_nothing_of_the_project(leaf):
+    assert not GRAPH[leaf] - {"core._imports"}, f"{leaf} imports {sorted(GRAPH[leaf])}"
+
+
+def test_errors_imports_only_leaves():
+    assert GRAPH["core.errors"] <= set(LEAVES), f"core.errors imports {sorted(GRAPH['core.errors'])}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("core.store")))
+def test_the_store_imports_nothing_of_the_services(module):
+    bad = sorted(d for d in GRAPH[module]
+                 if d.split(".")[1] in ("batches", "photos", "evaluation", "export", "fal", "commands"))
+    assert not bad, f"{module} imports {bad}"
+
+
+def test_the_graph_sees_every_kind_of_import():
+    """The rules above are only as good as the graph: it must see imports inside functions and
+    under TYPE_CHECKING, and the sibling a `from package import module` names."""
+    assert "core.store.db" in GRAPH["core.store.store"]
+    assert "core.photos.references" in GRAPH["core.batches.service"]          # inside a function
+    assert "core.batches.schedule" in GRAPH["core.batches.service"]           # under TYPE_CHECKING
+
+
 @pytest.mark.parametrize("path", _sources("core"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_core_never_imports_streamlit_or_the_dashboard(path):
     bad = {m for m in _imports(ast.parse(path.read_text())) if m.split(".")[0] in ("streamlit", "dashboard")}
@@ -70,3 +180,15 @@ def test_pages_start_no_process_and_parse_no_log(path):
     opens = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
              and n.func.id == "open"]
     assert not opens, f"{path.relative_to(ROOT)} opens files (a log?): ask core instead"
+
+
+LONG_BY_NATURE = {"core/batches/schedule.py", "core/store/migrations.py"}   # one job each (README)
+
+
+@pytest.mark.parametrize("path", _sources("core") + _sources("dashboard"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_module_is_a_room_with_several_tenants(path):
+    """A module over 500 lines is split by responsibility, except the scheduler and the
+    migrations list, whose length is their one job."""
+    name = path.relative_to(ROOT).as_posix()
+    lines = len(path.read_text().splitlines())
+    assert name in LONG_BY_NATURE or lines <= 500, f"{name} has {lines} lines: split it by responsibility"

@@ -2,6 +2,7 @@
 and the command line call.
 
     plan_file  reading a plan file safely, and the value checks of every plan input
+    spec       a spec's fields, each checked, and the request count bounded (before anything is read)
     plans      a spec and its resolved references -> every payload, validated, counted and priced (pure)
     service    plan_batch (references resolved and uploaded), launch, rerun, cancel, resume, and
                `state` (Starting/Running/Stopped/Finished/Cancelled)
@@ -16,7 +17,7 @@ The fal client the runner sends through is `core.fal`.
 from core._surface import lazy
 
 _EXPORTS = {
-    "plans": "", "service": "", "schedule": "", "record": "", "drafts": "", "explain": "", "sweeps": "", "plan_file": "",
+    "plans": "", "service": "", "schedule": "", "record": "", "drafts": "", "explain": "", "sweeps": "", "plan_file": "", "spec": "",
     "Plan": "plans", "make_plan": "plans", "load_plan_file": "plan_file", "plan_batch": "service",
     "launch": "service", "rerun": "service", "cancel": "service", "resume": "service",
     "state": "service", "BatchState": "service", "Starting": "service", "Running": "service",

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from core import processes
 from core.batches import plans
+from core.batches.spec import plan_shape, show
 from core.batches.plan_file import read_capped
 from core.batches.plans import Plan, PlanReference
 from core.blobs.storage import Storage
@@ -106,7 +107,7 @@ def plan_batch(spec: Mapping[str, Any], *, store: Store | None, storage: Storage
     (`core.photos.references.add_reference`, deduplicated) and the plan names them by id; without
     it, the plan is a preview (`final` False). A plan that is refused uploads nothing: the spec is
     planned in full with the files still pending before the first upload."""
-    shape = plans.plan_shape(spec)
+    shape = plan_shape(spec)
     refs = _read_references(spec.get("references", []), store=store, base_dir=base_dir,
                             needed=bool(shape.edit_models), max_bytes=max_reference_bytes)
     plan = plans.make_plan(spec, references=refs)
@@ -136,7 +137,7 @@ def _read_references(value: Any, *, store: Store | None, base_dir: str | Path | 
     for i, item in enumerate(value):
         name = f"references[{i}]"
         if not isinstance(item, str) or not item.strip():
-            raise PlanError(f"`{name}` must be a file path or a reference id, got {plans.show(item)}")
+            raise PlanError(f"`{name}` must be a file path or a reference id, got {show(item)}")
         path = Path(item).expanduser()
         if not path.is_absolute() and base_dir is not None:
             path = Path(base_dir) / path
