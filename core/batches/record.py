@@ -43,7 +43,6 @@ from core.errors import (
     FalUnavailable,
     FalValidationError,
     ObjectExists,
-    StorageError,
     StoreUnavailable,
 )
 
@@ -447,7 +446,3 @@ def record_accepted(store: Store, request_id: str, handle: QueueHandle, journal:
                   request_id, e, journal.path)
         return False
 
-
-def storage_trouble(e: BaseException) -> bool:
-    """Keeping an image failed for a reason on our side that may pass (storage, disk)."""
-    return isinstance(e, (StorageError, OSError, StoreUnavailable))

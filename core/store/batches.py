@@ -24,7 +24,6 @@ from core.processes import pid_alive
 from core.store._sql import _Base, build, check_payload, placeholders, seconds_between
 from core.store.boundary import sqlite_boundary
 from core.values import new_id, now
-from core.store.images import CHUNK
 from core.store.inputs import NewBatch
 from core.values import (
     UNFINISHED_STATUSES, Batch, BatchProgress, Group, RequestRecord, RequestStatus,
@@ -137,20 +136,6 @@ class BatchesMixin(_Base):
             sql += f" AND status IN ({placeholders(len(statuses))})"
             params += sorted(statuses)
         return [build(RequestRecord, r) for r in self._rows(sql + " ORDER BY created_at, rowid", params)]
-
-    @sqlite_boundary
-    def group_requests(self, group_ids: Collection[str]) -> dict[str, list[RequestRecord]]:
-        """Per group id asked for, its requests in planning order (an empty list for a group
-        without any): what Compare shows for one page of groups, read by the group index
-        instead of the whole batch."""
-        out: dict[str, list[RequestRecord]] = {gid: [] for gid in group_ids}
-        ids = list(out)
-        for start in range(0, len(ids), CHUNK):
-            part = ids[start:start + CHUNK]
-            for row in self._rows(f"SELECT * FROM requests WHERE group_id IN ({placeholders(len(part))}) "
-                                  "ORDER BY created_at, rowid", part):
-                out[row["group_id"]].append(build(RequestRecord, row))
-        return out
 
     @sqlite_boundary
     def batch_progress(self, batch_id: str) -> BatchProgress:

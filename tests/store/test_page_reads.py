@@ -16,20 +16,6 @@ def two_batches(settings):
     st.close()
 
 
-def test_group_requests_gives_each_asked_group_its_requests_in_planning_order(two_batches):
-    st, (batch, groups, by_group), _ = two_batches
-    asked = [groups[2].id, groups[0].id, "no-such-group"]
-    got = st.group_requests(asked)
-    assert list(got) == asked                                   # the page's order, unknown ids empty
-    assert got["no-such-group"] == []
-    for gid in asked[:2]:
-        planned = [r.id for r in st.batch_requests(batch.id) if r.group_id == gid]
-        assert [r.id for r in got[gid]] == planned and len(planned) == 2
-        assert {r.endpoint for r in got[gid]} == {SCHNELL, EDIT}
-        assert got[gid][0].payload_json                          # whole records, as Compare shows them
-    assert groups[1].id not in got                             # a group not asked is not read
-
-
 def test_request_costs_of_given_ids_are_those_rows_in_planning_order(two_batches):
     """"All batches" reads the requests its votes show by id: over several batches, in the order
     every request is planned (the order the cost sums add in), unknown ids left out."""

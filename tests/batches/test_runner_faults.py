@@ -1,5 +1,6 @@
-"""What issue 11 says must hold, tested as it would happen: real runner processes, real HTTP to
-the fal stand-in, a real SQLite file.
+"""The runner (core/batches/schedule.py) under faults, tested as they would happen: real runner
+processes, real HTTP to the fal stand-in, a real SQLite file. The two long ones (a 60 s outage,
+30 kill cycles) are marked `slow`: every run and CI include them; `-m "not slow"` skips them.
 
 - A 60 s fal outage in the middle of a batch (every call answered by an ingress error page): the
   batch finishes by itself, every request completed, nothing submitted twice, and the progress
@@ -24,6 +25,8 @@ import sqlite3
 import sys
 import threading
 import time
+
+import pytest
 
 from core.batches import plans, record, schedule
 from core.fal import FalClient, RetryPolicy
@@ -67,6 +70,7 @@ def _queued_rows(d) -> int:
     return d.db.execute("SELECT count(*) FROM requests WHERE fal_request_id IS NOT NULL").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_a_60_s_fal_outage_mid_batch_is_ridden_through_by_the_command_line(fal_standin, tmp_path):
     settings = load_settings()
     settings.ensure_dirs()
@@ -163,6 +167,7 @@ def test_sigterm_during_submits_records_every_accepted_jobs_id(fal_standin, tmp_
     d.close()
 
 
+@pytest.mark.slow
 def test_30_random_kill_and_resume_cycles_lose_nothing_and_pay_nothing_twice(tmp_path):
     from tests.bench import soak
 
@@ -216,7 +221,6 @@ def test_a_lock_held_past_the_busy_timeout_while_fal_accepts_keeps_fals_id(live_
 
 # -- fixtures ---------------------------------------------------------------------------------------
 
-import pytest  # noqa: E402
 
 
 @pytest.fixture
