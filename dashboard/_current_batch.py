@@ -33,7 +33,7 @@ def unfinished_batches(store: Store, settings: Settings) -> None:
             b_state = service.state(store, b.id, settings)
             alive = isinstance(b_state, (service.Running, service.Starting))
             info, action = st.columns([4, 1], vertical_alignment="center")
-            info.markdown(f"**{b.name}** · {b.request_count} requests · {_format.short_time(b.created_at)}"
+            info.markdown(f"**{_format.plain(b.name)}** · {b.request_count} requests · {_format.short_time(b.created_at)}"
                           + (" · *running*" if alive else " · *stopped*"))
             if alive:
                 if action.button("Watch", key=f"watch_{b.id}", icon=":material/visibility:"):
@@ -45,7 +45,7 @@ def unfinished_batches(store: Store, settings: Settings) -> None:
                 except DashboardError as e:
                     _format.show_error(e)
                 else:
-                    st.toast(f"{b.name} resumed: its progress is at the bottom of the page.",
+                    st.toast(f"{_format.plain(b.name)} resumed: its progress is at the bottom of the page.",
                              icon=":material/play_arrow:")
                     st.rerun()
 
@@ -105,8 +105,8 @@ def _results(store: Store, batch_id: str) -> None:
 def _progress(store: Store, batch_id: str) -> BatchProgress:
     batch = store.get_batch(batch_id)
     progress = store.batch_progress(batch_id)
-    st.markdown(f"**{batch.name}** · {progress.total} requests · created "
-                f"{_format.short_time(batch.created_at)}" + (f" by {batch.created_by}" if batch.created_by else ""))
+    st.markdown(f"**{_format.plain(batch.name)}** · {progress.total} requests · created "
+                f"{_format.short_time(batch.created_at)}" + (f" by {_format.plain(batch.created_by)}" if batch.created_by else ""))
     st.progress(explain.progress_fraction(progress), text=explain.progress_line(progress))
     if progress.dry_run and progress.is_finished:
         st.info(f"Dry run: nothing was sent to fal. {progress.counts.get(RequestStatus.DRY_RUN, 0)} payloads were "

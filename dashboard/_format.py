@@ -1,16 +1,35 @@
 """Formatters: how values read on a page (times, sizes, names, JSON, table cells) and how a core
 error is shown. Display only: nothing here decides a business rule, and a payload is never shown
-with its base64 (`core.redact.abbreviate`)."""
+with its base64 (`core.redact.abbreviate`).
+
+Text a person typed (a batch or file name, a prompt, a LoRA path, a name) goes into Markdown
+only through `plain`, so it is shown as typed, never as markup."""
 from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 import streamlit as st
 
 from core.errors import DashboardError, PayloadError
 from core.redact import abbreviate
+
+
+# what Streamlit's Markdown reads as markup anywhere in a line (emphasis, code, HTML, tables,
+# strikethrough, LaTeX, and with ":" escaped no `:emoji:` nor `:color[...]`), what closes a link's
+# text, and what starts a list, a heading or a quote
+_MARKUP = re.compile(r"([\\`*_<>#|~$:])")
+_LINK = re.compile(r"\](?=[(\[])")  # "[text](url)" and "[text][ref]"; a lone "[x]" is text
+_LINE_START = re.compile(r"^(\s*(?:\d+)?)([-+.)])", re.M)
+
+
+def plain(text: object) -> str:
+    """Text a person typed, for a Markdown string: every markup character escaped, so it reads
+    exactly as typed."""
+    escaped = _LINK.sub(r"\\]", _MARKUP.sub(r"\\\1", str(text)))
+    return _LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), escaped)
 
 
 def table(frame):

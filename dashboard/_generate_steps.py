@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from core.batches import explain, plans, service
+from core.batches import explain, service
+from core.batches.spec import MAX_SEED
 from core.catalog import prompts, registry
 from core.config import Settings
 from core.errors import DashboardError
@@ -95,7 +96,7 @@ def seeds() -> SeedsPart:
         n = st.number_input("How many random seeds", min_value=1, max_value=100, key=_draft.SEED_N)
         if (len(state.get(_draft.RANDOM_SEEDS, [])) != n
                 or st.button("New random seeds", icon=":material/casino:", key=_draft.NEW_SEEDS)):
-            state[_draft.RANDOM_SEEDS] = random.sample(range(plans.MAX_SEED + 1), int(n))
+            state[_draft.RANDOM_SEEDS] = random.sample(range(MAX_SEED + 1), int(n))
         chosen = list(state[_draft.RANDOM_SEEDS])
         st.caption("Seeds: " + ", ".join(map(str, chosen)))
         return SeedsPart(chosen)
@@ -164,7 +165,7 @@ def _plan_summary(plan) -> None:
         st.caption("What each request's body will be, as stored. `reference://<id>` stands for a locally "
                    "stored photo: it becomes a data: URI only at send time, and is never stored.")
         for req in plan.requests[:PREVIEW_PAYLOADS]:
-            st.markdown(f"**{plan.labels.get(req.contender.id, _label(req.endpoint))}** · seed {req.seed} · "
+            st.markdown(f"**{_format.plain(plan.labels.get(req.contender.id, _label(req.endpoint)))}** · seed {req.seed} · "
                         f"${req.estimated_cost:.4f} · `{req.payload_hash[:15]}`")
             st.code(_format.payload_json(req.payload), language="json")
         if plan.request_count > PREVIEW_PAYLOADS:
@@ -181,7 +182,7 @@ def _run_button(store: Store, settings: Settings, plan) -> None:
     sent_before = service.already_launched(store, plan, settings, created_by=_identity.user())
     repeat_of = None
     if sent_before is not None and sent_before.id != state.get(_draft.ACTIVE_BATCH):
-        st.info(f"This exact batch was already sent as “{sent_before.name}” at "
+        st.info(f"This exact batch was already sent as “{_format.plain(sent_before.name)}” at "
                 f"{_format.short_time(sent_before.created_at)}. Sending it again runs (and pays for) "
                 "every request a second time.", icon=":material/content_copy:")
         label = "Send the same batch again" + ("" if settings.dry_run else f" (about ${plan.estimated_cost:.3f})")

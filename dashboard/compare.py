@@ -86,7 +86,7 @@ def _reference_tile(reference_id: str) -> None:
 
 def _model_cell(req: RequestRecord, images: list[ResultImage]) -> None:
     name = registry.endpoint_label(req.endpoint)
-    st.markdown(f"**{labels.get(req.contender_id or '', name)}** {_widgets.status_badge(req.status)}"
+    st.markdown(f"**{_format.plain(labels.get(req.contender_id or '', name))}** {_widgets.status_badge(req.status)}"
                 + (f" :gray-badge[re-run of {req.rerun_of[:8]}]" if req.rerun_of else ""))
     if images:
         for image in images:
@@ -110,9 +110,9 @@ def side_by_side(batch: Batch, groups: list[Group],
     images = store.result_images([r.id for rs in requests.values() for r in rs])
     for g in groups:
         with st.container(border=True):
-            st.markdown(f"**{g.prompt}**")
+            st.markdown(f"**{_format.plain(g.prompt)}**")
             st.caption(f"seed {g.seed} · {g.image_size}"
-                       + "".join(f" · {k}: {v}" for k, v in g.options.items()))
+                       + "".join(f" · {k}: {_format.plain(v)}" for k, v in g.options.items()))
             reqs = requests.get(g.id, [])
             refs = g.references
             cols = st.columns([1] * (1 if refs else 0) + [1] * max(1, len(reqs)))
@@ -208,7 +208,7 @@ def xy_grid(batch: Batch, groups: list[Group],  # noqa: ARG001 - the tab signatu
                     _widgets.image_tile(c.output.image, caption=c.output.label
                                         + (f" (+{c.more} more)" if c.more else ""))
                 else:
-                    st.caption(f"{c.output.label}: {str(c.output.request.status).replace('_', ' ')}, no image")
+                    st.caption(f"{_format.plain(c.output.label)}: {str(c.output.request.status).replace('_', ' ')}, no image")
     st.caption(f"X: {shown.x.title}" + (f" · Y: {shown.y.title}" if shown.y else "")
                + (f" · held: {shown.caption()}" if shown.fixed else ""))
     st.download_button("Download the grid as PNG", data=lambda: _grid_png(batch.id, x, y, dict(shown.fixed)),

@@ -202,8 +202,8 @@ if detail_id:
         st.markdown(f"### {registry.endpoint_label(r.endpoint)} "
                     f"{_widgets.status_badge(r.status)}")
         st.caption(f"request `{r.id}` · {r.endpoint} · created {_format.short_time(r.created_at)}"
-                   + (f" by {r.created_by}" if r.created_by else "")
-                   + (f" · batch {batch_names.get(r.batch_id, r.batch_id)}" if r.batch_id else "")
+                   + (f" by {_format.plain(r.created_by)}" if r.created_by else "")
+                   + (f" · batch {_format.plain(batch_names.get(r.batch_id, r.batch_id))}" if r.batch_id else "")
                    + (f" · fal id `{r.fal_request_id}`" if r.fal_request_id else "")
                    + (f" · re-run of `{r.rerun_of[:8]}`" if r.rerun_of else ""))
         if r.dry_run:
@@ -239,9 +239,9 @@ if detail_id:
         m[3].metric("Total", _format.seconds(r.total_time_s))
         m[4].metric("HTTP", r.http_status or "—")
         m[5].metric("Attempts", r.attempts)
-        st.markdown(f"**Prompt:** {r.prompt}")
+        st.markdown(f"**Prompt:** {_format.plain(r.prompt)}")
         st.caption(f"seed {r.seed} · image size {r.image_size} · options "
-                   + (", ".join(f"{k}: {v}" for k, v in r.options.items()) or "none"))
+                   + (", ".join(f"{k}: {_format.plain(v)}" for k, v in r.options.items()) or "none"))
         imgs = store.result_images([r.id])[r.id]
         if imgs:
             for col, image in zip(st.columns(4), imgs):  # a quarter width each, even for one image

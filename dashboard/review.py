@@ -16,7 +16,7 @@ from core.catalog import contenders, registry
 from core.evaluation import review
 from core.values import Group, ResultImage
 from core.errors import DashboardError
-from dashboard import _identity, _onboarding, _resources, _widgets
+from dashboard import _format, _identity, _onboarding, _resources, _widgets
 
 VERDICT_BUTTONS = (
     ("left", "Left better", "left", ":material/arrow_back:"),
@@ -97,9 +97,9 @@ def _reference(group: Group) -> None:
 
 def _sides(group: Group, left: ResultImage, right: ResultImage,
            captions: tuple[str, str] = ("Left", "Right")) -> None:
-    st.markdown(f"**{group.prompt}**")
+    st.markdown(f"**{_format.plain(group.prompt)}**")
     st.caption(f"seed {group.seed} · {group.image_size}"
-               + "".join(f" · {k}: {v}" for k, v in group.options.items()))
+               + "".join(f" · {k}: {_format.plain(v)}" for k, v in group.options.items()))
     cols = st.columns(3)
     with cols[0]:
         _reference(group)
@@ -117,8 +117,8 @@ if revealed and revealed["batch"] == batch_id:
     vote = store.get_vote(revealed["vote_id"])
     group = store.groups_by_id([vote.group_id])[vote.group_id]
     imgs = store.result_images([vote.left_request_id, vote.right_request_id])
-    left_name = _who(vote.left_contender, vote.left_endpoint)
-    right_name = _who(vote.right_contender, vote.right_endpoint)
+    left_name = _format.plain(_who(vote.left_contender, vote.left_endpoint))
+    right_name = _format.plain(_who(vote.right_contender, vote.right_endpoint))
     winner = ({"left": f"**{left_name}**", "right": f"**{right_name}**"}.get(vote.verdict)
               or vote.verdict.replace("_", " "))
     st.success(f"Recorded: {winner}. Left was **{left_name}**, right was **{right_name}**.",
@@ -135,7 +135,7 @@ if q.total == 0:
     st.info("This batch has no pair to review yet: a group needs completed results from at least two models.",
             icon=":material/rate_review:")
     st.stop()
-st.progress(q.reviewed / q.total, text=f"{q.reviewed} of {q.total} reviewed by {rater}"
+st.progress(q.reviewed / q.total, text=f"{q.reviewed} of {q.total} reviewed by {_format.plain(rater)}"
             + (f" · {q.skipped} skipped" if q.skipped else ""))
 item = q.next
 if item is None:

@@ -34,7 +34,7 @@ if files:
         st.write(f"**{len(files)} file{'s' if len(files) != 1 else ''}** — choose each photo's role:")
         for f in files:
             name_col, size_col, role_col = st.columns([4, 1, 2], vertical_alignment="center")
-            name_col.write(f.name)
+            name_col.markdown(_format.plain(f.name))
             size_col.caption(_format.human_bytes(f.size))
             role_col.selectbox("Role", REFERENCE_ROLES, key=f"role_{f.file_id}",
                                label_visibility="collapsed")
@@ -56,15 +56,16 @@ if files:
 for name, ref, error in state.upload_outcomes:
     if error is not None:
         # core's message names the file already: bold it there instead of saying it twice
-        text = error.replace(name, f"**{name}**", 1) if name in error else f"**{name}**: {error}"
+        text = (error.replace(name, f"**{_format.plain(name)}**", 1) if name in error
+                else f"**{_format.plain(name)}**: {error}")
         st.error(f"{text} Nothing was stored.", icon=":material/block:")
     elif ref.existing:
-        by = f" by {ref.created_by}" if ref.created_by else ""
-        st.info(f"**{name}** was already there (uploaded {_format.short_time(ref.created_at)}{by}, "
+        by = f" by {_format.plain(ref.created_by)}" if ref.created_by else ""
+        st.info(f"**{_format.plain(name)}** was already there (uploaded {_format.short_time(ref.created_at)}{by}, "
                 f"role {ref.role}): nothing new was stored." + _format.notes_text(ref.notes),
                 icon=":material/content_copy:")
     else:
-        st.success(f"**{name}** stored as {ref.role}, {ref.width}x{ref.height}."
+        st.success(f"**{_format.plain(name)}** stored as {ref.role}, {ref.width}x{ref.height}."
                    + _format.notes_text(ref.notes), icon=":material/check_circle:")
 
 st.divider()
@@ -96,9 +97,9 @@ for start in range(0, len(refs), GALLERY_COLUMNS):
             else:
                 st.caption(f"(image not readable from {ref.storage_backend} storage)")
             st.markdown(f"**{ref.role}** · {ref.width}x{ref.height} · {_format.human_bytes(ref.size_bytes)}")
-            st.caption(f"{_format.short_name(ref.original_name) or ref.id[:8]}  \n"
+            st.caption(f"{_format.plain(_format.short_name(ref.original_name) or ref.id[:8])}  \n"
                        f"{_format.short_time(ref.created_at)}"
-                       + (f" by {ref.created_by}" if ref.created_by else "")
+                       + (f" by {_format.plain(ref.created_by)}" if ref.created_by else "")
                        + ("  \n**archived**" if ref.archived_at else ""))
             if ref.archived_at is None and st.button("Archive", key=f"archive_{ref.id}",
                                                      icon=":material/archive:",
