@@ -11,10 +11,9 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.photos import references
-from core import store
 from core.values import BatchProgress
 from core.config import load_settings
-from core.store import open_store
+from core.store import open_store, runner_alive
 from core.blobs import open_storage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +65,7 @@ def photo(colour: str = "red", size: tuple[int, int] = (640, 480), fmt: str = "J
     return buf.getvalue()
 
 
-def records():
+def new_store():
     """A new Store on this test's data directory (as a page of the session would see it)."""
     return open_store(load_settings().db_path)
 
@@ -74,18 +73,18 @@ def records():
 def add_reference(colour: str = "red", role: str = "face", created_by: str | None = None):
     s = load_settings()
     s.ensure_dirs()
-    return references.add_reference(records(), open_storage(s), photo(colour), role=role,
+    return references.add_reference(new_store(), open_storage(s), photo(colour), role=role,
                                     filename=f"{colour}.jpg", created_by=created_by, settings=s)
 
 
 def wait_finished(batch_id: str, timeout: float = 60.0) -> BatchProgress:
     """Poll the store until the batch's runner process has made every request final."""
-    conn = records()
+    store = new_store()
     deadline = time.monotonic() + timeout
     while True:
-        progress = conn.batch_progress(batch_id)
-        batch = conn.get_batch(batch_id)
-        if progress.is_finished and not store.runner_alive(batch):
+        progress = store.batch_progress(batch_id)
+        batch = store.get_batch(batch_id)
+        if progress.is_finished and not runner_alive(batch):
             return progress
         if time.monotonic() > deadline:
             raise AssertionError(f"batch {batch_id} not finished after {timeout} s: {progress.summary()}")

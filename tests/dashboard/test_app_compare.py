@@ -3,12 +3,12 @@ parameters; filtering by batch and by option values; tabs ready for more views."
 from __future__ import annotations
 
 
-from core.batches import plans
+from core.batches import plans, service
 from core.catalog import registry
 from core.config import load_settings
 from core.blobs import open_storage
 from tests.results import record_result
-from tests.apptest_support import add_reference, records, open_page, photo, texts
+from tests.apptest_support import add_reference, new_store, open_page, photo, texts
 
 SCHNELL, EDIT = registry.DEFAULT_MODELS
 
@@ -16,14 +16,14 @@ SCHNELL, EDIT = registry.DEFAULT_MODELS
 def _completed_batch(name="look", subjects=("Woman", "Man")):
     """A batch whose requests all completed, each with one stored result image."""
     ref = add_reference("red")
-    conn = records()
-    plan = plans.make_plan({"name": name, "references": [ref.id], "options": {"subject": list(subjects)},
-                            "models": [SCHNELL, EDIT], "seeds": [1]}, store=conn)
-    batch = conn.create_batch(plan, dry_run=False)
+    store = new_store()
+    plan = service.plan_batch({"name": name, "references": [ref.id], "options": {"subject": list(subjects)},
+                            "models": [SCHNELL, EDIT], "seeds": [1]}, store=store)
+    batch = store.create_batch(plan.new_batch(), dry_run=False)
     storage = open_storage(load_settings())
-    for i, r in enumerate(conn.batch_requests(batch.id)):
+    for i, r in enumerate(store.batch_requests(batch.id)):
         data = photo(["blue", "green", "yellow", "purple"][i % 4], size=(512, 512), fmt="PNG")
-        record_result(conn, storage, r.id, [data], inference_s=1.2)
+        record_result(store, storage, r.id, [data], inference_s=1.2)
     return batch, ref
 
 
@@ -61,7 +61,7 @@ def test_filter_by_batch_switches_the_groups():
     first, _ = _completed_batch("first", subjects=("Woman",))
     plan = plans.make_plan({"name": "second", "options": {"subject": ["Robot"]}, "models": [SCHNELL],
                             "seeds": [1]})
-    second = records().create_batch(plan, dry_run=True)
+    second = new_store().create_batch(plan.new_batch(), dry_run=True)
     at = open_page("compare.py")
     at.selectbox(key="cmp_batch").set_value(first.id).run()
     assert [m for m in texts(at.markdown) if m.startswith("**A ")] == ["**A Woman model, photorealistic**"]

@@ -4,7 +4,7 @@ leaderboard shows strengths with intervals and what each swept setting buys."""
 from __future__ import annotations
 
 from core.evaluation import review
-from tests.apptest_support import assert_ok, open_page, records, texts
+from tests.apptest_support import assert_ok, open_page, new_store, texts
 from tests.review_support import completed_sweep_batch
 
 
@@ -17,18 +17,18 @@ def test_review_reveals_the_contenders_settings_after_a_vote():
     assert_ok(at)
     revealed = " ".join(texts(at.success))
     assert "Left was **" in revealed and ("steps" in revealed or "schnell" in revealed)
-    (vote,) = records().list_votes(batch_id=batch.id)
+    (vote,) = new_store().list_votes(batch_id=batch.id)
     assert vote.left_contender != vote.right_contender
 
 
 def test_leaderboard_shows_strengths_and_what_each_setting_buys():
     batch, groups, _ = completed_sweep_batch()
-    conn = records()
-    for item in review.review_items(conn, batch.id, "ana"):
+    store = new_store()
+    for item in review.review_items(store, batch.id, "ana"):
         # more steps wins; otherwise a tie
         steps = [side.request.payload["num_inference_steps"] for side in (item.left, item.right)]
         verdict = "both_good" if steps[0] == steps[1] else ("left" if steps[0] > steps[1] else "right")
-        review.record_item_vote(conn, item, rater="ana", verdict=verdict)
+        review.record_item_vote(store, item, rater="ana", verdict=verdict)
     at = open_page("leaderboard.py")
     assert_ok(at)
     frames = {tuple(d.value.columns): d.value for d in at.dataframe}

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import time
 
-from core.batches import plans
+from core.batches import plans, service
 from core.catalog import registry
-from core import store
-from tests.apptest_support import add_reference, all_text, records, open_page, texts, wait_finished
+from core.store import runner_alive
+from tests.apptest_support import add_reference, all_text, new_store, open_page, texts, wait_finished
 
 SCHNELL, EDIT = registry.DEFAULT_MODELS
 
@@ -46,9 +46,9 @@ def test_plan_shows_count_cost_and_exact_payloads_before_running():
     at = open_page("generate.py")
     _plan(at, ref.id, subjects=("Woman", "Robot made of chrome"))
     assert not texts(at.error), texts(at.error)
-    expected = plans.make_plan({"name": "x", "references": [ref.id],
+    expected = service.plan_batch({"name": "x", "references": [ref.id],
                                 "options": {"subject": ["Woman", "Robot made of chrome"]},
-                                "models": [SCHNELL, EDIT], "seeds": [1, 2]}, store=records())
+                                "models": [SCHNELL, EDIT], "seeds": [1, 2]}, store=new_store())
     assert _metric(at, "Requests") == "8"
     assert _metric(at, "Groups (variant x seed)") == "4"
     assert _metric(at, "Estimated cost") == f"${expected.estimated_cost:.3f}"
@@ -113,7 +113,7 @@ def test_dry_run_is_recorded_by_the_detached_runner_and_labelled():
     at.text_input(key="batch_name").set_value("first look").run()
     at.button(key="run").click().run()
     batch_id = at.session_state["active_batch"]
-    batch = records().get_batch(batch_id)
+    batch = new_store().get_batch(batch_id)
     assert (batch.name, batch.created_by, batch.dry_run, batch.request_count) == ("first look", "Ana", True, 2)
     progress = wait_finished(batch_id)
     assert progress.counts == {"dry_run": 2}
@@ -126,12 +126,12 @@ def test_cancel_stops_a_batch_and_marks_unsent_requests_cancelled():
     """Cancel on the current batch sets cancel_requested; the runner started for it cancels what
     was not sent."""
     plan = plans.make_plan({"name": "to cancel", "models": [SCHNELL], "seeds": [1, 2, 3]})
-    batch = records().create_batch(plan, dry_run=True)
+    batch = new_store().create_batch(plan.new_batch(), dry_run=True)
     at = open_page("generate.py")
     at.session_state["active_batch"] = batch.id
     at.run()
     at.button(key=f"cancel_{batch.id}").click().run()
-    assert records().get_batch(batch.id).cancel_requested
+    assert new_store().get_batch(batch.id).cancel_requested
     assert wait_finished(batch.id).counts == {"cancelled": 3}
 
 
@@ -139,7 +139,7 @@ def test_unfinished_batch_after_restart_is_listed_and_resumed():
     """A batch left planned (the dashboard restarted before it ran) is listed as stopped; Resume
     starts a runner that finishes it."""
     plan = plans.make_plan({"name": "left over", "models": [SCHNELL], "seeds": [1]})
-    batch = records().create_batch(plan, dry_run=True)
+    batch = new_store().create_batch(plan.new_batch(), dry_run=True)
     at = open_page("generate.py")
     assert any("left over" in m and "stopped" in m for m in texts(at.markdown))
     at.button(key=f"resume_{batch.id}").click().run()
@@ -151,12 +151,12 @@ def test_a_runner_that_stops_early_is_reported_with_its_reason_and_can_be_resume
     """A live batch resumed without FAL_KEY: the runner stops at once; the page stops polling and
     says why (from the runner's log) instead of showing a progress bar stuck forever."""
     plan = plans.make_plan({"name": "needs a key", "models": [SCHNELL], "seeds": [1]})
-    batch = records().create_batch(plan, dry_run=False)
+    batch = new_store().create_batch(plan.new_batch(), dry_run=False)
     at = open_page("generate.py")
     at.button(key=f"resume_{batch.id}").click().run()
-    conn = records()
+    store = new_store()
     deadline = time.monotonic() + 60
-    while conn.get_batch(batch.id).started_at is None or store.runner_alive(conn.get_batch(batch.id)):
+    while store.get_batch(batch.id).started_at is None or runner_alive(store.get_batch(batch.id)):
         assert time.monotonic() < deadline, "runner never ran"
         time.sleep(0.2)
     at.session_state[f"spawned_{batch.id}"] = 0.0  # past the grace period given to a new runner
@@ -164,7 +164,7 @@ def test_a_runner_that_stops_early_is_reported_with_its_reason_and_can_be_resume
     warning = " ".join(texts(at.warning))
     assert "The runner stopped before the batch finished" in warning and "FAL_KEY is not set" in warning
     assert at.button(key=f"resume_current_{batch.id}")
-    assert conn.batch_progress(batch.id).counts == {"planned": 1}
+    assert store.batch_progress(batch.id).counts == {"planned": 1}
 
 
 def test_several_values_of_a_parameter_make_contenders_listed_with_requests_and_cost():

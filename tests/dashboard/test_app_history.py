@@ -11,7 +11,7 @@ from core.batches import plans
 from core.catalog import registry
 from core.redact import abbreviate
 from dashboard import _resources
-from tests.apptest_support import records, open_page, texts, wait_finished
+from tests.apptest_support import new_store, open_page, texts, wait_finished
 
 SCHNELL, EDIT = registry.DEFAULT_MODELS
 
@@ -20,7 +20,7 @@ def _record(prompt="A Woman model, photorealistic", endpoint=SCHNELL, seed=1, **
     body = {"prompt": prompt, "seed": seed, "image_size": "square_hd", "num_inference_steps": 7, **extra}
     if endpoint == EDIT:
         body["image_urls"] = ["https://example.invalid/face.jpg"]
-    return records().record_request(endpoint=endpoint, payload=body, prompt=prompt, seed=seed,
+    return new_store().record_request(endpoint=endpoint, payload=body, prompt=prompt, seed=seed,
                                 estimated_cost=0.003)
 
 
@@ -43,9 +43,9 @@ def test_filters_by_model_status_and_prompt_text():
     a = _record("A Woman model, in Walking pose, photorealistic")
     b = _record("A Man model, photorealistic", endpoint=EDIT)
     c = _record("A Robot model, photorealistic")
-    conn = records()
-    conn.mark_submitted(c.id)
-    conn.mark_failed(c.id, error_type="validation", error_message="bad")
+    store = new_store()
+    store.mark_submitted(c.id)
+    store.mark_failed(c.id, error_type="validation", error_message="bad")
 
     at = open_page("history.py")
     assert set(_table(at)["id"]) == {a.id, b.id, c.id}
@@ -62,7 +62,7 @@ def test_filters_by_model_status_and_prompt_text():
 
 def test_filter_by_batch():
     plan = plans.make_plan({"name": "only this", "models": [SCHNELL], "seeds": [1, 2]})
-    batch = records().create_batch(plan.new_batch(), dry_run=True)
+    batch = new_store().create_batch(plan.new_batch(), dry_run=True)
     _record()
     at = open_page("history.py")
     at.selectbox(key="hist_batch").set_value(batch.id).run()
@@ -87,12 +87,12 @@ def test_detail_shows_payload_as_sent_response_abbreviated_timings_and_error():
     """The detail view: the stored payload verbatim, the response with its data: URI shortened,
     the error in words, and the cost."""
     r = _record()
-    conn = records()
-    conn.mark_submitted(r.id)
-    conn.mark_queued(r.id, fal_request_id="fal-123", status_url="http://x/s",
+    store = new_store()
+    store.mark_submitted(r.id)
+    store.mark_queued(r.id, fal_request_id="fal-123", status_url="http://x/s",
                       response_url="http://x/r", cancel_url="http://x/c")
     data_uri = "data:image/png;base64," + "A" * 4000
-    conn.mark_completed(r.id, response={"images": [{"url": data_uri}], "timings": {"inference": 1.5}},
+    store.mark_completed(r.id, response={"images": [{"url": data_uri}], "timings": {"inference": 1.5}},
                         inference_time_s=1.5)
 
     at = open_page("history.py")
@@ -108,9 +108,9 @@ def test_detail_shows_payload_as_sent_response_abbreviated_timings_and_error():
 
 def test_failed_request_detail_says_what_went_wrong():
     r = _record()
-    conn = records()
-    conn.mark_submitted(r.id)
-    conn.mark_failed(r.id, error_type="validation", error_message="`seed` must be >= 0", http_status=422)
+    store = new_store()
+    store.mark_submitted(r.id)
+    store.mark_failed(r.id, error_type="validation", error_message="`seed` must be >= 0", http_status=422)
     at = open_page("history.py")
     at.selectbox(key="hist_detail").set_value(r.id).run()
     assert any("validation" in e and "HTTP 422" in e and "`seed` must be >= 0" in e for e in texts(at.error))
@@ -120,7 +120,7 @@ def test_last_payload_sent_is_shown_up_top():
     """The newest request that left for fal, like the old /api/debug/last-prompt."""
     _record("never sent")
     sent = _record("sent one")
-    records().mark_submitted(sent.id)
+    new_store().mark_submitted(sent.id)
     at = open_page("history.py")
     assert json.loads(at.code[0].value)["prompt"] == "sent one"
 
@@ -138,14 +138,14 @@ def test_diff_of_two_requests_lists_changed_fields():
 
 def test_rerun_creates_a_linked_request_that_the_runner_records():
     plan = plans.make_plan({"name": "rerun me", "models": [SCHNELL], "seeds": [5]})
-    batch = records().create_batch(plan.new_batch(), dry_run=True)
-    old = records().batch_requests(batch.id)[0]
+    batch = new_store().create_batch(plan.new_batch(), dry_run=True)
+    old = new_store().batch_requests(batch.id)[0]
     at = open_page("history.py", user="Ana")
     at.selectbox(key="hist_detail").set_value(old.id).run()
     at.button(key="hist_rerun").click().run()
     assert any("Re-run started" in s for s in texts(at.success))
     wait_finished(batch.id)
-    reruns = [r for r in records().batch_requests(batch.id) if r.rerun_of == old.id]
+    reruns = [r for r in new_store().batch_requests(batch.id) if r.rerun_of == old.id]
     assert len(reruns) == 1 and reruns[0].created_by == "Ana" and reruns[0].status == "dry_run"
     assert reruns[0].payload == old.payload
 
@@ -167,15 +167,15 @@ def test_surprises_only_keeps_requests_whose_images_were_flagged_and_detail_says
     """The response checks' flags (filled in the background by core.evaluation.fidelity) filter the table,
     and the detail view names the surprise under the image."""
     plain, flagged = _record("plain"), _record("flagged")
-    conn = records()
+    store = new_store()
     for r in (plain, flagged):
-        conn.mark_submitted(r.id)
-        conn.mark_completed(r.id, response={"images": [{"url": "https://v3.fal.media/x.png"}]})
-        image = conn.add_result_image(r.id, idx=0, fal_url="https://v3.fal.media/x.png",
+        store.mark_submitted(r.id)
+        store.mark_completed(r.id, response={"images": [{"url": "https://v3.fal.media/x.png"}]})
+        image = store.add_result_image(r.id, idx=0, fal_url="https://v3.fal.media/x.png",
                                        storage_backend=None, storage_path=None, sha256=None, width=1024,
                                        height=1024, content_type="image/png", size_bytes=1, nsfw=False)
         flags = "seed_mismatch" if r is flagged else ""
-        conn.db.execute("UPDATE result_images SET check_flags = ?, metrics_at = ? WHERE id = ?",
+        store.db.execute("UPDATE result_images SET check_flags = ?, metrics_at = ? WHERE id = ?",
                      [flags, "2026-01-01T00:00:00+00:00", image.id])
     at = open_page("history.py")
     assert len(_table(at)) == 2

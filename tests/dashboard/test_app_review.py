@@ -7,7 +7,7 @@ from core.evaluation import fidelity
 from core.evaluation import review
 from core.config import load_settings
 from core.blobs import open_storage
-from tests.apptest_support import all_text, assert_ok, records, open_page, texts
+from tests.apptest_support import all_text, assert_ok, new_store, open_page, texts
 from tests.review_support import EDIT, SCHNELL, completed_batch
 
 LABELS = {SCHNELL: "FLUX.1 [schnell]", EDIT: "FLUX.2 [dev] LoRA edit"}
@@ -33,7 +33,7 @@ def test_review_without_batches_says_what_to_do():
 def test_vote_is_stored_then_models_revealed_then_next_group_and_never_shown_again():
     batch, groups, by_group = completed_batch()
     at = open_page("review.py", user="ana")
-    first = review.queue(records(), batch.id, "ana").next
+    first = review.queue(new_store(), batch.id, "ana").next
     page = all_text(at)
     assert f"**{first.group.prompt}**" in texts(at.markdown)
     # blind: no model name anywhere before the vote; reference + two outputs shown
@@ -44,7 +44,7 @@ def test_vote_is_stored_then_models_revealed_then_next_group_and_never_shown_aga
     at.text_input(key=f"rev_note_{first.key}").input("left has the face")
     _buttons(at)["rev_left"].click().run()
     assert_ok(at)
-    votes = records().list_votes(batch_id=batch.id)
+    votes = new_store().list_votes(batch_id=batch.id)
     assert len(votes) == 1
     vote = votes[0]
     assert (vote.rater, vote.verdict, vote.winner, vote.note) == ("ana", "left", first.left.endpoint,
@@ -56,7 +56,7 @@ def test_vote_is_stored_then_models_revealed_then_next_group_and_never_shown_aga
 
     _buttons(at)["rev_next"].click().run()
     assert_ok(at)
-    second = review.queue(records(), batch.id, "ana").next
+    second = review.queue(new_store(), batch.id, "ana").next
     assert second.group.id != first.group.id
     assert f"**{second.group.prompt}**" in texts(at.markdown)
     assert "1 of 2 reviewed by ana" in at.get("progress")[0].proto.text
@@ -77,9 +77,9 @@ def test_vote_is_stored_then_models_revealed_then_next_group_and_never_shown_aga
 def test_skip_moves_on_without_a_vote_and_skipped_groups_can_come_back():
     batch, _, _ = completed_batch()
     at = open_page("review.py", user="ana")
-    first = review.queue(records(), batch.id, "ana").next
+    first = review.queue(new_store(), batch.id, "ana").next
     _buttons(at)["rev_skip"].click().run()
-    assert records().list_votes() == []
+    assert new_store().list_votes() == []
     assert f"**{first.group.prompt}**" not in texts(at.markdown)
     _buttons(at)["rev_skip"].click().run()
     assert any("Only skipped groups are left" in t for t in texts(at.success))
@@ -105,10 +105,10 @@ def test_leaderboard_smoke_without_votes():
 
 def test_leaderboard_shows_win_rates_with_intervals_and_per_option_breakdown():
     batch, _, _ = completed_batch(options={"subject": ["Woman"], "pose": ["Standing", "Sitting"]})
-    conn = records()
-    for item in review.review_items(conn, batch.id, "ana"):
+    store = new_store()
+    for item in review.review_items(store, batch.id, "ana"):
         verdict = "left" if item.left.endpoint == EDIT else "right"
-        review.record_item_vote(conn, item, rater="ana", verdict=verdict)
+        review.record_item_vote(store, item, rater="ana", verdict=verdict)
     at = open_page("leaderboard.py")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Votes"] == "2" and metrics["Best (Bradley-Terry)"] == LABELS[EDIT]
@@ -125,7 +125,7 @@ def test_leaderboard_for_one_batch_and_fidelity_after_background_measuring():
     batch, _, _ = completed_batch()
     other, _, _ = completed_batch("other", models=(SCHNELL,), options={"subject": ["Robot"]})
     s = load_settings()
-    fidelity.compute_pending(records(), open_storage(s))
+    fidelity.compute_pending(new_store(), open_storage(s))
     at = open_page("leaderboard.py")
     at.selectbox(key="lb_batch").set_value(other.id).run()
     assert_ok(at)
@@ -142,16 +142,16 @@ def test_leaderboard_of_a_batch_shows_a_new_vote_and_a_new_metric_on_the_next_ru
     at = open_page("leaderboard.py")
     at.selectbox(key="lb_batch").set_value(batch.id).run()
     assert any("No votes yet" in t for t in texts(at.info))
-    conn = records()
-    item = review.review_items(conn, batch.id, "ana")[0]
-    review.record_item_vote(conn, item, rater="ana", verdict="left" if item.left.endpoint == EDIT else "right")
+    store = new_store()
+    item = review.review_items(store, batch.id, "ana")[0]
+    review.record_item_vote(store, item, rater="ana", verdict="left" if item.left.endpoint == EDIT else "right")
     at.toggle(key="lb_all_columns").set_value(True).run()
     assert_ok(at)
     assert {m.label: m.value for m in at.metric}["Votes"] == "1"
     costs = [d.value for d in at.dataframe if "preferred / reviewed" in d.value.columns][0]
     assert dict(zip(costs["model"], costs["preferred / reviewed"])) == {LABELS[SCHNELL]: "0 / 1",
                                                                        LABELS[EDIT]: "1 / 1"}
-    fidelity.compute_pending(conn, open_storage(load_settings()))
+    fidelity.compute_pending(store, open_storage(load_settings()))
     at.run()
     assert_ok(at)
     fid = [d.value for d in at.dataframe if "measured" in d.value.columns][0]
@@ -160,7 +160,7 @@ def test_leaderboard_of_a_batch_shows_a_new_vote_and_a_new_metric_on_the_next_ru
 
 def test_compare_has_a_fidelity_tab_with_each_images_metrics():
     batch, _, _ = completed_batch(options={"subject": ["Woman"]})
-    fidelity.compute_pending(records(), open_storage(load_settings()))
+    fidelity.compute_pending(new_store(), open_storage(load_settings()))
     at = open_page("compare.py")
     assert [t.label for t in at.tabs] == ["Side by side", "Fidelity", "Grid"]
     table = [d.value for d in at.dataframe if "face distance" in d.value.columns][0]

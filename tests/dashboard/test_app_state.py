@@ -12,9 +12,9 @@ import streamlit as st
 from core.batches import plans
 from core.catalog import registry
 from core.evaluation import review
-from core import store
+from core.store import runner_alive
 from dashboard import _resources
-from tests.apptest_support import add_reference, assert_ok, open_page, records, texts, wait_finished
+from tests.apptest_support import add_reference, assert_ok, open_page, new_store, texts, wait_finished
 from tests.review_support import EDIT, SCHNELL, completed_batch
 
 
@@ -161,7 +161,7 @@ def test_a_restored_draft_drops_what_no_longer_exists():
     ref = add_reference("red")
     at = open_page("generate.py")
     _fill(at, ref.id)
-    records().archive_reference(ref.id)   # archived photos leave the picker
+    new_store().archive_reference(ref.id)   # archived photos leave the picker
     again = _reload(at, "generate.py")
     assert_ok(again)
     assert again.multiselect(key="gen_refs").value == []
@@ -186,9 +186,9 @@ def test_the_current_batch_is_back_after_a_reload():
 
 def test_leaderboard_opens_on_the_batch_with_the_newest_vote_not_the_newest_batch():
     voted, _, _ = completed_batch("voted")
-    conn = records()
-    item = review.queue(conn, voted.id, "ana").next
-    review.record_item_vote(conn, item, rater="ana", verdict="left")
+    store = new_store()
+    item = review.queue(store, voted.id, "ana").next
+    review.record_item_vote(store, item, rater="ana", verdict="left")
     completed_batch("newer, not reviewed")
     at = open_page("leaderboard.py")
     assert at.selectbox(key="lb_batch").value == voted.id
@@ -200,9 +200,9 @@ def test_an_orphaned_batch_gets_a_runner_when_the_dashboard_starts(monkeypatch):
     """A dry-run batch left planned with no runner (the machine restarted) is resumed once, at the
     first page view of the server process, when auto_resume is on."""
     plan = plans.make_plan({"name": "orphan", "models": [SCHNELL], "seeds": [1, 2]})
-    conn = records()
-    batch = conn.create_batch(plan.new_batch(), dry_run=True)
-    assert store.runner_alive(conn.get_batch(batch.id)) is False
+    store = new_store()
+    batch = store.create_batch(plan.new_batch(), dry_run=True)
+    assert runner_alive(store.get_batch(batch.id)) is False
     monkeypatch.setenv("DASHBOARD_AUTO_RESUME", "on")
     at = open_page("history.py")
     assert any("got a runner again" in c for c in texts(at.sidebar.caption))
@@ -211,11 +211,11 @@ def test_an_orphaned_batch_gets_a_runner_when_the_dashboard_starts(monkeypatch):
 
 def test_with_auto_resume_off_an_orphan_waits_for_a_person():
     plan = plans.make_plan({"name": "orphan", "models": [SCHNELL], "seeds": [1]})
-    batch = records().create_batch(plan.new_batch(), dry_run=True)
+    batch = new_store().create_batch(plan.new_batch(), dry_run=True)
     open_page("history.py")
     time.sleep(1.0)
-    assert records().batch_progress(batch.id).counts == {"planned": 1}
-    assert records().get_batch(batch.id).runner_pid is None
+    assert new_store().batch_progress(batch.id).counts == {"planned": 1}
+    assert new_store().get_batch(batch.id).runner_pid is None
 
 
 LORA_URL = "https://example.com/loras/watercolour.safetensors"

@@ -2,7 +2,7 @@
 gallery of stored references; the "already there" notice; archiving."""
 from __future__ import annotations
 
-from tests.apptest_support import add_reference, records, open_page, photo, texts
+from tests.apptest_support import add_reference, new_store, open_page, photo, texts
 
 
 def _drop(at, files):
@@ -32,7 +32,7 @@ def test_several_photos_are_stored_with_their_roles_and_uploader_name():
     at.button[0].click().run()
 
     assert len(at.success) == 2, texts(at.error)
-    stored = {r.original_name: r for r in records().list_references()}
+    stored = {r.original_name: r for r in new_store().list_references()}
     assert stored["face.jpg"].role == "face" and stored["bag.png"].role == "product"
     assert {r.created_by for r in stored.values()} == {"Ana"}
     gallery = " ".join(texts(at.markdown) + texts(at.caption))
@@ -51,7 +51,7 @@ def test_a_refused_file_gets_cores_message_and_the_others_are_still_stored():
     assert len(errors) == 2
     assert any("notes.txt" in e and "not an image" in e for e in errors)
     assert any("tiny.jpg" in e and "256 px" in e for e in errors)
-    assert [r.original_name for r in records().list_references()] == ["good.jpg"]
+    assert [r.original_name for r in new_store().list_references()] == ["good.jpg"]
 
 
 def test_the_same_photo_again_is_not_stored_twice_and_says_so():
@@ -62,7 +62,7 @@ def test_the_same_photo_again_is_not_stored_twice_and_says_so():
     at.button[0].click().run()
     notice = " ".join(texts(at.info))
     assert "already there" in notice and "by Ben" in notice
-    assert len(records().list_references()) == 1
+    assert len(new_store().list_references()) == 1
 
 
 def test_archive_hides_a_reference_until_show_archived():
@@ -70,7 +70,7 @@ def test_archive_hides_a_reference_until_show_archived():
     ref = add_reference("red")
     at = open_page("upload.py")
     at.button(key=f"archive_{ref.id}").click().run()
-    assert records().get_reference(ref.id).archived_at is not None
+    assert new_store().get_reference(ref.id).archived_at is not None
     assert any("No reference photos yet" in t for t in texts(at.info))
     at.toggle(key="show_archived").set_value(True).run()
     assert any("archived" in t for t in texts(at.caption))

@@ -14,7 +14,7 @@ from core.evaluation import review
 from core.photos import references
 from core.config import load_settings
 from core.blobs import open_storage
-from tests.apptest_support import (PAGES, add_reference, all_text, assert_ok, open_page, photo, records, texts,
+from tests.apptest_support import (PAGES, add_reference, all_text, assert_ok, open_page, photo, new_store, texts,
                                    wait_finished)
 from tests.review_support import EDIT, SCHNELL, completed_batch
 
@@ -29,12 +29,12 @@ def _page_links(at) -> list[str]:
 
 def test_include_reviewed_moves_on_after_each_vote_instead_of_offering_group_1_again():
     batch, _, _ = completed_batch(options={"subject": ["Woman", "Man", "Robot"]})
-    conn = records()
-    for item in review.review_items(conn, batch.id, "ana"):   # every group judged already
-        review.record_item_vote(conn, item, rater="ana", verdict="both_good")
+    store = new_store()
+    for item in review.review_items(store, batch.id, "ana"):   # every group judged already
+        review.record_item_vote(store, item, rater="ana", verdict="both_good")
     at = open_page("review.py", user="ana")
     at.toggle(key="rev_include").set_value(True).run()
-    order = [i.group.prompt for i in review.review_items(conn, batch.id, "ana")]
+    order = [i.group.prompt for i in review.review_items(store, batch.id, "ana")]
     shown = []
     for _ in order:
         shown.append(next(m for m in texts(at.markdown) if m.strip("*") in order).strip("*"))
@@ -45,7 +45,7 @@ def test_include_reviewed_moves_on_after_each_vote_instead_of_offering_group_1_a
     assert any("Nothing left to review" in t for t in texts(at.success))
     assert any("Leaderboard" in link for link in _page_links(at))
     # the latest verdicts replaced the earlier ones
-    latest = review.latest_votes(records().list_votes(batch_id=batch.id))
+    latest = review.latest_votes(new_store().list_votes(batch_id=batch.id))
     assert {v.verdict for v in latest} == {"left"}
 
 
@@ -73,15 +73,15 @@ def test_an_out_of_range_number_stays_visible_and_is_refused_where_the_run_butto
 
 def test_a_cancelled_batch_is_not_called_done_and_its_unsent_requests_cost_nothing():
     plan = plans.make_plan({"name": "to cancel", "models": [SCHNELL], "seeds": [1, 2, 3]})
-    conn = records()
-    batch = conn.create_batch(plan, dry_run=False)
-    first, *rest = conn.batch_requests(batch.id)
-    conn.mark_submitted(first.id)
-    conn.mark_queued(first.id, fal_request_id="f1", status_url="s", response_url="r", cancel_url="c")
-    conn.mark_completed(first.id, response={"images": []}, inference_time_s=1.0)
+    store = new_store()
+    batch = store.create_batch(plan.new_batch(), dry_run=False)
+    first, *rest = store.batch_requests(batch.id)
+    store.mark_submitted(first.id)
+    store.mark_queued(first.id, fal_request_id="f1", status_url="s", response_url="r", cancel_url="c")
+    store.mark_completed(first.id, response={"images": []}, inference_time_s=1.0)
     for r in rest:
-        conn.mark_cancelled(r.id)
-    conn.request_cancel(batch.id)
+        store.mark_cancelled(r.id)
+    store.request_cancel(batch.id)
     at = open_page("generate.py")
     at.session_state["active_batch"] = batch.id
     at.run()
@@ -107,8 +107,8 @@ def test_a_cancelled_batch_is_not_called_done_and_its_unsent_requests_cost_nothi
 
 def test_dry_run_rows_say_not_sent_and_show_no_cost():
     plan = plans.make_plan({"name": "dry", "models": [SCHNELL], "seeds": [1]})
-    batch = records().create_batch(plan, dry_run=True)
-    service.resume(records(), batch.id, load_settings())
+    batch = new_store().create_batch(plan.new_batch(), dry_run=True)
+    service.resume(new_store(), batch.id, load_settings())
     wait_finished(batch.id)
     hist = open_page("history.py")
     table = hist.dataframe[0].value
@@ -119,10 +119,10 @@ def test_dry_run_rows_say_not_sent_and_show_no_cost():
 
 def test_last_payload_sent_shows_the_data_uri_that_left_not_the_local_token():
     ref = add_reference("red")
-    conn = records()
+    store = new_store()
     body = {"prompt": "p", "seed": 1, "image_size": "square_hd", "image_urls": [references.payload_url(ref)]}
-    r = conn.record_request(endpoint=EDIT, payload=body, prompt="p", seed=1, estimated_cost=0.01)
-    conn.mark_submitted(r.id)
+    r = store.record_request(endpoint=EDIT, payload=body, prompt="p", seed=1, estimated_cost=0.01)
+    store.mark_submitted(r.id)
     at = open_page("history.py")
     shown = json.loads(at.code[0].value)
     assert shown["image_urls"][0].startswith("data:image/jpeg;base64") and "reference://" not in at.code[0].value
@@ -146,7 +146,7 @@ def test_upload_says_only_what_happened_to_each_photo():
     outcomes = []
     for name, data in files:
         try:
-            outcomes.append((name, references.add_reference(records(), open_storage(s), data, role="face",
+            outcomes.append((name, references.add_reference(new_store(), open_storage(s), data, role="face",
                                                             filename=name, settings=s), None))
         except Exception as e:  # noqa: BLE001 - the page shows core's message
             outcomes.append((name, None, str(e)))
@@ -164,9 +164,9 @@ def test_upload_says_only_what_happened_to_each_photo():
 
 def test_a_rerun_is_labelled_in_compare():
     plan = plans.make_plan({"name": "rr", "models": [SCHNELL], "seeds": [1]})
-    batch = records().create_batch(plan, dry_run=True)
-    old = records().batch_requests(batch.id)[0]
-    new = records().rerun_request(old.id, dry_run=True)
+    batch = new_store().create_batch(plan.new_batch(), dry_run=True)
+    old = new_store().batch_requests(batch.id)[0]
+    new = new_store().rerun_request(old.id, dry_run=True)
     at = open_page("compare.py")
     cells = [m for m in texts(at.markdown) if "FLUX.1 [schnell]" in m]
     # one output per model in a group (the store's rule): the newest, and it says it is a re-run
@@ -178,11 +178,11 @@ def test_every_page_ends_with_its_next_step_and_no_table_shows_none():
     """With a dry run recorded and a vote cast, each page renders, links to the next step, and no
     table cell or text reads "None"."""
     batch, _, _ = completed_batch(options={"subject": ["Woman", "Man"]})
-    records().record_request(endpoint=SCHNELL, payload={"prompt": "p", "seed": 1}, prompt="p", seed=1,
+    new_store().record_request(endpoint=SCHNELL, payload={"prompt": "p", "seed": 1}, prompt="p", seed=1,
                              estimated_cost=None)    # no cost, no time, no author: empty cells
-    conn = records()
-    item = review.queue(conn, batch.id, "ana").next
-    review.record_item_vote(conn, item, rater="ana", verdict="left")
+    store = new_store()
+    item = review.queue(store, batch.id, "ana").next
+    review.record_item_vote(store, item, rater="ana", verdict="left")
     nexts = {"upload.py": "Generate", "generate.py": "History", "compare.py": "Review", "history.py": "Compare",
              "review.py": "Leaderboard", "leaderboard.py": "Generate"}
     for page in (*PAGES, "review.py", "leaderboard.py"):
