@@ -36,10 +36,10 @@ def unfinished_batches(store: Store, settings: Settings) -> None:
             info.markdown(f"**{_format.plain(b.name)}** · {b.request_count} requests · {_format.short_time(b.created_at)}"
                           + (" · *running*" if alive else " · *stopped*"))
             if alive:
-                if action.button("Watch", key=f"watch_{b.id}", icon=":material/visibility:"):
+                if action.button("Watch", key=_draft.watch_key(b.id), icon=":material/visibility:"):
                     state[_draft.ACTIVE_BATCH] = b.id
                     st.rerun()
-            elif action.button("Resume", key=f"resume_{b.id}", icon=":material/play_arrow:"):
+            elif action.button("Resume", key=_draft.resume_key(b.id), icon=":material/play_arrow:"):
                 try:
                     _start(store, settings, b.id)
                 except DashboardError as e:
@@ -132,7 +132,7 @@ def _stopped_notice(store: Store, settings: Settings, batch_id: str, batch_state
                icon=":material/pause_circle:")
     st.caption(f"What the runner did, step by step: `{batch_state.log_path}`")
     resume, cancel = st.columns([1, 5])
-    if resume.button("Resume", key=f"resume_current_{batch_id}", icon=":material/play_arrow:"):
+    if resume.button("Resume", key=_draft.resume_current_key(batch_id), icon=":material/play_arrow:"):
         try:
             _start(store, settings, batch_id)
         except DashboardError as e:
@@ -150,7 +150,7 @@ def _cancel_button(store: Store, settings: Settings, batch_id: str, progress: Ba
         st.caption(note)
     if not explain.may_cancel(progress):
         return False
-    if st.button("Cancel batch", icon=":material/cancel:", key=f"cancel_{batch_id}"):
+    if st.button("Cancel batch", icon=":material/cancel:", key=_draft.cancel_key(batch_id)):
         service.cancel(store, batch_id, settings)
         return True
     return False

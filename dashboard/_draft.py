@@ -47,6 +47,25 @@ CLOSE_BATCH = "close_batch"
 CONTENDERS = "gen_contenders"
 
 
+def watch_key(batch_id: str) -> str:
+    """An unfinished, running batch's Watch button."""
+    return f"watch_{batch_id}"
+
+
+def resume_key(batch_id: str) -> str:
+    """An unfinished, stopped batch's Resume button."""
+    return f"resume_{batch_id}"
+
+
+def resume_current_key(batch_id: str) -> str:
+    """The current batch's Resume button, once its runner stopped."""
+    return f"resume_current_{batch_id}"
+
+
+def cancel_key(batch_id: str) -> str:
+    return f"cancel_{batch_id}"
+
+
 def option_key(option: str) -> str:
     """A prompt option's multiselect (`prompts.CATALOG_KEYS`)."""
     return f"opt_{option}"
@@ -103,6 +122,11 @@ def lora_none_key(endpoint: str) -> str:
 def is_per_model(key: Any) -> bool:
     """A kept key made for one model (a parameter, a sweep or a LoRA input)."""
     return isinstance(key, str) and key.startswith(_KEPT_PREFIXES)
+
+
+def kept(key: Any) -> bool:
+    """Whether the draft keeps this key's value."""
+    return key in _KEPT or is_per_model(key)
 
 
 # ------------------------------------------------------------------------------ the draft id

@@ -260,3 +260,23 @@ def test_a_sweep_and_a_lora_set_survive_a_page_change_and_a_reload():
     # and a further edit on the restored table still applies once (no row doubled)
     again.run()
     _assert_sweep_and_lora(again)
+
+
+def test_every_value_widget_of_generate_is_kept_in_the_draft():
+    """The drift a person misses (sweeps and LoRAs were once left out): every widget of the Generate
+    form that holds a value, with a sweep, a LoRA set swept by scale and "also without" shown, has
+    a key `_draft` keeps. Buttons hold no value; the LoRA editor is kept as its rows."""
+    from dashboard import _draft
+
+    ref = add_reference("red")
+    at = open_page("generate.py")
+    _fill(at, ref.id)
+    _sweep_and_lora(at)
+    at.radio(key=f"gen_lora_mode::{EDIT}").set_value("scales").run()
+    at.text_input(key=f"gen_lora_scales::{EDIT}").set_value("0.4, 0.8").run()
+    assert_ok(at)
+    kinds = ("multiselect", "text_input", "text_area", "number_input", "radio", "checkbox", "selectbox")
+    drawn = [w.key for kind in kinds for w in getattr(at.main, kind)]
+    assert f"gen_lora_none::{EDIT}" in drawn and f"param::{EDIT}::num_inference_steps" in drawn
+    assert [k for k in drawn if not _draft.kept(k)] == []
+    assert at.session_state[f"gen_lora_rows::{EDIT}"] == [[LORA_URL, 0.8, 1]]
