@@ -124,15 +124,17 @@ def _read_references(value: Any, *, store: Store | None, base_dir: str | Path | 
                      max_bytes: int) -> list[PlanReference]:
     """Each entry of a plan's `references`: an existing file (read, capped, checked to be an
     image; never taken for an id) or a stored reference's id."""
-    # Pillow loads only for a plan with references: `batch status` and `cancel` start without it
-    from core.photos import references
-    from core.photos.images import image_info
-
     if not isinstance(value, list):
         raise PlanError("`references` must be a list of image file paths or reference ids")
     if not needed:
         # nothing edits images: the entries are not read; the plan refuses them by count
         return [PlanReference(f"references[{i}]", (0, 0)) for i in range(len(value))]
+    if not value:
+        return []
+    # Pillow loads only for a plan with references: other plans and commands start without it
+    from core.photos import references
+    from core.photos.images import image_info
+
     refs: list[PlanReference] = []
     for i, item in enumerate(value):
         name = f"references[{i}]"
