@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.batches.plan_file import PLAN_KEYS
-from core.batches.spec import MAX_SEED, plan_shape, show  # noqa: F401 - MAX_SEED: the Generate page reads it here until it moves
+from core.batches.spec import plan_shape, show
 from core.catalog import contenders as contenders_mod
 from core.catalog import prompts, registry
 from core.catalog.contenders import Axis, Contender

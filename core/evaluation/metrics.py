@@ -201,25 +201,6 @@ def face_descriptor(image: ImageInput) -> tuple[np.ndarray | None, int]:
     return result
 
 
-def face_distance(reference: ImageInput, output: ImageInput) -> FaceResult:
-    """Identity distance between the reference's face and the output's face.
-
-    A missing face is a status, not an error; when both lack a face the reference is named.
-    """
-    ref_img, out_img = _to_rgb(reference), _to_rgb(output)
-    try:
-        ref_vec, ref_n = face_descriptor(ref_img)
-        out_vec, out_n = face_descriptor(out_img)
-    except RuntimeError as exc:  # dlib reports its failures as RuntimeError
-        return FaceResult("error", None, None, 0, 0, detail=f"dlib: {exc}")
-    if ref_vec is None:
-        return FaceResult("no_face_reference", None, None, ref_n, out_n)
-    if out_vec is None:
-        return FaceResult("no_face_output", None, None, ref_n, out_n)
-    distance = float(np.linalg.norm(ref_vec - out_vec))
-    return FaceResult("ok", distance, is_same_person("ok", distance), ref_n, out_n)
-
-
 def _phash(img: Image.Image):
     """imagehash's phash; it converts to grayscale first, so an "L" copy gives the same hash."""
     import imagehash
@@ -239,32 +220,6 @@ def _ssim_size(img: Image.Image) -> tuple[int, int]:
 def _ssim_gray(gray: Image.Image, size: tuple[int, int]) -> np.ndarray:
     """`gray` is the image in mode "L"."""
     return np.asarray(gray.resize(size, Image.Resampling.LANCZOS), dtype=np.float64) / 255.0
-
-
-def phash_distance(a: ImageInput, b: ImageInput) -> int:
-    """Hamming distance (0-64) between perceptual hashes; 0 for identical images."""
-    return int(_phash(_to_rgb(a)) - _phash(_to_rgb(b)))
-
-
-def ciede2000(a: ImageInput, b: ImageInput) -> float:
-    """Mean CIEDE2000 difference, pixel by pixel, of both images squashed to a small square.
-
-    Below ~2 is hard to see; above ~10 is a clearly different palette or layout.
-    """
-    from skimage.color import deltaE_ciede2000
-    return float(np.mean(deltaE_ciede2000(_lab(_to_rgb(a)), _lab(_to_rgb(b)))))
-
-
-def ssim(a: ImageInput, b: ImageInput) -> float:
-    """Structural similarity (1.0 identical) of the grayscale images at `a`'s aspect ratio.
-
-    Meaningful only when both images frame the same scene (an edit of the reference).
-    """
-    from skimage.metrics import structural_similarity
-    img_a, img_b = _to_rgb(a), _to_rgb(b)
-    size = _ssim_size(img_a)
-    return float(structural_similarity(_ssim_gray(img_a.convert("L"), size),
-                                       _ssim_gray(img_b.convert("L"), size), data_range=1.0))
 
 
 def _readonly(arr: np.ndarray) -> np.ndarray:

@@ -23,6 +23,18 @@ def test_a_cancelled_batch_is_answered_not_done_and_costs_what_was_sent():
                                                  "sent for them, and no cost is counted for them.")]
 
 
+def test_once_a_cancel_is_asked_the_page_says_so_instead_of_offering_cancel_again():
+    """One cancel rule: Cancel is offered while `may_cancel`; after a click, until every request is
+    final, the words of `cancel_note` stand in its place; a settled batch shows neither."""
+    asked = _progress({"completed": 3, "planned": 5}, cancel=True)
+    assert not explain.may_cancel(asked)
+    assert explain.cancel_note(asked).startswith("Cancel requested: nothing more is sent")
+    running = _progress({"completed": 3, "planned": 5})
+    assert explain.may_cancel(running) and explain.cancel_note(running) == ""
+    settled = _progress({"completed": 3, "cancelled": 5}, cancel=True)
+    assert not explain.may_cancel(settled) and explain.cancel_note(settled) == ""
+
+
 def test_a_running_batch_shows_the_estimate_and_may_be_cancelled():
     p = _progress({"completed": 30, "failed": 9, "planned": 41})
     assert explain.progress_line(p).startswith("39 of 80 answered by fal: 30 completed, 9 failed, 41 waiting")
