@@ -5,6 +5,7 @@
     ├── PayloadError             a body fails validation before anything is sent (names field, endpoint)
     ├── PromptError              an option key that does not exist
     ├── PlanError                a batch plan file that is not usable
+    ├── ModelDocumentError       a fal OpenAPI document that cannot describe a comparable image endpoint
     ├── UploadRejected           a reference photo refused by the upload checks (`.reason` code)
     ├── StorageError             a storage backend failed; nothing was left half-written
     │   ├── StoragePermissionError   no permission (Supabase "403")
@@ -56,6 +57,10 @@ class PromptError(DashboardError):
 
 class PlanError(DashboardError):
     pass
+
+
+class ModelDocumentError(DashboardError):
+    """A fal queue OpenAPI document refused by core.catalog.openapi: one line, what and what to do."""
 
 
 class UploadRejected(DashboardError):
