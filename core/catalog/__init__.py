@@ -7,11 +7,12 @@ parameter set). A new endpoint touches only this package.
     validation   a body or one field judged by its endpoint's JSON Schema (jsonschema), and why not
     payloads     canonical JSON, payload hashes, JSON diffs
     contenders   stable ids and readable labels of endpoint + parameter sets
+    openapi      fal's queue OpenAPI document of any image endpoint, checked, and its fields described
 """
 from core._surface import lazy
 
 _EXPORTS = {
-    "prompts": "", "registry": "", "validation": "", "payloads": "", "contenders": "",
+    "prompts": "", "registry": "", "validation": "", "payloads": "", "contenders": "", "openapi": "",
     "PromptOptions": "prompts", "build_prompt": "prompts", "image_size_for": "prompts",
     "OPTION_KEYS": "prompts",
     "Endpoint": "registry", "get_endpoint": "registry", "list_endpoints": "registry",
