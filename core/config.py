@@ -38,7 +38,7 @@ _BUCKET_NAME = re.compile(r"^(\w|!|-|\.|\*|'|\(|\)| |&|\$|@|=|;|:|\+|,|\?)+$", r
 # DASHBOARD_SECRETS, which names that file, only from the environment); the README's settings table has a row for each
 # (tests/test_config.py), and the dashboard's cached Settings are keyed on all of them.
 SETTINGS = (
-    "FAL_KEY", "FAL_RUN_URL", "FAL_QUEUE_URL",
+    "FAL_KEY", "FAL_RUN_URL", "FAL_QUEUE_URL", "FAL_OPENAPI_URL", "FAL_API_URL",
     "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_BUCKET",
     "DASHBOARD_DATA_DIR", "DASHBOARD_CONCURRENCY",
     "DASHBOARD_MAX_UPLOAD_BYTES", "DASHBOARD_MAX_LONG_EDGE",
@@ -53,6 +53,10 @@ class Settings:
     fal_key: str | None = field(default=None, repr=False)
     fal_run_url: str = "https://fal.run"
     fal_queue_url: str = "https://queue.fal.run"
+    # fal's per-endpoint queue OpenAPI documents (`?endpoint_id=<id>`) and its Platform API
+    # (model search, prices): core.fal.catalogue
+    fal_openapi_url: str = "https://fal.ai/api/openapi/queue/openapi.json"
+    fal_api_url: str = "https://api.fal.ai/v1"
     supabase_url: str | None = None
     supabase_key: str | None = field(default=None, repr=False)
     supabase_bucket: str = "references"
@@ -161,9 +165,15 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
                      "ASCII letters, digits, '-', '_' or '.' (no '/').")
     fal_run_url = (get("FAL_RUN_URL") or "https://fal.run").rstrip("/")
     fal_queue_url = (get("FAL_QUEUE_URL") or "https://queue.fal.run").rstrip("/")
-    for name, url in (("FAL_RUN_URL", fal_run_url), ("FAL_QUEUE_URL", fal_queue_url)):
+    fal_openapi_url = (get("FAL_OPENAPI_URL") or "https://fal.ai/api/openapi/queue/openapi.json").rstrip("/")
+    fal_api_url = (get("FAL_API_URL") or "https://api.fal.ai/v1").rstrip("/")
+    for name, url in (("FAL_RUN_URL", fal_run_url), ("FAL_QUEUE_URL", fal_queue_url),
+                      ("FAL_OPENAPI_URL", fal_openapi_url), ("FAL_API_URL", fal_api_url)):
         if not _is_http_url(url):
-            raise _error(f"{name} must be an http(s) URL like https://queue.fal.run, got {url!r}.")
+            like = {"FAL_RUN_URL": "https://fal.run", "FAL_QUEUE_URL": "https://queue.fal.run",
+                    "FAL_OPENAPI_URL": "https://fal.ai/api/openapi/queue/openapi.json",
+                    "FAL_API_URL": "https://api.fal.ai/v1"}[name]
+            raise _error(f"{name} must be an http(s) URL like {like}, got {url!r}.")
 
     def get_bool(name: str, default: bool) -> bool:
         value = get(name)
@@ -183,6 +193,8 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
         fal_key=get("FAL_KEY"),
         fal_run_url=fal_run_url,
         fal_queue_url=fal_queue_url,
+        fal_openapi_url=fal_openapi_url,
+        fal_api_url=fal_api_url,
         supabase_url=supabase_url,
         supabase_key=supabase_key,
         supabase_bucket=bucket,
