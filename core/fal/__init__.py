@@ -6,13 +6,14 @@
     answers   fal's error answers and transport failures -> `core.errors.FalError`s
     client    `FalClient`: submit, status, the status stream, result, cancel, download
     follow    one accepted job followed until it ends (stream first, then adaptive polling)
+    catalogue `CatalogueClient`: any endpoint's OpenAPI document by id, model search, prices
 
 The facts about fal these rely on, with their sources, are in docs/fal.md.
 """
 from core._surface import lazy
 
 _EXPORTS = {
-    "values": "", "retry": "", "wire": "", "answers": "", "client": "", "follow": "",
+    "values": "", "retry": "", "wire": "", "answers": "", "client": "", "follow": "", "catalogue": "",
     "Completed": "values", "InProgress": "values", "Queued": "values", "Status": "values",
     "QueueHandle": "values", "OutputImage": "values", "FalOutput": "values",
     "parse_output": "values", "handle_from_row": "values",
@@ -21,6 +22,9 @@ _EXPORTS = {
     "MAX_DOWNLOAD_BYTES": "client", "tls_context": "client", "warm_tls": "client",
     "Cadence": "follow", "PollPolicy": "follow", "Outage": "follow", "Signals": "follow",
     "Finished": "follow", "Gone": "follow", "Lost": "follow", "is_transient": "follow",
+    "CatalogueClient": "catalogue", "CatalogueModel": "catalogue", "SearchPage": "catalogue",
+    "Price": "catalogue", "UnknownEndpoint": "catalogue", "MAX_DOCUMENT_BYTES": "catalogue",
+    "MAX_PRICE_IDS": "catalogue",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy(__name__, _EXPORTS)
