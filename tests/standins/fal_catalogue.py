@@ -220,17 +220,16 @@ class Catalogue:
         return 200, {"prices": prices, "next_cursor": None, "has_more": False}
 
 
-_STATES: dict[int, tuple[int, Catalogue]] = {}
 _STATES_LOCK = threading.Lock()
 
 
 def catalogue_of(standin: Any) -> Catalogue:
     """The catalogue of `standin` for its current epoch: a reset stand-in gets a fresh one."""
     with _STATES_LOCK:
-        epoch, state = _STATES.get(id(standin), (None, None))
+        epoch, state = getattr(standin, "_catalogue_state", (None, None))
         if state is None or epoch != standin._epoch:
             state = Catalogue()
-            _STATES[id(standin)] = (standin._epoch, state)
+            standin._catalogue_state = (standin._epoch, state)
         return state
 
 

@@ -39,6 +39,9 @@ What it guarantees (the client's tests rely on each):
   "keepalive" (only `: ping` comments, never an event) and "endless_line" (one `data:` line that
   never ends); on file "html" (200 text/html).
 - `advertise(url)`: answers name URLs under `url` (a proxy in front) instead of the stand-in's own.
+- fal's catalogue (OpenAPI documents by id, model search, prices) is served by the same server from
+  tests/standins/fal_catalogue.py (`catalogue`, see there); a body sent to an endpoint whose document
+  it serves is checked against that document too, and a field it lacks is a 422 ("extra field").
 - A job is counted in `submissions` only once accepted; faults injected before acceptance, a 422,
   or a held submission whose client went away are never counted.
 - Jobs take `latency` seconds from the moment a worker takes them; with `capacity` K, jobs queue
@@ -77,6 +80,7 @@ import jsonschema
 from PIL import Image, ImageDraw
 
 from core.catalog.payloads import payload_hash
+from tests.standins import fal_catalogue
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "core" / "catalog" / "schemas"
 DEFAULT_KEY = "standin-key-1234:not-a-real-secret"
@@ -309,6 +313,11 @@ class FalStandin:
     def reset(self) -> None:
         """Forget jobs, counts, faults and holds; back to the constructor's key/latency/capacity."""
         self._reset_state()
+
+    @property
+    def catalogue(self) -> fal_catalogue.Catalogue:
+        """Documents, search and prices (tests/standins/fal_catalogue.py), fresh after a reset."""
+        return fal_catalogue.catalogue_of(self)
 
     def set_latency(self, seconds: float) -> None:
         with self._lock:
@@ -723,6 +732,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._control(method, parts[1:], raw)
             if self._outage_answered():
                 return
+            if fal_catalogue.handles(method, parts):
+                return fal_catalogue.serve(self, parts, query)
             if parts[:1] == ["files"] and method == "GET" and len(parts) == 2:
                 return self._file(parts[1])
             if method == "POST" and "requests" not in parts:
@@ -868,7 +879,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _submit(self, endpoint_id: str, raw: bytes) -> None:
         standin = self.standin
-        endpoint = standin.endpoints.get(endpoint_id)
+        endpoint = standin.endpoints.get(endpoint_id) or standin.catalogue.endpoint(endpoint_id)
         try:
             body = json.loads(raw or b"null")
         except ValueError:
@@ -900,6 +911,7 @@ class _Handler(BaseHTTPRequestHandler):
                                                 "input": body}]}, request_id=str(uuid.uuid4()))
         record["dropped_keys"] = sorted(k for k in body if k not in endpoint.properties)
         detail = _validation_detail(endpoint, {k: v for k, v in body.items() if k in endpoint.properties})
+        detail = detail or standin.catalogue.refusals(endpoint_id, body, _validation_detail)
         if detail:
             return self._json(422, {"detail": detail}, request_id=str(uuid.uuid4()),
                               headers={"x-fal-billable-units": "0"})
@@ -1238,6 +1250,12 @@ class _Handler(BaseHTTPRequestHandler):
                 standin.set_capacity(args.get("capacity"))
             elif action == "key":
                 standin.set_key(args["key"])
+            elif action == "inject" and args.get("where") in fal_catalogue.WHERES:
+                standin.catalogue.inject(args.pop("where"), args.pop("fault"), args.pop("times", 1), **args)
+            elif action == "catalogue_document":
+                standin.catalogue.register(args.pop("endpoint_id"), args.pop("document"), **args)
+            elif action == "catalogue_price":
+                standin.catalogue.set_price(**args)
             elif action == "inject":
                 standin.inject(args.pop("where"), args.pop("fault"), args.pop("times", 1), **args)
             elif action == "hold":
@@ -1300,6 +1318,14 @@ class StandinControl:
 
     def hold_submissions_after(self, n: int) -> None:
         self._post("hold", after=n)
+
+    def register_document(self, endpoint_id: str, document: dict | str, **metadata: Any) -> None:
+        """Serve `document` for `endpoint_id` (see fal_catalogue.Catalogue.register)."""
+        self._post("catalogue_document", endpoint_id=endpoint_id, document=document, **metadata)
+
+    def set_price(self, endpoint_id: str, unit_price: float, unit: str = "images", currency: str = "USD") -> None:
+        self._post("catalogue_price", endpoint_id=endpoint_id, unit_price=unit_price, unit=unit,
+                   currency=currency)
 
     def release(self) -> None:
         self._post("release")
