@@ -181,6 +181,7 @@ class RequestRecord(_OptionsAndReferences):
     # who decided about it while it was in doubt (sent again, or gave it up), and when
     resent_by: str | None = None
     resent_at: str | None = None
+    schema_version: str | None = None   # sha256 of the schema its body was validated against
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -388,6 +389,29 @@ class BatchProgress:
         parts = [f"{s} {self.counts[s]}" for s in REQUEST_STATUSES if self.counts.get(s)]
         return f"{self.done}/{self.total} done ({', '.join(parts) or 'nothing yet'}), " \
                f"estimated ${self.estimated_cost:.3f}"
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """An endpoint added from its fal OpenAPI document (table `models`): the document as fetched or
+    uploaded, who added it, its price if known (`price_usd` None: unknown, never $0), a refreshed
+    document waiting to be adopted (`pending_*`), and whether it is archived."""
+    endpoint_id: str
+    label: str
+    category: str
+    document: str = field(repr=False)
+    sha256: str
+    source: str                      # "file:<name>" or "fal"
+    added_at: str
+    added_by: str | None
+    fetched_at: str | None
+    archived_at: str | None
+    price_usd: float | None
+    price_unit: str | None           # what fal bills: "image", "megapixels", ...
+    price_source: str | None         # "fal" (its pricing API) or "team" (typed by a person)
+    pending_document: str | None = field(default=None, repr=False)
+    pending_sha256: str | None = None
+    pending_fetched_at: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ MIGRATIONS = (
     'm017_export_lines',
     'm018_votes_leave_batch_stamps',
     'm019_in_doubt_and_launch_keys',
+    'm020_models',
 )
 
 STATEMENTS = (
@@ -27,7 +28,7 @@ STATEMENTS = (
     'CREATE INDEX "idx_batches_created_at"\n    ON "batches" ("created_at")',
     'CREATE TABLE "groups" (\n   "id" TEXT PRIMARY KEY,\n   "batch_id" TEXT REFERENCES "batches"("id"),\n   "variant_key" TEXT,\n   "prompt" TEXT NOT NULL,\n   "options_json" TEXT,\n   "seed" INTEGER,\n   "image_size" TEXT,\n   "reference_ids" TEXT,\n   "created_at" TEXT NOT NULL\n)',
     'CREATE INDEX "idx_groups_batch_id"\n    ON "groups" ("batch_id")',
-    'CREATE TABLE "requests" (\n   "id" TEXT PRIMARY KEY,\n   "batch_id" TEXT REFERENCES "batches"("id"),\n   "group_id" TEXT REFERENCES "groups"("id"),\n   "endpoint" TEXT NOT NULL,\n   "prompt" TEXT,\n   "options_json" TEXT,\n   "seed" INTEGER,\n   "image_size" TEXT,\n   "reference_ids" TEXT,\n   "payload_json" TEXT NOT NULL,\n   "payload_hash" TEXT NOT NULL,\n   "status" TEXT NOT NULL,\n   "dry_run" INTEGER DEFAULT 0,\n   "fal_request_id" TEXT,\n   "status_url" TEXT,\n   "response_url" TEXT,\n   "cancel_url" TEXT,\n   "queue_position" INTEGER,\n   "created_at" TEXT NOT NULL,\n   "submitted_at" TEXT,\n   "queued_at" TEXT,\n   "started_at" TEXT,\n   "completed_at" TEXT,\n   "queue_time_s" REAL,\n   "inference_time_s" REAL,\n   "total_time_s" REAL,\n   "http_status" INTEGER,\n   "error_type" TEXT,\n   "error_message" TEXT,\n   "estimated_cost" REAL,\n   "response_json" TEXT,\n   "logs_json" TEXT,\n   "rerun_of" TEXT REFERENCES "requests"("id"),\n   "created_by" TEXT,\n   "attempts" INTEGER DEFAULT 0\n, "contender_id" TEXT, resent_by TEXT, resent_at TEXT)',
+    'CREATE TABLE "requests" (\n   "id" TEXT PRIMARY KEY,\n   "batch_id" TEXT REFERENCES "batches"("id"),\n   "group_id" TEXT REFERENCES "groups"("id"),\n   "endpoint" TEXT NOT NULL,\n   "prompt" TEXT,\n   "options_json" TEXT,\n   "seed" INTEGER,\n   "image_size" TEXT,\n   "reference_ids" TEXT,\n   "payload_json" TEXT NOT NULL,\n   "payload_hash" TEXT NOT NULL,\n   "status" TEXT NOT NULL,\n   "dry_run" INTEGER DEFAULT 0,\n   "fal_request_id" TEXT,\n   "status_url" TEXT,\n   "response_url" TEXT,\n   "cancel_url" TEXT,\n   "queue_position" INTEGER,\n   "created_at" TEXT NOT NULL,\n   "submitted_at" TEXT,\n   "queued_at" TEXT,\n   "started_at" TEXT,\n   "completed_at" TEXT,\n   "queue_time_s" REAL,\n   "inference_time_s" REAL,\n   "total_time_s" REAL,\n   "http_status" INTEGER,\n   "error_type" TEXT,\n   "error_message" TEXT,\n   "estimated_cost" REAL,\n   "response_json" TEXT,\n   "logs_json" TEXT,\n   "rerun_of" TEXT REFERENCES "requests"("id"),\n   "created_by" TEXT,\n   "attempts" INTEGER DEFAULT 0\n, "contender_id" TEXT, resent_by TEXT, resent_at TEXT, schema_version TEXT)',
     'CREATE INDEX "idx_requests_batch_id_status"\n    ON "requests" ("batch_id", "status")',
     'CREATE INDEX "idx_requests_endpoint_created_at"\n    ON "requests" ("endpoint", "created_at")',
     'CREATE INDEX "idx_requests_status_created_at"\n    ON "requests" ("status", "created_at")',
@@ -64,4 +65,5 @@ STATEMENTS = (
     'CREATE TRIGGER export_lines_result_images_update AFTER UPDATE ON result_images BEGIN DELETE FROM export_lines WHERE request_id = OLD.request_id OR request_id = NEW.request_id; END',
     'CREATE TRIGGER export_lines_result_images_delete AFTER DELETE ON result_images BEGIN DELETE FROM export_lines WHERE request_id = OLD.request_id; END',
     'CREATE UNIQUE INDEX idx_batches_launch_key ON batches (launch_key) WHERE launch_key IS NOT NULL',
+    'CREATE TABLE models (\n        endpoint_id TEXT PRIMARY KEY, label TEXT NOT NULL, category TEXT NOT NULL,\n        document TEXT NOT NULL, sha256 TEXT NOT NULL, source TEXT NOT NULL,\n        added_at TEXT NOT NULL, added_by TEXT, fetched_at TEXT, archived_at TEXT,\n        price_usd REAL, price_unit TEXT, price_source TEXT,\n        pending_document TEXT, pending_sha256 TEXT, pending_fetched_at TEXT)',
 )

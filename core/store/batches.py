@@ -100,7 +100,7 @@ class BatchesMixin(_Base):
                 "payload_json": canonical_json(req.payload), "payload_hash": payload_hash(req.payload),
                 "status": RequestStatus.PLANNED, "dry_run": int(dry_run), "created_at": now(),
                 "estimated_cost": req.estimated_cost, "created_by": created_by, "attempts": 0,
-                "contender_id": req.contender.id,
+                "contender_id": req.contender.id, "schema_version": req.schema_version or None,
             } for req in batch.requests])
         return self.get_batch(batch_id)
 

@@ -1,4 +1,4 @@
-"""What the store takes in to record a batch: the input records a plan builds.
+"""What the store takes in: the records a plan builds to record a batch, and an endpoint to add.
 
 The store owns these (it knows nothing of plans): `Store.create_batch(NewBatch)` writes the batch,
 its groups and one `planned` row per request in one transaction. `core.batches.plans` builds them.
@@ -36,13 +36,14 @@ class NewRequest:
     endpoint: str
     payload: Mapping[str, Any] = field(repr=False)
     payload_hash: str
-    estimated_cost: float
+    estimated_cost: float | None     # None: the endpoint's price is unknown
     prompt: str
     options: Mapping[str, str]
     seed: int
     image_size: str
     reference_ids: tuple[str, ...]
     contender: Contender
+    schema_version: str = ""         # the schema the body was validated against (registry)
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,21 @@ class NewBatch:
     requests: tuple[NewRequest, ...] = field(repr=False)
     estimated_cost: float
     final: bool = True
+
+
+@dataclass(frozen=True)
+class NewModel:
+    """An endpoint to add from its fal OpenAPI document, as read and checked by
+    `core.catalog.openapi.read_document` (`document` is its text, `sha256` of its bytes)."""
+
+    endpoint_id: str
+    label: str
+    category: str
+    document: str = field(repr=False)
+    sha256: str
+    source: str                      # "file:<name>" or "fal"
+    added_by: str | None = None
+    fetched_at: str | None = None
+    price_usd: float | None = None
+    price_unit: str | None = None
+    price_source: str | None = None

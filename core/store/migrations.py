@@ -258,3 +258,18 @@ def m019_in_doubt_and_launch_keys(db: Any) -> None:
     db.execute("ALTER TABLE batches ADD COLUMN launch_key TEXT")
     db.execute("CREATE UNIQUE INDEX idx_batches_launch_key ON batches (launch_key) "
                "WHERE launch_key IS NOT NULL")
+
+
+@_migration
+def m020_models(db: Any) -> None:
+    """Any fal image model (issue 18): an endpoint added from fal's OpenAPI document is kept with
+    its document (text and sha256), who added it and when, its price if known, and a refreshed
+    document waiting to be adopted; each request records the schema version it was validated
+    against (the document's sha256, or the built-in schema's)."""
+    db.execute("""CREATE TABLE models (
+        endpoint_id TEXT PRIMARY KEY, label TEXT NOT NULL, category TEXT NOT NULL,
+        document TEXT NOT NULL, sha256 TEXT NOT NULL, source TEXT NOT NULL,
+        added_at TEXT NOT NULL, added_by TEXT, fetched_at TEXT, archived_at TEXT,
+        price_usd REAL, price_unit TEXT, price_source TEXT,
+        pending_document TEXT, pending_sha256 TEXT, pending_fetched_at TEXT)""")
+    db.execute("ALTER TABLE requests ADD COLUMN schema_version TEXT")

@@ -24,15 +24,17 @@ from core.store.figures import FiguresMixin
 from core.store.history import HistoryMixin
 from core.store.images import ImagesMixin
 from core.store.metrics import MetricsMixin
+from core.store.models import ModelsMixin
 from core.store.references import ReferencesMixin
 from core.store.requests import RequestsMixin
 from core.store.votes import VotesMixin
 
 
 class Store(BatchesMixin, RequestsMixin, ImagesMixin, MetricsMixin, HistoryMixin, VotesMixin,
-            ReferencesMixin, AggregatesMixin, ContendersMixin, FiguresMixin):
+            ReferencesMixin, AggregatesMixin, ContendersMixin, FiguresMixin, ModelsMixin):
     """Every table of the dashboard, on one connection: batches and groups, requests, result
-    images and their metrics, history, votes, reference photos, contenders, and the comparison's reads.
+    images and their metrics, history, votes, reference photos, contenders, the comparison's reads,
+    and the endpoints added from fal's documents.
 
     `Store(db)` wraps an open `sqlite_utils.Database` (migrated by `connect`); `open_store`
     is the usual way in."""

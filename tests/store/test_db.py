@@ -18,7 +18,7 @@ from sqlite_utils.migrations import Migrations
 
 from core import values
 from core.store import db, open_store
-from core.values import Batch, Group, Reference, RequestRecord, ResultImage, StoredVote
+from core.values import Batch, Group, Reference, RequestRecord, ResultImage, StoredModel, StoredVote
 from core.values import METRIC_COLUMNS
 
 EXPECTED: dict[str, dict[str, str]] = {
@@ -50,9 +50,15 @@ EXPECTED: dict[str, dict[str, str]] = {
         "total_time_s": "REAL", "http_status": "INTEGER", "error_type": "TEXT", "error_message": "TEXT",
         "estimated_cost": "REAL", "response_json": "TEXT", "logs_json": "TEXT", "rerun_of": "TEXT",
         "created_by": "TEXT", "attempts": "INTEGER", "contender_id": "TEXT",
-        "resent_by": "TEXT", "resent_at": "TEXT",
+        "resent_by": "TEXT", "resent_at": "TEXT", "schema_version": "TEXT",
     },
     "contenders": {"id": "TEXT", "endpoint": "TEXT", "params_json": "TEXT"},
+    "models": {
+        "endpoint_id": "TEXT", "label": "TEXT", "category": "TEXT", "document": "TEXT", "sha256": "TEXT",
+        "source": "TEXT", "added_at": "TEXT", "added_by": "TEXT", "fetched_at": "TEXT", "archived_at": "TEXT",
+        "price_usd": "REAL", "price_unit": "TEXT", "price_source": "TEXT", "pending_document": "TEXT",
+        "pending_sha256": "TEXT", "pending_fetched_at": "TEXT",
+    },
     "result_images": {
         "id": "TEXT", "request_id": "TEXT", "idx": "INTEGER", "fal_url": "TEXT", "storage_backend": "TEXT",
         "storage_path": "TEXT", "sha256": "TEXT", "width": "INTEGER", "height": "INTEGER",
@@ -120,6 +126,7 @@ def test_the_store_values_name_every_column_of_their_table():
     assert names(Batch) == set(EXPECTED["batches"])
     assert names(Group) == set(EXPECTED["groups"])
     assert names(RequestRecord) == set(EXPECTED["requests"])
+    assert names(StoredModel) == set(EXPECTED["models"])
     assert names(Reference, without=("notes", "existing")) == set(EXPECTED["reference_photos"])
     assert names(ResultImage, without=("metrics",)) | set(METRIC_COLUMNS) == set(EXPECTED["result_images"])
     assert names(StoredVote, without=("left_endpoint", "right_endpoint", "left_contender", "right_contender",
