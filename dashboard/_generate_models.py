@@ -2,7 +2,7 @@
 
 This module is the seam for how a model's inputs are asked for: `models_and_parameters` is the
 whole step and returns its part of the spec (`ModelsPart`); the page knows nothing else of it. The
-parameter form is drawn from `registry.parameter_fields`; a later issue draws it from any fal
+parameter form is drawn from `forms.parameter_fields`; a later issue draws it from any fal
 endpoint's schema, in this module only.
 
 Invariants:
@@ -24,6 +24,7 @@ import pandas as pd
 import streamlit as st
 
 from core.batches import sweeps
+from core.catalog import forms
 from core.catalog import registry
 from core.errors import PayloadError, PlanError
 from dashboard import _draft
@@ -62,7 +63,7 @@ def models_and_parameters() -> ModelsPart:
         with st.expander(f"{endpoint.label} — {m} · {endpoint.mode}", icon=":material/tune:"):
             for note in endpoint.notes:
                 st.caption(note)
-            fields = registry.parameter_fields(m)
+            fields = forms.parameter_fields(m)
             changed, problems = parameter_form(m, [f for f in fields if f["name"] != "loras"])
             more = sweeps_and_loras(m, fields, sweeps.max_loras(endpoint.schema))
             problems += more.problems

@@ -53,8 +53,14 @@ def _store(db_path: str):
 
 
 def store():
-    """This session's `core.store.Store`."""
-    return _store(str(settings().db_path))
+    """This session's `core.store.Store`, with the endpoints the team added installed in the
+    registry (`core.models.service.install`: cheap when nothing changed)."""
+    opened = _store(str(settings().db_path))
+    if opened.has_models():
+        from core.models import service as models
+
+        models.install(opened)
+    return opened
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)

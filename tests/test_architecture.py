@@ -2,7 +2,7 @@
 the file named):
 - imports point one way: dashboard -> core; core never imports streamlit or the dashboard;
 - inside core, down one stack: leaves (values, redact) <- errors <- config <- catalog <- store,
-  blobs, fal <- photos <- batches, evaluation, export <- commands; nothing imports upward;
+  blobs, fal <- photos <- batches, evaluation, export, models <- commands; nothing imports upward;
 - the module graph has no cycle, counting imports inside functions and under TYPE_CHECKING;
 - only the store package holds SQL (it is the seam behind which another engine could go), and it
   imports nothing of batches, photos, evaluation or the fal client;
@@ -81,7 +81,7 @@ GRAPH = _graph()
 LEAVES = ("core.values", "core.redact", "core._imports", "core._surface")
 STACK = [LEAVES, ("core.errors",), ("core.config", "core.processes"), ("core.catalog",),
          ("core.store", "core.blobs", "core.fal"), ("core.photos",),
-         ("core.batches", "core.evaluation", "core.export"), ("core.commands", "core.cli", "core.__main__", "core")]
+         ("core.batches", "core.evaluation", "core.export", "core.models"), ("core.commands", "core.cli", "core.__main__", "core")]
 
 
 def _rank(module: str) -> int:

@@ -45,6 +45,7 @@ from typing import Any
 
 from core.batches.plan_file import PLAN_KEYS
 from core.batches.spec import plan_shape, show
+from core.catalog import added as added_mapping
 from core.catalog import contenders as contenders_mod
 from core.catalog import prompts, registry
 from core.catalog.contenders import Axis, Contender
@@ -100,14 +101,23 @@ class Plan:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """What the user should know before sending (nothing here stops the plan)."""
-        out = []
+        """What the user should know before sending (nothing here stops the plan), per model: for
+        an added one, what it lacks, photos it will not get and ratios it cannot be asked for."""
+        out: list[str] = []
+        ratios = list(dict.fromkeys(g.options.get("aspect_ratio") for g in self.groups))
         for m in self.models:
-            if not registry.get_endpoint(m).takes_image_size:
+            endpoint = registry.get_endpoint(m)
+            if endpoint.fields is not None:
+                refs = len(self.reference_ids) if endpoint.image_key else 0
+                out.extend(added_mapping.notes_for(endpoint.fields, ratios=ratios, references=refs))
+                if endpoint.price is None:
+                    out.append(f"{endpoint.label} has no known price: its requests are not in the estimate.")
+                continue
+            if not endpoint.takes_image_size:
                 out.append(f"{m} takes no image_size: its output follows the reference photo's shape, "
                            "not the aspect ratio in the prompt, so it will not match the other "
                            "models' shape in a comparison.")
-        return tuple(out)
+        return tuple(dict.fromkeys(out))
 
     def new_batch(self) -> NewBatch:
         """What the store records for this plan (`Store.create_batch`)."""
@@ -117,7 +127,7 @@ class Plan:
     def cost_by_model(self) -> dict[str, float]:
         out: dict[str, float] = {m: 0.0 for m in self.models}
         for r in self.requests:
-            out[r.endpoint] = round(out[r.endpoint] + r.estimated_cost, 6)
+            out[r.endpoint] = round(out[r.endpoint] + (r.estimated_cost or 0.0), 6)
         return out
 
     def contender_lines(self) -> tuple[ContenderLine, ...]:
@@ -126,7 +136,7 @@ class Plan:
         costs: dict[str, float] = {c.id: 0.0 for c in self.contenders}
         for r in self.requests:
             counts[r.contender.id] = counts.get(r.contender.id, 0) + 1
-            costs[r.contender.id] = round(costs.get(r.contender.id, 0.0) + r.estimated_cost, 6)
+            costs[r.contender.id] = round(costs.get(r.contender.id, 0.0) + (r.estimated_cost or 0.0), 6)
         return tuple(ContenderLine(c, self.labels[c.id], counts[c.id], costs[c.id]) for c in self.contenders)
 
     def summary(self) -> str:
@@ -134,7 +144,14 @@ class Plan:
         variants = len(self.groups) // len(self.seeds) if self.seeds else 0
         return (f"{self.request_count} requests = {variants} variant{'s' * (variants != 1)} x "
                 f"{len(self.seeds)} seed{'s' * (len(self.seeds) != 1)} x {len(self.contenders)} "
-                f"contender{'s' * (len(self.contenders) != 1)}; estimated ${self.estimated_cost:.3f}")
+                f"contender{'s' * (len(self.contenders) != 1)}; estimated ${self.estimated_cost:.3f}"
+                + (f" + unknown for {len(self.unpriced)} request{'s' * (len(self.unpriced) != 1)}"
+                   if self.unpriced else ""))
+
+    @property
+    def unpriced(self) -> tuple[NewRequest, ...]:
+        """Requests whose endpoint has no known price (not in `estimated_cost`, never $0)."""
+        return tuple(r for r in self.requests if r.estimated_cost is None)
 
 
 @dataclass(frozen=True)
@@ -173,7 +190,7 @@ def make_plan(spec: Mapping[str, Any], *, references: Sequence[PlanReference] = 
         if not refs:
             raise PlanError(f"`references`: {m} edits reference photos; give at least one "
                             "(a file path or a reference id)")
-        if len(refs) > endpoints[m].max_images:
+        if len(refs) > endpoints[m].max_images and not endpoints[m].added:
             raise PlanError(f"`references` has {len(refs)} photos but {m} uses at most "
                             f"{endpoints[m].max_images}; fal would silently drop the rest, "
                             "so remove some or split the batch")
@@ -300,14 +317,15 @@ def _build(settings: Sequence[tuple[Contender, Mapping[str, Any]]], seeds: Seque
                 edit = endpoints[m].mode == "edit"
                 try:
                     body = registry.build_payload(
-                        m, prompt=prompt, image_size=image_size,
+                        m, prompt=prompt, image_size=image_size, aspect_ratio=options.get("aspect_ratio"),
                         image_urls=list(payload_refs) if edit else (), seed=seed, params=dict(sent))
                 except PayloadError as e:
                     raise PlanError(f"`models ({m})`, group {gkey}: " + "; ".join(e.messages)) from None
                 cost = registry.estimate_cost(m, body, input_sizes=list(sizes) if edit else None)
-                total += cost
+                total += cost or 0.0
                 requests.append(NewRequest(
                     group_key=gkey, endpoint=m, payload=body, payload_hash=payload_hash(body),
                     estimated_cost=cost, prompt=prompt, options=options, seed=seed,
+                    schema_version=endpoints[m].schema_version,
                     image_size=image_size, reference_ids=ref_ids if edit else (), contender=contender))
     return tuple(groups), tuple(requests), round(total, 6)

@@ -32,7 +32,6 @@ from core.redact import abbreviate
 
 MAX_REQUESTS = 10_000
 MAX_SEED = 2**32 - 1
-_GROUP_PARAMS = contenders_mod.GROUP_FIELDS  # set by the plan for every contender of a group
 
 
 @dataclass(frozen=True)
@@ -124,7 +123,7 @@ def _params(value: Any, models: Sequence[str]) -> dict[str, dict[str, Any]]:
                             f"({', '.join(models)})")
         if not isinstance(p, Mapping):
             raise PlanError(f"`params.{endpoint}` must be an object {{parameter: value}}")
-        for k in _GROUP_PARAMS:
+        for k in contenders_mod.group_fields(endpoint):
             if k in p:
                 raise PlanError(f"`params.{endpoint}.{k}` is set by the plan itself "
                                 "(options, seeds, references), not by params")
@@ -150,7 +149,7 @@ def _sweep(value: Any, models: Sequence[str],
         parsed: list[tuple[str, tuple[Any, ...]]] = []
         for param, values in axes.items():
             where = f"`sweep.{endpoint}.{param}`"
-            if param in _GROUP_PARAMS:
+            if param in contenders_mod.group_fields(endpoint):
                 raise PlanError(f"{where}: {param} is set by the plan itself (options, seeds, "
                                 "references) and is the same for every contender of a group")
             if param in params.get(endpoint, {}):

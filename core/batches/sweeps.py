@@ -24,7 +24,7 @@ LORA_MODES = ("fixed", "scales", "sets")
 
 
 def sweepable(field: Mapping[str, Any]) -> bool:
-    """Whether a parameter field (`registry.parameter_fields`) takes several values: numbers,
+    """Whether a parameter field (`forms.parameter_fields`) takes several values: numbers,
     whole numbers and enums."""
     return bool(field.get("enum")) or field.get("type") in ("integer", "number")
 

@@ -8,11 +8,13 @@ parameter set). A new endpoint touches only this package.
     payloads     canonical JSON, payload hashes, JSON diffs
     contenders   stable ids and readable labels of endpoint + parameter sets
     openapi      fal's queue OpenAPI document of any image endpoint, checked, and its fields described
+    added        the one canonical request mapped onto an added endpoint's own fields
+    forms        an endpoint's tunable parameters, as a form draws them
 """
 from core._surface import lazy
 
 _EXPORTS = {
-    "prompts": "", "registry": "", "validation": "", "payloads": "", "contenders": "", "openapi": "",
+    "prompts": "", "registry": "", "validation": "", "payloads": "", "contenders": "", "openapi": "", "added": "", "forms": "",
     "PromptOptions": "prompts", "build_prompt": "prompts", "image_size_for": "prompts",
     "OPTION_KEYS": "prompts",
     "Endpoint": "registry", "get_endpoint": "registry", "list_endpoints": "registry",

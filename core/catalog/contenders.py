@@ -78,9 +78,10 @@ def contender_id(endpoint: str, params: Mapping[str, Any]) -> str:
 def make(endpoint: str, params: Mapping[str, Any] | None = None) -> Contender:
     """The contender of `endpoint` at `params` (group fields and default values are dropped)."""
     defaults = _defaults(endpoint)
+    group = group_fields(endpoint)
     kept: dict[str, Any] = {}
     for key, value in (params or {}).items():
-        if key in GROUP_FIELDS:
+        if key in group:
             continue
         if key in defaults and canonical_json(value) == canonical_json(defaults[key]):
             continue
@@ -102,20 +103,50 @@ def from_request(endpoint: str, payload: Mapping[str, Any] | str) -> Contender:
 def _defaults(endpoint: str) -> dict[str, Any]:
     """Top-level schema defaults of `endpoint` (a fresh copy); {} for an endpoint the registry no
     longer knows (its stored requests keep every value they sent)."""
-    return json.loads(_defaults_json(endpoint))
+    return json.loads(_defaults_json(endpoint, _schema_version(endpoint)))
 
 
-@functools.cache
-def _defaults_json(endpoint: str) -> str:
-    # schemas are fixed data: read each endpoint's defaults once per process
+def group_fields(endpoint: str) -> tuple[str, ...]:
+    """The body fields of `endpoint` that belong to the group: `GROUP_FIELDS`, and for an endpoint
+    added from its document its own prompt, image, size and seed fields (`aspect_ratio`...)."""
+    return _group_fields(endpoint, _schema_version(endpoint))
+
+
+def _schema_version(endpoint: str) -> str | None:
+    """What the cached reads of an endpoint key on: its schema version, None when unknown (an
+    endpoint added later in this process is then read afresh, never from a cached miss)."""
     from core.catalog import registry
 
     try:
-        props = registry.get_endpoint(endpoint).schema.get("properties", {})
+        return registry.get_endpoint(endpoint).schema_version
     except PayloadError:
-        props = {}
+        return None
+
+
+@functools.cache
+def _group_fields(endpoint: str, version: str | None) -> tuple[str, ...]:
+    from core.catalog import registry
+
+    if version is None:
+        return GROUP_FIELDS
+    f = registry.get_endpoint(endpoint).fields
+    if f is None:
+        return GROUP_FIELDS
+    own = (f.prompt_key, f.image_key, f.size.key if f.size else None, f.seed_key)
+    return tuple(dict.fromkeys([*GROUP_FIELDS, *(k for k in own if k)]))
+
+
+@functools.cache
+def _defaults_json(endpoint: str, version: str | None) -> str:
+    # schemas are fixed data: read each endpoint's defaults once per process (and schema version)
+    from core.catalog import registry
+
+    if version is None:
+        return "{}"
+    props = registry.get_endpoint(endpoint).schema.get("properties", {})
+    group = _group_fields(endpoint, version)
     return json.dumps({k: p["default"] for k, p in props.items()
-                       if isinstance(p, dict) and "default" in p and k not in GROUP_FIELDS})
+                       if isinstance(p, dict) and "default" in p and k not in group})
 
 
 # ---------------------------------------------------------------------------- axes and labels

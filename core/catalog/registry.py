@@ -4,8 +4,14 @@ core.catalog.validation's; this module knows the endpoints, so it picks the sche
 the endpoint does not take (naming the endpoints that do) and builds the bodies.
 
 Invariants:
-- Endpoints are data (core/catalog/endpoints.toml + the input JSON Schemas in core/catalog/schemas/), not if-chains;
-  the file is checked against each schema when first loaded (a mismatch is a `ConfigError`).
+- Endpoints are data, not if-chains: the built-in ones in core/catalog/endpoints.toml + the input
+  JSON Schemas in core/catalog/schemas/ (the file is checked against each schema when first
+  loaded; a mismatch is a `ConfigError`), and the ones a team added from fal's OpenAPI documents
+  (`install_added`, from the store, by `core.models.service.install`). A built-in id wins.
+- An added endpoint's body is the canonical request mapped onto its own fields
+  (`core.catalog.added`); its schema is the document's Input, and nothing else is sent.
+- Each endpoint has a `schema_version` (sha256 of the schema its bodies are judged by), which a
+  request records.
 - Nothing leaves without `validate_payload`: every problem is reported at once (not just the
   first), each message names the field, what is allowed and the endpoint. `build_payload` validates
   the body it returns.
@@ -22,13 +28,19 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import hashlib
 import json
 import threading
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 from typing import Any
 
+from core.catalog import added as added_mapping
+from core.catalog.openapi import EndpointDocument, ModelFields, describe
+from core.catalog.payloads import canonical_json
 from core.catalog.prompts import image_size_for
 from core.catalog.validation import BodySchema, json_type, resolve_ref
 from core.errors import ConfigError, PayloadError
@@ -37,14 +49,15 @@ ENDPOINTS_PATH = Path(__file__).with_name("endpoints.toml")
 SCHEMAS_DIR = Path(__file__).with_name("schemas")
 
 MODES = ("text-to-image", "edit")
-PRICE_BASES = ("output", "input_and_output")
+PRICE_BASES = ("output", "input_and_output", "per_image")
 IMAGE_KEYS = ("image_urls", "image_url")
 MEGAPIXEL = 1024 * 1024  # fal's pricing megapixel: 1024x1024 = 1 MP
+MAX_ADDED_IMAGES = 16    # an added endpoint whose image list states no maximum gets at most this many
 
 DEFAULT_MODELS = ("fal-ai/flux/schnell", "fal-ai/flux-2/lora/edit")
 
 # Fields the builder fills from its own arguments; the rest are the endpoint's "parameters".
-_BUILDER_FIELDS = ("prompt", "image_size", "image_url", "image_urls", "seed")
+BUILDER_FIELDS = ("prompt", "image_size", "image_url", "image_urls", "seed")
 # fal's preset pixels (docs/fal.md), used when a schema does not list them itself
 _PRESET_PIXELS = {
     "square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768, 1024),
@@ -69,7 +82,8 @@ TEAM_PRESET: dict[str, Any] = dict(_registry_file().get("team_preset", {}))
 @dataclass(frozen=True)
 class PriceRule:
     """USD per megapixel (1024x1024). basis "output": output megapixels only; "input_and_output":
-    output megapixels plus each reference image counted as 1 MP."""
+    output megapixels plus each reference image counted as 1 MP; "per_image": USD per output image
+    (`usd_per_mp` is then the price of one image)."""
 
     usd_per_mp: float
     basis: str
@@ -86,10 +100,17 @@ class Endpoint:
     max_images: int                # references fal uses; 0 for text-to-image
     takes_image_size: bool
     schema: dict[str, Any] = field(repr=False, compare=False, hash=False)
-    price: PriceRule
+    price: PriceRule | None          # None: unknown (an added endpoint without a price)
     notes: tuple[str, ...] = ()
     size_range: tuple[int, int] | None = None   # documented bounds of a custom width/height
     preset: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)  # endpoint additions to TEAM_PRESET
+    fields: ModelFields | None = field(default=None, repr=False, compare=False, hash=False)  # added endpoints
+    schema_version: str = ""         # sha256 of the enforced schema's canonical JSON
+
+    @property
+    def added(self) -> bool:
+        """Added by the team from fal's document (not in endpoints.toml)."""
+        return self.fields is not None
 
     @property
     def accepted_keys(self) -> tuple[str, ...]:
@@ -174,9 +195,73 @@ def _make_entry(endpoint_id: str, raw: dict[str, Any]) -> _Entry:
         for side in ("width", "height"):
             image_size_def[side].pop("exclusiveMinimum", None)
             image_size_def[side].update(minimum=size_range[0], maximum=size_range[1])
+    endpoint = dataclasses_replace(endpoint, schema_version=_version(checked))
     return _Entry(endpoint, BodySchema(
         checked, endpoint_id=endpoint_id, image_key=endpoint.image_key, max_images=endpoint.max_images,
         source=SCHEMAS_DIR / raw["schema"], where=_where(endpoint_id)))
+
+
+def _version(schema: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(schema).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class AddedEndpoint:
+    """An endpoint the team added: its checked document, the label to show, its price if known
+    (`unit` "image" or "megapixels"), as the store keeps them."""
+
+    document: EndpointDocument
+    label: str
+    usd: float | None = None
+    unit: str | None = None
+
+
+_ADDED: dict[str, _Entry] = {}
+_ADDED_LOCK = threading.Lock()
+
+
+def install_added(models: Iterable[AddedEndpoint]) -> None:
+    """Make these added endpoints (and no other) known to this process, beside the built-ins."""
+    models = list(models)
+    entries = {m.document.endpoint_id: _added_entry(m) for m in models
+               if m.document.endpoint_id not in _entries()}
+    keys = [(m.document.endpoint_id, m.document.sha256, m.label, m.usd, m.unit) for m in models
+            if m.document.endpoint_id in entries]
+    with _ADDED_LOCK:
+        _ADDED.clear()
+        _ADDED.update(entries)
+        _ADDED_KEYS[:] = keys
+    _preset_params.cache_clear()
+
+
+def added_key() -> tuple[tuple[str, str, str, float | None, str | None], ...]:
+    """What is installed: (id, document sha256, label, price, unit) per added endpoint, in order."""
+    with _ADDED_LOCK:
+        return tuple(_ADDED_KEYS)
+
+
+_ADDED_KEYS: list[tuple[str, str, str, float | None, str | None]] = []
+
+
+def _added_entry(model: AddedEndpoint) -> _Entry:
+    doc = model.document
+    fields_ = describe(doc, label=model.label)
+    edit = fields_.image_key is not None and fields_.image_required
+    max_images = (fields_.max_images or MAX_ADDED_IMAGES) if edit else 0
+    price = None
+    if model.usd is not None:
+        price = PriceRule(float(model.usd), "per_image" if (model.unit or "image").startswith("image")
+                          else "output")
+    schema = doc.input_schema
+    size = fields_.size
+    endpoint = Endpoint(
+        id=doc.endpoint_id, label=model.label, mode="edit" if edit else "text-to-image",
+        image_key=fields_.image_key if edit else None, max_images=max_images,
+        takes_image_size=size is not None and size.key == "image_size", schema=schema, price=price,
+        notes=fields_.missing, fields=fields_, schema_version=doc.sha256)
+    return _Entry(endpoint, BodySchema(schema, endpoint_id=doc.endpoint_id, image_key=endpoint.image_key,
+                                       max_images=max_images or 1, source=Path(f"<document of {doc.endpoint_id}>"),
+                                       where=f"added endpoint {doc.endpoint_id!r}"))
 
 
 def _one_at_a_time(fn):
@@ -212,13 +297,19 @@ def _entry(endpoint_id: str) -> _Entry:
     try:
         return entries[endpoint_id]
     except (KeyError, TypeError):
+        pass
+    try:
+        return _ADDED[endpoint_id]
+    except (KeyError, TypeError):
+        known = [*entries, *_ADDED]
         raise PayloadError(str(endpoint_id), [
-            f"unknown endpoint {endpoint_id!r}; known endpoints: {', '.join(entries)}"]) from None
+            f"unknown endpoint {endpoint_id!r}; known endpoints: {', '.join(known)} (add one with "
+            "`python -m core model add`)"]) from None
 
 
 def list_endpoints() -> tuple[Endpoint, ...]:
-    """All endpoints, in registry order."""
-    return tuple(e.endpoint for e in _entries().values())
+    """All endpoints: the built-in ones in registry order, then the added ones in the order added."""
+    return tuple(e.endpoint for e in (*_entries().values(), *_ADDED.values()))
 
 
 def get_endpoint(endpoint_id: str) -> Endpoint:
@@ -250,15 +341,21 @@ def _preset_params(endpoint_id: str) -> tuple[tuple[str, Any], ...]:
 
 def build_payload(endpoint_id: str, *, prompt: str, image_size: str | dict[str, int] | None = None,
                   image_urls: Any = (), seed: int | None = None,
-                  params: dict[str, Any] | None = None) -> dict[str, Any]:
+                  params: dict[str, Any] | None = None, aspect_ratio: str | None = None) -> dict[str, Any]:
     """The exact JSON body for `endpoint_id`, validated (a `PayloadError` otherwise).
 
     `image_size` is sent where the endpoint takes it (None: core.catalog.prompts' default, square_hd) and
     left out where it does not. `image_urls` go under the endpoint's reference key. The team preset
     comes next, then `params`, which override anything; a `params` value of None removes that key
-    (the endpoint's default applies)."""
+    (the endpoint's default applies). An added endpoint gets the same request mapped onto its own
+    fields (`core.catalog.added`), the ratio from `aspect_ratio` (else the one `image_size` stands for)."""
     endpoint = get_endpoint(endpoint_id)
     refs = [image_urls] if isinstance(image_urls, str) else list(image_urls or ())
+    if endpoint.fields is not None:
+        body = added_mapping.canonical_body(
+            endpoint.fields, prompt=prompt, ratio=added_mapping.ratio_of(aspect_ratio, image_size),
+            refs=refs if endpoint.image_key else (), seed=seed)
+        return _finish(endpoint_id, body, params)
     body: dict[str, Any] = {"prompt": prompt}
     if endpoint.takes_image_size:
         body["image_size"] = image_size if image_size is not None else image_size_for(None)
@@ -276,6 +373,11 @@ def build_payload(endpoint_id: str, *, prompt: str, image_size: str | dict[str, 
             body["image_url"] = refs[0]
     if seed is not None:
         body["seed"] = seed
+    return _finish(endpoint_id, body, params)
+
+
+def _finish(endpoint_id: str, body: dict[str, Any], params: dict[str, Any] | None) -> dict[str, Any]:
+    """The team preset, then `params` (None removes a key), then the check."""
     body.update(preset_params(endpoint_id))
     for key, value in (params or {}).items():
         if value is None:
@@ -329,6 +431,8 @@ def output_size(endpoint_id: str, body: dict[str, Any]) -> tuple[int, int] | Non
     if not endpoint.takes_image_size:
         return None
     prop = endpoint.schema["properties"]["image_size"]
+    if "anyOf" in prop and "default" not in prop:
+        prop = {**prop, "default": None}
     size = body.get("image_size", prop.get("default"))
     if isinstance(size, str):
         pixels = prop.get("x-fal-preset-pixels", {}).get(size) or _PRESET_PIXELS.get(size)
@@ -342,8 +446,8 @@ def output_size(endpoint_id: str, body: dict[str, Any]) -> tuple[int, int] | Non
 
 
 def estimate_cost(endpoint_id: str, body: dict[str, Any], *,
-                  input_sizes: list[tuple[int, int]] | None = None) -> float:
-    """Estimated USD for one request.
+                  input_sizes: list[tuple[int, int]] | None = None) -> float | None:
+    """Estimated USD for one request; None when the endpoint's price is unknown (never $0).
 
     Output: megapixels (w*h / 1024^2, not rounded) x num_images. When the output follows the input
     (no image_size), the first input's size is used, or 1 MP when unknown.
@@ -353,8 +457,13 @@ def estimate_cost(endpoint_id: str, body: dict[str, Any], *,
     only tells how many there are (default: the references in the body, at most max_images).
     """
     endpoint = get_endpoint(endpoint_id)
-    count = body.get("num_images", 1)
+    if endpoint.price is None:
+        return None
+    count_key = endpoint.fields.num_images_key if endpoint.fields is not None else "num_images"
+    count = body.get(count_key or "num_images", 1)
     count = count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 1
+    if endpoint.price.basis == "per_image":
+        return round(endpoint.price.usd_per_mp * count, 9)
     size = output_size(endpoint_id, body)
     if size is None:
         size = tuple(input_sizes[0]) if input_sizes else (1024, 1024)  # type: ignore[assignment]
@@ -367,29 +476,3 @@ def estimate_cost(endpoint_id: str, body: dict[str, Any], *,
             inputs = 1 if isinstance(refs, str) else len(refs) if isinstance(refs, list) else 0
         megapixels += min(inputs, endpoint.max_images) * 1.0
     return round(endpoint.price.usd_per_mp * megapixels, 9)  # drops float noise, keeps fractions of a cent
-
-
-def parameter_fields(endpoint_id: str) -> list[dict[str, Any]]:
-    """The tunable parameters of an endpoint for forms, in schema order (prompt, references, seed and
-    image_size excluded: the builder sets those). Keys: name, title, type, default, min, max, enum,
-    description, preset (the team preset value sent for it, or None)."""
-    endpoint = get_endpoint(endpoint_id)
-    preset = preset_params(endpoint_id)
-    fields_: list[dict[str, Any]] = []
-    for name, prop in endpoint.schema["properties"].items():
-        if name in _BUILDER_FIELDS:
-            continue
-        branches = [resolve_ref(s, endpoint.schema) for s in prop.get("anyOf", [prop])]
-        main = next((b for b in branches if b.get("type") != "null"), prop)
-        fields_.append({
-            "name": name,
-            "title": prop.get("title", name),
-            "type": main.get("type"),
-            "default": prop.get("default"),
-            "min": main.get("minimum", main.get("exclusiveMinimum")),
-            "max": main.get("maximum", main.get("exclusiveMaximum")),
-            "enum": list(main["enum"]) if "enum" in main else None,
-            "description": prop.get("description", ""),
-            "preset": preset.get(name),
-        })
-    return fields_

@@ -219,7 +219,7 @@ class BodySchema:
         if key is None or key not in body:
             return []
         value = body[key]
-        items = [(key, value)] if key == "image_url" else (
+        items = [(key, value)] if isinstance(value, str) else (
             [(f"{key}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, list) else [])
         problems = []
         for name, ref in items:

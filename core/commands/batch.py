@@ -90,7 +90,12 @@ def _settings_store(settings: Any = None) -> tuple[Any, Any]:
 
     settings = settings or load_settings()
     settings.ensure_dirs()
-    return settings, open_store(settings.db_path)
+    store = open_store(settings.db_path)
+    if store.has_models():
+        from core.models import service as models
+
+        models.install(store)   # plans and runners may name endpoints the team added
+    return settings, store
 
 
 def _make_plan(path: Path, store: Store, settings: Settings, *, upload: bool) -> Plan:

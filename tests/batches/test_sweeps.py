@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from core.batches import service, sweeps
+from core.catalog import forms
 from core.catalog import registry
 from core.errors import PlanError
 from tests.review_support import EDIT
 
-FIELDS = {f["name"]: f for f in registry.parameter_fields(EDIT)}
+FIELDS = {f["name"]: f for f in forms.parameter_fields(EDIT)}
 A = "https://example.com/loras/a.safetensors"
 B = "owner/b-lora"
 

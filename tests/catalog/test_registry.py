@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -14,8 +12,9 @@ from core.errors import ConfigError, PayloadError
 from core.catalog.prompts import ASPECT_RATIO_SIZES, PromptOptions, build_prompt, image_size_for, load_catalogs
 from core.catalog.registry import (
     DEFAULT_MODELS, TEAM_PRESET, Endpoint, PriceRule, build_payload, estimate_cost, get_endpoint,
-    list_endpoints, output_size, parameter_fields, preset_params, validate_payload,
+    list_endpoints, output_size, preset_params, validate_payload,
 )
+from core.catalog.forms import parameter_fields
 
 SCHNELL = "fal-ai/flux/schnell"
 LORA_EDIT = "fal-ai/flux-2/lora/edit"
