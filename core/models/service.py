@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.catalog import registry
 from core.catalog.openapi import MAX_DOCUMENT_BYTES, EndpointDocument, ModelFields, describe, read_document
@@ -28,19 +28,23 @@ from core.store import Store
 from core.store.inputs import NewModel
 from core.values import StoredModel, now
 
+if TYPE_CHECKING:   # httpx loads only when fal is asked something
+    from core.fal.catalogue import SearchPage
+
 UNITS = ("image", "megapixels")
+MAX_PRICE_USD = 1000   # per unit; the command line holds the same bound
 
 
 def add_from_file(store: Store, path: Path, *, added_by: str | None = None, price_usd: float | None = None,
-                  unit: str | None = None) -> StoredModel:
+                  unit: str | None = None, label: str | None = None) -> StoredModel:
     """Add the endpoint a document file describes (works offline)."""
     data = _read_file(path)
     return _add(store, data, source=f"file:{path.name}", added_by=added_by, price_usd=price_usd,
-                unit=unit, fetched_at=None, prices=None)
+                unit=unit, fetched_at=None, prices=None, label=label)
 
 
 def add_from_fal(store: Store, settings: Settings, endpoint_id: str, *, added_by: str | None = None,
-                 price_usd: float | None = None, unit: str | None = None) -> StoredModel:
+                 price_usd: float | None = None, unit: str | None = None, label: str | None = None) -> StoredModel:
     """Fetch the endpoint's document from fal (FAL_OPENAPI_URL), and its price when a key exists."""
     from core.fal.catalogue import CatalogueClient
 
@@ -50,13 +54,53 @@ def add_from_fal(store: Store, settings: Settings, endpoint_id: str, *, added_by
         if price_usd is None and settings.fal_key:
             prices = _fal_prices(fal, endpoint_id)
     return _add(store, data, source="fal", added_by=added_by, price_usd=price_usd, unit=unit,
-                fetched_at=now(), prices=prices, endpoint_id=endpoint_id)
+                fetched_at=now(), prices=prices, endpoint_id=endpoint_id, label=label)
 
 
-def preview(data: bytes, *, endpoint_id: str | None = None) -> tuple[EndpointDocument, ModelFields]:
+def add_from_bytes(store: Store, data: bytes, name: str, *, added_by: str | None = None,
+                   price_usd: float | None = None, unit: str | None = None,
+                   fal_price: tuple[float, str] | None = None) -> StoredModel:
+    """Add the endpoint an uploaded document describes (the Models page has bytes, not a path).
+    `fal_price` is what `fal_price` said, when it said something; a typed price wins over it."""
+    return _add(store, data, source=f"file:{name}", added_by=added_by, price_usd=price_usd,
+                unit=unit, fetched_at=None, prices=None if price_usd is not None else fal_price)
+
+
+def fetch_document(settings: Settings, endpoint_id: str) -> bytes:
+    """fal's document of `endpoint_id` (FAL_OPENAPI_URL), for `preview`; a FalError when fal
+    cannot be reached or has no such endpoint."""
+    from core.fal.catalogue import CatalogueClient
+
+    with CatalogueClient(settings) as fal:
+        return fal.document(endpoint_id)
+
+
+def search_fal(settings: Settings, *, q: str | None = None, category: str | None = None,
+               cursor: str | None = None, limit: int = 25) -> SearchPage:
+    """One page of fal's catalogue (`core.fal.catalogue.SearchPage`); a FalError when fal cannot
+    be reached: adding from a document file still works then."""
+    from core.fal.catalogue import CatalogueClient
+
+    with CatalogueClient(settings) as fal:
+        return fal.search(q=q or None, category=category or None, cursor=cursor, limit=limit)
+
+
+def fal_price(settings: Settings, endpoint_id: str) -> tuple[float, str] | None:
+    """fal's price of the endpoint as (USD, unit), or None: no key (fal prices only with one), or
+    fal cannot tell. Then a person may type one; with neither it is unknown, never $0."""
+    from core.fal.catalogue import CatalogueClient
+
+    if not settings.fal_key:
+        return None
+    with CatalogueClient(settings) as fal:
+        return _fal_prices(fal, endpoint_id)
+
+
+def preview(data: bytes, *, endpoint_id: str | None = None,
+            label: str | None = None) -> tuple[EndpointDocument, ModelFields]:
     """A document checked and described, nothing stored (the Models page's preview)."""
     doc = read_document(data, endpoint_id=endpoint_id)
-    return doc, describe(doc, label=_label(doc))
+    return doc, describe(doc, label=label or _label(doc))
 
 
 def install(store: Store) -> None:
@@ -100,15 +144,12 @@ def show_lines(store: Store, endpoint_id: str) -> list[str]:
         endpoint = registry.get_endpoint(endpoint_id)   # a built-in, or a PayloadError naming the known ones
         return [f"{endpoint.id}: {endpoint.label} (built-in, {endpoint.mode})",
                 *(f"  {line}" for line in endpoint.notes)]
-    doc, fields = preview(model.document.encode("utf-8"), endpoint_id=endpoint_id)
+    doc, fields = preview(model.document.encode("utf-8"), endpoint_id=endpoint_id, label=model.label)
     lines = [f"{model.endpoint_id}: {model.label} ({model.category}, added {model.added_at[:10]}"
              f"{' by ' + model.added_by if model.added_by else ''}; document sha256 {model.sha256[:12]})",
              f"price: {price_words(model)}", "fields, in fal's order:"]
-    props = doc.input_schema.get("properties", {})
-    for name in doc.field_order:
-        prop = props.get(name, {})
-        mark = " (required)" if name in doc.input_schema.get("required", []) else ""
-        lines.append(f"  {name}{mark}: {_one_line(prop.get('description') or prop.get('title') or '')}")
+    for name, required, description in fields_in_order(doc):
+        lines.append(f"  {name}{' (required)' if required else ''}: {description}")
     lines.append("the dashboard's request goes to:")
     lines += [f"  {line}" for line in mapping_lines(fields)]
     lines += ["what it lacks:", *(f"  {line}" for line in fields.missing or ("nothing the dashboard sends",))]
@@ -117,9 +158,17 @@ def show_lines(store: Store, endpoint_id: str) -> list[str]:
     return lines
 
 
+def fields_in_order(doc: EndpointDocument) -> list[tuple[str, bool, str]]:
+    """The endpoint's input fields in fal's order: (name, required, its description on one line)."""
+    props, required = doc.input_schema.get("properties", {}), doc.input_schema.get("required", [])
+    return [(name, name in required,
+             _one_line(props.get(name, {}).get("description") or props.get(name, {}).get("title") or ""))
+            for name in doc.field_order]
+
+
 def describe_lines(model: StoredModel) -> list[str]:
     """The mapping and what is missing, for the line after an add."""
-    _, fields = preview(model.document.encode("utf-8"), endpoint_id=model.endpoint_id)
+    _, fields = preview(model.document.encode("utf-8"), endpoint_id=model.endpoint_id, label=model.label)
     return [*mapping_lines(fields), *fields.missing]
 
 
@@ -197,21 +246,27 @@ def price_words(model: StoredModel) -> str:
 
 def _add(store: Store, data: bytes, *, source: str, added_by: str | None, price_usd: float | None,
          unit: str | None, fetched_at: str | None, prices: tuple[float, str] | None,
-         endpoint_id: str | None = None) -> StoredModel:
+         endpoint_id: str | None = None, label: str | None = None) -> StoredModel:
     doc, _fields = preview(data, endpoint_id=endpoint_id)
+    label = " ".join((label or "").split()) or _label(doc)
+    if len(label) > 80:
+        raise DashboardError("a model's label is at most 80 characters")
     if doc.endpoint_id in {e.id for e in registry.list_endpoints() if not e.added}:
         raise ModelDocumentError(f"{doc.endpoint_id} is built in already; plans may name it as it is.")
     if unit is not None and unit not in UNITS:
         raise DashboardError(f"--unit must be one of {', '.join(UNITS)} (what fal bills), not {unit!r}")
     if price_usd is None and unit is not None:
         raise DashboardError("--unit goes with --price: give the price of one unit")
+    if price_usd is not None and not 0 < price_usd < MAX_PRICE_USD:
+        raise DashboardError(f"a price per unit is more than 0 and less than {MAX_PRICE_USD} USD, not "
+                             f"{price_usd:g}; leave it empty when it is unknown (never $0)")
     price_source = None
     if price_usd is not None:
         unit, price_source = unit or "image", "team"
     elif prices is not None:
         price_usd, unit, price_source = prices[0], prices[1], "fal"
     return store.add_model(NewModel(
-        endpoint_id=doc.endpoint_id, label=_label(doc), category=doc.category,
+        endpoint_id=doc.endpoint_id, label=label, category=doc.category,
         document=data.decode("utf-8"), sha256=doc.sha256, source=source, added_by=added_by,
         fetched_at=fetched_at, price_usd=price_usd, price_unit=unit, price_source=price_source))
 
@@ -247,11 +302,14 @@ def _added(store: Store, endpoint_id: str) -> StoredModel:
 
 
 def _label(doc: EndpointDocument) -> str:
+    """The document's display name, else the id without its owner ("flux-pro/kontext"): fal's
+    queue documents carry no display name, and a page or a sentence names the model by it."""
     for key in ("displayName", "display_name", "title"):
         value = doc.metadata.get(key)
         if isinstance(value, str) and value.strip():
             return value.strip()
-    return doc.endpoint_id
+    owner, _, rest = doc.endpoint_id.partition("/")
+    return rest or owner
 
 
 def _facts(prop: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
