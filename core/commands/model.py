@@ -28,6 +28,7 @@ def register(subparsers: Any) -> None:
                      help="what fal bills per unit, when its pricing API cannot be asked")
     add.add_argument("--unit", default=None, metavar="UNIT",
                      help="the unit of --price: image or megapixels (default: image)")
+    add.add_argument("--label", default=None, help="what pages call it (default: the id without its owner)")
     add.add_argument("--by", dest="added_by", default=None, help="who adds it (recorded)")
     add.set_defaults(func=_add)
 
@@ -76,10 +77,10 @@ def _add(args: argparse.Namespace) -> int:
         path = Path(args.source).expanduser()
         if path.exists() or args.source.endswith(".json"):
             model = service.add_from_file(store, path, added_by=args.added_by, price_usd=args.price,
-                                          unit=args.unit)
+                                          unit=args.unit, label=args.label)
         else:
             model = service.add_from_fal(store, settings, args.source, added_by=args.added_by,
-                                         price_usd=args.price, unit=args.unit)
+                                         price_usd=args.price, unit=args.unit, label=args.label)
         print(f"added {model.endpoint_id} ({model.label}, {model.category}); price "
               f"{service.price_words(model)}")
         for line in service.describe_lines(model):
