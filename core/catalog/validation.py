@@ -24,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,6 +133,7 @@ class BodySchema:
             for error in errors:
                 messages.extend(self._describe_error(error))
         messages.extend(self._reference_problems(body))
+        messages.extend(lora_problems(body.get("loras"), self.endpoint_id))
         prompt = body.get("prompt")
         if isinstance(prompt, str) and not prompt.strip():
             messages.append(f"`prompt` for {self.endpoint_id} is empty: describe the image to make")
@@ -229,6 +231,60 @@ class BodySchema:
                 problems.append(f"`{name}` = {_show(ref)} is not a usable reference for {self.endpoint_id}: "
                                 f"give an http(s) URL, a data: URI or a reference://<id> token")
         return problems
+
+
+def lora_problems(loras: Any, endpoint_id: str) -> list[str]:
+    """What fal could not fetch among a body's LoRA weights, one line each. fal takes a LoRA as an
+    https URL or a Hugging Face style `owner/repo[/file]` path; it fetches whatever it is given, so
+    a local file, another scheme, this machine, a private or link-local address (cloud metadata),
+    a path with `..` or a control character would fail only after the team waited for the job."""
+    if not isinstance(loras, list):
+        return []
+    problems = []
+    for i, item in enumerate(loras):
+        path = item.get("path") if isinstance(item, dict) else None
+        if not isinstance(path, str):
+            continue   # the schema's type error names it
+        why = _lora_path_problem(path)
+        if why:
+            problems.append(f"`loras[{i}].path` = {_show(path)} is not a LoRA fal can fetch for {endpoint_id}: "
+                            f"{why}; give an https URL or a Hugging Face path such as owner/repo")
+    return problems
+
+
+def _lora_path_problem(path: str) -> str | None:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if not path.strip():
+        return "it is empty"
+    if any(ord(c) < 32 or c.isspace() for c in path):
+        return "it holds a space, a newline or a control character"
+    if "://" not in path:
+        if _HF_PATH.match(path) and not any(seg in (".", "..") for seg in path.split("/")):
+            return None
+        return "it is neither a URL nor an owner/repo path"
+    try:
+        parts = urlsplit(path)
+        host = parts.hostname or ""
+    except ValueError:
+        return "it is not a well-formed URL"
+    if parts.scheme.lower() != "https":
+        return f"{parts.scheme or 'its'}:// is not https"
+    if not host or parts.username or parts.password:
+        return "an https URL names a host, without a user or password"
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return f"{host} is this machine or a private network"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if not address.is_global:
+        return f"{host} is a loopback, private or link-local address"
+    return None
+
+
+_HF_PATH = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(?:/[\w.-]+)*$")
 
 
 def resolve_ref(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:

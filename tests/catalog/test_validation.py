@@ -125,3 +125,34 @@ def test_openapi_style_schemas_are_judged_and_explained():
         "`image_size.width` = 0 is out of range for fal-ai/any: allowed at least 1"]
     assert checked.problems({"prompt": "a", "num_images": 9}) == [
         "`num_images` must be an integer, 1 to 4 or null for fal-ai/any, got 9 (integer)"]
+
+
+LORA_EDIT_ENDPOINT = "fal-ai/flux-2/lora/edit"
+
+
+@pytest.mark.parametrize("path", [
+    "file:///etc/passwd", "gopher://example.com/x", "javascript:alert(1)", "http://127.0.0.1/x.safetensors",
+    "https://127.0.0.1/x", "http://169.254.169.254/latest/meta-data", "https://169.254.169.254/x",
+    "https://10.1.2.3/x", "https://[::1]/x", "https://localhost/x", "https://user:pw@example.com/x",
+    "owner/repo\nx", "../../x", "owner/../x", "", "   ", "http://example.com/style.safetensors",
+])
+def test_a_lora_path_fal_could_not_fetch_is_refused_before_sending(path):
+    """fal fetches whatever LoRA path it is given; a local file, another scheme, this machine, a
+    private or metadata address, `..` or a newline would fail only after the team waited."""
+    from core.catalog.registry import validate_payload
+    from core.errors import PayloadError
+
+    body = {"prompt": "p", "image_urls": ["https://example.test/a.png"], "loras": [{"path": path, "scale": 1.0}]}
+    with pytest.raises(PayloadError) as e:
+        validate_payload(LORA_EDIT_ENDPOINT, body)
+    assert any(m.startswith("`loras[0].path`") and "https URL or a Hugging Face path" in m for m in e.value.messages)
+
+
+@pytest.mark.parametrize("path", ["owner/repo", "owner/repo/style.safetensors",
+                                  "https://huggingface.co/owner/repo/resolve/main/style.safetensors",
+                                  "https://v3.fal.media/files/lora/abc.safetensors"])
+def test_an_https_url_or_a_hugging_face_path_is_a_lora(path):
+    from core.catalog.registry import validate_payload
+
+    validate_payload(LORA_EDIT_ENDPOINT, {"prompt": "p", "image_urls": ["https://example.test/a.png"],
+                                          "loras": [{"path": path, "scale": 1.0}]})
