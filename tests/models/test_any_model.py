@@ -111,7 +111,16 @@ def test_added_models_run_beside_the_built_in_ones_each_asked_in_its_own_fields(
         assert body["seed"] == 7
     assert all(len(p) == 1 for p in prompts_by_group.values()), "a group's models get one prompt"
     assert catalogue.submissions == 10
+    edit_batch = next(b for b in store.list_batches() if b.request_count == 6)
     store.close()
+
+    # both CSVs carry the added model as they carry a built-in one (its label, its contender)
+    history, comparison = tmp_path / "history.csv", tmp_path / "comparison.csv"
+    assert _run("export", "--out", str(history)).returncode == 0
+    assert _run("export", "--out", str(comparison), "--comparison", "--batch", edit_batch.id).returncode == 0
+    rows = history.read_text(encoding="utf-8")
+    assert rows.count(KONTEXT) >= 2 and rows.count(FLUX_LORA) >= 2
+    assert "flux-pro/kontext" in comparison.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("endpoint_id", [KONTEXT, FLUX_LORA, *BUILT_IN_DOCUMENTS])
