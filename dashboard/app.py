@@ -34,6 +34,7 @@ st.set_page_config(page_title="fal model comparison", page_icon="⚖️", layout
 pages = [
     st.Page("upload.py", title="Upload", icon=":material/upload:", default=True),
     st.Page("generate.py", title="Generate", icon=":material/auto_awesome:"),
+    st.Page("models.py", title="Models", icon=":material/deployed_code:"),
     st.Page("compare.py", title="Compare", icon=":material/compare:"),
     st.Page("history.py", title="History", icon=":material/history:"),
     st.Page("review.py", title="Review", icon=":material/rate_review:"),
