@@ -59,11 +59,11 @@ def add_from_fal(store: Store, settings: Settings, endpoint_id: str, *, added_by
 
 def add_from_bytes(store: Store, data: bytes, name: str, *, added_by: str | None = None,
                    price_usd: float | None = None, unit: str | None = None,
-                   fal_price: tuple[float, str] | None = None) -> StoredModel:
+                   fal_price: tuple[float, str] | None = None, label: str | None = None) -> StoredModel:
     """Add the endpoint an uploaded document describes (the Models page has bytes, not a path).
     `fal_price` is what `fal_price` said, when it said something; a typed price wins over it."""
     return _add(store, data, source=f"file:{name}", added_by=added_by, price_usd=price_usd,
-                unit=unit, fetched_at=None, prices=None if price_usd is not None else fal_price)
+                unit=unit, fetched_at=None, prices=None if price_usd is not None else fal_price, label=label)
 
 
 def fetch_document(settings: Settings, endpoint_id: str) -> bytes:
@@ -236,7 +236,7 @@ def schema_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def price_words(model: StoredModel) -> str:
     if model.price_usd is None:
-        return "unknown (give --price and --unit, or add it with a fal key to read fal's price)"
+        return "unknown (type a price and its unit, or add it with a fal key to read fal's price)"
     source = "fal's price" if model.price_source == "fal" else "typed by the team"
     return f"${model.price_usd:g} per {model.price_unit or 'image'} ({source})"
 
