@@ -5,6 +5,7 @@
     ├── PayloadError             a body fails validation before anything is sent (names field, endpoint)
     ├── PromptError              an option key that does not exist
     ├── PlanError                a batch plan file that is not usable
+    ├── BudgetExceeded           a batch or re-run would pass a spending limit; nothing was sent
     ├── ModelDocumentError       a fal OpenAPI document that cannot describe a comparable image endpoint
     ├── UploadRejected           a reference photo refused by the upload checks (`.reason` code)
     ├── StorageError             a storage backend failed; nothing was left half-written
@@ -24,7 +25,8 @@
     │   ├── FalTimeout           no answer in time
     │   ├── FalUnavailable       transport failure (cannot connect) after retries
     │   ├── FalCancelled         the request was cancelled
-    │   └── FalBadResponse       fal answered 2xx with a body of an unexpected shape; `.raw` keeps it
+    │   ├── FalBadResponse       fal answered 2xx with a body of an unexpected shape; `.raw` keeps it
+    │   └── UnknownEndpoint      fal has no endpoint of that id (core.fal.catalogue, 404 on a document)
     └── MetricsError             an image could not be decoded for measuring
 """
 from __future__ import annotations
@@ -57,6 +59,11 @@ class PromptError(DashboardError):
 
 class PlanError(DashboardError):
     pass
+
+
+class BudgetExceeded(DashboardError):
+    """A live batch, resume or re-run refused by core.batches.budget before any row is written or
+    any request sent: one line naming the limit, the estimate and what is left."""
 
 
 class ModelDocumentError(DashboardError):

@@ -28,6 +28,8 @@ def isolated_env(tmp_path, monkeypatch):
     # port 9 (discard) on loopback: refused, never off-machine
     monkeypatch.setenv("FAL_RUN_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("FAL_QUEUE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("FAL_OPENAPI_URL", "http://127.0.0.1:9/api/openapi/queue/openapi.json")
+    monkeypatch.setenv("FAL_API_URL", "http://127.0.0.1:9/v1")
     return data_dir
 
 
