@@ -43,6 +43,7 @@ SETTINGS = (
     "DASHBOARD_DATA_DIR", "DASHBOARD_CONCURRENCY",
     "DASHBOARD_MAX_UPLOAD_BYTES", "DASHBOARD_MAX_LONG_EDGE",
     "DASHBOARD_METRICS_WORKER", "DASHBOARD_METRICS_WORKERS", "DASHBOARD_OUTAGE_LIMIT_S", "DASHBOARD_AUTO_RESUME",
+    "DASHBOARD_BUDGET_USD_PER_BATCH", "DASHBOARD_BUDGET_USD_PER_DAY", "DASHBOARD_CONFIRM_ABOVE_USD",
     "DASHBOARD_SECRETS",
 )
 
@@ -72,6 +73,11 @@ class Settings:
     outage_limit_s: float = 600.0
     # the dashboard resumes, when it starts, batches a dead runner left unfinished
     auto_resume: bool = True
+    # spending limits in USD (None: no limit) and the estimate above which Send asks first
+    # (0: always); core.batches.budget applies them
+    budget_usd_per_batch: float | None = None
+    budget_usd_per_day: float | None = None
+    confirm_above_usd: float = 3.0
 
     @property
     def dry_run(self) -> bool:
@@ -187,6 +193,22 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
 
         raise ConfigError(f"{name} must be on or off, got {value!r}.")
 
+    def get_usd(name: str, *, zero_ok: bool) -> float | None:
+        value = get(name)
+        if value is None:
+            return None
+        try:
+            amount = float(value.removeprefix("$"))
+        except ValueError:
+            amount = float("nan")
+        # a limit of 0 would refuse every batch: unset is "no limit", so 0 is taken for a typo
+        if not (0 <= amount <= 1_000_000) or (amount == 0 and not zero_ok):
+            what = "from 0 to 1000000" if zero_ok else "above 0, at most 1000000"
+            raise _error(f"{name} must be an amount in USD {what}, like 5 or 12.50, got {value!r}"
+                         + ("." if zero_ok else " (leave it unset for no limit)."))
+        return amount
+
+    confirm_above = get_usd("DASHBOARD_CONFIRM_ABOVE_USD", zero_ok=True)
     data_dir = Path(get("DASHBOARD_DATA_DIR") or REPO_ROOT / "data").expanduser().resolve()
     return Settings(
         data_dir=data_dir,
@@ -205,6 +227,9 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
         metrics_workers=get_int("DASHBOARD_METRICS_WORKERS", 2),
         outage_limit_s=float(get_int("DASHBOARD_OUTAGE_LIMIT_S", 600)),
         auto_resume=get_bool("DASHBOARD_AUTO_RESUME", True),
+        budget_usd_per_batch=get_usd("DASHBOARD_BUDGET_USD_PER_BATCH", zero_ok=False),
+        budget_usd_per_day=get_usd("DASHBOARD_BUDGET_USD_PER_DAY", zero_ok=False),
+        confirm_above_usd=3.0 if confirm_above is None else confirm_above,
     )
 
 
