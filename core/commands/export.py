@@ -57,6 +57,10 @@ def _export(args: argparse.Namespace) -> int:
     out = checked_out(args.out, settings)
     settings.ensure_dirs()
     store = open_store(settings.db_path)
+    if store.has_models():
+        from core.models import service as models
+
+        models.install(store)   # the labels of the endpoints the team added
     try:
         f = HistoryFilter(endpoint=args.endpoint, status=args.status, batch_id=args.batch_id,
                                 date_from=args.date_from, date_to=args.date_to, text=args.text)
