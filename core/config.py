@@ -43,6 +43,7 @@ SETTINGS = (
     "DASHBOARD_DATA_DIR", "DASHBOARD_CONCURRENCY",
     "DASHBOARD_MAX_UPLOAD_BYTES", "DASHBOARD_MAX_LONG_EDGE",
     "DASHBOARD_METRICS_WORKER", "DASHBOARD_METRICS_WORKERS", "DASHBOARD_OUTAGE_LIMIT_S", "DASHBOARD_AUTO_RESUME",
+    "DASHBOARD_LISTEN_ON_ALL_INTERFACES",
     "DASHBOARD_BUDGET_USD_PER_BATCH", "DASHBOARD_BUDGET_USD_PER_DAY", "DASHBOARD_CONFIRM_ABOVE_USD",
     "DASHBOARD_SECRETS",
 )
@@ -78,6 +79,13 @@ class Settings:
     budget_usd_per_batch: float | None = None
     budget_usd_per_day: float | None = None
     confirm_above_usd: float = 3.0
+    # off: the server listens on loopback only, since whoever reaches it uses the team's fal key
+    listen_on_all_interfaces: bool = False
+
+    @property
+    def listen_address(self) -> str:
+        """The address `scripts/run` gives Streamlit (`python -m core listen-address`)."""
+        return "0.0.0.0" if self.listen_on_all_interfaces else "127.0.0.1"
 
     @property
     def dry_run(self) -> bool:
@@ -230,7 +238,23 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
         budget_usd_per_batch=get_usd("DASHBOARD_BUDGET_USD_PER_BATCH", zero_ok=False),
         budget_usd_per_day=get_usd("DASHBOARD_BUDGET_USD_PER_DAY", zero_ok=False),
         confirm_above_usd=3.0 if confirm_above is None else confirm_above,
+        listen_on_all_interfaces=get_bool("DASHBOARD_LISTEN_ON_ALL_INTERFACES", False),
     )
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether a server bound to `address` is reachable from this machine only. Streamlit's empty
+    default (and "0.0.0.0", "::") means every interface."""
+    import ipaddress
+
+    if not address:
+        return False
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _error(message: str) -> Exception:
