@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from core.config import is_loopback  # noqa: E402
 from core.errors import DashboardError  # noqa: E402
 from dashboard import _draft, _format, _identity, _onboarding, _resources, _resume, _warmup  # noqa: E402
 
@@ -60,6 +61,13 @@ with st.sidebar:
         st.success("fal: **live** — runs are sent and billed.", icon=":material/cloud_done:")
     st.caption(f"Storage: {summary['storage']}")
     st.caption(f"Data: `{summary['data_dir']}`")
+    # who can reach this server: the address in effect (scripts/run's flag, config.toml), not a guess
+    if is_loopback(st.get_option("server.address")):
+        st.caption("Reachable from this machine only.")
+    else:
+        st.warning(f"**Open to the network** (`DASHBOARD_LISTEN_ON_ALL_INTERFACES`): anyone who can "
+                   f"reach port {st.get_option('server.port')} can use this dashboard"
+                   + ("." if settings.dry_run else " and the team's fal key."), icon=":material/public:")
     if _resources.store().read_only:
         st.warning("**Read-only**: the data directory cannot be written. History, Compare and the "
                    "Leaderboard work; uploads, runs and votes are refused until it is writable.",
