@@ -22,13 +22,14 @@ from core.redact import abbreviate
 # text, and what starts a list, a heading or a quote
 _MARKUP = re.compile(r"([\\`*_<>#|~$:])")
 _LINK = re.compile(r"\](?=[(\[])")  # "[text](url)" and "[text][ref]"; a lone "[x]" is text
+_IMAGE = re.compile(r"(?<=!)\[")  # "![alt](url)": its "[" escaped too, so no "![" is left at all
 _LINE_START = re.compile(r"^(\s*(?:\d+)?)([-+.)])", re.M)
 
 
 def plain(text: object) -> str:
     """Text a person typed, for a Markdown string: every markup character escaped, so it reads
     exactly as typed."""
-    escaped = _LINK.sub(r"\\]", _MARKUP.sub(r"\\\1", str(text)))
+    escaped = _IMAGE.sub(r"\\[", _LINK.sub(r"\\]", _MARKUP.sub(r"\\\1", str(text))))
     return _LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), escaped)
 
 

@@ -100,7 +100,9 @@ def _model_cell(req: RequestRecord, images: list[ResultImage]) -> None:
     else:
         st.caption("No image yet.")
     params = {k: v for k, v in req.payload.items() if k not in _GROUP_KEYS}
-    st.caption(" · ".join(f"{k} {_format.cell(v)}" for k, v in sorted(params.items()))
+    # a number is never markup; text (a LoRA path, a typed option) is shown as typed
+    st.caption(" · ".join(f"{k} {_format.cell(v) if isinstance(v, (int, float)) else _format.plain(_format.cell(v))}"
+                          for k, v in sorted(params.items()))
                + (f" · {req.inference_time_s:.1f} s" if req.inference_time_s else ""))
 
 
