@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.config import SETTINGS, load_settings
 from core.store import open_store
-from core.config import load_settings
 
 # Stand-in servers and their fixtures live in tests/standins/.
 pytest_plugins: list[str] = ["tests.standins.supabase_fixtures", "tests.standins.fal_fixtures"]
@@ -14,9 +14,9 @@ pytest_plugins: list[str] = ["tests.standins.supabase_fixtures", "tests.standins
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
-    for name in ("FAL_KEY", "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_BUCKET",
-                 "DASHBOARD_CONCURRENCY", "DASHBOARD_MAX_UPLOAD_BYTES", "DASHBOARD_MAX_LONG_EDGE",
-                 "DASHBOARD_OUTAGE_LIMIT_S", "DASHBOARD_METRICS_WORKERS"):
+    # every setting from a clean slate (config.SETTINGS, the one list): a developer's own
+    # environment (a key, a budget, an open address) never leaks into a test
+    for name in SETTINGS:
         monkeypatch.delenv(name, raising=False)
     # no detached dlib worker outlives a test, and no page start resumes batches behind a test's
     # back; the tests of those features switch them on
