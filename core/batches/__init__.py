@@ -6,6 +6,8 @@ and the command line call.
     plans      a spec and its resolved references -> every payload, validated, counted and priced (pure)
     service    plan_batch (references resolved and uploaded), launch, rerun, cancel, resume, and
                `state` (Starting/Running/Stopped/Finished/Cancelled)
+    budget     spending limits: a batch, resume or re-run over a limit refused before it is sent,
+               what is left today, and when Send asks first
     schedule   the runner: bounded concurrency, outages ridden through, signals drained
     record     fal's answers and errors -> request statuses; `record_result` writes a result
     explain    what a batch's state means in words, and what may be done to it (cancel, resume)
@@ -17,7 +19,7 @@ The fal client the runner sends through is `core.fal`.
 from core._surface import lazy
 
 _EXPORTS = {
-    "plans": "", "service": "", "schedule": "", "record": "", "drafts": "", "explain": "", "sweeps": "", "plan_file": "", "spec": "",
+    "plans": "", "service": "", "schedule": "", "record": "", "drafts": "", "explain": "", "sweeps": "", "plan_file": "", "spec": "", "budget": "",
     "Plan": "plans", "make_plan": "plans", "load_plan_file": "plan_file", "plan_batch": "service",
     "launch": "service", "rerun": "service", "cancel": "service", "resume": "service",
     "state": "service", "BatchState": "service", "Starting": "service", "Running": "service",

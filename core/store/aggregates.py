@@ -159,3 +159,16 @@ class AggregatesMixin(_Base):
     def count_groups(self, *, batch_id: str | None = None) -> int:
         where, params = _batch_clause(batch_id, "g")
         return self._one(f"SELECT count(*) FROM groups g WHERE 1{where}", params)[0]
+
+    @sqlite_boundary
+    def spent_since(self, since: str, *, person: str | None) -> tuple[float, int]:
+        """What `person` sent since `since` (ISO UTC, as the store writes times), for the daily
+        spending limit: the sum of the known estimated costs, and how many sent requests had no
+        known price. Sent is any status but planned, cancelled and dry run, timed by its submit
+        (else its creation); a person is `created_by`, and no name (None or "") is one bucket."""
+        row = self._one(
+            "SELECT coalesce(sum(estimated_cost), 0), sum(estimated_cost IS NULL) FROM requests "
+            "WHERE coalesce(created_by, '') = ? AND dry_run = 0 AND status NOT IN (?, ?, ?) "
+            "AND coalesce(submitted_at, created_at) >= ?",
+            [person or "", RequestStatus.PLANNED, RequestStatus.CANCELLED, RequestStatus.DRY_RUN, since])
+        return float(row[0] or 0.0), int(row[1] or 0)
