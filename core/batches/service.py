@@ -13,6 +13,9 @@ Invariants:
   answer), `Stopped` (no live runner and requests left: its stored reason, or that it died),
   `Undecided` (only requests in doubt are left: a person decides), `Finished` or `Cancelled`.
 - One batch per intent: `launch` is keyed by what the person confirmed (`launch_key`). The reason is stored by the runner, never parsed from its log.
+- Spending limits before anything: `record`, `rerun` and `resume` ask `budget.check` before a row
+  is written or a runner started; a live batch over a limit is refused (BudgetExceeded), a dry
+  run never is.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core import processes
-from core.batches import plans
+from core.batches import budget, plans
 from core.batches.spec import plan_shape, show
 from core.batches.plan_file import read_capped
 from core.batches.plans import Plan, PlanReference
@@ -177,7 +180,10 @@ def _upload(ref: PlanReference, store: Store, storage: Storage) -> PlanReference
 
 def record(store: Store, plan: Plan, settings: Settings, *, created_by: str | None = None,
            concurrency: int | None = None, launch_key: str | None = None) -> Batch:
-    """Write the batch (dry run when there is no FAL_KEY); nothing is sent."""
+    """Write the batch (dry run when there is no FAL_KEY); nothing is sent. A live batch over a
+    spending limit is refused first (BudgetExceeded), with nothing written."""
+    estimate = budget.of_plan(plan)
+    budget.check(store, settings, estimate_usd=estimate.usd, unpriced=estimate.unpriced, person=created_by)
     return store.create_batch(plan.new_batch(), dry_run=settings.dry_run, concurrency=concurrency, created_by=created_by,
                               launch_key=launch_key)
 
@@ -237,7 +243,14 @@ def run_here(batch_id: str, settings: Settings, *, concurrency: int | None = Non
 
 def rerun(store: Store, request_id: str, settings: Settings, *, created_by: str | None = None) -> RequestRecord:
     """A new request with the same endpoint and payload, in the current mode (live or dry run),
-    sent by a runner (the batch's live one picks it up, else one is started)."""
+    sent by a runner (the batch's live one picks it up, else one is started). Over a spending
+    limit it is refused first, counting what its batch already spent, with nothing written."""
+    old = store.get_request(request_id)
+    joins = old.batch_id if old.batch_id and not store.get_batch(old.batch_id).dry_run else None
+    # the batch it joins will also send what it has left: both count
+    left = budget.left_in_batch(store, joins) if joins else budget.Estimate(0.0)
+    budget.check(store, settings, estimate_usd=(old.estimated_cost or 0.0) + left.usd,
+                 unpriced=int(old.estimated_cost is None) + left.unpriced, person=created_by, batch_id=joins)
     new = store.rerun_request(request_id, created_by=created_by, dry_run=settings.dry_run)
     if new.batch_id is not None and not runner_alive(store.get_batch(new.batch_id)):
         start_runner(store, settings, new.batch_id)
@@ -257,10 +270,25 @@ def cancel(store: Store, batch_id: str, settings: Settings, *, here: bool = Fals
 
 
 def resume(store: Store, batch_id: str, settings: Settings, *, concurrency: int | None = None) -> BatchState:
-    """Start a runner for what is left of the batch (a no-op if one is alive)."""
-    if not runner_alive(store.get_batch(batch_id)):
+    """Start a runner for what is left of the batch (a no-op if one is alive). What is left is
+    checked against the spending limits first, counting what the batch already spent."""
+    batch = store.get_batch(batch_id)
+    if not runner_alive(batch):
+        check_resume(store, settings, batch_id)
         start_runner(store, settings, batch_id, concurrency=concurrency)
     return state(store, batch_id, settings)
+
+
+def check_resume(store: Store, settings: Settings, batch_id: str) -> None:
+    """BudgetExceeded when sending what is left of the batch would pass a limit. A batch being
+    cancelled sends nothing more, so it is never refused (its runner must cancel what fal holds);
+    the person is the batch's creator, whose day the batch is spending."""
+    batch = store.get_batch(batch_id)
+    if batch.dry_run or batch.cancel_requested:
+        return
+    left = budget.left_in_batch(store, batch_id)
+    budget.check(store, settings, estimate_usd=left.usd, unpriced=left.unpriced, person=batch.created_by,
+                 batch_id=batch_id)
 
 
 def send_again(store: Store, batch_id: str, settings: Settings, *, by: str,

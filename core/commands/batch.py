@@ -10,7 +10,8 @@ recorded with who decided (`--by`).
 
 Exit status of `run` and `resume`: 0 every request final; 3 finished except requests in doubt
 (a person decides: `batch doubt`); 1 stopped with requests left (resumable); 2 a usage or input
-error.
+error, or a batch over a spending limit (DASHBOARD_BUDGET_USD_PER_BATCH/_PER_DAY: one line, with
+nothing uploaded, written or sent).
 
 Imports are lazy: this path never loads pandas, streamlit, supabase or scikit-image.
 """
@@ -187,10 +188,21 @@ def _warm_up() -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from core.batches import service
+    from core.batches import budget, service
+    from core.errors import BudgetExceeded
 
     settings, store = _settings_store(_warm_up())
-    plan = _make_plan(args.plan, store, settings, upload=True)
+    # the limits are checked on the preview, before a reference file is uploaded (`record`
+    # checks again before it writes the batch)
+    plan = _make_plan(args.plan, store, settings, upload=False)
+    estimate = budget.of_plan(plan)
+    try:
+        budget.check(store, settings, estimate_usd=estimate.usd, unpriced=estimate.unpriced, person=args.created_by)
+    except BudgetExceeded:
+        store.close()   # before the interpreter exits, with the TLS warm-up thread still running
+        raise
+    if not plan.final:
+        plan = _make_plan(args.plan, store, settings, upload=True)
     batch = service.record(store, plan, settings, concurrency=args.concurrency, created_by=args.created_by)
     print(f"batch {batch.id} {plan.name!r}: {_describe(plan)}", flush=True)
     if batch.dry_run:
@@ -218,19 +230,32 @@ def _measure_in_background(settings: Any) -> None:
 
 def _resume(args: argparse.Namespace) -> int:
     from core.batches import service
-    from core.errors import BatchBusy
+    from core.errors import BatchBusy, BudgetExceeded
 
     settings, store = _settings_store(_warm_up())
+
     ids = [args.batch_id] if args.batch_id else [b.id for b in store.unfinished_batches()]
-    if args.batch_id:
-        store.get_batch(args.batch_id)
-    store.close()
+    refused = 0
+    try:
+        if args.batch_id:
+            store.get_batch(args.batch_id)
+            service.check_resume(store, settings, args.batch_id)   # over a limit: one line, exit 2
+        for batch_id in [] if args.batch_id else list(ids):
+            try:
+                service.check_resume(store, settings, batch_id)
+            except BudgetExceeded as e:
+                print(f"skipped {batch_id}: {e}", file=sys.stderr)
+                ids.remove(batch_id)
+                refused = 2
+    finally:
+        store.close()
     if not ids:
-        print("no unfinished batch")
-        return 0
+        if not refused:
+            print("no unfinished batch")
+        return refused
     if not settings.dry_run:
         _measure_in_background(settings)
-    code = 0
+    code = refused
     for batch_id in ids:
         try:
             report = service.run_here(batch_id, settings, concurrency=args.concurrency,
