@@ -6,6 +6,9 @@ Invariants:
   (a photo that is gone, an option no longer in the catalogue is dropped).
 - A problem typed in a step is shown there and repeated in step 5, which then offers no run
   button; the rules of planning are `core.batches`'.
+- Send above the confirmation threshold (`core.batches.budget.needs_confirmation`) only asks: the
+  question names the intent (`service.launch_key`), so a changed plan asks again, and only its
+  Yes launches (still one batch per intent). A batch over a spending limit gets no button.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from core.batches import explain, service
+from core.batches import budget, explain, service
 from core.batches.spec import MAX_SEED
 from core.catalog import prompts, registry
 from core.config import Settings
@@ -24,6 +27,10 @@ from core.store import Store
 from dashboard import _draft, _format, _identity, _resources
 
 PREVIEW_PAYLOADS = 20
+# the Send confirmation's own state (this step's, like its widgets): the launch key it asks about
+_CONFIRMING = "run_confirming"
+_CONFIRM_YES = "run_confirm_yes"
+_CONFIRM_NO = "run_confirm_no"
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,8 @@ def name_and_launch(store: Store, settings: Settings, spec: dict, problems: list
     name = st.text_input("Batch name", key=_draft.BATCH_NAME, placeholder="untitled",
                          help="Shown in Compare and History next to the time the batch was created.")
     spec = {"name": name.strip() or "untitled", **spec}
+    if left := budget.left_today_line(store, settings, _identity.user()):
+        st.caption(left)
     models, picked = spec["models"], spec["references"]
     needing = explain.models_needing_references(models, picked)
     if problems:
@@ -187,12 +196,39 @@ def _run_button(store: Store, settings: Settings, plan) -> None:
                 "every request a second time.", icon=":material/content_copy:")
         label = "Send the same batch again" + ("" if settings.dry_run else f" (about ${plan.estimated_cost:.3f})")
         repeat_of = sent_before.id
-    if st.button(label, type="primary", icon=":material/play_arrow:", key=_draft.RUN):
-        try:
-            batch = service.launch(store, plan, settings, created_by=_identity.user(),
-                                   concurrency=settings.concurrency, repeat_of=repeat_of)
-            state[_draft.ACTIVE_BATCH] = batch.id
-        except DashboardError as e:
-            _format.show_error(e)
-        else:
+    estimate = budget.of_plan(plan)
+    try:   # over a spending limit: the refusal instead of a button (launch would refuse it too)
+        budget.check(store, settings, estimate_usd=estimate.usd, unpriced=estimate.unpriced,
+                     person=_identity.user())
+    except DashboardError as e:
+        _format.show_error(e)
+        return
+    intent = service.launch_key(plan, settings, created_by=_identity.user(), repeat_of=repeat_of)
+    if state.get(_CONFIRMING) == intent:
+        st.warning(budget.confirmation(plan.request_count, estimate), icon=":material/payments:")
+        yes, no = st.columns([2, 1])
+        if yes.button(f"Yes, send {plan.request_count} requests", type="primary", icon=":material/play_arrow:",
+                      key=_CONFIRM_YES):
+            _launch(store, settings, plan, repeat_of)
+        if no.button("Not now", key=_CONFIRM_NO):
+            del state[_CONFIRMING]
             st.rerun()
+        return
+    if st.button(label, type="primary", icon=":material/play_arrow:", key=_draft.RUN):
+        if budget.needs_confirmation(settings, estimate.usd):
+            state[_CONFIRMING] = intent   # the next run asks; only its Yes sends
+            st.rerun()
+        _launch(store, settings, plan, repeat_of)
+
+
+def _launch(store: Store, settings: Settings, plan, repeat_of: str | None) -> None:
+    state = st.session_state
+    try:
+        batch = service.launch(store, plan, settings, created_by=_identity.user(),
+                               concurrency=settings.concurrency, repeat_of=repeat_of)
+        state[_draft.ACTIVE_BATCH] = batch.id
+    except DashboardError as e:
+        _format.show_error(e)
+    else:
+        state.pop(_CONFIRMING, None)
+        st.rerun()

@@ -77,6 +77,16 @@ def left_today(store: Store, settings: Settings, person: str | None, *,
     return max(0.0, settings.budget_usd_per_day - spent_today(store, person, now=now).usd)
 
 
+def left_today_line(store: Store, settings: Settings, person: str | None) -> str | None:
+    """What Generate shows when a daily limit is set: what `person` has left today."""
+    left = left_today(store, settings, person)
+    if left is None:
+        return None
+    who = person or "the team (no name)"
+    return (f"Left today for {who}: {_usd(left)} of {_usd(settings.budget_usd_per_day or 0.0)} "
+            "(DASHBOARD_BUDGET_USD_PER_DAY, since midnight UTC).")
+
+
 def check(store: Store, settings: Settings, *, estimate_usd: float, person: str | None,
           batch_id: str | None = None, unpriced: int = 0, now: _dt.datetime | None = None) -> None:
     """Raise BudgetExceeded (one line: the limit, the estimate, what is left) when sending
