@@ -156,3 +156,22 @@ def test_an_https_url_or_a_hugging_face_path_is_a_lora(path):
 
     validate_payload(LORA_EDIT_ENDPOINT, {"prompt": "p", "image_urls": ["https://example.test/a.png"],
                                           "loras": [{"path": path, "scale": 1.0}]})
+
+
+def test_the_checked_manifest_names_exactly_the_shipped_schemas_that_pass_the_meta_schema():
+    """core/catalog/checked_schemas.json lets each process skip re-checking a shipped schema (15-20
+    ms each). It must hold the version of every built-in endpoint's enforced schema, each of which
+    passes JSON Schema's meta-schema here; after editing a schema, regenerate it with
+    `python -c "import json; from core.catalog import registry as r; print(json.dumps({e.id: e.schema_version for e in r.list_endpoints() if not e.added}, indent=2, sort_keys=True))" > core/catalog/checked_schemas.json`
+    (until then the edited schema is checked when first used, as any schema is)."""
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    from core.catalog import registry
+
+    manifest = json.loads(registry.CHECKED_FILE.read_text(encoding="utf-8"))
+    built_in = {e.id: e.schema_version for e in registry.list_endpoints() if not e.added}
+    assert manifest == built_in
+    for endpoint_id in built_in:
+        Draft202012Validator.check_schema(registry._entry(endpoint_id).schema.schema)
