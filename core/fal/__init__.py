@@ -5,6 +5,7 @@
     wire      reading bounded answers: inflated 64 KB at a time, JSON objects, status events
     answers   fal's error answers and transport failures -> `core.errors.FalError`s
     client    `FalClient`: submit, status, the status stream, result, cancel, download
+    tls       the process's one TLS context, built in the background (`warm_tls`)
     follow    one accepted job followed until it ends (stream first, then adaptive polling)
     catalogue `CatalogueClient`: any endpoint's OpenAPI document by id, model search, prices
 
@@ -13,13 +14,13 @@ The facts about fal these rely on, with their sources, are in docs/fal.md.
 from core._surface import lazy
 
 _EXPORTS = {
-    "values": "", "retry": "", "wire": "", "answers": "", "client": "", "follow": "", "catalogue": "",
+    "values": "", "retry": "", "wire": "", "answers": "", "client": "", "follow": "", "tls": "", "catalogue": "",
     "Completed": "values", "InProgress": "values", "Queued": "values", "Status": "values",
     "QueueHandle": "values", "OutputImage": "values", "FalOutput": "values",
     "parse_output": "values", "handle_from_row": "values",
     "RetryPolicy": "retry", "retry_reason": "retry",
     "FalClient": "client", "DEFAULT_TIMEOUT": "client", "DEFAULT_STREAM_TIMEOUT": "client",
-    "MAX_DOWNLOAD_BYTES": "client", "tls_context": "client", "warm_tls": "client",
+    "MAX_DOWNLOAD_BYTES": "client", "tls_context": "tls", "warm_tls": "tls",
     "Cadence": "follow", "PollPolicy": "follow", "Outage": "follow", "Signals": "follow",
     "Finished": "follow", "Gone": "follow", "Lost": "follow", "is_transient": "follow",
     "CatalogueClient": "catalogue", "CatalogueModel": "catalogue", "SearchPage": "catalogue",

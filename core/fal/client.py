@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +42,7 @@ from core.errors import (
 )
 from core.catalog.payloads import payload_hash
 from core.redact import abbreviate, redact
+from core.fal.tls import tls_context
 from core.fal.answers import error_from, transport_error
 from core.fal.retry import NOT_SENT, RetryPolicy, retry_after_s, retry_reason
 from core.fal.values import FalOutput, QueueHandle, Status, parse_output, parse_status, queue_position_of, request_base
@@ -93,27 +93,6 @@ def _log_send(endpoint: str, payload: Any) -> None:
         logger.info(json.dumps({"event": "fal.send", "endpoint": endpoint,
                                 "payload_hash": payload_hash(payload), "payload": abbreviate(payload)},
                                ensure_ascii=False, separators=(",", ":")))
-_TLS_LOCK = threading.Lock()
-_TLS: list[ssl.SSLContext] = []
-
-
-def tls_context() -> ssl.SSLContext:
-    """httpx's default TLS context (certifi's CAs, or SSL_CERT_FILE / SSL_CERT_DIR), built once."""
-    with _TLS_LOCK:
-        if not _TLS:
-            _TLS.append(httpx.create_ssl_context())
-        return _TLS[0]
-
-
-def warm_tls() -> None:
-    """Build `tls_context()` in the background; a failure is raised again by the next caller."""
-    def build() -> None:
-        try:
-            tls_context()
-        except Exception:  # noqa: BLE001 - tls_context() raises it again where it is used
-            pass
-
-    threading.Thread(target=build, name="tls-context", daemon=True).start()
 
 
 class FalClient:
