@@ -10,6 +10,8 @@ from core.blobs import open_storage
 from tests.results import record_result
 from tests.apptest_support import add_reference, new_store, open_page, photo, texts
 
+
+
 SCHNELL, EDIT = registry.DEFAULT_MODELS
 
 
@@ -110,3 +112,17 @@ def test_a_plain_two_model_batch_still_shows_side_by_side_with_model_names():
     headers = [m for m in texts(at.markdown) if "badge" in m]
     assert headers[:2] == ["**FLUX.1 [schnell]** :green-badge[completed]",
                            "**FLUX.2 [dev] LoRA edit** :green-badge[completed]"]
+
+
+# what a new teammate reads on this page
+
+def test_a_rerun_is_labelled_in_compare():
+    plan = plans.make_plan({"name": "rr", "models": [SCHNELL], "seeds": [1]})
+    batch = new_store().create_batch(plan.new_batch(), dry_run=True)
+    old = new_store().batch_requests(batch.id)[0]
+    new = new_store().rerun_request(old.id, dry_run=True)
+    at = open_page("compare.py")
+    cells = [m for m in texts(at.markdown) if "FLUX.1 [schnell]" in m]
+    # one output per model in a group (the store's rule): the newest, and it says it is a re-run
+    assert len(cells) == 1 and f"re-run of {old.id[:8]}" in cells[0]
+    assert new.rerun_of == old.id

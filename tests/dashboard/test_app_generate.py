@@ -11,6 +11,8 @@ from core.catalog import registry
 from core.store import runner_alive
 from tests.apptest_support import add_reference, all_text, new_store, open_page, texts, wait_finished
 
+
+
 SCHNELL, EDIT = registry.DEFAULT_MODELS
 
 
@@ -197,3 +199,53 @@ def test_a_sweep_value_out_of_range_is_refused_with_the_parameter_and_value():
     errors = " ".join(texts(at.error))
     assert "num_inference_steps" in errors and "99" in errors
     assert not [b for b in at.button if b.key == "run"]
+
+
+# what a new teammate reads on this page
+
+def test_an_out_of_range_number_stays_visible_and_is_refused_where_the_run_button_was():
+    ref = add_reference("red")
+    at = open_page("generate.py")
+    at.multiselect(key="gen_refs").set_value([ref.id]).run()
+    at.number_input(key=f"param::{EDIT}::num_inference_steps").set_value(999).run()
+    assert at.number_input(key=f"param::{EDIT}::num_inference_steps").value == 999, "not silently reset"
+    errors = texts(at.error)
+    assert any("num_inference_steps" in e for e in errors), errors
+    blocked = next(e for e in errors if e.startswith("Nothing can run until these are fixed"))
+    assert "FLUX.2 [dev] LoRA edit" in blocked and "num_inference_steps" in blocked
+    assert not [b for b in at.button if b.key == "run"]
+    assert not at.metric, "no count or cost of payloads that would not be sent"
+
+
+def test_a_cancelled_batch_is_not_called_done_and_its_unsent_requests_cost_nothing():
+    plan = plans.make_plan({"name": "to cancel", "models": [SCHNELL], "seeds": [1, 2, 3]})
+    store = new_store()
+    batch = store.create_batch(plan.new_batch(), dry_run=False)
+    first, *rest = store.batch_requests(batch.id)
+    store.mark_submitted(first.id)
+    store.mark_queued(first.id, fal_request_id="f1", status_url="s", response_url="r", cancel_url="c")
+    store.mark_completed(first.id, response={"images": []}, inference_time_s=1.0)
+    for r in rest:
+        store.mark_cancelled(r.id)
+    store.request_cancel(batch.id)
+    at = open_page("generate.py")
+    at.session_state["active_batch"] = batch.id
+    at.run()
+    line = at.progress[0].proto.text
+    assert "done" not in line and "1 of 3 answered by fal" in line and "2 cancelled (never sent)" in line
+    assert f"${first.estimated_cost:.3f} spent" in line and f"estimate for all 3: ${plan.estimated_cost:.3f}" in line
+    assert not any("see History for the errors" in w for w in texts(at.warning))
+    assert any("2 requests cancelled before fal answered" in i for i in texts(at.info))
+    assert not [b for b in at.button if b.key == f"cancel_{batch.id}"], "a finished batch offers no Cancel"
+
+    hist = open_page("history.py")
+    hist.toggle(key="hist_all_columns").set_value(True).run()
+    table = hist.dataframe[0].value.set_index("id")
+    assert table.loc[rest[0].id, "status"] == "cancelled — not sent"
+    cost = table.loc[rest[0].id, "cost $"]
+    assert cost == "" or cost != cost, "no cost (blank or NaN) for unsent"
+    hist.selectbox(key="hist_detail").set_value(rest[0].id).run()
+    assert not texts(hist.error), texts(hist.error)
+    assert any("never sent" in i for i in texts(hist.info))
+    assert any("never sent" in m for m in texts(hist.markdown))
+    assert not any("exactly as stored and sent" in m for m in texts(hist.markdown))

@@ -13,6 +13,12 @@ from core.redact import abbreviate
 from dashboard import _resources
 from tests.apptest_support import new_store, open_page, texts, wait_finished
 
+
+from core.batches import service
+from core.photos import references
+from core.config import load_settings
+from tests.apptest_support import add_reference
+
 SCHNELL, EDIT = registry.DEFAULT_MODELS
 
 
@@ -183,3 +189,29 @@ def test_surprises_only_keeps_requests_whose_images_were_flagged_and_detail_says
     assert list(_table(at)["id"]) == [flagged.id]
     at.selectbox(key="hist_detail").set_value(flagged.id).run()
     assert any("surprises: seed mismatch" in c for c in texts(at.caption))
+
+
+# what a new teammate reads on this page
+
+def test_dry_run_rows_say_not_sent_and_show_no_cost():
+    plan = plans.make_plan({"name": "dry", "models": [SCHNELL], "seeds": [1]})
+    batch = new_store().create_batch(plan.new_batch(), dry_run=True)
+    service.resume(new_store(), batch.id, load_settings())
+    wait_finished(batch.id)
+    hist = open_page("history.py")
+    table = hist.dataframe[0].value
+    assert list(table["status"]) == ["dry run — not sent"]
+    assert all(v == "" or v != v for v in table["cost $"]), "empty cost cells (blank or NaN)"
+    assert any("cost nothing" in c for c in texts(hist.caption))
+
+
+def test_last_payload_sent_shows_the_data_uri_that_left_not_the_local_token():
+    ref = add_reference("red")
+    store = new_store()
+    body = {"prompt": "p", "seed": 1, "image_size": "square_hd", "image_urls": [references.payload_url(ref)]}
+    r = store.record_request(endpoint=EDIT, payload=body, prompt="p", seed=1, estimated_cost=0.01)
+    store.mark_submitted(r.id)
+    at = open_page("history.py")
+    shown = json.loads(at.code[0].value)
+    assert shown["image_urls"][0].startswith("data:image/jpeg;base64") and "reference://" not in at.code[0].value
+    assert len(at.code[0].value) < 2000, "abbreviated, never the whole base64"

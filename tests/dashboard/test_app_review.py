@@ -10,6 +10,8 @@ from core.blobs import open_storage
 from tests.apptest_support import all_text, assert_ok, new_store, open_page, texts
 from tests.review_support import EDIT, SCHNELL, completed_batch
 
+
+
 LABELS = {SCHNELL: "FLUX.1 [schnell]", EDIT: "FLUX.2 [dev] LoRA edit"}
 
 
@@ -167,3 +169,39 @@ def test_compare_has_a_fidelity_tab_with_each_images_metrics():
     assert sorted(table["model"]) == sorted(LABELS.values())
     assert set(table["face"]) == {"no_face_reference"}
     assert table["phash"].notna().all()
+
+
+def _page_links(at) -> list[str]:
+    return [e.proto.label for e in at.get("page_link")]
+
+
+# what a new teammate reads on this page
+
+def test_include_reviewed_moves_on_after_each_vote_instead_of_offering_group_1_again():
+    batch, _, _ = completed_batch(options={"subject": ["Woman", "Man", "Robot"]})
+    store = new_store()
+    for item in review.review_items(store, batch.id, "ana"):   # every group judged already
+        review.record_item_vote(store, item, rater="ana", verdict="both_good")
+    at = open_page("review.py", user="ana")
+    at.toggle(key="rev_include").set_value(True).run()
+    order = [i.group.prompt for i in review.review_items(store, batch.id, "ana")]
+    shown = []
+    for _ in order:
+        shown.append(next(m for m in texts(at.markdown) if m.strip("*") in order).strip("*"))
+        _buttons(at)["rev_left"].click().run()
+        _buttons(at)["rev_next"].click().run()      # what N does
+        assert_ok(at)
+    assert shown == order, "each group once, in order, never group 1 again"
+    assert any("Nothing left to review" in t for t in texts(at.success))
+    assert any("Leaderboard" in link for link in _page_links(at))
+    # the latest verdicts replaced the earlier ones
+    latest = review.latest_votes(new_store().list_votes(batch_id=batch.id))
+    assert {v.verdict for v in latest} == {"left"}
+
+
+def test_the_key_hint_names_each_key_once_and_n():
+    completed_batch()
+    at = open_page("review.py", user="ana")
+    hint = next(c for c in texts(at.caption) if "keys:" in c)
+    for part in ("← left better", "→ right better", "↑ both good", "↓ both bad", "S skip", "N next group"):
+        assert part in hint, hint

@@ -7,6 +7,11 @@ import pytest
 from tests.apptest_support import PAGES, all_text, open_page, texts
 
 
+from core.evaluation import review
+from tests.apptest_support import (assert_ok, new_store)
+from tests.review_support import SCHNELL, completed_batch
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_without_exception_and_with_its_title(page):
     """A new user can open each page on an empty store: no traceback, the page's title shows."""
@@ -55,3 +60,35 @@ def test_a_read_only_data_directory_is_said_in_the_sidebar(monkeypatch):
     at = open_page("history.py")
     assert not at.exception
     assert any("Read-only" in w.value for w in at.sidebar.warning)
+
+
+def _page_links(at) -> list[str]:
+    return [e.proto.label for e in at.get("page_link")]
+
+
+# what a new teammate reads on this page
+
+def test_every_page_ends_with_its_next_step_and_no_table_shows_none():
+    """With a dry run recorded and a vote cast, each page renders, links to the next step, and no
+    table cell or text reads "None"."""
+    batch, _, _ = completed_batch(options={"subject": ["Woman", "Man"]})
+    new_store().record_request(endpoint=SCHNELL, payload={"prompt": "p", "seed": 1}, prompt="p", seed=1,
+                             estimated_cost=None)    # no cost, no time, no author: empty cells
+    store = new_store()
+    item = review.queue(store, batch.id, "ana").next
+    review.record_item_vote(store, item, rater="ana", verdict="left")
+    nexts = {"upload.py": "Generate", "generate.py": "History", "models.py": "Generate", "compare.py": "Review",
+             "history.py": "Compare", "review.py": "Leaderboard", "leaderboard.py": "Generate"}
+    for page in (*PAGES, "review.py", "leaderboard.py"):
+        at = open_page(page, user="bo")
+        for toggle in ("hist_all_columns", "lb_all_columns", "cmp_metrics_all"):
+            if any(t.key == toggle for t in at.toggle):
+                at.toggle(key=toggle).set_value(True).run()
+        assert_ok(at)
+        links = _page_links(at)
+        assert any(link.startswith("Next:") and nexts[page].lower() in link.lower() for link in links), \
+            (page, links)
+        for frame in at.dataframe:
+            values = frame.value.astype(str).to_numpy().ravel().tolist()
+            assert "None" not in values, (page, frame.value.columns.tolist())
+        assert "None" not in all_text(at).replace("None of", ""), page

@@ -3,6 +3,13 @@ gallery of stored references; the "already there" notice; archiving."""
 from __future__ import annotations
 
 from tests.apptest_support import add_reference, new_store, open_page, photo, texts
+import io
+
+from PIL import Image
+
+from core.photos import references
+from core.config import load_settings
+from core.blobs import open_storage
 
 
 def _drop(at, files):
@@ -74,3 +81,38 @@ def test_archive_hides_a_reference_until_show_archived():
     assert any("No reference photos yet" in t for t in texts(at.info))
     at.toggle(key="show_archived").set_value(True).run()
     assert any("archived" in t for t in texts(at.caption))
+
+
+# what a new teammate reads on this page
+
+def _jpeg_with_exif() -> bytes:
+    im = Image.new("RGB", (640, 480), "blue")
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def test_upload_says_only_what_happened_to_each_photo():
+    at = open_page("upload.py")
+    files = [("clean.jpg", photo("red")), ("exif.jpg", _jpeg_with_exif()), ("again.jpg", photo("red")),
+             ("notes.jpg", b"just some text\n")]
+    s = load_settings()
+    outcomes = []
+    for name, data in files:
+        try:
+            outcomes.append((name, references.add_reference(new_store(), open_storage(s), data, role="face",
+                                                            filename=name, settings=s), None))
+        except Exception as e:  # noqa: BLE001 - the page shows core's message
+            outcomes.append((name, None, str(e)))
+    at.session_state["upload_outcomes"] = outcomes
+    at.run()
+    success = texts(at.success)
+    clean = next(t for t in success if "clean.jpg" in t)
+    assert "metadata" not in clean and ". —" not in clean and clean.endswith("640x480.")
+    assert "Metadata removed (EXIF)" in next(t for t in success if "exif.jpg" in t)
+    dup = next(t for t in texts(at.info) if "again.jpg" in t)
+    assert "already there" in dup and "metadata" not in dup.lower()
+    refused = next(t for t in texts(at.error) if "notes.jpg" in t)
+    assert refused.count("notes.jpg") == 1 and refused.endswith("Nothing was stored.")
