@@ -16,7 +16,6 @@ import csv
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from core.catalog import registry
+from tests.serving import free_port, stop
 
 pytestmark = pytest.mark.browser
 
@@ -49,22 +49,6 @@ if CHROMIUM is None:
                 allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture
 def fal_url(tmp_path):
     """The fal stand-in, out of process as an operator would run it; its URL is its first line.
@@ -78,7 +62,7 @@ def fal_url(tmp_path):
             assert url.startswith("http://127.0.0.1:"), f"fal stand-in did not start: {url!r}"
             yield url
         finally:
-            _stop(proc)
+            stop(proc)
             proc.stdout.close()
 
 
@@ -88,7 +72,7 @@ class Dashboard:
 
     def __init__(self, tmp_path: Path, fal: str, supabase) -> None:
         self.tmp_path, self.fal, self.supabase = tmp_path, fal, supabase
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = tmp_path / "data"
         self.proc: subprocess.Popen | None = None
@@ -120,7 +104,7 @@ class Dashboard:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            stop(self.proc)
             self.proc = None
 
     def close(self) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,10 @@ from streamlit import config as st_config
 
 from core.config import is_loopback, load_settings
 from tests.apptest_support import all_text, open_page
+from tests.serving import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's "st" column
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return s.getsockname()[1]
 
 
 def _family(pid: int) -> set[int]:
@@ -93,19 +87,9 @@ def _serve(argv: list[str], env: dict[str, str], port: int, log: Path) -> subpro
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            _stop(proc)
+            stop(proc)
             raise AssertionError("the dashboard did not start:\n" + log.read_text())
         time.sleep(0.1)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _scripts_run(port: int) -> list[str]:
@@ -127,25 +111,25 @@ def env(tmp_path):
 
 
 def test_scripts_run_with_the_default_settings_listens_on_loopback_only(env, tmp_path):
-    port = _free_port()
+    port = free_port()
     proc = _serve(_scripts_run(port), env, port, tmp_path / "run.log")
     try:
         sockets = listening(proc.pid)
     finally:
-        _stop(proc)
+        stop(proc)
     assert ("127.0.0.1", port) in sockets, sockets
     assert all(ipaddress.ip_address(host).is_loopback for host, _ in sockets), sockets
 
 
 def test_a_hand_typed_streamlit_run_listens_on_loopback_only(env, tmp_path):
     """No scripts/run, no flag: .streamlit/config.toml's server.address keeps it on this machine."""
-    port = _free_port()
+    port = free_port()
     proc = _serve([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port)],
                   env, port, tmp_path / "run.log")
     try:
         sockets = listening(proc.pid)
     finally:
-        _stop(proc)
+        stop(proc)
     assert ("127.0.0.1", port) in sockets, sockets
     assert all(ipaddress.ip_address(host).is_loopback for host, _ in sockets), sockets
 
@@ -156,18 +140,18 @@ def test_the_setting_in_secrets_toml_opens_scripts_run_to_every_interface(env, t
     secrets = tmp_path / "secrets.toml"
     secrets.write_text('DASHBOARD_LISTEN_ON_ALL_INTERFACES = "on"\n')
     env["DASHBOARD_SECRETS"] = str(secrets)
-    port = _free_port()
+    port = free_port()
     proc = _serve(_scripts_run(port), env, port, tmp_path / "run.log")
     try:
         sockets = listening(proc.pid)
     finally:
-        _stop(proc)
+        stop(proc)
     assert ("0.0.0.0", port) in sockets, sockets
 
 
 def test_a_bad_value_stops_scripts_run_in_one_line_before_anything_listens(env, tmp_path):
     env["DASHBOARD_LISTEN_ON_ALL_INTERFACES"] = "maybe"
-    done = subprocess.run(_scripts_run(_free_port()), cwd=ROOT, env=env, capture_output=True, text=True,
+    done = subprocess.run(_scripts_run(free_port()), cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: DASHBOARD_LISTEN_ON_ALL_INTERFACES must be on or off, got 'maybe'."

@@ -1,5 +1,5 @@
 """The fal stand-in's catalogue routes: per-endpoint queue OpenAPI documents, model search and
-prices, as fal documents them (docs/fal.md; /work/shared/fal/README.md, last section). One
+prices, as fal documents them (docs/fal.md, "Any image model"). One
 stand-in serves them all: tests point FAL_OPENAPI_URL at `<url>/api/openapi/queue/openapi.json`
 and FAL_API_URL at `<url>/v1`. `fal_server._dispatch` hands these paths here:
 
