@@ -17,6 +17,7 @@ import os
 import streamlit as st
 
 from core.config import SETTINGS, Settings, load_settings
+from core.models import install_added_models
 from core.errors import DashboardError
 
 THUMB_PX = 256
@@ -56,10 +57,7 @@ def store():
     """This session's `core.store.Store`, with the endpoints the team added installed in the
     registry (`core.models.service.install`: cheap when nothing changed)."""
     opened = _store(str(settings().db_path))
-    if opened.has_models():
-        from core.models import service as models
-
-        models.install(opened)
+    install_added_models(opened)
     return opened
 
 

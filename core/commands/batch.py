@@ -87,15 +87,13 @@ def _positive(text: str) -> int:
 
 def _settings_store(settings: Any = None) -> tuple[Any, Any]:
     from core.config import load_settings
+    from core.models import install_added_models
     from core.store import open_store
 
     settings = settings or load_settings()
     settings.ensure_dirs()
     store = open_store(settings.db_path)
-    if store.has_models():
-        from core.models import service as models
-
-        models.install(store)   # plans and runners may name endpoints the team added
+    install_added_models(store)   # plans and runners may name endpoints the team added
     return settings, store
 
 

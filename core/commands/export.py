@@ -48,6 +48,7 @@ def _export(args: argparse.Namespace) -> int:
     from core import export
     from core.values import HistoryFilter
     from core.config import load_settings
+    from core.models import install_added_models
     from core.store import open_store
 
     if args.text is not None and len(args.text) > MAX_TEXT:
@@ -57,10 +58,7 @@ def _export(args: argparse.Namespace) -> int:
     out = checked_out(args.out, settings)
     settings.ensure_dirs()
     store = open_store(settings.db_path)
-    if store.has_models():
-        from core.models import service as models
-
-        models.install(store)   # the labels of the endpoints the team added
+    install_added_models(store)   # the labels of the endpoints the team added
     try:
         f = HistoryFilter(endpoint=args.endpoint, status=args.status, batch_id=args.batch_id,
                                 date_from=args.date_from, date_to=args.date_to, text=args.text)

@@ -110,22 +110,14 @@ def env(tmp_path):
     return environ
 
 
-def test_scripts_run_with_the_default_settings_listens_on_loopback_only(env, tmp_path):
+@pytest.mark.parametrize("how", ["scripts/run", "a hand-typed streamlit run"])
+def test_by_default_the_dashboard_listens_on_loopback_only(env, tmp_path, how):
+    """scripts/run with the default settings, and `streamlit run` typed by hand (no flag:
+    .streamlit/config.toml's server.address keeps it on this machine)."""
     port = free_port()
-    proc = _serve(_scripts_run(port), env, port, tmp_path / "run.log")
-    try:
-        sockets = listening(proc.pid)
-    finally:
-        stop(proc)
-    assert ("127.0.0.1", port) in sockets, sockets
-    assert all(ipaddress.ip_address(host).is_loopback for host, _ in sockets), sockets
-
-
-def test_a_hand_typed_streamlit_run_listens_on_loopback_only(env, tmp_path):
-    """No scripts/run, no flag: .streamlit/config.toml's server.address keeps it on this machine."""
-    port = free_port()
-    proc = _serve([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port)],
-                  env, port, tmp_path / "run.log")
+    command = (_scripts_run(port) if how == "scripts/run" else
+               [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port)])
+    proc = _serve(command, env, port, tmp_path / "run.log")
     try:
         sockets = listening(proc.pid)
     finally:
