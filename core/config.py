@@ -45,8 +45,19 @@ SETTINGS = (
     "DASHBOARD_METRICS_WORKER", "DASHBOARD_METRICS_WORKERS", "DASHBOARD_OUTAGE_LIMIT_S", "DASHBOARD_AUTO_RESUME",
     "DASHBOARD_LISTEN_ON_ALL_INTERFACES",
     "DASHBOARD_BUDGET_USD_PER_BATCH", "DASHBOARD_BUDGET_USD_PER_DAY", "DASHBOARD_CONFIRM_ABOVE_USD",
+    "DASHBOARD_AUTH", "DASHBOARD_AUTH_HEADER", "DASHBOARD_AUTH_PROXY_SECRET",
+    "DASHBOARD_ROLE_VIEWERS", "DASHBOARD_ROLE_RATERS", "DASHBOARD_ROLE_RUNNERS", "DASHBOARD_ROLE_ADMINS",
+    "DASHBOARD_USER",
     "DASHBOARD_SECRETS",
 )
+AUTH_MODES = ("none", "oidc", "header")
+# core.access's roles, lowest first, and the setting that names each role's people
+ROLE_SETTING_OF = {"viewer": "DASHBOARD_ROLE_VIEWERS", "rater": "DASHBOARD_ROLE_RATERS",
+                   "runner": "DASHBOARD_ROLE_RUNNERS", "admin": "DASHBOARD_ROLE_ADMINS"}
+# the header an authenticating proxy must also send, carrying DASHBOARD_AUTH_PROXY_SECRET
+PROXY_SECRET_HEADER = "X-Dashboard-Proxy-Secret"
+# what Streamlit's st.login needs in secrets.toml's [auth] section (Streamlit's documentation)
+OIDC_KEYS = ("redirect_uri", "cookie_secret", "client_id", "client_secret", "server_metadata_url")
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,14 @@ class Settings:
     confirm_above_usd: float = 3.0
     # off: the server listens on loopback only, since whoever reaches it uses the team's fal key
     listen_on_all_interfaces: bool = False
+    # sign-in (core.access): none (typed names, everyone an admin), oidc (st.login), header (a proxy)
+    auth: str = "none"
+    auth_header: str = "X-Forwarded-Email"
+    auth_proxy_secret: str | None = field(default=None, repr=False)
+    # (role word, its lowercased e-mails, @domains or *) pairs (core.access.role_of)
+    roles: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # who the command line acts as when --as is not given
+    user: str | None = None
 
     @property
     def listen_address(self) -> str:
@@ -143,10 +162,63 @@ def _read_secrets(path: Path) -> dict[str, str]:
     return {k: str(v) for k, v in raw.items() if k in SETTINGS and not isinstance(v, dict)}
 
 
+def _oidc_section(path: Path) -> dict:
+    """secrets.toml's [auth] section, which Streamlit's st.login reads (empty when absent)."""
+    try:
+        with open(path, "rb") as f:
+            section = tomllib.load(f).get("auth")
+    except (FileNotFoundError, tomllib.TOMLDecodeError):
+        return {}
+    return section if isinstance(section, dict) else {}
+
+
+def _role_list(name: str, value: str | None) -> tuple[str, ...]:
+    """`a@x.com, @team.com, *` -> the entries, lowercased; a malformed entry is a one-line error."""
+    entries = []
+    for raw in (value or "").split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        local, at, host = entry.rpartition("@")
+        if entry != "*" and not (at and "." in host and not any(c.isspace() for c in entry)
+                                 and "@" not in local):
+            raise _error(f"{name} must list e-mails, @domains or *, separated by commas; "
+                         f"{raw.strip()!r} is none of them.")
+        entries.append(entry)
+    return tuple(entries)
+
+
+def _auth_settings(get, secrets_path: Path) -> dict:
+    """DASHBOARD_AUTH and what each mode needs, each checked here so a bad one is one line."""
+    auth = (get("DASHBOARD_AUTH") or "none").lower()
+    if auth not in AUTH_MODES:
+        raise _error(f"DASHBOARD_AUTH must be one of {', '.join(AUTH_MODES)}, got {auth!r}.")
+    roles = tuple((word, _role_list(name, get(name))) for word, name in ROLE_SETTING_OF.items())
+    header = get("DASHBOARD_AUTH_HEADER") or "X-Forwarded-Email"
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", header):
+        raise _error(f"DASHBOARD_AUTH_HEADER must be an HTTP header name like X-Forwarded-Email, got {header!r}.")
+    secret = get("DASHBOARD_AUTH_PROXY_SECRET")
+    if auth != "none" and not any(names for _, names in roles):
+        raise _error(f"DASHBOARD_AUTH={auth} lets in only the people a role names, and no "
+                     "DASHBOARD_ROLE_VIEWERS/RATERS/RUNNERS/ADMINS names anyone: set at least DASHBOARD_ROLE_ADMINS.")
+    if auth == "header" and (not secret or len(secret) < 16):
+        raise _error("DASHBOARD_AUTH=header needs DASHBOARD_AUTH_PROXY_SECRET (16 characters or more), which the "
+                     f"proxy sends in {PROXY_SECRET_HEADER}: without it anyone reaching the port could claim "
+                     "an identity with a header.")
+    if auth == "oidc":
+        section = _oidc_section(secrets_path)
+        missing = [k for k in OIDC_KEYS if not str(section.get(k) or "").strip()]
+        if missing:
+            raise _error(f"DASHBOARD_AUTH=oidc needs an [auth] section in {secrets_path} with "
+                         f"{', '.join(missing)} (Streamlit's st.login reads it; see the README).")
+    return {"auth": auth, "auth_header": header, "auth_proxy_secret": secret, "roles": roles}
+
+
 def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None = None) -> Settings:
     """Settings from the environment, then secrets.toml, then embedded defaults."""
     env = dict(os.environ if env is None else env)
-    secrets = _read_secrets(secrets_path or Path(env.get("DASHBOARD_SECRETS", DEFAULT_SECRETS)))
+    secrets_path = secrets_path or Path(env.get("DASHBOARD_SECRETS", DEFAULT_SECRETS))
+    secrets = _read_secrets(secrets_path)
 
     def get(name: str) -> str | None:
         value = env.get(name) or secrets.get(name)
@@ -202,19 +274,7 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
         raise ConfigError(f"{name} must be on or off, got {value!r}.")
 
     def get_usd(name: str, *, zero_ok: bool) -> float | None:
-        value = get(name)
-        if value is None:
-            return None
-        try:
-            amount = float(value.removeprefix("$"))
-        except ValueError:
-            amount = float("nan")
-        # a limit of 0 would refuse every batch: unset is "no limit", so 0 is taken for a typo
-        if not (0 <= amount <= 1_000_000) or (amount == 0 and not zero_ok):
-            what = "from 0 to 1000000" if zero_ok else "above 0, at most 1000000"
-            raise _error(f"{name} must be an amount in USD {what}, like 5 or 12.50, got {value!r}"
-                         + ("." if zero_ok else " (leave it unset for no limit)."))
-        return amount
+        return parse_usd(name, get(name), zero_ok=zero_ok)
 
     confirm_above = get_usd("DASHBOARD_CONFIRM_ABOVE_USD", zero_ok=True)
     data_dir = Path(get("DASHBOARD_DATA_DIR") or REPO_ROOT / "data").expanduser().resolve()
@@ -239,7 +299,26 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
         budget_usd_per_day=get_usd("DASHBOARD_BUDGET_USD_PER_DAY", zero_ok=False),
         confirm_above_usd=3.0 if confirm_above is None else confirm_above,
         listen_on_all_interfaces=get_bool("DASHBOARD_LISTEN_ON_ALL_INTERFACES", False),
+        user=(get("DASHBOARD_USER") or "")[:100] or None,
+        **_auth_settings(get, secrets_path),
     )
+
+
+def parse_usd(name: str, value: str | None, *, zero_ok: bool) -> float | None:
+    """An amount in USD for the setting `name` (None or blank: unset); a bad one is a ConfigError.
+    A limit of 0 would refuse every batch: unset is "no limit", so 0 is taken for a typo."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    try:
+        amount = float(value.removeprefix("$"))
+    except ValueError:
+        amount = float("nan")
+    if not (0 <= amount <= 1_000_000) or (amount == 0 and not zero_ok):
+        what = "from 0 to 1000000" if zero_ok else "above 0, at most 1000000"
+        raise _error(f"{name} must be an amount in USD {what}, like 5 or 12.50, got {value!r}"
+                     + ("." if zero_ok else " (leave it unset for no limit)."))
+    return amount
 
 
 def is_loopback(address: str | None) -> bool:

@@ -6,6 +6,7 @@
     ├── PromptError              an option key that does not exist
     ├── PlanError                a batch plan file that is not usable
     ├── BudgetExceeded           a batch or re-run would pass a spending limit; nothing was sent
+    ├── AccessDenied             sign-in is on and this person's role does not allow the action
     ├── ModelDocumentError       a fal OpenAPI document that cannot describe a comparable image endpoint
     ├── UploadRejected           a reference photo refused by the upload checks (`.reason` code)
     ├── StorageError             a storage backend failed; nothing was left half-written
@@ -64,6 +65,10 @@ class PlanError(DashboardError):
 class BudgetExceeded(DashboardError):
     """A live batch, resume or re-run refused by core.batches.budget before any row is written or
     any request sent: one line naming the limit, the estimate and what is left."""
+
+
+class AccessDenied(DashboardError):
+    """core.access refused an action: one line naming it, the role it needs and who asked."""
 
 
 class ModelDocumentError(DashboardError):

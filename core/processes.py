@@ -38,14 +38,17 @@ def log_path(settings: Settings, name: str) -> Path:
     return settings.data_dir / "logs" / f"{name}.log"
 
 
-def spawn(settings: Settings, args: list[str], *, log_name: str) -> int:
+def spawn(settings: Settings, args: list[str], *, log_name: str, as_person: str | None = None) -> int:
     """Start `python -m core <args>` detached, with the same data directory; returns its pid.
+    `as_person`: who the command acts as (DASHBOARD_USER), whose role it needs with sign-in on.
 
     A thread reaps it when it ends, so a finished worker does not linger as a zombie of a
     long-lived page process."""
     path = log_path(settings, log_name)
     path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DASHBOARD_DATA_DIR": str(settings.data_dir)}
+    if as_person:
+        env["DASHBOARD_USER"] = as_person
     with open(path, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "core", *args], cwd=str(REPO_ROOT),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -14,7 +14,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 
 def now() -> str:
@@ -469,32 +469,14 @@ class StoredVote:
         return self.verdict.replace("_", " ")
 
 
-class RequestCost(NamedTuple):
-    """What cost and latency per model read of one request (a tuple: read by the 100,000)."""
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of the audit trail (table `audit`): who did what to which thing, and when; `usd` is
+    the estimate of what a send spends (None for the rest)."""
     id: str
-    endpoint: str
-    status: str
-    queue_time_s: float | None
-    inference_time_s: float | None
-    total_time_s: float | None
-    estimated_cost: float | None
-    images: int
-    contender_id: str | None = None
-
-
-class MetricRow(NamedTuple):
-    """One result image of a completed request with the metrics the Leaderboard charts (a tuple:
-    read by the 100,000 into a DataFrame)."""
-    endpoint: str
-    group_id: str | None
-    request_id: str
-    image_id: str
-    face_status: str | None
-    face_distance: float | None
-    phash_distance: int | None
-    ciede2000: float | None
-    ssim: float | None
-    metrics_at: str | None
-    metrics_error: str | None
-    check_flags: str
-    contender_id: str | None = None
+    at: str
+    who: str | None
+    action: str
+    subject: str
+    detail: str = ""
+    usd: float | None = None

@@ -16,7 +16,7 @@ from core.config import Settings
 from core.errors import DashboardError
 from core.store import Store
 from core.values import BatchProgress, HistoryFilter, RequestStatus
-from dashboard import _draft, _format, _resources, _widgets
+from dashboard import _draft, _format, _identity, _resources, _widgets
 
 RESULT_TILES = 12
 POLL_SECONDS = 1.0
@@ -39,7 +39,8 @@ def unfinished_batches(store: Store, settings: Settings) -> None:
                 if action.button("Watch", key=_draft.watch_key(b.id), icon=":material/visibility:"):
                     state[_draft.ACTIVE_BATCH] = b.id
                     st.rerun()
-            elif action.button("Resume", key=_draft.resume_key(b.id), icon=":material/play_arrow:"):
+            elif _identity.may("resume") and action.button("Resume", key=_draft.resume_key(b.id),
+                                                           icon=":material/play_arrow:"):
                 try:
                     _start(store, settings, b.id)
                 except DashboardError as e:
@@ -78,7 +79,8 @@ def current_batch(store: Store, settings: Settings) -> None:
 
 def _start(store: Store, settings: Settings, batch_id: str) -> None:
     """Resume the batch through the service and make it the current batch."""
-    service.resume(store, batch_id, settings)
+    _identity.person().require("resume")
+    service.resume(store, batch_id, settings, by=_identity.user())
     st.session_state[_draft.ACTIVE_BATCH] = batch_id
 
 
@@ -132,7 +134,8 @@ def _stopped_notice(store: Store, settings: Settings, batch_id: str, batch_state
                icon=":material/pause_circle:")
     st.caption(f"What the runner did, step by step: `{batch_state.log_path}`")
     resume, cancel = st.columns([1, 5])
-    if resume.button("Resume", key=_draft.resume_current_key(batch_id), icon=":material/play_arrow:"):
+    if _identity.may("resume") and resume.button("Resume", key=_draft.resume_current_key(batch_id),
+                                                 icon=":material/play_arrow:"):
         try:
             _start(store, settings, batch_id)
         except DashboardError as e:
@@ -148,10 +151,11 @@ def _cancel_button(store: Store, settings: Settings, batch_id: str, progress: Ba
     """True when the user just asked to cancel. Offered only while `explain.may_cancel` says so."""
     if note := explain.cancel_note(progress):
         st.caption(note)
-    if not explain.may_cancel(progress):
+    if not explain.may_cancel(progress) or not _identity.may("cancel"):
         return False
     if st.button("Cancel batch", icon=":material/cancel:", key=_draft.cancel_key(batch_id)):
-        service.cancel(store, batch_id, settings)
+        _identity.person().require("cancel")
+        service.cancel(store, batch_id, settings, by=_identity.user())
         return True
     return False
 

@@ -184,6 +184,8 @@ def _plan_summary(plan) -> None:
 
 def _run_button(store: Store, settings: Settings, plan) -> None:
     state = st.session_state
+    if not _identity.allowed("run"):   # a viewer or rater sees the plan, not the button
+        return
     label = (f"Record dry run of {plan.request_count} requests (nothing is sent)" if settings.dry_run
              else f"Send {plan.request_count} requests to fal (about ${plan.estimated_cost:.3f})")
     # one batch per intent: a second click, a reload or another tab finds the batch the first made;
@@ -215,7 +217,7 @@ def _run_button(store: Store, settings: Settings, plan) -> None:
             st.rerun()
         return
     if st.button(label, type="primary", icon=":material/play_arrow:", key=_draft.RUN):
-        if budget.needs_confirmation(settings, estimate.usd):
+        if budget.needs_confirmation(settings, estimate.usd, store):
             state[_CONFIRMING] = intent   # the next run asks; only its Yes sends
             st.rerun()
         _launch(store, settings, plan, repeat_of)
@@ -224,6 +226,7 @@ def _run_button(store: Store, settings: Settings, plan) -> None:
 def _launch(store: Store, settings: Settings, plan, repeat_of: str | None) -> None:
     state = st.session_state
     try:
+        _identity.person().require("run")
         batch = service.launch(store, plan, settings, created_by=_identity.user(),
                                concurrency=settings.concurrency, repeat_of=repeat_of)
         state[_draft.ACTIVE_BATCH] = batch.id

@@ -1,30 +1,118 @@
-"""Who is using the dashboard: the display name typed in the sidebar, kept in the address.
+"""Who is using the dashboard, and what they may do (core.access decides; this module asks).
 
 Invariants:
-- The name lives in the session (`USER_KEY`) and in the address (`?user=…`), so a reload or a
-  bookmark keeps it; the server never guesses it: no parameter, no name.
+- `DASHBOARD_AUTH=none`: the display name typed in the sidebar, kept in the address (`?user=…`)
+  so a reload or a bookmark keeps it; the server never guesses it: no parameter, no name. Everyone
+  is an admin (one person on their own machine).
+- `oidc`: the e-mail Streamlit's own `st.login` proved (`st.user`); `header`: the e-mail the
+  authenticating proxy put in DASHBOARD_AUTH_HEADER, believed only beside the proxy's secret.
+  Either way the name cannot be typed or changed from the page, the address's `?user=` is ignored,
+  and `gate` stops every run before any page draws data for a person not signed in or in no role.
 - A new session takes what its address carries before anything is drawn (`adopt_address`).
 """
 from __future__ import annotations
 
+import hmac
+
 import streamlit as st
 
-from dashboard import _draft
+from core import access
+from core.config import PROXY_SECRET_HEADER, Settings
+from dashboard import _draft, _format
 
 USER_KEY = "user_name"
 USER_PARAM = "user"      # the address's query parameter that keeps the name in the browser
 
 
+def person() -> access.Person:
+    """The person this run acts for."""
+    from dashboard import _resources
+
+    settings = _resources.settings()
+    if settings.auth == "oidc":
+        email = st.user.get("email") if st.user.is_logged_in else None
+        return access.signed_in(settings, str(email)) if email else access.Person(None, None)
+    if settings.auth == "header":
+        email = _proxy_email(settings)
+        return access.signed_in(settings, email) if email else access.Person(None, None)
+    return access.typed(st.session_state.get(USER_KEY))
+
+
 def user() -> str | None:
-    """The display name typed in the sidebar, or None when left empty."""
-    name = (st.session_state.get(USER_KEY) or "").strip()
-    return name or None
+    """The name recorded as `created_by` (the signed-in e-mail with sign-in on)."""
+    return person().name
+
+
+def may(action: str) -> bool:
+    return person().may(action)
+
+
+def allowed(action: str) -> bool:
+    """Whether this person may `action`; if not, the refusal is shown (one line) and False."""
+    who = person()
+    if who.may(action):
+        return True
+    st.info(_format.plain(access.refusal(who, action)), icon=":material/lock:")
+    return False
+
+
+def _proxy_email(settings: Settings) -> str | None:
+    """The proxy's e-mail header, only when the request also carries the proxy's secret: a request
+    that reached the port without the proxy cannot claim an identity."""
+    headers = st.context.headers
+    secret = headers.get(PROXY_SECRET_HEADER) or ""
+    if not settings.auth_proxy_secret or not hmac.compare_digest(secret.encode(), settings.auth_proxy_secret.encode()):
+        return None
+    email = (headers.get(settings.auth_header) or "").strip()
+    return email[:200] or None
+
+
+def gate(settings: Settings) -> None:
+    """With sign-in on: sign in (oidc), or say the proxy was bypassed (header), or say there is no
+    role; then stop the run, so no page draws anything. With it off: nothing."""
+    if not access.auth_on(settings):
+        return
+    who = person()
+    if who.name is None:
+        st.title("fal model comparison")
+        if settings.auth == "oidc":
+            st.write("This dashboard is for the team only. Sign in with your work account.")
+            st.button("Sign in", type="primary", icon=":material/login:", on_click=st.login, key="sign_in")
+        else:
+            st.error("This dashboard is reached through the team's sign-in proxy only: this request did "
+                     "not come through it (no identity, or no proxy secret).", icon=":material/lock:")
+        st.stop()
+    if who.role is None:
+        st.title("fal model comparison")
+        st.error(f"You are signed in as {_format.plain(who.name)}, but no role names you. An admin adds "
+                 "you to DASHBOARD_ROLE_VIEWERS (or RATERS, RUNNERS, ADMINS).", icon=":material/lock:")
+        sign_out_button(settings)
+        st.stop()
+
+
+def sign_out_button(settings: Settings) -> None:
+    if settings.auth == "oidc":
+        st.button("Sign out", icon=":material/logout:", on_click=st.logout, key="sign_out")
+
+
+def sidebar(settings: Settings) -> None:
+    """The name box (sign-in off), or who is signed in, their role and Sign out."""
+    if not access.auth_on(settings):
+        st.text_input("Your name", key=USER_KEY, placeholder="e.g. Ana",
+                      help="Recorded with what you upload, run and rate. Kept in this page's address "
+                           "(?user=…), so a reload or a bookmark keeps it.")
+        remember_user()
+        return
+    who = person()
+    st.caption(f"Signed in as **{_format.plain(who.name)}** ({who.role.word if who.role else 'no role'})")
+    sign_out_button(settings)
+    _draft.remember_in_address()
 
 
 def adopt_address() -> None:
     """The first thing every run does, before anything is drawn: a new browser session (a reload, a
     restarted dashboard) takes the name and the draft id its address carries. Nothing is guessed:
-    no parameter, no name.
+    no parameter, no name. (With sign-in on the name is not read from the address: `person`.)
 
     Not later, when the sidebar reaches the name box: a page change drops the address's parameters
     (Streamlit's navigation does), and a page link clicked while a session's first run is still
@@ -39,7 +127,7 @@ def adopt_address() -> None:
 def remember_user() -> None:
     """After the name box: the address carries the name (or loses it when it was cleared) and
     this browser's draft id, on every page, so a reload keeps both."""
-    name = user()
+    name = (st.session_state.get(USER_KEY) or "").strip() or None
     if name and st.query_params.get(USER_PARAM) != name:
         st.query_params[USER_PARAM] = name
     elif not name and USER_PARAM in st.query_params:

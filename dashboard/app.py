@@ -1,10 +1,13 @@
 """Streamlit entry: navigation and the sidebar. Pages are thin: widgets and calls into core.
 
 The sidebar says, without revealing a secret, whether fal is live or in dry run, which storage
-backend is used and where the data lives; and it asks for a display name, recorded as `created_by`
-with whatever the person runs, uploads or rates. The name is kept in the browser (the `user`
-query parameter of the address), so it survives reloads and dashboard restarts; the server never
-guesses it. Until someone has voted, the sidebar lists the first steps.
+backend is used, where the data lives and who can reach the dashboard. With sign-in off it asks
+for a display name, recorded as `created_by` with whatever the person runs, uploads or rates, kept
+in the browser (the `user` query parameter of the address) so it survives reloads and restarts;
+with sign-in on (`DASHBOARD_AUTH`) it shows the signed-in person and their role instead, and a
+person not signed in or in no role sees no page at all (`_identity.gate`). The Team page (limits,
+the audit trail) is listed for admins only. Until someone has voted, the sidebar lists the first
+steps.
 
 Once per server process (not per page view) the heavy imports of the data pages are loaded in a
 background thread (`_warmup.warm_up`), and batches a runner left unfinished without a stated
@@ -24,6 +27,7 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from core import access  # noqa: E402
 from core.config import is_loopback  # noqa: E402
 from core.errors import DashboardError  # noqa: E402
 from dashboard import _draft, _format, _identity, _onboarding, _resources, _resume, _warmup  # noqa: E402
@@ -41,16 +45,24 @@ pages = [
     st.Page("review.py", title="Review", icon=":material/rate_review:"),
     st.Page("leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
 ]
-page = st.navigation(pages)
-
 try:
     # settings, then the store: a bad setting or a damaged or emptied database is one clear
     # message on every page (what to do included), never a traceback
     settings = _resources.settings()
     _resources.store()
+    problem = None
 except DashboardError as e:
-    _format.show_error(e)
+    problem = e
+# with sign-in on, a person not signed in (or in no role) sees no page list and no page
+who = _identity.person() if problem is None else None
+let_in = problem is not None or not access.auth_on(settings) or (who.name is not None and who.role is not None)
+if who is not None and let_in and who.may("audit"):
+    pages.append(st.Page("team.py", title="Team", icon=":material/admin_panel_settings:"))
+page = st.navigation(pages, position="sidebar" if let_in else "hidden")
+if problem is not None:
+    _format.show_error(problem)
     st.stop()
+_identity.gate(settings)
 
 with st.sidebar:
     summary = settings.public_summary()
@@ -64,6 +76,8 @@ with st.sidebar:
     # who can reach this server: the address in effect (scripts/run's flag, config.toml), not a guess
     if is_loopback(st.get_option("server.address")):
         st.caption("Reachable from this machine only.")
+    elif access.auth_on(settings):
+        st.caption(f"Open to the network; only the people a role names get in (sign-in: {settings.auth}).")
     else:
         st.warning(f"**Open to the network** (`DASHBOARD_LISTEN_ON_ALL_INTERFACES`): anyone who can "
                    f"reach port {st.get_option('server.port')} can use this dashboard"
@@ -72,10 +86,7 @@ with st.sidebar:
         st.warning("**Read-only**: the data directory cannot be written. History, Compare and the "
                    "Leaderboard work; uploads, runs and votes are refused until it is writable.",
                    icon=":material/lock:")
-    st.text_input("Your name", key=_identity.USER_KEY, placeholder="e.g. Ana",
-                  help="Recorded with what you upload, run and rate. Kept in this page's address "
-                       "(?user=…), so a reload or a bookmark keeps it.")
-    _identity.remember_user()
+    _identity.sidebar(settings)
     _warmup.warm_up()
     resumed = _resume.resume_orphans_once()
     if resumed:

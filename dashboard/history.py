@@ -214,16 +214,22 @@ if detail_id:
                        "first. Then either send it again, knowing it may be paid twice, or give it up.",
                        icon=":material/help:")
             again, give_up, _ = st.columns([2, 2, 3])
-            if again.button("Send again (may pay twice)", key="hist_doubt_again", icon=":material/warning:"):
-                sent = service.send_again(store, r.batch_id, _resources.settings(), by=_identity.user() or "dashboard",
-                                          request_ids=[r.id])
-                st.toast(f"{len(sent)} request sent again", icon=":material/replay:")
-                st.rerun()
-            if give_up.button("Give it up", key="hist_doubt_give_up", icon=":material/block:"):
+            if _identity.may("resume") and again.button("Send again (may pay twice)", key="hist_doubt_again",
+                                                        icon=":material/warning:"):
+                try:
+                    _identity.person().require("resume")
+                    sent = service.send_again(store, r.batch_id, _resources.settings(),
+                                              by=_identity.user() or "dashboard", request_ids=[r.id])
+                except DashboardError as e:
+                    _format.show_error(e)
+                else:
+                    st.toast(f"{len(sent)} request sent again", icon=":material/replay:")
+                    st.rerun()
+            if _identity.may("resume") and give_up.button("Give it up", key="hist_doubt_give_up", icon=":material/block:"):
                 service.give_up(store, r.batch_id, by=_identity.user() or "dashboard", request_ids=[r.id])
                 st.rerun()
         if r.resent_by:
-            st.caption(f"Decided while in doubt by {r.resent_by} at {_format.short_time(r.resent_at)}.")
+            st.caption(f"Decided while in doubt by {_format.plain(r.resent_by)} at {_format.short_time(r.resent_at)}.")
         if r.status == RequestStatus.CANCELLED:
             st.info("Cancelled: " + ("it was never sent, so nothing was spent." if explain.never_sent(r)
                                      else "fal was asked to drop the job before it answered.")
@@ -266,9 +272,10 @@ if detail_id:
             if r.logs_json:
                 with st.expander("fal logs"):
                     st.code(_format.payload_json(r.logs_json), language="json")
-        if st.button("Re-run this request", icon=":material/replay:", key="hist_rerun",
-                     help="Same endpoint and payload, as a new request linked to this one."):
+        if _identity.may("run") and st.button("Re-run this request", icon=":material/replay:", key="hist_rerun",
+                                              help="Same endpoint and payload, as a new request linked to this one."):
             try:
+                _identity.person().require("run")
                 new = service.rerun(store, r.id, _resources.settings(), created_by=_identity.user())
             except DashboardError as e:
                 _format.show_error(e)

@@ -20,7 +20,7 @@ from core.evaluation import fidelity
 from core.catalog import registry
 from core.store import open_store
 from core.values import SAME_PERSON_THRESHOLD
-from dashboard import _format, _metrics_views, _onboarding, _resources
+from dashboard import _format, _identity, _metrics_views, _onboarding, _resources
 
 ALL = "__all__"
 FACTOR_LABELS = {"pose": "Pose", "style": "Style", "lighting": "Lighting", "angle": "Angle",
@@ -254,7 +254,8 @@ else:
     if pending:
         st.caption(f"{pending} image(s) are being measured in the background; reload to see them.")
     if errors:
-        if st.button(f"Measure the {errors} failed image(s) again", key="lb_retry", icon=":material/refresh:"):
+        if _identity.may("run") and st.button(f"Measure the {errors} failed image(s) again", key="lb_retry",
+                                              icon=":material/refresh:"):
             fidelity.reset(store, batch_id=batch_id, failed=True)
             state.pop("_metrics_triggered_at", None)
             _metrics_views.ensure_measured()

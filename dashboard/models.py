@@ -12,7 +12,7 @@ import streamlit as st
 
 from core.errors import DashboardError
 from core.models import service
-from dashboard import _format, _models_add, _onboarding, _resources
+from dashboard import _format, _identity, _models_add, _onboarding, _resources
 
 CHANGES = "models_changes"      # {endpoint_id: lines of the last refresh}
 CONFIRM = "models_confirm_archive"
@@ -26,8 +26,9 @@ state.setdefault(CHANGES, {})
 store, settings = _resources.store(), _resources.settings()
 
 _models_add.show_notice()
-_models_add.ways_in()
-_models_add.preview_and_add()
+if _identity.allowed("models"):   # everyone sees the added models; admins add and change them
+    _models_add.ways_in()
+    _models_add.preview_and_add()
 
 st.divider()
 head, toggle = st.columns([3, 1], vertical_alignment="bottom")
@@ -41,7 +42,8 @@ if not added:
 
 def _refresh(endpoint_id: str) -> None:
     try:
-        changes = service.refresh(store, settings, endpoint_id)
+        _identity.person().require("models")
+        changes = service.refresh(store, settings, endpoint_id, by=_identity.user())
     except DashboardError as e:
         _models_add.notice("error", _models_add.error_line(e))
         return
@@ -51,7 +53,9 @@ def _refresh(endpoint_id: str) -> None:
 def _act(verb: str, endpoint_id: str) -> None:
     """Adopt or archive, then the registry follows (Generate's options change at once)."""
     try:
-        model = service.adopt(store, endpoint_id) if verb == "adopt" else service.archive(store, endpoint_id)
+        _identity.person().require("models")
+        model = (service.adopt(store, endpoint_id, by=_identity.user()) if verb == "adopt"
+                 else service.archive(store, endpoint_id, by=_identity.user()))
     except DashboardError as e:
         _models_add.notice("error", _models_add.error_line(e))
         return
@@ -72,7 +76,7 @@ for m in added:
                    + (f" by {_format.plain(m.added_by)}" if m.added_by else "")
                    + f" from {_format.plain(source)}"
                    + (f"  \n**archived** {_format.short_time(m.archived_at)}" if m.archived_at else ""))
-        if m.archived_at:
+        if m.archived_at or not _identity.may("models"):
             continue
         for line in state[CHANGES].get(m.endpoint_id, ()):
             st.markdown(f"- {_format.plain(line)}")

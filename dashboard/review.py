@@ -30,6 +30,8 @@ store = _resources.store()
 
 
 st.title("Review")
+if not _identity.allowed("vote"):   # a viewer reads the Leaderboard; blind review is for raters
+    st.stop()
 rater = _identity.user()
 if not rater:
     st.info("Type your name in the sidebar first: votes are recorded with it, and you are never shown "
@@ -55,6 +57,7 @@ def _who(contender_id: str | None, endpoint: str) -> str:
 
 def _vote(item: review.ReviewItem, verdict: str) -> None:
     try:
+        _identity.person().require("vote")
         vote = review.record_item_vote(store, item, rater=rater, verdict=verdict,
                                        note=state.get(f"rev_note_{item.key}"))
     except DashboardError as e:

@@ -27,7 +27,7 @@ state.setdefault("upload_outcomes", [])
 files = st.file_uploader(
     "Drag and drop photos here", accept_multiple_files=True,
     key=f"uploader_{state.upload_generation}",
-    help="Several at once. Each gets a role below before it is stored.")
+    help="Several at once. Each gets a role below before it is stored.") if _identity.allowed("upload") else []
 
 if files:
     with st.form("roles"):
@@ -41,6 +41,7 @@ if files:
         stored = st.form_submit_button("Store photos", type="primary", icon=":material/save:")
     if stored:
         outcomes = []
+        _identity.person().require("upload")
         for f in files:
             try:
                 ref = references.add_reference(
@@ -101,10 +102,10 @@ for start in range(0, len(refs), GALLERY_COLUMNS):
                        f"{_format.short_time(ref.created_at)}"
                        + (f" by {_format.plain(ref.created_by)}" if ref.created_by else "")
                        + ("  \n**archived**" if ref.archived_at else ""))
-            if ref.archived_at is None and st.button("Archive", key=f"archive_{ref.id}",
-                                                     icon=":material/archive:",
-                                                     help="Hide from pickers; runs that used it keep it."):
-                _resources.store().archive_reference(ref.id)
+            if ref.archived_at is None and _identity.may("archive") and st.button(
+                    "Archive", key=f"archive_{ref.id}", icon=":material/archive:",
+                    help="Hide from pickers; runs that used it keep it."):
+                _resources.store().archive_reference(ref.id, by=_identity.user())
                 st.rerun()
 
 if more and st.button("Show more", icon=":material/expand_more:"):

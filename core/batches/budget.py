@@ -12,6 +12,8 @@ Invariants:
 - A resumed batch counts what it already spent: its unsent requests' estimate is checked, plus
   its spent part against the per-batch limit (today's spent part is already in the day's).
 - `check` only reads the store; the callers call it before any row is written or POST leaves.
+- The limits in effect are an admin's (set on the dashboard, kept in the store, audited) where one
+  set them, else the settings (`limits`).
 """
 from __future__ import annotations
 
@@ -31,6 +33,36 @@ if TYPE_CHECKING:
 _NOT_SPENT = frozenset({RequestStatus.PLANNED, RequestStatus.CANCELLED, RequestStatus.DRY_RUN})
 # a float sum of prices (0.003 x 1000) must not refuse a batch exactly at its limit
 _EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits in effect (None: no limit) and, for each, where it comes from."""
+
+    per_batch: float | None
+    per_day: float | None
+    confirm_above: float
+    set_on_dashboard: frozenset[str] = frozenset()
+
+
+def parse_limit(name: str, text: str | None) -> float | None:
+    """What an admin typed for the limit `name` (blank: no limit; for the confirmation threshold,
+    blank is the configured default); a bad amount is one line."""
+    from core.config import parse_usd
+
+    return parse_usd(name, text, zero_ok=name == "DASHBOARD_CONFIRM_ABOVE_USD")
+
+
+def limits(store: Store | None, settings: Settings) -> Limits:
+    """An admin's limits where set (`Store.set_limit`), else the settings'."""
+    configured = {"DASHBOARD_BUDGET_USD_PER_BATCH": settings.budget_usd_per_batch,
+                  "DASHBOARD_BUDGET_USD_PER_DAY": settings.budget_usd_per_day,
+                  "DASHBOARD_CONFIRM_ABOVE_USD": settings.confirm_above_usd}
+    chosen = store.limits_set() if store is not None else {}
+    value = {**configured, **chosen}
+    return Limits(value["DASHBOARD_BUDGET_USD_PER_BATCH"], value["DASHBOARD_BUDGET_USD_PER_DAY"],
+                  3.0 if value["DASHBOARD_CONFIRM_ABOVE_USD"] is None else value["DASHBOARD_CONFIRM_ABOVE_USD"],
+                  frozenset(chosen))
 
 
 @dataclass(frozen=True)
@@ -72,9 +104,10 @@ def spent_today(store: Store, person: str | None, *, now: _dt.datetime | None = 
 def left_today(store: Store, settings: Settings, person: str | None, *,
                now: _dt.datetime | None = None) -> float | None:
     """USD `person` may still send today, never below 0; None when no daily limit is set."""
-    if settings.budget_usd_per_day is None:
+    per_day = limits(store, settings).per_day
+    if per_day is None:
         return None
-    return max(0.0, settings.budget_usd_per_day - spent_today(store, person, now=now).usd)
+    return max(0.0, per_day - spent_today(store, person, now=now).usd)
 
 
 def left_today_line(store: Store, settings: Settings, person: str | None) -> str | None:
@@ -83,7 +116,7 @@ def left_today_line(store: Store, settings: Settings, person: str | None) -> str
     if left is None:
         return None
     who = person or "the team (no name)"
-    return (f"Left today for {who}: {_usd(left)} of {_usd(settings.budget_usd_per_day or 0.0)} "
+    return (f"Left today for {who}: {_usd(left)} of {_usd(limits(store, settings).per_day or 0.0)} "
             "(DASHBOARD_BUDGET_USD_PER_DAY, since midnight UTC).")
 
 
@@ -94,7 +127,8 @@ def check(store: Store, settings: Settings, *, estimate_usd: float, person: str 
     limit. `batch_id`: the batch it joins (a resume, a re-run), whose spent part counts too."""
     if settings.dry_run:
         return
-    per_batch, per_day = settings.budget_usd_per_batch, settings.budget_usd_per_day
+    in_effect = limits(store, settings)
+    per_batch, per_day = in_effect.per_batch, in_effect.per_day
     if per_batch is not None:
         spent = spent_in_batch(store, batch_id) if batch_id else Estimate(0.0)
         if spent.usd + estimate_usd > per_batch + _EPSILON:
@@ -114,12 +148,13 @@ def check(store: Store, settings: Settings, *, estimate_usd: float, person: str 
                                  "wait until tomorrow or raise the limit" + _unpriced_note(unpriced + today.unpriced))
 
 
-def needs_confirmation(settings: Settings, estimate_usd: float) -> bool:
+def needs_confirmation(settings: Settings, estimate_usd: float, store: Store | None = None) -> bool:
     """Send asks first when the batch is live and its estimate is above the team's threshold
-    (`DASHBOARD_CONFIRM_ABOVE_USD`; 0 means every live batch)."""
+    (`DASHBOARD_CONFIRM_ABOVE_USD`, or an admin's; 0 means every live batch)."""
     if settings.dry_run:
         return False
-    return settings.confirm_above_usd == 0 or estimate_usd > settings.confirm_above_usd + _EPSILON
+    above = limits(store, settings).confirm_above
+    return above == 0 or estimate_usd > above + _EPSILON
 
 
 def confirmation(request_count: int, estimate: Estimate) -> str:

@@ -91,14 +91,17 @@ def runner_log(settings: Settings, batch_id: str) -> str:
     return str(processes.log_path(settings, f"batch-{batch_id}"))
 
 
-def start_runner(store: Store, settings: Settings, batch_id: str, *, concurrency: int | None = None) -> int:
+def start_runner(store: Store, settings: Settings, batch_id: str, *, concurrency: int | None = None,
+                 by: str | None = None) -> int:
     """Start a detached runner for the batch (it resumes whatever is left); returns its pid.
-    A second runner for a batch that has a live one exits at once (BatchBusy), harmlessly."""
-    store.mark_launched(batch_id)
-    args = ["batch", "resume", batch_id]
+    A second runner for a batch that has a live one exits at once (BatchBusy), harmlessly.
+    It acts as `by` (who started or resumed it), else the batch's creator: with sign-in on, that
+    person's role must still allow it (core.access)."""
+    batch = store.mark_launched(batch_id)
+    args = ["batch", "resume", batch_id, "--runner"]
     if concurrency:
         args += ["--concurrency", str(concurrency)]
-    return processes.spawn(settings, args, log_name=f"batch-{batch_id}")
+    return processes.spawn(settings, args, log_name=f"batch-{batch_id}", as_person=by or batch.created_by)
 
 
 def plan_batch(spec: Mapping[str, Any], *, store: Store | None, storage: Storage | None = None,
@@ -184,8 +187,14 @@ def record(store: Store, plan: Plan, settings: Settings, *, created_by: str | No
     spending limit is refused first (BudgetExceeded), with nothing written."""
     estimate = budget.of_plan(plan)
     budget.check(store, settings, estimate_usd=estimate.usd, unpriced=estimate.unpriced, person=created_by)
-    return store.create_batch(plan.new_batch(), dry_run=settings.dry_run, concurrency=concurrency, created_by=created_by,
-                              launch_key=launch_key)
+    batch = store.create_batch(plan.new_batch(), dry_run=settings.dry_run, concurrency=concurrency,
+                               created_by=created_by, launch_key=launch_key)
+    if batch.launched_at is None:   # this call wrote it (a second click finds the first's)
+        store.add_audit(who=created_by, action="batch.dry_run" if batch.dry_run else "batch.sent", subject=batch.id,
+                        detail=f"{batch.name}: {batch.request_count} requests"
+                        + (f", {estimate.unpriced} at an unknown price" if estimate.unpriced else ""),
+                        usd=None if batch.dry_run else estimate.usd)
+    return batch
 
 
 def launch_key(plan: Plan, settings: Settings, *, created_by: str | None = None,
@@ -252,30 +261,38 @@ def rerun(store: Store, request_id: str, settings: Settings, *, created_by: str 
     budget.check(store, settings, estimate_usd=(old.estimated_cost or 0.0) + left.usd,
                  unpriced=int(old.estimated_cost is None) + left.unpriced, person=created_by, batch_id=joins)
     new = store.rerun_request(request_id, created_by=created_by, dry_run=settings.dry_run)
+    store.add_audit(who=created_by, action="request.rerun", subject=new.id, detail=f"again as {old.id} was sent",
+                    usd=None if settings.dry_run else old.estimated_cost)
     if new.batch_id is not None and not runner_alive(store.get_batch(new.batch_id)):
-        start_runner(store, settings, new.batch_id)
+        start_runner(store, settings, new.batch_id, by=created_by)
     return new
 
 
-def cancel(store: Store, batch_id: str, settings: Settings, *, here: bool = False) -> BatchState:
+def cancel(store: Store, batch_id: str, settings: Settings, *, here: bool = False,
+           by: str | None = None) -> BatchState:
     """Ask the batch to stop: nothing more is sent, unsent requests are cancelled and fal is asked
     to cancel every job it still holds (a job that finishes anyway is kept: it is paid)."""
     batch = store.request_cancel(batch_id)
+    store.add_audit(who=by, action="batch.cancelled", subject=batch_id, detail=batch.name)
     if not runner_alive(batch) and not store.batch_progress(batch_id).is_finished:
         if here:
             run_here(batch_id, settings)
         else:
-            start_runner(store, settings, batch_id)
+            start_runner(store, settings, batch_id, by=by)
     return state(store, batch_id, settings)
 
 
-def resume(store: Store, batch_id: str, settings: Settings, *, concurrency: int | None = None) -> BatchState:
+def resume(store: Store, batch_id: str, settings: Settings, *, concurrency: int | None = None,
+           by: str | None = None) -> BatchState:
     """Start a runner for what is left of the batch (a no-op if one is alive). What is left is
     checked against the spending limits first, counting what the batch already spent."""
     batch = store.get_batch(batch_id)
     if not runner_alive(batch):
         check_resume(store, settings, batch_id)
-        start_runner(store, settings, batch_id, concurrency=concurrency)
+        left = budget.left_in_batch(store, batch_id)
+        store.add_audit(who=by, action="batch.resumed", subject=batch_id, detail=batch.name,
+                        usd=None if batch.dry_run else left.usd)
+        start_runner(store, settings, batch_id, concurrency=concurrency, by=by)
     return state(store, batch_id, settings)
 
 
@@ -294,14 +311,26 @@ def check_resume(store: Store, settings: Settings, batch_id: str) -> None:
 def send_again(store: Store, batch_id: str, settings: Settings, *, by: str,
                request_ids: list[str] | None = None) -> list[str]:
     """A person chose to send the batch's in-doubt requests (or those named) again, knowing fal
-    may run and bill them twice: recorded with who chose it, then a runner sends them."""
+    may run and bill them twice: checked against the spending limits (each is paid again, and a
+    runner started for them also sends what the batch has left), recorded with who chose it, then
+    a runner sends them."""
     from core.values import RequestStatus
 
-    doubtful = [r.id for r in store.batch_requests(batch_id, (RequestStatus.IN_DOUBT,))
+    doubtful = [r for r in store.batch_requests(batch_id, (RequestStatus.IN_DOUBT,))
                 if request_ids is None or r.id in request_ids]
-    moved = [rid for rid in doubtful if store.send_again(rid, by=by)]
+    batch = store.get_batch(batch_id)
+    if doubtful and not batch.dry_run:
+        left = budget.left_in_batch(store, batch_id) if not runner_alive(batch) else budget.Estimate(0.0)
+        again = sum(r.estimated_cost or 0.0 for r in doubtful)
+        budget.check(store, settings, estimate_usd=again + left.usd, person=by, batch_id=batch_id,
+                     unpriced=sum(r.estimated_cost is None for r in doubtful) + left.unpriced)
+    moved = [r.id for r in doubtful if store.send_again(r.id, by=by)]
+    if moved:
+        store.add_audit(who=by, action="batch.sent_again", subject=batch_id,
+                        detail=f"{len(moved)} request(s) in doubt sent again (may be paid twice)",
+                        usd=None if batch.dry_run else sum(r.estimated_cost or 0.0 for r in doubtful if r.id in moved))
     if moved and not runner_alive(store.get_batch(batch_id)):
-        start_runner(store, settings, batch_id)
+        start_runner(store, settings, batch_id, by=by)
     return moved
 
 
@@ -312,6 +341,8 @@ def give_up(store: Store, batch_id: str, *, by: str, request_ids: list[str] | No
     doubtful = [r.id for r in store.batch_requests(batch_id, (RequestStatus.IN_DOUBT,))
                 if request_ids is None or r.id in request_ids]
     done = [rid for rid in doubtful if store.give_up(rid, by=by)]
+    if done:
+        store.add_audit(who=by, action="batch.gave_up", subject=batch_id, detail=f"{len(done)} request(s) in doubt given up")
     if done and not runner_alive(store.get_batch(batch_id)):
         store.release_batch(batch_id)   # every request final now: the batch is finished
     return done

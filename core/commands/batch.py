@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
     plan = sub.add_parser("plan", help="show requests, cost and payloads of a plan file; writes nothing")
     plan.add_argument("plan", type=Path, metavar="PLAN.json")
     plan.add_argument("--payloads", action="store_true", help="print every payload as one JSON line")
-    plan.set_defaults(func=_plan)
+    plan.set_defaults(func=_plan, needs="upload")
 
     run = sub.add_parser("run", help="record a plan file as a batch and send it")
     run.add_argument("plan", type=Path, metavar="PLAN.json")
@@ -46,17 +46,18 @@ def register(subparsers: Any) -> None:
                      help="jobs at fal at once (default DASHBOARD_CONCURRENCY, 8)")
     run.add_argument("--by", dest="created_by", default=None, help="who runs it (recorded)")
     run.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
-    run.set_defaults(func=_run)
+    run.set_defaults(func=_run, needs="run")
 
     resume = sub.add_parser("resume", help="continue a batch (default: every unfinished batch)")
     resume.add_argument("batch_id", nargs="?", metavar="BATCH_ID")
     resume.add_argument("--concurrency", type=_positive, default=None)
     resume.add_argument("--quiet", action="store_true")
-    resume.set_defaults(func=_resume)
+    resume.add_argument("--runner", action="store_true", help=argparse.SUPPRESS)  # started by a page: it audited
+    resume.set_defaults(func=_resume, needs="resume")
 
     cancel = sub.add_parser("cancel", help="stop a batch: send nothing more, cancel what fal holds")
     cancel.add_argument("batch_id", metavar="BATCH_ID")
-    cancel.set_defaults(func=_cancel)
+    cancel.set_defaults(func=_cancel, needs="cancel")
 
     doubt = sub.add_parser("doubt", help="requests whose submit fal never answered: list, send again or give up")
     doubt.add_argument("batch_id", metavar="BATCH_ID")
@@ -67,12 +68,12 @@ def register(subparsers: Any) -> None:
                         help="send them again: fal may run (and bill) each one twice")
     action.add_argument("--give-up", action="store_true", help="make them final (failed) without sending")
     doubt.add_argument("--by", default=None, help="who decides (recorded; required with an action)")
-    doubt.set_defaults(func=_doubt)
+    doubt.set_defaults(func=_doubt, needs=lambda a: "resume" if a.send_again or a.give_up else "read")
 
     status = sub.add_parser("status", help="progress of one batch, or the latest batches")
     status.add_argument("batch_id", nargs="?", metavar="BATCH_ID")
     status.add_argument("--limit", type=_positive, default=20)
-    status.set_defaults(func=_status)
+    status.set_defaults(func=_status, needs="read")
 
 
 def _positive(text: str) -> int:
@@ -251,6 +252,8 @@ def _resume(args: argparse.Namespace) -> int:
         if not refused:
             print("no unfinished batch")
         return refused
+    if not args.runner:   # a person resumed these here (a page's runner was audited by the page)
+        _audit_resumes(settings, ids, args.person.name if args.person else None)
     if not settings.dry_run:
         _measure_in_background(settings)
     code = refused
@@ -267,6 +270,17 @@ def _resume(args: argparse.Namespace) -> int:
     return code
 
 
+def _audit_resumes(settings: Any, ids: list[str], by: str | None) -> None:
+    from core.batches import budget
+    from core.store import open_store
+
+    with open_store(settings) as store:
+        for batch_id in ids:
+            batch = store.get_batch(batch_id)
+            store.add_audit(who=by, action="batch.resumed", subject=batch_id, detail=f"{batch.name} (command line)",
+                            usd=None if batch.dry_run else budget.left_in_batch(store, batch_id).usd)
+
+
 def _cancel(args: argparse.Namespace) -> int:
     from core.batches import service
 
@@ -275,7 +289,7 @@ def _cancel(args: argparse.Namespace) -> int:
         if store.batch_progress(args.batch_id).is_finished:
             print(f"batch {args.batch_id} has already finished; nothing to cancel")
             return 0
-        state = service.cancel(store, args.batch_id, settings, here=True)
+        state = service.cancel(store, args.batch_id, settings, here=True, by=args.person.name if args.person else None)
     finally:
         store.close()
     if isinstance(state, service.Running):

@@ -41,7 +41,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--to", dest="date_to", default=None, metavar="DATE", help="YYYY-MM-DD, inclusive")
     parser.add_argument("--comparison", action="store_true",
                         help="one row per group: models side by side with metrics and votes (only --batch applies)")
-    parser.set_defaults(func=_export)
+    parser.add_argument("--audit", action="store_true",
+                        help="the audit trail instead (admins; no other filter applies)")
+    parser.set_defaults(func=_export, needs=lambda a: "audit" if a.audit else "read")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -66,6 +68,13 @@ def _export(args: argparse.Namespace) -> int:
             store.get_batch(args.batch_id)
         if args.comparison:
             return _comparison(args, store, settings, out)
+        if args.audit:
+            from core.export import audit
+
+            lines = audit.rows(store)
+            write_atomically(out, lambda tmp: tmp.write_bytes(audit.to_csv_bytes(store)))
+            print(f"wrote {len(lines)} audit lines to {out}")
+            return 0
         result = write_atomically(out, lambda tmp: export.to_csv(store, tmp, f))
         print(f"wrote {result.requests} requests ({result.rows} rows) to {out}")
         return 0

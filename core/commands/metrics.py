@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
                         help="processes measuring at once (default: DASHBOARD_METRICS_WORKERS)")
     parser.add_argument("--quiet", action="store_true", help="only the summary")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.set_defaults(func=_metrics)
+    parser.set_defaults(func=_metrics, needs=lambda a: None if a.worker else "run")  # the worker: internal
 
 
 def _workers(value: str) -> int:

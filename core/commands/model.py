@@ -30,24 +30,24 @@ def register(subparsers: Any) -> None:
                      help="the unit of --price: image or megapixels (default: image)")
     add.add_argument("--label", default=None, help="what pages call it (default: the id without its owner)")
     add.add_argument("--by", dest="added_by", default=None, help="who adds it (recorded)")
-    add.set_defaults(func=_add)
+    add.set_defaults(func=_add, needs="models")
 
     ls = sub.add_parser("list", help="every endpoint a plan may name: built-in and added")
     ls.add_argument("--all", action="store_true", help="include archived endpoints")
-    ls.set_defaults(func=_list)
+    ls.set_defaults(func=_list, needs="read")
 
     show = sub.add_parser("show", help="an endpoint's fields, the mapping and what it lacks")
     show.add_argument("endpoint_id", metavar="ID")
-    show.set_defaults(func=_show)
+    show.set_defaults(func=_show, needs="read")
 
     refresh = sub.add_parser("refresh", help="fetch an added endpoint's current document and show what changed")
     refresh.add_argument("endpoint_id", metavar="ID")
     refresh.add_argument("--adopt", action="store_true", help="validate new batches against it from now on")
-    refresh.set_defaults(func=_refresh)
+    refresh.set_defaults(func=_refresh, needs="models")
 
     archive = sub.add_parser("archive", help="offer an added endpoint for no new batch (old ones stay)")
     archive.add_argument("endpoint_id", metavar="ID")
-    archive.set_defaults(func=_archive)
+    archive.set_defaults(func=_archive, needs="models")
 
 
 def _price(text: str) -> float:
@@ -113,7 +113,7 @@ def _refresh(args: argparse.Namespace) -> int:
 
     settings, store = _open()
     with store:
-        changes = service.refresh(store, settings, args.endpoint_id)
+        changes = service.refresh(store, settings, args.endpoint_id, by=_who(args))
         if not changes:
             print(f"{args.endpoint_id}: the document fal serves now is the one in use; nothing to adopt.")
             return 0
@@ -121,7 +121,7 @@ def _refresh(args: argparse.Namespace) -> int:
         for line in changes:
             print(f"  {line}")
         if args.adopt:
-            service.adopt(store, args.endpoint_id)
+            service.adopt(store, args.endpoint_id, by=_who(args))
             print("adopted: new batches are validated against the current document.")
         else:
             print(f"run `python -m core model refresh {args.endpoint_id} --adopt` to use it.")
@@ -133,6 +133,11 @@ def _archive(args: argparse.Namespace) -> int:
 
     _, store = _open()
     with store:
-        model = service.archive(store, args.endpoint_id)
+        model = service.archive(store, args.endpoint_id, by=_who(args))
         print(f"archived {model.endpoint_id}: new batches cannot name it; earlier batches keep it.")
     return 0
+
+
+def _who(args: argparse.Namespace) -> str | None:
+    """Who the command acts as (core.cli: --as / DASHBOARD_USER)."""
+    return args.person.name if getattr(args, "person", None) else None

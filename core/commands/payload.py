@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     build.add_argument("--image", action="append", default=[], metavar="URL",
                        help="reference image: http(s) URL, data: URI or reference://<id> (repeatable)")
     build.add_argument("--seed", type=int, metavar="N", help="fixed seed (random when absent)")
-    build.set_defaults(func=_payload)
+    build.set_defaults(func=_payload, needs="read")
 
     check = subparsers.add_parser(
         "validate", help="check a JSON body against an endpoint's input schema",
@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
                     "'valid', or exit 2 with one line per problem on stderr.")
     check.add_argument("endpoint", metavar="ENDPOINT", help="fal endpoint id")
     check.add_argument("file", metavar="FILE", help="JSON file with the request body, or - for stdin")
-    check.set_defaults(func=_validate)
+    check.set_defaults(func=_validate, needs="read")
 
 
 def _name_value(text: str) -> tuple[str, str]:

@@ -29,22 +29,22 @@ def register(subparsers: Any) -> None:
     add.add_argument("--role", choices=REFERENCE_ROLES, default="other")
     add.add_argument("--owner", default="team", help="folder in storage and owner column (default: team)")
     add.add_argument("--by", dest="created_by", default=None, help="who uploads (recorded as created_by)")
-    add.set_defaults(func=_add)
+    add.set_defaults(func=_add, needs="upload")
 
     ls = sub.add_parser("list", help="print stored references, one JSON object per line")
     ls.add_argument("--all", action="store_true", help="include archived references")
-    ls.set_defaults(func=_list)
+    ls.set_defaults(func=_list, needs="read")
 
     archive = sub.add_parser("archive", help="hide a reference from lists (payloads still resolve)")
     archive.add_argument("reference_id", metavar="ID")
-    archive.set_defaults(func=_archive)
+    archive.set_defaults(func=_archive, needs="archive")
 
     cleanup = sub.add_parser(
         "cleanup", help="delete stored objects left behind (refused deletes, uploads without a row)")
     cleanup.add_argument("--grace", type=float, default=None, metavar="SECONDS",
                          help="only objects written longer ago than this without a row "
                               "(default 900: an upload in progress elsewhere is left alone)")
-    cleanup.set_defaults(func=_cleanup)
+    cleanup.set_defaults(func=_cleanup, needs="archive")
 
 
 def _open_store() -> tuple[Any, Any]:
@@ -106,7 +106,7 @@ def _list(args: argparse.Namespace) -> int:
 def _archive(args: argparse.Namespace) -> int:
     _, store = _open_store()
     try:
-        store.archive_reference(args.reference_id)
+        store.archive_reference(args.reference_id, by=args.person.name if args.person else None)
     finally:
         store.close()
     print(f"archived {args.reference_id}")

@@ -37,7 +37,8 @@ from core.catalog import contenders as contenders_mod
 from core.evaluation import batch_parts, review, stats
 from core.evaluation.leaderboard import Contenders, Leaderboard, axis_title, leaderboard, selection_contenders
 from core.store import Store
-from core.values import MetricRow, RequestCost, RequestStatus, StoredVote, is_same_person
+from core.rows import MetricRow, RequestCost
+from core.values import RequestStatus, StoredVote, is_same_person
 
 
 @dataclass(frozen=True)

@@ -188,7 +188,7 @@ def mapping_lines(fields: ModelFields) -> list[str]:
     ]
 
 
-def refresh(store: Store, settings: Settings, endpoint_id: str) -> list[str]:
+def refresh(store: Store, settings: Settings, endpoint_id: str, *, by: str | None = None) -> list[str]:
     """Fetch fal's current document for an added endpoint and stage it; what changed, in words
     ([] when it is the one in use: nothing is staged)."""
     from core.fal.catalogue import CatalogueClient
@@ -201,21 +201,28 @@ def refresh(store: Store, settings: Settings, endpoint_id: str) -> list[str]:
         return []
     old = read_document(model.document.encode("utf-8"), endpoint_id=endpoint_id)
     store.stage_model_document(endpoint_id, document=data.decode("utf-8"), sha256=new.sha256)
-    return schema_changes(old.input_schema, new.input_schema) or ["the document changed, but not its input fields"]
+    changes = schema_changes(old.input_schema, new.input_schema) or ["the document changed, but not its input fields"]
+    store.add_audit(who=by, action="model.refreshed", subject=endpoint_id,
+                    detail=f"document {new.sha256[:12]} staged: " + "; ".join(changes)[:500])
+    return changes
 
 
-def adopt(store: Store, endpoint_id: str) -> StoredModel:
+def adopt(store: Store, endpoint_id: str, *, by: str | None = None) -> StoredModel:
     model = _added(store, endpoint_id)
     if model.pending_document is None:
         raise DashboardError(f"{endpoint_id} has no refreshed document to adopt; "
                              f"run `python -m core model refresh {endpoint_id}` first.")
     doc = read_document(model.pending_document.encode("utf-8"), endpoint_id=endpoint_id)
-    return store.adopt_model_document(endpoint_id, label=model.label, category=doc.category)
+    adopted = store.adopt_model_document(endpoint_id, label=model.label, category=doc.category)
+    store.add_audit(who=by, action="model.adopted", subject=endpoint_id, detail=f"document {doc.sha256[:12]}")
+    return adopted
 
 
-def archive(store: Store, endpoint_id: str) -> StoredModel:
+def archive(store: Store, endpoint_id: str, *, by: str | None = None) -> StoredModel:
     _added(store, endpoint_id)
-    return store.archive_model(endpoint_id)
+    archived = store.archive_model(endpoint_id)
+    store.add_audit(who=by, action="model.archived", subject=endpoint_id, detail=archived.label)
+    return archived
 
 
 def schema_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -265,10 +272,13 @@ def _add(store: Store, data: bytes, *, source: str, added_by: str | None, price_
         unit, price_source = unit or "image", "team"
     elif prices is not None:
         price_usd, unit, price_source = prices[0], prices[1], "fal"
-    return store.add_model(NewModel(
+    model = store.add_model(NewModel(
         endpoint_id=doc.endpoint_id, label=label, category=doc.category,
         document=data.decode("utf-8"), sha256=doc.sha256, source=source, added_by=added_by,
         fetched_at=fetched_at, price_usd=price_usd, price_unit=unit, price_source=price_source))
+    store.add_audit(who=added_by, action="model.added", subject=doc.endpoint_id,
+                    detail=f"{label} from {source}, document {doc.sha256[:12]}, price {price_words(model)}")
+    return model
 
 
 def _fal_prices(fal: Any, endpoint_id: str) -> tuple[float, str] | None:

@@ -16,6 +16,7 @@ MIGRATIONS = (
     'm018_votes_leave_batch_stamps',
     'm019_in_doubt_and_launch_keys',
     'm020_models',
+    'm021_audit_and_limits',
 )
 
 STATEMENTS = (
@@ -66,4 +67,7 @@ STATEMENTS = (
     'CREATE TRIGGER export_lines_result_images_delete AFTER DELETE ON result_images BEGIN DELETE FROM export_lines WHERE request_id = OLD.request_id; END',
     'CREATE UNIQUE INDEX idx_batches_launch_key ON batches (launch_key) WHERE launch_key IS NOT NULL',
     'CREATE TABLE models (\n        endpoint_id TEXT PRIMARY KEY, label TEXT NOT NULL, category TEXT NOT NULL,\n        document TEXT NOT NULL, sha256 TEXT NOT NULL, source TEXT NOT NULL,\n        added_at TEXT NOT NULL, added_by TEXT, fetched_at TEXT, archived_at TEXT,\n        price_usd REAL, price_unit TEXT, price_source TEXT,\n        pending_document TEXT, pending_sha256 TEXT, pending_fetched_at TEXT)',
+    "CREATE TABLE audit (\n        id TEXT PRIMARY KEY, at TEXT NOT NULL, who TEXT, action TEXT NOT NULL,\n        subject TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', usd REAL)",
+    'CREATE INDEX idx_audit_at ON audit (at)',
+    'CREATE TABLE limits (\n        name TEXT PRIMARY KEY, usd REAL, set_by TEXT, set_at TEXT NOT NULL)',
 )

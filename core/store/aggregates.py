@@ -15,8 +15,9 @@ from core.store._sql import _Base, build, placeholders
 from core.store.boundary import sqlite_boundary
 from core.store.images import CHUNK
 from core.store.images import image_from_row
+from core.rows import MetricRow, RequestCost
 from core.values import (
-    GroupOutput, MetricRow, RequestCost, RequestRecord, RequestStatus, ResultImage, pick_output,
+    GroupOutput, RequestRecord, RequestStatus, ResultImage, pick_output,
 )
 
 

@@ -273,3 +273,16 @@ def m020_models(db: Any) -> None:
         price_usd REAL, price_unit TEXT, price_source TEXT,
         pending_document TEXT, pending_sha256 TEXT, pending_fetched_at TEXT)""")
     db.execute("ALTER TABLE requests ADD COLUMN schema_version TEXT")
+
+
+@_migration
+def m021_audit_and_limits(db: Any) -> None:
+    """Sign-in and spending limits (issue 20): an audit trail of who sent which batch at what
+    estimated cost, who changed a model, a photo or a limit; and the spending limits an admin set
+    on the dashboard, which take the place of the configured ones (a NULL amount: no limit)."""
+    db.execute("""CREATE TABLE audit (
+        id TEXT PRIMARY KEY, at TEXT NOT NULL, who TEXT, action TEXT NOT NULL,
+        subject TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', usd REAL)""")
+    db.execute("CREATE INDEX idx_audit_at ON audit (at)")
+    db.execute("""CREATE TABLE limits (
+        name TEXT PRIMARY KEY, usd REAL, set_by TEXT, set_at TEXT NOT NULL)""")

@@ -12,7 +12,7 @@ from typing import Any
 from core.errors import StoreError
 from core.store._sql import _Base, build
 from core.store.boundary import sqlite_boundary
-from core.values import now
+from core.values import new_id, now
 from core.values import Reference
 
 _UPDATABLE = frozenset({"storage_backend", "storage_path", "public_url", "archived_at"})
@@ -83,11 +83,16 @@ class ReferencesMixin(_Base):
         return self.get_reference(reference_id)
 
     @sqlite_boundary
-    def archive_reference(self, reference_id: str) -> Reference:
-        """Hide a reference from the default list (once; archiving again keeps the first date)."""
-        self.get_reference(reference_id)
-        self._write("UPDATE reference_photos SET archived_at = ? WHERE id = ? AND archived_at IS NULL",
-                    [now(), reference_id])
+    def archive_reference(self, reference_id: str, *, by: str | None = None) -> Reference:
+        """Hide a reference from the default list (once; archiving again keeps the first date),
+        with its line in the audit trail in the same write."""
+        ref = self.get_reference(reference_id)
+        with self._write_transaction():
+            archived = self.db.execute("UPDATE reference_photos SET archived_at = ? WHERE id = ? AND archived_at IS NULL",
+                                       [now(), reference_id]).rowcount
+            if archived:
+                self._insert("audit", {"id": new_id(), "at": now(), "who": by, "action": "photo.archived",
+                                       "subject": reference_id, "detail": ref.original_name or "", "usd": None})
         return self.get_reference(reference_id)
 
     @sqlite_boundary

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from core.config import Settings
 from core.store.aggregates import AggregatesMixin
+from core.store.audit import AuditMixin
 from core.store.batches import BatchesMixin
 from core.store.contenders import ContendersMixin
 from core.store.boundary import refused
@@ -31,10 +32,10 @@ from core.store.votes import VotesMixin
 
 
 class Store(BatchesMixin, RequestsMixin, ImagesMixin, MetricsMixin, HistoryMixin, VotesMixin,
-            ReferencesMixin, AggregatesMixin, ContendersMixin, FiguresMixin, ModelsMixin):
+            ReferencesMixin, AggregatesMixin, ContendersMixin, FiguresMixin, ModelsMixin, AuditMixin):
     """Every table of the dashboard, on one connection: batches and groups, requests, result
     images and their metrics, history, votes, reference photos, contenders, the comparison's reads,
-    and the endpoints added from fal's documents.
+    the endpoints added from fal's documents, and the audit trail with the limits admins set.
 
     `Store(db)` wraps an open `sqlite_utils.Database` (migrated by `connect`); `open_store`
     is the usual way in."""

@@ -59,6 +59,9 @@ EXPECTED: dict[str, dict[str, str]] = {
         "price_usd": "REAL", "price_unit": "TEXT", "price_source": "TEXT", "pending_document": "TEXT",
         "pending_sha256": "TEXT", "pending_fetched_at": "TEXT",
     },
+    "audit": {"id": "TEXT", "at": "TEXT", "who": "TEXT", "action": "TEXT", "subject": "TEXT", "detail": "TEXT",
+              "usd": "REAL"},
+    "limits": {"name": "TEXT", "usd": "REAL", "set_by": "TEXT", "set_at": "TEXT"},
     "result_images": {
         "id": "TEXT", "request_id": "TEXT", "idx": "INTEGER", "fal_url": "TEXT", "storage_backend": "TEXT",
         "storage_path": "TEXT", "sha256": "TEXT", "width": "INTEGER", "height": "INTEGER",
@@ -94,6 +97,7 @@ EXPECTED_INDEXES: dict[str, set[tuple[tuple[str, ...], bool]]] = {
     "result_images": {(("request_id",), False), (("request_id", "idx"), True),
                       (("metrics_at",), False), (("checked_at",), False)},
     "votes": {(("group_id", "rater"), False), (("rater", "created_at"), False)},
+    "audit": {(("at",), False)},
 }
 
 
