@@ -184,7 +184,7 @@ def _plan_summary(plan) -> None:
 
 def _run_button(store: Store, settings: Settings, plan) -> None:
     state = st.session_state
-    if not _identity.allowed("run"):   # a viewer or rater sees the plan, not the button
+    if not _identity.may("run"):   # a viewer or rater sees the plan, not the button (the page says why)
         return
     label = (f"Record dry run of {plan.request_count} requests (nothing is sent)" if settings.dry_run
              else f"Send {plan.request_count} requests to fal (about ${plan.estimated_cost:.3f})")

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import _current_batch, _draft, _generate_models, _generate_steps, _onboarding, _resources
+from dashboard import _current_batch, _draft, _generate_models, _generate_steps, _identity, _onboarding, _resources
 
 settings = _resources.settings()
 store = _resources.store()
 _draft.load()
 
 st.title("Generate")
+_identity.allowed("run")   # a viewer or rater builds and reads plans; the refusal says why no Send
 if settings.dry_run:
     st.info("**Dry run**: there is no FAL_KEY, so a run records every payload in History as "
             "*dry run* and sends nothing to fal.", icon=":material/science:")
