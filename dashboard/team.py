@@ -9,7 +9,7 @@ from core.batches import budget
 from core.errors import DashboardError
 from core.export import audit
 from core.store.audit import LIMIT_NAMES
-from dashboard import _format, _identity, _resources
+from dashboard import _format, _identity, _onboarding, _resources
 
 st.title("Team")
 if not _identity.allowed("audit"):
@@ -98,3 +98,5 @@ else:
 st.download_button("Download the audit trail (CSV)", data=audit.to_csv_bytes(store, action=chosen,
                                                                            who=person.strip() or None),
                    file_name="audit.csv", mime="text/csv", icon=":material/download:", key="team_audit_csv")
+
+_onboarding.next_step("history.py", "open a batch in History", "Every request of a batch named here is in History.")

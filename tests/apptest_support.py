@@ -18,7 +18,8 @@ from core.blobs import open_storage
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "dashboard" / "app.py"
-PAGES = ("upload.py", "generate.py", "models.py", "compare.py", "history.py", "review.py", "leaderboard.py")
+PAGES = ("upload.py", "generate.py", "models.py", "compare.py", "history.py", "review.py", "leaderboard.py",
+         "team.py")
 
 
 def open_page(page: str | None = None, *, user: str | None = None, timeout: float = 60,

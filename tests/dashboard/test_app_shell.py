@@ -78,7 +78,8 @@ def test_every_page_ends_with_its_next_step_and_no_table_shows_none():
     item = review.queue(store, batch.id, "ana").next
     review.record_item_vote(store, item, rater="ana", verdict="left")
     nexts = {"upload.py": "Generate", "generate.py": "History", "models.py": "Generate", "compare.py": "Review",
-             "history.py": "Compare", "review.py": "Leaderboard", "leaderboard.py": "Generate"}
+             "history.py": "Compare", "review.py": "Leaderboard", "leaderboard.py": "Generate",
+             "team.py": "History"}
     for page in (*PAGES, "review.py", "leaderboard.py"):
         at = open_page(page, user="bo")
         for toggle in ("hist_all_columns", "lb_all_columns", "cmp_metrics_all"):
