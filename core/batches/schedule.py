@@ -546,9 +546,10 @@ class _LiveRun:
             try:
                 if not self.outage.active:
                     break
+                asked_at = time.monotonic()
                 if self._fal.probe(endpoint):
                     log.info("batch %s: fal answers again; sending resumes", self.batch_id)
-                    self.outage.recovered()
+                    self.outage.recovered(asked_at)
                     break
                 self.outage.failed()
                 if self.outage.over():
@@ -606,7 +607,7 @@ class _LiveRun:
                 return
             finally:
                 del body
-            self.outage.recovered()
+            self.outage.recovered(sent_at)   # not when the outage began after this POST left
             stored = record.record_accepted(store, rec.id, handle, self.journal)
             self.accepted.set()
         finally:
@@ -757,6 +758,7 @@ class _LiveRun:
         deadline = time.monotonic() + self.outage.limit_s
         tries = 0
         while True:
+            asked_at = time.monotonic()
             try:
                 value = fetch()
             except (FalError, DashboardError, OSError) as e:
@@ -775,6 +777,5 @@ class _LiveRun:
                             self.batch_id, rid, what, e)
                 self.signals.stop.wait(min(15.0, 0.5 * 2 ** min(tries, 5)))
                 continue
-            if tries:
-                self.outage.recovered()
+            self.outage.recovered(asked_at)
             return value

@@ -106,8 +106,9 @@ class Cadence:
 class Outage:
     """Whether fal is reachable, shared by every thread of one run.
 
-    Any failed call that says nothing about the job starts (or prolongs) an outage; any answer
-    ends it. While it lasts no new submit starts; past `limit_s` the run gives up on it."""
+    Any failed call that says nothing about the job starts (or prolongs) an outage; an answer to
+    a call made after it began ends it. While it lasts no new submit starts; past `limit_s` the
+    run gives up on it."""
 
     def __init__(self, limit_s: float, *, base: float = 0.5, cap: float = 15.0):
         self.limit_s = limit_s
@@ -134,8 +135,15 @@ class Outage:
                 self._since_wall = _dt.datetime.now(_dt.timezone.utc)
             self._failures += 1
 
-    def recovered(self) -> None:
+    def recovered(self, asked_at: float | None = None) -> None:
+        """fal answered a call made at `asked_at` (time.monotonic(); None: made just now). Only a
+        call made after the outage began ends it: the answer to an older one (an event on a
+        status stream opened before, a submit or poll that left before the first failure) may
+        have been given before fal went away and says nothing about now; taken as a recovery, it
+        let new submits leave into the outage, each one more request in doubt."""
         with self._lock:
+            if asked_at is not None and self._since is not None and asked_at < self._since:
+                return
             self._since = self._since_wall = None
             self._failures = 0
 
@@ -234,6 +242,7 @@ def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Si
     policy = cadence.policy
     events: queue.Queue | None = None
     last_news = time.monotonic()
+    asked_at = stream_opened = time.monotonic()   # when the call that brought `status` was made
     if stream:
         events = queue.Queue()
         threading.Thread(target=_read_stream, args=(fal, handle, events), daemon=True,
@@ -255,13 +264,14 @@ def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Si
             try:
                 status = events.get(timeout=CHECK_SIGNALS_S)
                 last_news = time.monotonic()
+                asked_at = stream_opened
             except queue.Empty:
                 if signals.stop.is_set():
                     return Lost("the run stopped before this job finished")
                 if time.monotonic() - last_news < stream_silence_s:
                     continue
                 # the stream says nothing: ask once (the stream is still read meanwhile)
-                last_news = time.monotonic()
+                last_news = asked_at = time.monotonic()
                 try:
                     status = fal.status(handle)
                 except FalError as e:
@@ -284,6 +294,7 @@ def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Si
             (signals.stop if cancel_sent else signals.cancel).wait(delay)
             if signals.stop.is_set():
                 return Lost("the run stopped before this job finished")
+            asked_at = time.monotonic()
             try:
                 status = fal.status(handle)
             except FalError as e:
@@ -304,7 +315,7 @@ def follow(fal: FalClient, handle: QueueHandle, *, cadence: Cadence, signals: Si
                     return Lost(f"fal unreachable for more than {outage.limit_s:.0f} s while following "
                                 f"request {handle.request_id} ({e})")
                 continue
-        outage.recovered()
+        outage.recovered(asked_at)
         if isinstance(status, Queued):
             if status.position != queue_position:
                 queue_position = status.position

@@ -1,8 +1,9 @@
 """Every kind of outage is ridden through (issue 21): a 40-request batch at concurrency 8, run by
 the command line as a person would, meets an outage after its first 8 jobs were accepted, and
-finishes by itself with every request completed except at most 8 in doubt (the submits that were
-in flight when the outage began, and got no answer), nothing sent twice, and an exit status and
-words that say which.
+finishes by itself with every request completed except at most 8 in doubt (the submits that left
+before the runner saw the outage's first failure, one per sender, and got no answer: after it none
+leaves until a call made since is answered), nothing sent twice, and an exit status and words that
+say which.
 
 The kinds: connections refused (a proxy in front of fal closes its port), the name not resolving
 (DNS), the connection dropped after the request was sent, reset in the middle of an answer, no
@@ -26,6 +27,8 @@ import pytest
 
 from core.catalog.payloads import payload_hash
 from core.config import REPO_ROOT
+from core.fal import Completed, QueueHandle
+from core.fal.follow import Cadence, Finished, Outage, PollPolicy, Signals, follow
 from core.store import open_store
 from tests.standins.fal_server import DEFAULT_KEY, FalStandin
 from tests.standins.tcp_proxy import TcpProxy
@@ -175,6 +178,48 @@ def _ride_through(tmp_path: Path, duration: float) -> None:
             run.stop()
     bad = {kind: found for kind, found in verdicts.items() if found}
     assert not bad, "\n".join(f"{kind}: {'; '.join(found)}" for kind, found in bad.items())
+
+
+class _StreamThatOutlivesTheOutage:
+    """A job's status stream opened before the outage; while it is open another thread's call
+    fails (the outage is noticed), then the stream still brings COMPLETED, as a connection made
+    before a proxy, DNS or ingress went away does."""
+
+    interrupted = False
+
+    def __init__(self, outage: Outage):
+        self.outage = outage
+
+    def status_events(self, handle):
+        time.sleep(0.01)
+        self.outage.failed()
+        yield Completed()
+
+    def redacted(self, text):
+        return text
+
+
+def test_an_answer_to_a_call_made_before_the_outage_does_not_end_it():
+    """A stream event (or a submit's or poll's answer) under way when the outage began was taken
+    for fal answering again: new submits left into an outage the runner had already seen, each
+    one more request in doubt, past the one per sender the runs above allow (a 90 s run once
+    ended with 9 in doubt at concurrency 8)."""
+    outage = Outage(600, base=0.0, cap=0.0)
+    handle = QueueHandle("fal-ai/flux/schnell", "req-1", "http://127.0.0.1:9/s", "http://127.0.0.1:9/r",
+                         "http://127.0.0.1:9/c")
+    outcome = follow(_StreamThatOutlivesTheOutage(outage), handle, cadence=Cadence(PollPolicy()),
+                     signals=Signals(threading.Event(), threading.Event()), outage=outage, stream=True)
+    assert isinstance(outcome, Finished)
+    assert outage.active, "an event on a stream opened before the outage ended it"
+
+    outage = Outage(600, base=0.0, cap=0.0)
+    sent_at = time.monotonic()              # a submit leaves...
+    time.sleep(0.01)
+    outage.failed()                         # ...another call fails...
+    outage.recovered(sent_at)               # ...then the submit's answer arrives
+    assert outage.active
+    outage.recovered(time.monotonic())      # a call made since (the probe): fal answers again
+    assert not outage.active
 
 
 def test_every_kind_of_3_s_outage_is_ridden_through(tmp_path):
