@@ -16,6 +16,12 @@ class RequestCost(NamedTuple):
     estimated_cost: float | None
     images: int
     contender_id: str | None = None
+    billed_cost: float | None = None   # what fal's billable units came to, once it said
+
+    @property
+    def cost(self) -> float | None:
+        """What the request cost: fal's billed units at the price once known, else the estimate."""
+        return self.billed_cost if self.billed_cost is not None else self.estimated_cost
 
 
 class MetricRow(NamedTuple):

@@ -182,6 +182,9 @@ class RequestRecord(_OptionsAndReferences):
     resent_by: str | None = None
     resent_at: str | None = None
     schema_version: str | None = None   # sha256 of the schema its body was validated against
+    # what fal billed (x-fal-billable-units) and that at the endpoint's price; None: fal did not say
+    billable_units: float | None = None
+    billed_cost: float | None = None
 
     @property
     def payload(self) -> dict[str, Any]:

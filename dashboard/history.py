@@ -239,7 +239,10 @@ if detail_id:
                      + f": {r.error_message or ''}", icon=":material/error:")
         m = st.columns(6)
         m[0].metric("Estimated cost", "nothing (not sent)" if explain.never_sent(r) else
-                    "—" if r.estimated_cost is None else f"${r.estimated_cost:.4f}")
+                    "—" if r.estimated_cost is None else f"${r.estimated_cost:.4f}",
+                    help=None if r.billable_units is None else
+                    f"fal billed {r.billable_units:g} units" + ("" if r.billed_cost is None else
+                                                              f": ${r.billed_cost:.4f} at the endpoint's price"))
         m[1].metric("Queue", _format.seconds(r.queue_time_s))
         m[2].metric("Inference", _format.seconds(r.inference_time_s))
         m[3].metric("Total", _format.seconds(r.total_time_s))

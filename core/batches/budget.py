@@ -4,8 +4,9 @@ written or sent, and Send asks first above `DASHBOARD_CONFIRM_ABOVE_USD`.
 
 Invariants:
 - No limit set means no limit; a dry run (no FAL_KEY) is never refused: it sends nothing.
-- Costs are the plan's estimates (fal reports no billable units on the queue's answers this
-  project reads). A request whose price is unknown counts as $0 and is named in a refusal.
+- What is still to send counts at the plan's estimates; what was sent counts at what fal billed
+  (`x-fal-billable-units` on the result, at the endpoint's price per unit) once fal said it, else
+  at its estimate. A request whose price is unknown counts as $0 and is named in a refusal.
 - Spent today: the estimated cost of the requests a person sent (any status but planned,
   cancelled and dry run) since midnight UTC (`Store.spent_since`); the person is `created_by`,
   and no name is one shared bucket.
@@ -90,7 +91,7 @@ def spent_in_batch(store: Store, batch_id: str) -> Estimate:
     if store.get_batch(batch_id).dry_run:
         return Estimate(0.0)
     sent = [r for r in store.request_costs(batch_id=batch_id) if r.status not in _NOT_SPENT]
-    return Estimate(sum(r.estimated_cost or 0.0 for r in sent), sum(r.estimated_cost is None for r in sent))
+    return Estimate(sum(r.cost or 0.0 for r in sent), sum(r.cost is None for r in sent))
 
 
 def spent_today(store: Store, person: str | None, *, now: _dt.datetime | None = None) -> Estimate:

@@ -297,9 +297,25 @@ def record_result(store: Store, request_id: str, result: Result) -> str:
                        error_message=(f"fal finished (and billed) the job but none of its images could "
                                       f"be kept ({reasons}); re-run the request."))
         return "failed"
+    units = result.output.billable_units
     store.mark_completed(request_id, response=raw, http_status=200, inference_time_s=result.inference_s,
-                      logs=logs)
+                      logs=logs, billable_units=units, billed_cost=billed_cost(store, request_id, units))
     return "completed"
+
+
+def billed_cost(store: Store, request_id: str, units: float | None) -> float | None:
+    """fal's billable units at the endpoint's price per unit (per megapixel, or per image); None
+    when fal did not say or the price is unknown."""
+    from core.catalog import registry
+    from core.errors import PayloadError
+
+    if units is None:
+        return None
+    try:
+        price = registry.get_endpoint(store.get_request(request_id).endpoint).price
+    except PayloadError:   # an endpoint no longer installed: no price to apply
+        return None
+    return None if price is None else round(units * price.usd_per_mp, 6)
 
 
 # ---------------------------------------------------------------------------- fal's id

@@ -18,6 +18,7 @@ Invariants:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -45,7 +46,7 @@ from core.redact import abbreviate, redact
 from core.fal.tls import tls_context
 from core.fal.answers import error_from, transport_error
 from core.fal.retry import NOT_SENT, RetryPolicy, retry_after_s, retry_reason
-from core.fal.values import FalOutput, QueueHandle, Status, parse_output, parse_status, queue_position_of, request_base
+from core.fal.values import FalOutput, QueueHandle, Status, billable_units, parse_output, parse_status, queue_position_of, request_base
 from core.fal.wire import ERROR_BODY_LIMIT, as_timeout, bounded_body, checked_endpoint, decode_data_uri, inflated, json_object, origin_of, short_url, human_size, sniff, sse_data
 
 
@@ -289,10 +290,12 @@ class FalClient:
                 raw=text[:_RAW_TEXT_LIMIT], status_code=response.status_code,
                 request_id=handle.request_id) from None
         try:
-            return parse_output(body, request_id=handle.request_id)
+            output = parse_output(body, request_id=handle.request_id)
         except FalBadResponse as e:
             e.status_code = response.status_code
             raise
+        units = billable_units(response.headers.get("x-fal-billable-units"))
+        return output if units is None else dataclasses.replace(output, billable_units=units)
 
     def cancel(self, handle: QueueHandle) -> str:
         """PUT the cancel URL -> "CANCELLATION_REQUESTED", "ALREADY_COMPLETED" or "NOT_FOUND"."""

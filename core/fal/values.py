@@ -83,6 +83,19 @@ class FalOutput:
     nsfw: tuple[bool | None, ...] = ()
     inference_s: float | None = None
     raw: Any = field(default=None, repr=False, compare=False)
+    # what fal billed the job, in its endpoint's unit (`x-fal-billable-units` on the result's
+    # answer); None when fal did not say
+    billable_units: float | None = None
+
+
+def billable_units(header: str | None) -> float | None:
+    """`x-fal-billable-units` as a number of units; None when absent or not a finite number >= 0
+    (an odd header never becomes a cost)."""
+    try:
+        units = float((header or "").strip())
+    except ValueError:
+        return None
+    return units if 0 <= units < 1e9 else None
 
 
 def parse_output(body: Any, *, request_id: str | None = None) -> FalOutput:

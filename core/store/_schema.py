@@ -17,6 +17,7 @@ MIGRATIONS = (
     'm019_in_doubt_and_launch_keys',
     'm020_models',
     'm021_audit_and_limits',
+    'm022_billable_units',
 )
 
 STATEMENTS = (
@@ -29,7 +30,7 @@ STATEMENTS = (
     'CREATE INDEX "idx_batches_created_at"\n    ON "batches" ("created_at")',
     'CREATE TABLE "groups" (\n   "id" TEXT PRIMARY KEY,\n   "batch_id" TEXT REFERENCES "batches"("id"),\n   "variant_key" TEXT,\n   "prompt" TEXT NOT NULL,\n   "options_json" TEXT,\n   "seed" INTEGER,\n   "image_size" TEXT,\n   "reference_ids" TEXT,\n   "created_at" TEXT NOT NULL\n)',
     'CREATE INDEX "idx_groups_batch_id"\n    ON "groups" ("batch_id")',
-    'CREATE TABLE "requests" (\n   "id" TEXT PRIMARY KEY,\n   "batch_id" TEXT REFERENCES "batches"("id"),\n   "group_id" TEXT REFERENCES "groups"("id"),\n   "endpoint" TEXT NOT NULL,\n   "prompt" TEXT,\n   "options_json" TEXT,\n   "seed" INTEGER,\n   "image_size" TEXT,\n   "reference_ids" TEXT,\n   "payload_json" TEXT NOT NULL,\n   "payload_hash" TEXT NOT NULL,\n   "status" TEXT NOT NULL,\n   "dry_run" INTEGER DEFAULT 0,\n   "fal_request_id" TEXT,\n   "status_url" TEXT,\n   "response_url" TEXT,\n   "cancel_url" TEXT,\n   "queue_position" INTEGER,\n   "created_at" TEXT NOT NULL,\n   "submitted_at" TEXT,\n   "queued_at" TEXT,\n   "started_at" TEXT,\n   "completed_at" TEXT,\n   "queue_time_s" REAL,\n   "inference_time_s" REAL,\n   "total_time_s" REAL,\n   "http_status" INTEGER,\n   "error_type" TEXT,\n   "error_message" TEXT,\n   "estimated_cost" REAL,\n   "response_json" TEXT,\n   "logs_json" TEXT,\n   "rerun_of" TEXT REFERENCES "requests"("id"),\n   "created_by" TEXT,\n   "attempts" INTEGER DEFAULT 0\n, "contender_id" TEXT, resent_by TEXT, resent_at TEXT, schema_version TEXT)',
+    'CREATE TABLE "requests" (\n   "id" TEXT PRIMARY KEY,\n   "batch_id" TEXT REFERENCES "batches"("id"),\n   "group_id" TEXT REFERENCES "groups"("id"),\n   "endpoint" TEXT NOT NULL,\n   "prompt" TEXT,\n   "options_json" TEXT,\n   "seed" INTEGER,\n   "image_size" TEXT,\n   "reference_ids" TEXT,\n   "payload_json" TEXT NOT NULL,\n   "payload_hash" TEXT NOT NULL,\n   "status" TEXT NOT NULL,\n   "dry_run" INTEGER DEFAULT 0,\n   "fal_request_id" TEXT,\n   "status_url" TEXT,\n   "response_url" TEXT,\n   "cancel_url" TEXT,\n   "queue_position" INTEGER,\n   "created_at" TEXT NOT NULL,\n   "submitted_at" TEXT,\n   "queued_at" TEXT,\n   "started_at" TEXT,\n   "completed_at" TEXT,\n   "queue_time_s" REAL,\n   "inference_time_s" REAL,\n   "total_time_s" REAL,\n   "http_status" INTEGER,\n   "error_type" TEXT,\n   "error_message" TEXT,\n   "estimated_cost" REAL,\n   "response_json" TEXT,\n   "logs_json" TEXT,\n   "rerun_of" TEXT REFERENCES "requests"("id"),\n   "created_by" TEXT,\n   "attempts" INTEGER DEFAULT 0\n, "contender_id" TEXT, resent_by TEXT, resent_at TEXT, schema_version TEXT, billable_units REAL, billed_cost REAL)',
     'CREATE INDEX "idx_requests_batch_id_status"\n    ON "requests" ("batch_id", "status")',
     'CREATE INDEX "idx_requests_endpoint_created_at"\n    ON "requests" ("endpoint", "created_at")',
     'CREATE INDEX "idx_requests_status_created_at"\n    ON "requests" ("status", "created_at")',

@@ -104,7 +104,8 @@ class AggregatesMixin(_Base):
             params = [*params, json.dumps(list(request_ids))]
         cursor = self.db.execute(
             "SELECT r.id, r.endpoint, r.status, r.queue_time_s, r.inference_time_s, r.total_time_s, "
-            "r.estimated_cost, (SELECT count(*) FROM result_images i WHERE i.request_id = r.id), r.contender_id "
+            "r.estimated_cost, (SELECT count(*) FROM result_images i WHERE i.request_id = r.id), r.contender_id, "
+            "r.billed_cost "
             f"FROM requests r WHERE 1{where} ORDER BY r.created_at, r.rowid", params)
         return [RequestCost._make(row) for row in cursor]
 
@@ -164,11 +165,12 @@ class AggregatesMixin(_Base):
     @sqlite_boundary
     def spent_since(self, since: str, *, person: str | None) -> tuple[float, int]:
         """What `person` sent since `since` (ISO UTC, as the store writes times), for the daily
-        spending limit: the sum of the known estimated costs, and how many sent requests had no
-        known price. Sent is any status but planned, cancelled and dry run, timed by its submit
+        spending limit: the sum of what each cost (fal's billed units at the price once known, else
+        the estimate), and how many sent requests had no known price. Sent is any status but planned, cancelled and dry run, timed by its submit
         (else its creation); a person is `created_by`, and no name (None or "") is one bucket."""
         row = self._one(
-            "SELECT coalesce(sum(estimated_cost), 0), sum(estimated_cost IS NULL) FROM requests "
+            "SELECT coalesce(sum(coalesce(billed_cost, estimated_cost)), 0), "
+            "sum(coalesce(billed_cost, estimated_cost) IS NULL) FROM requests "
             "WHERE coalesce(created_by, '') = ? AND dry_run = 0 AND status NOT IN (?, ?, ?) "
             "AND coalesce(submitted_at, created_at) >= ?",
             [person or "", RequestStatus.PLANNED, RequestStatus.CANCELLED, RequestStatus.DRY_RUN, since])

@@ -286,3 +286,12 @@ def m021_audit_and_limits(db: Any) -> None:
     db.execute("CREATE INDEX idx_audit_at ON audit (at)")
     db.execute("""CREATE TABLE limits (
         name TEXT PRIMARY KEY, usd REAL, set_by TEXT, set_at TEXT NOT NULL)""")
+
+
+@_migration
+def m022_billable_units(db: Any) -> None:
+    """What fal billed each finished job (`x-fal-billable-units` on its result) and that many units
+    at the endpoint's price: what the spending limits count once fal said it, instead of the
+    estimate."""
+    db.execute("ALTER TABLE requests ADD COLUMN billable_units REAL")
+    db.execute("ALTER TABLE requests ADD COLUMN billed_cost REAL")

@@ -177,7 +177,8 @@ class RequestsMixin(_Base):
 
     @sqlite_boundary
     def mark_completed(self, request_id: str, *, response: Any, http_status: int | None = 200,
-                       inference_time_s: float | None = None, logs: Any = None) -> bool:
+                       inference_time_s: float | None = None, logs: Any = None,
+                       billable_units: float | None = None, billed_cost: float | None = None) -> bool:
         """The result is in and its images are stored. Timings: total = submit -> now; queue time =
         submit -> IN_PROGRESS seen, else total minus `inference_time_s` (fal's `timings.inference`,
         read from the response by the fal client: the store does not parse fal's bodies)."""
@@ -192,6 +193,7 @@ class RequestsMixin(_Base):
             "queue_time_s": queue_time, "inference_time_s": inference_time_s,
             "http_status": http_status, "response_json": response_json(response),
             "error_type": None, "error_message": None,
+            "billable_units": billable_units, "billed_cost": billed_cost,
         }
         if logs is not None:
             updates["logs_json"] = json_or_none(logs)

@@ -266,3 +266,45 @@ def test_cli_resume_over_the_limit_sends_nothing_and_exits_2(fal_standin, monkey
     assert every.stderr.startswith(f"skipped {batch.id}: this batch is estimated at $0.012")
     monkeypatch.delenv("DASHBOARD_BUDGET_USD_PER_BATCH")
     assert _cli("batch", "resume", batch.id).returncode == 0 and fal_standin.submissions == 4
+
+
+# -- what fal billed ------------------------------------------------------------------------------
+
+def test_what_fal_billed_replaces_the_estimate_once_fal_says_it(live, fal_standin):
+    """fal's `x-fal-billable-units` on a result, at the endpoint's price per unit, is what a sent
+    request cost: here fal bills 10 units a job where the plan estimated 1 MP ($0.003), and the
+    day's limit counts the $0.06 fal billed, not the $0.006 estimated."""
+    store, limits = live
+    settings = limits(DASHBOARD_BUDGET_USD_PER_DAY="0.05")
+    fal_standin.billable_units = 10
+    first = service.record(store, _plan(store, seeds=(1, 2)), settings, created_by="ana")
+    assert schedule.run_batch(first.id, settings=settings).finished
+    billed = [(r.billable_units, r.billed_cost) for r in store.batch_requests(first.id)]
+    assert billed == [(10.0, pytest.approx(0.03))] * 2
+    assert budget.spent_today(store, "ana").usd == pytest.approx(0.06)
+    assert budget.spent_in_batch(store, first.id).usd == pytest.approx(0.06)
+    with pytest.raises(BudgetExceeded, match=r"but ana has \$0.00 left of today's \$0.05"):
+        service.record(store, _plan(store, seeds=(3,)), settings, created_by="ana")
+
+
+@pytest.mark.parametrize("header", [None, "lots", "-1", "inf", "nan"])
+def test_no_or_an_odd_billable_header_leaves_the_estimate(live, fal_standin, header):
+    store, limits = live
+    settings = limits()
+    fal_standin.billable_units = header
+    batch = service.record(store, _plan(store, seeds=(1,)), settings, created_by="ana")
+    assert schedule.run_batch(batch.id, settings=settings).finished
+    [request] = store.batch_requests(batch.id)
+    assert (request.billable_units, request.billed_cost) == (None, None)
+    assert budget.spent_today(store, "ana").usd == pytest.approx(0.003)      # the estimate
+
+
+def test_the_stand_in_bills_the_output_megapixels_and_the_store_keeps_them(live, fal_standin):
+    store, limits = live
+    settings = limits()
+    batch = service.record(store, _plan(store, seeds=(1,)), settings, created_by="ana")
+    assert schedule.run_batch(batch.id, settings=settings).finished
+    [request] = store.batch_requests(batch.id)
+    [image] = store.result_images([request.id])[request.id]
+    assert request.billable_units == pytest.approx(image.width * image.height / 1024 ** 2, abs=1e-4)
+    assert request.billed_cost == pytest.approx(request.billable_units * 0.003)

@@ -38,6 +38,9 @@ What it guarantees (the client's tests rely on each):
   output echoes the key's halves, base64 and URL-encoded forms), "gzip_bomb", "drip"; on stream
   "keepalive" (only `: ping` comments, never an event) and "endless_line" (one `data:` line that
   never ends); on file "html" (200 text/html).
+- Billing: a result answered 200 carries `x-fal-billable-units`, the output megapixels (width x
+  height / 1024², summed over the images, 4 decimals) as fal bills a per-megapixel endpoint; an
+  error result carries 0. `billable_units` set to a number sends that instead, to None sends none.
 - `advertise(url)`: answers name URLs under `url` (a proxy in front) instead of the stand-in's own.
 - fal's catalogue (OpenAPI documents by id, model search, prices) is served by the same server from
   tests/standins/fal_catalogue.py (`catalogue`, see there); a body sent to an endpoint whose document
@@ -284,6 +287,7 @@ class FalStandin:
     def _reset_state(self) -> None:
         with self._lock:
             self.key, self.latency, self.capacity = self._defaults
+            self.billable_units = "megapixels"
             self._jobs: dict[str, _Job] = {}
             self._waiting: collections.deque[_Job] = collections.deque()
             self._running: list[_Job] = []
@@ -611,6 +615,21 @@ class FalStandin:
                 with self._lock:
                     self._files.pop(images[index]["url"].rsplit("/", 1)[1], None)
         return output
+
+    # what a 200 result bills: "megapixels" (the images' own), a number, or None (no header)
+    billable_units: Any = "megapixels"
+
+    def _billable(self, code: int, body: Any) -> str | None:
+        if self.billable_units is None:
+            return None
+        if code != 200:
+            return "0"
+        if self.billable_units != "megapixels":
+            return str(self.billable_units)
+        images = body.get("images") if isinstance(body, dict) else None
+        pixels = sum(int(i.get("width") or 0) * int(i.get("height") or 0)
+                     for i in images or () if isinstance(i, dict))
+        return f"{pixels / 1024 ** 2:.4f}"
 
     def _outcome(self, job: _Job) -> tuple[int, Any]:
         if job.outcome is None:
@@ -1178,6 +1197,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self._shape is not None and isinstance(body, dict):
             return self._odd(code, dict(body), request_id)
         headers = {"X-Fal-Error-Type": body["error_type"]} if "error_type" in body else {}
+        units = self.standin._billable(code, body)
+        if units is not None:
+            headers["x-fal-billable-units"] = units
         self._json(code, body, request_id=request_id, headers=headers)
 
     def _cancel(self, owner_app: str, request_id: str) -> None:

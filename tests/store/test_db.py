@@ -51,6 +51,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "estimated_cost": "REAL", "response_json": "TEXT", "logs_json": "TEXT", "rerun_of": "TEXT",
         "created_by": "TEXT", "attempts": "INTEGER", "contender_id": "TEXT",
         "resent_by": "TEXT", "resent_at": "TEXT", "schema_version": "TEXT",
+        "billable_units": "REAL", "billed_cost": "REAL",
     },
     "contenders": {"id": "TEXT", "endpoint": "TEXT", "params_json": "TEXT"},
     "models": {
