@@ -30,8 +30,7 @@ def person() -> access.Person:
 
     settings = _resources.settings()
     if settings.auth == "oidc":
-        email = st.user.get("email") if st.user.is_logged_in else None
-        return access.signed_in(settings, str(email)) if email else access.Person(None, None)
+        return access.signed_in(settings, _oidc_email()) if st.user.is_logged_in else access.Person(None, None)
     if settings.auth == "header":
         email = _proxy_email(settings)
         return access.signed_in(settings, email) if email else access.Person(None, None)
@@ -54,6 +53,17 @@ def allowed(action: str) -> bool:
         return True
     st.info(_format.plain(access.refusal(who, action)), icon=":material/lock:")
     return False
+
+
+def _oidc_email() -> str:
+    """The signed-in person's e-mail from the ID token: `email`, else an e-mail-shaped
+    `preferred_username` (Microsoft Entra's UPN), else the provider's subject, which no role names
+    (the person is let in nowhere and told so)."""
+    for claim in ("email", "preferred_username"):
+        value = str(st.user.get(claim) or "").strip()
+        if "@" in value:
+            return value[:200]
+    return f"{st.user.get('sub') or 'unknown'} (no e-mail from the provider)"[:200]
 
 
 def _proxy_email(settings: Settings) -> str | None:

@@ -123,6 +123,10 @@ def _cleanup(args: argparse.Namespace) -> int:
     storage = open_storage(settings)
     try:
         report = sweep_orphans(store, storage, grace_s=args.grace)
+        if report.deleted:
+            store.add_audit(who=args.person.name if args.person else None, action="photo.cleanup",
+                            subject=f"{len(report.deleted)} object(s)",
+                            detail="deleted what failed or killed uploads left: " + ", ".join(report.deleted)[:500])
     finally:
         storage.close()
         store.close()

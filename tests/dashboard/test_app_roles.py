@@ -83,3 +83,23 @@ def test_the_team_page_is_for_admins_and_an_admins_limit_is_audited_and_in_effec
     assert any("must be an amount in USD" in str(e.value) for e in at.error)
     with new_store() as store:
         assert budget.limits(store, load_settings()).per_day == 2.5 and len(store.audit_entries()) == 1
+
+
+class _User(dict):
+    is_logged_in = True
+
+
+@pytest.mark.parametrize("claims, email", [
+    ({"email": "ada@team.org", "preferred_username": "x@y.org"}, "ada@team.org"),
+    ({"preferred_username": "ada@team.org"}, "ada@team.org"),           # Microsoft Entra's UPN
+    ({"preferred_username": "ada", "sub": "abc123"}, "abc123 (no e-mail from the provider)"),
+])
+def test_oidc_takes_the_email_claim_else_an_email_shaped_username_else_no_role(monkeypatch, claims, email):
+    import types
+
+    monkeypatch.setattr(_identity, "st", types.SimpleNamespace(user=_User(claims)))
+    assert _identity._oidc_email() == email
+    settings = load_settings(env={"DASHBOARD_AUTH": "header", "DASHBOARD_AUTH_PROXY_SECRET": SECRET, **ROLES})
+    from core import access
+
+    assert (access.role_of(settings, _identity._oidc_email()) is None) == ("@" not in email)

@@ -134,6 +134,11 @@ def test_cleanup_reports_and_removes_objects_left_without_a_row(run, photo, sett
     code, out, _ = run("reference", "cleanup", "--grace", "0")
     assert code == 0 and out.splitlines() == ["deleted team/orphan.jpg", "1 deleted, 0 confirmed, 0 left"]
     assert _files(settings) == [kept["storage_path"]]
+    from core.store import open_store
+
+    with open_store(settings.db_path) as store:   # the deletion is in the audit trail, once
+        assert [(e.action, e.subject, e.detail) for e in store.audit_entries()] == [
+            ("photo.cleanup", "1 object(s)", "deleted what failed or killed uploads left: team/orphan.jpg")]
 
 
 def test_cleanup_says_when_the_key_may_not_delete(run, monkeypatch, insert_only_key, supabase_standin):
