@@ -99,7 +99,7 @@ def _results(store: Store, batch_id: str) -> None:
             if images[req.id]:
                 _widgets.image_tile(images[req.id][0], caption=caption)
             else:
-                st.caption(f"(image being stored) {caption}")
+                st.caption(f"(image being stored) {_format.plain(caption)}")
     if note := explain.results_caption(len(page.rows), page.total, store.batch_progress(batch_id)):
         st.caption(note)
 

@@ -20,16 +20,23 @@ from core.redact import abbreviate
 # what Streamlit's Markdown reads as markup anywhere in a line (emphasis, code, HTML, tables,
 # strikethrough, LaTeX, and with ":" escaped no `:emoji:` nor `:color[...]`), what closes a link's
 # text, and what starts a list, a heading or a quote
-_MARKUP = re.compile(r"([\\`*_<>#|~$:])")
+_MARKUP = re.compile(r"([\\`*_<>#|~$:=])")
 _LINK = re.compile(r"\](?=[(\[])")  # "[text](url)" and "[text][ref]"; a lone "[x]" is text
 _IMAGE = re.compile(r"(?<=!)\[")  # "![alt](url)": its "[" escaped too, so no "![" is left at all
+# what GFM links bare: "www." (the joiner goes before its "."), "://" (escaped ":" then "/": the
+# joiner goes before the "/") and "@" (before it)
+_AUTOLINK = re.compile(r"(?i)www\.|\\:/|[^\s]@")
+_JOINER = "\u2060"
 _LINE_START = re.compile(r"^(\s*(?:\d+)?)([-+.)])", re.M)
 
 
 def plain(text: object) -> str:
     """Text a person typed, for a Markdown string: every markup character escaped, so it reads
-    exactly as typed."""
+    exactly as typed. A bare address (`www.x`, `https://x`, `a@x`) would still become a link
+    (Streamlit's Markdown links them after escapes apply), so an invisible word joiner (U+2060)
+    breaks each: after `www`, inside `://` and before `@`. The text reads the same."""
     escaped = _IMAGE.sub(r"\\[", _LINK.sub(r"\\]", _MARKUP.sub(r"\\\1", str(text))))
+    escaped = _AUTOLINK.sub(lambda m: m.group(0)[:-1] + _JOINER + m.group(0)[-1], escaped)
     return _LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), escaped)
 
 

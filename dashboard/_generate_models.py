@@ -27,7 +27,7 @@ from core.batches import sweeps
 from core.catalog import forms
 from core.catalog import registry
 from core.errors import PayloadError, PlanError
-from dashboard import _draft
+from dashboard import _draft, _format
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def models_and_parameters() -> ModelsPart:
     part = ModelsPart(models=list(models))
     for m in models:
         endpoint = endpoints[m]
-        with st.expander(f"{endpoint.label} — {m} · {endpoint.mode}", icon=":material/tune:"):
+        with st.expander(f"{_format.plain(endpoint.label)} — {_format.plain(m)} · {endpoint.mode}", icon=":material/tune:"):
             for note in endpoint.notes:
                 st.caption(note)
             fields = forms.parameter_fields(m)
@@ -81,7 +81,7 @@ def models_and_parameters() -> ModelsPart:
             except PayloadError as e:
                 problems += e.messages
             for p in problems:
-                st.error(p, icon=":material/error:")
+                st.error(_format.plain(p), icon=":material/error:")
             part.problems.extend(f"{endpoint.label}: {p}" for p in problems)
         if changed:
             part.params[m] = changed

@@ -128,13 +128,13 @@ def name_and_launch(store: Store, settings: Settings, spec: dict, problems: list
     models, picked = spec["models"], spec["references"]
     needing = explain.models_needing_references(models, picked)
     if problems:
-        st.error("Nothing can run until these are fixed:\n" + "\n".join(f"- {b}" for b in problems),
+        st.error("Nothing can run until these are fixed:\n" + "\n".join(f"- {_format.plain(b)}" for b in problems),
                  icon=":material/error:")
     elif not models:
         st.info("Choose at least one model in step 3.", icon=":material/tune:")
     elif needing:
         st.info("Next: pick at least one reference photo in step 1 — "
-                + " and ".join(_label(m) for m in needing)
+                + " and ".join(_format.plain(_label(m)) for m in needing)
                 + (" edits" if len(needing) == 1 else " edit") + " a photo. Or remove "
                 + ("it" if len(needing) == 1 else "them") + " from the models in step 3.",
                 icon=":material/add_photo_alternate:")
@@ -161,7 +161,7 @@ def _plan_summary(plan) -> None:
     c2.metric("Groups (variant x seed)", len(plan.groups))
     c3.metric("Estimated cost", f"${plan.estimated_cost:.3f}")
     c4.metric("Models", len(plan.models))
-    st.caption(" · ".join(f"{_label(m)}: ${c:.3f}" for m, c in plan.cost_by_model().items()))
+    st.caption(" · ".join(f"{_format.plain(_label(m))}: ${c:.3f}" for m, c in plan.cost_by_model().items()))
     if len(plan.contenders) > len(plan.models):
         st.markdown(f"**{len(plan.contenders)} contenders** (a model at one set of parameters each)")
         st.dataframe(pd.DataFrame([{"contender": line.label, "requests": line.requests,

@@ -56,25 +56,30 @@ def allowed(action: str) -> bool:
 
 
 def _oidc_email() -> str:
-    """The signed-in person's e-mail from the ID token: `email`, else an e-mail-shaped
-    `preferred_username` (Microsoft Entra's UPN), else the provider's subject, which no role names
-    (the person is let in nowhere and told so)."""
-    for claim in ("email", "preferred_username"):
-        value = str(st.user.get(claim) or "").strip()
-        if "@" in value:
-            return value[:200]
-    return f"{st.user.get('sub') or 'unknown'} (no e-mail from the provider)"[:200]
+    """The signed-in person's e-mail from the ID token's `email` claim, unless the provider says
+    it is not verified (`email_verified` false: anyone could have typed it, and a domain role
+    would let them in). Without a usable one, the provider's subject, which no role names: the
+    person is let in nowhere and told so. (`preferred_username` is not used: several providers let
+    a person choose it. With Microsoft Entra, add the optional `email` claim.)"""
+    email = str(st.user.get("email") or "").strip()
+    if "@" in email and st.user.get("email_verified") is not False:
+        return email[:200]
+    why = "an unverified e-mail" if email else "no e-mail"
+    return f"{st.user.get('sub') or 'unknown'} ({why} from the provider)"[:200]
 
 
 def _proxy_email(settings: Settings) -> str | None:
     """The proxy's e-mail header, only when the request also carries the proxy's secret: a request
     that reached the port without the proxy cannot claim an identity."""
     headers = st.context.headers
-    secret = headers.get(PROXY_SECRET_HEADER) or ""
-    if not settings.auth_proxy_secret or not hmac.compare_digest(secret.encode(), settings.auth_proxy_secret.encode()):
+    secrets, emails = headers.get_all(PROXY_SECRET_HEADER), headers.get_all(settings.auth_header)
+    # each exactly once: a proxy that appended its value to the client's would otherwise let the
+    # client's come first
+    if len(secrets) != 1 or len(emails) != 1 or not settings.auth_proxy_secret:
         return None
-    email = (headers.get(settings.auth_header) or "").strip()
-    return email[:200] or None
+    if not hmac.compare_digest(secrets[0].encode(), settings.auth_proxy_secret.encode()):
+        return None
+    return emails[0].strip()[:200] or None
 
 
 def gate(settings: Settings) -> None:

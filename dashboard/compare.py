@@ -96,7 +96,7 @@ def _model_cell(req: RequestRecord, images: list[ResultImage]) -> None:
     elif req.status == RequestStatus.CANCELLED:
         st.caption("Cancelled before fal answered: there is no image.")
     elif req.error_message:
-        st.error(req.error_message, icon=":material/error:")
+        st.error(_format.plain(req.error_message), icon=":material/error:")
     else:
         st.caption("No image yet.")
     params = {k: v for k, v in req.payload.items() if k not in _GROUP_KEYS}
@@ -194,14 +194,14 @@ def xy_grid(batch: Batch, groups: list[Group],  # noqa: ARG001 - the tab signatu
     if refs:
         head[0].markdown("**Reference**")
     for col, value in zip(head[offset:], shown.x.values):
-        col.markdown(f"**{value}**")
+        col.markdown(f"**{_format.plain(value)}**")
     for r, row in enumerate(shown.rows):
         cols = st.columns(widths, vertical_alignment="center")
         if refs and r == 0:
             with cols[0]:
                 _reference_tile(refs[0])
         if shown.y:
-            cols[offset - 1].markdown(f"**{shown.y_values[r]}**")
+            cols[offset - 1].markdown(f"**{_format.plain(shown.y_values[r])}**")
         for col, c in zip(cols[offset:], row):
             with col:
                 if c.output is None:
@@ -211,8 +211,8 @@ def xy_grid(batch: Batch, groups: list[Group],  # noqa: ARG001 - the tab signatu
                                         + (f" (+{c.more} more)" if c.more else ""))
                 else:
                     st.caption(f"{_format.plain(c.output.label)}: {str(c.output.request.status).replace('_', ' ')}, no image")
-    st.caption(f"X: {shown.x.title}" + (f" · Y: {shown.y.title}" if shown.y else "")
-               + (f" · held: {shown.caption()}" if shown.fixed else ""))
+    st.caption(f"X: {_format.plain(shown.x.title)}" + (f" · Y: {_format.plain(shown.y.title)}" if shown.y else "")
+               + (f" · held: {_format.plain(shown.caption())}" if shown.fixed else ""))
     st.download_button("Download the grid as PNG", data=lambda: _grid_png(batch.id, x, y, dict(shown.fixed)),
                        file_name=f"grid-{batch.id[:8]}.png", mime="image/png", icon=":material/download:",
                        on_click="ignore", key=f"cmp_grid_png_{batch.id}")

@@ -199,7 +199,7 @@ if detail_id and diff_id:
 if detail_id:
     r = store.get_request(detail_id)
     with st.container(border=True):
-        st.markdown(f"### {registry.endpoint_label(r.endpoint)} "
+        st.markdown(f"### {_format.plain(registry.endpoint_label(r.endpoint))} "
                     f"{_widgets.status_badge(r.status)}")
         st.caption(f"request `{r.id}` · {r.endpoint} · created {_format.short_time(r.created_at)}"
                    + (f" by {_format.plain(r.created_by)}" if r.created_by else "")
@@ -233,10 +233,10 @@ if detail_id:
         if r.status == RequestStatus.CANCELLED:
             st.info("Cancelled: " + ("it was never sent, so nothing was spent." if explain.never_sent(r)
                                      else "fal was asked to drop the job before it answered.")
-                    + (f" ({r.error_message})" if r.error_message else ""), icon=":material/cancel:")
+                    + (f" ({_format.plain(r.error_message)})" if r.error_message else ""), icon=":material/cancel:")
         elif r.error_message or r.error_type:
             st.error(f"**{r.error_type or 'error'}**" + (f" (HTTP {r.http_status})" if r.http_status else "")
-                     + f": {r.error_message or ''}", icon=":material/error:")
+                     + f": {_format.plain(r.error_message or '')}", icon=":material/error:")
         m = st.columns(6)
         m[0].metric("Estimated cost", "nothing (not sent)" if explain.never_sent(r) else
                     "—" if r.estimated_cost is None else f"${r.estimated_cost:.4f}",

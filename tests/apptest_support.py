@@ -51,6 +51,19 @@ def texts(elements) -> list[str]:
     return [e.value for e in elements]
 
 
+def read(text: str) -> str:
+    """What a person reads of a Markdown source: backslash escapes and the word joiners
+    `_format.plain` adds taken out."""
+    import re
+
+    return re.sub(r"\\(.)", r"\1", text).replace("\u2060", "")
+
+
+def shown(elements) -> list[str]:
+    """The text of each element, as a person reads it (`read`)."""
+    return [read(str(e.value)) for e in elements]
+
+
 def all_text(at: AppTest) -> str:
     """Every text-bearing element of the page, joined (for "is it said somewhere" checks)."""
     parts: list[str] = []

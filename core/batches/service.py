@@ -358,6 +358,10 @@ def resume_orphans(store: Store, settings: Settings) -> list[str]:
         if not batch.dry_run and settings.dry_run:
             continue   # needs the key this process does not have
         if isinstance(state(store, batch.id, settings), Stopped):
+            store.add_audit(who=None, action="batch.resumed", subject=batch.id,
+                            detail=f"{batch.name} (automatically: its runner had stopped without a reason; "
+                                   f"acting as {batch.created_by or 'nobody named'})",
+                            usd=None if batch.dry_run else budget.left_in_batch(store, batch.id).usd)
             start_runner(store, settings, batch.id)
             started.append(batch.id)
     return started

@@ -88,6 +88,9 @@ def test_orphans_are_resumed_but_a_batch_stopped_for_a_reason_waits_for_a_person
     assert service.resume_orphans(store, settings) == [orphan.id]
     _wait(lambda: isinstance(service.state(store, orphan.id, settings), service.Finished))
     assert isinstance(service.state(store, waiting.id, settings), service.Stopped)
+    # no person chose it: the audit trail says it resumed by itself, as whom, at what estimate
+    [line] = store.audit_entries(action="batch.resumed")
+    assert (line.who, line.subject) == (None, orphan.id) and "(automatically" in line.detail
 
 
 def test_cancel_without_a_live_runner_starts_one_that_cancels(live, fal_standin):

@@ -9,7 +9,7 @@ import time
 from core.batches import plans, service
 from core.catalog import registry
 from core.store import runner_alive
-from tests.apptest_support import add_reference, all_text, new_store, open_page, texts, wait_finished
+from tests.apptest_support import add_reference, all_text, new_store, open_page, shown, texts, wait_finished
 
 
 
@@ -194,9 +194,9 @@ def test_a_sweep_value_out_of_range_is_refused_with_the_parameter_and_value():
     _plan(at, ref.id, subjects=("Woman",), seeds="1")
     at.multiselect(key=f"gen_sweep::{EDIT}").set_value(["num_inference_steps"]).run()
     at.text_input(key=f"gen_sweep::{EDIT}::num_inference_steps").set_value("7, seven").run()
-    assert any("num_inference_steps" in e and "'seven'" in e for e in texts(at.error))
+    assert any("num_inference_steps" in e and "'seven'" in e for e in shown(at.error))
     at.text_input(key=f"gen_sweep::{EDIT}::num_inference_steps").set_value("7, 99").run()
-    errors = " ".join(texts(at.error))
+    errors = " ".join(shown(at.error))
     assert "num_inference_steps" in errors and "99" in errors
     assert not [b for b in at.button if b.key == "run"]
 
@@ -209,7 +209,7 @@ def test_an_out_of_range_number_stays_visible_and_is_refused_where_the_run_butto
     at.multiselect(key="gen_refs").set_value([ref.id]).run()
     at.number_input(key=f"param::{EDIT}::num_inference_steps").set_value(999).run()
     assert at.number_input(key=f"param::{EDIT}::num_inference_steps").value == 999, "not silently reset"
-    errors = texts(at.error)
+    errors = shown(at.error)
     assert any("num_inference_steps" in e for e in errors), errors
     blocked = next(e for e in errors if e.startswith("Nothing can run until these are fixed"))
     assert "FLUX.2 [dev] LoRA edit" in blocked and "num_inference_steps" in blocked

@@ -11,7 +11,7 @@ from core.batches import plans
 from core.catalog import registry
 from core.redact import abbreviate
 from dashboard import _resources
-from tests.apptest_support import new_store, open_page, texts, wait_finished
+from tests.apptest_support import new_store, open_page, shown, texts, wait_finished
 
 
 from core.batches import service
@@ -119,7 +119,7 @@ def test_failed_request_detail_says_what_went_wrong():
     store.mark_failed(r.id, error_type="validation", error_message="`seed` must be >= 0", http_status=422)
     at = open_page("history.py")
     at.selectbox(key="hist_detail").set_value(r.id).run()
-    assert any("validation" in e and "HTTP 422" in e and "`seed` must be >= 0" in e for e in texts(at.error))
+    assert any("validation" in e and "HTTP 422" in e and "`seed` must be >= 0" in e for e in shown(at.error))
 
 
 def test_last_payload_sent_is_shown_up_top():

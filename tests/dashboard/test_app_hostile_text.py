@@ -22,7 +22,7 @@ from tests.review_support import EDIT, SCHNELL, complete, png
 
 # a link, an image, HTML, emphasis, a colour and an icon; none of it may survive on a page
 HOSTILE = ("**bold** [link](http://evil.example/x) ![img](http://tracker.example/p.png) <b>b</b> "
-           ":red[alarm] :material/warning:")
+           ":red[alarm] :material/warning: www.evil.example https://evil.example/y ana@evil.example")
 # the last segment of a LoRA path is what pages show (core.catalog.contenders.lora_name): no "/"
 HOSTILE_LORA = "https://example.com/loras/**lora**[l](javascript:x)![i](data:x)<b>lb</b>:red[r].safetensors"
 
@@ -38,6 +38,8 @@ _MARKUP = [
     ("bold text", re.compile(r"(?<![\\*])\*\*(bold|lora)")),
     ("a colour", re.compile(r"(?<!\\):red\[")),
     ("an icon", re.compile(r"(?<!\\):material/warning")),
+    # Markdown links a bare address after escapes apply: only an invisible joiner inside stops it
+    ("a bare link", re.compile(r"www\.evil|:/+evil|\\:/+evil|\w@evil")),
 ]
 
 
@@ -95,7 +97,9 @@ def hostile_store():
 
 
 def test_plain_leaves_no_image_colour_or_icon_in_hostile_text():
-    assert plain("![img](http://t.example/p.png)") == r"!\[img\](http\://t.example/p.png)"
+    assert plain("![img](http://t.example/p.png)") == "!\\[img\\](http\\:\u2060//t.example/p.png)"
+    assert plain("a\n===") == "a\n\\=\\=\\="                                   # no heading
+    assert plain("www.x.example ana@x.example") == "www\u2060.x.example ana\u2060@x.example"
     assert markup_in(plain(HOSTILE)) == []
     assert markup_in(plain(HOSTILE_LORA)) == []
     assert markup_in(HOSTILE) and markup_in(HOSTILE_LORA)  # the payloads are caught unescaped
@@ -110,3 +114,23 @@ def test_no_typed_text_becomes_markup_on_any_page(page, hostile_store):
     if page in SHOWN_ON:
         # the check is not empty: the page does show the typed text, escaped
         assert any(plain(HOSTILE) in source for _, source in sources), sources
+
+
+def test_the_grid_and_the_generate_errors_show_typed_text_as_text(hostile_store):
+    """What the first view of a page does not show: Compare's Grid tab (its headings are the
+    swept LoRA names and the typed options), and the errors Generate quotes a typed value in."""
+    at = open_page("compare.py", query={"user": HOSTILE})
+    at.session_state["cmp_tab"] = "Grid"
+    at.run()
+    sources = markdown_sources(at)
+    bad = [(kind, what, source) for kind, source in sources for what in markup_in(source)]
+    assert not bad, "\n".join(f"{kind} shows {what}: {source!r}" for kind, what, source in bad)
+    assert any("lb" in source and "\\<b\\>" in source for _, source in sources), sources   # the LoRA is there
+
+    at = open_page("generate.py", query={"user": HOSTILE})
+    at.multiselect(key="gen_models").set_value([SCHNELL]).run()
+    at.text_area(key=f"param::{SCHNELL}::__extra__").set_value(
+        '{"num_inference_steps": "' + HOSTILE.replace('"', "'") + '"}').run()
+    errors = [str(e.value) for e in at.error]
+    assert errors and any("evil" in e for e in errors), errors       # the typed value is quoted...
+    assert not [e for e in errors if markup_in(e)], errors           # ...as text

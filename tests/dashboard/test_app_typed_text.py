@@ -11,7 +11,7 @@ TYPED = "*big* [link](https://example.com) :red[alarm] :smile: `code` $x$ <b>"
 
 
 def test_plain_escapes_every_markup_character_and_keeps_the_rest():
-    assert _format.plain(TYPED) == (r"\*big\* [link\](https\://example.com) \:red[alarm] \:smile\: "
+    assert _format.plain(TYPED) == (r"\*big\* [link\](https\:" "\u2060" r"//example.com) \:red[alarm] \:smile\: "
                                     r"\`code\` \$x\$ \<b\>")
     assert _format.plain("FLUX.1 [schnell]") == "FLUX.1 [schnell]"  # brackets alone are no markup
     assert _format.plain("1. first") == r"1\. first"      # not a list
