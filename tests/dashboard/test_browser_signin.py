@@ -15,10 +15,8 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from core.store import open_store
@@ -34,7 +32,7 @@ from tests.dashboard.test_browser import (  # noqa: F401 - fixtures are used by 
     browser_page,
     fal_url,
 )
-from tests.serving import free_port, stop
+from tests.serving import free_port, start_streamlit, stop
 from tests.standins.fal_server import StandinControl
 from tests.standins.oidc_server import OIDCStandin
 
@@ -51,22 +49,10 @@ def _start(tmp_path: Path, port: int, env_extra: dict[str, str], args: list[str]
     for name in ("FAL_KEY", "SUPABASE_URL", "SUPABASE_KEY"):
         env.pop(name, None)
     env.update(env_extra)
-    with open(tmp_path / "streamlit.log", "ab") as log:   # the process keeps its own copy
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).text == "ok":
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop(proc)
-            raise AssertionError("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text())
-        time.sleep(0.2)
+    return start_streamlit(
+        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         *args], cwd=ROOT, env=env, port=port, log=tmp_path / "streamlit.log")
 
 
 def _cli(tmp_path: Path, env_extra: dict[str, str], *args: str) -> subprocess.CompletedProcess:

@@ -10,16 +10,14 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from streamlit import config as st_config
 
 from core.config import is_loopback, load_settings
 from tests.apptest_support import all_text, open_page
-from tests.serving import free_port, stop
+from tests.serving import free_port, start_streamlit, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's "st" column
@@ -77,19 +75,7 @@ def listening(pid: int) -> set[tuple[str, int]]:
 
 
 def _serve(argv: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).text == "ok":
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop(proc)
-            raise AssertionError("the dashboard did not start:\n" + log.read_text())
-        time.sleep(0.1)
+    return start_streamlit(argv, cwd=ROOT, env=env, port=port, log=log, timeout_s=30)
 
 
 def _scripts_run(port: int) -> list[str]:

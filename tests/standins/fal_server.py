@@ -65,7 +65,6 @@ import random
 import struct
 import zlib
 import select
-import signal
 import socket
 import sys
 import threading
@@ -1377,17 +1376,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity", type=int, default=None)
     parser.add_argument("--key", default=DEFAULT_KEY)
     args = parser.parse_args(argv)
-    standin = FalStandin(key=args.key, latency=args.latency, capacity=args.capacity, port=args.port)
-    standin.start()
-    print(standin.url, flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    standin.stop()
-    return 0
+    from tests.serving import serve_until_terminated
+
+    return serve_until_terminated(FalStandin(key=args.key, latency=args.latency, capacity=args.capacity,
+                                             port=args.port))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,6 @@ import html
 import json
 import re
 import secrets
-import signal
 import sys
 import threading
 import time
@@ -62,6 +61,8 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.serving import serve_in_thread, serve_until_terminated, shut
 
 DEFAULT_CLIENT_ID = "standin-client"
 DEFAULT_CLIENT_SECRET = "standin-client-secret"  # a test value, not a secret
@@ -174,20 +175,12 @@ class OIDCStandin:
         class Handler(_Handler):
             owner = standin
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="oidc-standin", daemon=True)
-        self._thread.start()
+        self._server, self._thread = serve_in_thread(Handler, port=self.port, name="oidc-standin")
         return self
 
     def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread:
-            self._thread.join(timeout=5)
+        shut(self._server, self._thread)
+        self._server = self._thread = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -597,16 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     standin = OIDCStandin(users=dict(args.user) if args.user else None, client_id=args.client_id,
                           client_secret=args.client_secret, redirect_uris=args.redirect_uri,
                           code_ttl=args.code_ttl, require_pkce=args.require_pkce, port=args.port)
-    standin.start()
-    print(standin.url, flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    standin.stop()
-    return 0
+    return serve_until_terminated(standin)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from tests.serving import serve_in_thread, shut
+
 GLOBAL_UPLOAD_LIMIT = 50 * 1024 * 1024
 POLICY_OPS = ("bucket.select", "bucket.insert", "object.select", "object.insert", "object.update",
               "object.delete")
@@ -229,21 +231,12 @@ class SupabaseStandin:
         class Handler(_Handler):
             owner = standin
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        # a short poll interval: shutdown() waits for one poll, once per test
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="supabase-standin", daemon=True)
-        self._thread.start()
+        self._server, self._thread = serve_in_thread(Handler, name="supabase-standin")
         return self
 
     def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread:
-            self._thread.join(timeout=5)
+        shut(self._server, self._thread)
+        self._server = self._thread = None
 
     @property
     def url(self) -> str:
