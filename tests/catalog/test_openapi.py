@@ -30,11 +30,14 @@ def _json(endpoint_id: str) -> dict:
 
 
 def _refused(data: bytes, **kw) -> str:
-    """The one-line message of the refusal, which must come well under a second."""
+    """The one-line message of the refusal, within the "a second or two" every bad input gets. The
+    bound is there to catch a shape that grows the work (a 20,000-long $ref chain read by a
+    quadratic walk takes minutes), not to time the machine: 0.5 s failed once on a shared machine
+    running two suites at once (0.58 s)."""
     start = time.perf_counter()
     with pytest.raises(ModelDocumentError) as caught:
         read_document(data, **kw)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 2.0
     message = str(caught.value)
     assert "\n" not in message and len(message) < 300, message
     return message
