@@ -40,7 +40,7 @@ _BUCKET_NAME = re.compile(r"^(\w|!|-|\.|\*|'|\(|\)| |&|\$|@|=|;|:|\+|,|\?)+$", r
 SETTINGS = (
     "FAL_KEY", "FAL_RUN_URL", "FAL_QUEUE_URL", "FAL_OPENAPI_URL", "FAL_API_URL",
     "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_BUCKET",
-    "DASHBOARD_DATA_DIR", "DASHBOARD_CONCURRENCY",
+    "DASHBOARD_DATA_DIR", "DATABASE_URL", "DASHBOARD_CONCURRENCY",
     "DASHBOARD_MAX_UPLOAD_BYTES", "DASHBOARD_MAX_LONG_EDGE",
     "DASHBOARD_METRICS_WORKER", "DASHBOARD_METRICS_WORKERS", "DASHBOARD_OUTAGE_LIMIT_S", "DASHBOARD_AUTO_RESUME",
     "DASHBOARD_LISTEN_ON_ALL_INTERFACES",
@@ -73,6 +73,9 @@ class Settings:
     supabase_url: str | None = None
     supabase_key: str | None = field(default=None, repr=False)
     supabase_bucket: str = "references"
+    # unset: the SQLite file under the data directory; postgresql://...: that Postgres (15+),
+    # e.g. Supabase's own (core.store.pg). It may carry a password: never shown (`database_label`)
+    database_url: str | None = field(default=None, repr=False)
     concurrency: int = 8
     max_upload_bytes: int = 20 * 1024 * 1024
     max_long_edge: int = 2048
@@ -116,6 +119,16 @@ class Settings:
         return self.data_dir / "dashboard.db"
 
     @property
+    def database_label(self) -> str:
+        """Which store this is, for a page or a log: the SQLite file, or the Postgres server and
+        database without user or password."""
+        if not self.database_url:
+            return str(self.db_path)
+        parts = urlsplit(self.database_url)
+        host = parts.hostname or "localhost"
+        return f"postgresql://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+    @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
 
@@ -131,6 +144,7 @@ class Settings:
             "storage": self.storage_backend
             + (f" (bucket {self.supabase_bucket})" if self.storage_backend == "supabase" else ""),
             "data_dir": str(self.data_dir),
+            "database": self.database_label,
         }
 
     def ensure_dirs(self) -> None:
@@ -288,6 +302,7 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
         supabase_url=supabase_url,
         supabase_key=supabase_key,
         supabase_bucket=bucket,
+        database_url=_database_url(get("DATABASE_URL")),
         concurrency=get_int("DASHBOARD_CONCURRENCY", 8),
         max_upload_bytes=get_int("DASHBOARD_MAX_UPLOAD_BYTES", 20 * 1024 * 1024),
         max_long_edge=get_int("DASHBOARD_MAX_LONG_EDGE", 2048),
@@ -345,6 +360,24 @@ def _error(message: str) -> Exception:
 def _is_http_url(url: str) -> bool:
     parts = urlsplit(url)
     return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _database_url(url: str | None) -> str | None:
+    """DATABASE_URL as libpq reads it (postgresql:// or postgres://, a host or a socket and a
+    database); refused at start, without echoing a password, when it is anything else."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (parts is None or parts.scheme not in ("postgresql", "postgres")
+            or not parts.path.strip("/") or (port is not None and not 0 < port < 65536)):
+        shown = re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
+        raise _error("DATABASE_URL must be a Postgres URL like postgresql://user:password@host:5432/postgres "
+                     f"(unset: the SQLite file in the data directory), got {shown[:200]!r}.")
+    return url
 
 
 def _check_supabase_url(url: str) -> None:
