@@ -39,7 +39,7 @@ _BUCKET_NAME = re.compile(r"^(\w|!|-|\.|\*|'|\(|\)| |&|\$|@|=|;|:|\+|,|\?)+$", r
 # (tests/test_config.py), and the dashboard's cached Settings are keyed on all of them.
 SETTINGS = (
     "FAL_KEY", "FAL_RUN_URL", "FAL_QUEUE_URL", "FAL_OPENAPI_URL", "FAL_API_URL",
-    "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_BUCKET",
+    "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_BUCKET", "SUPABASE_RESULTS_BUCKET",
     "DASHBOARD_DATA_DIR", "DATABASE_URL", "DASHBOARD_CONCURRENCY",
     "DASHBOARD_MAX_UPLOAD_BYTES", "DASHBOARD_MAX_LONG_EDGE",
     "DASHBOARD_METRICS_WORKER", "DASHBOARD_METRICS_WORKERS", "DASHBOARD_OUTAGE_LIMIT_S", "DASHBOARD_AUTO_RESUME",
@@ -73,6 +73,8 @@ class Settings:
     supabase_url: str | None = None
     supabase_key: str | None = field(default=None, repr=False)
     supabase_bucket: str = "references"
+    # the PRIVATE bucket of result images and thumbnails, read through the server (core.blobs.results)
+    supabase_results_bucket: str = "results"
     # unset: the SQLite file under the data directory; postgresql://...: that Postgres (15+),
     # e.g. Supabase's own (core.store.pg). It may carry a password: never shown (`database_label`)
     database_url: str | None = field(default=None, repr=False)
@@ -260,9 +262,14 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
     if supabase_url:
         _check_supabase_url(supabase_url)
     bucket = get("SUPABASE_BUCKET") or "references"
-    if len(bucket) > 63 or not _BUCKET_NAME.match(bucket):
-        raise _error(f"SUPABASE_BUCKET {bucket!r} is not a valid Supabase bucket name: use up to 63 "
-                     "ASCII letters, digits, '-', '_' or '.' (no '/').")
+    results_bucket = get("SUPABASE_RESULTS_BUCKET") or "results"
+    for name, value in (("SUPABASE_BUCKET", bucket), ("SUPABASE_RESULTS_BUCKET", results_bucket)):
+        if len(value) > 63 or not _BUCKET_NAME.match(value):
+            raise _error(f"{name} {value!r} is not a valid Supabase bucket name: use up to 63 "
+                         "ASCII letters, digits, '-', '_' or '.' (no '/').")
+    if results_bucket == bucket:
+        raise _error(f"SUPABASE_RESULTS_BUCKET and SUPABASE_BUCKET are both {bucket!r}: results need "
+                     "their own private bucket (reference photos' is public); give them different names.")
     fal_run_url = (get("FAL_RUN_URL") or "https://fal.run").rstrip("/")
     fal_queue_url = (get("FAL_QUEUE_URL") or "https://queue.fal.run").rstrip("/")
     fal_openapi_url = (get("FAL_OPENAPI_URL") or "https://fal.ai/api/openapi/queue/openapi.json").rstrip("/")
@@ -302,6 +309,7 @@ def load_settings(env: dict[str, str] | None = None, secrets_path: Path | None =
         supabase_url=supabase_url,
         supabase_key=supabase_key,
         supabase_bucket=bucket,
+        supabase_results_bucket=results_bucket,
         database_url=_database_url(get("DATABASE_URL")),
         concurrency=get_int("DASHBOARD_CONCURRENCY", 8),
         max_upload_bytes=get_int("DASHBOARD_MAX_UPLOAD_BYTES", 20 * 1024 * 1024),

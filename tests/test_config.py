@@ -76,6 +76,14 @@ def test_long_edge_floor_is_the_photo_minimum_short_side():
     assert RANGES["DASHBOARD_MAX_LONG_EDGE"][0] == DEFAULT_MIN_SHORT_SIDE
 
 
+def test_results_get_their_own_bucket_named_results_by_default(tmp_path):
+    """Result images go to a second (private) bucket, apart from the public references one."""
+    s = load_settings(env={}, secrets_path=tmp_path / "none")
+    assert (s.supabase_bucket, s.supabase_results_bucket) == ("references", "results")
+    s = load_settings(env={"SUPABASE_RESULTS_BUCKET": "outputs"}, secrets_path=tmp_path / "none")
+    assert s.supabase_results_bucket == "outputs"
+
+
 @pytest.mark.parametrize("env, message", [
     ({"SUPABASE_URL": "https://x.supabase.co"},
      "SUPABASE_URL is set but SUPABASE_KEY is not: set both"),
@@ -86,6 +94,11 @@ def test_long_edge_floor_is_the_photo_minimum_short_side():
      "SUPABASE_URL must be the project URL without an API path: use 'https://x.supabase.co'"),
     ({"SUPABASE_BUCKET": "team/photos"}, "SUPABASE_BUCKET 'team/photos' is not a valid Supabase bucket name"),
     ({"SUPABASE_BUCKET": "photos\u00e9"}, "is not a valid Supabase bucket name"),
+    ({"SUPABASE_RESULTS_BUCKET": "team/results"},
+     "SUPABASE_RESULTS_BUCKET 'team/results' is not a valid Supabase bucket name"),
+    ({"SUPABASE_BUCKET": "shared", "SUPABASE_RESULTS_BUCKET": "shared"},
+     "SUPABASE_RESULTS_BUCKET and SUPABASE_BUCKET are both 'shared': results need their own private bucket"),
+    ({"SUPABASE_BUCKET": "results"}, "SUPABASE_RESULTS_BUCKET and SUPABASE_BUCKET are both 'results'"),
     ({"FAL_QUEUE_URL": "queue.fal.run"}, "FAL_QUEUE_URL must be an http(s) URL"),
 ])
 def test_unusable_connection_settings_are_refused(tmp_path, env, message):
