@@ -34,6 +34,14 @@ def settings() -> Settings:
     return _settings(tuple(os.environ.get(n) for n in SETTINGS))
 
 
+def store_location(s: Settings | None = None) -> str:
+    """What the store of these settings (this server's by default) opens: the cache key of its
+    connections (core.store.store_location)."""
+    from core.store import store_location as location
+
+    return location(s or settings())
+
+
 @st.cache_resource(show_spinner=False)
 def _storage(s: Settings):
     from core.blobs import open_storage
@@ -56,7 +64,7 @@ def _store(db_path: str):
 def store():
     """This session's `core.store.Store`, with the endpoints the team added installed in the
     registry (`core.models.service.install`: cheap when nothing changed)."""
-    opened = _store(str(settings().db_path))
+    opened = _store(store_location())
     install_added_models(opened)
     return opened
 
@@ -103,7 +111,7 @@ def plan(spec: dict):
     from core.catalog.payloads import canonical_json
 
     s = settings()
-    return _plan(canonical_json(spec), str(s.db_path), s.storage_backend, store(), storage())
+    return _plan(canonical_json(spec), store_location(s), s.storage_backend, store(), storage())
 
 
 def history_csv(db_path, flt) -> bytes:

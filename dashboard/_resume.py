@@ -37,4 +37,4 @@ def resume_orphans_once() -> str:
     """Once per server process: batches left unfinished without a stated reason (the machine
     restarted) get a runner again, unless `auto_resume` is off. Returns what to tell, or ""."""
     s = _resources.settings()
-    return _resume_orphans(str(s.db_path), s)
+    return _resume_orphans(_resources.store_location(s), s)

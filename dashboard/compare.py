@@ -132,7 +132,7 @@ def _grid_png(batch_id: str, x: str, y: str | None, fixed: dict[str, str]) -> by
     """The grid as one PNG with its legend (runs on click, outside the script thread)."""
     from core.store import open_store
 
-    store = open_store(_resources.settings().db_path)
+    store = open_store(_resources.settings())
     try:
         shown = grid.build(grid.batch_outputs(store, batch_id), x, y, fixed)
         blobs = _resources.storage()

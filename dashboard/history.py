@@ -90,7 +90,7 @@ head, dl = st.columns([3, 1], vertical_alignment="bottom")
 head.markdown(f"**{page.total}** request{'s' if page.total != 1 else ''}"
               + (f" · page {page.page} of {page.pages}" if page.pages > 1 else ""))
 dl.download_button(
-    "Download CSV", data=lambda: _resources.history_csv(_resources.settings().db_path, flt), file_name=f"history-{dt.date.today()}.csv",
+    "Download CSV", data=lambda: _resources.history_csv(_resources.store_location(), flt), file_name=f"history-{dt.date.today()}.csv",
     mime="text/csv", icon=":material/download:", on_click="ignore", key="hist_csv",
     help="Every request matching the filters (all pages), one row per result image.")
 

@@ -120,7 +120,7 @@ def _figures(db_path: str, batch: str | None, version: tuple,  # noqa: ARG001 - 
 
 
 _metrics_views.ensure_measured()
-figures = _figures(str(_resources.settings().db_path), batch_id, version, outputs_version)
+figures = _figures(_resources.store_location(), batch_id, version, outputs_version)
 selection = figures.selection
 
 
@@ -133,7 +133,7 @@ def _comparison_csv(db_path, batch) -> bytes:
 
 
 dl.download_button(
-    "Comparison CSV", data=lambda: _comparison_csv(_resources.settings().db_path, batch_id),
+    "Comparison CSV", data=lambda: _comparison_csv(_resources.store_location(), batch_id),
     file_name=f"comparison-{dt.date.today()}.csv", mime="text/csv", icon=":material/download:",
     on_click="ignore", key="lb_csv",
     help="One row per group: options, each model's payload hash, image URL and metrics, and the votes. "

@@ -81,7 +81,7 @@ def photo(colour: str = "red", size: tuple[int, int] = (640, 480), fmt: str = "J
 
 def new_store():
     """A new Store on this test's data directory (as a page of the session would see it)."""
-    return open_store(load_settings().db_path)
+    return open_store(load_settings())
 
 
 def add_reference(colour: str = "red", role: str = "face", created_by: str | None = None):

@@ -9,7 +9,7 @@ from core.config import SETTINGS, load_settings
 from core.store import open_store
 
 # Stand-in servers and their fixtures live in tests/standins/.
-pytest_plugins: list[str] = ["tests.standins.supabase_fixtures", "tests.standins.fal_fixtures"]
+pytest_plugins: list[str] = ["tests.standins.supabase_fixtures", "tests.standins.fal_fixtures", "tests.pg_fixtures"]
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +42,6 @@ def settings(isolated_env):
 @pytest.fixture
 def st(settings):
     """A connection to this test's store (migrated), closed afterwards."""
-    conn = open_store(settings.db_path)
+    conn = open_store(settings)
     yield conn
     conn.close()

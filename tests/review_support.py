@@ -38,7 +38,7 @@ def completed_batch(name: str = "review", *, models=(SCHNELL, EDIT), options=Non
     model. Returns (batch, groups in order, {group_id: {endpoint: request}})."""
     s = load_settings()
     s.ensure_dirs()
-    st = open_store(s.db_path)
+    st = open_store(s)
     storage = open_storage(s)
     spec = {"name": name, "models": list(models), "seeds": list(seeds),
             "options": options or {"subject": ["Woman", "Man"]}}
@@ -77,7 +77,7 @@ def completed_sweep_batch(name: str = "steps and LoRA"):
     and one stored image each. Returns (batch, groups in order, {group_id: {contender_id: request}})."""
     s = load_settings()
     s.ensure_dirs()
-    st = open_store(s.db_path)
+    st = open_store(s)
     storage = open_storage(s)
     ref = references.add_reference(st, storage, png("red", (320, 320)), role="face",
                                    filename="face.png", settings=s)

@@ -109,7 +109,7 @@ def _plan_file(tmp_path, seeds=(1, 2)):
 
 
 def _store():
-    return open_store(load_settings().db_path)
+    return open_store(load_settings())
 
 
 def test_with_sign_in_on_a_command_names_its_person_and_a_viewer_sends_nothing(fal_standin, tmp_path):
@@ -164,7 +164,7 @@ def test_the_audit_trail_records_who_did_what_and_a_refused_action_records_nothi
                                                                                   monkeypatch):
     settings = load_settings()
     settings.ensure_dirs()
-    with open_store(settings.db_path) as store:
+    with open_store(settings) as store:
         plan = service.plan_batch({"name": "b", "models": ["fal-ai/flux/schnell"], "options": {},
                                    "seeds": [1, 2, 3]}, store=store)
         batch = service.record(store, plan, settings, created_by="ana")
@@ -193,7 +193,7 @@ def test_limits_an_admin_set_replace_the_configured_ones(fal_standin, tmp_path, 
     monkeypatch.setenv("DASHBOARD_BUDGET_USD_PER_BATCH", "100")
     settings = load_settings()
     settings.ensure_dirs()
-    with open_store(settings.db_path) as store:
+    with open_store(settings) as store:
         plan = service.plan_batch({"name": "b", "models": ["fal-ai/flux/schnell"], "options": {},
                                    "seeds": [1, 2, 3]}, store=store)                      # $0.009
         store.set_limit("DASHBOARD_BUDGET_USD_PER_BATCH", 0.005, by="ada")
@@ -222,7 +222,7 @@ def test_an_admins_typed_limit_is_checked_like_the_setting():
 def test_sending_in_doubt_requests_again_is_checked_against_the_limits(fal_standin, tmp_path, monkeypatch):
     settings = load_settings()
     settings.ensure_dirs()
-    with open_store(settings.db_path) as store:
+    with open_store(settings) as store:
         plan = service.plan_batch({"name": "b", "models": ["fal-ai/flux/schnell"], "options": {},
                                    "seeds": [1, 2, 3, 4]}, store=store)                   # $0.012
         batch = service.record(store, plan, settings, created_by="ana")

@@ -48,12 +48,12 @@ def history(tmp_path):
     settings.ensure_dirs()
     spec = {"name": "kept", "models": [SCHNELL, "fal-ai/flux-2"], "options": {"pose": ["Standing", "Walking"]},
             "seeds": [3]}
-    with open_store(settings.db_path) as d:
+    with open_store(settings) as d:
         batch = d.create_batch(plans.make_plan(spec).new_batch(), dry_run=True)
     assert schedule.run_batch(batch.id, settings=settings).finished
 
     def intact():
-        with open_store(settings.db_path) as d:
+        with open_store(settings) as d:
             (batch,) = d.list_batches()
             assert batch.name == "kept" and d.batch_progress(batch.id).counts == {"dry_run": 4}
 

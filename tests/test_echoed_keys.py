@@ -37,7 +37,7 @@ def test_keys_echoed_by_fal_and_supabase_are_found_nowhere(fal_standin, supabase
     (tmp_path / "face.jpg").write_bytes(buf.getvalue())
     spec = {"name": "echo", "models": [SCHNELL, EDIT], "options": {"pose": ["Standing", "Walking", "Sitting"]},
             "seeds": [5], "references": ["face.jpg"]}
-    with open_store(settings.db_path) as d:
+    with open_store(settings) as d:
         storage = open_storage(settings)
         batch = d.create_batch(service.plan_batch(spec, store=d, storage=storage, base_dir=tmp_path).new_batch(),
                                dry_run=False)
@@ -60,7 +60,7 @@ def test_keys_echoed_by_fal_and_supabase_are_found_nowhere(fal_standin, supabase
     outputs.append(_cli("export", "--out", tmp_path / "cmp.csv", "--comparison", "--batch", batch.id))
     assert outputs[-2].returncode == 0, outputs[-2].stderr
 
-    with open_store(settings.db_path) as d:
+    with open_store(settings) as d:
         reqs = d.batch_requests(batch.id)
         dump = "\n".join(d.db.conn.iterdump())
     assert len(reqs) == 6 and all(r.is_final or r.status == "in_doubt" for r in reqs)

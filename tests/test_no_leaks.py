@@ -30,7 +30,7 @@ def _photo() -> bytes:
 def test_key_and_data_uris_never_reach_the_database_or_the_export(fal_standin, tmp_path):
     settings = load_settings()
     settings.ensure_dirs()
-    d = open_store(settings.db_path)
+    d = open_store(settings)
     (tmp_path / "face.jpg").write_bytes(_photo())
     spec = {"name": "leaks", "references": ["face.jpg"], "options": {"pose": ["Standing", "Walking"]},
             "models": ["fal-ai/flux/schnell", "fal-ai/flux-2/lora/edit"], "seeds": [7]}

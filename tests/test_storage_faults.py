@@ -48,7 +48,7 @@ def test_an_emptied_database_beside_kept_images_is_refused_by_every_command(tmp_
 def test_a_database_with_damaged_middle_pages_is_refused_in_refused(tmp_path):
     settings = load_settings()
     settings.ensure_dirs()
-    with open_store(settings.db_path) as st:
+    with open_store(settings) as st:
         poses = [f"pose {i}" for i in range(400)]
         st.create_batch(service.plan_batch({"name": "big", "models": [SCHNELL], "options": {"pose": poses},
                                          "seeds": [1]}, store=None, upload=False).new_batch(), dry_run=True)
@@ -115,7 +115,7 @@ def test_an_export_killed_mid_write_leaves_nothing_after_the_next_export(tmp_pat
 def test_requests_in_doubt_are_listed_then_sent_again_or_given_up_with_who_decided(tmp_path):
     settings = load_settings()
     settings.ensure_dirs()
-    with open_store(settings.db_path) as st:
+    with open_store(settings) as st:
         batch = st.create_batch(service.plan_batch({"name": "d", "models": [SCHNELL],
                                                  "options": {"pose": ["Standing", "Walking"]}, "seeds": [1]}, store=None, upload=False).new_batch(), dry_run=True)
         a, b = st.batch_requests(batch.id)
@@ -130,7 +130,7 @@ def test_requests_in_doubt_are_listed_then_sent_again_or_given_up_with_who_decid
     assert gave.returncode == 0 and "1 request(s) given up by ana" in gave.stdout
     again = _cli("batch", "doubt", batch.id, "--send-again", "--by", "bo")
     assert again.returncode == 0 and "1 request(s) sent again by bo" in again.stdout
-    with open_store(settings.db_path) as st:
+    with open_store(settings) as st:
         ra, rb = st.get_request(a.id), st.get_request(b.id)
     assert (ra.status, ra.resent_by) == ("failed", "ana")
     assert rb.resent_by == "bo" and rb.status in ("planned", "dry_run")   # its runner may be done already

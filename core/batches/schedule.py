@@ -110,7 +110,7 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
     only matters once results can arrive (the metrics worker) starts there, not before the first
     POST."""
     settings = settings or load_settings()
-    store = open_store(settings.db_path)
+    store = open_store(settings)
     stopped: str | None = None
     first = True
     try:
@@ -520,7 +520,7 @@ class _LiveRun:
                                error_message=f"unexpected error in the runner: {e!r}; re-run it")
 
     def _sender(self) -> None:
-        store = open_store(self.settings.db_path, migrate=False)
+        store = open_store(self.settings, migrate=False)
         try:
             while not self.halted.is_set():
                 task = self._next(store)
@@ -716,7 +716,7 @@ class _LiveRun:
                     continue  # left queued/running in the store: a resume polls and finishes it
                 if store is None:
                     # opened with the first result, not while the first POSTs leave
-                    store = open_store(self.settings.db_path, migrate=False)
+                    store = open_store(self.settings, migrate=False)
                 self._guarded(store, job.request_id, lambda: self._finish(store, job))
         finally:
             if store is not None:

@@ -93,7 +93,7 @@ def _settings_store(settings: Any = None) -> tuple[Any, Any]:
 
     settings = settings or load_settings()
     settings.ensure_dirs()
-    store = open_store(settings.db_path)
+    store = open_store(settings)
     install_added_models(store)   # plans and runners may name endpoints the team added
     return settings, store
 

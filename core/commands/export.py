@@ -59,7 +59,7 @@ def _export(args: argparse.Namespace) -> int:
     settings = load_settings()
     out = checked_out(args.out, settings)
     settings.ensure_dirs()
-    store = open_store(settings.db_path)
+    store = open_store(settings)
     install_added_models(store)   # the labels of the endpoints the team added
     try:
         f = HistoryFilter(endpoint=args.endpoint, status=args.status, batch_id=args.batch_id,

@@ -72,7 +72,7 @@ def _metrics(args: argparse.Namespace) -> int:
             print(f"metrics worker done: {report.measured} measured ({report.failed} failed), "
                   f"{report.remaining} pending")
         return 0
-    store = open_store(settings.db_path)
+    store = open_store(settings)
     if args.batch_id:
         store.get_batch(args.batch_id)
     reset = fidelity.reset(store, batch_id=args.batch_id, failed=args.retry_failed,

@@ -66,7 +66,7 @@ def _open() -> tuple[Any, Any]:
 
     settings = load_settings()
     settings.ensure_dirs()
-    return settings, open_store(settings.db_path)
+    return settings, open_store(settings)
 
 
 def _add(args: argparse.Namespace) -> int:

@@ -53,7 +53,7 @@ def _open_store() -> tuple[Any, Any]:
 
     settings = load_settings()
     settings.ensure_dirs()
-    return settings, open_store(settings.db_path)
+    return settings, open_store(settings)
 
 
 def _add(args: argparse.Namespace) -> int:

@@ -132,7 +132,7 @@ def start_background(settings: Settings, *, expect_results: bool = False) -> int
     if not settings.metrics_worker:
         return None
     if not expect_results:
-        store = open_store(settings.db_path)
+        store = open_store(settings)
         try:
             if not store.pending_image_ids(limit=1):
                 return None
@@ -156,7 +156,7 @@ def run_worker(settings: Settings, *, idle_exit: float = IDLE_EXIT_S, poll: floa
     fd = _try_lock(settings)
     if fd is None:
         return None
-    store = open_store(settings.db_path)
+    store = open_store(settings)
     storage = open_storage(settings)
     workers = settings.metrics_workers if workers is None else workers
     pool = MeasuringPool(settings, workers) if workers > 1 else None

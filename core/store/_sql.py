@@ -37,11 +37,10 @@ _DEFAULT_ZERO = frozenset({"attempts", "request_count"})
 _FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {}
 
 
-def _file_write_lock(db: sqlite_utils.Database) -> threading.RLock:
-    """The process-wide lock of the file `db` is connected to (one per in-memory database)."""
-    path = db.conn.execute("PRAGMA database_list").fetchone()[2] or f"memory:{id(db)}"
+def _file_write_lock(db: Any) -> threading.RLock:
+    """The process-wide lock of the database `db` is connected to (its file, its server)."""
     with _LOCKS_GUARD:
-        return _LOCKS.setdefault(path, threading.RLock())
+        return _LOCKS.setdefault(db.lock_key, threading.RLock())
 
 
 def build(cls: type, row: Mapping[str, Any]):

@@ -106,7 +106,7 @@ class AggregatesMixin(_Base):
             "SELECT r.id, r.endpoint, r.status, r.queue_time_s, r.inference_time_s, r.total_time_s, "
             "r.estimated_cost, (SELECT count(*) FROM result_images i WHERE i.request_id = r.id), r.contender_id, "
             "r.billed_cost "
-            f"FROM requests r WHERE 1{where} ORDER BY r.created_at, r.rowid", params)
+            f"FROM requests r WHERE TRUE{where} ORDER BY r.created_at, r.rowid", params)
         return [RequestCost._make(row) for row in cursor]
 
     @sqlite_boundary
@@ -160,7 +160,7 @@ class AggregatesMixin(_Base):
     @sqlite_boundary
     def count_groups(self, *, batch_id: str | None = None) -> int:
         where, params = _batch_clause(batch_id, "g")
-        return self._one(f"SELECT count(*) FROM groups g WHERE 1{where}", params)[0]
+        return self._one(f"SELECT count(*) FROM groups g WHERE TRUE{where}", params)[0]
 
     @sqlite_boundary
     def spent_since(self, since: str, *, person: str | None) -> tuple[float, int]:

@@ -43,7 +43,7 @@ class AuditMixin(_Base):
         sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY at DESC, id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [build(AuditEntry, dict(row)) for row in self.db.query(sql, params)]
+        return [build(AuditEntry, row) for row in self._rows(sql, params)]
 
     @sqlite_boundary
     def set_limit(self, name: str, usd: float | None, *, by: str | None) -> None:
@@ -69,4 +69,4 @@ class AuditMixin(_Base):
     @sqlite_boundary
     def limits_set(self) -> dict[str, float | None]:
         """The limits an admin set, by name (absent: the setting applies)."""
-        return {row["name"]: row["usd"] for row in self.db.query("SELECT name, usd FROM limits")}
+        return {row["name"]: row["usd"] for row in self._rows("SELECT name, usd FROM limits")}

@@ -28,6 +28,8 @@ def is_corruption(e: sqlite3.Error) -> bool:
 def refused(e: sqlite3.Error, where: Path | str) -> StoreUnavailable:
     """The one message for a database that refused an operation for a reason that may pass."""
     text = str(e)
+    if str(where).startswith("postgresql://"):
+        return _refused_by_server(text, str(where))
     if "readonly" in text.replace(" ", "").lower():
         return StoreUnavailable(
             f"the data directory {where} is read-only: this needs to write to it. Make it writable "
@@ -42,6 +44,20 @@ def refused(e: sqlite3.Error, where: Path | str) -> StoreUnavailable:
                             "damaged, move dashboard.db aside and restore it from a backup.")
 
 
+def _refused_by_server(text: str, where: str) -> StoreUnavailable:
+    """The same, for the store on Postgres (core/store/pg.py words its errors as SQLite's)."""
+    if "unreachable" in text:
+        return StoreUnavailable(f"{text}; check DATABASE_URL and that the server is up, then try again.")
+    if "readonly" in text.replace(" ", "").lower():
+        return StoreUnavailable(f"the database {where} is read-only for this user ({text}).", reason="read_only")
+    if "locked" in text:
+        return StoreUnavailable(f"the database {where} stayed locked by another writer ({text}); try again "
+                                "when it is done.", reason="locked")
+    if "full" in text:
+        return StoreUnavailable(f"the database server {where} is out of space ({text}).", reason="full")
+    return StoreUnavailable(f"the database {where} refused the operation ({text}).")
+
+
 def damaged(e: sqlite3.DatabaseError, where: Path | str) -> StoreError:
     """The one message for a database file found damaged while in use (a corrupt page)."""
     return StoreError(f"the database {Path(where) / 'dashboard.db'} is damaged ({e}): restore it from "
@@ -49,7 +65,9 @@ def damaged(e: sqlite3.DatabaseError, where: Path | str) -> StoreError:
                       "start with an empty history; nothing more was written to it.")
 
 
-def translate(e: sqlite3.DatabaseError, where: Path) -> StoreError:
+def translate(e: sqlite3.DatabaseError, where: Path | str) -> StoreError:
+    if str(where).startswith("postgresql://"):
+        return refused(e, where)
     return damaged(e, where) if is_corruption(e) else refused(e, where)
 
 

@@ -67,10 +67,27 @@ class Database:
     `sqlite_utils.Database` on the same connection, made on first use, so a runner that only
     reads and writes rows never loads sqlite-utils (0.07-0.15 s of start-up)."""
 
+    engine = "sqlite"
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self._utils: sqlite_utils.Database | None = None
         conn.execute("PRAGMA recursive_triggers = on")   # as sqlite-utils sets it
+
+    @property
+    def lock_key(self) -> str:
+        """What the process-wide write lock is keyed on: the file (core/store/_sql.py)."""
+        return self.conn.execute("PRAGMA database_list").fetchone()[2] or f"memory:{id(self)}"
+
+    @property
+    def location(self) -> Path:
+        """The data directory holding the file (for messages)."""
+        return Path(self.conn.execute("PRAGMA database_list").fetchone()[2] or ".").parent
+
+    @property
+    def read_only(self) -> bool:
+        """True for a connection `connect` opened read-only (its data directory cannot be written)."""
+        return is_read_only(self)
 
     def execute(self, sql: str, parameters: Any = None) -> sqlite3.Cursor:
         return self.conn.execute(sql) if parameters is None else self.conn.execute(sql, parameters)

@@ -19,21 +19,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import json
 import logging
-import re
 import sqlite3
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from core.catalog.payloads import canonical_json
-from core.redact import abbreviate
-from core.catalog.prompts import OPTION_KEYS
 from core.errors import StoreError
 from core.store._sql import _Base, build
+from core.store.export_cells import (  # noqa: F401 - _CELLS: read by tests
+    _CELLS, _DANGEROUS_FIRST, _FINAL, _HEAD, _QUOTE_WHEN, HISTORY_CELLS, _abbreviate_json, _abbreviate_text,
+    _float_text, safe_cell)
 from core.store.boundary import sqlite_boundary
-from core.values import FINAL_STATUSES, REQUEST_STATUSES, HistoryFilter, Page, RequestRecord
+from core.values import REQUEST_STATUSES, HistoryFilter, Page, RequestRecord
 
 MAX_PAGE_SIZE = 500
 log = logging.getLogger(__name__)
@@ -60,7 +58,7 @@ def _like_escape(text: str) -> str:
 
 
 def _history_where(f: HistoryFilter, alias: str = "") -> tuple[str, list[Any]]:
-    """The SQL WHERE clause (without the keyword; "1" when empty) and its parameters for a filter."""
+    """The SQL WHERE clause (without the keyword; "TRUE" when empty) and its parameters for a filter."""
     a = f"{alias}." if alias else ""
     clauses: list[str] = []
     params: list[Any] = []
@@ -88,91 +86,9 @@ def _history_where(f: HistoryFilter, alias: str = "") -> tuple[str, list[Any]]:
     if f.surprises:
         clauses.append(f"EXISTS (SELECT 1 FROM result_images si WHERE si.request_id = {a or 'requests.'}id "
                        "AND si.check_flags <> '')")
-    return (" AND ".join(clauses) or "1"), params
+    return (" AND ".join(clauses) or "TRUE"), params
 
 
-# The spreadsheet guard of the export (core/export/history.py documents it). It lives here because
-# the store keeps each final request's CSV lines ready (`export_lines`), written when the request
-# or its images change: the rule must be known where the lines are written.
-_DANGEROUS_FIRST = "=+-@\t\r"
-# "-5" or "+0.25" typed as text is read by a spreadsheet as a number, never as a formula
-_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)\Z")
-
-
-def safe_cell(value: Any) -> Any:
-    """A text cell no spreadsheet will run as a formula: one starting with `=`, `+`, `-`, `@`, a
-    tab or a carriage return gets a `'` in front, unless it is only a plain number."""
-    if isinstance(value, str) and value[:1] in _DANGEROUS_FIRST and not _PLAIN_NUMBER.match(value):
-        return "'" + value
-    return value
-
-
-def _abbreviate_text(value: Any) -> Any:
-    return abbreviate(value) if isinstance(value, str) and "data:" in value else value
-
-
-def _abbreviate_json(value: Any) -> Any:
-    """Stored payloads carry no data: URI; abbreviate anyway should one slip in by hand."""
-    if isinstance(value, str) and "data:" in value:
-        return canonical_json(abbreviate(json.loads(value)))
-    return value
-
-
-def _float_text(value: Any) -> Any:
-    """Python's shortest round-trip text of a float (what the csv module and pandas write)."""
-    return repr(value) if isinstance(value, float) else value
-
-
-# The export's cells in file order: (name, SQL expression, kind).
-# - "plain": text that seldom needs quotes or a guard (ids, times, hashes, options, fal's answers,
-#   errors): checked once per row; a row where any of them would need quoting or guarding takes
-#   the cell-by-cell path for all of them, so the result is the same, only slower, whatever they hold.
-# - "text": the prompt, which often holds commas: guarded and quoted cell by cell.
-# - "json": the payload, canonical JSON of an object (`check_payload`): it starts with `{` (never
-#   guarded) and holds no raw line break, so only a quote or a comma makes it need quotes.
-# - "int", "float", "bool": never quoted or guarded (a negative number stays a number).
-# - "raw": already CSV (quoted and guarded by the caller), written as is.
-# Option values are text (plans refuse anything else); json_extract would give a number as is.
-_CELLS: tuple[tuple[str, str, str], ...] = (
-    ("request_id", "r.id", "plain"), ("batch_id", "r.batch_id", "plain"),
-    ("group_id", "r.group_id", "plain"), ("rerun_of", "r.rerun_of", "plain"),
-    ("created_at", "r.created_at", "plain"), ("submitted_at", "r.submitted_at", "plain"),
-    ("completed_at", "r.completed_at", "plain"), ("endpoint", "r.endpoint", "plain"),
-    ("contender_id", "r.contender_id", "plain"),
-    # "raw": a ready CSV fragment, the contender's label and its swept settings (one or more
-    # cells, see `iter_history_csv`): it depends on the contenders of the export, so it is never
-    # stored; the export joins it in by `contender_id`
-    ("contender", "", "raw"),
-    ("status", "r.status", "plain"),
-    ("dry_run", "CASE WHEN r.dry_run THEN 'True' ELSE 'False' END", "bool"),
-    *((key, f"json_extract(NULLIF(r.options_json, ''), '$.{key}')", "plain") for key in OPTION_KEYS),
-    ("prompt", "r.prompt", "text"), ("seed", "r.seed", "int"), ("image_size", "r.image_size", "plain"),
-    ("reference_ids", "CASE WHEN r.reference_ids IS NULL OR r.reference_ids IN ('', '[]') THEN NULL "
-                      "ELSE (SELECT group_concat(value, ' ') FROM json_each(r.reference_ids)) END", "plain"),
-    ("payload_hash", "r.payload_hash", "plain"),
-    ("payload", "CASE WHEN instr(r.payload_json, 'data:') THEN _export_abbreviate_json(r.payload_json) "
-                "ELSE r.payload_json END", "json"),
-    ("fal_request_id", "r.fal_request_id", "plain"),
-    ("queue_time_s", "r.queue_time_s", "float"), ("inference_time_s", "r.inference_time_s", "float"),
-    ("total_time_s", "r.total_time_s", "float"), ("http_status", "r.http_status", "int"),
-    ("estimated_cost", "r.estimated_cost", "float"), ("error_type", "r.error_type", "plain"),
-    ("error_message", "r.error_message", "plain"),
-    ("image_idx", "i.idx", "int"),
-    ("image_fal_url", "CASE WHEN instr(i.fal_url, 'data:') THEN _export_abbreviate(i.fal_url) "
-                      "ELSE i.fal_url END", "plain"),
-    ("image_storage_backend", "i.storage_backend", "plain"),
-    ("image_storage_path", "i.storage_path", "plain"), ("image_sha256", "i.sha256", "plain"),
-    ("image_width", "i.width", "int"), ("image_height", "i.height", "int"),
-    ("image_content_type", "i.content_type", "plain"), ("image_size_bytes", "i.size_bytes", "int"),
-    ("image_nsfw", "CASE WHEN i.nsfw IS NULL THEN NULL WHEN i.nsfw THEN 'True' ELSE 'False' END", "bool"),
-    ("image_face_status", "i.face_status", "plain"), ("image_face_distance", "i.face_distance", "float"),
-    ("image_phash_distance", "i.phash_distance", "int"), ("image_ciede2000", "i.ciede2000", "float"),
-    ("image_ssim", "i.ssim", "float"), ("image_check_flags", "i.check_flags", "plain"),
-    ("image_metrics_at", "i.metrics_at", "plain"),
-)
-HISTORY_CELLS: tuple[str, ...] = tuple(name for name, _, _ in _CELLS)
-# what makes a field need quotes in a CSV line (Python's csv.QUOTE_MINIMAL, CRLF line ends)
-_QUOTE_WHEN = ',"\r\n'
 
 
 def _first_in(column: str, chars: str) -> str:
@@ -190,7 +106,6 @@ def _sql_char(c: str) -> str:
     return "'" + c.replace("'", "''") + "'" if c.isprintable() else f"char({ord(c)})"
 
 
-_HEAD = HISTORY_CELLS.index("contender")   # the cells before the contender's fragment
 _UDFS = {"_export_abbreviate": _abbreviate_text, "_export_abbreviate_json": _abbreviate_json,
          "_export_float": _float_text, "_export_guard": safe_cell}
 
@@ -258,7 +173,6 @@ def _parts_sql(where: str) -> str:
 # the next fill.
 _LINES_FORMAT = 1
 EXPORT_LINES_VERSION = f"{_LINES_FORMAT}-{zlib.crc32(_parts_sql('1').encode()):08x}"
-_FINAL = tuple(sorted(FINAL_STATUSES))
 _FILL_CHUNK = 500
 
 
@@ -340,23 +254,34 @@ class HistoryMixin(_Base):
         with `fetchmany`: memory stays bounded by the chunk size whatever the table size, and
         under WAL the read never blocks a writer."""
         where, params = _history_where(f, "r")
-        self._export_functions()
         cells = {cid: text.encode("utf-8") for cid, text in (contender_cells or {}).items()}
         other = other_contender.encode("utf-8")
         to_fill: list[str] = []
-        cursor = self.db.conn.execute(_history_csv_sql(where),
-                                      [*params, EXPORT_LINES_VERSION, EXPORT_LINES_VERSION, *params])
-        try:
-            while rows := cursor.fetchmany(chunk_size):
-                to_fill.extend(row[0] for row in rows if row[6])
-                yield [(row[0], row[1] + cells.get(row[2], other) + row[3]) for row in rows]
-        finally:
-            cursor.close()
+        for rows in self._export_rows(where, params, chunk_size):
+            to_fill.extend(row[0] for row in rows if row[6])
+            yield [(row[0], row[1] + cells.get(row[2], other) + row[3]) for row in rows]
         if to_fill:
             try:
                 self.refresh_export_lines(to_fill)
             except StoreError as e:   # a cache: this export was complete without it
                 log.info("export lines of %d requests not stored (%s)", len(set(to_fill)), e)
+
+    def _export_rows(self, where: str, params: list[Any], chunk_size: int) -> Iterator[list[tuple]]:
+        """The export's rows in chunks: (request_id, head and a comma as bytes, contender_id, a
+        comma and tail as bytes, created_at, idx, fill); Postgres's in core/store/export_pg.py."""
+        if self.db.engine == "postgres":
+            from core.store import export_pg
+
+            yield from export_pg.iter_rows(self.db, where, params, chunk_size, EXPORT_LINES_VERSION)
+            return
+        self._export_functions()
+        cursor = self.db.conn.execute(_history_csv_sql(where),
+                                      [*params, EXPORT_LINES_VERSION, EXPORT_LINES_VERSION, *params])
+        try:
+            while rows := cursor.fetchmany(chunk_size):
+                yield rows
+        finally:
+            cursor.close()
 
     def _export_functions(self) -> None:
         """The Python functions the export's SQL calls, on this connection (once)."""
@@ -386,7 +311,8 @@ class HistoryMixin(_Base):
         older format). Requests not final yet are never stored: they change."""
         if self.read_only:
             return 0
-        self._export_functions()
+        if self.db.engine == "sqlite":
+            self._export_functions()
         stale = stale_export_lines(self.db) if request_ids is None else list(dict.fromkeys(request_ids))
         for start in range(0, len(stale), _FILL_CHUNK):
             with self._write_transaction():
@@ -404,7 +330,13 @@ def stale_export_lines(db: Any) -> list[str]:
 
 def write_export_lines(db: Any, request_ids: Sequence[str]) -> None:
     """Replace the stored lines of these requests by their current ones (none for a request not
-    final). Inside a write transaction, on a connection with the export's functions."""
+    final). Inside a write transaction, on a connection with the export's functions (on
+    Postgres, core/store/export_pg.py builds them)."""
+    if db.engine == "postgres":
+        from core.store.export_pg import write_lines
+
+        write_lines(db, request_ids, EXPORT_LINES_VERSION)
+        return
     marks = ", ".join("?" * len(request_ids))
     db.execute(f"DELETE FROM export_lines WHERE request_id IN ({marks})", list(request_ids))
     db.execute("INSERT INTO export_lines (request_id, idx, version, head, tail) "

@@ -118,7 +118,7 @@ class MetricsMixin(_Base):
             conditions.append("i.metrics_version IS NOT ?")
             params.append(other_version_than)
         if everything:
-            conditions.append("1")
+            conditions.append("TRUE")
         if not conditions:
             return 0
         extra, scope_params = _scope(batch_id)

@@ -1,4 +1,5 @@
-"""The Store: the ONE object that reads and writes the dashboard's SQLite file.
+"""The Store: the ONE object that reads and writes the dashboard's database (the SQLite file, or
+Postgres when DATABASE_URL is set: core/store/pg.py).
 
 Invariants:
 - Only the store writes SQL, and every write takes its write lock (core/store/_sql.py): one
@@ -20,7 +21,7 @@ from core.store.audit import AuditMixin
 from core.store.batches import BatchesMixin
 from core.store.contenders import ContendersMixin
 from core.store.boundary import refused
-from core.store.db import connect, is_read_only
+from core.store.db import connect
 from core.store.figures import FiguresMixin
 from core.store.history import HistoryMixin
 from core.store.images import ImagesMixin
@@ -43,15 +44,20 @@ class Store(BatchesMixin, RequestsMixin, ImagesMixin, MetricsMixin, HistoryMixin
     @property
     def read_only(self) -> bool:
         """True when the data directory cannot be written: reads work, writes are refused."""
-        return is_read_only(self.db)
+        return self.db.read_only
+
+    @property
+    def engine(self) -> str:
+        """"sqlite" or "postgres" (for messages and the `store` commands; nothing else asks)."""
+        return self.db.engine
 
     def close(self) -> None:
         self.db.close()
 
     @property
-    def _where(self) -> Path:
-        """The data directory holding this store's file (for messages)."""
-        return Path(self.db.conn.execute("PRAGMA database_list").fetchone()[2] or ".").parent
+    def _where(self) -> Path | str:
+        """The data directory holding this store's file, or the Postgres server (for messages)."""
+        return self.db.location
 
     def __enter__(self) -> Store:
         return self
@@ -60,9 +66,26 @@ class Store(BatchesMixin, RequestsMixin, ImagesMixin, MetricsMixin, HistoryMixin
         self.close()
 
 
+def store_location(settings: Settings) -> str:
+    """What `open_store` opens for these settings, as text: DATABASE_URL, or the SQLite file's
+    path. Pages key their cached connections on it (it may carry a password: never shown)."""
+    return settings.database_url or str(settings.db_path)
+
+
 def open_store(path_or_settings: Path | str | Settings, *, migrate: bool = True) -> Store:
-    """A Store on the SQLite file at a path (or `settings.db_path`), created if missing and
-    migrated to the latest schema unless `migrate=False`."""
+    """A Store on the settings' database (DATABASE_URL's Postgres, else `settings.db_path`), on
+    a `postgresql://` URL, or on the SQLite file at a path; created if missing and migrated to
+    the latest schema unless `migrate=False`."""
+    url = getattr(path_or_settings, "database_url", None)
+    if url is None and isinstance(path_or_settings, str) and path_or_settings.startswith(("postgresql://", "postgres://")):
+        url = path_or_settings
+    if url:
+        from core.store import pg
+
+        try:
+            return Store(pg.connect(url, migrate=migrate))
+        except sqlite3.OperationalError as e:
+            raise refused(e, pg.label(url)) from e
     path = getattr(path_or_settings, "db_path", path_or_settings)
     try:
         return Store(connect(path, migrate=migrate))

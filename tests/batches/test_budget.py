@@ -37,7 +37,7 @@ def live(fal_standin, monkeypatch):
         return s
 
     settings = limits()
-    store = open_store(settings.db_path)
+    store = open_store(settings)
     yield store, limits
     store.close()
 
@@ -230,7 +230,7 @@ def test_cli_run_over_the_limit_sends_nothing_and_exits_2_in_one_line(fal_standi
         "error: this batch is estimated at $0.030, over the per-batch limit of $0.020 "
         "(DASHBOARD_BUDGET_USD_PER_BATCH): send fewer requests or raise the limit"]
     assert done.stdout == ""
-    store = open_store(load_settings().db_path)
+    store = open_store(load_settings())
     assert store.list_batches() == []
     store.close()
 
@@ -253,7 +253,7 @@ def test_cli_per_day_limit_counts_the_earlier_batch(fal_standin, tmp_path, monke
 def test_cli_resume_over_the_limit_sends_nothing_and_exits_2(fal_standin, monkeypatch):
     settings = load_settings()
     settings.ensure_dirs()
-    store = open_store(settings.db_path)
+    store = open_store(settings)
     batch = service.record(store, service.plan_batch(_spec(seeds=range(1, 5)), store=store), settings,
                            created_by="ana")                                   # $0.012, planned
     store.close()

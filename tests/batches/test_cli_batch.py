@@ -38,7 +38,7 @@ def test_batch_run_then_export(fal_standin, tmp_path):
     assert "4 requests = 2 variants x 1 seed x 2 contenders" in done.stdout
     assert "finished: 4/4 done (completed 4)" in done.stdout and "DRY RUN" not in done.stdout
     assert fal_standin.submissions == 4
-    d = open_store(load_settings().db_path)
+    d = open_store(load_settings())
     (batch,) = d.list_batches()
 
     out = tmp_path / "history.csv"
@@ -77,7 +77,7 @@ def test_plan_shows_payloads_and_writes_nothing(tmp_path):
     payloads = [json.loads(x) for x in lines[3:]]
     assert len(payloads) == 4 and {p["endpoint"] for p in payloads} == {SCHNELL, "fal-ai/flux-2"}
     assert all(p["payload"]["seed"] == 11 for p in payloads)
-    d = open_store(load_settings().db_path)
+    d = open_store(load_settings())
     assert d.db["batches"].count == 0 and d.db["requests"].count == 0
 
 
@@ -86,7 +86,7 @@ def test_a_bad_plan_is_exit_2_with_the_field_named(tmp_path):
     assert bad.returncode == 2 and "error: `seeds[0]`" in bad.stderr
     missing = _run("batch", "run", str(tmp_path / "absent.json"))
     assert missing.returncode == 2 and "cannot read plan file" in missing.stderr
-    d = open_store(load_settings().db_path)
+    d = open_store(load_settings())
     assert d.db["batches"].count == 0
 
 
@@ -110,7 +110,7 @@ def test_an_unfinished_batch_exits_1_and_says_how_to_resume(fal_standin, tmp_pat
 
 
 def test_cancel_of_a_batch_nobody_runs_cancels_it_here(tmp_path):
-    d = open_store(load_settings().db_path)
+    d = open_store(load_settings())
     from core.batches import plans
 
     batch = d.create_batch(plans.make_plan(json.loads(_plan(tmp_path).read_text())).new_batch(), dry_run=False)

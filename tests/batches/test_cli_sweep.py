@@ -63,7 +63,7 @@ def test_example_sweep_plan_sends_exactly_the_planned_bodies_and_exports_five_co
     assert {b["seed"] for _, b in bodies} == {11}
     assert all(b["image_urls"][0].startswith("data:image/") for b in edit), "the photo file is sent"
 
-    st = open_store(load_settings().db_path)
+    st = open_store(load_settings())
     (batch,) = st.list_batches()
     st.close()
     out = tmp_path / "comparison.csv"

@@ -67,7 +67,7 @@ def test_sigkill_mid_batch_then_resume_pays_each_request_once(fal_standin, tmp_p
     fal may have it), the rest are sent; re-running the unconfirmed one by hand completes the batch
     with exactly one accepted submission per payload."""
     settings = load_settings()
-    d = open_store(settings.db_path)
+    d = open_store(settings)
     fal_standin.set_latency(1.0)
     fal_standin.hold_submissions_after(3)
     plan = _plan_file(tmp_path, "crash", ["Standing", "Walking", "Sitting"])   # 12 requests
@@ -132,7 +132,7 @@ def test_two_batches_at_once_and_a_busy_reader_never_see_a_locked_database(fal_s
 
     def reader():
         nonlocal reads
-        d = open_store(settings.db_path)
+        d = open_store(settings)
         try:
             while not stop.is_set():
                 for b in d.list_batches():
@@ -159,7 +159,7 @@ def test_two_batches_at_once_and_a_busy_reader_never_see_a_locked_database(fal_s
         assert p.returncode == 0, err
         assert "locked" not in err.lower()
     assert errors == [] and reads > 0
-    d = open_store(settings.db_path)
+    d = open_store(settings)
     unfinished = d.db.execute("SELECT status, error_type, error_message FROM requests "
                               "WHERE status != 'completed'").fetchall()
     assert unfinished == [] and d.db.execute("SELECT count(*) FROM requests").fetchone()[0] == 48
@@ -170,7 +170,7 @@ def test_two_batches_at_once_and_a_busy_reader_never_see_a_locked_database(fal_s
 def test_a_terminated_runner_leaves_a_resumable_batch(fal_standin, tmp_path):
     """SIGTERM mid-batch (the process dies without any cleanup): `batch resume` finishes it."""
     settings = load_settings()
-    d = open_store(settings.db_path)
+    d = open_store(settings)
     fal_standin.set_latency(0.5)
     proc = _cli("batch", "run", str(_plan_file(tmp_path, "term", ["Standing", "Walking"])), "--concurrency", "2",
                 "--quiet")

@@ -29,7 +29,7 @@ def _jpeg(color=(200, 40, 40), size=(600, 800)) -> bytes:
 @pytest.fixture
 def env(settings, tmp_path):
     settings.ensure_dirs()
-    d = open_store(settings.db_path)
+    d = open_store(settings)
     storage = open_storage(settings)
     (tmp_path / "face.jpg").write_bytes(_jpeg())
     yield d, storage, tmp_path
@@ -198,7 +198,7 @@ def test_a_model_without_image_size_is_flagged_before_sending(tmp_path):
 
     settings = load_settings()
     settings.ensure_dirs()
-    d = open_store(settings.db_path)
+    d = open_store(settings)
     import io
 
     from PIL import Image
@@ -444,7 +444,7 @@ def test_the_fal_standin_receives_exactly_the_planned_sweep_bodies(fal_standin, 
 
     settings = load_settings()
     settings.ensure_dirs()
-    d = open_store(settings.db_path)
+    d = open_store(settings)
     (tmp_path / "face.jpg").write_bytes(_jpeg())
     try:
         plan = service.plan_batch(_example(), store=d, storage=open_storage(settings), base_dir=tmp_path)

@@ -51,7 +51,7 @@ class Downloads:
 
 @pytest.fixture
 def store(settings):
-    s = open_store(settings.db_path)
+    s = open_store(settings)
     yield s
     s.close()
 

@@ -40,7 +40,7 @@ def test_a_bucket_switched_to_private_stops_the_batch_before_anything_is_sent(
         fal_standin, supabase_env, tmp_path):
     settings = load_settings()
     settings.ensure_dirs()
-    d = open_store(settings.db_path)
+    d = open_store(settings)
     batch = _batch(tmp_path, d, settings, [("ana.jpg", (30, 90, 160)), ("bo.jpg", (160, 90, 30))])
     supabase_env.buckets[BUCKET].public = False
     before = len(supabase_env.requests)
@@ -72,7 +72,7 @@ def test_a_missing_reference_object_stops_the_batch_and_accepted_jobs_are_still_
     of the requests still to send has gone: the paid job is kept, the others wait."""
     settings = load_settings()
     settings.ensure_dirs()
-    d = open_store(settings.db_path)
+    d = open_store(settings)
     batch = _batch(tmp_path, d, settings, [("ana.jpg", (30, 90, 160))])
     reqs = d.batch_requests(batch.id)
     # one schnell job accepted by fal before the runner died

@@ -79,7 +79,7 @@ def test_a_60_s_fal_outage_mid_batch_is_ridden_through_by_the_command_line(fal_s
     proc = subprocess.Popen([sys.executable, "-m", "core", "batch", "run", str(_plan_file(tmp_path, poses)),
                              "--concurrency", "3"], cwd=REPO_ROOT, env=dict(os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    d = open_store(settings.db_path)
+    d = open_store(settings)
     try:
         _wait(lambda: d.db["requests"].count and _queued_rows(d) >= 3, what="3 jobs accepted")
         outage_at = time.monotonic()
@@ -137,7 +137,7 @@ def test_sigterm_during_submits_records_every_accepted_jobs_id(fal_standin, tmp_
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert fal_standin.wait_for_held(2, timeout=60), "two submits held inside their POST"
-        d = open_store(settings.db_path)
+        d = open_store(settings)
         in_post = "SELECT count(*) FROM requests WHERE status = 'submitted' AND fal_request_id IS NULL"
         _wait(lambda: d.db.execute(in_post).fetchone()[0] == 2 and _queued_rows(d) == 2,
               what="the runner's two POSTs held at fal")
@@ -153,7 +153,7 @@ def test_sigterm_during_submits_records_every_accepted_jobs_id(fal_standin, tmp_
             proc.kill()
             proc.communicate()
     assert proc.returncode == 1 and "stopped by SIGTERM" in err and "nothing was lost" in err, (out, err)
-    d = open_store(settings.db_path)
+    d = open_store(settings)
     (batch,) = d.list_batches()
     rows = d.batch_requests(batch.id)
     accepted_ids = {x["request_id"] for x in fal_standin.received if x["accepted"]}
@@ -228,7 +228,7 @@ def live_settings(fal_standin):
     """Settings on the stand-in, a store, and a recorded 6-request text-to-image batch."""
     settings = load_settings()
     settings.ensure_dirs()
-    d = open_store(settings.db_path)
+    d = open_store(settings)
     spec = {"name": "must", "models": MODELS, "options": {"pose": ["Standing", "Walking", "Sitting"]}, "seeds": [2]}
     batch = d.create_batch(plans.make_plan(spec).new_batch(), dry_run=False)
     yield dataclasses.replace(settings), d, batch

@@ -38,7 +38,7 @@ def live(fal_standin, tmp_path):
     """Settings pointing at the stand-in (FAL_KEY set), a store connection, and a batch maker."""
     settings = load_settings()
     settings.ensure_dirs()
-    d = open_store(settings.db_path)
+    d = open_store(settings)
     (tmp_path / "face.jpg").write_bytes(_jpeg())
 
     def make_batch(models=(SCHNELL, EDIT), poses=("Standing", "Walking"), seeds=(1,), **extra):
@@ -112,7 +112,7 @@ def test_happy_path_records_everything_and_keeps_the_images(live, fal_standin):
 
 def test_dry_run_sends_nothing(settings):
     """No FAL_KEY: payloads validated and recorded as dry_run; fal (port 9 here) never contacted."""
-    d = open_store(settings.db_path)
+    d = open_store(settings)
     plan = plans.make_plan({"name": "dry", "models": [SCHNELL, "fal-ai/flux-2"], "seeds": [1, 2]})
     batch = d.create_batch(plan.new_batch(), dry_run=settings.dry_run)
     assert batch.dry_run

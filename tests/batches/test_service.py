@@ -24,7 +24,7 @@ def _wait(predicate, timeout=60.0):
 def live(fal_standin):
     settings = load_settings()
     settings.ensure_dirs()
-    store = open_store(settings.db_path)
+    store = open_store(settings)
     spec = {"name": "svc", "models": ["fal-ai/flux/schnell"], "options": {"pose": ["Standing", "Walking"]},
             "seeds": [1]}
     plan = service.plan_batch(spec, store=store)
@@ -43,7 +43,7 @@ def test_launch_records_then_runs_detached_and_state_follows_it(live, fal_standi
 
 
 def test_one_batch_per_intent_and_each_send_again_is_one_more(settings):
-    store = open_store(settings.db_path)
+    store = open_store(settings)
     plan = service.plan_batch({"name": "intent", "models": ["fal-ai/flux/schnell"],
                             "options": {"pose": ["Standing"]}, "seeds": [1]}, store=store)
     first = service.launch(store, plan, settings, created_by="ana")

@@ -100,7 +100,7 @@ def seed(data_dir: Path, images: int) -> None:
     os.environ["DASHBOARD_DATA_DIR"] = str(data_dir)
     settings = load_settings()
     settings.ensure_dirs()
-    st = open_store(settings.db_path)
+    st = open_store(settings)
     storage = open_storage(settings)
     reference, output = _images()
     ref = references.add_reference(st, storage, _jpeg(reference), role="face", filename="a.jpg",
@@ -292,7 +292,7 @@ def bench_reads(variants: int, seeds: int) -> None:
     from core.store import open_store
 
     settings = load_settings()
-    st = open_store(settings.db_path)
+    st = open_store(settings)
     subjects = ["Woman", "Man", "Young Woman", "Mature Man", "Athletic Woman"]
     poses = ["Standing", "Walking", "Sitting", "Leaning against a wall", "Hands in pockets", "Arms crossed",
              "Over-the-shoulder look", "Mirror selfie using iPhone"]

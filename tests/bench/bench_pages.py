@@ -52,7 +52,7 @@ def _fill(data_dir: Path, rows: int, big_batch: int) -> None:
 
     settings = load_settings()
     settings.ensure_dirs()
-    d = open_store(settings.db_path)
+    d = open_store(settings)
     t = time.perf_counter()
     seed(d, rows)
     print(f"seeded {rows} requests in {time.perf_counter() - t:.1f} s")
@@ -178,7 +178,7 @@ def _forget_batch_figures() -> bool:
 
     if not hasattr(tally, "every_batch"):   # a version that keeps none (for before/after runs)
         return False
-    with open_store(load_settings().db_path) as d:
+    with open_store(load_settings()) as d:
         d.db.execute("DELETE FROM batch_figures")
         d.db.conn.commit()
         return True
@@ -198,7 +198,7 @@ def _after_a_vote(runs: int) -> tuple[float, float, float]:
     at.run()
     at.switch_page("leaderboard.py")
     at.run()
-    with open_store(load_settings().db_path) as d:
+    with open_store(load_settings()) as d:
         batch_id = d.newest_voted_batch()
         item = review.next_up(d, batch_id, "dora").next if hasattr(review, "next_up") \
             else review.queue(d, batch_id, "dora").next
@@ -229,7 +229,7 @@ def main() -> None:
             _fill(data, args.rows, args.big_batch)
         from core.config import load_settings
         from core.store import open_store
-        open_store(load_settings().db_path).close()   # migrations run at server start, not in a page
+        open_store(load_settings()).close()   # migrations run at server start, not in a page
         print(f"page render (AppTest, whole script incl. sidebar): cold / best of {args.runs} warm; "
               f"load average {_load()}")
         for page in ("upload.py", "generate.py", "compare.py", "history.py", "review.py", "leaderboard.py"):

@@ -76,7 +76,7 @@ def hostile_store():
     hostile name, so Compare, History, Review and the Leaderboard all have it to show."""
     s = load_settings()
     s.ensure_dirs()
-    st = open_store(s.db_path)
+    st = open_store(s)
     storage = open_storage(s)
     ref = references.add_reference(st, storage, png("red", (320, 320)), role="face",
                                    filename=f"{HOSTILE}.png", created_by=HOSTILE, settings=s)

@@ -8,7 +8,7 @@ from core.store import open_store
 def st(settings):
     """A real store file in the test's data directory."""
     settings.ensure_dirs()
-    conn = open_store(settings.db_path)
+    conn = open_store(settings)
     yield conn
     conn.close()
 

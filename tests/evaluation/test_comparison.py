@@ -42,7 +42,7 @@ def voted(settings):
     batch, groups, by_group = completed_batch(
         "decide", options={"subject": ["Woman"], "pose": ["Standing", "Sitting"]}, seeds=(1, 2, 3, 4, 5),
         inference=lambda endpoint, n: float(n + 1) if endpoint == SCHNELL else 10.0 + n)
-    st = open_store(settings.db_path)
+    st = open_store(settings)
     standing = [g for g in groups if g.options["pose"] == "Standing"]
     sitting = [g for g in groups if g.options["pose"] == "Sitting"]
     plan = {g.id: EDIT for g in standing}
@@ -133,7 +133,7 @@ def test_cost_and_latency_per_model_by_hand(voted):
 def test_no_votes_no_ranking_and_unreviewed_costs_stay_open(settings):
     settings.ensure_dirs()
     batch, _, _ = completed_batch()
-    st = open_store(settings.db_path)
+    st = open_store(settings)
     board = leaderboard.leaderboard(st, batch_id=batch.id)
     assert board.votes == 0 and board.win_rates == () and board.strengths == {}
     cost = oracles.model_costs(st, batch_id=batch.id)[0]
@@ -145,7 +145,7 @@ def test_three_models_are_ranked_by_bradley_terry(settings):
     settings.ensure_dirs()
     batch, groups, _ = completed_batch(models=(SCHNELL, EDIT, THIRD), options={"subject": ["Woman", "Man"]},
                                        seeds=(1, 2))
-    st = open_store(settings.db_path)
+    st = open_store(settings)
     order = [THIRD, SCHNELL, EDIT]
     for item in review.review_items(st, batch.id, "ana"):
         best = min((item.left.endpoint, item.right.endpoint), key=order.index)
@@ -211,7 +211,7 @@ def test_comparison_csv_is_spreadsheet_safe(settings):
     history export; numbers, including negative ones, stay numbers."""
     settings.ensure_dirs()
     batch, _, _ = completed_batch("=2+3", options={"subject": ["Woman"]})
-    st = open_store(settings.db_path)
+    st = open_store(settings)
     item = review.review_items(st, batch.id, "@evil")[0]
     review.record_item_vote(st, item, rater="@evil", verdict="both_good")
     row = _read(comparison.to_csv_bytes(st, batch_id=batch.id).decode("utf-8"))[0]
@@ -231,7 +231,7 @@ def test_comparison_command_measures_pending_first_so_the_file_is_complete(voted
     rows = _read(out.read_text(encoding="utf-8"))
     assert len(rows) == 10
     assert all(r["flux_schnell_face_status"] and r["flux-2_lora_edit_phash_distance"] for r in rows)
-    assert open_store(load_settings().db_path).pending_count(batch_id=batch.id) == 0
+    assert open_store(load_settings()).pending_count(batch_id=batch.id) == 0
 
     mixed = subprocess.run([sys.executable, "-m", "core", "export", "--comparison", "--status", "failed",
                             "--out", str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
@@ -242,7 +242,7 @@ def test_export_of_every_batch_unions_the_models(settings):
     settings.ensure_dirs()
     completed_batch("one", models=(SCHNELL,), options={"subject": ["Woman"]})
     completed_batch("two", models=(SCHNELL, EDIT), options={"subject": ["Man"]})
-    st = open_store(settings.db_path)
+    st = open_store(settings)
     rows = _read(comparison.to_csv_bytes(st).decode("utf-8"))
     assert [r["batch_name"] for r in rows] == ["one", "two"]
     assert rows[0]["flux-2_lora_edit_request_id"] == "" and rows[1]["flux-2_lora_edit_request_id"]
@@ -294,7 +294,7 @@ def test_a_sweeps_figures_read_once_are_each_functions_own(settings):
     from tests.review_support import completed_sweep_batch
 
     batch, _groups, _ = completed_sweep_batch()
-    st = open_store(settings.db_path)
+    st = open_store(settings)
     try:
         for n, item in enumerate(review.review_items(st, batch.id, "ana")):
             review.record_item_vote(st, item, rater="ana", verdict=review.VERDICTS[n % 4])

@@ -21,7 +21,7 @@ from tests.review_support import completed_batch, completed_sweep_batch
 def sweep(settings):
     settings.ensure_dirs()
     batch, groups, by_group = completed_sweep_batch()
-    st = open_store(settings.db_path)
+    st = open_store(settings)
     yield st, batch, groups, by_group
     st.close()
 
@@ -118,7 +118,7 @@ def test_leaderboard_reads_what_each_swept_setting_buys(sweep):
 def test_a_plain_two_model_batch_reads_as_before(settings):
     settings.ensure_dirs()
     batch, _, _ = completed_batch()
-    st = open_store(settings.db_path)
+    st = open_store(settings)
     selection = leaderboard.selection_contenders(st, batch_id=batch.id)
     assert list(selection.labels.values()) == ["FLUX.1 [schnell]", "FLUX.2 [dev] LoRA edit"]
     assert selection.axes == () and oracles.axis_summary(st, batch_id=batch.id) == []

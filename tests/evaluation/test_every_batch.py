@@ -123,7 +123,7 @@ def test_a_store_that_refuses_writes_still_shows_every_batch(settings):
     """A data directory that cannot be written (or a database locked for long): the figures are
     computed each time and nothing is kept."""
     first, _, _ = completed_batch("first")
-    ro = open_store(settings.db_path)
+    ro = open_store(settings)
     ro.db.execute("PRAGMA query_only = 1")
     try:
         figures = tally.every_batch(ro)

@@ -68,7 +68,7 @@ def _complete(st, storage, rec, image: Image.Image, *, response_extra=None, nsfw
 @pytest.fixture
 def env(settings):
     settings.ensure_dirs()
-    st = open_store(settings.db_path)
+    st = open_store(settings)
     yield st, open_storage(settings), settings
     st.close()
 
@@ -236,7 +236,7 @@ def test_an_interrupted_pass_resumes_from_what_is_left_after_a_restart(env, sett
     assert (first.measured, first.remaining) == (1, 3)
     st.close()
 
-    again = open_store(settings.db_path)
+    again = open_store(settings)
     assert again.pending_count() == 3
     assert fidelity.compute_pending(again, open_storage(settings)).remaining == 0
     measured = again.db.execute("SELECT count(*) FROM result_images WHERE metrics_at IS NOT NULL").fetchone()[0]
@@ -285,14 +285,14 @@ def test_background_worker_fills_metrics_without_the_caller_measuring(env, setti
     assert isinstance(pid, int)
 
     def done():
-        conn = open_store(settings.db_path)
+        conn = open_store(settings)
         try:
             return conn.pending_count() == 0
         finally:
             conn.close()
 
     _wait(done)
-    fresh = open_store(settings.db_path)
+    fresh = open_store(settings)
     rows = list(fresh.db.query("SELECT face_status, metrics_at FROM result_images"))
     assert len(rows) == 2 and all(r["metrics_at"] and r["face_status"] == "no_face_output" for r in rows)
     fresh.close()

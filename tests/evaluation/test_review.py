@@ -130,6 +130,6 @@ def test_stats_votes_use_the_latest_verdict_per_rater_and_carry_the_options(st):
 def test_votes_survive_a_new_connection(st, settings):
     batch, _, _ = completed_batch()
     review.record_item_vote(st, review.queue(st, batch.id, "ana").next, rater="ana", verdict="right")
-    other = open_store(load_settings().db_path)
+    other = open_store(load_settings())
     assert review.queue(other, batch.id, "ana").reviewed == 1
     other.close()

@@ -87,7 +87,7 @@ def test_added_models_run_beside_the_built_in_ones_each_asked_in_its_own_fields(
     assert done.returncode == 0, done.stderr + done.stdout
     assert "finished: 4/4 done (completed 4)" in done.stdout
 
-    store = open_store(settings.db_path)
+    store = open_store(settings)
     requests = [r for b in store.list_batches() for r in store.batch_requests(b.id)]
     assert len(requests) == 10 and all(r.status == "completed" for r in requests)
     prompts_by_group: dict[str, set[str]] = {}
@@ -201,7 +201,7 @@ def test_a_bad_document_is_one_line_exit_2_and_nothing_stored(case, tmp_path, se
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in done.stderr, done.stderr
     if case == "video":
         assert "image-to-video" in lines[0]
-    store = open_store(settings.db_path)
+    store = open_store(settings)
     assert len(store.list_models(include_archived=True)) == (1 if case == "duplicate" else 0)
     store.close()
 
@@ -211,7 +211,7 @@ def test_an_id_that_does_not_match_the_fetched_document_is_refused(catalogue, se
     catalogue.catalogue.register("fal-ai/not-kontext", _fixture(KONTEXT).read_bytes())
     done = _run("model", "add", "fal-ai/not-kontext", timeout=30)
     assert done.returncode == 2 and "fal-ai/flux-pro/kontext" in done.stderr, done.stderr
-    store = open_store(settings.db_path)
+    store = open_store(settings)
     assert store.list_models() == []
     store.close()
 
@@ -229,7 +229,7 @@ def test_fetched_by_id_with_fals_price_then_refreshed_and_adopted(catalogue, set
     changed = _run("model", "refresh", KONTEXT, timeout=60)
     assert changed.returncode == 0, changed.stderr
     assert "guidance_scale: maximum 20 -> 30" in changed.stdout and "--adopt" in changed.stdout
-    store = open_store(settings.db_path)
+    store = open_store(settings)
     before = store.get_model(KONTEXT)
     assert before.pending_sha256 and before.pending_sha256 != before.sha256   # staged, not used yet
     assert _run("model", "refresh", KONTEXT, "--adopt", timeout=60).returncode == 0

@@ -42,7 +42,7 @@ def photo(tmp_path):
 
 
 def _rows(settings) -> list[dict]:
-    st = open_store(settings.db_path)
+    st = open_store(settings)
     try:
         return list(st.db.query("select * from reference_photos"))
     finally:
@@ -136,7 +136,7 @@ def test_cleanup_reports_and_removes_objects_left_without_a_row(run, photo, sett
     assert _files(settings) == [kept["storage_path"]]
     from core.store import open_store
 
-    with open_store(settings.db_path) as store:   # the deletion is in the audit trail, once
+    with open_store(settings) as store:   # the deletion is in the audit trail, once
         assert [(e.action, e.subject, e.detail) for e in store.audit_entries()] == [
             ("photo.cleanup", "1 object(s)", "deleted what failed or killed uploads left: team/orphan.jpg")]
 

@@ -400,7 +400,7 @@ from core.blobs import open_storage
 Store.insert_reference = lambda self, ref: os._exit(9)   # killed right after the object was written
 settings = load_settings()
 settings.ensure_dirs()
-references.add_reference(open_store(settings.db_path), open_storage(settings),
+references.add_reference(open_store(settings), open_storage(settings),
                          open(sys.argv[1], "rb").read(), settings=settings)
 """
 

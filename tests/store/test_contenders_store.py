@@ -4,7 +4,6 @@ back exactly as written, and a re-run keeps the contender of the request it repe
 from __future__ import annotations
 
 import json
-import sqlite3
 
 from sqlite_utils.migrations import Migrations
 
@@ -76,8 +75,8 @@ def test_a_rerun_keeps_its_contender(st):
     original = st.record_request(endpoint=SCHNELL, payload={"prompt": "p", "seed": 1, "num_inference_steps": 7})
     kept = contenders.Contender(id="c1:from-an-older-rule", endpoint=SCHNELL, params={"num_inference_steps": 7})
     st.save_contenders([kept])
-    with sqlite3.connect(st.db.conn.execute("PRAGMA database_list").fetchone()[2]) as raw:
-        raw.execute("UPDATE requests SET contender_id = ? WHERE id = ?", [kept.id, original.id])
+    # by hand, outside the store's methods (an older rule's id)
+    st.db.execute("UPDATE requests SET contender_id = ? WHERE id = ?", [kept.id, original.id])
     again = st.rerun_request(original.id)
     assert again.contender_id == "c1:from-an-older-rule" and again.rerun_of == original.id
 

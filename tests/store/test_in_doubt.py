@@ -90,12 +90,12 @@ def test_one_launch_key_makes_one_batch_even_from_two_threads(settings):
 
     def launch():
         try:
-            with open_store(settings.db_path) as st:
+            with open_store(settings) as st:
                 got.append(st.create_batch(plan.new_batch(), dry_run=True, launch_key="k1").id)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    with open_store(settings.db_path):
+    with open_store(settings):
         pass
     threads = [threading.Thread(target=launch) for _ in range(4)]
     for t in threads:
@@ -103,7 +103,7 @@ def test_one_launch_key_makes_one_batch_even_from_two_threads(settings):
     for t in threads:
         t.join()
     assert not errors and len(set(got)) == 1
-    with open_store(settings.db_path) as st:
+    with open_store(settings) as st:
         assert len(st.list_batches()) == 1 and st.batch_by_launch_key("k1").id == got[0]
         other = st.create_batch(plan.new_batch(), dry_run=True, launch_key="k2")
         assert other.id != got[0] and len(st.list_batches()) == 2

@@ -11,7 +11,7 @@ from tests.review_support import EDIT, SCHNELL, completed_batch
 def two_batches(settings):
     first = completed_batch("first", options={"subject": ["Woman", "Man", "Child"]})
     second = completed_batch("second")
-    st = open_store(settings.db_path)
+    st = open_store(settings)
     yield st, first, second
     st.close()
 
@@ -53,7 +53,7 @@ def test_a_batchs_data_version_follows_its_own_images_metrics_and_votes_only(two
     assert st.data_version(batch_id=batch.id) != after_metrics
 
 
-def test_the_all_batches_version_is_answered_by_indexes(two_batches):
+def test_the_all_batches_version_is_answered_by_indexes(two_batches, sqlite_only):
     """Over every batch the stamp must not read the tables (100,000 requests): each part of it is
     a count or a maximum an index answers."""
     st, _, _ = two_batches

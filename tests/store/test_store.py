@@ -11,6 +11,7 @@ import pytest
 
 from core import values
 from core.processes import pid_alive
+from core.store import HEARTBEAT_STALE_S
 from core.batches import plans
 from core.values import HistoryFilter
 from core.errors import BatchBusy, StoreError
@@ -239,6 +240,26 @@ def test_heartbeat_fails_once_another_runner_took_over(d):
     d.db.execute("UPDATE batches SET runner_pid = 1 WHERE id = ?", [batch.id])
     with pytest.raises(BatchBusy, match="took it over"):
         d.heartbeat(batch.id)
+
+
+def test_a_lease_held_on_another_host_is_honoured_until_it_lapses(d):
+    """Several hosts on one database: a runner on another host cannot be asked whether its pid
+    lives, so its fresh heartbeat is its lease: refused until it lapses, then taken over. A pid
+    that happens to be ours on that other host neither renews nor releases our lease."""
+    batch = d.create_batch(_plan().new_batch(), dry_run=False)
+    d.db.execute("UPDATE batches SET runner_pid = ?, runner_host = ?, heartbeat_at = ? WHERE id = ?",
+                 [os.getpid(), "host-b.example", values.now(), batch.id])
+    with pytest.raises(BatchBusy, match="host-b.example"):
+        d.claim_batch(batch.id)
+    with pytest.raises(BatchBusy, match="took it over"):
+        d.heartbeat(batch.id)                  # same pid, other host: not ours to renew
+    d.release_batch(batch.id)                  # nor to release
+    assert d.get_batch(batch.id).runner_host == "host-b.example"
+    lapsed = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=HEARTBEAT_STALE_S + 5)).isoformat()
+    d.db.execute("UPDATE batches SET heartbeat_at = ? WHERE id = ?", [lapsed, batch.id])
+    taken = d.claim_batch(batch.id)
+    assert (taken.runner_pid, taken.runner_host) == (os.getpid(), __import__("socket").gethostname())
+    assert d.heartbeat(batch.id).runner_pid == os.getpid()
 
 
 def test_request_cancel_sets_the_flag(d):

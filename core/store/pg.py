@@ -1,0 +1,447 @@
+"""The store on Postgres (DATABASE_URL=postgresql://...): the connection the Store wraps there.
+
+The store's statements are written once, in SQLite's dialect (core/store/*.py); this module
+makes a psycopg 3 connection answer them as the SQLite one does, so no caller and no table
+module knows which engine it has. What it takes, and why each holds:
+
+- Statements: `?` placeholders become `%s` (and a literal `%` becomes `%%`) outside quoted
+  text; `LIKE` becomes `ILIKE` (SQLite's LIKE ignores ASCII case); `LIMIT -1` is `LIMIT ALL`;
+  `INSERT OR IGNORE` is `INSERT ... ON CONFLICT DO NOTHING`; `BEGIN IMMEDIATE` (a write
+  transaction that takes the write lock first) is BEGIN plus a transaction-scoped advisory lock,
+  so writers queue across every host as they do on one SQLite file and a read-then-write (a
+  runner claiming a batch, a request marked sent) can never interleave with another's.
+- Names SQLite has built in are defined in the database by `_COMPAT` (the first migration):
+  the `nocase` collation (ICU, case-insensitive), `total()`, `instr()`.
+- Every table gets a `rowid` column (an identity, last): the store orders ties by insertion
+  order, as SQLite's rowid does, and `store copy` fills it in SQLite's order.
+- Values: a bool is sent as 0/1 (the columns are integers, as in SQLite); a `numeric` result
+  (sum of integers) comes back as int or float, never Decimal.
+- Errors: psycopg's are raised as the sqlite3 exception of the same kind (IntegrityError,
+  OperationalError...), which is what core/store/boundary.py turns into the project's
+  StoreUnavailable/StoreError; a lost connection is reopened on the next statement outside a
+  transaction (a server restart or a failover is an outage the runner rides through).
+- Migrations are the same named functions (core/store/migrations.py), recorded in the same
+  `_sqlite_migrations` table; `PgTable` gives them the three sqlite-utils calls they use, DDL
+  types are mapped (INTEGER -> bigint, REAL -> double precision) and SQLite triggers become a
+  plpgsql function and a row trigger. Each migration runs in its own transaction with its
+  record (Postgres's DDL is transactional), under a session advisory lock so two hosts starting
+  at once migrate once.
+- The password in DATABASE_URL never reaches a message: errors name the server by
+  `Settings.database_label`'s rule (`label`).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import functools
+import re
+import sqlite3
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from core.errors import StoreError
+from core.store.migrations import MIGRATION_SET, REGISTERED
+
+# one key for the store's advisory locks (an arbitrary constant: "fal dashboard")
+_WRITE_LOCK = 0x6661_6C64
+_MIGRATE_LOCK = _WRITE_LOCK + 1
+CONNECT_TIMEOUT_S = 10
+# a statement waiting longer than this for a row or advisory lock gives up as "locked"
+LOCK_TIMEOUT_MS = 30_000
+
+_COMPAT = (
+    "CREATE COLLATION IF NOT EXISTS nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false)",
+    "CREATE OR REPLACE AGGREGATE total(double precision) (sfunc = float8pl, stype = float8, initcond = '0')",
+    "CREATE OR REPLACE FUNCTION instr(text, text) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE "
+    "AS 'SELECT strpos($1, $2)'",
+)
+
+
+def label(url: str) -> str:
+    """The server and database of a DATABASE_URL, without user or password."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    return f"postgresql://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+# ---- statements ---------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|%|\bLIKE\b|\bLIMIT\s+-1\b", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=4096)
+def translate(sql: str, with_parameters: bool = True) -> str:
+    """A statement of the store (SQLite's dialect) as Postgres and psycopg take it (`%` is
+    doubled only when psycopg will read placeholders: a statement sent with parameters)."""
+    stripped = sql.lstrip()
+    head = stripped[:40].upper()
+    if head.startswith("CREATE TRIGGER"):
+        return _trigger(stripped)
+    if head.startswith("DROP TRIGGER"):
+        name = re.match(r"DROP TRIGGER (?:IF EXISTS )?(\w+)", stripped, re.IGNORECASE).group(1)
+        return f"DROP FUNCTION IF EXISTS {name}() CASCADE"
+    if head.startswith(("CREATE TABLE", "ALTER TABLE")):
+        sql = _ddl(sql)
+    on_conflict = False
+    if re.match(r"\s*INSERT OR IGNORE INTO", sql, re.IGNORECASE):
+        sql = re.sub(r"INSERT OR IGNORE INTO", "INSERT INTO", sql, count=1, flags=re.IGNORECASE)
+        on_conflict = True
+
+    def token(m: re.Match[str]) -> str:
+        t = m.group(0)
+        if t[0] in "'\"":
+            return t.replace("%", "%%") if with_parameters else t
+        if t == "?":
+            return "%s"
+        if t == "%":
+            return "%%" if with_parameters else t
+        if t.upper() == "LIKE":
+            return "ILIKE"
+        return "LIMIT ALL"
+
+    sql = _TOKEN.sub(token, sql)
+    # a JSON array parameter's items, as SQLite's json_each(?) gives them (column `value`)
+    sql = sql.replace("json_each(%s)", "json_array_elements_text(CAST(%s AS json))")
+    return sql + " ON CONFLICT DO NOTHING" if on_conflict else sql
+
+
+def _ddl(sql: str) -> str:
+    """CREATE/ALTER TABLE: SQLite's storage classes as Postgres types, and a rowid on each table."""
+    sql = re.sub(r"\bINTEGER\b", "bigint", sql)
+    sql = re.sub(r"\bREAL\b", "double precision", sql)
+    if sql.lstrip()[:12].upper() == "CREATE TABLE":
+        end = sql.rstrip().rfind(")")
+        sql = sql[:end] + ", rowid bigint GENERATED BY DEFAULT AS IDENTITY" + sql[end:]
+    return sql
+
+
+def _trigger(sql: str) -> str:
+    """A SQLite row trigger (`CREATE TRIGGER n AFTER E ON t BEGIN ...; END`) as a plpgsql
+    function and a FOR EACH ROW trigger calling it. In an upsert's DO UPDATE a bare column is
+    ambiguous on Postgres: it is qualified by the table."""
+    m = re.match(r"CREATE TRIGGER (\w+) (AFTER|BEFORE) (INSERT|UPDATE|DELETE) ON (\w+) BEGIN (.*) END\s*$",
+                 sql, re.IGNORECASE | re.DOTALL)
+    if not m:
+        raise StoreError(f"a trigger the Postgres store cannot translate: {sql[:80]}")
+    name, when, event, table, body = m.groups()
+
+    def qualify(stmt: re.Match[str]) -> str:
+        target = stmt.group(1)
+        return re.sub(r"DO UPDATE SET (\w+) = \1\b", rf"DO UPDATE SET \1 = {target}.\1", stmt.group(0))
+
+    body = re.sub(r"INSERT INTO (\w+)[^;]*;", qualify, body)
+    return (f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN {body} "
+            f"RETURN NULL; END $fn$; CREATE TRIGGER {name} {when} {event} ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {name}()")
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+def _as_sqlite(e: Exception, where: str) -> sqlite3.Error:
+    """A psycopg error as the sqlite3 exception of the same kind (see the module's notes)."""
+    import psycopg
+
+    # one line: psycopg's text carries the statement's LINE and a caret on lines of their own
+    text = f"{type(e).__name__}: " + "; ".join(p.strip() for p in str(e).splitlines() if p.strip())
+    if isinstance(e, psycopg.IntegrityError):
+        return sqlite3.IntegrityError(text)
+    if isinstance(e, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled,
+                      psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)):
+        return sqlite3.OperationalError(f"database is locked ({text})")
+    if isinstance(e, psycopg.errors.DiskFull):
+        return sqlite3.OperationalError(f"database or disk is full ({text})")
+    if isinstance(e, psycopg.errors.ReadOnlySqlTransaction):
+        return sqlite3.OperationalError(f"attempt to write a readonly database ({text})")
+    if isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return sqlite3.OperationalError(f"the database server {where} is unreachable ({text})")
+    if isinstance(e, (psycopg.ProgrammingError, psycopg.DataError, psycopg.NotSupportedError)):
+        return sqlite3.ProgrammingError(text)
+    return sqlite3.DatabaseError(text)
+
+
+# ---- the connection ---------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _adapter_classes() -> tuple[type, type]:
+    import psycopg
+    from psycopg.adapt import Dumper, Loader
+
+    class BoolAsInt(Dumper):
+        oid = psycopg.postgres.types["int8"].oid
+
+        def dump(self, obj: bool) -> bytes:
+            return b"1" if obj else b"0"
+
+    class NumericAsNumber(Loader):
+        def load(self, data: Any) -> int | float:
+            text = bytes(data).decode()
+            return float(text) if any(c in text for c in ".eEN") else int(text)
+
+    return BoolAsInt, NumericAsNumber
+
+
+def _adapt(adapters: Any) -> None:
+    """A connection's adapters as the store needs them: bools sent as integers, numeric read
+    back as int or float (SQLite's sum of integers is an integer, never a Decimal)."""
+    bool_as_int, numeric_as_number = _adapter_classes()
+    adapters.register_dumper(bool, bool_as_int)
+    adapters.register_loader("numeric", numeric_as_number)
+
+
+class Connection:
+    """psycopg's connection with the sqlite3 surface the store uses: `execute`, `executemany`,
+    `in_transaction`, `close`. Autocommit, as the SQLite connection is (isolation_level=None):
+    transactions are the store's own BEGIN/COMMIT."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.where = label(url)
+        self._conn: Any = None
+        self._open()
+
+    def _open(self) -> None:
+        import psycopg
+
+        try:
+            # prepare_threshold=None: Supabase's transaction pooler (port 6543) cannot keep
+            # prepared statements across a client's transactions
+            self._conn = psycopg.connect(self.url, autocommit=True, prepare_threshold=None,
+                                         connect_timeout=CONNECT_TIMEOUT_S)
+            self._conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+        except psycopg.Error as e:
+            raise _as_sqlite(e, self.where) from None
+        _adapt(self._conn.adapters)
+
+    @property
+    def in_transaction(self) -> bool:
+        from psycopg.pq import TransactionStatus
+
+        return (self._conn is not None and not self._conn.closed
+                and self._conn.info.transaction_status != TransactionStatus.IDLE)
+
+    def _ready(self) -> Any:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._open()
+        return self._conn
+
+    def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Any:
+        if sql == "BEGIN IMMEDIATE":
+            self.execute("BEGIN")
+            try:
+                return self.execute(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
+            except BaseException:   # as SQLite's: a BEGIN IMMEDIATE that fails leaves no transaction
+                with contextlib.suppress(Exception):
+                    self._conn.execute("ROLLBACK")
+                raise
+        conn = self._ready()
+        params = list(parameters) if parameters else None
+        try:
+            return conn.execute(translate(sql, params is not None), params)
+        except Exception as e:
+            if type(e).__module__.split(".")[0] != "psycopg":
+                raise
+            raise _as_sqlite(e, self.where) from e
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        conn = self._ready()
+        try:
+            cursor = conn.cursor()
+            cursor.executemany(translate(sql), [list(r) for r in rows])
+            return cursor
+        except Exception as e:
+            if type(e).__module__.split(".")[0] != "psycopg":
+                raise
+            raise _as_sqlite(e, self.where) from e
+
+    def stream(self, sql: str, parameters: Sequence[Any], chunk_size: int) -> Iterator[tuple]:
+        """The rows of a long read, fetched `chunk_size` at a time through a server-side cursor
+        (WITH HOLD: the connection is in autocommit), so memory stays bounded whatever the table
+        size and other statements may run on this connection between two fetches."""
+        conn = self._ready()
+        try:
+            cursor = conn.cursor(name=f"read_{uuid.uuid4().hex}", withhold=True)
+            try:
+                cursor.execute(translate(sql), list(parameters))
+                while rows := cursor.fetchmany(chunk_size):
+                    yield from rows
+            finally:
+                cursor.close()
+        except Exception as e:
+            if type(e).__module__.split(".")[0] != "psycopg":
+                raise
+            raise _as_sqlite(e, self.where) from e
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+class PgTable:
+    """The three sqlite-utils table calls the migrations make, as Postgres DDL with the same
+    names (sqlite-utils' `idx_<table>_<columns>` for indexes) and types (`translate` adds the
+    rowid)."""
+
+    _TYPES = {str: "text", int: "bigint", float: "double precision"}
+
+    def __init__(self, db: PgDatabase, name: str) -> None:
+        self.db, self.name = db, name
+
+    def create(self, columns: dict[str, type], pk: str, not_null: set[str] | frozenset[str] = frozenset(),
+               defaults: dict[str, Any] | None = None, foreign_keys: Sequence[tuple[str, str, str]] = ()) -> None:
+        defaults = defaults or {}
+        refs = {col: (table, other) for col, table, other in foreign_keys}
+        cols = []
+        for col, kind in columns.items():
+            text = f'"{col}" {self._TYPES[kind]}'
+            if col == pk:
+                text += " PRIMARY KEY"
+            if col in not_null:
+                text += " NOT NULL"
+            if col in refs:
+                text += f' REFERENCES "{refs[col][0]}"("{refs[col][1]}")'
+            if col in defaults:
+                text += f" DEFAULT {defaults[col]!r}"
+            cols.append(text)
+        self.db.execute(f'CREATE TABLE "{self.name}" ({", ".join(cols)})')
+
+    def create_index(self, columns: Sequence[str], unique: bool = False, if_not_exists: bool = False) -> None:
+        name = f"idx_{self.name}_{'_'.join(columns)}"
+        self.db.execute(f"CREATE {'UNIQUE ' if unique else ''}INDEX {'IF NOT EXISTS ' if if_not_exists else ''}"
+                        f'"{name}" ON "{self.name}" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in columns)})')
+
+    def add_column(self, name: str, kind: type) -> None:
+        self.db.execute(f'ALTER TABLE "{self.name}" ADD COLUMN "{name}" {self._TYPES[kind]}')
+
+    # what tests read of a table through `store.db[...]`, as sqlite-utils gives it
+    @property
+    def count(self) -> int:
+        return self.db.execute(f'SELECT count(*) FROM "{self.name}"').fetchone()[0]
+
+    @property
+    def columns(self) -> list[Any]:
+        """(name, type) of each column, types as SQLite names them (the store's own rowid left out)."""
+        from types import SimpleNamespace
+
+        names = {"text": "TEXT", "bigint": "INTEGER", "double precision": "REAL"}
+        return [SimpleNamespace(name=n, type=names.get(t, t.upper())) for n, t in self.db.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = ? AND column_name <> 'rowid' ORDER BY ordinal_position", [self.name])]
+
+
+class PgDatabase:
+    """The store's database on Postgres, with the surface of core.store.db.Database."""
+
+    engine = "postgres"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conn = Connection(url)
+        self.location = self.conn.where
+        self.lock_key = f"pg:{self.location}"
+        self.read_only = False
+
+    def execute(self, sql: str, parameters: Any = None) -> Any:
+        return self.conn.execute(sql, parameters)
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[PgDatabase]:
+        """A transaction; nested blocks use savepoints."""
+        if self.conn.in_transaction:
+            savepoint = f"sp_{uuid.uuid4().hex}"
+            self.execute(f"SAVEPOINT {savepoint}")
+            try:
+                yield self
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+                    self.execute(f"RELEASE SAVEPOINT {savepoint}")
+                raise
+            self.execute(f"RELEASE SAVEPOINT {savepoint}")
+            return
+        self.execute("BEGIN")
+        try:
+            yield self
+        except BaseException:
+            if self.conn.in_transaction:
+                self.execute("ROLLBACK")
+            raise
+        self.execute("COMMIT")
+
+    def __getitem__(self, table: str) -> PgTable:
+        return PgTable(self, table)
+
+    def table_names(self) -> list[str]:
+        return [r[0] for r in self.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename")]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# ---- opening and migrating ----------------------------------------------------------------
+
+def connect(url: str, *, migrate: bool = True) -> PgDatabase:
+    """A connection to the store on the Postgres at `url`, migrated to the latest schema (one
+    query when it is up to date)."""
+    db = PgDatabase(url)
+    try:
+        applied = applied_names(db)
+        if applied is None:
+            _refuse_foreign(db)
+        if migrate and (applied is None or set(applied) < {fn.__name__ for fn in REGISTERED}):
+            migrate_db(db)
+        elif not migrate and applied is not None and not set(applied) >= {fn.__name__ for fn in REGISTERED}:
+            raise StoreError(f"the database {db.location} needs an upgrade: run any command once.")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _refuse_foreign(db: PgDatabase) -> None:
+    names = set(db.table_names())
+    if names and not names & {"_sqlite_migrations", "requests"}:
+        raise StoreError(f"the database {db.location} holds another program's tables "
+                         f"({', '.join(sorted(names)[:5])}); it was left unchanged. Point DATABASE_URL "
+                         "at an empty database, or at the dashboard's.")
+
+
+def applied_names(db: PgDatabase) -> list[str] | None:
+    if not db.execute("SELECT to_regclass('_sqlite_migrations')").fetchone()[0]:
+        return None
+    return [r[0] for r in db.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ? "
+                                     "ORDER BY id", [MIGRATION_SET])]
+
+
+def migrate_db(db: PgDatabase, registered: Sequence[Any] | None = None) -> list[str]:
+    """Apply the pending migrations, each in its own transaction with its record, under a
+    session advisory lock (another host starting at the same moment waits, then finds them
+    applied). Returns the names applied."""
+    registered = REGISTERED if registered is None else registered
+    done: list[str] = []
+    db.execute(f"SELECT pg_advisory_lock({_MIGRATE_LOCK})")
+    try:
+        _refuse_foreign(db)
+        if applied_names(db) is None:
+            with db.atomic():
+                for statement in _COMPAT:
+                    db.execute(statement)
+                db.execute("CREATE TABLE _sqlite_migrations (id bigint GENERATED BY DEFAULT AS IDENTITY "
+                           "PRIMARY KEY, migration_set text, name text, applied_at text)")
+                db.execute('CREATE UNIQUE INDEX "idx__sqlite_migrations_migration_set_name" '
+                           "ON _sqlite_migrations (migration_set, name)")
+        applied = set(applied_names(db) or ())
+        for fn in registered:
+            if fn.__name__ in applied:
+                continue
+            with db.atomic():
+                fn(db)
+                db.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES (?, ?, ?)",
+                           [MIGRATION_SET, fn.__name__, str(_dt.datetime.now(_dt.timezone.utc))])
+            done.append(fn.__name__)
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute(f"SELECT pg_advisory_unlock({_MIGRATE_LOCK})")
+    return done

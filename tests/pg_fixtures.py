@@ -1,0 +1,61 @@
+"""Postgres for the tests: one throwaway cluster per test run (tests/pg_cluster.py, started on
+first use), and a fresh database per test, cloned from a migrated template so a test starts on
+the latest schema in a few milliseconds instead of replaying every migration.
+
+Without Postgres's server binaries a test that needs them is skipped, except under CI=true
+(.ci/run), where it fails: CI installs Debian's `postgresql` (scripts/test) and must run them."""
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+
+from tests.pg_cluster import pg_bin, pg_cluster
+
+# a test cluster trades durability for speed: nothing in it outlives the run
+FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "200"}
+_NAMES = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The base URL (database `postgres`) of this run's cluster, with a migrated template."""
+    try:
+        pg_bin()
+    except RuntimeError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs PostgreSQL: {e}")
+        pytest.skip(str(e))
+    with pg_cluster("store_template", settings=FAST) as dsn:
+        from core.store import open_store
+
+        with open_store(dsn):   # migrated once: every test's database is a copy
+            pass
+        yield dsn.rsplit("/", 1)[0]
+
+
+def fresh_database(server: str, template: str = "store_template") -> str:
+    """The URL of a new database on `server`, a copy of `template` (the migrated store)."""
+    import psycopg
+
+    name = f"t{os.getpid()}_{next(_NAMES)}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return f"{server}/{name}"
+
+
+def drop_database(url: str) -> None:
+    import psycopg
+
+    server, name = url.rsplit("/", 1)
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A fresh, migrated store database for this test, dropped afterwards."""
+    url = fresh_database(pg_server)
+    yield url
+    drop_database(url)
