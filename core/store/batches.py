@@ -3,9 +3,14 @@
 Invariants:
 - `create_batch` writes the batch, its groups, its contenders and one `planned` request per
   planned request (naming its contender) in one transaction; nothing is sent here.
-- A batch is run by at most one live runner: `claim_batch` takes ownership atomically
-  (BEGIN IMMEDIATE) when there is no owner, the owner's heartbeat is stale or its pid is dead on
-  this host; otherwise it raises BatchBusy. Claiming clears the previous stop reason.
+- A batch is run by at most one live runner, wherever it runs: the owner (pid AND host) is a
+  lease in the batch's row, renewed by `heartbeat`. `claim_batch` takes ownership atomically
+  (BEGIN IMMEDIATE; on Postgres the store's advisory lock, so across hosts too) when there is no
+  owner, the owner's heartbeat is stale (the lease lapsed: a host that died or lost the
+  database) or its pid is dead on this host; otherwise it raises BatchBusy. Only the owner
+  (same pid on the same host) renews or releases the lease. Claiming clears the previous stop
+  reason. Hosts are assumed to keep their clocks in step (NTP: well under the 30 s a lease
+  lasts), since a heartbeat is each host's own time.
 - `set_stop_reason` records why a runner stopped before every request was final, so a page
   reads it from the row (never from a log).
 """
@@ -193,10 +198,10 @@ class BatchesMixin(_Base):
     def heartbeat(self, batch_id: str, *, pid: int | None = None) -> Batch:
         """Refresh the owner's heartbeat; BatchBusy if another runner took the batch over."""
         pid = os.getpid() if pid is None else pid
-        cur = self._write("UPDATE batches SET heartbeat_at = ? WHERE id = ? AND runner_pid = ?",
-                          [now(), batch_id, pid])
+        cur = self._write("UPDATE batches SET heartbeat_at = ? WHERE id = ? AND runner_pid = ? AND runner_host = ?",
+                          [now(), batch_id, pid, socket.gethostname()])
         if cur.rowcount == 0:
-            raise BatchBusy(f"Batch {batch_id} is no longer owned by process {pid}; "
+            raise BatchBusy(f"Batch {batch_id} is no longer owned by process {pid} on {socket.gethostname()}; "
                             "another runner took it over.")
         return self.get_batch(batch_id)
 
@@ -209,11 +214,12 @@ class BatchesMixin(_Base):
             if progress.is_finished:
                 status = "cancelled" if progress.cancel_requested else "finished"
                 self._write("UPDATE batches SET status = ?, finished_at = ?, runner_pid = NULL, "
-                            "heartbeat_at = NULL WHERE id = ? AND (runner_pid = ? OR runner_pid IS NULL)",
-                            [status, now(), batch_id, pid])
+                            "heartbeat_at = NULL WHERE id = ? AND ((runner_pid = ? AND runner_host = ?) "
+                            "OR runner_pid IS NULL)", [status, now(), batch_id, pid, socket.gethostname()])
             else:
                 self._write("UPDATE batches SET runner_pid = NULL, heartbeat_at = NULL "
-                            "WHERE id = ? AND runner_pid = ?", [batch_id, pid])
+                            "WHERE id = ? AND runner_pid = ? AND runner_host = ?",
+                            [batch_id, pid, socket.gethostname()])
         return self.get_batch(batch_id)
 
     @sqlite_boundary
