@@ -47,6 +47,7 @@ ACTIONS: dict[str, tuple[Role, str]] = {
     "archive": (Role.ADMIN, "Archiving"),
     "budgets": (Role.ADMIN, "Changing spending limits"),
     "audit": (Role.ADMIN, "Reading the audit trail"),
+    "store": (Role.ADMIN, "Copying the store"),
 }
 
 

@@ -22,7 +22,7 @@ import sys
 from core.errors import DashboardError, PayloadError
 
 # module names under core.commands, in the order they appear in --help
-COMMANDS = ("payload", "reference", "batch", "model", "export", "metrics", "listen")
+COMMANDS = ("payload", "reference", "batch", "model", "export", "metrics", "store", "listen")
 
 
 def build_parser() -> argparse.ArgumentParser:
