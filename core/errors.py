@@ -12,6 +12,7 @@
     ├── StorageError             a storage backend failed; nothing was left half-written
     │   ├── StoragePermissionError   no permission (Supabase "403")
     │   ├── BucketNotFound           no such bucket ("404")
+    │   ├── ObjectMissing            no such object ("404" not_found): deleted, or never stored
     │   ├── ObjectExists             already exists ("409")
     │   ├── ObjectTooLarge           too large ("413")
     │   └── UnsupportedContentType   type not allowed ("415")
@@ -92,6 +93,10 @@ class StoragePermissionError(StorageError):
 
 
 class BucketNotFound(StorageError):
+    pass
+
+
+class ObjectMissing(StorageError):
     pass
 
 

@@ -49,6 +49,7 @@ from core.errors import (
 from core.fal.client import FalClient
 from core.fal.values import Completed, FalOutput, QueueHandle
 from core.store import Store
+from core.blobs.results import result_path
 from core.blobs.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -249,7 +250,7 @@ def _decoded(data: bytes) -> tuple[str, int, int] | None:
 def _store(storage: Storage, request_id: str, idx: int, img: Any, data: bytes, content_type: str,
            nsfw: bool | None, *, size: tuple[int, int] | None = None) -> KeptImage:
     sha = hashlib.sha256(data).hexdigest()
-    path = f"results/{request_id}/{idx}-{sha[:16]}.{_EXT.get(content_type, 'bin')}"
+    path = result_path(request_id, f"{idx}-{sha[:16]}.{_EXT.get(content_type, 'bin')}")
     try:
         stored = storage.put(path, data, content_type)
         backend = stored.backend

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from core.blobs.journal import CleanupJournal
 from core.blobs.storage import StoredObject, check_path, record_undeleted
-from core.errors import ObjectExists, StorageError
+from core.errors import ObjectExists, ObjectMissing, StorageError
 
 
 PARTIAL_GRACE_S = 600.0   # a temporary file older than this belongs to no write still running
@@ -98,7 +98,7 @@ class LocalStorage:
         try:
             return self._file(path).read_bytes()
         except FileNotFoundError:
-            raise StorageError(f"no stored object {path} under {self.root}: it was deleted, or "
+            raise ObjectMissing(f"no stored object {path} under {self.root}: it was deleted, or "
                                "DASHBOARD_DATA_DIR points at another data directory.") from None
         except OSError as e:
             raise StorageError(f"could not read {path} under {self.root} ({e.strerror or e}).") from None

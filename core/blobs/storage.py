@@ -78,10 +78,17 @@ def sweep(storage: Storage, *, is_named: Mapping[str, Callable[[str], bool]] | N
     whose tag has no predicate is left alone. An entry whose delete is refused again stays for
     a later sweep.
     """
+    report = _sweep_one(storage, is_named or {}, grace_s)
+    for inner in getattr(storage, "inner_storages", ()):   # supabase.TeamBuckets' results bucket
+        more = sweep(inner, is_named=is_named, grace_s=grace_s)
+        report = SweepReport(report.deleted + more.deleted, report.kept + more.kept, report.left + more.left)
+    return report
+
+
+def _sweep_one(storage: Storage, is_named: Mapping[str, Callable[[str], bool]], grace_s: float) -> SweepReport:
     journal = storage.journal
     if journal is None or not journal.path.exists():
         return SweepReport((), (), ())
-    is_named = is_named or {}
     deleted: list[str] = []
     kept: list[str] = []
     left: list[JournalEntry] = []

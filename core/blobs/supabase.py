@@ -1,4 +1,5 @@
-"""Image bytes in a public Supabase Storage bucket, through the official `supabase` client.
+"""Image bytes in a Supabase Storage bucket, through the official `supabase` client: the public
+bucket of reference photos, or the private one of result images (`public=False`).
 
 Invariants:
 - The server stores an upload only when it is complete, and an answer lost in transit is
@@ -10,9 +11,11 @@ Invariants:
 - Object keys are also limited to the characters its server accepts (ASCII; `_SUPABASE_KEY`).
 - Objects are uploaded with their real content type (without it Supabase serves `text/plain`)
   and `upsert` as the string "true"/"false" (a bool crashes inside httpx).
-- The bucket must be public: fal fetches reference photos by their public URL. It is created
-  (public) when missing and the key may create buckets, also when it disappears while the
-  process runs (deleted, or SUPABASE_BUCKET changed).
+- The references bucket must be public: fal fetches reference photos by their public URL; the
+  results bucket must be private: its objects are read with the key, by the server only, and
+  have no public URL. A bucket is created (public or private as it must be) when missing and
+  the key may create buckets, also when it disappears while the process runs (deleted, or its
+  setting changed).
 - No message ever contains the Supabase key, nor any part of it, even when the server echoes it
   back (`core.redact.redact`).
 """
@@ -29,10 +32,12 @@ with hidden("click"):   # httpx's command-line client, unused (core/_imports.py)
     import httpx
 
 from core.blobs.journal import CleanupJournal
-from core.blobs.storage import CACHE_CONTROL, StoredObject, check_path, record_undeleted
+from core.blobs.results import is_result_path
+from core.blobs.storage import CACHE_CONTROL, Storage, StoredObject, check_path, record_undeleted
 from core.errors import (
     BucketNotFound,
     ObjectExists,
+    ObjectMissing,
     ObjectTooLarge,
     StorageError,
     StoragePermissionError,
@@ -48,12 +53,14 @@ _SUPABASE_KEY = re.compile(r"^(\w|/|!|-|\.|\*|'|\(|\)| |&|\$|@|=|;|:|\+|,|\?)*$"
 
 
 class SupabaseStorage:
-    """A public Supabase Storage bucket, through the official `supabase` client."""
+    """A Supabase Storage bucket, through the official `supabase` client: public (references,
+    named by SUPABASE_BUCKET) or private (`public=False`: results, SUPABASE_RESULTS_BUCKET)."""
 
     backend = "supabase"
 
     def __init__(self, url: str, key: str, bucket: str, *, create_bucket: bool = True,
-                 timeout: float = 30.0, journal: CleanupJournal | None = None):
+                 timeout: float = 30.0, journal: CleanupJournal | None = None, public: bool = True,
+                 setting: str = "SUPABASE_BUCKET"):
         # Imported here: the client is heavy and only needed when Supabase is configured.
         from supabase import create_client
         from supabase.lib.client_options import SyncClientOptions
@@ -61,6 +68,8 @@ class SupabaseStorage:
         self.url = url.rstrip("/")
         self.bucket = bucket
         self.create_bucket = create_bucket
+        self.public = public
+        self.setting = setting   # the setting that names this bucket, for messages
         self.journal = journal
         self._key = key
         # Our own httpx client: the default path passes deprecated timeout/verify arguments to
@@ -76,7 +85,7 @@ class SupabaseStorage:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"SupabaseStorage({self.url!r}, bucket={self.bucket!r})"
+        return f"SupabaseStorage({self.url!r}, bucket={self.bucket!r}{'' if self.public else ', private'})"
 
     @property
     def location(self) -> str:
@@ -103,7 +112,8 @@ class SupabaseStorage:
         return path
 
     def ensure_bucket(self) -> None:
-        """Check the bucket exists and is public; create it (public) when missing and allowed.
+        """Check the bucket exists and is public (private for results); create it so when
+        missing and allowed.
 
         A key restricted by row-level security (the anon key with an insert policy, as the old
         system used) may neither see nor create buckets yet still upload: when creating is
@@ -125,11 +135,16 @@ class SupabaseStorage:
                 bucket = self._get_bucket()
                 if bucket is None:
                     raise BucketNotFound(self._no_bucket_message())
-            if not bucket.public:
+            if self.public and not bucket.public:
                 raise StorageError(
                     f"Supabase bucket '{self.bucket}' is private, but fal fetches reference photos "
                     "by public URL: make the bucket public (Storage > bucket > Edit) or set "
                     "SUPABASE_BUCKET to a public bucket.")
+            if not self.public and bucket.public:
+                raise StorageError(
+                    f"Supabase bucket '{self.bucket}' is public, so anyone with a link could see the "
+                    f"result images kept in it: make it private (Storage > bucket > Edit) or set "
+                    f"{self.setting} to a private bucket.")
             self._bucket_ready = True
 
     def _get_bucket(self) -> Any:
@@ -143,8 +158,8 @@ class SupabaseStorage:
         from storage3.exceptions import StorageApiError
 
         try:
-            self._client.storage.create_bucket(self.bucket, options={"public": True})
-            log.info("created public Supabase bucket %s", self.bucket)
+            self._client.storage.create_bucket(self.bucket, options={"public": self.public})
+            log.info("created %s Supabase bucket %s", "public" if self.public else "private", self.bucket)
         except StorageApiError as e:
             if str(e.status) == "409":
                 return True  # created meanwhile by another process: fine
@@ -234,7 +249,9 @@ class SupabaseStorage:
             return False  # no bucket, no object: a later put creates the bucket when it may
 
     def public_url(self, path: str) -> str | None:
-        return self._files.get_public_url(self._check(path))
+        """The object's public URL; None in a private bucket, whose objects have none."""
+        self._check(path)
+        return self._files.get_public_url(path) if self.public else None
 
     # -- errors ----------------------------------------------------------------------------------
 
@@ -254,12 +271,13 @@ class SupabaseStorage:
             "check SUPABASE_URL and the network, then retry."))
 
     def _no_bucket_message(self) -> str:
+        kind = "public" if self.public else "private"
         if self._create_refused:
             return (f"Supabase bucket '{self.bucket}' does not exist and SUPABASE_KEY may not create "
-                    f"buckets: create a public bucket named '{self.bucket}' in the Supabase dashboard, "
+                    f"buckets: create a {kind} bucket named '{self.bucket}' in the Supabase dashboard, "
                     "or use the service-role key.")
-        return (f"Supabase bucket '{self.bucket}' does not exist: create it (public) in the Supabase "
-                "dashboard, or set SUPABASE_BUCKET to an existing public bucket.")
+        return (f"Supabase bucket '{self.bucket}' does not exist: create it ({kind}) in the Supabase "
+                f"dashboard, or set {self.setting} to an existing {kind} bucket.")
 
     def _map(self, e: Any, action: str, *, path: str | None = None, size: int | None = None,
              content_type: str | None = None) -> StorageError:
@@ -286,8 +304,8 @@ class SupabaseStorage:
         if status == "404":
             if "bucket" in (code + message).lower():
                 return BucketNotFound(self._clean(self._no_bucket_message()))
-            return StorageError(self._clean(f"no object {what} ({detail}): it was deleted, or "
-                                            "SUPABASE_BUCKET names another bucket."))
+            return ObjectMissing(self._clean(f"no object {what} ({detail}): it was deleted, or "
+                                             f"{self.setting} names another bucket."))
         if status == "409":
             return ObjectExists(self._clean(f"{what} already exists ({detail}); stored objects are "
                                             "never replaced silently."))
@@ -309,3 +327,46 @@ class SupabaseStorage:
 
 def _human(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB" if n >= 100 * 1024 else f"{n / 1024:.1f} KB"
+
+
+class TeamBuckets(SupabaseStorage):
+    """The references bucket (public), keeping result images in `results` instead: a private
+    bucket with a local cache (`core.blobs.results.CachedResults`). A path goes by its shape
+    (`is_result_path`), so callers keep one `Storage` for both kinds of image."""
+
+    def __init__(self, url: str, key: str, bucket: str, *, results: Storage, **options: Any):
+        super().__init__(url, key, bucket, **options)
+        self.results = results
+        self.inner_storages = (results,)   # its journal entries are swept with ours (`storage.sweep`)
+
+    def __repr__(self) -> str:
+        return f"TeamBuckets({self.url!r}, bucket={self.bucket!r}, results={self.results!r})"
+
+    def close(self) -> None:
+        try:
+            self.results.close()
+        finally:
+            super().close()
+
+    def put(self, path: str, data: bytes, content_type: str, *, overwrite: bool = False) -> StoredObject:
+        if is_result_path(path):
+            return self.results.put(path, data, content_type, overwrite=overwrite)
+        return super().put(path, data, content_type, overwrite=overwrite)
+
+    def get(self, path: str) -> bytes:
+        return self.results.get(path) if is_result_path(path) else super().get(path)
+
+    def try_delete(self, path: str) -> bool:
+        return self.results.try_delete(path) if is_result_path(path) else super().try_delete(path)
+
+    def delete(self, path: str) -> None:
+        if is_result_path(path):
+            self.results.delete(path)
+        else:
+            super().delete(path)
+
+    def exists(self, path: str) -> bool:
+        return self.results.exists(path) if is_result_path(path) else super().exists(path)
+
+    def public_url(self, path: str) -> str | None:
+        return self.results.public_url(path) if is_result_path(path) else super().public_url(path)
