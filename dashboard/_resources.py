@@ -69,6 +69,14 @@ def store():
     return opened
 
 
+class _Unread(Exception):
+    """Raised out of `_thumbnail` so that st.cache_data keeps no failure: an image that storage
+    could not give now shows once storage answers again."""
+
+    def __init__(self, read):
+        self.read = read
+
+
 @st.cache_data(max_entries=2000, show_spinner=False)
 def _thumbnail(backend: str, path: str, version: str, size: int) -> bytes | None:
     # `version` (a sha256 or an id) keys the cache so a replaced object is never shown stale.
@@ -76,12 +84,14 @@ def _thumbnail(backend: str, path: str, version: str, size: int) -> bytes | None
 
     from PIL import Image
 
-    blobs = storage()
-    if blobs.backend != backend:
-        return None
+    from core.blobs import read_image
+
+    # the server reads the bytes (a private bucket's with the key); a page only gets a JPEG
+    read = read_image(storage(), backend, path)
+    if read.data is None:
+        raise _Unread(read)
     try:
-        data = blobs.get(path)
-        with Image.open(BytesIO(data)) as im:
+        with Image.open(BytesIO(read.data)) as im:
             im.draft("RGB", (size, size))  # JPEG: decode at reduced scale, far cheaper
             im.thumbnail((size, size))
             out = BytesIO()
@@ -91,11 +101,25 @@ def _thumbnail(backend: str, path: str, version: str, size: int) -> bytes | None
         return None
 
 
+def image_thumbnail(backend: str | None, path: str | None, version: str, size: int = THUMB_PX):
+    """A small JPEG of a stored image (reference or result) as a `core.blobs.ImageRead`: its
+    bytes, or why there are none (missing, or storage unreachable), in a sentence."""
+    from core.blobs import ImageRead
+
+    try:
+        data = _thumbnail(backend or "", path or "", version, size)
+    except _Unread as e:
+        return e.read
+    if data is None:
+        return ImageRead(None, "unreadable", "the stored file does not decode as an image")
+    return ImageRead(data)
+
+
 def thumbnail(backend: str | None, path: str | None, version: str, size: int = THUMB_PX) -> bytes | None:
     """A small JPEG of a stored image (reference or result), or None when it cannot be read."""
     if not backend or not path:
         return None
-    return _thumbnail(backend, path, version, size)
+    return image_thumbnail(backend, path, version, size).data
 
 
 @st.cache_resource(max_entries=32, ttl=600, show_spinner=False)

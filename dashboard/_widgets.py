@@ -10,16 +10,22 @@ from dashboard import _format, _resources
 
 
 def image_tile(image, *, caption: str | None = None, size: int = _resources.THUMB_PX) -> None:
-    """One result image (ResultImage): a small stored thumbnail, else fal's URL, else a note.
+    """One result image (ResultImage): a small stored thumbnail (bytes the server read, never a
+    bucket URL), else fal's URL, else a note; and why the kept copy is not shown, when it is not.
     `caption` is plain text (a label, a LoRA file name, an option a person typed): shown as typed."""
     caption = _format.plain(caption) if caption else None
-    thumb = _resources.thumbnail(image.storage_backend, image.storage_path, image.sha256 or image.id, size=size)
-    if thumb:
-        st.image(thumb, caption=caption, width="stretch")
-    elif image.fal_url and image.fal_url.startswith("http"):
+    read = (_resources.image_thumbnail(image.storage_backend, image.storage_path, image.sha256 or image.id,
+                                       size=size) if image.storage_path else None)
+    if read is not None and read.data:
+        st.image(read.data, caption=caption, width="stretch")
+        return
+    if image.fal_url and image.fal_url.startswith("http"):
         st.image(image.fal_url, caption=caption, width="stretch")
     else:
         st.caption(f"(image not available){' — ' + caption if caption else ''}")   # escaped above
+    if read is not None:
+        # why the kept copy is not shown: missing, or storage unreachable now (no key in it)
+        st.caption(_format.plain(f"Kept copy not shown: {read.message}"))
 
 
 def status_badge(status: str, dry_run: bool = False) -> str:
