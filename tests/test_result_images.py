@@ -198,3 +198,18 @@ def test_reference_photos_still_go_to_the_public_bucket(hosts):
     a.put("alice/ref-1.png", _png("white"), "image/png")
     assert standin.paths("references") == ["alice/ref-1.png"] and standin.paths("results") == []
     assert standin.buckets["references"].public is True
+
+
+def test_the_cleanup_sweep_also_settles_the_results_buckets_entries(hosts):
+    """A result object journalled for deletion (an upload whose answer was lost and whose delete
+    failed) is deleted by the same sweep `reference cleanup` runs, from the results bucket."""
+    from core.blobs import sweep
+
+    standin, (a_settings, a), _ = hosts
+    kept = _keep(a, "req-8", _png("orange"))
+    a.results.journal.add(a.results.location, kept.path, "delete", reason="test: its delete failed")
+    report = sweep(a)
+    assert report.deleted == (kept.path,) and report.left == ()
+    assert standin.paths("results") == []
+    assert not (a_settings.images_dir / kept.path).exists()
+    assert a.journal.pending() == []
