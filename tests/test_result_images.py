@@ -81,6 +81,8 @@ def test_a_result_kept_on_one_host_is_read_on_another_through_the_private_bucket
     assert standin.paths("references") == []                           # ... not the public one
     assert standin.buckets["results"].public is False                  # created private
     assert (a_settings.images_dir / kept.path).read_bytes() == data    # the writer cached it too
+    (upload,) = [r for r in standin.requests if r.op == "upload" and r.path.endswith(kept.path)]
+    assert "/object/results/" in upload.path and upload.form.get("file.content-type") == "image/png"
 
     copy = b_settings.images_dir / kept.path
     assert not copy.exists()
