@@ -43,6 +43,8 @@ ACTIVE_BATCH = "active_batch"   # the current batch, shown under the run button
 # not kept: buttons and tables
 NEW_SEEDS = "new_seeds"
 RUN = "run"
+# the batch this session sent (never restored from the draft: another tab or a reload did not send it)
+LAUNCHED = "launched_here"
 CLOSE_BATCH = "close_batch"
 CONTENDERS = "gen_contenders"
 

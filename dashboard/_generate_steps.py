@@ -189,10 +189,12 @@ def _run_button(store: Store, settings: Settings, plan) -> None:
     label = (f"Record dry run of {plan.request_count} requests (nothing is sent)" if settings.dry_run
              else f"Send {plan.request_count} requests to fal (about ${plan.estimated_cost:.3f})")
     # one batch per intent: a second click, a reload or another tab finds the batch the first made;
-    # sending the very same batch again is its own, explicit intent
+    # sending the very same batch again is its own, explicit intent. Asked of the batch this
+    # session sent, not of the current one: the draft restores that one later in the same run
+    # (in another tab, the button this run drew must be the one its click runs)
     sent_before = service.already_launched(store, plan, settings, created_by=_identity.user())
     repeat_of = None
-    if sent_before is not None and sent_before.id != state.get(_draft.ACTIVE_BATCH):
+    if sent_before is not None and sent_before.id != state.get(_draft.LAUNCHED):
         st.info(f"This exact batch was already sent as “{_format.plain(sent_before.name)}” at "
                 f"{_format.short_time(sent_before.created_at)}. Sending it again runs (and pays for) "
                 "every request a second time.", icon=":material/content_copy:")
@@ -229,7 +231,7 @@ def _launch(store: Store, settings: Settings, plan, repeat_of: str | None) -> No
         _identity.person().require("run")
         batch = service.launch(store, plan, settings, created_by=_identity.user(),
                                concurrency=settings.concurrency, repeat_of=repeat_of)
-        state[_draft.ACTIVE_BATCH] = batch.id
+        state[_draft.ACTIVE_BATCH] = state[_draft.LAUNCHED] = batch.id
     except DashboardError as e:
         _format.show_error(e)
     else:
