@@ -59,3 +59,12 @@ def pg_url(pg_server):
     url = fresh_database(pg_server)
     yield url
     drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_engine(request, monkeypatch):
+    """For a must-hold test of the runner on both engines: "postgres" points DATABASE_URL (in
+    the environment, so the runner processes the test starts inherit it) at a fresh database."""
+    if request.param == "postgres":
+        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("pg_url"))
+    return request.param

@@ -121,17 +121,26 @@ def iter_rows(db: Any, where: str, params: Sequence[Any], chunk_size: int, versi
     stored_sql = ("SELECT r.id, l.head, r.contender_id, l.tail, r.created_at, l.idx, false FROM requests r "
                   f"JOIN export_lines l ON l.request_id = r.id WHERE ({where}) AND l.version = ? "
                   "ORDER BY r.created_at DESC, r.id DESC, l.idx")
-    stored = db.conn.stream(stored_sql, [*params, version], chunk_size)
-    merged = heapq.merge(stored, _computed(db, where, params, chunk_size, version),
-                         key=lambda r: (r[4], r[0], -r[5]), reverse=True)
-    chunk: list[tuple] = []
-    for r in merged:
-        chunk.append((r[0], (r[1] + ",").encode(), r[2], ("," + r[3]).encode(), r[4], r[5], r[6]))
-        if len(chunk) >= chunk_size:
+    # one snapshot for both reads (a request finishing meanwhile is in one of them, never both
+    # nor neither), streamed as the server reads it
+    began = not db.conn.in_transaction
+    if began:
+        db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        stored = db.conn.stream(stored_sql, [*params, version], chunk_size)
+        merged = heapq.merge(stored, _computed(db, where, params, chunk_size, version),
+                             key=lambda r: (r[4], r[0], -r[5]), reverse=True)
+        chunk: list[tuple] = []
+        for r in merged:
+            chunk.append((r[0], (r[1] + ",").encode(), r[2], ("," + r[3]).encode(), r[4], r[5], r[6]))
+            if len(chunk) >= chunk_size:
+                yield chunk
+                chunk = []
+        if chunk:
             yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    finally:
+        if began and db.conn.in_transaction:
+            db.execute("COMMIT")
 
 
 def write_lines(db: Any, request_ids: Sequence[str], version: str) -> None:

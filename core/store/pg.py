@@ -256,12 +256,13 @@ class Connection:
             raise _as_sqlite(e, self.where) from e
 
     def stream(self, sql: str, parameters: Sequence[Any], chunk_size: int) -> Iterator[tuple]:
-        """The rows of a long read, fetched `chunk_size` at a time through a server-side cursor
-        (WITH HOLD: the connection is in autocommit), so memory stays bounded whatever the table
-        size and other statements may run on this connection between two fetches."""
+        """The rows of a long read, fetched `chunk_size` at a time through a server-side cursor,
+        so memory stays bounded whatever the table size and other statements may run on this
+        connection between two fetches. Inside a transaction the rows stream as the server
+        finds them; outside one the cursor is WITH HOLD, which the server fills first."""
         conn = self._ready()
         try:
-            cursor = conn.cursor(name=f"read_{uuid.uuid4().hex}", withhold=True)
+            cursor = conn.cursor(name=f"read_{uuid.uuid4().hex}", withhold=not self.in_transaction)
             try:
                 cursor.execute(translate(sql), list(parameters))
                 while rows := cursor.fetchmany(chunk_size):

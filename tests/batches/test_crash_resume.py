@@ -1,6 +1,7 @@
 """Crashes and contention: a runner killed (SIGKILL) in the middle of a batch loses nothing and
 pays nothing twice on resume; two batches running at once while a reader hammers the store never
-hit "database is locked"."""
+hit "database is locked". The kill tests hold on both engines (`store_engine`: the SQLite file and
+Postgres)."""
 from __future__ import annotations
 
 
@@ -61,7 +62,7 @@ def _wait(predicate, timeout=30.0, what="condition"):
         time.sleep(0.02)
 
 
-def test_sigkill_mid_batch_then_resume_pays_each_request_once(fal_standin, tmp_path):
+def test_sigkill_mid_batch_then_resume_pays_each_request_once(store_engine, fal_standin, tmp_path):
     """Kill point: 3 jobs accepted by fal, the 4th submission held inside its POST. After resume
     the 3 are followed (not resent), the held one is failed as submit_unconfirmed (never resent:
     fal may have it), the rest are sent; re-running the unconfirmed one by hand completes the batch
@@ -167,7 +168,7 @@ def test_two_batches_at_once_and_a_busy_reader_never_see_a_locked_database(fal_s
     d.close()
 
 
-def test_a_terminated_runner_leaves_a_resumable_batch(fal_standin, tmp_path):
+def test_a_terminated_runner_leaves_a_resumable_batch(store_engine, fal_standin, tmp_path):
     """SIGTERM mid-batch (the process dies without any cleanup): `batch resume` finishes it."""
     settings = load_settings()
     d = open_store(settings)

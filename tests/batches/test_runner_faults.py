@@ -71,7 +71,7 @@ def _queued_rows(d) -> int:
 
 
 @pytest.mark.slow
-def test_a_60_s_fal_outage_mid_batch_is_ridden_through_by_the_command_line(fal_standin, tmp_path):
+def test_a_60_s_fal_outage_mid_batch_is_ridden_through_by_the_command_line(store_engine, fal_standin, tmp_path):
     settings = load_settings()
     settings.ensure_dirs()
     fal_standin.set_latency(0.5)
@@ -126,7 +126,7 @@ def test_a_short_outage_takes_the_same_path_in_process(live_settings, fal_standi
     assert set(_accepted(fal_standin).values()) == {1} and fal_standin.submissions == len(d.batch_requests(batch.id))
 
 
-def test_sigterm_during_submits_records_every_accepted_jobs_id(fal_standin, tmp_path):
+def test_sigterm_during_submits_records_every_accepted_jobs_id(store_engine, fal_standin, tmp_path):
     settings = load_settings()
     settings.ensure_dirs()
     fal_standin.set_latency(2.0)
