@@ -385,6 +385,11 @@ def _database_url(url: str | None) -> str | None:
         shown = re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
         raise _error("DATABASE_URL must be a Postgres URL like postgresql://user:password@host:5432/postgres "
                      f"(unset: the SQLite file in the data directory), got {shown[:200]!r}.")
+    if port == 6543 and (parts.hostname or "").endswith(".pooler.supabase.com"):
+        # transaction mode keeps no session: no advisory locks, no session settings (docs/postgres.md)
+        raise _error("DATABASE_URL points at Supabase's pooler in transaction mode (port 6543), which keeps "
+                     "no session for the store's locks: use the direct connection or the session pooler "
+                     "(port 5432).")
     return url
 
 

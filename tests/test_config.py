@@ -143,3 +143,23 @@ def test_every_setting_has_a_row_in_the_readme_settings_table():
                   for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
     missing = [name for name in SETTINGS if name not in documented]
     assert not missing, f"settings without a row in the README's settings table: {missing}"
+
+
+@pytest.mark.parametrize("url,says", [
+    ("mysql://team:hunter22@db.example.com/history", "must be a Postgres URL"),
+    ("postgresql://team:hunter22@db.example.com:99999/history", "must be a Postgres URL"),
+    ("postgresql://team:hunter22@db.example.com", "must be a Postgres URL"),
+    ("postgresql://postgres.abc:hunter22@aws-0-eu-west-1.pooler.supabase.com:6543/postgres", "transaction mode"),
+])
+def test_a_database_url_that_cannot_serve_the_store_is_one_line_without_its_password(tmp_path, url, says):
+    with pytest.raises(ConfigError, match=says) as caught:
+        load_settings(env={"DATABASE_URL": url}, secrets_path=tmp_path / "none")
+    assert "hunter22" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_database_url_is_shown_as_host_and_database_only(tmp_path):
+    s = load_settings(env={"DATABASE_URL": "postgresql://team:hunter22@db.abc.supabase.co:5432/postgres"},
+                      secrets_path=tmp_path / "none")
+    assert s.database_label == "postgresql://db.abc.supabase.co:5432/postgres"
+    assert "hunter22" not in repr(s) and "hunter22" not in str(s.public_summary())
+    assert load_settings(env={}, secrets_path=tmp_path / "none").database_label.endswith("dashboard.db")
