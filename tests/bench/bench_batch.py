@@ -2,6 +2,7 @@
 
     .venv/bin/python -m tests.bench.bench_batch [--requests 200] [--concurrency 16] [--latency 1.0]
                                                [--loop-requests 200] [--skip-fal-client]
+                                               [--engines sqlite postgres]
 
 1. `python -m core batch run PLAN.json --concurrency 16` as a whole process (start-up, planning,
    store writes, image downloads and exit included): wall time as a ratio to the ideal
@@ -9,6 +10,10 @@
 2. The same payloads sent with the official `fal-client` the obvious way, each in its own process:
    `fal_client.subscribe` in a loop, and the same from a thread pool of 16. (fal-client only
    fetches the result JSON: no image download, no store; that is in its favour.)
+
+With `--engines sqlite postgres` step 1 runs once per engine in turn, each on a fresh store (for
+Postgres a database on a throwaway cluster, tests/pg_cluster.py, DATABASE_URL set): both
+engines' ratios from one run.
 
 The project's modules are byte-compiled first and the measured processes may write bytecode
 (PYTHONDONTWRITEBYTECODE is dropped for them): an installed dashboard starts from cached bytecode,
@@ -21,6 +26,7 @@ every answer on loopback, an artifact no real fal server has.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -162,6 +168,28 @@ def _fal_client_worker(mode: str, url: str, payload_file: str, workers: int) -> 
     assert all(r.get("images") for r in results)
 
 
+def _batch_run(args: argparse.Namespace, plan_file: Path, env: dict[str, str], control, ideal: float,
+               engine: str) -> None:
+    """Step 1 on one engine: `python -m core batch run` as a whole process, timed."""
+    data = Path(env["DASHBOARD_DATA_DIR"])
+    launched = time.time()
+    wall, cpu, done = _timed([sys.executable, "-m", "core", "batch", "run", str(plan_file),
+                              "--concurrency", str(args.concurrency), "--quiet"], env)
+    stats = control.stats()
+    assert f"finished: {args.requests}/{args.requests} done (completed {args.requests})" in done.stdout, \
+        done.stdout + (_failures(data / "dashboard.db") if engine == "sqlite" else done.stderr)
+    assert stats["submissions"] == args.requests, stats["submissions"]
+    polls = stats["requests"].get("status", 0) / args.requests
+    print(f"  {engine + ': python -m core batch run':<32}{wall:6.2f} s  ratio {wall / ideal:.3f} (target <= 1.05)  "
+          f"CPU {cpu / args.requests * 1000:.1f} ms/request  {polls:.1f} polls/request")
+    if engine == "sqlite":
+        print("    " + _breakdown(data / "dashboard.db", launched, wall, args.concurrency))
+    lingered = _wait_for_metrics_worker(env)
+    if lingered is not None:
+        print(f"    (the detached metrics worker `batch run` starts measured on for {lingered:.1f} s "
+              "after the run; waited for it before going on)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200)
@@ -170,6 +198,7 @@ def main() -> None:
     parser.add_argument("--loop-requests", type=int, default=None,
                         help="requests for the sequential fal-client loop (default: all; 200 x 1 s)")
     parser.add_argument("--skip-fal-client", action="store_true")
+    parser.add_argument("--engines", nargs="+", choices=("sqlite", "postgres"), default=["sqlite"])
     parser.add_argument("--fal-client-worker", nargs=4, metavar=("MODE", "URL", "PAYLOADS", "WORKERS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -199,21 +228,15 @@ def main() -> None:
 
         print(f"{args.requests} requests, {args.latency:g} s per job, concurrency {args.concurrency}: "
               f"ideal {ideal:.1f} s (load average {_load()})")
-        launched = time.time()
-        wall, cpu, done = _timed([sys.executable, "-m", "core", "batch", "run", str(plan_file),
-                                  "--concurrency", str(args.concurrency), "--quiet"], env)
-        stats = control.stats()
-        assert f"finished: {args.requests}/{args.requests} done (completed {args.requests})" in done.stdout, \
-            done.stdout + _failures(tmp / "data" / "dashboard.db")
-        assert stats["submissions"] == args.requests, stats["submissions"]
-        polls = stats["requests"].get("status", 0) / args.requests
-        print(f"  python -m core batch run        {wall:6.2f} s  ratio {wall / ideal:.3f} (target <= 1.05)  "
-              f"CPU {cpu / args.requests * 1000:.1f} ms/request  {polls:.1f} polls/request")
-        print("    " + _breakdown(tmp / "data" / "dashboard.db", launched, wall, args.concurrency))
-        lingered = _wait_for_metrics_worker(env)
-        if lingered is not None:
-            print(f"    (the detached metrics worker `batch run` starts measured on for {lingered:.1f} s "
-                  "after the run; waited for it before going on)")
+        with contextlib.ExitStack() as stack:
+            for engine in args.engines:
+                run_env = {**env, "DASHBOARD_DATA_DIR": str(tmp / f"data-{engine}")}
+                if engine == "postgres":
+                    from tests.pg_cluster import pg_cluster
+
+                    run_env["DATABASE_URL"] = stack.enter_context(pg_cluster("bench_batch"))
+                control.reset()
+                _batch_run(args, plan_file, run_env, control, ideal, engine)
 
         if args.skip_fal_client:
             return

@@ -1,6 +1,6 @@
 """Benchmark: AppTest render time of each dashboard page over a store with 100,000 requests.
 
-    .venv/bin/python -m tests.bench.bench_pages [--rows 100000] [--big-batch 4000]
+    .venv/bin/python -m tests.bench.bench_pages [--rows 100000] [--big-batch 4000] [--engines sqlite postgres]
 
 Seeds a fresh data directory (tests/bench/bench_history.seed: realistic rows, one result image per
 completed request), adds one recent batch of `--big-batch` requests planned through core (groups,
@@ -17,6 +17,10 @@ what the first visitor gets after a server start; WARM is a rerun of the same se
 Leaderboard right after a new vote (its batch's figures are stale), and "all batches" after it.
 "All batches" keeps each batch's figures in the store: its first visit ever (after the upgrade)
 computes them all and is printed apart.
+
+With `--engines sqlite postgres` the seeded store is also moved into Postgres (a throwaway cluster,
+tests/pg_cluster.py, by `python -m core store copy`, timed) and every page is timed on each engine
+in turn, DATABASE_URL set for Postgres: both engines' figures from one run.
 """
 from __future__ import annotations
 
@@ -180,7 +184,7 @@ def _forget_batch_figures() -> bool:
         return False
     with open_store(load_settings()) as d:
         d.db.execute("DELETE FROM batch_figures")
-        d.db.conn.commit()
+        getattr(d.db.conn, "commit", lambda: None)()
         return True
 
 
@@ -214,6 +218,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--big-batch", type=int, default=4000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--engines", nargs="+", choices=("sqlite", "postgres"), default=["sqlite"])
     parser.add_argument("--data", type=Path, default=None,
                         help="keep the seeded data directory here and reuse it on the next run")
     args = parser.parse_args()
@@ -227,28 +232,51 @@ def main() -> None:
             print(f"reusing the store in {data}")
         else:
             _fill(data, args.rows, args.big_batch)
-        from core.config import load_settings
-        from core.store import open_store
-        open_store(load_settings()).close()   # migrations run at server start, not in a page
-        print(f"page render (AppTest, whole script incl. sidebar): cold / best of {args.runs} warm; "
-              f"load average {_load()}")
-        for page in ("upload.py", "generate.py", "compare.py", "history.py", "review.py", "leaderboard.py"):
-            cold, warm = _render(page, args.runs)
-            flag = "" if cold < 0.5 else "   <-- over the 0.5 s target (cold)"
-            print(f"  {page:<14} {cold * 1000:8.0f} ms / {warm * 1000:6.0f} ms{flag}")
-        if _forget_batch_figures():
-            cold, warm = _render("leaderboard.py", args.runs, pick_all=True)
-            print(f"  {'all, 1st ever':<14} {cold * 1000:8.0f} ms / {warm * 1000:6.0f} ms   "
-                  "(no batch's figures stored yet: once after the upgrade)")
-        cold, warm = _render("leaderboard.py", args.runs, pick_all=True)
-        flag = "" if cold < 1.0 else "   <-- over the 1 s target (cold)"
-        print(f"  {'all batches':<14} {cold * 1000:8.0f} ms / {warm * 1000:6.0f} ms{flag}")
-        cold, warm, every = _after_a_vote(args.runs)
-        flag = "" if cold < 0.5 else "   <-- over the 0.5 s target"
-        print(f"  {'after a vote':<14} {cold * 1000:8.0f} ms / {warm * 1000:6.0f} ms{flag}")
-        flag = "" if every < 1.0 else "   <-- over the 1 s target"
-        print(f"  {'all, after it':<14} {every * 1000:8.0f} ms{flag}")
-        print(f"load average after: {_load()}")
+        if "postgres" not in args.engines:
+            _pages(args.runs, "sqlite")
+            return
+        from tests.pg_cluster import pg_cluster
+
+        with pg_cluster("bench_pages") as url:
+            t = time.perf_counter()
+            from core.cli import main as cli
+
+            if cli(["store", "copy", "--to", url, "--from", str(data / "dashboard.db")]):
+                raise SystemExit("store copy failed")
+            print(f"copied into Postgres by `store copy` in {time.perf_counter() - t:.1f} s")
+            for engine in args.engines:
+                if engine == "postgres":
+                    os.environ["DATABASE_URL"] = url
+                else:
+                    os.environ.pop("DATABASE_URL", None)
+                _pages(args.runs, engine)
+            os.environ.pop("DATABASE_URL", None)
+
+
+def _pages(runs: int, engine: str) -> None:
+    from core.config import load_settings
+    from core.store import open_store
+
+    open_store(load_settings()).close()   # migrations run at server start, not in a page
+    print(f"{engine}: page render (AppTest, whole script incl. sidebar): cold / best of {runs} warm; "
+          f"load average {_load()}")
+    for page in ("upload.py", "generate.py", "compare.py", "history.py", "review.py", "leaderboard.py"):
+        cold, warm = _render(page, runs)
+        flag = "" if cold < 0.5 else "   <-- over the 0.5 s target (cold)"
+        print(f"  {page:<14} {cold * 1000:8.0f} ms / {warm * 1000:6.0f} ms{flag}")
+    if _forget_batch_figures():
+        cold, warm = _render("leaderboard.py", runs, pick_all=True)
+        print(f"  {'all, 1st ever':<14} {cold * 1000:8.0f} ms / {warm * 1000:6.0f} ms   "
+              "(no batch's figures stored yet: once after the upgrade)")
+    cold, warm = _render("leaderboard.py", runs, pick_all=True)
+    flag = "" if cold < 1.0 else "   <-- over the 1 s target (cold)"
+    print(f"  {'all batches':<14} {cold * 1000:8.0f} ms / {warm * 1000:6.0f} ms{flag}")
+    cold, warm, every = _after_a_vote(runs)
+    flag = "" if cold < 0.5 else "   <-- over the 0.5 s target"
+    print(f"  {'after a vote':<14} {cold * 1000:8.0f} ms / {warm * 1000:6.0f} ms{flag}")
+    flag = "" if every < 1.0 else "   <-- over the 1 s target"
+    print(f"  {'all, after it':<14} {every * 1000:8.0f} ms{flag}")
+    print(f"load average after: {_load()}")
 
 
 if __name__ == "__main__":
