@@ -3,6 +3,8 @@ any fal/Supabase URL left unset points at a closed loopback port: a test can nev
 data, spend money, or send traffic off this machine."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from core.config import SETTINGS, load_settings
@@ -13,7 +15,7 @@ pytest_plugins: list[str] = ["tests.standins.supabase_fixtures", "tests.standins
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path, monkeypatch):
+def isolated_env(tmp_path, monkeypatch, request):
     # every setting from a clean slate (config.SETTINGS, the one list): a developer's own
     # environment (a key, a budget, an open address) never leaks into a test
     for name in SETTINGS:
@@ -30,6 +32,11 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("FAL_QUEUE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("FAL_OPENAPI_URL", "http://127.0.0.1:9/api/openapi/queue/openapi.json")
     monkeypatch.setenv("FAL_API_URL", "http://127.0.0.1:9/v1")
+    # DASHBOARD_TEST_ENGINE=postgres: every test's store on Postgres (a fresh database), to find
+    # what the suites that run on both engines (tests/engines.py) do not reach; SQLite's own tests
+    # fail there by design
+    if os.environ.get("DASHBOARD_TEST_ENGINE") == "postgres":
+        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("pg_url"))
     return data_dir
 
 

@@ -134,9 +134,9 @@ class AggregatesMixin(_Base):
             return {k: (c, n) for k, c, n in self.db.execute(
                 f"SELECT k, created_at, rowid FROM (SELECT {key} AS k, r.created_at, r.rowid, row_number() "
                 f"OVER (PARTITION BY {key} ORDER BY r.created_at, r.rowid) AS n FROM requests r "
-                f"WHERE {condition}{where}) WHERE n = 1", [*args, *params])}
+                f"WHERE {condition}{where}) AS firsts WHERE n = 1", [*args, *params])}
 
-        return (first("coalesce(nullif(r.contender_id, ''), r.endpoint)", "1", []),
+        return (first("coalesce(nullif(r.contender_id, ''), r.endpoint)", "TRUE", []),
                 first("coalesce(r.contender_id, r.endpoint)", "r.status = ? AND EXISTS (SELECT 1 FROM "
                       "result_images i WHERE i.request_id = r.id)", [RequestStatus.COMPLETED]))
 
@@ -170,7 +170,7 @@ class AggregatesMixin(_Base):
         (else its creation); a person is `created_by`, and no name (None or "") is one bucket."""
         row = self._one(
             "SELECT coalesce(sum(coalesce(billed_cost, estimated_cost)), 0), "
-            "sum(coalesce(billed_cost, estimated_cost) IS NULL) FROM requests "
+            "sum(CASE WHEN coalesce(billed_cost, estimated_cost) IS NULL THEN 1 ELSE 0 END) FROM requests "
             "WHERE coalesce(created_by, '') = ? AND dry_run = 0 AND status NOT IN (?, ?, ?) "
             "AND coalesce(submitted_at, created_at) >= ?",
             [person or "", RequestStatus.PLANNED, RequestStatus.CANCELLED, RequestStatus.DRY_RUN, since])

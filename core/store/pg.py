@@ -104,6 +104,10 @@ def translate(sql: str, with_parameters: bool = True) -> str:
     sql = _TOKEN.sub(token, sql)
     # a JSON array parameter's items, as SQLite's json_each(?) gives them (column `value`)
     sql = sql.replace("json_each(%s)", "json_array_elements_text(CAST(%s AS json))")
+    # SQLite's IS / IS NOT compare any two values, NULL included; Postgres's take only NULL,
+    # TRUE or FALSE on their right: with a parameter they are IS [NOT] DISTINCT FROM
+    sql = re.sub(r"\bIS NOT %s", "IS DISTINCT FROM %s", sql)
+    sql = re.sub(r"\bIS %s", "IS NOT DISTINCT FROM %s", sql)
     return sql + " ON CONFLICT DO NOTHING" if on_conflict else sql
 
 
@@ -277,6 +281,13 @@ class Connection:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+    def __del__(self) -> None:
+        # a store dropped without close() (a page's cached one at exit, a test's) closes its
+        # connection, as a sqlite3 connection does when collected, instead of psycopg's warning
+        conn = getattr(self, "_conn", None)
+        if conn is not None and not conn.closed:
+            conn.close()
 
 
 class PgTable:

@@ -1,7 +1,9 @@
-"""Fixtures shared by the evaluation tests."""
+"""Fixtures shared by the evaluation tests. Every test here that takes `settings` or `st` runs on
+both engines (tests/engines.py): the comparison's reads are the store's most engine-specific SQL."""
 import pytest
 
 from core.store import open_store
+from tests.engines import *  # noqa: F403
 
 
 @pytest.fixture

@@ -119,7 +119,7 @@ def test_a_write_stamps_its_own_batch_only(st):
     assert st.batch_stamps()[second.id] == before[second.id]
 
 
-def test_a_store_that_refuses_writes_still_shows_every_batch(settings):
+def test_a_store_that_refuses_writes_still_shows_every_batch(settings, sqlite_only):
     """A data directory that cannot be written (or a database locked for long): the figures are
     computed each time and nothing is kept."""
     first, _, _ = completed_batch("first")

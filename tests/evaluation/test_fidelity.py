@@ -267,7 +267,7 @@ def _wait(predicate, timeout=120.0):
         time.sleep(0.2)
 
 
-def test_background_worker_fills_metrics_without_the_caller_measuring(env, settings, monkeypatch):
+def test_background_worker_fills_metrics_without_the_caller_measuring(env, settings, monkeypatch, sqlite_only):
     """start_background hands the work to a detached process: the caller never measures (measure is
     poisoned here), returns a pid at once, and a NEW connection later sees the metrics."""
     st, storage, _ = env
