@@ -144,7 +144,8 @@ class Settings:
             "fal": "dry run (no FAL_KEY)" if self.dry_run else "live",
             "fal_queue_url": self.fal_queue_url,
             "storage": self.storage_backend
-            + (f" (bucket {self.supabase_bucket})" if self.storage_backend == "supabase" else ""),
+            + (f" (bucket {self.supabase_bucket}, results in {self.supabase_results_bucket})"
+               if self.storage_backend == "supabase" else ""),
             "data_dir": str(self.data_dir),
             "database": self.database_label,
         }

@@ -37,7 +37,7 @@ def test_sidebar_shows_live_mode_and_supabase_but_never_the_secrets(monkeypatch)
     at = open_page("history.py")
     sidebar = "\n".join(texts(at.sidebar.success) + texts(at.sidebar.caption))
     assert "live" in sidebar
-    assert "supabase (bucket refs)" in sidebar
+    assert "supabase (bucket refs, results in results)" in sidebar
     page_text = all_text(at) + sidebar
     assert "fal-secret-key" not in page_text and "supabase-secret-key" not in page_text
 
