@@ -16,6 +16,10 @@ module knows which engine it has. What it takes, and why each holds:
   order, as SQLite's rowid does, and `store copy` fills it in SQLite's order.
 - Values: a bool is sent as 0/1 (the columns are integers, as in SQLite); a `numeric` result
   (sum of integers) comes back as int or float, never Decimal.
+- Durability as the SQLite file's (WAL, synchronous=NORMAL): `synchronous_commit = off` for
+  the store's sessions, so a write waits for no disk flush; a killed client loses nothing, a
+  crashed server at most its last fraction of a second, and fal's ids are in the runner's
+  fsynced journal first.
 - Errors: psycopg's are raised as the sqlite3 exception of the same kind (IntegrityError,
   OperationalError...), which is what core/store/boundary.py turns into the project's
   StoreUnavailable/StoreError; a lost connection is reopened on the next statement outside a
@@ -214,6 +218,12 @@ class Connection:
             self._conn = psycopg.connect(self.url, autocommit=True, prepare_threshold=None,
                                          connect_timeout=CONNECT_TIMEOUT_S)
             self._conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+            # the durability of SQLite's WAL with synchronous=NORMAL, which the file store has: a
+            # commit survives any kill of this process at once, and a crash of the server itself
+            # may lose the last fraction of a second of them, never corrupting; fal's ids are
+            # fsynced to the runner's journal before the store is told (core/batches/record.py).
+            # A write then waits for no disk flush: 2.6 ms instead of 7 a request row here
+            self._conn.execute("SET synchronous_commit = off")
         except psycopg.Error as e:
             raise _as_sqlite(e, self.where) from None
         _adapt(self._conn.adapters)
