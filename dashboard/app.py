@@ -73,6 +73,8 @@ with st.sidebar:
         st.success("fal: **live** — runs are sent and billed.", icon=":material/cloud_done:")
     st.caption(f"Storage: {summary['storage']}")
     st.caption(f"Data: `{summary['data_dir']}`")
+    if settings.database_url:   # the team store: host and database, never the user or password
+        st.caption(f"Team store: `{summary['database']}`")
     # who can reach this server: the address in effect (scripts/run's flag, config.toml), not a guess
     if is_loopback(st.get_option("server.address")):
         st.caption("Reachable from this machine only.")

@@ -42,6 +42,18 @@ def test_sidebar_shows_live_mode_and_supabase_but_never_the_secrets(monkeypatch)
     assert "fal-secret-key" not in page_text and "supabase-secret-key" not in page_text
 
 
+def test_on_the_team_store_the_sidebar_names_its_server_but_never_its_password(pg_url, monkeypatch):
+    """On Postgres the sidebar says which store this is (every host on it shows the same
+    history); the password DATABASE_URL carries appears nowhere on the page."""
+    user, rest = pg_url.split("://", 1)[1].split("@", 1)
+    with_password = f"postgresql://{user}:hunter2-not-shown@{rest}"
+    monkeypatch.setenv("DATABASE_URL", with_password)
+    at = open_page("history.py")
+    sidebar = "\n".join(texts(at.sidebar.caption))
+    assert f"Team store: postgresql://{rest.split('/')[0]}/" in sidebar.replace("`", "")
+    assert "hunter2" not in all_text(at) + sidebar
+
+
 def test_display_name_is_remembered_across_pages():
     """The name typed once in the sidebar stays for the session while moving between pages."""
     at = open_page()
