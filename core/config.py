@@ -124,11 +124,7 @@ class Settings:
     def database_label(self) -> str:
         """Which store this is, for a page or a log: the SQLite file, or the Postgres server and
         database without user or password."""
-        if not self.database_url:
-            return str(self.db_path)
-        parts = urlsplit(self.database_url)
-        host = parts.hostname or "localhost"
-        return f"postgresql://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+        return url_label(self.database_url) if self.database_url else str(self.db_path)
 
     @property
     def images_dir(self) -> Path:
@@ -369,6 +365,13 @@ def _error(message: str) -> Exception:
 def _is_http_url(url: str) -> bool:
     parts = urlsplit(url)
     return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def url_label(url: str) -> str:
+    """A Postgres URL as it may be shown: server and database, never the user or password."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    return f"postgresql://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
 def _database_url(url: str | None) -> str | None:

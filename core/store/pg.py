@@ -34,7 +34,7 @@ module knows which engine it has. What it takes, and why each holds:
   record (Postgres's DDL is transactional), under a session advisory lock so two hosts starting
   at once migrate once.
 - The password in DATABASE_URL never reaches a message: errors name the server by
-  `Settings.database_label`'s rule (`label`).
+  `core.config.url_label` (`label` here).
 """
 from __future__ import annotations
 
@@ -46,9 +46,10 @@ import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
+from core.config import url_label as label
 from core.errors import StoreError
+from core.store.db import Database
 from core.store.migrations import MIGRATION_SET, REGISTERED
 
 # one key for the store's advisory locks (an arbitrary constant: "fal dashboard")
@@ -64,13 +65,6 @@ _COMPAT = (
     "CREATE OR REPLACE FUNCTION instr(text, text) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE "
     "AS 'SELECT strpos($1, $2)'",
 )
-
-
-def label(url: str) -> str:
-    """The server and database of a DATABASE_URL, without user or password."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    return f"postgresql://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
 # ---- statements ---------------------------------------------------------------------------
@@ -376,29 +370,9 @@ class PgDatabase:
     def execute(self, sql: str, parameters: Any = None) -> Any:
         return self.conn.execute(sql, parameters)
 
-    @contextlib.contextmanager
-    def atomic(self) -> Iterator[PgDatabase]:
-        """A transaction; nested blocks use savepoints."""
-        if self.conn.in_transaction:
-            savepoint = f"sp_{uuid.uuid4().hex}"
-            self.execute(f"SAVEPOINT {savepoint}")
-            try:
-                yield self
-            except BaseException:
-                if self.conn.in_transaction:
-                    self.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
-                    self.execute(f"RELEASE SAVEPOINT {savepoint}")
-                raise
-            self.execute(f"RELEASE SAVEPOINT {savepoint}")
-            return
-        self.execute("BEGIN")
-        try:
-            yield self
-        except BaseException:
-            if self.conn.in_transaction:
-                self.execute("ROLLBACK")
-            raise
-        self.execute("COMMIT")
+    # a transaction, nested blocks as savepoints: the SQLite connection's own, on this one's
+    # `conn` (in_transaction, execute)
+    atomic = Database.atomic
 
     def __getitem__(self, table: str) -> PgTable:
         return PgTable(self, table)
