@@ -102,15 +102,17 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
               poll: PollPolicy = PollPolicy(), on_progress: ProgressCallback | None = None,
               progress_every: float = 1.0, fal: FalClient | None = None,
               handle_signals: bool = False, stream: bool = True,
-              on_sending: Callable[[], None] | None = None) -> RunReport:
+              on_sending: Callable[[], None] | None = None, store: Store | None = None) -> RunReport:
     """Run (or resume) a batch in this process until every request is final, the batch is
     cancelled, or the run has to stop. BatchBusy if another live runner owns it. `stream`: follow
     jobs through fal's status stream (polling when it fails); False polls only. `on_sending()` is
     called once, from the supervising thread, after fal accepted the run's first job: work that
     only matters once results can arrive (the metrics worker) starts there, not before the first
-    POST."""
+    POST. `store`: an open store on `settings`' database to run on (the caller keeps and closes
+    it), else one is opened and closed here."""
     settings = settings or load_settings()
-    store = open_store(settings)
+    own_store = store is None
+    store = open_store(settings) if store is None else store
     stopped: str | None = None
     first = True
     try:
@@ -144,7 +146,8 @@ def run_batch(batch_id: str, *, settings: Settings | None = None, concurrency: i
                 break   # a stopped run is never followed by a second pass
         progress = store.batch_progress(batch_id)
     finally:
-        store.close()
+        if own_store:
+            store.close()
     return RunReport(batch_id=batch_id, progress=progress, dry_run=batch.dry_run,
                      cancelled=batch.cancel_requested, stopped=stopped)
 

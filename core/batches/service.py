@@ -241,13 +241,14 @@ def launch(store: Store, plan: Plan, settings: Settings, *, created_by: str | No
 
 def run_here(batch_id: str, settings: Settings, *, concurrency: int | None = None,
              on_progress: ProgressCallback | None = None,
-             on_sending: Callable[[], None] | None = None) -> RunReport:
+             on_sending: Callable[[], None] | None = None, store: Store | None = None) -> RunReport:
     """Run the batch in this process (the command line), draining on SIGTERM/SIGINT/SIGHUP;
-    `on_sending()` once fal accepted its first job (see `schedule.run_batch`)."""
+    `on_sending()` once fal accepted its first job, `store` an open one to run on (see
+    `schedule.run_batch`)."""
     from core.batches.schedule import run_batch
 
     return run_batch(batch_id, settings=settings, concurrency=concurrency, on_progress=on_progress,
-                     handle_signals=True, on_sending=on_sending)
+                     handle_signals=True, on_sending=on_sending, store=store)
 
 
 def rerun(store: Store, request_id: str, settings: Settings, *, created_by: str | None = None) -> RequestRecord:

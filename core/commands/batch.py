@@ -207,11 +207,15 @@ def _run(args: argparse.Namespace) -> int:
     if batch.dry_run:
         print("DRY RUN: nothing sent (no FAL_KEY); payloads are validated and recorded as dry_run",
               flush=True)
-    store.close()
-    # the metrics worker starts once fal has accepted a job, not while this process starts up
-    report = service.run_here(batch.id, settings, concurrency=args.concurrency,
-                              on_progress=_progress_printer(args.quiet),
-                              on_sending=None if batch.dry_run else lambda: _measure_in_background(settings))
+    # the metrics worker starts once fal has accepted a job, not while this process starts up;
+    # the run goes on on this store (on Postgres a second connection would cost a connect and
+    # the schema check before the first POST)
+    try:
+        report = service.run_here(batch.id, settings, concurrency=args.concurrency,
+                                  on_progress=_progress_printer(args.quiet), store=store,
+                                  on_sending=None if batch.dry_run else lambda: _measure_in_background(settings))
+    finally:
+        store.close()
     return _report(report)
 
 

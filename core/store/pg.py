@@ -214,18 +214,22 @@ class Connection:
             # prepared statements across a client's transactions
             self._conn = psycopg.connect(self.url, autocommit=True, prepare_threshold=None,
                                          connect_timeout=CONNECT_TIMEOUT_S)
-            self._conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
-            # the durability of SQLite's WAL with synchronous=NORMAL, which the file store has: a
-            # commit survives any kill of this process at once, and a crash of the server itself
-            # may lose the last fraction of a second of them, never corrupting; fal's ids are
-            # fsynced to the runner's journal before the store is told (core/batches/record.py).
-            # A write then waits for no disk flush: 2.6 ms instead of 7 a request row here
-            self._conn.execute("SET synchronous_commit = off")
-            # the store's reads are index lookups (a batch's requests, then each one's images); at
-            # the default random_page_cost of 4, which models spinning disks, the planner scans all
-            # 84,000 images instead (84 ms against 41 for the Leaderboard's read). Postgres's docs
-            # suggest 1.1 for solid-state storage; a value an administrator chose is left alone
-            self._conn.execute("SELECT CASE WHEN current_setting('random_page_cost') = '4' "
+            # the session's settings, in one round trip:
+            # - lock_timeout: a write waits at most LOCK_TIMEOUT_MS for another's lock, then fails
+            #   in one line;
+            # - synchronous_commit off: the durability of SQLite's WAL with synchronous=NORMAL,
+            #   which the file store has: a commit survives any kill of this process at once, and
+            #   a crash of the server itself may lose the last fraction of a second of them, never
+            #   corrupting; fal's ids are fsynced to the runner's journal before the store is told
+            #   (core/batches/record.py). A write then waits for no disk flush: 2.6 ms instead of 7
+            #   a request row here;
+            # - random_page_cost 1.1 when left at the default 4 (which models spinning disks): the
+            #   store's reads are index lookups (a batch's requests, then each one's images), and
+            #   at 4 the planner scans all 84,000 images instead (84 ms against 41 for the
+            #   Leaderboard's read). Postgres's docs suggest 1.1 for solid-state storage; a value
+            #   an administrator chose is left alone.
+            self._conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}; SET synchronous_commit = off; "
+                               "SELECT CASE WHEN current_setting('random_page_cost') = '4' "
                                "THEN set_config('random_page_cost', '1.1', false) END")
         except psycopg.Error as e:
             raise _as_sqlite(e, self.where) from None
@@ -245,9 +249,9 @@ class Connection:
 
     def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Any:
         if sql == "BEGIN IMMEDIATE":
-            self.execute("BEGIN")
+            # one round trip (two statements, no parameters: the simple query protocol)
             try:
-                return self.execute(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
+                return self.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
             except BaseException:   # as SQLite's: a BEGIN IMMEDIATE that fails leaves no transaction
                 with contextlib.suppress(Exception):
                     self._conn.execute("ROLLBACK")
