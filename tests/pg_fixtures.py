@@ -30,8 +30,11 @@ def pg_server():
     with pg_cluster("store_template", settings=FAST) as dsn:
         from core.store import open_store
 
+        from core.store.pg import close_idle
+
         with open_store(dsn):   # migrated once: every test's database is a copy
             pass
+        close_idle(dsn)   # a template must have no session open
         yield dsn.rsplit("/", 1)[0]
 
 
@@ -48,6 +51,9 @@ def fresh_database(server: str, template: str = "store_template") -> str:
 def drop_database(url: str) -> None:
     import psycopg
 
+    from core.store.pg import close_idle
+
+    close_idle(url)   # this process's kept sessions on it (DROP ... FORCE would end them unseen)
     server, name = url.rsplit("/", 1)
     with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -116,6 +116,10 @@ class Database:
             raise
         self.conn.execute("COMMIT")
 
+    def warm(self, sessions: int) -> None:
+        """Nothing to prepare: a connection to the file opens in microseconds (on Postgres,
+        sessions for workers about to start are opened in the background)."""
+
     def close(self) -> None:
         self.conn.close()
 

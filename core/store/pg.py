@@ -41,8 +41,12 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
+import os
 import re
+import select
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -195,6 +199,165 @@ def _adapt(adapters: Any) -> None:
     adapters.register_loader("numeric", numeric_as_number)
 
 
+def _new_connection(url: str, where: str) -> Any:
+    """A new session on the server, set up for the store."""
+    import psycopg
+
+    try:
+        # prepare_threshold=None: Supabase's transaction pooler (port 6543) cannot keep
+        # prepared statements across a client's transactions
+        conn = psycopg.connect(url, autocommit=True, prepare_threshold=None, connect_timeout=CONNECT_TIMEOUT_S)
+        # the session's settings, in one round trip:
+        # - lock_timeout: a write waits at most LOCK_TIMEOUT_MS for another's lock, then fails
+        #   in one line;
+        # - synchronous_commit off: the durability of SQLite's WAL with synchronous=NORMAL,
+        #   which the file store has: a commit survives any kill of this process at once, and
+        #   a crash of the server itself may lose the last fraction of a second of them, never
+        #   corrupting; fal's ids are fsynced to the runner's journal before the store is told
+        #   (core/batches/record.py). A write then waits for no disk flush: 2.6 ms instead of 7
+        #   a request row here;
+        # - random_page_cost 1.1 when left at the default 4 (which models spinning disks): the
+        #   store's reads are index lookups (a batch's requests, then each one's images), and
+        #   at 4 the planner scans all 84,000 images instead (84 ms against 41 for the
+        #   Leaderboard's read). Postgres's docs suggest 1.1 for solid-state storage; a value
+        #   an administrator chose is left alone.
+        conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}; SET synchronous_commit = off; "
+                     "SELECT CASE WHEN current_setting('random_page_cost') = '4' "
+                     "THEN set_config('random_page_cost', '1.1', false) END")
+    except psycopg.Error as e:
+        raise _as_sqlite(e, where) from None
+    _adapt(conn.adapters)
+    return conn
+
+
+class _IdleSessions:
+    """Sessions a closed store gave back, for the next store this process opens on the same
+    server: a page's run opens several stores and the runner one per worker, and a new session
+    costs a connect, authentication and a server process (5 ms here, several round trips to a
+    remote server) where a kept one costs nothing.
+
+    Only a session left as new is kept: open, not broken, outside any transaction (the store
+    holds no other session state: no prepared statements, temporary tables dropped at commit,
+    its session advisory lock released in a `finally`, its cursors closed). A kept session the
+    server has written to since is not handed out (an idle session is sent nothing unless the
+    server ended it: a restart, an administrator, an idle timeout), and one idle
+    for more than CHECK_AFTER_S answers `SELECT 1` before it is handed out (a server restart or
+    an idle timeout may have ended it); one idle for more than KEEP_S is closed. At most MAX are
+    kept per server. A forked child forgets them without closing them (the sockets are the
+    parent's). psycopg_pool was measured against this and not taken: its `getconn` waits for its
+    background workers, so a wrong DATABASE_URL would be refused after the pool's timeout, with
+    its own message, instead of at once with the server's."""
+
+    MAX = 40
+    CHECK_AFTER_S = 30.0
+    KEEP_S = 300.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: dict[str, list[tuple[float, Any]]] = {}
+        self._opening: dict[str, int] = {}
+
+    def take(self, url: str) -> Any:
+        while True:
+            with self._lock:
+                free = self._free.get(url)
+                if not free:
+                    return None
+                since, conn = free.pop()   # the newest: the likeliest still alive
+            idle = time.monotonic() - since
+            if conn.closed or conn.broken or idle > self.KEEP_S or _readable(conn):
+                _close_quietly(conn)
+                continue
+            if idle > self.CHECK_AFTER_S:
+                try:
+                    conn.execute("SELECT 1")
+                except Exception:  # noqa: BLE001 - any failure: this session is gone
+                    _close_quietly(conn)
+                    continue
+            return conn
+
+    def give(self, url: str, conn: Any) -> None:
+        from psycopg.pq import TransactionStatus
+
+        kept = False
+        if not conn.closed and not conn.broken and conn.info.transaction_status == TransactionStatus.IDLE:
+            with self._lock:
+                free = self._free.setdefault(url, [])
+                stale = [c for since, c in free if time.monotonic() - since > self.KEEP_S]
+                free[:] = [(since, c) for since, c in free if time.monotonic() - since <= self.KEEP_S]
+                if len(free) < self.MAX:
+                    free.append((time.monotonic(), conn))
+                    kept = True
+            for old in stale:
+                _close_quietly(old)
+        if not kept:
+            _close_quietly(conn)
+
+    def close(self, url: str | None = None) -> None:
+        """Close the kept sessions (of one server, or all): before its database is dropped or
+        copied, which other sessions would block."""
+        with self._lock:
+            urls = [url] if url is not None else list(self._free)
+            gone = [conn for u in urls for _, conn in self._free.pop(u, ())]
+        for conn in gone:
+            _close_quietly(conn)
+
+    def warm(self, url: str, where: str, n: int) -> None:
+        """Open sessions in the background until `n` are kept for `url` (counting those being
+        opened): workers about to start then find theirs ready. A failure only ends the warming
+        (the worker that needs a session meets the error itself)."""
+        with self._lock:
+            missing = min(n, self.MAX) - len(self._free.get(url, ())) - self._opening.get(url, 0)
+            if missing <= 0:
+                return
+            self._opening[url] = self._opening.get(url, 0) + missing
+
+        def open_some(count: int) -> None:
+            for done in range(count):
+                try:
+                    conn = _new_connection(url, where)
+                except sqlite3.Error:
+                    with self._lock:
+                        self._opening[url] -= count - done
+                    return
+                self.give(url, conn)
+                with self._lock:
+                    self._opening[url] -= 1
+
+        threads = min(4, missing)
+        for i in range(threads):
+            threading.Thread(target=open_some, args=(missing // threads + (i < missing % threads),),
+                             name="store-warm", daemon=True).start()
+
+    def forget(self) -> None:
+        self._lock = threading.Lock()
+        self._free = {}
+        self._opening = {}
+
+
+def _readable(conn: Any) -> bool:
+    """Whether the server wrote to this idle session (it is ending it), without a round trip."""
+    try:
+        return bool(select.select([conn.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+def _close_quietly(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
+_IDLE = _IdleSessions()
+os.register_at_fork(after_in_child=_IDLE.forget)
+
+
+def close_idle(url: str | None = None) -> None:
+    """Close the sessions this process keeps for the next store (on the server at `url`, or on
+    every one): a database with sessions open cannot be dropped or used as a template."""
+    _IDLE.close(url)
+
+
 class Connection:
     """psycopg's connection with the sqlite3 surface the store uses: `execute`, `executemany`,
     `in_transaction`, `close`. Autocommit, as the SQLite connection is (isolation_level=None):
@@ -207,33 +370,7 @@ class Connection:
         self._open()
 
     def _open(self) -> None:
-        import psycopg
-
-        try:
-            # prepare_threshold=None: Supabase's transaction pooler (port 6543) cannot keep
-            # prepared statements across a client's transactions
-            self._conn = psycopg.connect(self.url, autocommit=True, prepare_threshold=None,
-                                         connect_timeout=CONNECT_TIMEOUT_S)
-            # the session's settings, in one round trip:
-            # - lock_timeout: a write waits at most LOCK_TIMEOUT_MS for another's lock, then fails
-            #   in one line;
-            # - synchronous_commit off: the durability of SQLite's WAL with synchronous=NORMAL,
-            #   which the file store has: a commit survives any kill of this process at once, and
-            #   a crash of the server itself may lose the last fraction of a second of them, never
-            #   corrupting; fal's ids are fsynced to the runner's journal before the store is told
-            #   (core/batches/record.py). A write then waits for no disk flush: 2.6 ms instead of 7
-            #   a request row here;
-            # - random_page_cost 1.1 when left at the default 4 (which models spinning disks): the
-            #   store's reads are index lookups (a batch's requests, then each one's images), and
-            #   at 4 the planner scans all 84,000 images instead (84 ms against 41 for the
-            #   Leaderboard's read). Postgres's docs suggest 1.1 for solid-state storage; a value
-            #   an administrator chose is left alone.
-            self._conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}; SET synchronous_commit = off; "
-                               "SELECT CASE WHEN current_setting('random_page_cost') = '4' "
-                               "THEN set_config('random_page_cost', '1.1', false) END")
-        except psycopg.Error as e:
-            raise _as_sqlite(e, self.where) from None
-        _adapt(self._conn.adapters)
+        self._conn = _IDLE.take(self.url) or _new_connection(self.url, self.where)
 
     @property
     def in_transaction(self) -> bool:
@@ -296,8 +433,10 @@ class Connection:
             raise _as_sqlite(e, self.where) from e
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        """Give the session back for the next store on this server (closed if it cannot be kept)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _IDLE.give(self.url, conn)
 
     def __del__(self) -> None:
         # a store dropped without close() (a page's cached one at exit, a test's) closes its
@@ -385,6 +524,10 @@ class PgDatabase:
         return [r[0] for r in self.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename")]
 
+    def warm(self, sessions: int) -> None:
+        """Open `sessions` more sessions in the background, for workers about to start."""
+        _IDLE.warm(self.url, self.location, sessions)
+
     def close(self) -> None:
         self.conn.close()
 
@@ -418,10 +561,21 @@ def _refuse_foreign(db: PgDatabase) -> None:
 
 
 def applied_names(db: PgDatabase) -> list[str] | None:
-    if not db.execute("SELECT to_regclass('_sqlite_migrations')").fetchone()[0]:
-        return None
-    return [r[0] for r in db.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ? "
-                                     "ORDER BY id", [MIGRATION_SET])]
+    """The migrations recorded in the database, None when it has no record table (one round
+    trip when it has one: the usual case, each time a store is opened)."""
+    import psycopg
+
+    names = "SELECT name FROM _sqlite_migrations WHERE migration_set = ? ORDER BY id"
+    if db.conn.in_transaction:   # a failed statement would end the transaction: ask first
+        if not db.execute("SELECT to_regclass('_sqlite_migrations')").fetchone()[0]:
+            return None
+        return [r[0] for r in db.execute(names, [MIGRATION_SET])]
+    try:
+        return [r[0] for r in db.execute(names, [MIGRATION_SET])]
+    except sqlite3.Error as e:
+        if isinstance(e.__cause__, psycopg.errors.UndefinedTable):
+            return None
+        raise
 
 
 def migrate_db(db: PgDatabase, registered: Sequence[Any] | None = None) -> list[str]:

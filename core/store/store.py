@@ -51,6 +51,11 @@ class Store(BatchesMixin, RequestsMixin, ImagesMixin, MetricsMixin, HistoryMixin
         """"sqlite" or "postgres" (for messages and the `store` commands; nothing else asks)."""
         return self.db.engine
 
+    def warm(self, workers: int) -> None:
+        """`workers` threads are about to open a store each on this database: on Postgres their
+        sessions start opening now, in the background (nothing to do on a SQLite file)."""
+        self.db.warm(workers)
+
     def close(self) -> None:
         self.db.close()
 
