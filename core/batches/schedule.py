@@ -291,7 +291,7 @@ class _LiveRun:
             self.tasks.append(_Task(rec.id, record=rec))
         if not self.tasks:
             return None
-        store.warm(2 * min(self.concurrency, len(self.tasks)))   # a sender and a finisher per slot
+        store.warm(min(self.concurrency, len(self.tasks)))   # a sender per slot
         if store.get_batch(self.batch_id).cancel_requested:
             self.signals.cancel.set()
         from core.fal.client import FalClient

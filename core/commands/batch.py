@@ -194,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
     if not settings.dry_run:
         # the run's senders and finishers each open a store: on Postgres their sessions open
         # while the plan is made and written, not after
-        store.warm(2 * (args.concurrency or settings.concurrency))
+        store.warm(args.concurrency or settings.concurrency)
     # the limits are checked on the preview, before a reference file is uploaded (`record`
     # checks again before it writes the batch)
     plan = _make_plan(args.plan, store, settings, upload=False)
