@@ -1,4 +1,4 @@
 """`python -m core ...`: the command line (see core/cli.py)."""
-from core.cli import main
+from core.cli import leave, main
 
-raise SystemExit(main())
+leave(main())

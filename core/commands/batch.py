@@ -220,7 +220,16 @@ def _run(args: argparse.Namespace) -> int:
                                   on_sending=None if batch.dry_run else lambda: _measure_in_background(settings))
     finally:
         store.close()
+    _ran_to_the_end()
     return _report(report)
+
+
+def _ran_to_the_end() -> None:
+    """The runner's workers are joined and its stores closed: the process may end without the
+    interpreter's teardown (core.cli.end_at_once)."""
+    from core.cli import end_at_once
+
+    end_at_once()
 
 
 def _measure_in_background(settings: Any) -> None:
@@ -275,6 +284,7 @@ def _resume(args: argparse.Namespace) -> int:
             print(f"skipped: {e}", file=sys.stderr)
             continue
         code = max(code, _report(report))
+    _ran_to_the_end()
     return code
 
 
