@@ -38,7 +38,13 @@ _FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {}
 
 
 def _file_write_lock(db: Any) -> threading.RLock:
-    """The process-wide lock of the database `db` is connected to (its file, its server)."""
+    """The lock a store takes to write: on a SQLite file, the process-wide lock of that file (one
+    writer at a time, so no connection of this process meets SQLITE_BUSY on another); on
+    Postgres (`lock_key` None), the store's own, since the server orders its sessions' writes
+    (row locks, and the advisory lock of every write transaction) and a process-wide lock only
+    made each write of a run's 32 sessions wait for the others' round trips."""
+    if db.lock_key is None:
+        return threading.RLock()
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(db.lock_key, threading.RLock())
 

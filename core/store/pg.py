@@ -507,7 +507,7 @@ class PgDatabase:
         self.url = url
         self.conn = Connection(url)
         self.location = self.conn.where
-        self.lock_key = f"pg:{self.location}"
+        self.lock_key = None   # the server orders the writes: no process-wide lock (core/store/_sql.py)
         self.read_only = False
 
     def execute(self, sql: str, parameters: Any = None) -> Any:
