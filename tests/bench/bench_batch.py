@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.bench.bench_batch [--requests 200] [--concurrency 16] [--latency 1.0]
                                                [--loop-requests 200] [--skip-fal-client]
-                                               [--engines sqlite postgres]
+                                               [--engines sqlite postgres] [--repeat 1]
 
 1. `python -m core batch run PLAN.json --concurrency 16` as a whole process (start-up, planning,
    store writes, image downloads and exit included): wall time as a ratio to the ideal
@@ -17,7 +17,9 @@ by whichever process opens it first.
 
 With `--engines sqlite postgres` step 1 runs once per engine in turn, each on a fresh store (for
 Postgres a database on a throwaway cluster, tests/pg_cluster.py, DATABASE_URL set): both
-engines' ratios from one run.
+engines' ratios from one run. With `--repeat N` it does N rounds, the engines alternating in
+each (so a slower spell of this shared machine falls on both), and prints each engine's median
+ratio and range after them.
 
 The project's modules are byte-compiled first and the measured processes may write bytecode
 (PYTHONDONTWRITEBYTECODE is dropped for them): an installed dashboard starts from cached bytecode,
@@ -178,8 +180,8 @@ def _fal_client_worker(mode: str, url: str, payload_file: str, workers: int) -> 
 
 
 def _batch_run(args: argparse.Namespace, plan_file: Path, env: dict[str, str], control, ideal: float,
-               engine: str) -> None:
-    """Step 1 on one engine: `python -m core batch run` as a whole process, timed."""
+               engine: str) -> float:
+    """Step 1 on one engine: `python -m core batch run` as a whole process, timed; its ratio."""
     data = Path(env["DASHBOARD_DATA_DIR"])
     # a team runs batches on a store that exists: the blank database is created and migrated
     # first (once per database, whoever opens it first), timed on its own line
@@ -200,6 +202,17 @@ def _batch_run(args: argparse.Namespace, plan_file: Path, env: dict[str, str], c
     if lingered is not None:
         print(f"    (the detached metrics worker `batch run` starts measured on for {lingered:.1f} s "
               "after the run; waited for it before going on)")
+    return wall / ideal
+
+
+def _fresh_pg_database(server_url: str, name: str) -> str:
+    """Another empty database on the benchmark's cluster (each round starts on a blank store)."""
+    import psycopg
+
+    server = server_url.rsplit("/", 1)[0]
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{server}/{name}"
 
 
 def main() -> None:
@@ -211,6 +224,9 @@ def main() -> None:
                         help="requests for the sequential fal-client loop (default: all; 200 x 1 s)")
     parser.add_argument("--skip-fal-client", action="store_true")
     parser.add_argument("--engines", nargs="+", choices=("sqlite", "postgres"), default=["sqlite"])
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of step 1, the engines alternating in each; the median and range "
+                             "of each engine's ratio are printed after them")
     parser.add_argument("--fal-client-worker", nargs=4, metavar=("MODE", "URL", "PAYLOADS", "WORKERS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -240,15 +256,29 @@ def main() -> None:
 
         print(f"{args.requests} requests, {args.latency:g} s per job, concurrency {args.concurrency}: "
               f"ideal {ideal:.1f} s (load average {_load()})")
+        ratios: dict[str, list[float]] = {engine: [] for engine in args.engines}
         with contextlib.ExitStack() as stack:
-            for engine in args.engines:
-                run_env = {**env, "DASHBOARD_DATA_DIR": str(tmp / f"data-{engine}")}
-                if engine == "postgres":
-                    from tests.pg_cluster import pg_cluster
+            cluster = None
+            for round_no in range(args.repeat):
+                if args.repeat > 1:
+                    print(f" round {round_no + 1} of {args.repeat} (load average {_load()})")
+                for engine in args.engines:
+                    run_env = {**env, "DASHBOARD_DATA_DIR": str(tmp / f"data-{engine}-{round_no}")}
+                    if engine == "postgres":
+                        from tests.pg_cluster import pg_cluster
 
-                    run_env["DATABASE_URL"] = stack.enter_context(pg_cluster("bench_batch"))
-                control.reset()
-                _batch_run(args, plan_file, run_env, control, ideal, engine)
+                        if cluster is None:
+                            cluster = stack.enter_context(pg_cluster("bench_batch"))
+                        run_env["DATABASE_URL"] = (cluster if round_no == 0 else
+                                                   _fresh_pg_database(cluster, f"bench_batch_{round_no}"))
+                    control.reset()
+                    ratios[engine].append(_batch_run(args, plan_file, run_env, control, ideal, engine))
+        if args.repeat > 1:
+            import statistics
+
+            for engine, seen in ratios.items():
+                print(f"  {engine}: median ratio {statistics.median(seen):.3f} over {len(seen)} rounds "
+                      f"(range {min(seen):.3f}-{max(seen):.3f}; target <= 1.05)")
 
         if args.skip_fal_client:
             return

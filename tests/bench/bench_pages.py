@@ -12,8 +12,9 @@ average before and after (the machine is shared: compare within one run). Target
 under 0.5 s cold, "all batches" under 1 s.
 
 The store is in the steady state a team works in (`_settle`): every image measured, and 1,200
-votes by three raters on the big batch. COLD is a fresh AppTest with Streamlit's caches cleared:
-what the first visitor gets after a server start; WARM is a rerun of the same session. Then the
+votes by three raters on the big batch. COLD is a fresh AppTest with Streamlit's caches cleared
+and, on Postgres, no session kept from an earlier render: what the first visitor gets after a
+server start; WARM is a rerun of the same session. Then the
 Leaderboard right after a new vote (its batch's figures are stale), and "all batches" after it.
 "All batches" keeps each batch's figures in the store: its first visit ever (after the upgrade)
 computes them all and is printed apart.
@@ -166,6 +167,10 @@ def _render(page: str, runs: int, pick_all: bool = False) -> tuple[float, float]
     at.session_state["user_name"] = "bench"   # Review needs a rater
     at.run()
     at.switch_page(page)
+    # cold on Postgres too: no session kept from an earlier render (core/store/pg.py keeps them)
+    from core.store.pg import close_idle
+
+    close_idle()
     cold = _timed(at, page)
     if pick_all:   # the Leaderboard over every batch: the first run of that selection is the cold one
         at.selectbox(key="lb_batch").select("__all__")
