@@ -191,13 +191,13 @@ def _run(args: argparse.Namespace) -> int:
     from core.errors import BudgetExceeded
 
     settings, store = _settings_store(_warm_up())
-    if not settings.dry_run:
-        # the run's senders and finishers each open a store: on Postgres their sessions open
-        # while the plan is made and written, not after
-        store.warm(args.concurrency or settings.concurrency)
     # the limits are checked on the preview, before a reference file is uploaded (`record`
     # checks again before it writes the batch)
     plan = _make_plan(args.plan, store, settings, upload=False)
+    if not settings.dry_run:
+        # each of the run's senders opens a store: on Postgres their sessions open while the
+        # batch is written and read back, not after
+        store.warm(min(args.concurrency or settings.concurrency, len(plan.requests)))
     estimate = budget.of_plan(plan)
     try:
         budget.check(store, settings, estimate_usd=estimate.usd, unpriced=estimate.unpriced, person=args.created_by)

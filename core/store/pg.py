@@ -33,6 +33,8 @@ module knows which engine it has. What it takes, and why each holds:
   plpgsql function and a row trigger. Each migration runs in its own transaction with its
   record (Postgres's DDL is transactional), under a session advisory lock so two hosts starting
   at once migrate once.
+- Sessions: a closed store's session is kept for the next store of the process, and a run's
+  senders' sessions open in the background (core/store/pg_sessions.py).
 - The password in DATABASE_URL never reaches a message: errors name the server by
   `core.config.url_label` (`label` here).
 """
@@ -43,10 +45,7 @@ import datetime as _dt
 import functools
 import os
 import re
-import select
 import sqlite3
-import threading
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -54,6 +53,7 @@ from typing import Any
 from core.config import url_label as label
 from core.errors import StoreError
 from core.store.db import Database
+from core.store.pg_sessions import IdleSessions
 from core.store.migrations import MIGRATION_SET, REGISTERED
 
 # one key for the store's advisory locks (an arbitrary constant: "fal dashboard")
@@ -230,125 +230,7 @@ def _new_connection(url: str, where: str) -> Any:
     return conn
 
 
-class _IdleSessions:
-    """Sessions a closed store gave back, for the next store this process opens on the same
-    server: a page's run opens several stores and the runner one per worker, and a new session
-    costs a connect, authentication and a server process (5 ms here, several round trips to a
-    remote server) where a kept one costs nothing.
-
-    Only a session left as new is kept: open, not broken, outside any transaction (the store
-    holds no other session state: no prepared statements, temporary tables dropped at commit,
-    its session advisory lock released in a `finally`, its cursors closed). A kept session the
-    server has written to since is not handed out (an idle session is sent nothing unless the
-    server ended it: a restart, an administrator, an idle timeout), and one idle
-    for more than CHECK_AFTER_S answers `SELECT 1` before it is handed out (a server restart or
-    an idle timeout may have ended it); one idle for more than KEEP_S is closed. At most MAX are
-    kept per server. A forked child forgets them without closing them (the sockets are the
-    parent's). psycopg_pool was measured against this and not taken: its `getconn` waits for its
-    background workers, so a wrong DATABASE_URL would be refused after the pool's timeout, with
-    its own message, instead of at once with the server's."""
-
-    MAX = 40
-    CHECK_AFTER_S = 30.0
-    KEEP_S = 300.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._free: dict[str, list[tuple[float, Any]]] = {}
-        self._opening: dict[str, int] = {}
-
-    def take(self, url: str) -> Any:
-        while True:
-            with self._lock:
-                free = self._free.get(url)
-                if not free:
-                    return None
-                since, conn = free.pop()   # the newest: the likeliest still alive
-            idle = time.monotonic() - since
-            if conn.closed or conn.broken or idle > self.KEEP_S or _readable(conn):
-                _close_quietly(conn)
-                continue
-            if idle > self.CHECK_AFTER_S:
-                try:
-                    conn.execute("SELECT 1")
-                except Exception:  # noqa: BLE001 - any failure: this session is gone
-                    _close_quietly(conn)
-                    continue
-            return conn
-
-    def give(self, url: str, conn: Any) -> None:
-        from psycopg.pq import TransactionStatus
-
-        kept = False
-        if not conn.closed and not conn.broken and conn.info.transaction_status == TransactionStatus.IDLE:
-            with self._lock:
-                free = self._free.setdefault(url, [])
-                stale = [c for since, c in free if time.monotonic() - since > self.KEEP_S]
-                free[:] = [(since, c) for since, c in free if time.monotonic() - since <= self.KEEP_S]
-                if len(free) < self.MAX:
-                    free.append((time.monotonic(), conn))
-                    kept = True
-            for old in stale:
-                _close_quietly(old)
-        if not kept:
-            _close_quietly(conn)
-
-    def close(self, url: str | None = None) -> None:
-        """Close the kept sessions (of one server, or all): before its database is dropped or
-        copied, which other sessions would block."""
-        with self._lock:
-            urls = [url] if url is not None else list(self._free)
-            gone = [conn for u in urls for _, conn in self._free.pop(u, ())]
-        for conn in gone:
-            _close_quietly(conn)
-
-    def warm(self, url: str, where: str, n: int) -> None:
-        """Open sessions in the background until `n` are kept for `url` (counting those being
-        opened): workers about to start then find theirs ready. A failure only ends the warming
-        (the worker that needs a session meets the error itself)."""
-        with self._lock:
-            missing = min(n, self.MAX) - len(self._free.get(url, ())) - self._opening.get(url, 0)
-            if missing <= 0:
-                return
-            self._opening[url] = self._opening.get(url, 0) + missing
-
-        def open_some(count: int) -> None:
-            for done in range(count):
-                try:
-                    conn = _new_connection(url, where)
-                except sqlite3.Error:
-                    with self._lock:
-                        self._opening[url] -= count - done
-                    return
-                self.give(url, conn)
-                with self._lock:
-                    self._opening[url] -= 1
-
-        threads = min(4, missing)
-        for i in range(threads):
-            threading.Thread(target=open_some, args=(missing // threads + (i < missing % threads),),
-                             name="store-warm", daemon=True).start()
-
-    def forget(self) -> None:
-        self._lock = threading.Lock()
-        self._free = {}
-        self._opening = {}
-
-
-def _readable(conn: Any) -> bool:
-    """Whether the server wrote to this idle session (it is ending it), without a round trip."""
-    try:
-        return bool(select.select([conn.fileno()], [], [], 0)[0])
-    except (OSError, ValueError):
-        return True
-
-
-def _close_quietly(conn: Any) -> None:
-    with contextlib.suppress(Exception):
-        conn.close()
-
-
-_IDLE = _IdleSessions()
+_IDLE = IdleSessions(_new_connection)
 os.register_at_fork(after_in_child=_IDLE.forget)
 
 

@@ -1,7 +1,8 @@
-"""The sessions a process keeps on Postgres (core/store/pg.py, `_IdleSessions`): a closed store's
-session serves the next store on that server, as it was set up; a session that cannot be trusted
-(left in a transaction, broken, ended by the server) is never handed out; `Store.warm` opens a
-run's sessions in the background, and a wrong URL there fails nothing but the store that needs it."""
+"""The sessions a process keeps on Postgres (core/store/pg_sessions.py, `IdleSessions`): a closed
+store's session serves the next store on that server, as it was set up; a session that cannot be
+trusted (left in a transaction, broken, ended by the server) is never handed out; `Store.warm`
+opens a run's sessions in the background, and a wrong URL there fails nothing but the store that
+needs it."""
 from __future__ import annotations
 
 import time
