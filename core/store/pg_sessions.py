@@ -123,7 +123,9 @@ class IdleSessions:
 def _readable(conn: Any) -> bool:
     """Whether the server wrote to this idle session (it is ending it), without a round trip."""
     try:
-        return bool(select.select([conn.fileno()], [], [], 0)[0])
+        poller = select.poll()   # poll, not select: any descriptor number, however many are open
+        poller.register(conn.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
 
