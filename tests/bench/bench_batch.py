@@ -205,16 +205,6 @@ def _batch_run(args: argparse.Namespace, plan_file: Path, env: dict[str, str], c
     return wall / ideal
 
 
-def _fresh_pg_database(server_url: str, name: str) -> str:
-    """Another empty database on the benchmark's cluster (each round starts on a blank store)."""
-    import psycopg
-
-    server = server_url.rsplit("/", 1)[0]
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{server}/{name}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200)
@@ -266,11 +256,13 @@ def main() -> None:
                     run_env = {**env, "DASHBOARD_DATA_DIR": str(tmp / f"data-{engine}-{round_no}")}
                     if engine == "postgres":
                         from tests.pg_cluster import pg_cluster
+                        from tests.pg_fixtures import fresh_database
 
                         if cluster is None:
                             cluster = stack.enter_context(pg_cluster("bench_batch"))
+                        # each later round on a blank database of its own
                         run_env["DATABASE_URL"] = (cluster if round_no == 0 else
-                                                   _fresh_pg_database(cluster, f"bench_batch_{round_no}"))
+                                                   fresh_database(cluster.rsplit("/", 1)[0], "template0"))
                     control.reset()
                     ratios[engine].append(_batch_run(args, plan_file, run_env, control, ideal, engine))
         if args.repeat > 1:

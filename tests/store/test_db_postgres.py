@@ -11,7 +11,7 @@ import pytest
 
 from core.store import open_store, pg
 from core.store.migrations import REGISTERED
-from tests.pg_fixtures import drop_database
+from tests.pg_fixtures import drop_database, fresh_database
 from tests.store.test_db import EXPECTED, EXPECTED_INDEXES
 
 TRIGGERS = {f"export_lines_{t}_{e}" for t, events in (("requests", ("update", "delete")),
@@ -23,14 +23,7 @@ TRIGGERS = {f"export_lines_{t}_{e}" for t, events in (("requests", ("update", "d
 @pytest.fixture
 def blank(pg_server):
     """A database with nothing in it (not the migrated template)."""
-    import uuid
-
-    import psycopg
-
-    name = f"blank_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{pg_server}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    url = f"{pg_server}/{name}"
+    url = fresh_database(pg_server, "template0")
     yield url
     drop_database(url)
 
