@@ -80,6 +80,14 @@ class Database:
         return self.conn.execute("PRAGMA database_list").fetchone()[2] or f"memory:{id(self)}"
 
     @property
+    def path(self) -> Path:
+        """The database file (`connect`'s path, resolved)."""
+        name = self.conn.execute("PRAGMA database_list").fetchone()[2]
+        if not name:
+            raise StoreError("this store is in memory: it has no file another connection could open")
+        return Path(name)
+
+    @property
     def location(self) -> Path:
         """The data directory holding the file (for messages)."""
         return Path(self.conn.execute("PRAGMA database_list").fetchone()[2] or ".").parent

@@ -4,7 +4,8 @@ Postgres when DATABASE_URL is set: core/store/pg.py).
 Invariants:
 - Only the store writes SQL, and every write takes its write lock (core/store/_sql.py): one
   lock per database file in this process, shared by every `Store` on that file.
-- A `Store` wraps one connection; each thread or process opens its own (`open_store`).
+- A `Store` wraps one connection; each thread or process opens its own (`open_store`, or
+  `store.twin()` for a worker thread of a store already open).
 - Callers get frozen values (core/values.py), never rows or cursors; SQLite specifics stay
   inside core/store, the seam behind which another engine could be added without touching a
   caller. `store.db` is there for tests only.
@@ -50,6 +51,20 @@ class Store(BatchesMixin, RequestsMixin, ImagesMixin, MetricsMixin, HistoryMixin
     def engine(self) -> str:
         """"sqlite" or "postgres" (for messages and the `store` commands; nothing else asks)."""
         return self.db.engine
+
+    def twin(self) -> Store:
+        """Another Store on this one's database, for a worker thread (each thread has its own
+        connection): opened without the schema check this store passed when it was opened. On
+        Postgres that check is a round trip, and a runner opens a store per sender and finisher."""
+        url = getattr(self.db, "url", None)
+        if url is None:
+            return open_store(self.db.path, migrate=False)
+        from core.store import pg
+
+        try:
+            return Store(pg.PgDatabase(url))
+        except sqlite3.OperationalError as e:
+            raise refused(e, pg.label(url)) from e
 
     def warm(self, workers: int) -> None:
         """`workers` threads are about to open a store each on this database: on Postgres their

@@ -30,8 +30,9 @@ def test_every_public_method_comes_from_one_mixin_and_carries_the_boundary():
     twice = {n: h for n, h in homes.items() if len(h) > 1}
     assert not twice, f"defined by two mixins (one silently wins): {twice}"
     public = {n for n in dir(Store) if not n.startswith("_") and inspect.isfunction(getattr(Store, n))}
-    # the connection's own lifecycle (no statement of a table): closing it, warming sessions
-    assert public - {"close", "warm"} == set(homes), "a Store method outside the table mixins"
+    # the connection's own lifecycle (no statement of a table): closing it, warming sessions,
+    # opening another for a worker thread
+    assert public - {"close", "warm", "twin"} == set(homes), "a Store method outside the table mixins"
     assert sqlite_boundary.__module__ == "core.store.boundary"
 
 
