@@ -236,6 +236,13 @@ def keep_images(fal: FalClient, storage: Storage, request_id: str, output: FalOu
     return tuple(out)
 
 
+def load_decoder() -> None:
+    """Import what `keep_images` decodes with (Pillow and its plugins: ~0.1 s), ahead of the
+    first result; a failure is met again, and reported, by the first `keep_images`."""
+    with contextlib.suppress(Exception):
+        import core.photos.images  # noqa: F401
+
+
 def _decoded(data: bytes) -> tuple[str, int, int] | None:
     """(content type, width, height) of bytes that decode as an image, else None."""
     from core.photos.images import image_info
@@ -273,17 +280,22 @@ def record_result(store: Store, request_id: str, result: Result) -> str:
     """Write a finished job's images and final status; returns the status written.
 
     The one function that records a result: the runner and the tests' helpers both call it."""
+    written = {}
     for img in result.images:
         if isinstance(img, KeptImage):
-            store.add_result_image(request_id, idx=img.idx, fal_url=img.fal_url, storage_backend=img.backend,
-                                storage_path=img.path, sha256=img.sha256, width=img.width,
-                                height=img.height, content_type=img.content_type,
-                                size_bytes=img.size_bytes, nsfw=img.nsfw)
+            row = store.add_result_image(request_id, idx=img.idx, fal_url=img.fal_url, storage_backend=img.backend,
+                                         storage_path=img.path, sha256=img.sha256, width=img.width,
+                                         height=img.height, content_type=img.content_type,
+                                         size_bytes=img.size_bytes, nsfw=img.nsfw)
         else:
-            store.add_result_image(request_id, idx=img.idx, fal_url=img.fal_url, storage_backend=None,
-                                storage_path=None, sha256=None, width=None, height=None,
-                                content_type=None, size_bytes=None, nsfw=img.nsfw)
-    kept = store.result_images([request_id])[request_id]
+            row = store.add_result_image(request_id, idx=img.idx, fal_url=img.fal_url, storage_backend=None,
+                                         storage_path=None, sha256=None, width=None, height=None,
+                                         content_type=None, size_bytes=None, nsfw=img.nsfw)
+        written[row.idx] = row
+    # every image of the result was just written (the usual case): those rows are its images;
+    # else an earlier attempt kept some, and they are read
+    kept = (list(written.values()) if set(written) >= set(range(len(result.output.images)))
+            else store.result_images([request_id])[request_id])
     raw = result.output.raw
     logs = list(result.logs) or None
     if not result.output.images:

@@ -274,6 +274,7 @@ class _LiveRun:
         self.on_sending = on_sending
         self.accepted = threading.Event()   # fal accepted a job of this run
         self._live_finishers = 0
+        self._finishers_prepared = False
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -420,6 +421,7 @@ class _LiveRun:
                 break
             now = time.monotonic()
             self._announce_sending()
+            self._prepare_finishers()
             if self.draining.is_set() and not self.signals.stop.is_set():
                 with self.lock:
                     in_flight = self._in_flight
@@ -463,6 +465,16 @@ class _LiveRun:
         self._announce_sending()   # a run that ended before the first look still had results
         with contextlib.suppress(StoreUnavailable):
             self.store.set_unreachable(self.batch_id, None)
+
+    def _prepare_finishers(self) -> None:
+        """Once, as soon as fal accepted a job of this run: the finishers' sessions (Postgres) and
+        the image decoder (Pillow, ~0.1 s of imports) load while the first jobs run, not when the
+        first results arrive, with the next submits."""
+        if self._finishers_prepared or not self.accepted.is_set():
+            return
+        self._finishers_prepared = False
+        self.store.warm(self._live_finishers)
+        threading.Thread(target=record.load_decoder, name="runner-decoder", daemon=True).start()
 
     def _announce_sending(self) -> None:
         """`on_sending()` once, as soon as fal accepted a job of this run."""
@@ -524,7 +536,7 @@ class _LiveRun:
                                error_message=f"unexpected error in the runner: {e!r}; re-run it")
 
     def _sender(self) -> None:
-        store = open_store(self.settings, migrate=False)
+        store = self.store.twin()
         try:
             while not self.halted.is_set():
                 task = self._next(store)
@@ -720,7 +732,7 @@ class _LiveRun:
                     continue  # left queued/running in the store: a resume polls and finishes it
                 if store is None:
                     # opened with the first result, not while the first POSTs leave
-                    store = open_store(self.settings, migrate=False)
+                    store = self.store.twin()
                 self._guarded(store, job.request_id, lambda: self._finish(store, job))
         finally:
             if store is not None:

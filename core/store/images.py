@@ -66,12 +66,14 @@ class ImagesMixin(_Base):
         }
         cols = ["id", *row]
         updates = ", ".join(f"{c} = excluded.{c}" for c in row if c not in ("request_id", "idx"))
-        self._write(f"INSERT INTO result_images ({', '.join(cols)}) VALUES ({placeholders(len(cols))}) "
-                    f"ON CONFLICT(request_id, idx) DO UPDATE SET {updates}", [new_id(), *row.values()])
+        # the row as written comes back with the write (RETURNING: one round trip on Postgres);
+        # fetched to the end, so SQLite's statement (and its write transaction) is over
+        written = self._write(f"INSERT INTO result_images ({', '.join(cols)}) VALUES ({placeholders(len(cols))}) "
+                              f"ON CONFLICT(request_id, idx) DO UPDATE SET {updates} RETURNING {IMAGE_SELECT}",
+                              [new_id(), *row.values()]).fetchall()
         if request.status in FINAL_STATUSES:   # else its lines are stored when it becomes final
             self._keep_export_lines(request_id)
-        return image_from_row(next(self._rows(
-            "SELECT * FROM result_images WHERE request_id = ? AND idx = ?", [request_id, idx])))
+        return image_from_tuple(written[0])
 
     @sqlite_boundary
     def result_images(self, request_ids: Sequence[str]) -> dict[str, list[ResultImage]]:
