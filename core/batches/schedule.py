@@ -472,7 +472,7 @@ class _LiveRun:
         first results arrive, with the next submits."""
         if self._finishers_prepared or not self.accepted.is_set():
             return
-        self._finishers_prepared = False
+        self._finishers_prepared = True
         self.store.warm(self._live_finishers)
         threading.Thread(target=record.load_decoder, name="runner-decoder", daemon=True).start()
 

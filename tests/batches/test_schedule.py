@@ -398,7 +398,8 @@ def test_on_sending_is_called_even_when_the_run_ends_before_the_supervisor_looks
 def test_on_postgres_the_finishers_sessions_open_while_the_first_jobs_run(pg_url, fal_standin, monkeypatch):
     """A finisher's session is opened in the background once fal accepted the run's first job,
     not when the first result arrives, together with the next submits: before any job of a
-    2-slot run is done, its store, its 2 senders and its 2 finishers each hold a session."""
+    2-slot run is done, its store, its 2 senders and its 2 finishers each hold a session. The
+    run asks for them once (the supervisor looks every 0.25 s)."""
     from core.store import pg
     from tests.store.test_pg_sessions import _sessions
 
@@ -407,21 +408,26 @@ def test_on_postgres_the_finishers_sessions_open_while_the_first_jobs_run(pg_url
     settings.ensure_dirs()
     plan = plans.make_plan({"name": "warm", "models": [SCHNELL], "options": {"pose": ["Standing", "Walking"]},
                             "seeds": [1]})
-    with open_store(settings) as st:
-        batch = st.create_batch(plan.new_batch(), dry_run=False)
+    store = open_store(settings)
+    batch = store.create_batch(plan.new_batch(), dry_run=False)
+    warmed: list[int] = []
+    warm = store.warm
+    store.warm = lambda n: (warmed.append(n), warm(n))
     pg.close_idle(pg_url)
     fal_standin.set_latency(3.0)
     done: list = []
     runner = threading.Thread(target=lambda: done.append(schedule.run_batch(batch.id, settings=settings,
-                                                                            concurrency=2)))
+                                                                            concurrency=2, store=store)))
     runner.start()
     try:
         deadline = time.monotonic() + 2.5   # the first job is done 3 s after its submit
         while _sessions(pg_url) < 5:
             assert time.monotonic() < deadline, f"{_sessions(pg_url)} sessions before the first result"
             time.sleep(0.05)
-        with open_store(settings) as st:
-            assert not any(r.status == "completed" for r in st.batch_requests(batch.id))
+        with store.twin() as reader:
+            assert not any(r.status == "completed" for r in reader.batch_requests(batch.id))
     finally:
         runner.join(30)
+        store.close()
     assert done and done[0].finished
+    assert warmed == [2, 2]   # the senders' sessions, then the finishers': once each
