@@ -48,6 +48,15 @@ def fresh_database(server: str, template: str = "store_template") -> str:
     return f"{server}/{name}"
 
 
+def session_count(url: str) -> int:
+    """How many sessions the server has on the database at `url` (kept idle ones included)."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [name]).fetchone()[0]
+
+
 def drop_database(url: str) -> None:
     import psycopg
 

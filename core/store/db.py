@@ -77,12 +77,12 @@ class Database:
     @property
     def lock_key(self) -> str:
         """What the process-wide write lock is keyed on: the file (core/store/_sql.py)."""
-        return self.conn.execute("PRAGMA database_list").fetchone()[2] or f"memory:{id(self)}"
+        return self._file() or f"memory:{id(self)}"
 
     @property
     def path(self) -> Path:
         """The database file (`connect`'s path, resolved)."""
-        name = self.conn.execute("PRAGMA database_list").fetchone()[2]
+        name = self._file()
         if not name:
             raise StoreError("this store is in memory: it has no file another connection could open")
         return Path(name)
@@ -90,7 +90,11 @@ class Database:
     @property
     def location(self) -> Path:
         """The data directory holding the file (for messages)."""
-        return Path(self.conn.execute("PRAGMA database_list").fetchone()[2] or ".").parent
+        return Path(self._file() or ".").parent
+
+    def _file(self) -> str:
+        """The main database's file name as SQLite resolved it ("" in memory)."""
+        return self.conn.execute("PRAGMA database_list").fetchone()[2]
 
     @property
     def read_only(self) -> bool:

@@ -34,7 +34,7 @@ module knows which engine it has. What it takes, and why each holds:
   record (Postgres's DDL is transactional), under a session advisory lock so two hosts starting
   at once migrate once.
 - Sessions: a closed store's session is kept for the next store of the process, and a run's
-  senders' sessions open in the background (core/store/pg_sessions.py).
+  senders' and finishers' sessions open in the background (core/store/pg_sessions.py).
 - The password in DATABASE_URL never reaches a message: errors name the server by
   `core.config.url_label` (`label` here).
 """

@@ -117,6 +117,22 @@ def test_keeping_again_skips_kept_images_and_never_overwrites(store, storage):
     assert same[0].path == first[0].path
 
 
+def test_a_result_whose_one_good_image_an_earlier_attempt_kept_completes(store, storage):
+    """A finisher kept image 0 and was stopped; the next attempt finds image 1 gone: the result is
+    recorded from both attempts' rows (completed, image 0 kept), not from the last attempt's."""
+    rid = _running(store)
+    out = _output("u0", "u1")
+    (first,) = record.keep_images(Downloads({"u0": _png()}), storage, rid, _output("u0"))
+    store.add_result_image(rid, idx=0, fal_url="u0", storage_backend=first.backend, storage_path=first.path,
+                           sha256=first.sha256, width=first.width, height=first.height,
+                           content_type=first.content_type, size_bytes=first.size_bytes, nsfw=False)
+    again = record.keep_images(Downloads({"u1": FalError("gone", status_code=410)}), storage, rid, out, kept=[0])
+    assert [type(i).__name__ for i in again] == ["MissingImage"]
+    assert record.record_result(store, rid, record.Result(out, again)) == "completed"
+    kept = store.result_images([rid])[rid]
+    assert [(i.idx, bool(i.storage_path)) for i in kept] == [(0, True), (1, False)]
+
+
 def test_a_result_whose_every_image_is_gone_fails_with_the_answer_kept(store, storage):
     rid = _running(store)
     out = _output("u0")

@@ -401,7 +401,7 @@ def test_on_postgres_the_finishers_sessions_open_while_the_first_jobs_run(pg_url
     2-slot run is done, its store, its 2 senders and its 2 finishers each hold a session. The
     run asks for them once (the supervisor looks every 0.25 s)."""
     from core.store import pg
-    from tests.store.test_pg_sessions import _sessions
+    from tests.pg_fixtures import session_count
 
     monkeypatch.setenv("DATABASE_URL", pg_url)
     settings = load_settings()
@@ -421,8 +421,8 @@ def test_on_postgres_the_finishers_sessions_open_while_the_first_jobs_run(pg_url
     runner.start()
     try:
         deadline = time.monotonic() + 2.5   # the first job is done 3 s after its submit
-        while _sessions(pg_url) < 5:
-            assert time.monotonic() < deadline, f"{_sessions(pg_url)} sessions before the first result"
+        while session_count(pg_url) < 5:
+            assert time.monotonic() < deadline, f"{session_count(pg_url)} sessions before the first result"
             time.sleep(0.05)
         with store.twin() as reader:
             assert not any(r.status == "completed" for r in reader.batch_requests(batch.id))

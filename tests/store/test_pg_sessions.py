@@ -12,16 +12,11 @@ import pytest
 
 from core.errors import StoreUnavailable
 from core.store import open_store, pg
+from tests.pg_fixtures import session_count
 
 
 def _pid(store) -> int:
     return store.db.execute("SELECT pg_backend_pid()").fetchone()[0]
-
-
-def _sessions(url: str) -> int:
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [name]).fetchone()[0]
 
 
 @pytest.fixture
@@ -43,7 +38,7 @@ def test_a_closed_stores_session_serves_the_next_store_set_up_as_new(url):
         assert second.db.execute("SHOW synchronous_commit").fetchone()[0] == "off"
     finally:
         second.close()
-    assert _sessions(url) == 1   # kept, not closed: one session on the server
+    assert session_count(url) == 1   # kept, not closed: one session on the server
 
 
 def test_a_session_closed_inside_a_transaction_is_not_kept(url):
@@ -67,7 +62,7 @@ def test_a_session_the_server_ended_is_not_handed_out(url):
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [pid])
     deadline = time.monotonic() + 5
-    while _sessions(url) > 0 and time.monotonic() < deadline:
+    while session_count(url) > 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     again = open_store(url)   # its first statement works: the ended session was dropped unseen
     try:
@@ -82,14 +77,14 @@ def test_warm_opens_the_sessions_of_a_runs_workers_before_they_start(url):
     try:
         store.warm(6)
         deadline = time.monotonic() + 10
-        while _sessions(url) < 7 and time.monotonic() < deadline:
+        while session_count(url) < 7 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert _sessions(url) == 7   # the store's own and six kept
+        assert session_count(url) == 7   # the store's own and six kept
         store.warm(6)                # already warm: nothing more opened
         time.sleep(0.2)
-        assert _sessions(url) == 7
+        assert session_count(url) == 7
         workers = [open_store(url, migrate=False) for _ in range(6)]
-        assert _sessions(url) == 7   # each worker took a kept session
+        assert session_count(url) == 7   # each worker took a kept session
         for w in workers:
             w.close()
     finally:
