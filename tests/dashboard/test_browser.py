@@ -394,7 +394,7 @@ def test_a_new_teammate_goes_from_an_empty_dashboard_to_a_verdict(dashboard, bro
     pg.reload()
     pg.get_by_role("heading", name="Current batch").wait_for()
     pg.get_by_text("live look").first.wait_for()
-    pg.get_by_text("6 of 6 answered by fal: 6 completed").wait_for(timeout=120_000)
+    pg.get_by_text("6 of 6 answered by fal: 6 completed").first.wait_for(timeout=120_000)
     _settled(pg)
     expect(pg.get_by_role("button", name="Cancel batch")).to_have_count(0)  # a finished batch offers none
     _images_loaded(pg, 7)  # the picked reference + six results, one per request
