@@ -4,9 +4,10 @@ The store's statements are written once, in SQLite's dialect (core/store/*.py); 
 makes a psycopg 3 connection answer them as the SQLite one does, so no caller and no table
 module knows which engine it has. What it takes, and why each holds:
 
-- Statements: `?` placeholders become `%s` (and a literal `%` becomes `%%`) outside quoted
-  text; `LIKE` becomes `ILIKE` (SQLite's LIKE ignores ASCII case); `LIMIT -1` is `LIMIT ALL`;
-  `INSERT OR IGNORE` is `INSERT ... ON CONFLICT DO NOTHING`; `BEGIN IMMEDIATE` (a write
+- Statements (translated by core/store/pg_sql.py): `?` placeholders become `%s` (and a literal
+  `%` becomes `%%`) outside quoted text; `LIKE` becomes `ILIKE` (SQLite's LIKE ignores ASCII
+  case); `LIMIT -1` is `LIMIT ALL`; `INSERT OR IGNORE` is `INSERT ... ON CONFLICT DO NOTHING`;
+  SQLite's row triggers become plpgsql functions. `BEGIN IMMEDIATE` (a write
   transaction that takes the write lock first) is BEGIN plus a transaction-scoped advisory lock,
   so writers queue across every host as they do on one SQLite file and a read-then-write (a
   runner claiming a batch, a request marked sent) can never interleave with another's.
@@ -33,8 +34,9 @@ module knows which engine it has. What it takes, and why each holds:
   plpgsql function and a row trigger. Each migration runs in its own transaction with its
   record (Postgres's DDL is transactional), under a session advisory lock so two hosts starting
   at once migrate once.
-- Sessions: a closed store's session is kept for the next store of the process, and a run's
-  senders' and finishers' sessions open in the background (core/store/pg_sessions.py).
+- Sessions: a closed store's session is kept for the next store of the process, a run's
+  senders' and finishers' sessions open in the background, and the worker stores (`Store.twin`)
+  share a few, statement by statement (core/store/pg_sessions.py).
 - The password in DATABASE_URL never reaches a message: errors name the server by
   `core.config.url_label` (`label` here).
 """
@@ -44,7 +46,6 @@ import contextlib
 import datetime as _dt
 import functools
 import os
-import re
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
@@ -53,7 +54,8 @@ from typing import Any
 from core.config import url_label as label
 from core.errors import StoreError
 from core.store.db import Database
-from core.store.pg_sessions import IdleSessions
+from core.store.pg_sessions import IdleSessions, ReadRows, WorkerSessions
+from core.store.pg_sql import translate
 from core.store.migrations import MIGRATION_SET, REGISTERED
 
 # one key for the store's advisory locks (an arbitrary constant: "fal dashboard")
@@ -69,81 +71,6 @@ _COMPAT = (
     "CREATE OR REPLACE FUNCTION instr(text, text) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE "
     "AS 'SELECT strpos($1, $2)'",
 )
-
-
-# ---- statements ---------------------------------------------------------------------------
-
-_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|%|\bLIKE\b|\bLIMIT\s+-1\b", re.IGNORECASE)
-
-
-@functools.lru_cache(maxsize=4096)
-def translate(sql: str, with_parameters: bool = True) -> str:
-    """A statement of the store (SQLite's dialect) as Postgres and psycopg take it (`%` is
-    doubled only when psycopg will read placeholders: a statement sent with parameters)."""
-    stripped = sql.lstrip()
-    head = stripped[:40].upper()
-    if head.startswith("CREATE TRIGGER"):
-        return _trigger(stripped)
-    if head.startswith("DROP TRIGGER"):
-        name = re.match(r"DROP TRIGGER (?:IF EXISTS )?(\w+)", stripped, re.IGNORECASE).group(1)
-        return f"DROP FUNCTION IF EXISTS {name}() CASCADE"
-    if head.startswith(("CREATE TABLE", "ALTER TABLE")):
-        sql = _ddl(sql)
-    on_conflict = False
-    if re.match(r"\s*INSERT OR IGNORE INTO", sql, re.IGNORECASE):
-        sql = re.sub(r"INSERT OR IGNORE INTO", "INSERT INTO", sql, count=1, flags=re.IGNORECASE)
-        on_conflict = True
-
-    def token(m: re.Match[str]) -> str:
-        t = m.group(0)
-        if t[0] in "'\"":
-            return t.replace("%", "%%") if with_parameters else t
-        if t == "?":
-            return "%s"
-        if t == "%":
-            return "%%" if with_parameters else t
-        if t.upper() == "LIKE":
-            return "ILIKE"
-        return "LIMIT ALL"
-
-    sql = _TOKEN.sub(token, sql)
-    # a JSON array parameter's items, as SQLite's json_each(?) gives them (column `value`)
-    sql = sql.replace("json_each(%s)", "json_array_elements_text(CAST(%s AS json))")
-    # SQLite's IS / IS NOT compare any two values, NULL included; Postgres's take only NULL,
-    # TRUE or FALSE on their right: with a parameter they are IS [NOT] DISTINCT FROM
-    sql = re.sub(r"\bIS NOT %s", "IS DISTINCT FROM %s", sql)
-    sql = re.sub(r"\bIS %s", "IS NOT DISTINCT FROM %s", sql)
-    return sql + " ON CONFLICT DO NOTHING" if on_conflict else sql
-
-
-def _ddl(sql: str) -> str:
-    """CREATE/ALTER TABLE: SQLite's storage classes as Postgres types, and a rowid on each table."""
-    sql = re.sub(r"\bINTEGER\b", "bigint", sql)
-    sql = re.sub(r"\bREAL\b", "double precision", sql)
-    if sql.lstrip()[:12].upper() == "CREATE TABLE":
-        end = sql.rstrip().rfind(")")
-        sql = sql[:end] + ", rowid bigint GENERATED BY DEFAULT AS IDENTITY" + sql[end:]
-    return sql
-
-
-def _trigger(sql: str) -> str:
-    """A SQLite row trigger (`CREATE TRIGGER n AFTER E ON t BEGIN ...; END`) as a plpgsql
-    function and a FOR EACH ROW trigger calling it. In an upsert's DO UPDATE a bare column is
-    ambiguous on Postgres: it is qualified by the table."""
-    m = re.match(r"CREATE TRIGGER (\w+) (AFTER|BEFORE) (INSERT|UPDATE|DELETE) ON (\w+) BEGIN (.*) END\s*$",
-                 sql, re.IGNORECASE | re.DOTALL)
-    if not m:
-        raise StoreError(f"a trigger the Postgres store cannot translate: {sql[:80]}")
-    name, when, event, table, body = m.groups()
-
-    def qualify(stmt: re.Match[str]) -> str:
-        target = stmt.group(1)
-        return re.sub(r"DO UPDATE SET (\w+) = \1\b", rf"DO UPDATE SET \1 = {target}.\1", stmt.group(0))
-
-    body = re.sub(r"INSERT INTO (\w+)[^;]*;", qualify, body)
-    return (f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN {body} "
-            f"RETURN NULL; END $fn$; CREATE TRIGGER {name} {when} {event} ON {table} "
-            f"FOR EACH ROW EXECUTE FUNCTION {name}()")
 
 
 # ---- errors -------------------------------------------------------------------------------
@@ -233,6 +160,10 @@ def _new_connection(url: str, where: str) -> Any:
 _IDLE = IdleSessions(_new_connection)
 os.register_at_fork(after_in_child=_IDLE.forget)
 
+# the sessions the worker stores (`Store.twin`) share, per server (pg_sessions.WorkerSessions)
+_WORKERS = WorkerSessions(_IDLE, _new_connection)
+os.register_at_fork(after_in_child=_WORKERS.forget)
+
 
 def close_idle(url: str | None = None) -> None:
     """Close the sessions this process keeps for the next store (on the server at `url`, or on
@@ -243,13 +174,20 @@ def close_idle(url: str | None = None) -> None:
 class Connection:
     """psycopg's connection with the sqlite3 surface the store uses: `execute`, `executemany`,
     `in_transaction`, `close`. Autocommit, as the SQLite connection is (isolation_level=None):
-    transactions are the store's own BEGIN/COMMIT."""
+    transactions are the store's own BEGIN/COMMIT.
 
-    def __init__(self, url: str) -> None:
+    With `shared` (a worker store, `Store.twin`), it holds a session only while it needs one: it
+    borrows one for each statement outside a transaction (whose rows are read before the
+    session goes back) and keeps it from BEGIN to COMMIT or ROLLBACK, or while a stream is read."""
+
+    def __init__(self, url: str, *, shared: bool = False) -> None:
         self.url = url
         self.where = label(url)
         self._conn: Any = None
-        self._open()
+        self._shared = _WORKERS.join(url, self.where) if shared else None
+        self._pinned = 0   # streams being read: the session stays
+        if self._shared is None:
+            self._open()
 
     def _open(self) -> None:
         self._conn = _IDLE.take(self.url) or _new_connection(self.url, self.where)
@@ -262,9 +200,23 @@ class Connection:
                 and self._conn.info.transaction_status != TransactionStatus.IDLE)
 
     def _ready(self) -> Any:
+        if self._shared is not None:
+            if self._conn is not None and (self._conn.closed or self._conn.broken):
+                self._settle()
+            if self._conn is None:
+                self._conn = self._shared.borrow()
+            return self._conn
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._open()
         return self._conn
+
+    def _settle(self) -> None:
+        """A shared session goes back once its statement left it outside a transaction."""
+        conn = self._conn
+        if self._shared is None or conn is None or self._pinned or (self.in_transaction and not conn.broken):
+            return
+        self._conn = None
+        self._shared.give_back(conn)
 
     def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Any:
         if sql == "BEGIN IMMEDIATE":
@@ -274,26 +226,34 @@ class Connection:
             except BaseException:   # as SQLite's: a BEGIN IMMEDIATE that fails leaves no transaction
                 with contextlib.suppress(Exception):
                     self._conn.execute("ROLLBACK")
+                self._settle()
                 raise
         conn = self._ready()
         params = list(parameters) if parameters else None
         try:
-            return conn.execute(translate(sql, params is not None), params)
+            cursor = conn.execute(translate(sql, params is not None), params)
+            if self._shared is not None:
+                cursor = ReadRows(cursor)
+            return cursor
         except Exception as e:
             if type(e).__module__.split(".")[0] != "psycopg":
                 raise
             raise _as_sqlite(e, self.where) from e
+        finally:
+            self._settle()
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
         conn = self._ready()
         try:
             cursor = conn.cursor()
             cursor.executemany(translate(sql), [list(r) for r in rows])
-            return cursor
+            return ReadRows(cursor) if self._shared is not None else cursor
         except Exception as e:
             if type(e).__module__.split(".")[0] != "psycopg":
                 raise
             raise _as_sqlite(e, self.where) from e
+        finally:
+            self._settle()
 
     def stream(self, sql: str, parameters: Sequence[Any], chunk_size: int) -> Iterator[tuple]:
         """The rows of a long read, fetched `chunk_size` at a time through a server-side cursor,
@@ -301,6 +261,7 @@ class Connection:
         connection between two fetches. Inside a transaction the rows stream as the server
         finds them; outside one the cursor is WITH HOLD, which the server fills first."""
         conn = self._ready()
+        self._pinned += 1
         try:
             cursor = conn.cursor(name=f"read_{uuid.uuid4().hex}", withhold=not self.in_transaction)
             try:
@@ -313,11 +274,20 @@ class Connection:
             if type(e).__module__.split(".")[0] != "psycopg":
                 raise
             raise _as_sqlite(e, self.where) from e
+        finally:
+            self._pinned -= 1
+            self._settle()
 
     def close(self) -> None:
-        """Give the session back for the next store on this server (closed if it cannot be kept)."""
+        """Give the session back for the next store on this server (closed if it cannot be kept);
+        a worker store's to the shared ones, and it leaves them."""
         conn, self._conn = self._conn, None
-        if conn is not None:
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            if conn is not None:
+                shared.give_back(conn)
+            _WORKERS.leave(self.url, shared)
+        elif conn is not None:
             _IDLE.give(self.url, conn)
 
     def __del__(self) -> None:
@@ -385,9 +355,9 @@ class PgDatabase:
 
     engine = "postgres"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, shared: bool = False) -> None:
         self.url = url
-        self.conn = Connection(url)
+        self.conn = Connection(url, shared=shared)
         self.location = self.conn.where
         self.lock_key = None   # the server orders the writes: no process-wide lock (core/store/_sql.py)
         self.read_only = False
@@ -406,9 +376,11 @@ class PgDatabase:
         return [r[0] for r in self.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename")]
 
-    def warm(self, sessions: int) -> None:
-        """Open `sessions` more sessions in the background, for workers about to start."""
-        _IDLE.warm(self.url, self.location, sessions)
+    def warm(self, workers: int) -> None:
+        """Open sessions in the background for `workers` worker stores about to start: one each,
+        up to the cap of the sessions they share (`SharedSessions`)."""
+        cap = _WORKERS.cap(self.url, self.conn._ready())
+        _IDLE.warm(self.url, self.location, workers if cap is None else min(workers, cap))
 
     def close(self) -> None:
         self.conn.close()

@@ -1,14 +1,17 @@
 """The Postgres sessions a process keeps between its stores (core/store/pg.py opens them):
 `IdleSessions` hands a closed store's session to the next store on the same server and opens a
-run's sessions in the background (`warm`). docs/postgres.md says why, with its sources."""
+run's sessions in the background (`warm`); `SharedSessions` lends a few sessions to many worker
+stores, statement by statement (`WorkerSessions` keeps them per server). docs/postgres.md says why, with its sources."""
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
 import select
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -118,6 +121,177 @@ class IdleSessions:
         self._lock = threading.Lock()
         self._free = {}
         self._opening = {}
+
+
+class SharedSessions:
+    """The sessions the worker stores of a process (a runner's senders and finishers,
+    `Store.twin`) share on one server, lent for one statement outside a transaction or for a
+    whole transaction (or a stream being read).
+
+    Why: a run of 16 slots has 32 worker threads. On a near server (a round trip under
+    NEAR_RTT_S: this machine or the one beside it), each session costs a connect and a server
+    process, and its first writes ~3 ms of the server's CPU, on the cores the run itself needs;
+    the server does the workers' short writes a few at a time anyway. So a near server's
+    sessions are capped at two per core of this machine (`worker_cap`: 4 here, against one per
+    worker before; the batch benchmark's run 0.12 s shorter, docs/postgres.md). A far one
+    (Supabase's hosted Postgres) is not capped: its round trips, not its CPU, are the cost,
+    and each worker waiting on its own is the fastest.
+
+    - A worker that finds no free session opens one while the cap allows (one opening at a
+      time), else waits for one; after STALL_S it opens one anyway, so nothing waits forever
+      whatever a worker holds (no deadlock).
+    - A lent session comes back outside any transaction and unbroken, or is closed; one the
+      server wrote to while it was free (it is ending it) is never lent again.
+    - When the last worker store closes, the free sessions go to the idle ones (`IdleSessions`),
+      for the next store or run."""
+
+    STALL_S = 1.0
+
+    def __init__(self, idle: IdleSessions, url: str, where: str, connect: Callable[[str, str], Any],
+                 cap_of: Callable[[str, Any], int | None]) -> None:
+        self._idle, self._url, self._where, self._connect = idle, url, where, connect
+        self._cap_of = cap_of   # (url, a session) -> the cap (`worker_cap`), or None
+        self._cond = threading.Condition(threading.Lock())
+        self._free: list[Any] = []
+        self._lent = 0
+        self._opening = False
+        self.cap: int | None = None   # set when the first session is opened (`cap_of`)
+        self._capped = False
+        self.users = 0   # worker stores open on these sessions (under WorkerSessions' lock)
+
+    def borrow(self) -> Any:
+        started = time.monotonic()
+        with self._cond:
+            while True:
+                while self._free:
+                    conn = self._free.pop()
+                    if conn.closed or conn.broken or _readable(conn):
+                        _close_quietly(conn)
+                        continue
+                    self._lent += 1
+                    return conn
+                if not self._opening and (self.cap is None or self._lent < self.cap
+                                          or time.monotonic() - started >= self.STALL_S):
+                    self._opening = True
+                    break
+                self._cond.wait(self.STALL_S / 4)
+        conn = None
+        try:
+            conn = self._idle.take(self._url) or self._connect(self._url, self._where)
+            if not self._capped:
+                self.cap = self._cap_of(self._url, conn)
+                self._capped = True
+        finally:
+            with self._cond:
+                self._opening = False
+                if conn is not None:
+                    self._lent += 1
+                self._cond.notify_all()
+        return conn
+
+    def give_back(self, conn: Any) -> None:
+        from psycopg.pq import TransactionStatus
+
+        usable = (not conn.closed and not conn.broken
+                  and conn.info.transaction_status == TransactionStatus.IDLE)
+        if not usable:
+            _close_quietly(conn)
+        with self._cond:
+            self._lent -= 1
+            if usable:
+                self._free.append(conn)
+            self._cond.notify()
+
+    def retire(self) -> None:
+        """The last worker store closed: the free sessions become idle ones."""
+        with self._cond:
+            free, self._free = self._free, []
+        for conn in free:
+            self._idle.give(self._url, conn)
+
+
+class WorkerSessions:
+    """Per server, the `SharedSessions` of this process's worker stores (while one is open) and
+    their cap (`worker_cap`, measured once per process and server)."""
+
+    def __init__(self, idle: IdleSessions, connect: Callable[[str, str], Any]) -> None:
+        self._idle, self._connect = idle, connect
+        self._lock = threading.Lock()
+        self.sets: dict[str, SharedSessions] = {}
+        self.caps: dict[str, int | None] = {}
+
+    def cap(self, url: str, conn: Any) -> int | None:
+        if url not in self.caps:
+            self.caps[url] = worker_cap(conn)
+        return self.caps[url]
+
+    def join(self, url: str, where: str) -> SharedSessions:
+        with self._lock:
+            shared = self.sets.get(url)
+            if shared is None:
+                shared = self.sets[url] = SharedSessions(self._idle, url, where, self._connect, self.cap)
+            shared.users += 1
+            return shared
+
+    def leave(self, url: str, shared: SharedSessions) -> None:
+        """A worker store closed; the last one's free sessions become idle ones."""
+        with self._lock:
+            shared.users -= 1
+            if shared.users > 0 or self.sets.get(url) is not shared:
+                return
+            del self.sets[url]
+        shared.retire()
+
+    def forget(self) -> None:
+        """In a forked child: the parent's sessions are not this process's."""
+        self._lock = threading.Lock()
+        self.sets = {}
+
+
+class ReadRows:
+    """A statement's result read to the end, so that its session can serve another worker
+    store at once (a shared session, `SharedSessions`): the cursor surface the store uses."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.description = cursor.description
+        self.rowcount = cursor.rowcount
+        self._rows = iter(cursor.fetchall() if cursor.description is not None else ())
+
+    def fetchone(self) -> Any:
+        return next(self._rows, None)
+
+    def fetchmany(self, size: int) -> list[Any]:
+        return list(itertools.islice(self._rows, size))
+
+    def fetchall(self) -> list[Any]:
+        return list(self._rows)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._rows
+
+    def close(self) -> None:
+        self._rows = iter(())
+
+
+NEAR_RTT_S = 0.001
+
+
+def worker_cap(conn: Any) -> int | None:
+    """How many sessions a process's worker stores share on the server of `conn`: two per core
+    of this machine for a near server (its best of three round trips under NEAR_RTT_S), None
+    (no cap: one per worker at most) for a far one. See `SharedSessions`."""
+    best = float("inf")
+    for _ in range(3):
+        asked = time.perf_counter()
+        try:
+            conn.execute("SELECT 1")
+        except Exception:  # noqa: BLE001 - a failing session: the caller's statement meets it
+            return None
+        best = min(best, time.perf_counter() - asked)
+    if best >= NEAR_RTT_S:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 2 * max(1, cores)
 
 
 def _readable(conn: Any) -> bool:

@@ -53,18 +53,18 @@ class Store(BatchesMixin, RequestsMixin, ImagesMixin, MetricsMixin, HistoryMixin
         return self.db.engine
 
     def twin(self) -> Store:
-        """Another Store on this one's database, for a worker thread (each thread has its own
-        connection): opened without the schema check this store passed when it was opened. On
-        Postgres that check is a round trip, and a runner opens a store per sender and finisher."""
-        url = getattr(self.db, "url", None)
-        if url is None:
+        """Another Store on this one's database, for a worker thread (a runner's sender or
+        finisher; one thread each): opened without the schema check this store passed when it
+        was opened (on Postgres a round trip). On SQLite it is a connection of its own; on
+        Postgres the twins of a process share a few sessions, statement by statement
+        (core/store/pg_sessions.py, `SharedSessions`)."""
+        # asked by engine, not by probing for a `url`: an attribute the SQLite Database lacks is
+        # looked up on sqlite-utils, whose import (0.15 s) then landed on every sender's first POST
+        if self.db.engine == "sqlite":
             return open_store(self.db.path, migrate=False)
         from core.store import pg
 
-        try:
-            return Store(pg.PgDatabase(url))
-        except sqlite3.OperationalError as e:
-            raise refused(e, pg.label(url)) from e
+        return Store(pg.PgDatabase(self.db.url, shared=True))
 
     def warm(self, workers: int) -> None:
         """`workers` threads are about to open a store each on this database: on Postgres their
