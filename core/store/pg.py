@@ -296,6 +296,9 @@ class Connection:
         conn = getattr(self, "_conn", None)
         if conn is not None and not conn.closed:
             conn.close()
+        shared = getattr(self, "_shared", None)
+        if shared is not None and conn is not None:
+            shared.give_back(conn)   # counted as lent no more (it is closed: not lent again)
 
 
 class PgTable:

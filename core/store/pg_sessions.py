@@ -1,7 +1,8 @@
 """The Postgres sessions a process keeps between its stores (core/store/pg.py opens them):
 `IdleSessions` hands a closed store's session to the next store on the same server and opens a
 run's sessions in the background (`warm`); `SharedSessions` lends a few sessions to many worker
-stores, statement by statement (`WorkerSessions` keeps them per server). docs/postgres.md says why, with its sources."""
+stores, statement by statement (`WorkerSessions` keeps them per server). docs/postgres.md says
+why, with its sources."""
 from __future__ import annotations
 
 import contextlib
