@@ -151,13 +151,12 @@ class SharedSessions:
     def __init__(self, idle: IdleSessions, url: str, where: str, connect: Callable[[str, str], Any],
                  cap_of: Callable[[str, Any], int | None]) -> None:
         self._idle, self._url, self._where, self._connect = idle, url, where, connect
-        self._cap_of = cap_of   # (url, a session) -> the cap (`worker_cap`), or None
+        self._cap_of = cap_of   # (url, a session) -> the cap, or None; cached per server (WorkerSessions)
         self._cond = threading.Condition(threading.Lock())
         self._free: list[Any] = []
         self._lent = 0
         self._opening = False
-        self.cap: int | None = None   # set when the first session is opened (`cap_of`)
-        self._capped = False
+        self.cap: int | None = None   # set as each session is opened (`cap_of`)
         self.users = 0   # worker stores open on these sessions (under WorkerSessions' lock)
 
     def borrow(self) -> Any:
@@ -179,9 +178,7 @@ class SharedSessions:
         conn = None
         try:
             conn = self._idle.take(self._url) or self._connect(self._url, self._where)
-            if not self._capped:
-                self.cap = self._cap_of(self._url, conn)
-                self._capped = True
+            self.cap = self._cap_of(self._url, conn)
         finally:
             with self._cond:
                 self._opening = False
