@@ -219,9 +219,12 @@ class WorkerSessions:
         self.caps: dict[str, int | None] = {}
 
     def cap(self, url: str, conn: Any) -> int | None:
-        if url not in self.caps:
-            self.caps[url] = worker_cap(conn)
-        return self.caps[url]
+        if url in self.caps:
+            return self.caps[url]
+        cap = worker_cap(conn)
+        if not (conn.closed or conn.broken):   # a probe the session failed says nothing of the server
+            self.caps[url] = cap
+        return cap
 
     def join(self, url: str, where: str) -> SharedSessions:
         with self._lock:

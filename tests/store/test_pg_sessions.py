@@ -115,6 +115,24 @@ def test_a_near_servers_worker_sessions_are_capped_at_two_per_core_a_far_ones_ar
         store.close()
 
 
+def test_a_probe_on_a_session_the_server_ended_is_not_taken_for_a_far_server(url):
+    """A failed probe leaves the cap unknown (uncapped for that open) and not cached: the next
+    session's probe decides, so one dropped connection does not uncap the process for good."""
+    import os
+
+    from psycopg import sql
+
+    workers = pg_sessions.WorkerSessions(pg._IDLE, pg._new_connection)
+    doomed, other = pg._new_connection(url, "test"), pg._new_connection(url, "test")
+    try:
+        other.execute(sql.SQL("SELECT pg_terminate_backend({})").format(doomed.info.backend_pid))
+        assert workers.cap(url, doomed) is None and url not in workers.caps
+        assert workers.cap(url, other) == 2 * len(os.sched_getaffinity(0)) == workers.caps[url]
+    finally:
+        doomed.close()
+        other.close()
+
+
 def test_worker_stores_share_one_session_statement_by_statement_when_it_is_free_soon_enough(url, patient):
     store = open_store(url)
     batch = store.create_batch(_plan(8).new_batch(), dry_run=False)
