@@ -125,7 +125,8 @@ def test_a_probe_on_a_session_the_server_ended_is_not_taken_for_a_far_server(url
     workers = pg_sessions.WorkerSessions(pg._IDLE, pg._new_connection)
     doomed, other = pg._new_connection(url, "test"), pg._new_connection(url, "test")
     try:
-        other.execute(sql.SQL("SELECT pg_terminate_backend({})").format(doomed.info.backend_pid))
+        # with a timeout it returns once the session has ended (Postgres 14+), not just signalled
+        other.execute(sql.SQL("SELECT pg_terminate_backend({}, 5000)").format(doomed.info.backend_pid))
         assert workers.cap(url, doomed) is None and url not in workers.caps
         assert workers.cap(url, other) == 2 * len(os.sched_getaffinity(0)) == workers.caps[url]
     finally:
