@@ -256,7 +256,7 @@ class ReadRows:
     def __init__(self, cursor: Any) -> None:
         self.description = cursor.description
         self.rowcount = cursor.rowcount
-        self._rows = iter(cursor.fetchall() if cursor.description is not None else ())
+        self._rows = iter(cursor.fetchall() if self.description is not None else ())
 
     def fetchone(self) -> Any:
         return next(self._rows, None)

@@ -136,3 +136,30 @@ def test_a_database_of_another_program_is_refused_and_left_unchanged(blank):
     with psycopg.connect(blank, autocommit=True) as conn:
         assert [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")] \
             == ["invoices"]
+
+
+def test_column_lists_kept_per_shape_follow_a_table_that_changes(blank):
+    """A cursor's `description` is built once per column list (pg._cursor_class): it says what
+    psycopg's own says, on a store's session and on the sessions worker stores share, and a
+    column added while the process runs is in the next read's names."""
+    import psycopg
+
+    store = open_store(blank)
+    worker = store.twin()
+    try:
+        store.record_request(endpoint="fal-ai/flux/schnell", payload={"prompt": "a"})
+        sql = "SELECT * FROM requests"
+        with psycopg.connect(blank, autocommit=True) as raw:
+            theirs = [tuple(c) for c in raw.execute(sql).description]
+        for db in (store.db, worker.db):
+            for _ in range(2):   # built, then kept
+                assert [tuple(c) for c in db.execute(sql).description] == theirs
+                assert [c.name for c in db.execute(sql).description] == [c[0] for c in theirs]
+        store.db.execute("ALTER TABLE requests ADD COLUMN added_later TEXT")
+        for db in (store.db, worker.db):
+            names = [c[0] for c in db.execute(sql).description]
+            assert names == [c[0] for c in theirs] + ["added_later"]
+        assert store.db.execute("UPDATE requests SET added_later = 'x'").description is None
+    finally:
+        worker.close()
+        store.close()
