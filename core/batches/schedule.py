@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import datetime as _dt
 import dataclasses
 import errno
 import logging
@@ -67,7 +66,7 @@ from core.errors import (
     StoreUnavailable,
 )
 from core.store import Store, open_store
-from core.values import BatchProgress, RequestRecord
+from core.values import BatchProgress, RequestRecord, now as utc_now
 
 from core.fal.client import FalClient
 from core.fal.values import QueueHandle
@@ -394,7 +393,7 @@ class _LiveRun:
         self.draining.set()
         # when the stop took effect (no submit starts after it), for whoever checks the run
         log.warning("batch %s: %s received at %s; no new submit starts", self.batch_id, signal_name,
-                    _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"))
+                    utc_now())
 
     def _note(self, reason: str) -> None:
         """Remember why requests are left unfinished (the first reason wins)."""
@@ -605,7 +604,8 @@ class _LiveRun:
             self._in_flight += 1
         wait = 0.0
         try:
-            if not store.mark_submitted(rec.id):
+            submitted_at = utc_now()
+            if not store.mark_submitted(rec.id, at=submitted_at):
                 return
             if self.halted.is_set() or self.outage.active:
                 # the stop (or an outage) came while the row was being written: this POST does
@@ -638,7 +638,8 @@ class _LiveRun:
                 self._unstored.add(rec.id)
         if self.halted.is_set():
             return   # fal's id is stored (or journaled): a resume follows it
-        self._follow(store, rec.id, handle, sent_at=sent_at, queue_position=handle.queue_position)
+        self._follow(store, rec.id, handle, sent_at=sent_at, submitted_at=submitted_at,
+                     queue_position=handle.queue_position)
 
     def _requeue(self, task: _Task) -> None:
         with self.lock:
@@ -691,18 +692,18 @@ class _LiveRun:
             return
         handle = handle_from_row(rec.endpoint, rec.fal_request_id, rec.status_url, rec.response_url,
                                  rec.cancel_url, queue_url=self.settings.fal_queue_url)
-        self._follow(store, rec.id, handle, sent_at=None, queue_position=rec.queue_position,
-                     running=rec.status == "running")
+        self._follow(store, rec.id, handle, sent_at=None, submitted_at=rec.submitted_at,
+                     queue_position=rec.queue_position, running=rec.status == "running")
 
     def _follow(self, store: Store, request_id: str, handle: QueueHandle, *, sent_at: float | None,
-                queue_position: int | None, running: bool = False) -> None:
+                submitted_at: str | None, queue_position: int | None, running: bool = False) -> None:
         def on_queued(position: int | None) -> None:
             with contextlib.suppress(StoreUnavailable):
                 store.update_queue_position(request_id, position)
 
         def on_running(logs: tuple[str, ...]) -> None:
             with contextlib.suppress(StoreUnavailable):
-                store.mark_running(request_id, logs=list(logs) or None)
+                store.mark_running(request_id, logs=list(logs) or None, submitted_at=submitted_at)
 
         outcome = follow(self._fal, handle, cadence=self.cadence, signals=self.signals,
                          outage=self.outage, sent_at=sent_at, queue_position=queue_position,

@@ -98,11 +98,13 @@ class RequestsMixin(_Base):
         return True
 
     @sqlite_boundary
-    def mark_submitted(self, request_id: str) -> bool:
-        """The POST is about to leave: from here on the job MAY exist at fal."""
+    def mark_submitted(self, request_id: str, *, at: str | None = None) -> bool:
+        """The POST is about to leave: from here on the job MAY exist at fal. `at`: the time to
+        record (`now()` when not given); a runner passes its own, which it hands to
+        `mark_running` later instead of reading the row back."""
         cur = self._write("UPDATE requests SET status = ?, submitted_at = ?, "
                           "attempts = coalesce(attempts, 0) + 1 WHERE id = ? AND status = ?",
-                          [RequestStatus.SUBMITTED, now(), request_id, RequestStatus.PLANNED])
+                          [RequestStatus.SUBMITTED, at or now(), request_id, RequestStatus.PLANNED])
         if cur.rowcount == 0:
             self.get_request(request_id)
             return False
@@ -160,12 +162,15 @@ class RequestsMixin(_Base):
         })
 
     @sqlite_boundary
-    def mark_running(self, request_id: str, *, logs: Any = None) -> bool:
-        """fal reported IN_PROGRESS; the queue time is submit -> now."""
-        rec = self.get_request(request_id)
+    def mark_running(self, request_id: str, *, logs: Any = None, submitted_at: str | None = None) -> bool:
+        """fal reported IN_PROGRESS; the queue time is submit -> now. `submitted_at`: the row's
+        submit time when the caller has it (the runner that wrote it, `mark_submitted(at=)`):
+        one statement instead of a read and a write, on the sender's path."""
+        if submitted_at is None:
+            submitted_at = self.get_request(request_id).submitted_at
         started = now()
         updates: dict[str, Any] = {"status": RequestStatus.RUNNING, "started_at": started,
-                                   "queue_time_s": seconds_between(rec.submitted_at, started)}
+                                   "queue_time_s": seconds_between(submitted_at, started)}
         if logs is not None:
             updates["logs_json"] = json_or_none(logs)
         return self._transition(request_id, (RequestStatus.QUEUED,), updates)

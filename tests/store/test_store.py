@@ -81,6 +81,24 @@ def test_lifecycle_records_each_step_and_timings(d):
     assert got.response == response and got.http_status == 200 and got.attempts == 1
 
 
+def test_a_runner_that_keeps_its_submit_time_records_the_same_queue_time(d):
+    """The runner passes the submit time it wrote (`mark_submitted(at=)`) to `mark_running`,
+    which then does not read the row: the row holds that time, and the queue time runs from it;
+    an unknown request is still refused."""
+    rec = _request(d)
+    at = "2026-12-07T10:00:00.250000+00:00"
+    assert d.mark_submitted(rec.id, at=at)
+    d.mark_queued(rec.id, fal_request_id="f", status_url=None, response_url=None, cancel_url=None)
+    assert d.mark_running(rec.id, submitted_at=at)
+    got = d.get_request(rec.id)
+    assert got.submitted_at == at and got.status == "running"
+    started = dt.datetime.fromisoformat(got.started_at)
+    assert got.queue_time_s == round((started - dt.datetime.fromisoformat(at)).total_seconds(), 6)
+    assert d.mark_running(rec.id, submitted_at=at) is False   # once only
+    with pytest.raises(StoreError):
+        d.mark_running("nope", submitted_at=at)
+
+
 def test_status_never_moves_backwards_or_out_of_a_final_state(d):
     """A late poll result (running after completed) or a repeated update changes nothing."""
     rec = _request(d)
