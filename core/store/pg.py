@@ -17,8 +17,8 @@ module knows which engine it has. What it takes, and why each holds:
   order, as SQLite's rowid does, and `store copy` fills it in SQLite's order.
 - Values: a bool is sent as 0/1 (the columns are integers, as in SQLite); a `numeric` result
   (sum of integers) comes back as int or float, never Decimal.
-- A cursor's `description` is built once per column list and process (`_cursor_class`): the
-  store reads the column names of every result, and psycopg builds them anew on each access.
+- A cursor's `description` is built once per column list and process (core/store/pg_values.py):
+  the store reads the column names of every result, and psycopg builds them anew on each access.
 - Durability as the SQLite file's (WAL, synchronous=NORMAL): `synchronous_commit = off` for
   the store's sessions, so a write waits for no disk flush; a killed client loses nothing, a
   crashed server at most its last fraction of a second, and fal's ids are in the runner's
@@ -44,10 +44,8 @@ module knows which engine it has. What it takes, and why each holds:
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import datetime as _dt
-import functools
 import os
 import sqlite3
 import uuid
@@ -59,6 +57,7 @@ from core.errors import StoreError
 from core.store.db import Database
 from core.store.pg_sessions import IdleSessions, ReadRows, WorkerSessions
 from core.store.pg_sql import translate
+from core.store.pg_values import adapt_session
 from core.store.migrations import MIGRATION_SET, REGISTERED
 
 # one key for the store's advisory locks (an arbitrary constant: "fal dashboard")
@@ -102,67 +101,6 @@ def _as_sqlite(e: Exception, where: str) -> sqlite3.Error:
 
 # ---- the connection ---------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=1)
-def _adapter_classes() -> tuple[type, type]:
-    import psycopg
-    from psycopg.adapt import Dumper, Loader
-
-    class BoolAsInt(Dumper):
-        oid = psycopg.postgres.types["int8"].oid
-
-        def dump(self, obj: bool) -> bytes:
-            return b"1" if obj else b"0"
-
-    class NumericAsNumber(Loader):
-        def load(self, data: Any) -> int | float:
-            text = bytes(data).decode()
-            return float(text) if any(c in text for c in ".eEN") else int(text)
-
-    return BoolAsInt, NumericAsNumber
-
-
-# DB-API's seven items of a column, as psycopg's Column holds them, in a plain tuple
-_Column = collections.namedtuple("_Column", "name type_code display_size internal_size precision scale null_ok")
-_DESCRIPTIONS: dict[tuple, list[_Column]] = {}
-_MAX_DESCRIPTIONS = 512   # result shapes kept; the store's statements have a few dozen
-
-
-@functools.lru_cache(maxsize=1)
-def _cursor_class() -> type:
-    import psycopg
-
-    class Cursor(psycopg.Cursor):
-        """psycopg's cursor with `description` kept per column list (names, types, modifiers:
-        the key, read from the result in C). psycopg builds a Column object per column on each
-        access, 67 us for the 42 of `SELECT * FROM requests` here, which the store reads on
-        every row it loads: 0.2 s of a 200-request run's interpreter time went to it."""
-
-        @property
-        def description(self) -> list[_Column] | None:
-            res = self.pgresult
-            if res is None or not res.nfields:
-                return super().description
-            fields = range(res.nfields)
-            key = (tuple(map(res.fname, fields)), tuple(map(res.ftype, fields)),
-                   tuple(map(res.fmod, fields)))
-            columns = _DESCRIPTIONS.get(key)
-            if columns is None:
-                columns = [_Column(*column) for column in super().description]
-                if len(_DESCRIPTIONS) < _MAX_DESCRIPTIONS:
-                    _DESCRIPTIONS[key] = columns
-            return list(columns)
-
-    return Cursor
-
-
-def _adapt(adapters: Any) -> None:
-    """A connection's adapters as the store needs them: bools sent as integers, numeric read
-    back as int or float (SQLite's sum of integers is an integer, never a Decimal)."""
-    bool_as_int, numeric_as_number = _adapter_classes()
-    adapters.register_dumper(bool, bool_as_int)
-    adapters.register_loader("numeric", numeric_as_number)
-
-
 def _new_connection(url: str, where: str) -> Any:
     """A new session on the server, set up for the store."""
     import psycopg
@@ -190,8 +128,7 @@ def _new_connection(url: str, where: str) -> Any:
                      "THEN set_config('random_page_cost', '1.1', false) END")
     except psycopg.Error as e:
         raise _as_sqlite(e, where) from None
-    _adapt(conn.adapters)
-    conn.cursor_factory = _cursor_class()
+    adapt_session(conn)
     return conn
 
 

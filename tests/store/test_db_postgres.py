@@ -139,9 +139,9 @@ def test_a_database_of_another_program_is_refused_and_left_unchanged(blank):
 
 
 def test_column_lists_kept_per_shape_follow_a_table_that_changes(blank):
-    """A cursor's `description` is built once per column list (pg._cursor_class): it says what
-    psycopg's own says, on a store's session and on the sessions worker stores share, and a
-    column added while the process runs is in the next read's names."""
+    """A cursor's `description` is built once per column list (core/store/pg_values.py): it says
+    what psycopg's own says, on a store's session and on the sessions worker stores share, and
+    a column added while the process runs is in the next read's names."""
     import psycopg
 
     store = open_store(blank)
