@@ -15,10 +15,9 @@ module knows which engine it has. What it takes, and why each holds:
   the `nocase` collation (ICU, case-insensitive), `total()`, `instr()`.
 - Every table gets a `rowid` column (an identity, last): the store orders ties by insertion
   order, as SQLite's rowid does, and `store copy` fills it in SQLite's order.
-- Values: a bool is sent as 0/1 (the columns are integers, as in SQLite); a `numeric` result
-  (sum of integers) comes back as int or float, never Decimal.
-- A cursor's `description` is built once per column list and process (core/store/pg_values.py):
-  the store reads the column names of every result, and psycopg builds them anew on each access.
+- Values and results (core/store/pg_values.py): a bool is sent as 0/1 (the columns are
+  integers, as in SQLite); a `numeric` result (sum of integers) comes back as int or float,
+  never Decimal; a cursor's `description` is built once per column list and process.
 - Durability as the SQLite file's (WAL, synchronous=NORMAL): `synchronous_commit = off` for
   the store's sessions, so a write waits for no disk flush; a killed client loses nothing, a
   crashed server at most its last fraction of a second, and fal's ids are in the runner's

@@ -82,9 +82,9 @@ def test_lifecycle_records_each_step_and_timings(d):
 
 
 def test_a_runner_that_keeps_its_submit_time_records_the_same_queue_time(d):
-    """The runner passes the submit time it wrote (`mark_submitted(at=)`) to `mark_running`,
-    which then does not read the row: the row holds that time, and the queue time runs from it;
-    an unknown request is still refused."""
+    """The runner passes the submit time it wrote (`mark_submitted(at=)`) to `mark_running`
+    instead of the store reading it back: the row holds that time, the queue time runs from it,
+    and an unknown request is still refused."""
     rec = _request(d)
     at = "2026-12-07T10:00:00.250000+00:00"
     assert d.mark_submitted(rec.id, at=at)
